@@ -1,0 +1,95 @@
+"""Loss name -> Keras loss, the output head it needs, and the label encoding it expects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from xent_tf.config import LossConfig
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """Everything that follows from choosing a loss for a given number of classes.
+
+    Attributes:
+        loss: the Keras loss object (mean over the batch).
+        output_units: width of the output layer.
+        output_activation: "sigmoid", "softmax" or "linear" (when the loss takes logits).
+        probability_activation: what turns the output into probabilities ("sigmoid"/"softmax").
+        label_encoding: "binary" (float 0/1 column), "one_hot" or "sparse" (integer class).
+    """
+
+    loss: keras.losses.Loss
+    output_units: int
+    output_activation: str
+    probability_activation: str
+    label_encoding: str
+
+    def encode_labels(self, y: np.ndarray, n_classes: int) -> np.ndarray:
+        """Encode integer class labels the way this loss expects them.
+
+        Args:
+            y: integer labels, shape (n,).
+            n_classes: number of classes.
+
+        Returns:
+            float32 (n, 1) for "binary", float32 (n, n_classes) for "one_hot", int32 (n,) for
+            "sparse".
+        """
+        if self.label_encoding == "binary":
+            return y.astype(np.float32).reshape(-1, 1)
+        if self.label_encoding == "one_hot":
+            return np.eye(n_classes, dtype=np.float32)[y]
+        return y.astype(np.int32)
+
+
+def loss_spec(config: LossConfig, n_classes: int) -> LossSpec:
+    """Build the loss and describe the head and labels it needs.
+
+    ``bce`` uses one sigmoid unit and needs binary data; ``cce``/``sparse_cce`` use ``n_classes``
+    softmax units (two on binary data); ``mse`` uses the same heads as the cross-entropy it is
+    compared with: one sigmoid unit on binary data, a softmax over one-hot labels otherwise.
+
+    Args:
+        config: loss name and options.
+        n_classes: number of classes in the data.
+
+    Returns:
+        The loss with its head and label encoding.
+    """
+    if config.name == "bce" and n_classes != 2:
+        raise ValueError(
+            f"loss.name='bce' needs binary data, got n_classes={n_classes}; use cce or sparse_cce"
+        )
+    one_unit = config.name == "bce" or (config.name == "mse" and n_classes == 2)
+    probability_activation = "sigmoid" if one_unit else "softmax"
+    output_activation = "linear" if config.from_logits else probability_activation
+    loss: keras.losses.Loss
+    if config.name == "bce":
+        loss = keras.losses.BinaryCrossentropy(
+            from_logits=config.from_logits, label_smoothing=config.label_smoothing
+        )
+        encoding = "binary"
+    elif config.name == "cce":
+        loss = keras.losses.CategoricalCrossentropy(
+            from_logits=config.from_logits, label_smoothing=config.label_smoothing
+        )
+        encoding = "one_hot"
+    elif config.name == "sparse_cce":
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=config.from_logits)
+        encoding = "sparse"
+    elif config.name == "mse":
+        loss = keras.losses.MeanSquaredError()
+        encoding = "binary" if one_unit else "one_hot"
+    else:
+        raise ValueError(f"loss.name={config.name!r} is not one of bce, cce, sparse_cce, mse")
+    return LossSpec(
+        loss=loss,
+        output_units=1 if one_unit else n_classes,
+        output_activation=output_activation,
+        probability_activation=probability_activation,
+        label_encoding=encoding,
+    )

@@ -1,0 +1,270 @@
+"""One run end to end: data, model, training, test evaluation and its MLflow records."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import subprocess
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+import yaml
+
+from xent_tf import plotting, tracking
+from xent_tf.config import Config
+from xent_tf.data import Dataset, Split, make_dataset
+from xent_tf.losses import LossSpec, loss_spec
+from xent_tf.models import build_mlp, saturate_output_layer
+from xent_tf.runtime import DeviceChoice, configure_runtime
+from xent_tf.schedules import learning_rates
+from xent_tf.training import CompiledLoop, EpochRecord, FitResult, TensorSplit, fit, steps_per_epoch
+
+log = logging.getLogger(__name__)
+
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a finished run reports.
+
+    Attributes:
+        run_id: MLflow run id ("-" without tracking).
+        experiment_id: MLflow experiment id ("-" without tracking).
+        device: where it trained.
+        history: one record per epoch.
+        test_loss: loss on the test set.
+        test_acc: accuracy on the test set.
+        epochs_to_target: first epoch whose validation accuracy reached the target, or None.
+        train_seconds: training wall time (validation included).
+        n_params: trainable parameters of the model.
+    """
+
+    run_id: str
+    experiment_id: str
+    device: DeviceChoice
+    history: list[EpochRecord]
+    test_loss: float
+    test_acc: float
+    epochs_to_target: int | None
+    train_seconds: float
+    n_params: int
+
+
+def epochs_to_target(history: list[EpochRecord], target: float) -> int | None:
+    """The first epoch whose validation accuracy is >= ``target``, or None."""
+    return next((r.epoch for r in history if r.val_acc >= target), None)
+
+
+def git_commit() -> str:
+    """The project's git commit (with "-dirty" for uncommitted changes), or "unknown"."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=_PROJECT_ROOT, capture_output=True, text=True,
+            timeout=5, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=_PROJECT_ROOT,
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def _tensor_split(split: Split, spec: LossSpec, n_classes: int) -> TensorSplit:
+    return TensorSplit.from_numpy(split.x, spec.encode_labels(split.y, n_classes), split.y)
+
+
+def _build_optimizer(config: Config) -> keras.optimizers.Optimizer:
+    if config.optimizer.name == "adam":
+        return keras.optimizers.Adam(learning_rate=config.optimizer.learning_rate)
+    return keras.optimizers.SGD(
+        learning_rate=config.optimizer.learning_rate, momentum=config.optimizer.momentum
+    )
+
+
+def _format_epoch(record: EpochRecord, epochs: int) -> str:
+    return (
+        f"epoch {record.epoch:>{len(str(epochs))}}/{epochs}  "
+        f"train loss {record.train_loss:.4f} acc {record.train_acc:.4f} | "
+        f"val loss {record.val_loss:.4f} acc {record.val_acc:.4f} | "
+        f"lr {record.learning_rate:.2e} | {record.seconds:.2f} s"
+    )
+
+
+def run_tags(config: Config, device: DeviceChoice, overrides: list[str]) -> dict[str, str]:
+    """Tags that say where and with what a run was made."""
+    return {
+        "device": device.kind,
+        "device.description": device.description,
+        "seed": str(config.seed),
+        "hydra.overrides": " ".join(overrides) or "(none)",
+        "git.commit": git_commit(),
+        "version.tensorflow": tf.__version__,
+        "version.keras": keras.__version__,
+        "version.mlflow": tracking.mlflow_version(),
+        "loss": config.loss.name,
+        "data": config.data.name,
+    }
+
+
+def run_experiment(
+    config: Config,
+    output_dir: Path,
+    overrides: list[str] | None = None,
+    parent_run_id: str | None = None,
+    run_name: str | None = None,
+    log_file: Path | None = None,
+) -> RunSummary:
+    """Train and test one configuration, recording it in MLflow.
+
+    The tracking store is checked before anything trains; a failure or interrupt during
+    training ends the MLflow run FAILED/KILLED with the metrics logged so far.
+
+    Args:
+        config: the validated run configuration.
+        output_dir: where local files (plots, model, log) are written.
+        overrides: the command-line overrides, recorded as a tag.
+        parent_run_id: the sweep's parent MLflow run, if any.
+        run_name: MLflow run name; defaults to "<loss>-seed<seed>".
+        log_file: the run's log file, uploaded as ``logs/`` when the run ends (also on failure).
+
+    Returns:
+        The run's summary.
+
+    Raises:
+        tracking.TrackingUnavailableError: the store is unreachable (before training).
+        training.NonFiniteLossError: the loss became NaN/inf (the run ends FAILED).
+    """
+    overrides = overrides or []
+    if config.tracking.enabled:
+        tracking.check_tracking_uri(config.tracking.uri)
+    device = configure_runtime(config.trainer.device, config.trainer.threads, config.seed)
+    log.info("training on %s", device.description)
+    data = make_dataset(config.data)
+    recorder_context: AbstractContextManager[tracking.RunRecorder] = (
+        tracking.open_run(
+            config.tracking.uri,
+            config.experiment_name,
+            run_name or f"{config.loss.name}-seed{config.seed}",
+            parent_run_id=parent_run_id,
+            tags=run_tags(config, device, overrides),
+        )
+        if config.tracking.enabled
+        else nullcontext(tracking.NoTracking())
+    )
+    with recorder_context as recorder, tf.device(device.name):
+        recorder.log_params(tracking.flatten(dataclasses.asdict(config)))
+        recorder.log_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False), "config.yaml")
+        try:
+            return _train_and_record(config, data, device, recorder, output_dir)
+        finally:
+            if log_file is not None and log_file.exists():
+                tracking.log_file_quietly(recorder, log_file, "logs")
+
+
+def _train_and_record(
+    config: Config,
+    data: Dataset,
+    device: DeviceChoice,
+    recorder: tracking.RunRecorder,
+    output_dir: Path,
+) -> RunSummary:
+    """The body of ``run_experiment`` inside an open run and device scope."""
+    spec = loss_spec(config.loss, data.n_classes)
+    model = build_mlp(
+        data.n_features,
+        config.model.hidden_units,
+        spec.output_units,
+        spec.output_activation,
+        hidden_activation=config.model.activation,
+    )
+    if config.model.output_init == "saturated":
+        saturate_output_layer(model, data.train.y, config.model.saturation_scale, config.seed)
+    train = _tensor_split(data.train, spec, data.n_classes)
+    val = _tensor_split(data.val, spec, data.n_classes)
+    test = _tensor_split(data.test, spec, data.n_classes)
+    n_params = int(model.count_params())
+    recorder.log_params({"model.n_params": str(n_params)})
+    loop = CompiledLoop(
+        model, spec.loss, _build_optimizer(config), config.trainer.batch_size, config.loss.from_logits
+    )
+    rates = learning_rates(
+        config.schedule,
+        config.optimizer.learning_rate,
+        config.trainer.epochs,
+        steps_per_epoch(len(train), config.trainer.batch_size),
+    )
+
+    def on_epoch_end(record: EpochRecord) -> None:
+        recorder.log_metrics(record.metrics(), step=record.epoch)
+        if config.trainer.verbose:
+            log.info(_format_epoch(record, config.trainer.epochs))
+
+    try:
+        result: FitResult = fit(
+            loop, train, val, rates, config.trainer.epochs, config.seed, on_epoch_end
+        )
+    except Exception as error:
+        history = getattr(getattr(error, "result", None), "history", None)
+        if history:
+            _save_loss_curve(history, output_dir, recorder, config)
+        raise
+    test_loss, test_acc, _ = loop.evaluate(test)
+    reached = epochs_to_target(result.history, config.trainer.target_val_acc)
+    final_metrics = {"test/loss": test_loss, "test/acc": test_acc, "train_seconds": result.train_seconds}
+    if reached is not None:
+        final_metrics["epochs_to_target"] = float(reached)
+    recorder.log_metrics(final_metrics, step=config.trainer.epochs)
+    _save_loss_curve(result.history, output_dir, recorder, config)
+    if config.tracking.enabled and config.tracking.log_model:
+        model_path = output_dir / "model.keras"
+        model.save(model_path)
+        recorder.log_file(model_path, "model")
+    return RunSummary(
+        run_id=recorder.run_id,
+        experiment_id=recorder.experiment_id,
+        device=device,
+        history=result.history,
+        test_loss=test_loss,
+        test_acc=test_acc,
+        epochs_to_target=reached,
+        train_seconds=result.train_seconds,
+        n_params=n_params,
+    )
+
+
+def _save_loss_curve(
+    history: list[EpochRecord], output_dir: Path, recorder: tracking.RunRecorder, config: Config
+) -> None:
+    path = plotting.save_loss_curve(
+        [r.train_loss for r in history],
+        [r.val_loss for r in history],
+        output_dir / "plots" / "loss_curve.png",
+        title=f"{config.experiment_name}: {config.loss.name}, seed {config.seed}",
+    )
+    recorder.log_file(path, "plots")
+
+
+def summary_text(summary: RunSummary, config: Config) -> str:
+    """The lines printed when a run ends: device, test numbers, where the run is, the UI."""
+    lines = [
+        f"trained on {summary.device.description} in {summary.train_seconds:.2f} s "
+        f"({len(summary.history)} epochs, {summary.n_params} parameters)",
+        f"test loss {summary.test_loss:.4f}  test accuracy {summary.test_acc:.4f}",
+    ]
+    if config.tracking.enabled:
+        lines += [
+            f"MLflow run {summary.run_id} in experiment '{config.experiment_name}' "
+            f"at {config.tracking.uri}",
+            "open the UI with `make ui`, then "
+            + tracking.run_url(summary.experiment_id, summary.run_id),
+        ]
+    else:
+        lines.append("tracking=off: nothing was recorded in MLflow")
+    return "\n".join(lines)
+

@@ -1,0 +1,258 @@
+"""MLflow records of runs. The only module that imports mlflow.
+
+A run is opened with ``open_run`` as a context manager: it ends FINISHED when the block ends,
+FAILED when it raises (the error is recorded as a tag and a text artifact), KILLED on Ctrl-C.
+Metrics are sent in one ``log_batch`` per epoch, asynchronously, so logging overlaps training;
+everything is flushed before the run's status is set, so nothing logged is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.utils.async_logging.run_operations import RunOperations
+
+log = logging.getLogger(__name__)
+
+# MLflow caps a param value at 6000 characters and a batch at 100 params / 1000 metrics.
+_MAX_PARAM_LENGTH = 6000
+_PARAM_BATCH = 100
+_UI_ADDRESS = "http://127.0.0.1:5000"
+
+
+class TrackingUnavailableError(RuntimeError):
+    """The tracking store cannot be reached or written."""
+
+
+def check_tracking_uri(uri: str, timeout_seconds: float = 5.0) -> None:
+    """Fail fast, before any training, when the tracking store is unusable.
+
+    Args:
+        uri: ``sqlite:///path``, ``http(s)://host:port`` or a database URL.
+        timeout_seconds: how long to wait for a server's health endpoint.
+
+    Raises:
+        TrackingUnavailableError: the server does not answer, or the SQLite file's directory
+            does not exist or is not writable.
+    """
+    if uri.startswith(("http://", "https://")):
+        health = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(health, timeout=timeout_seconds) as response:
+                if response.status != 200:
+                    raise TrackingUnavailableError(f"{health} answered HTTP {response.status}")
+        except (urllib.error.URLError, OSError) as error:
+            raise TrackingUnavailableError(
+                f"MLflow tracking server {uri} is unreachable ({error}); start one with "
+                "`make server`, pass tracking.uri=http://HOST:PORT, or use tracking=sqlite"
+            ) from error
+    elif uri.startswith("sqlite:///"):
+        directory = Path(uri.removeprefix("sqlite:///")).expanduser().resolve().parent
+        if not directory.is_dir() or not os.access(directory, os.W_OK):
+            raise TrackingUnavailableError(
+                f"tracking.uri={uri!r}: directory {directory} does not exist or is not writable"
+            )
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mapping -> {"a.b.c": "value"}; lists become their string form."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, prefix=f"{name}."))
+        else:
+            flat[name] = str(value)[:_MAX_PARAM_LENGTH]
+    return flat
+
+
+def mlflow_version() -> str:
+    """The installed MLflow version (for run tags)."""
+    return str(mlflow.__version__)
+
+
+def log_file_quietly(recorder: RunRecorder, path: Path, artifact_dir: str) -> None:
+    """Upload a file, logging instead of raising when the store fails (used while failing)."""
+    try:
+        recorder.log_file(path, artifact_dir)
+    except Exception:
+        log.exception("could not upload %s to MLflow", path)
+
+
+def run_url(experiment_id: str, run_id: str, ui_address: str = _UI_ADDRESS) -> str:
+    """Direct link to a run's charts in the MLflow UI (the runs table lives at .../runs)."""
+    return f"{ui_address}/#/experiments/{experiment_id}/runs/{run_id}/model-metrics"
+
+
+def experiment_url(experiment_id: str, ui_address: str = _UI_ADDRESS) -> str:
+    """Direct link to an experiment's runs table in the MLflow UI."""
+    return f"{ui_address}/#/experiments/{experiment_id}/runs"
+
+
+class RunRecorder(Protocol):
+    """What the pipeline logs through; ``MlflowRun`` and ``NoTracking`` both provide it."""
+
+    run_id: str
+    experiment_id: str
+
+    def log_params(self, params: Mapping[str, str]) -> None: ...
+    def set_tags(self, tags: Mapping[str, str]) -> None: ...
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
+    def log_file(self, path: Path, artifact_dir: str | None = None) -> None: ...
+    def log_text(self, text: str, artifact_file: str) -> None: ...
+
+
+@dataclass
+class MlflowRun:
+    """An open MLflow run (use ``open_run``)."""
+
+    client: MlflowClient
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+    _pending: list[RunOperations] = field(default_factory=list)
+
+    def log_params(self, params: Mapping[str, str]) -> None:
+        """Log params in batches of MLflow's maximum size."""
+        items = [Param(k, v) for k, v in params.items()]
+        for start in range(0, len(items), _PARAM_BATCH):
+            self.client.log_batch(self.run_id, params=items[start : start + _PARAM_BATCH])
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Set tags in one batch."""
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Log one step's metrics in one asynchronous batch (flushed before the run ends)."""
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        operations = self.client.log_batch(self.run_id, metrics=batch, synchronous=False)
+        if operations is not None:
+            self._pending.append(operations)
+
+    def log_file(self, path: Path, artifact_dir: str | None = None) -> None:
+        """Upload a local file as an artifact under ``artifact_dir``."""
+        self.client.log_artifact(self.run_id, str(path), artifact_path=artifact_dir)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """Store ``text`` as the artifact ``artifact_file``."""
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def flush(self) -> None:
+        """Wait for every asynchronous metric batch to land."""
+        pending, self._pending = self._pending, []
+        for operations in pending:
+            operations.wait()
+
+
+@dataclass
+class NoTracking:
+    """Stands in for ``MlflowRun`` with ``tracking=off``: records nothing."""
+
+    run_id: str = "-"
+    experiment_id: str = "-"
+
+    def log_params(self, params: Mapping[str, str]) -> None:
+        """Record nothing."""
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Record nothing."""
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Record nothing."""
+
+    def log_file(self, path: Path, artifact_dir: str | None = None) -> None:
+        """Record nothing."""
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """Record nothing."""
+
+
+def get_or_create_experiment(client: MlflowClient, name: str) -> str:
+    """The id of the experiment called ``name``, created when missing (race-tolerant)."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    try:
+        return str(client.create_experiment(name))
+    except mlflow.exceptions.MlflowException:
+        # Another process created it between our lookup and create.
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return str(experiment.experiment_id)
+
+
+@contextmanager
+def open_run(
+    tracking_uri: str,
+    experiment_name: str,
+    run_name: str,
+    parent_run_id: str | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> Iterator[MlflowRun]:
+    """Create an MLflow run and end it with the right status, whatever happens inside.
+
+    Args:
+        tracking_uri: where to record.
+        experiment_name: the MLflow experiment (created when missing).
+        run_name: the run's display name.
+        parent_run_id: make this run a child of that one (a sweep's parent run).
+        tags: initial tags.
+
+    Yields:
+        The open run. On an exception the run ends FAILED with the error as the tag
+        ``error`` and the traceback as ``error.txt``; on KeyboardInterrupt it ends KILLED.
+    """
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment_id = get_or_create_experiment(client, experiment_name)
+    initial_tags = dict(tags or {})
+    if parent_run_id:
+        initial_tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(experiment_id, run_name=run_name, tags=initial_tags)
+    recorder = MlflowRun(client, run.info.run_id, experiment_id, tracking_uri)
+    status = RunStatus.to_string(RunStatus.FINISHED)
+    try:
+        yield recorder
+    except BaseException as error:
+        status = _status_for(error)
+        _record_error(recorder, error, error.__traceback__)
+        raise
+    finally:
+        try:
+            recorder.flush()
+        finally:
+            client.set_terminated(recorder.run_id, status=status)
+
+
+def _status_for(error: BaseException) -> str:
+    """KILLED for an interrupt or termination, FAILED for anything else."""
+    killed = isinstance(error, KeyboardInterrupt | SystemExit)
+    return RunStatus.to_string(RunStatus.KILLED if killed else RunStatus.FAILED)
+
+
+def _record_error(
+    recorder: MlflowRun, error: BaseException, trace: TracebackType | None
+) -> None:
+    """Keep the reason a run stopped, without masking the original error."""
+    message = f"{type(error).__name__}: {error}"
+    try:
+        recorder.flush()
+        recorder.set_tags({"error": message[:5000]})
+        recorder.log_text("".join(traceback.format_exception(error)), "error.txt")
+    except Exception:  # the store itself may be what failed
+        log.exception("could not record the error in MLflow run %s", recorder.run_id)

@@ -1,0 +1,386 @@
+"""The suite's one training path: a whole epoch per compiled TensorFlow call.
+
+On these tiny models ``model.fit`` spends its time in per-step Python and dispatch, not maths. Here
+an epoch is one ``tf.function`` call that loops over the mini-batches in graph mode, so Python
+runs once per epoch. It still trains a Keras model with a Keras optimizer and keeps what the
+experiments need: the loss of every batch (range test), a learning rate per step (schedules),
+per-layer gradient norms, validation after every epoch, a stop at the first non-finite loss, and
+determinism under a seed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+# A probability this close to 0 or 1 is "saturated": the sigmoid/softmax slope there is < 1%.
+SATURATION_THRESHOLD = 0.99
+
+
+@dataclass(frozen=True)
+class TensorSplit:
+    """One part of a dataset as tensors, ready for the compiled loop.
+
+    Attributes:
+        x: features, float32 (n, d).
+        targets: labels encoded the way the loss expects them.
+        labels: integer class labels (n,), for accuracy.
+    """
+
+    x: tf.Tensor
+    targets: tf.Tensor
+    labels: tf.Tensor
+
+    @classmethod
+    def from_numpy(cls, x: np.ndarray, targets: np.ndarray, labels: np.ndarray) -> TensorSplit:
+        """Copy NumPy arrays to tensors on the current device scope."""
+        return cls(tf.constant(x), tf.constant(targets), tf.constant(labels, dtype=tf.int32))
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """What one epoch measured.
+
+    Attributes:
+        epoch: 1-based epoch number.
+        train_loss: sample-weighted mean of the epoch's batch losses (as Keras reports it).
+        train_acc: accuracy on the epoch's batches, before each batch's update.
+        val_loss: validation loss after the epoch.
+        val_acc: validation accuracy after the epoch.
+        val_saturated: share of validation rows whose top probability is >= 0.99.
+        learning_rate: the rate of the epoch's last step.
+        grad_norms: per layer, the L2 norm of the full-batch training-loss gradient after the
+            epoch (one extra pass; cheaper and less noisy than a norm per mini-batch).
+        seconds: wall time of the epoch, validation included.
+    """
+
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    val_saturated: float
+    learning_rate: float
+    grad_norms: dict[str, float]
+    seconds: float
+
+    def metrics(self) -> dict[str, float]:
+        """The record as MLflow-style metric names (``train/loss``, ``grad_norm/output`` ...)."""
+        out = {
+            "train/loss": self.train_loss,
+            "train/acc": self.train_acc,
+            "val/loss": self.val_loss,
+            "val/acc": self.val_acc,
+            "val/saturated_fraction": self.val_saturated,
+            "lr": self.learning_rate,
+            "epoch_seconds": self.seconds,
+        }
+        out.update({f"grad_norm/{layer}": norm for layer, norm in self.grad_norms.items()})
+        return out
+
+
+@dataclass
+class FitResult:
+    """The outcome of ``fit``.
+
+    Attributes:
+        history: one record per completed epoch (a diverged epoch is included).
+        batch_losses: the loss of every step taken, in order.
+        diverged_epoch: the epoch whose loss became NaN/inf, or None.
+        train_seconds: wall time of the whole loop, validation included.
+    """
+
+    history: list[EpochRecord] = field(default_factory=list)
+    batch_losses: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    diverged_epoch: int | None = None
+    train_seconds: float = 0.0
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when the training loss becomes NaN or infinite."""
+
+    def __init__(self, epoch: int, step: int, result: FitResult) -> None:
+        super().__init__(
+            f"training loss became NaN/inf at epoch {epoch} (step {step} of that epoch); "
+            "training stopped. Try a smaller optimizer.learning_rate or from_logits=true."
+        )
+        self.epoch = epoch
+        self.step = step
+        self.result = result  # the history up to and including the diverged epoch
+
+
+def steps_per_epoch(n_rows: int, batch_size: int) -> int:
+    """Number of mini-batches in an epoch, counting a smaller last batch."""
+    return -(-n_rows // batch_size)
+
+
+def _layer_groups(model: keras.Model) -> list[tuple[str, list[int]]]:
+    """Group the model's trainable variables by layer: [(layer name, variable indices)]."""
+    groups: dict[str, list[int]] = {}
+    for index, variable in enumerate(model.trainable_variables):
+        groups.setdefault(variable.path.split("/")[0], []).append(index)
+    return list(groups.items())
+
+
+def _predictions(outputs: tf.Tensor, from_logits: bool) -> tuple[tf.Tensor, tf.Tensor]:
+    """Predicted class and top-class probability from the model's outputs."""
+    if outputs.shape[-1] == 1:
+        p_one = tf.sigmoid(outputs[:, 0]) if from_logits else outputs[:, 0]
+        predicted = tf.cast(p_one > 0.5, tf.int32)
+        top_probability = tf.maximum(p_one, 1.0 - p_one)
+    else:
+        probabilities = tf.nn.softmax(outputs) if from_logits else outputs
+        predicted = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        top_probability = tf.reduce_max(probabilities, axis=-1)
+    return predicted, top_probability
+
+
+class CompiledLoop:
+    """The compiled train-epoch and evaluate functions for one model, loss and optimizer.
+
+    Build it once per model; the functions are traced on first use and then reused, so a
+    second ``fit`` (or the range test) pays no tracing cost.
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        loss: keras.losses.Loss,
+        optimizer: keras.optimizers.Optimizer,
+        batch_size: int,
+        from_logits: bool,
+    ) -> None:
+        """Args:
+        model: the Keras model to train.
+        loss: a Keras loss whose reduction is the batch mean.
+        optimizer: a Keras optimizer created with a float learning rate (set per step here).
+        batch_size: rows per step.
+        from_logits: whether the model outputs logits (for accuracy and saturation).
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        if not isinstance(optimizer.learning_rate, keras.Variable):
+            raise ValueError(
+                "the optimizer's learning_rate is a schedule object; create it with a float "
+                "learning rate: this loop sets the rate per step itself (see xent_tf.schedules)"
+            )
+        self.model = model
+        self.loss = loss
+        self.optimizer = optimizer
+        self.batch_size = batch_size
+        self.from_logits = from_logits
+        self.layer_groups = _layer_groups(model)
+        optimizer.build(model.trainable_variables)
+        self._compiled_train_epoch = tf.function(self._train_epoch, autograph=False)
+        self._compiled_evaluate = tf.function(self._evaluate, autograph=False)
+        self._compiled_gradient_norms = tf.function(self._gradient_norms, autograph=False)
+
+    def _train_epoch(
+        self,
+        x_all: tf.Tensor,
+        targets_all: tf.Tensor,
+        labels_all: tf.Tensor,
+        order: tf.Tensor,
+        learning_rates: tf.Tensor,
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Run one step per entry of ``learning_rates`` over ``order``'s mini-batches.
+
+        Written as an explicit ``tf.while_loop`` (traced with autograph off): it traces in about
+        half the time of the autograph version. Stops after the first step whose loss is not
+        finite.
+
+        Returns:
+            (batch losses of the steps taken, number of correct predictions, number of rows seen).
+        """
+        variables = self.model.trainable_variables
+        # One gather per epoch, then contiguous slices: fewer ops per step than a gather per step.
+        x_epoch = tf.gather(x_all, order)
+        targets_epoch = tf.gather(targets_all, order)
+        labels_epoch = tf.gather(labels_all, order)
+        n_rows = tf.shape(order)[0]
+        n_steps = tf.shape(learning_rates)[0]
+
+        def keep_going(step: tf.Tensor, last_loss: tf.Tensor, *_: object) -> tf.Tensor:
+            return tf.logical_and(step < n_steps, tf.math.is_finite(last_loss))
+
+        def train_step(
+            step: tf.Tensor,
+            last_loss: tf.Tensor,
+            losses: tf.TensorArray,
+            correct: tf.Tensor,
+            seen: tf.Tensor,
+        ) -> tuple[tf.Tensor, tf.Tensor, tf.TensorArray, tf.Tensor, tf.Tensor]:
+            start = step * self.batch_size
+            stop = tf.minimum(start + self.batch_size, n_rows)
+            self.optimizer.learning_rate.assign(learning_rates[step])
+            with tf.GradientTape() as tape:
+                outputs = self.model(x_epoch[start:stop], training=True)
+                batch_loss = self.loss(targets_epoch[start:stop], outputs)
+            self.optimizer.apply(tape.gradient(batch_loss, variables), variables)
+            predicted, _ = _predictions(outputs, self.from_logits)
+            hits = tf.reduce_sum(tf.cast(tf.equal(predicted, labels_epoch[start:stop]), tf.int32))
+            return (
+                step + 1,
+                batch_loss,
+                losses.write(step, batch_loss),
+                correct + hits,
+                seen + (stop - start),
+            )
+
+        _, _, losses, correct, seen = tf.while_loop(
+            keep_going,
+            train_step,
+            (
+                tf.constant(0),
+                tf.constant(0.0),
+                # dynamic_size: after an early stop, stack() holds exactly the steps taken.
+                tf.TensorArray(tf.float32, size=0, dynamic_size=True),
+                tf.constant(0),
+                tf.constant(0),
+            ),
+        )
+        return losses.stack(), correct, seen
+
+    def _evaluate(
+        self, x: tf.Tensor, targets: tf.Tensor, labels: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Loss, accuracy and saturated share of a whole split in one call."""
+        outputs = self.model(x, training=False)
+        predicted, top_probability = _predictions(outputs, self.from_logits)
+        accuracy = tf.reduce_mean(tf.cast(tf.equal(predicted, labels), tf.float32))
+        saturated = tf.reduce_mean(tf.cast(top_probability >= SATURATION_THRESHOLD, tf.float32))
+        return self.loss(targets, outputs), accuracy, saturated
+
+    def _gradient_norms(self, x: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+        """Per-layer L2 norm of the full-batch gradient of the loss on (x, targets)."""
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            loss = self.loss(targets, self.model(x, training=False))
+        gradients = tape.gradient(loss, variables)
+        return tf.stack(
+            [tf.linalg.global_norm([gradients[i] for i in idx]) for _, idx in self.layer_groups]
+        )
+
+    def gradient_norms(self, split: TensorSplit) -> dict[str, float]:
+        """Per-layer norm of the gradient of the loss over the whole split (weights unchanged).
+
+        Args:
+            split: usually the training split.
+
+        Returns:
+            {layer name: L2 norm of the gradient of that layer's kernel and bias}.
+        """
+        norms = self._compiled_gradient_norms(split.x, split.targets).numpy()
+        return {name: float(n) for (name, _), n in zip(self.layer_groups, norms, strict=True)}
+
+    def evaluate(self, split: TensorSplit) -> tuple[float, float, float]:
+        """Loss, accuracy and share of saturated outputs (top probability >= 0.99) of a split."""
+        loss, accuracy, saturated = self._compiled_evaluate(split.x, split.targets, split.labels)
+        return float(loss), float(accuracy), float(saturated)
+
+    def run_epoch(
+        self, train: TensorSplit, order: np.ndarray, learning_rates: np.ndarray
+    ) -> tuple[np.ndarray, float, float]:
+        """One epoch: train over ``order`` with one learning rate per step.
+
+        Args:
+            train: the training split.
+            order: row indices in the order to visit them (a permutation, or any subset).
+            learning_rates: one rate per step; its length is the number of steps.
+
+        Returns:
+            (batch losses of the steps taken, sample-weighted mean loss, accuracy on the visited
+            batches).
+        """
+        losses_t, correct_t, seen_t = self._compiled_train_epoch(
+            train.x,
+            train.targets,
+            train.labels,
+            tf.constant(order, tf.int32),
+            tf.constant(learning_rates, tf.float32),
+        )
+        losses = losses_t.numpy()
+        seen = int(seen_t.numpy())
+        # Every step but possibly the last has batch_size rows: weight the last by its size.
+        weights = np.full(len(losses), float(self.batch_size))
+        weights[-1] = seen - self.batch_size * (len(losses) - 1)
+        mean_loss = float(np.sum(losses * weights) / seen)
+        accuracy = float(correct_t.numpy()) / seen
+        return losses, mean_loss, accuracy
+
+
+def fit(
+    loop: CompiledLoop,
+    train: TensorSplit,
+    val: TensorSplit,
+    learning_rates: np.ndarray,
+    epochs: int,
+    seed: int,
+    on_epoch_end: Callable[[EpochRecord], None] | None = None,
+) -> FitResult:
+    """Train for ``epochs`` epochs, validating after each one.
+
+    Args:
+        loop: the compiled functions for the model, loss and optimizer.
+        train: training split.
+        val: validation split.
+        learning_rates: the rate of every step, shape (epochs * steps_per_epoch,).
+        epochs: number of epochs.
+        seed: seed of the per-epoch shuffles.
+        on_epoch_end: called with each epoch's record as soon as it exists (also for the epoch
+            that diverged, before the error is raised).
+
+    Returns:
+        The history and the loss of every step.
+
+    Raises:
+        NonFiniteLossError: the loss became NaN/inf; training stopped at that step.
+    """
+    n_steps = steps_per_epoch(len(train), loop.batch_size)
+    if learning_rates.shape != (epochs * n_steps,):
+        raise ValueError(
+            f"learning_rates has shape {learning_rates.shape}; expected ({epochs * n_steps},) "
+            f"= epochs {epochs} x {n_steps} steps per epoch"
+        )
+    rng = np.random.default_rng(seed)
+    result = FitResult()
+    all_losses: list[np.ndarray] = []
+    started = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        epoch_started = time.perf_counter()
+        rates = learning_rates[(epoch - 1) * n_steps : epoch * n_steps]
+        losses, train_loss, train_acc = loop.run_epoch(
+            train, rng.permutation(len(train)), rates
+        )
+        val_loss, val_acc, val_saturated = loop.evaluate(val)
+        record = EpochRecord(
+            epoch=epoch,
+            train_loss=train_loss,
+            train_acc=train_acc,
+            val_loss=val_loss,
+            val_acc=val_acc,
+            val_saturated=val_saturated,
+            learning_rate=float(rates[len(losses) - 1]),
+            grad_norms=loop.gradient_norms(train),
+            seconds=time.perf_counter() - epoch_started,
+        )
+        result.history.append(record)
+        all_losses.append(losses)
+        if on_epoch_end is not None:
+            on_epoch_end(record)
+        if not np.isfinite(losses[-1]):
+            result.diverged_epoch = epoch
+            break
+    result.batch_losses = np.concatenate(all_losses)
+    result.train_seconds = time.perf_counter() - started
+    if result.diverged_epoch is not None:
+        raise NonFiniteLossError(result.diverged_epoch, len(all_losses[-1]), result)
+    return result
