@@ -1,8 +1,8 @@
 """Train one configuration (default: the reference run of CLAIMS.md C16) and record it in MLflow.
 
-    python experiments/run.py                                   # the reference run
-    python experiments/run.py loss=mse optimizer.learning_rate=0.01 trainer.epochs=5
-    python experiments/run.py -m seed=0,1,2 hydra/launcher=joblib
+python experiments/run.py                                   # the reference run
+python experiments/run.py loss=mse optimizer.learning_rate=0.01 trainer.epochs=5
+python experiments/run.py -m seed=0,1,2 hydra/launcher=joblib
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from xent_tf.config import to_config
 from xent_tf.pipeline import run_experiment, summary_text
+from xent_tf.sweep import parent_for_sweep
 
 log = logging.getLogger("xent_tf.run")
 
@@ -30,11 +32,18 @@ def main(cfg: DictConfig) -> float:
     """Validate the config, train, print the summary; returns the final validation loss."""
     config = to_config(cfg)
     hydra_config = HydraConfig.get()
+    if config.trainer.threads == 0 and hydra_config.mode == RunMode.MULTIRUN:
+        # Parallel jobs share the cores: one TF thread each keeps them from oversubscribing.
+        config.trainer.threads = 1
     output_dir = Path(hydra_config.runtime.output_dir)
+    multirun = hydra_config.mode == RunMode.MULTIRUN
+    parent = parent_for_sweep(Path(hydra_config.sweep.dir)) if multirun else None
     summary = run_experiment(
         config,
         output_dir=output_dir,
         overrides=list(hydra_config.overrides.task),
+        parent_run_id=parent.run_id if parent else None,
+        run_name=hydra_config.job.override_dirname or None,
         log_file=output_dir / f"{hydra_config.job.name}.log",
     )
     log.info("\n%s", summary_text(summary, config))

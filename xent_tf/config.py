@@ -222,7 +222,8 @@ class TrackingConfig:
 
     def __post_init__(self) -> None:
         _require(
-            not self.enabled or self.uri.split(":", 1)[0] in ("sqlite", "http", "https", "postgresql"),
+            not self.enabled
+            or self.uri.split(":", 1)[0] in ("sqlite", "http", "https", "postgresql"),
             f"tracking.uri={self.uri!r} must start with sqlite:, http:, https: or postgresql:",
         )
 
@@ -274,7 +275,7 @@ def to_config(cfg: object) -> Config:
     """
     from omegaconf import OmegaConf
 
-    config = OmegaConf.to_object(cfg)  # type: ignore[arg-type]
+    config = OmegaConf.to_object(cfg)
     if not isinstance(config, Config):
         raise TypeError(f"expected a config built on config_schema, got {type(config).__name__}")
     return config

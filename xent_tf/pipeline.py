@@ -63,12 +63,20 @@ def git_commit() -> str:
     """The project's git commit (with "-dirty" for uncommitted changes), or "unknown"."""
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=_PROJECT_ROOT, capture_output=True, text=True,
-            timeout=5, check=True,
+            ["git", "rev-parse", "HEAD"],
+            cwd=_PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=_PROJECT_ROOT,
-            capture_output=True, text=True, timeout=5, check=True,
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=_PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -159,7 +167,9 @@ def run_experiment(
     )
     with recorder_context as recorder, tf.device(device.name):
         recorder.log_params(tracking.flatten(dataclasses.asdict(config)))
-        recorder.log_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False), "config.yaml")
+        recorder.log_text(
+            yaml.safe_dump(dataclasses.asdict(config), sort_keys=False), "config.yaml"
+        )
         try:
             return _train_and_record(config, data, device, recorder, output_dir)
         finally:
@@ -191,7 +201,11 @@ def _train_and_record(
     n_params = int(model.count_params())
     recorder.log_params({"model.n_params": str(n_params)})
     loop = CompiledLoop(
-        model, spec.loss, _build_optimizer(config), config.trainer.batch_size, config.loss.from_logits
+        model,
+        spec.loss,
+        _build_optimizer(config),
+        config.trainer.batch_size,
+        config.loss.from_logits,
     )
     rates = learning_rates(
         config.schedule,
@@ -216,7 +230,11 @@ def _train_and_record(
         raise
     test_loss, test_acc, _ = loop.evaluate(test)
     reached = epochs_to_target(result.history, config.trainer.target_val_acc)
-    final_metrics = {"test/loss": test_loss, "test/acc": test_acc, "train_seconds": result.train_seconds}
+    final_metrics = {
+        "test/loss": test_loss,
+        "test/acc": test_acc,
+        "train_seconds": result.train_seconds,
+    }
     if reached is not None:
         final_metrics["epochs_to_target"] = float(reached)
     recorder.log_metrics(final_metrics, step=config.trainer.epochs)
@@ -267,4 +285,3 @@ def summary_text(summary: RunSummary, config: Config) -> str:
     else:
         lines.append("tracking=off: nothing was recorded in MLflow")
     return "\n".join(lines)
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -84,10 +85,9 @@ def configure_runtime(device: str, threads: int = 0, seed: int = 0) -> DeviceCho
     gpus = tf.config.list_physical_devices("GPU")
     choice = select_device(device, [gpu.name for gpu in gpus])
     for gpu in gpus:
-        try:
+        # A reused sweep worker has initialised its GPUs already; growth was set then.
+        with contextlib.suppress(RuntimeError):
             tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:  # already initialised in this process (a reused sweep worker)
-            pass
     _set_threads(threads)
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     tf.config.experimental.enable_op_determinism()

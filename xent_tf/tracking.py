@@ -197,6 +197,35 @@ def get_or_create_experiment(client: MlflowClient, name: str) -> str:
         return str(experiment.experiment_id)
 
 
+def start_parent_run(
+    tracking_uri: str, experiment_name: str, run_name: str, tags: Mapping[str, str]
+) -> tuple[str, str]:
+    """Create a sweep's parent run (left RUNNING until ``end_run``).
+
+    Returns:
+        (run id, experiment id).
+    """
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment_id = get_or_create_experiment(client, experiment_name)
+    run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+    return run.info.run_id, experiment_id
+
+
+def end_run(tracking_uri: str, run_id: str, status: str, only_if_running: bool = False) -> None:
+    """Set a run's final status ("FINISHED", "FAILED", "KILLED").
+
+    Args:
+        tracking_uri: the store.
+        run_id: the run.
+        status: its final status.
+        only_if_running: leave a run that already ended as it is.
+    """
+    client = MlflowClient(tracking_uri=tracking_uri)
+    if only_if_running and client.get_run(run_id).info.status != "RUNNING":
+        return
+    client.set_terminated(run_id, status=status)
+
+
 @contextmanager
 def open_run(
     tracking_uri: str,
@@ -245,9 +274,7 @@ def _status_for(error: BaseException) -> str:
     return RunStatus.to_string(RunStatus.KILLED if killed else RunStatus.FAILED)
 
 
-def _record_error(
-    recorder: MlflowRun, error: BaseException, trace: TracebackType | None
-) -> None:
+def _record_error(recorder: MlflowRun, error: BaseException, trace: TracebackType | None) -> None:
     """Keep the reason a run stopped, without masking the original error."""
     message = f"{type(error).__name__}: {error}"
     try:

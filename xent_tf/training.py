@@ -357,9 +357,7 @@ def fit(
     for epoch in range(1, epochs + 1):
         epoch_started = time.perf_counter()
         rates = learning_rates[(epoch - 1) * n_steps : epoch * n_steps]
-        losses, train_loss, train_acc = loop.run_epoch(
-            train, rng.permutation(len(train)), rates
-        )
+        losses, train_loss, train_acc = loop.run_epoch(train, rng.permutation(len(train)), rates)
         val_loss, val_acc, val_saturated = loop.evaluate(val)
         record = EpochRecord(
             epoch=epoch,

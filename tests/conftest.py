@@ -1,0 +1,41 @@
+"""Shared fixtures: compose the real configs with tiny overrides, and a throwaway MLflow store."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from xent_tf.config import Config, to_config
+
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+TINY = ["+debug=tiny", "trainer.verbose=false"]
+
+
+def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    """Compose ``configs/config.yaml`` with ``overrides``, as the entry point would."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=overrides or [])
+
+
+@pytest.fixture
+def make_config() -> Callable[..., Config]:
+    """Build a validated Config from overrides (tiny by default)."""
+
+    def build(*overrides: str, tiny: bool = True) -> Config:
+        return to_config(compose_config([*(TINY if tiny else []), *overrides]))
+
+    return build
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path) -> str:
+    """A fresh SQLite MLflow store for one test."""
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"

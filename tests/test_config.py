@@ -1,0 +1,111 @@
+"""Every config group composes; bad input fails before training with a message that names it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+from tests.conftest import CONFIG_DIR, compose_config
+from xent_tf.config import Config, to_config
+
+GROUPS = ["data", "model", "loss", "optimizer", "schedule", "trainer", "tracking", "debug"]
+
+
+def group_options() -> list[tuple[str, str]]:
+    return [
+        (group, path.stem)
+        for group in GROUPS
+        for path in sorted((Path(CONFIG_DIR) / group).glob("*.yaml"))
+    ]
+
+
+@pytest.mark.parametrize(("group", "option"), group_options())
+def test_every_group_option_composes(group: str, option: str) -> None:
+    prefix = "+" if group == "debug" else ""
+    overrides = [f"{prefix}{group}={option}"]
+    if group == "data" and option == "multiclass":
+        overrides.append("loss=sparse_cce")  # the default bce needs binary data
+    config = to_config(compose_config(overrides))
+    assert isinstance(config, Config)
+
+
+def test_defaults_are_the_reference_run(make_config: Callable[..., Config]) -> None:
+    config = make_config(tiny=False)
+    assert config.experiment_name == "reference"
+    assert (config.data.n_samples, config.data.n_informative, config.data.random_state) == (
+        10_000,
+        10,
+        2022,
+    )
+    assert config.model.hidden_units == [10, 10]
+    assert (config.loss.name, config.optimizer.name, config.optimizer.learning_rate) == (
+        "bce",
+        "adam",
+        0.001,
+    )
+    assert (config.trainer.epochs, config.trainer.batch_size) == (20, 32)
+    assert config.tracking.uri == "sqlite:///mlflow.db"
+
+
+def test_command_line_overrides_reach_the_config(make_config: Callable[..., Config]) -> None:
+    config = make_config("loss=mse", "optimizer.learning_rate=0.01", "trainer.epochs=5")
+    assert (config.loss.name, config.optimizer.learning_rate, config.trainer.epochs) == (
+        "mse",
+        0.01,
+        5,
+    )
+
+
+def test_unknown_group_choice_lists_the_options() -> None:
+    with pytest.raises(ConfigCompositionException, match="Could not find 'loss/hinge'") as info:
+        compose_config(["loss=hinge"])
+    assert "bce" in str(info.value) and "sparse_cce" in str(info.value)
+
+
+def test_typo_in_a_key_fails_at_compose_time() -> None:
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_config(["trainer.epocs=3"])
+    assert isinstance(info.value.__cause__, ConfigAttributeError | ConfigKeyError)
+    assert "Key 'epocs' not in 'TrainerConfig'" in str(info.value.__cause__)
+
+
+def test_wrong_type_fails_at_compose_time() -> None:
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_config(["trainer.epochs=many"])
+    assert isinstance(info.value.__cause__, ValidationError)
+    assert "many" in str(info.value.__cause__)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["trainer.epochs=0"], r"trainer.epochs=0 must be >= 1"),
+        (["trainer.epochs=-3"], r"trainer.epochs=-3 must be >= 1"),
+        (["trainer.batch_size=0"], r"trainer.batch_size=0 must be >= 1"),
+        (["trainer.batch_size=-32"], r"trainer.batch_size=-32 must be >= 1"),
+        (["model.hidden_units=[]"], r"model.hidden_units=\[\] is empty"),
+        (["model.hidden_units=[10,0]"], r"model.hidden_units=\[10, 0\] has width 0"),
+        (["data.n_informative=25"], r"data.n_informative=25 must be between 1 and"),
+        (["data=multiclass", "loss=bce"], r"loss.name='bce' needs binary data.*n_classes=5"),
+        (["optimizer.learning_rate=0"], r"optimizer.learning_rate=0.0 must be > 0"),
+        (["optimizer.learning_rate=-0.1"], r"optimizer.learning_rate=-0.1 must be > 0"),
+        (["trainer.device=tpu"], r"trainer.device='tpu' is not one of \['auto', 'cpu', 'gpu'\]"),
+        (["loss=mse", "loss.from_logits=true"], r"from_logits=true does not apply"),
+        (["loss=sparse_cce", "loss.label_smoothing=0.1"], r"label_smoothing=0.1 is not supported"),
+        (["optimizer.momentum=0.9"], r"momentum=0.9 only applies to optimizer.name='sgd'"),
+        (["seed=-1"], r"seed=-1 must be >= 0"),
+    ],
+)
+def test_bad_values_fail_with_a_message_naming_them(overrides: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        to_config(compose_config(overrides))
+
+
+def test_experiment_and_debug_files_compose() -> None:
+    for path in sorted((Path(CONFIG_DIR) / "experiment").glob("*.yaml")):
+        config = to_config(compose_config([f"+experiment={path.stem}", "+debug=tiny"]))
+        assert config.trainer.epochs <= 2, path.stem

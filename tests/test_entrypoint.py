@@ -1,0 +1,70 @@
+"""`python experiments/run.py` as a user runs it: one run, a joblib sweep, bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "run.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+
+
+def test_single_run_prints_device_results_and_where_the_run_is(tmp_path: Path) -> None:
+    result = run_cli("+debug=tiny", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    assert "epoch 2/2" in out
+    assert "trained on CPU" in out and "test accuracy" in out
+    assert "MLflow run" in out and "make ui" in out and "/model-metrics" in out
+    # the default store is ./mlflow.db in the launch directory
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("reference")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    assert [r.info.status for r in runs] == ["FINISHED"]
+
+
+def test_joblib_sweep_records_one_finished_run_per_job(tmp_path: Path) -> None:
+    result = run_cli(
+        "-m", "+debug=tiny", "seed=0,1", "loss=bce,mse", "hydra/launcher=joblib", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("reference")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], "tags.`mlflow.parentRunId` != ''")
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert sorted((r.data.tags["loss"], r.data.tags["seed"]) for r in children) == [
+        ("bce", "0"),
+        ("bce", "1"),
+        ("mse", "0"),
+        ("mse", "1"),
+    ]
+    assert {r.info.status for r in children} == {"FINISHED"}
+    assert {r.data.params["trainer.threads"] for r in children} == {"1"}
+
+
+def test_bad_input_fails_before_training_and_leaves_no_run(tmp_path: Path) -> None:
+    result = run_cli("+debug=tiny", "trainer.epochs=0", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "trainer.epochs=0 must be >= 1" in result.stderr
+    assert "epoch 1/" not in result.stdout + result.stderr
+    db = tmp_path / "mlflow.db"
+    if db.exists():  # nothing may be left RUNNING (or recorded at all)
+        client = MlflowClient(f"sqlite:///{db}")
+        assert not client.search_runs([e.experiment_id for e in client.search_experiments()])

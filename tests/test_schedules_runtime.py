@@ -1,0 +1,60 @@
+"""Schedules agree with Keras's own; device selection works without a GPU."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from xent_tf.config import ScheduleConfig
+from xent_tf.runtime import select_device
+from xent_tf.schedules import learning_rates
+
+
+def _keras_values(schedule: keras.optimizers.schedules.LearningRateSchedule, n: int) -> np.ndarray:
+    return np.array([float(schedule(step)) for step in range(n)])
+
+
+def test_constant_and_step() -> None:
+    assert np.all(learning_rates(ScheduleConfig(), 0.1, 3, 4) == np.float32(0.1))
+    rates = learning_rates(ScheduleConfig(name="step", step_epochs=2, factor=0.5), 0.1, 5, 3)
+    np.testing.assert_allclose(rates[::3], [0.1, 0.1, 0.05, 0.05, 0.025], rtol=1e-6)
+
+
+def test_exponential_matches_keras() -> None:
+    rates = learning_rates(ScheduleConfig(name="exponential", final_fraction=0.01), 0.1, 4, 25)
+    keras_rates = _keras_values(keras.optimizers.schedules.ExponentialDecay(0.1, 99, 0.01), 100)
+    np.testing.assert_allclose(rates, keras_rates, rtol=1e-5)
+    assert rates[-1] == pytest.approx(0.001, rel=1e-5)
+
+
+def test_cosine_matches_keras() -> None:
+    rates = learning_rates(ScheduleConfig(name="cosine", final_fraction=0.01), 0.1, 4, 25)
+    keras_rates = _keras_values(keras.optimizers.schedules.CosineDecay(0.1, 99, alpha=0.01), 100)
+    np.testing.assert_allclose(rates, keras_rates, rtol=1e-5)
+
+
+def test_one_cycle_matches_keras_warmup_cosine() -> None:
+    config = ScheduleConfig(
+        name="one_cycle", warmup_fraction=0.3, div_factor=25, final_fraction=1e-4
+    )
+    rates = learning_rates(config, 0.1, 10, 10)
+    keras_rates = _keras_values(
+        keras.optimizers.schedules.CosineDecay(
+            0.1 / 25, decay_steps=69, alpha=1e-4, warmup_target=0.1, warmup_steps=30
+        ),
+        100,
+    )
+    np.testing.assert_allclose(rates, keras_rates, rtol=1e-4)
+    assert rates.max() == pytest.approx(0.1, rel=1e-6) and int(np.argmax(rates)) == 30
+
+
+def test_device_selection_logic() -> None:
+    assert select_device("auto", []).name == "/CPU:0"
+    assert select_device("auto", ["/physical_device:GPU:0"]).name == "/GPU:0"
+    assert select_device("cpu", ["/physical_device:GPU:0"]).kind == "cpu"
+    assert select_device("gpu", ["/physical_device:GPU:0"]).kind == "gpu"
+    with pytest.raises(ValueError, match=r"trainer\.device='gpu' but TensorFlow sees no GPU"):
+        select_device("gpu", [])
+    with pytest.raises(ValueError, match=r"trainer\.device='tpu' is not one of"):
+        select_device("tpu", [])

@@ -1,0 +1,87 @@
+"""Sweeps: one MLflow parent run per Hydra multirun, created once before any job starts.
+
+Parallel jobs racing to create the same experiment or parent is a known MLflow failure, so the
+Hydra callback creates both in the launching process and leaves a small JSON file in the sweep
+directory; each job reads it (``parent_for_sweep``) and logs itself as a child.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from xent_tf import tracking
+
+log = logging.getLogger(__name__)
+
+PARENT_FILE = "mlflow_parent.json"
+
+
+@dataclass(frozen=True)
+class ParentRun:
+    """Where a sweep's parent run lives."""
+
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+
+
+def parent_for_sweep(sweep_dir: Path) -> ParentRun | None:
+    """The parent run the sweep's callback created, or None (no callback, tracking off)."""
+    path = sweep_dir / PARENT_FILE
+    if not path.exists():
+        return None
+    return ParentRun(**json.loads(path.read_text()))
+
+
+class MlflowSweepCallback(Callback):
+    """Creates the MLflow experiment and the sweep's parent run; ends it when the sweep ends.
+
+    An interrupted sweep (Ctrl-C, a crash in the launcher) ends its parent KILLED at exit
+    rather than leaving it RUNNING.
+    """
+
+    def __init__(self) -> None:
+        self.parent: ParentRun | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not config.tracking.enabled:
+            return
+        uri = str(config.tracking.uri)
+        tracking.check_tracking_uri(uri)
+        sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        overrides = list(config.hydra.overrides.task)
+        run_id, experiment_id = tracking.start_parent_run(
+            uri,
+            str(config.experiment_name),
+            run_name=f"{config.experiment_name}-sweep-{sweep_dir.name}",
+            tags={"xent.sweep_dir": str(sweep_dir), "hydra.overrides": " ".join(overrides)},
+        )
+        self.parent = ParentRun(run_id, experiment_id, uri)
+        (sweep_dir / PARENT_FILE).write_text(json.dumps(asdict(self.parent)))
+        atexit.register(self._end_if_still_running)
+        log.info("sweep parent run %s in experiment '%s'", run_id, config.experiment_name)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.parent is None:
+            return
+        tracking.end_run(self.parent.tracking_uri, self.parent.run_id, "FINISHED")
+        atexit.unregister(self._end_if_still_running)
+        log.info(
+            "sweep done: runs table %s",
+            tracking.experiment_url(self.parent.experiment_id),
+        )
+
+    def _end_if_still_running(self) -> None:
+        if self.parent is not None:
+            tracking.end_run(
+                self.parent.tracking_uri, self.parent.run_id, "KILLED", only_if_running=True
+            )
