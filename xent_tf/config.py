@@ -233,6 +233,7 @@ class Config:
     """One run: what to train, how, and where to record it."""
 
     experiment_name: str = "reference"  # the MLflow experiment
+    study: str = ""  # a comparison study (xent_tf.studies) whose report ends the sweep; "" = none
     seed: int = 0  # weights, shuffling; the data and its split have their own fixed seeds
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

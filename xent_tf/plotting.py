@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -34,6 +35,55 @@ def save_loss_curve(
     ax.set_title(title or "loss per epoch")
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def save_band_overlay(
+    curves: dict[str, list[list[float]]],
+    metric: str,
+    path: Path,
+    title: str = "",
+    log_y: bool = False,
+) -> Path:
+    """Mean over seeds per variant, with a min-max band: one readable line per variant.
+
+    Args:
+        curves: {variant label: [one per-epoch series per seed]}; series may differ in length
+            (a diverged run stops early) and are aligned on the epoch.
+        metric: the metric's name, for the y label.
+        path: where to write the PNG.
+        title: figure title.
+        log_y: log-scale y axis (losses that span decades).
+
+    Returns:
+        ``path``.
+    """
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=100)
+    for label, series in curves.items():
+        if not series:
+            continue
+        length = max(len(s) for s in series)
+        grid = np.full((len(series), length), np.nan)
+        for row, values in enumerate(series):
+            grid[row, : len(values)] = values
+        grid[~np.isfinite(grid)] = np.nan
+        epochs = np.arange(1, length + 1)
+        with np.errstate(all="ignore"):
+            mean = np.nanmean(grid, axis=0)
+            low, high = np.nanmin(grid, axis=0), np.nanmax(grid, axis=0)
+        (line,) = ax.plot(epochs, mean, label=f"{label} (n={len(series)})", linewidth=1.6)
+        ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.18, linewidth=0)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_title(title or f"{metric}: mean over seeds, band = min-max")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

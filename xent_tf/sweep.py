@@ -2,7 +2,8 @@
 
 Parallel jobs racing to create the same experiment or parent is a known MLflow failure, so the
 Hydra callback creates both in the launching process and leaves a small JSON file in the sweep
-directory; each job reads it (``parent_for_sweep``) and logs itself as a child.
+directory; each job reads it (``parent_for_sweep``) and logs itself as a child. When the sweep
+ends, the callback builds the study report from the store and attaches it to the parent.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from xent_tf import tracking
+from xent_tf.studies import get_study
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ def parent_for_sweep(sweep_dir: Path) -> ParentRun | None:
 
 
 class MlflowSweepCallback(Callback):
-    """Creates the MLflow experiment and the sweep's parent run; ends it when the sweep ends.
+    """Creates the MLflow experiment and the sweep's parent run; reports and ends it at the end.
 
     An interrupted sweep (Ctrl-C, a crash in the launcher) ends its parent KILLED at exit
     rather than leaving it RUNNING.
@@ -50,33 +52,54 @@ class MlflowSweepCallback(Callback):
 
     def __init__(self) -> None:
         self.parent: ParentRun | None = None
+        self.sweep_dir: Path | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.tracking.enabled:
             return
+        study = str(config.study)
+        if study:
+            get_study(study)  # an unknown study fails here, before any job runs
         uri = str(config.tracking.uri)
         tracking.check_tracking_uri(uri)
-        sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+        self.sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
         overrides = list(config.hydra.overrides.task)
         run_id, experiment_id = tracking.start_parent_run(
             uri,
             str(config.experiment_name),
-            run_name=f"{config.experiment_name}-sweep-{sweep_dir.name}",
-            tags={"xent.sweep_dir": str(sweep_dir), "hydra.overrides": " ".join(overrides)},
+            run_name=f"{config.experiment_name}-sweep-{self.sweep_dir.name}",
+            tags={
+                "xent.sweep_dir": str(self.sweep_dir),
+                tracking.STUDY_TAG: study,
+                "hydra.overrides": " ".join(overrides) or "(none)",
+            },
         )
         self.parent = ParentRun(run_id, experiment_id, uri)
-        (sweep_dir / PARENT_FILE).write_text(json.dumps(asdict(self.parent)))
+        (self.sweep_dir / PARENT_FILE).write_text(json.dumps(asdict(self.parent)))
         atexit.register(self._end_if_still_running)
         log.info("sweep parent run %s in experiment '%s'", run_id, config.experiment_name)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.parent is None:
+        if self.parent is None or self.sweep_dir is None:
             return
-        tracking.end_run(self.parent.tracking_uri, self.parent.run_id, "FINISHED")
+        from xent_tf.report import publish_report  # matplotlib only when a sweep reports
+
+        status = "FINISHED"
+        try:
+            _, text = publish_report(
+                self.parent.tracking_uri, self.sweep_dir, parent_run_id=self.parent.run_id
+            )
+            log.info("\n%s", text)
+        except Exception:
+            status = "FAILED"
+            log.exception("could not build the sweep's report")
+        tracking.end_run(self.parent.tracking_uri, self.parent.run_id, status)
         atexit.unregister(self._end_if_still_running)
         log.info(
-            "sweep done: runs table %s",
+            "report: %s (and on the parent run %s)\nruns table: %s",
+            self.sweep_dir / "report.html",
+            tracking.run_url(self.parent.experiment_id, self.parent.run_id),
             tracking.experiment_url(self.parent.experiment_id),
         )
 

@@ -14,7 +14,7 @@ import time
 import traceback
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +25,8 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.utils.async_logging.run_operations import RunOperations
+
+from xent_tf.comparison import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -283,3 +285,141 @@ def _record_error(recorder: MlflowRun, error: BaseException, trace: TracebackTyp
         recorder.log_text("".join(traceback.format_exception(error)), "error.txt")
     except Exception:  # the store itself may be what failed
         log.exception("could not record the error in MLflow run %s", recorder.run_id)
+
+
+# --- reading studies back ------------------------------------------------------------------
+
+STUDY_TAG = "xent.study"
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    """A sweep's parent run, as found in the store."""
+
+    run_id: str
+    experiment_id: str
+    experiment_name: str
+    study: str
+    status: str
+    start_time: int
+
+
+def _parent_from_run(client: MlflowClient, run: Any) -> StudyRun:
+    experiment = client.get_experiment(run.info.experiment_id)
+    return StudyRun(
+        run.info.run_id,
+        run.info.experiment_id,
+        experiment.name,
+        run.data.tags.get(STUDY_TAG, ""),
+        run.info.status,
+        int(run.info.start_time or 0),
+    )
+
+
+def find_study_parent(
+    tracking_uri: str,
+    experiment_name: str | None = None,
+    parent_run_id: str | None = None,
+    finished_only: bool = True,
+) -> StudyRun:
+    """The parent run of a study: the given id, or the latest sweep of an experiment.
+
+    Args:
+        tracking_uri: the store.
+        experiment_name: take the newest sweep parent of this experiment.
+        parent_run_id: take exactly this run.
+        finished_only: with ``experiment_name``, skip parents that did not end FINISHED.
+
+    Returns:
+        The parent run.
+
+    Raises:
+        ValueError: unknown experiment or run, or no finished sweep in it; the message lists
+            what exists.
+    """
+    client = MlflowClient(tracking_uri=tracking_uri)
+    if parent_run_id:
+        try:
+            return _parent_from_run(client, client.get_run(parent_run_id))
+        except mlflow.exceptions.MlflowException as error:
+            raise ValueError(f"no run {parent_run_id!r} in {tracking_uri}") from error
+    if not experiment_name:
+        raise ValueError("give an experiment name or a parent run id")
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise ValueError(
+            f"no experiment {experiment_name!r} in {tracking_uri}; experiments there: {names}"
+        )
+    parents = client.search_runs(
+        [experiment.experiment_id],
+        filter_string="tags.`xent.sweep_dir` != ''",
+        order_by=["attributes.start_time DESC"],
+    )
+    usable = [p for p in parents if p.info.status == "FINISHED" or not finished_only]
+    if not usable:
+        states = [f"{p.info.run_id[:8]} {p.info.status}" for p in parents]
+        raise ValueError(
+            f"experiment {experiment_name!r} has no finished sweep (parent runs: "
+            f"{states or 'none'}); run one with `python experiments/run.py -m "
+            f"+experiment={experiment_name}`"
+        )
+    return _parent_from_run(client, usable[0])
+
+
+def fetch_children(
+    tracking_uri: str, parent: StudyRun, history_metrics: Sequence[str]
+) -> list[RunRecord]:
+    """Every child run of a sweep parent, with the per-epoch history of ``history_metrics``.
+
+    Args:
+        tracking_uri: the store.
+        parent: the sweep's parent run.
+        history_metrics: metrics whose full per-epoch history to fetch (others: last value).
+
+    Returns:
+        One record per child run, whatever its status.
+    """
+    client = MlflowClient(tracking_uri=tracking_uri)
+    children = client.search_runs(
+        [parent.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent.run_id}'",
+        max_results=10_000,
+    )
+    records = []
+    for run in children:
+        run_id = run.info.run_id
+        history = {
+            name: [m.value for m in sorted(client.get_metric_history(run_id, name), key=_step)]
+            for name in history_metrics
+            if name in run.data.metrics
+        }
+        records.append(
+            RunRecord(
+                run_id=run_id,
+                params=dict(run.data.params),
+                seed=int(run.data.tags.get("seed", run.data.params.get("seed", -1))),
+                status=run.info.status,
+                history=history,
+                final=dict(run.data.metrics),
+                error=run.data.tags.get("error"),
+            )
+        )
+    return records
+
+
+def _step(metric: Metric) -> tuple[int, int]:
+    return metric.step, metric.timestamp
+
+
+def log_files(tracking_uri: str, run_id: str, files: Mapping[Path, str | None]) -> None:
+    """Upload {local file: artifact dir} to an existing run (e.g. a sweep's parent)."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    for path, artifact_dir in files.items():
+        client.log_artifact(run_id, str(path), artifact_path=artifact_dir)
+
+
+def set_run_tags(tracking_uri: str, run_id: str, tags: Mapping[str, str]) -> None:
+    """Set tags on an existing run."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])

@@ -1,0 +1,380 @@
+"""A study's report: tables over seeds, claim verdicts, overlay plots; Markdown, HTML, terminal.
+
+``publish_report`` rebuilds everything from the MLflow store alone, so the same function serves
+the end of a sweep and ``experiments/report.py`` later.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from xent_tf import plotting, tracking
+from xent_tf.comparison import RunRecord
+from xent_tf.studies import (
+    ClaimCheck,
+    StudyOptions,
+    StudySpec,
+    Variant,
+    final_val_acc,
+    final_val_loss,
+    get_study,
+    group_variants,
+    run_epochs_to_target,
+)
+
+# Params that differ between runs without defining a variant.
+_NOT_A_FACTOR = {"seed"}
+_DEFAULT_PLOTS = ("train/loss", "val/loss", "val/acc", "grad_norm/output")
+
+
+@dataclass(frozen=True)
+class StudyReport:
+    """Everything a report shows.
+
+    Attributes:
+        title: heading.
+        study: the study's name ("" for a plain sweep).
+        parent: the sweep's parent run.
+        variants: runs grouped by variant.
+        checks: claim verdicts (empty for a plain sweep).
+        options: the rule settings.
+        plot_metrics: metrics drawn as overlays.
+    """
+
+    title: str
+    study: str
+    parent: tracking.StudyRun
+    variants: list[Variant]
+    checks: list[ClaimCheck]
+    options: StudyOptions
+    plot_metrics: tuple[str, ...]
+
+
+def generic_group_by(records: list[RunRecord]) -> tuple[str, ...]:
+    """For a plain sweep: the params whose values differ between runs, except the seed."""
+    keys = sorted({k for r in records for k in r.params})
+    return tuple(
+        k for k in keys if k not in _NOT_A_FACTOR and len({r.params.get(k) for r in records}) > 1
+    )
+
+
+def build_report(
+    records: list[RunRecord],
+    parent: tracking.StudyRun,
+    spec: StudySpec | None,
+    options: StudyOptions,
+) -> StudyReport:
+    """Group the runs and apply the study's rules.
+
+    Args:
+        records: the sweep's child runs.
+        parent: the sweep's parent run.
+        spec: the study, or None for a plain sweep (variants = the params that vary).
+        options: rule settings.
+
+    Returns:
+        The report's content.
+    """
+    group_by = spec.group_by if spec else generic_group_by(records)
+    variants = group_variants(records, group_by)
+    checks = spec.evaluate(variants, options) if spec else []
+    return StudyReport(
+        title=spec.title if spec else f"Sweep of {parent.experiment_name}",
+        study=spec.name if spec else "",
+        parent=parent,
+        variants=variants,
+        checks=checks,
+        options=options,
+        plot_metrics=spec.plot_metrics if spec else _DEFAULT_PLOTS,
+    )
+
+
+# --- tables ------------------------------------------------------------------------------
+
+
+def variant_rows(report: StudyReport) -> list[list[str]]:
+    """One row per variant: runs, parameters, final val loss/acc, epochs to target."""
+    conf = report.options.confidence
+    rows = []
+    for variant in report.variants:
+        done = len(variant.finished)
+        runs = f"{done}/{len(variant.runs)}"
+        if variant.failed:
+            runs += f" ({len(variant.failed)} failed)"
+        rows.append(
+            [
+                variant.label or "(all runs)",
+                runs,
+                variant.param("model.n_params") or "?",
+                variant.interval(final_val_loss, conf).format(),
+                variant.interval(final_val_acc, conf).format(),
+                variant.interval(run_epochs_to_target, conf).format(1),
+            ]
+        )
+    return rows
+
+
+VARIANT_HEADER = [
+    "variant",
+    "runs",
+    "params",
+    "final val loss",
+    "final val acc",
+    "epochs to target",
+]
+
+
+def failed_rows(report: StudyReport) -> list[list[str]]:
+    """Every run that did not finish: variant, seed, status, reason."""
+    return [
+        [v.label, str(r.seed), r.status, (r.error or "no error recorded").splitlines()[0][:200]]
+        for v in report.variants
+        for r in v.failed
+    ]
+
+
+def claim_rows(report: StudyReport) -> list[list[str]]:
+    """One row per claim part: claim, context, verdict, measured, rule."""
+    rows = []
+    for check in report.checks:
+        rows.append([check.claim, "overall", check.verdict.upper(), "", check.combine_rule])
+        for part in check.parts:
+            rows.append(
+                [
+                    check.claim,
+                    part.context,
+                    part.verdict.verdict,
+                    part.verdict.measured,
+                    part.verdict.rule,
+                ]
+            )
+    return rows
+
+
+def _notes(report: StudyReport) -> list[str]:
+    notes = [
+        f"Intervals: mean ± half-width of the {report.options.confidence:.0%} Student-t "
+        "interval over seeds. Epochs to target: first epoch whose validation accuracy reaches "
+        "the run's trainer.target_val_acc; never reached counts as epochs + 1.",
+    ]
+    if any(len(v.finished) < 2 for v in report.variants):
+        notes.append(
+            "Some variants have fewer than two finished runs: no interval can be given for them, "
+            "and verdicts that need one are inconclusive."
+        )
+    if any(v.failed for v in report.variants):
+        notes.append(
+            "Failed runs are listed below and left out of the means; they are counted in the "
+            "'runs' column, never silently dropped."
+        )
+    return notes
+
+
+# --- rendering ---------------------------------------------------------------------------
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(report: StudyReport, plots: list[Path]) -> str:
+    """The report as Markdown, plots referenced relative to the report."""
+    parts = [
+        f"# {report.title}",
+        f"Experiment `{report.parent.experiment_name}`, sweep parent run "
+        f"`{report.parent.run_id}`, {sum(len(v.runs) for v in report.variants)} child runs.",
+    ]
+    if report.checks:
+        parts += [
+            "## Verdicts",
+            _markdown_table(
+                ["claim", "context", "verdict", "measured", "rule"], claim_rows(report)
+            ),
+        ]
+    parts += ["## Variants", _markdown_table(VARIANT_HEADER, variant_rows(report))]
+    failed = failed_rows(report)
+    if failed:
+        parts += ["## Failed runs", _markdown_table(["variant", "seed", "status", "why"], failed)]
+    parts += ["## Notes", "\n".join(f"- {n}" for n in _notes(report))]
+    if plots:
+        parts += ["## Plots", "\n\n".join(f"![{p.stem}](plots/{p.name})" for p in plots)]
+    return "\n\n".join(parts) + "\n"
+
+
+def _html_table(header: list[str], rows: list[list[str]], verdict_column: int | None) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = []
+    for row in rows:
+        cells = []
+        for index, text in enumerate(row):
+            css = f' class="{text.lower()}"' if index == verdict_column else ""
+            cells.append(f"<td{css}>{html.escape(text)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em; max-width: 1200px; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+td.holds { background: #d9f2d9; font-weight: bold; }
+td.contradicted { background: #f8d0d0; font-weight: bold; }
+td.inconclusive { background: #fff1c1; font-weight: bold; }
+img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
+"""
+
+
+def render_html(report: StudyReport, plots: list[Path]) -> str:
+    """A self-contained HTML page (plots embedded as base64) that the MLflow UI shows inline."""
+    sections = [
+        f"<h1>{html.escape(report.title)}</h1>",
+        f"<p>Experiment <code>{html.escape(report.parent.experiment_name)}</code>, sweep parent "
+        f"run <code>{report.parent.run_id}</code>.</p>",
+    ]
+    if report.checks:
+        rows = [[r[0], r[1], r[2].lower(), r[3], r[4]] for r in claim_rows(report)]
+        sections += [
+            "<h2>Verdicts</h2>",
+            _html_table(["claim", "context", "verdict", "measured", "rule"], rows, 2),
+        ]
+    sections += ["<h2>Variants</h2>", _html_table(VARIANT_HEADER, variant_rows(report), None)]
+    failed = failed_rows(report)
+    if failed:
+        sections += [
+            "<h2>Failed runs</h2>",
+            _html_table(["variant", "seed", "status", "why"], failed, None),
+        ]
+    sections += ["<h2>Notes</h2><ul>"]
+    sections += [f"<li>{html.escape(n)}</li>" for n in _notes(report)]
+    sections += ["</ul><h2>Plots</h2>"]
+    for plot in plots:
+        data = base64.b64encode(plot.read_bytes()).decode("ascii")
+        sections.append(f'<img alt="{html.escape(plot.stem)}" src="data:image/png;base64,{data}">')
+    body = "\n".join(sections)
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(report.title)}</title><style>{_CSS}</style></head>"
+        f"<body>{body}</body></html>\n"
+    )
+
+
+def render_terminal(report: StudyReport) -> str:
+    """Plain-text tables for the end of a sweep."""
+
+    def table(header: list[str], rows: list[list[str]]) -> str:
+        widths = [
+            min(60, max(len(str(x)) for x in [h, *(r[i] for r in rows)]))
+            for i, h in enumerate(header)
+        ]
+        line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
+        out = [line, "-" * len(line)]
+        out += [
+            "  ".join(str(c)[:w].ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows
+        ]
+        return "\n".join(out)
+
+    parts = [f"== {report.title} ({report.parent.experiment_name}) =="]
+    parts.append(table(VARIANT_HEADER, variant_rows(report)))
+    failed = failed_rows(report)
+    if failed:
+        parts += ["failed runs:", table(["variant", "seed", "status", "why"], failed)]
+    if report.checks:
+        parts.append(
+            table(["claim", "context", "verdict", "measured"], [r[:4] for r in claim_rows(report)])
+        )
+    parts += _notes(report)
+    return "\n\n".join(parts)
+
+
+# --- end to end --------------------------------------------------------------------------
+
+
+def save_plots(report: StudyReport, out_dir: Path) -> list[Path]:
+    """One overlay per plotted metric: mean per variant with a min-max band over seeds."""
+    plots = []
+    for metric in report.plot_metrics:
+        curves = {
+            v.label or "(all runs)": [
+                list(r.history[metric]) for r in v.runs if r.history.get(metric)
+            ]
+            for v in report.variants
+        }
+        if not any(curves.values()):
+            continue
+        log_y = metric.endswith("loss") or metric.startswith(("grad_norm", "lr"))
+        values = [x for series in curves.values() for s in series for x in s]
+        log_y = log_y and all(math.isfinite(x) and x > 0 for x in values)
+        plots.append(
+            plotting.save_band_overlay(
+                curves,
+                metric,
+                out_dir / "plots" / f"{metric.replace('/', '_')}.png",
+                title=f"{report.title}: {metric} (mean over seeds, band = min-max)",
+                log_y=log_y,
+            )
+        )
+    return plots
+
+
+def publish_report(
+    tracking_uri: str,
+    out_dir: Path,
+    experiment_name: str | None = None,
+    parent_run_id: str | None = None,
+    options: StudyOptions | None = None,
+    upload: bool = True,
+) -> tuple[StudyReport, str]:
+    """Rebuild a study's report from MLflow alone and attach it to the sweep's parent run.
+
+    Args:
+        tracking_uri: the store.
+        out_dir: where report.md, report.html and plots/ are written.
+        experiment_name: use the latest finished sweep of this experiment...
+        parent_run_id: ...or exactly this parent run.
+        options: rule settings.
+        upload: log the files as artifacts of the parent run.
+
+    Returns:
+        The report and its terminal text.
+
+    Raises:
+        ValueError: unknown experiment/run, or no finished runs to report on.
+    """
+    options = options or StudyOptions()
+    parent = tracking.find_study_parent(tracking_uri, experiment_name, parent_run_id)
+    spec = get_study(parent.study) if parent.study else None
+    metrics = tuple(
+        dict.fromkeys((*(spec.plot_metrics if spec else _DEFAULT_PLOTS), "val/acc", "val/loss"))
+    )
+    records = tracking.fetch_children(tracking_uri, parent, metrics)
+    if not records:
+        raise ValueError(
+            f"sweep parent run {parent.run_id} of experiment {parent.experiment_name!r} has no "
+            "child runs to report on"
+        )
+    report = build_report(records, parent, spec, options)
+    plots = save_plots(report, out_dir)
+    markdown = out_dir / "report.md"
+    markdown.write_text(render_markdown(report, plots))
+    page = out_dir / "report.html"
+    page.write_text(render_html(report, plots))
+    if upload:
+        files: dict[Path, str | None] = {markdown: None, page: None}
+        files.update({p: "plots" for p in plots})
+        tracking.log_files(tracking_uri, parent.run_id, files)
+        tracking.set_run_tags(
+            tracking_uri,
+            parent.run_id,
+            {f"verdict.{c.claim}": c.verdict for c in report.checks},
+        )
+    return report, render_terminal(report)

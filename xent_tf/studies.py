@@ -1,0 +1,480 @@
+"""The comparison studies: which runs form a variant, and how each claim is judged from them.
+
+A study is a Hydra sweep (``configs/experiment/<name>.yaml``); its child runs are grouped into
+variants by the config keys in ``group_by``; the study's ``evaluate`` applies the rules of
+``comparison`` to those groups and returns one ``ClaimCheck`` per claim it tests.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from xent_tf.comparison import (
+    CONTRADICTED,
+    HOLDS,
+    INCONCLUSIVE,
+    Interval,
+    RunRecord,
+    Verdict,
+    combine_verdicts,
+    difference_verdict,
+    epochs_to_target,
+    equivalence_verdict,
+    final_value,
+    late_oscillation,
+    mean_interval,
+    paired_difference,
+)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """The runs of one variant (all seeds) of a study.
+
+    Attributes:
+        key: the values of the study's ``group_by`` params, in order.
+        label: "loss=mse optimizer=sgd ...", for tables and legends.
+        runs: every run of the variant, finished or not.
+    """
+
+    key: tuple[str, ...]
+    label: str
+    runs: tuple[RunRecord, ...]
+
+    @property
+    def finished(self) -> list[RunRecord]:
+        return [r for r in self.runs if r.finished]
+
+    @property
+    def failed(self) -> list[RunRecord]:
+        return [r for r in self.runs if not r.finished]
+
+    def param(self, name: str) -> str:
+        """A param all runs of the variant share (the first run's value)."""
+        return str(self.runs[0].params.get(name, ""))
+
+    def per_seed(self, value: Callable[[RunRecord], float]) -> dict[int, float]:
+        """{seed: value(run)} over the finished runs with a finite value."""
+        out = {r.seed: value(r) for r in self.finished}
+        return {s: v for s, v in out.items() if math.isfinite(v)}
+
+    def interval(self, value: Callable[[RunRecord], float], confidence: float) -> Interval:
+        return mean_interval(self.per_seed(value).values(), confidence)
+
+
+@dataclass(frozen=True)
+class ClaimPart:
+    """One measured comparison inside a claim check (one context, one rule)."""
+
+    context: str
+    verdict: Verdict
+
+
+@dataclass(frozen=True)
+class ClaimCheck:
+    """A claim, its overall verdict, and the parts it was combined from."""
+
+    claim: str
+    statement: str
+    verdict: str
+    combine_rule: str
+    parts: list[ClaimPart] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    """Knobs of the rules, shown next to the verdicts."""
+
+    confidence: float = 0.95
+    equivalence_margin: float = 0.01  # accuracy points that count as "the same" (C8)
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A comparison study."""
+
+    name: str
+    title: str
+    claims: tuple[str, ...]
+    group_by: tuple[str, ...]
+    plot_metrics: tuple[str, ...]
+    evaluate: Callable[[list[Variant], StudyOptions], list[ClaimCheck]]
+
+
+# --- helpers shared by the rules ---------------------------------------------------------
+
+
+def group_variants(records: Sequence[RunRecord], group_by: Sequence[str]) -> list[Variant]:
+    """Group runs by the values of ``group_by`` params (first-seen order)."""
+    groups: dict[tuple[str, ...], list[RunRecord]] = {}
+    for record in records:
+        key = tuple(str(record.params.get(name, "")) for name in group_by)
+        groups.setdefault(key, []).append(record)
+    return [
+        Variant(
+            key,
+            " ".join(f"{_short(name)}={value}" for name, value in zip(group_by, key, strict=True)),
+            tuple(sorted(runs, key=lambda r: r.seed)),
+        )
+        for key, runs in groups.items()
+    ]
+
+
+def _short(param: str) -> str:
+    """ "optimizer.learning_rate" -> "learning_rate", "loss.name" -> "loss": short, readable."""
+    group, _, leaf = param.rpartition(".")
+    return group.rsplit(".", 1)[-1] if leaf == "name" and group else leaf
+
+
+def run_epochs_to_target(record: RunRecord) -> float:
+    """Epochs to the run's own ``trainer.target_val_acc`` (censored at epochs + 1)."""
+    return epochs_to_target(record, float(record.params.get("trainer.target_val_acc", 0.9)))
+
+
+def final_val_loss(record: RunRecord) -> float:
+    return final_value(record, "val/loss")
+
+
+def final_val_acc(record: RunRecord) -> float:
+    return final_value(record, "val/acc")
+
+
+def first_epoch_val_loss(record: RunRecord) -> float:
+    values = record.history.get("val/loss", [])
+    return float(values[0]) if values else math.nan
+
+
+def _find(variants: Sequence[Variant], **params: str | tuple[str, ...]) -> list[Variant]:
+    """Variants whose params match: a value, or any of a tuple of values."""
+
+    def matches(variant: Variant) -> bool:
+        for name, wanted in params.items():
+            value = variant.param(name.replace("__", "."))
+            if value not in (wanted if isinstance(wanted, tuple) else (wanted,)):
+                return False
+        return True
+
+    return [v for v in variants if matches(v)]
+
+
+def _missing(context: str, what: str) -> ClaimPart:
+    return ClaimPart(
+        context, Verdict(INCONCLUSIVE, "needs both variants", f"{what} not in this study")
+    )
+
+
+# --- C8: binary vs categorical -----------------------------------------------------------
+
+
+def _evaluate_binary_vs_categorical(
+    variants: list[Variant], options: StudyOptions
+) -> list[ClaimCheck]:
+    parts: list[ClaimPart] = []
+    pairs = [
+        ("reference", "bce", "cce", "binary data: sigmoid+bce vs 2-unit softmax+cce"),
+        ("reference", "bce", "sparse_cce", "binary data: sigmoid+bce vs 2-unit softmax+sparse_cce"),
+        ("reference", "cce", "sparse_cce", "binary data: cce vs sparse_cce (same head)"),
+        ("multiclass", "cce", "sparse_cce", "5-class data: cce vs sparse_cce"),
+    ]
+    for data, a_loss, b_loss, context in pairs:
+        a = _find(variants, data__name=data, loss__name=a_loss)
+        b = _find(variants, data__name=data, loss__name=b_loss)
+        if not a or not b:
+            parts.append(_missing(context, f"{a_loss} or {b_loss} on {data}"))
+            continue
+        diff = paired_difference(
+            a[0].per_seed(final_val_acc), b[0].per_seed(final_val_acc), options.confidence
+        )
+        verdict = equivalence_verdict(diff, options.equivalence_margin, "final val accuracy, a - b")
+        counts = f"parameters {a[0].param('model.n_params')} vs {b[0].param('model.n_params')}"
+        parts.append(
+            ClaimPart(
+                context, Verdict(verdict.verdict, verdict.rule, f"{verdict.measured}; {counts}")
+            )
+        )
+    return [
+        ClaimCheck(
+            "C8",
+            "A one-unit sigmoid head with binary CE and a two-unit softmax head with (sparse) "
+            "categorical CE reach the same accuracy within seed noise.",
+            combine_verdicts([p.verdict.verdict for p in parts]),
+            "holds if every pair holds, contradicted if any pair is contradicted",
+            parts,
+        )
+    ]
+
+
+# --- C12: MSE vs cross-entropy -----------------------------------------------------------
+
+
+def _evaluate_mse_vs_ce(variants: list[Variant], options: StudyOptions) -> list[ClaimCheck]:
+    ce_losses = ("bce", "cce", "sparse_cce")
+    speed_parts: list[ClaimPart] = []
+    saturation_parts: list[ClaimPart] = []
+    contexts = sorted(
+        {(v.param("data.name"), v.param("optimizer.name")) for v in variants}, reverse=True
+    )
+    for data, optimizer in contexts:
+        gaps: dict[str, dict[int, float]] = {}
+        for init in ("standard", "saturated"):
+            context = f"{data} data, {optimizer}, {init} init"
+            common = {"data__name": data, "optimizer__name": optimizer, "model__output_init": init}
+            mse = _find(variants, loss__name="mse", **common)
+            ce = _find(variants, loss__name=ce_losses, **common)
+            if not mse or not ce:
+                speed_parts.append(_missing(context, "mse or cross-entropy"))
+                continue
+            mse_epochs = mse[0].per_seed(run_epochs_to_target)
+            ce_epochs = ce[0].per_seed(run_epochs_to_target)
+            diff = paired_difference(mse_epochs, ce_epochs, options.confidence)
+            target = mse[0].param("trainer.target_val_acc")
+            verdict = difference_verdict(
+                diff,
+                expect_positive=True,
+                what=f"epochs to val acc {target} (never reached = epochs+1), mse - ce",
+            )
+            if optimizer == "sgd":
+                speed_parts.append(ClaimPart(context, verdict))
+            else:  # Adam rescales gradients; reported, but not the claim's setting
+                speed_parts.append(ClaimPart(context + " (Adam: reported, not counted)", verdict))
+            gaps[init] = {s: mse_epochs[s] - ce_epochs[s] for s in set(mse_epochs) & set(ce_epochs)}
+        if optimizer == "sgd" and len(gaps) == 2:
+            diff = paired_difference(gaps["saturated"], gaps["standard"], options.confidence)
+            saturation_parts.append(
+                ClaimPart(
+                    f"{data} data, sgd",
+                    difference_verdict(
+                        diff,
+                        expect_positive=True,
+                        what="(mse - ce epochs) saturated - (mse - ce epochs) standard",
+                    ),
+                )
+            )
+    counted = [p.verdict.verdict for p in speed_parts if "not counted" not in p.context]
+    return [
+        ClaimCheck(
+            "C12",
+            "With a sigmoid/softmax output and gradient descent, cross-entropy learns faster "
+            "than MSE.",
+            combine_verdicts(counted),
+            "holds if it holds in every plain-SGD context, contradicted if contradicted in any; "
+            "Adam contexts are shown but not counted",
+            speed_parts,
+        ),
+        ClaimCheck(
+            "C12b",
+            "The advantage of cross-entropy is largest when the model starts confidently wrong "
+            "(saturated output).",
+            combine_verdicts([p.verdict.verdict for p in saturation_parts]),
+            "holds if the paired gap grows with saturation in every SGD context",
+            saturation_parts,
+        ),
+    ]
+
+
+# --- C13: learning-rate size -------------------------------------------------------------
+
+
+def _diverged_share(variant: Variant) -> float:
+    """Share of a variant's runs whose loss went NaN/inf or ended above its first epoch's."""
+    outcomes = []
+    for run in variant.runs:
+        if run.diverged:
+            outcomes.append(1.0)
+        elif run.finished:
+            losses = run.history.get("val/loss", [])
+            blew_up = bool(losses) and (not math.isfinite(losses[-1]) or losses[-1] >= losses[0])
+            outcomes.append(1.0 if blew_up else 0.0)
+    return float(sum(outcomes) / len(outcomes)) if outcomes else math.nan
+
+
+def _evaluate_lr_sweep(variants: list[Variant], options: StudyOptions) -> list[ClaimCheck]:
+    by_rate = sorted(variants, key=lambda v: float(v.param("optimizer.learning_rate") or "nan"))
+    if len(by_rate) < 4:
+        return [
+            ClaimCheck(
+                "C13",
+                "Learning-rate size: small is slow and smooth, good drops fast, large oscillates, "
+                "too large diverges.",
+                INCONCLUSIVE,
+                "needs four learning rates",
+                [_missing("study", f"4 learning rates (found {len(by_rate)})")],
+            )
+        ]
+    small, good, large, too_large = by_rate[0], by_rate[1], by_rate[-2], by_rate[-1]
+    conf = options.confidence
+    rate = lambda v: v.param("optimizer.learning_rate")  # noqa: E731
+    parts = [
+        ClaimPart(
+            f"small lr {rate(small)} converges slower than good lr {rate(good)}",
+            difference_verdict(
+                paired_difference(
+                    small.per_seed(final_val_loss), good.per_seed(final_val_loss), conf
+                ),
+                expect_positive=True,
+                what="final val loss, small - good",
+            ),
+        ),
+        ClaimPart(
+            f"small lr {rate(small)} is smoother than large lr {rate(large)}",
+            difference_verdict(
+                paired_difference(
+                    large.per_seed(late_oscillation), small.per_seed(late_oscillation), conf
+                ),
+                expect_positive=True,
+                what="late oscillation of val loss (mean |Δ| over the 2nd half), large - small",
+            ),
+        ),
+        ClaimPart(
+            f"large lr {rate(large)} drops faster at first than small lr {rate(small)}",
+            difference_verdict(
+                paired_difference(
+                    small.per_seed(first_epoch_val_loss), large.per_seed(first_epoch_val_loss), conf
+                ),
+                expect_positive=True,
+                what="val loss after epoch 1, small - large",
+            ),
+        ),
+        ClaimPart(
+            f"large lr {rate(large)} oscillates more late than good lr {rate(good)}",
+            difference_verdict(
+                paired_difference(
+                    large.per_seed(late_oscillation), good.per_seed(late_oscillation), conf
+                ),
+                expect_positive=True,
+                what="late oscillation of val loss, large - good",
+            ),
+        ),
+    ]
+    share = _diverged_share(too_large)
+    verdict = HOLDS if share >= 0.8 else CONTRADICTED if share <= 0.2 else INCONCLUSIVE
+    parts.append(
+        ClaimPart(
+            f"too large lr {rate(too_large)} diverges",
+            Verdict(
+                verdict,
+                "holds if >= 80% of its runs diverge (NaN/inf loss, or final val loss >= the "
+                "first epoch's), contradicted if <= 20%, else inconclusive",
+                f"{share:.0%} of {len(too_large.runs)} runs diverged",
+            ),
+        )
+    )
+    return [
+        ClaimCheck(
+            "C13",
+            "A small learning rate converges slowly with a smooth curve; a good one drops fast; a "
+            "large one drops fast at first but oscillates; too large diverges.",
+            combine_verdicts([p.verdict.verdict for p in parts]),
+            "holds if every part holds, contradicted if any part is contradicted",
+            parts,
+        )
+    ]
+
+
+# --- C15: annealing ----------------------------------------------------------------------
+
+
+def _evaluate_annealing(variants: list[Variant], options: StudyOptions) -> list[ClaimCheck]:
+    constant = _find(variants, schedule__name="constant")
+    decaying = [v for v in variants if v.param("schedule.name") != "constant"]
+    if not constant or not decaying:
+        return [
+            ClaimCheck(
+                "C15",
+                "Decaying a large learning rate reaches a low loss and avoids late oscillation.",
+                INCONCLUSIVE,
+                "needs the constant schedule and at least one decaying one",
+                [_missing("study", "constant or decaying schedule")],
+            )
+        ]
+    base = constant[0]
+    parts: list[ClaimPart] = []
+    for variant in decaying:
+        name = variant.param("schedule.name")
+        parts.append(
+            ClaimPart(
+                f"{name} reaches a lower final val loss than constant",
+                difference_verdict(
+                    paired_difference(
+                        base.per_seed(final_val_loss),
+                        variant.per_seed(final_val_loss),
+                        options.confidence,
+                    ),
+                    expect_positive=True,
+                    what="final val loss, constant - decayed",
+                ),
+            )
+        )
+        parts.append(
+            ClaimPart(
+                f"{name} oscillates less late than constant",
+                difference_verdict(
+                    paired_difference(
+                        base.per_seed(late_oscillation),
+                        variant.per_seed(late_oscillation),
+                        options.confidence,
+                    ),
+                    expect_positive=True,
+                    what="late oscillation of val loss, constant - decayed",
+                ),
+            )
+        )
+    return [
+        ClaimCheck(
+            "C15",
+            "Starting with a large learning rate and decaying it reaches a low loss quickly and "
+            "avoids the late oscillation of a constant large rate.",
+            combine_verdicts([p.verdict.verdict for p in parts]),
+            "holds if every schedule beats the constant rate on both counts, contradicted if any "
+            "comparison goes significantly the other way",
+            parts,
+        )
+    ]
+
+
+STUDIES: dict[str, StudySpec] = {
+    spec.name: spec
+    for spec in (
+        StudySpec(
+            "binary_vs_categorical",
+            "Binary vs categorical cross-entropy",
+            ("C8",),
+            ("data.name", "loss.name"),
+            ("train/loss", "val/loss", "val/acc", "grad_norm/output"),
+            _evaluate_binary_vs_categorical,
+        ),
+        StudySpec(
+            "mse_vs_ce",
+            "MSE vs cross-entropy",
+            ("C12",),
+            ("data.name", "loss.name", "optimizer.name", "model.output_init"),
+            ("train/loss", "val/loss", "val/acc", "grad_norm/output"),
+            _evaluate_mse_vs_ce,
+        ),
+        StudySpec(
+            "lr_sweep",
+            "Learning-rate size",
+            ("C13",),
+            ("optimizer.learning_rate",),
+            ("train/loss", "val/loss", "val/acc", "grad_norm/output"),
+            _evaluate_lr_sweep,
+        ),
+        StudySpec(
+            "annealing",
+            "Learning-rate annealing",
+            ("C15",),
+            ("schedule.name",),
+            ("train/loss", "val/loss", "val/acc", "lr"),
+            _evaluate_annealing,
+        ),
+    )
+}
+
+
+def get_study(name: str) -> StudySpec:
+    """The study called ``name``; a ValueError lists the known ones."""
+    if name not in STUDIES:
+        raise ValueError(f"study={name!r} is not one of {sorted(STUDIES)}")
+    return STUDIES[name]
