@@ -38,14 +38,22 @@ def main(cfg: DictConfig) -> float:
     output_dir = Path(hydra_config.runtime.output_dir)
     multirun = hydra_config.mode == RunMode.MULTIRUN
     parent = parent_for_sweep(Path(hydra_config.sweep.dir)) if multirun else None
-    summary = run_experiment(
-        config,
-        output_dir=output_dir,
-        overrides=list(hydra_config.overrides.task),
-        parent_run_id=parent.run_id if parent else None,
-        run_name=hydra_config.job.override_dirname or None,
-        log_file=output_dir / f"{hydra_config.job.name}.log",
-    )
+    try:
+        summary = run_experiment(
+            config,
+            output_dir=output_dir,
+            overrides=list(hydra_config.overrides.task),
+            parent_run_id=parent.run_id if parent else None,
+            run_name=hydra_config.job.override_dirname or None,
+            log_file=output_dir / f"{hydra_config.job.name}.log",
+        )
+    except Exception as error:
+        if not multirun:
+            raise
+        # Hydra's sweeper aborts the whole sweep on the first failed job. The run is already
+        # FAILED in MLflow with its reason, and the study report lists it, so the sweep goes on.
+        log.error("job failed, the sweep goes on: %s: %s", type(error).__name__, error)
+        return float("nan")
     log.info("\n%s", summary_text(summary, config))
     return summary.history[-1].val_loss
 

@@ -39,24 +39,48 @@ def test_single_run_prints_device_results_and_where_the_run_is(tmp_path: Path) -
     assert [r.info.status for r in runs] == ["FINISHED"]
 
 
-def test_joblib_sweep_records_one_finished_run_per_job(tmp_path: Path) -> None:
+def test_joblib_sweep_records_every_job_under_one_parent_and_survives_a_failed_job(
+    tmp_path: Path,
+) -> None:
     result = run_cli(
-        "-m", "+debug=tiny", "seed=0,1", "loss=bce,mse", "hydra/launcher=joblib", cwd=tmp_path
+        "-m",
+        "+debug=tiny",
+        "optimizer=sgd",
+        "loss=bce,mse",
+        "seed=0,1",
+        "optimizer.learning_rate=0.1,1e30",  # 1e30 diverges: a failed job, not a failed sweep
+        "hydra/launcher=joblib",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("reference")
     assert experiment is not None
-    runs = client.search_runs([experiment.experiment_id], "tags.`mlflow.parentRunId` != ''")
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert sorted((r.data.tags["loss"], r.data.tags["seed"]) for r in children) == [
-        ("bce", "0"),
-        ("bce", "1"),
-        ("mse", "0"),
-        ("mse", "1"),
-    ]
-    assert {r.info.status for r in children} == {"FINISHED"}
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "xent.sweep_dir" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(children) == 8
+    statuses = {
+        (
+            r.data.tags["loss"],
+            r.data.tags["seed"],
+            r.data.params["optimizer.learning_rate"],
+        ): r.info.status
+        for r in children
+    }
+    assert statuses == {
+        (loss, seed, lr): "FINISHED" if lr == "0.1" else "FAILED"
+        for loss in ("bce", "mse")
+        for seed in ("0", "1")
+        for lr in ("0.1", "1e+30")
+    }
     assert {r.data.params["trainer.threads"] for r in children} == {"1"}
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"report.md", "report.html", "plots"} <= artifacts
+    out = result.stdout + result.stderr
+    assert "job failed, the sweep goes on: NonFiniteLossError" in out
+    assert "(2 failed)" in out
 
 
 def test_bad_input_fails_before_training_and_leaves_no_run(tmp_path: Path) -> None:

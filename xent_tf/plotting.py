@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -72,7 +73,8 @@ def save_band_overlay(
             grid[row, : len(values)] = values
         grid[~np.isfinite(grid)] = np.nan
         epochs = np.arange(1, length + 1)
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():  # epochs where every seed diverged are all-NaN: no line
+            warnings.simplefilter("ignore", RuntimeWarning)
             mean = np.nanmean(grid, axis=0)
             low, high = np.nanmin(grid, axis=0), np.nanmax(grid, axis=0)
         (line,) = ax.plot(epochs, mean, label=f"{label} (n={len(series)})", linewidth=1.6)

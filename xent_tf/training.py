@@ -116,6 +116,10 @@ class NonFiniteLossError(RuntimeError):
         self.step = step
         self.result = result  # the history up to and including the diverged epoch
 
+    def __reduce__(self) -> tuple[type, tuple[int, int, FitResult]]:
+        # Sweep launchers pickle a job's exception back to the launching process.
+        return (type(self), (self.epoch, self.step, self.result))
+
 
 def steps_per_epoch(n_rows: int, batch_size: int) -> int:
     """Number of mini-batches in an epoch, counting a smaller last batch."""
