@@ -98,6 +98,10 @@ def test_wrong_type_fails_at_compose_time() -> None:
         (["loss=sparse_cce", "loss.label_smoothing=0.1"], r"label_smoothing=0.1 is not supported"),
         (["optimizer.momentum=0.9"], r"momentum=0.9 only applies to optimizer.name='sgd'"),
         (["seed=-1"], r"seed=-1 must be >= 0"),
+        (["lr_find=on", "lr_find.min_lr=20"], r"lr_find.max_lr=10.0 must be > lr_find.min_lr=20"),
+        (["lr_find=on", "lr_find.min_lr=0"], r"lr_find.min_lr=0.0 must be > 0"),
+        (["lr_find=on", "lr_find.num_steps=5"], r"lr_find.num_steps=5 must be >= 10"),
+        (["lr_find.use=best"], r"lr_find.use='best' is not one of"),
     ],
 )
 def test_bad_values_fail_with_a_message_naming_them(overrides: list[str], message: str) -> None:

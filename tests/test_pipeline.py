@@ -170,6 +170,23 @@ def test_every_loss_and_data_combination_trains_one_epoch(
         assert 0.0 <= summary.test_acc <= 1.0
 
 
+def test_lr_find_runs_the_range_test_first_and_trains_with_its_rate(
+    make_config: Callable[..., Config], tracking_uri: str, tmp_path: Path
+) -> None:
+    config = _with_store(make_config("lr_find=on", "lr_find.num_steps=40"), tracking_uri)
+    run_experiment(config, tmp_path)
+    run = _only_run(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    curve = client.get_metric_history(run.info.run_id, "lr_find/lr")
+    assert [m.step for m in sorted(curve, key=lambda m: m.step)][:3] == [0, 1, 2]
+    assert min(m.value for m in curve) == pytest.approx(1e-6)  # the range starts at min_lr
+    used = float(run.data.params["lr_find.used_lr"])
+    assert used == pytest.approx(float(run.data.params["lr_find.steepest_lr"]))
+    assert client.get_metric_history(run.info.run_id, "lr")[0].value == pytest.approx(used)
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert "plots/lr_find.png" in plots
+
+
 @pytest.mark.slow
 def test_reference_run_reaches_the_published_accuracy(
     make_config: Callable[..., Config], tmp_path: Path

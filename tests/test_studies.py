@@ -74,6 +74,7 @@ def cfg_sweeper_params(cfg) -> dict[str, str]:  # type: ignore[no-untyped-def]
         ("mse_vs_ce", 16, {"C12", "C12b"}),
         ("lr_sweep", 4, {"C13"}),
         ("annealing", 5, {"C15"}),
+        ("lr_range_test", 3, {"C14"}),
     ],
 )
 def test_study_runs_end_to_end_and_reports(

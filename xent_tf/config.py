@@ -211,6 +211,40 @@ class TrainerConfig:
         )
 
 
+LR_FIND_USES = ("suggested", "flat", "exploding")
+
+
+@dataclass
+class LrFindConfig:
+    """The learning-rate range test (C14) run before training, and which rate to train with."""
+
+    enabled: bool = False
+    use: str = "suggested"  # suggested | flat | exploding: where on the curve to take the rate
+    min_lr: float = 1e-6
+    max_lr: float = 10.0
+    num_steps: int = 300  # mini-batches; may span several epochs
+    mode: str = "exponential"  # exponential | linear spacing of the rates
+    beta: float = 0.98  # smoothing of the loss (bias-corrected moving average)
+    divergence_factor: float = 4.0  # stop when the smoothed loss exceeds this x its best
+    method: str = "steepest"  # steepest | valley | minimum (lr at the minimum / 10)
+
+    def __post_init__(self) -> None:
+        _require_choice("lr_find.use", self.use, LR_FIND_USES)
+        _require_choice("lr_find.mode", self.mode, ("exponential", "linear"))
+        _require_choice("lr_find.method", self.method, ("steepest", "valley", "minimum"))
+        _require(self.min_lr > 0, f"lr_find.min_lr={self.min_lr} must be > 0")
+        _require(
+            self.max_lr > self.min_lr,
+            f"lr_find.max_lr={self.max_lr} must be > lr_find.min_lr={self.min_lr}",
+        )
+        _require(self.num_steps >= 10, f"lr_find.num_steps={self.num_steps} must be >= 10")
+        _require(0 <= self.beta < 1, f"lr_find.beta={self.beta} must be in [0, 1)")
+        _require(
+            self.divergence_factor > 1,
+            f"lr_find.divergence_factor={self.divergence_factor} must be > 1",
+        )
+
+
 @dataclass
 class TrackingConfig:
     """Where MLflow records go."""
@@ -241,6 +275,7 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    lr_find: LrFindConfig = field(default_factory=LrFindConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:

@@ -180,18 +180,65 @@ def steepest_lr(lrs: np.ndarray, smoothed: np.ndarray, window: slice | None = No
     """
     if len(lrs) < 2:
         return None
+    bounds = fall_bounds(smoothed, window)
+    if bounds is None:
+        return None
     # Gradient against log(lr), not the step index, so linear mode (uneven in log) reads right.
     slopes = np.gradient(smoothed, np.log(lrs))
-    indices = np.arange(len(lrs))[window or slice(None)]
+    fall = np.arange(bounds[0], bounds[1] + 1)
+    index = int(fall[np.argmin(slopes[fall])])
+    return float(lrs[index]) if slopes[index] < 0 else None
+
+
+def fall_bounds(smoothed: np.ndarray, window: slice | None = None) -> tuple[int, int] | None:
+    """Where the fall of the curve starts and where it bottoms out, as step indices.
+
+    The fall starts at the last point before the window's lowest smoothed loss where the loss
+    had not yet dropped ``FALL_FRACTION`` of the way from its level at the window's start to
+    that minimum; everything before it is the flat part.
+
+    Args:
+        smoothed: smoothed losses in step order.
+        window: the part of the curve to look in (default: all of it).
+
+    Returns:
+        (index where the fall starts, index of the minimum), or None for fewer than 2 points.
+    """
+    indices = np.arange(len(smoothed))[window or slice(None)]
     if len(indices) < 2:
         return None
     values = smoothed[indices]
     lowest = int(np.argmin(values))
     level = values[0] - FALL_FRACTION * (values[0] - values[lowest])
     fall_start = int(np.flatnonzero(values[: lowest + 1] >= level)[-1])
-    fall = indices[fall_start : lowest + 1]
-    index = int(fall[np.argmin(slopes[fall])])
-    return float(lrs[index]) if slopes[index] < 0 else None
+    return int(indices[fall_start]), int(indices[lowest])
+
+
+def region_rates(result: RangeTestResult) -> dict[str, float | None]:
+    """Rates from the three parts of a range-test curve, to train with and compare (C14).
+
+    - ``flat``: half-way (in steps) through the flat start, before the fall begins;
+    - ``suggested``: the suggestion of the result's method;
+    - ``exploding``: the rate of the last recorded step, where the divergence check stopped the
+      test (when it never stopped, the largest rate tried: not proven to explode).
+
+    Args:
+        result: a range test that gave a suggestion.
+
+    Returns:
+        {"flat", "suggested", "exploding"}: rates, all None when the curve gave no suggestion.
+    """
+    if result.suggestion is None:
+        return {"flat": None, "suggested": None, "exploding": None}
+    n = len(result.smoothed)
+    skip = n // 10  # the same window the suggestions are read from
+    bounds = fall_bounds(result.smoothed, slice(skip, n - min(_SKIP_END, skip)))
+    flat_index = bounds[0] // 2 if bounds is not None else 0
+    return {
+        "flat": float(result.lrs[flat_index]),
+        "suggested": result.suggestion,
+        "exploding": float(result.lrs[-1]),
+    }
 
 
 def valley_lr(lrs: np.ndarray, smoothed: np.ndarray) -> float | None:

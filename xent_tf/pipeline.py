@@ -17,6 +17,7 @@ from xent_tf import plotting, tracking
 from xent_tf.config import Config
 from xent_tf.data import Dataset, Split, make_dataset
 from xent_tf.losses import LossSpec, loss_spec
+from xent_tf.lr_finder import find_learning_rate, region_rates
 from xent_tf.models import build_mlp, saturate_output_layer
 from xent_tf.runtime import DeviceChoice, configure_runtime
 from xent_tf.schedules import learning_rates
@@ -207,9 +208,12 @@ def _train_and_record(
         config.trainer.batch_size,
         config.loss.from_logits,
     )
+    base_rate = config.optimizer.learning_rate
+    if config.lr_find.enabled:
+        base_rate = _range_test(config, loop, train, recorder, output_dir)
     rates = learning_rates(
         config.schedule,
-        config.optimizer.learning_rate,
+        base_rate,
         config.trainer.epochs,
         steps_per_epoch(len(train), config.trainer.batch_size),
     )
@@ -254,6 +258,58 @@ def _train_and_record(
         train_seconds=result.train_seconds,
         n_params=n_params,
     )
+
+
+def _range_test(
+    config: Config,
+    loop: CompiledLoop,
+    train: TensorSplit,
+    recorder: tracking.RunRecorder,
+    output_dir: Path,
+) -> float:
+    """Run the range test on the model about to be trained (its state is restored afterwards).
+
+    Returns:
+        The rate to train with (``lr_find.use``: suggested, flat or exploding).
+
+    Raises:
+        ValueError: the curve gave no suggestion (the message says what to try).
+    """
+    settings = config.lr_find
+    result = find_learning_rate(
+        loop,
+        train,
+        min_lr=settings.min_lr,
+        max_lr=settings.max_lr,
+        num_steps=settings.num_steps,
+        mode=settings.mode,
+        beta=settings.beta,
+        divergence_factor=settings.divergence_factor,
+        method=settings.method,
+        seed=config.seed,
+    )
+    log.info("range test (%.2f s): %s", result.seconds, result.message)
+    recorder.log_series(result.step_metrics())
+    regions = region_rates(result)
+    found = {f"lr_find.{k}_lr": str(v) for k, v in {**result.suggestions(), **regions}.items()}
+    recorder.log_params({**found, "lr_find.stop_reason": result.stop_reason or "(none)"})
+    marks = {name: rate for name, rate in {**result.suggestions(), **regions}.items() if rate}
+    marks.pop("suggested", None)  # the same line as the method it came from
+    path = plotting.save_range_test_curve(
+        result.lrs,
+        result.losses,
+        result.smoothed,
+        marks,
+        output_dir / "plots" / "lr_find.png",
+        title=f"range test: {config.loss.name}, {config.optimizer.name}, seed {config.seed}",
+    )
+    recorder.log_file(path, "plots")
+    rate = regions[settings.use]
+    if rate is None:
+        raise ValueError(f"lr_find: {result.message}")
+    recorder.log_params({"lr_find.used_lr": str(rate)})
+    log.info("training with the %s rate %.4g", settings.use, rate)
+    return rate
 
 
 def _save_loss_curve(

@@ -91,3 +91,47 @@ def save_band_overlay(
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def save_range_test_curve(
+    lrs: Sequence[float],
+    losses: Sequence[float],
+    smoothed: Sequence[float],
+    marks: dict[str, float],
+    path: Path,
+    title: str = "",
+) -> Path:
+    """Loss against learning rate (log x) with the suggested rates marked.
+
+    Args:
+        lrs: rate of each step.
+        losses: each step's own batch loss.
+        smoothed: the smoothed loss.
+        marks: {label: rate} to draw as vertical lines (e.g. steepest, valley, flat).
+        path: where to write the PNG.
+        title: figure title.
+
+    Returns:
+        ``path``.
+    """
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    ax.plot(lrs, losses, color="0.75", linewidth=0.8, label="batch loss")
+    ax.plot(lrs, smoothed, color="C0", linewidth=1.8, label="smoothed")
+    for index, (label, rate) in enumerate(marks.items()):
+        ax.axvline(
+            rate, color=f"C{index + 1}", linestyle="--", linewidth=1.2, label=f"{label} {rate:.3g}"
+        )
+    ax.set_xscale("log")
+    finite = [v for v in smoothed if np.isfinite(v)]
+    if finite:  # keep the explosion from flattening the interesting part
+        ax.set_ylim(min(finite) * 0.9, max(finite[0], min(finite)) * 1.6)
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("training loss")
+    ax.set_title(title or "learning-rate range test")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -353,9 +353,9 @@ def publish_report(
     options = options or StudyOptions()
     parent = tracking.find_study_parent(tracking_uri, experiment_name, parent_run_id)
     spec = get_study(parent.study) if parent.study else None
-    metrics = tuple(
-        dict.fromkeys((*(spec.plot_metrics if spec else _DEFAULT_PLOTS), "val/acc", "val/loss"))
-    )
+    plotted = spec.plot_metrics if spec else _DEFAULT_PLOTS
+    extra = spec.extra_metrics if spec else ()
+    metrics = tuple(dict.fromkeys((*plotted, *extra, "val/acc", "val/loss")))
     records = tracking.fetch_children(tracking_uri, parent, metrics)
     if not records:
         raise ValueError(

@@ -101,6 +101,7 @@ class StudySpec:
     group_by: tuple[str, ...]
     plot_metrics: tuple[str, ...]
     evaluate: Callable[[list[Variant], StudyOptions], list[ClaimCheck]]
+    extra_metrics: tuple[str, ...] = ()  # fetched with full history for the rules, not plotted
 
 
 # --- helpers shared by the rules ---------------------------------------------------------
@@ -434,6 +435,85 @@ def _evaluate_annealing(variants: list[Variant], options: StudyOptions) -> list[
     ]
 
 
+# --- C14: the learning-rate range test ---------------------------------------------------
+
+
+def _curve_shape(run: RunRecord) -> tuple[bool, bool, bool]:
+    """(flat start, a fall, an explosion) of a run's smoothed range-test curve.
+
+    flat: over the first 20% of steps the smoothed loss moves less than 10% of its start;
+    fall: its minimum is below 80% of its start; explosion: after the minimum it climbs back
+    above the start (or the curve ended in NaN/inf).
+    """
+    curve = [v for v in run.history.get("lr_find/loss_smoothed", [])]
+    if len(curve) < 10:
+        return (False, False, False)
+    start = curve[0]
+    head = curve[: max(2, len(curve) // 5)]
+    flat = max(abs(v - start) for v in head) < 0.1 * abs(start)
+    lowest = min(range(len(curve)), key=curve.__getitem__)
+    fall = curve[lowest] < 0.8 * start
+    after = curve[lowest:]
+    explosion = any(not math.isfinite(v) or v > start for v in after)
+    return (flat, fall, explosion)
+
+
+def _evaluate_lr_range_test(variants: list[Variant], options: StudyOptions) -> list[ClaimCheck]:
+    by_use = {v.param("lr_find.use"): v for v in variants}
+    parts: list[ClaimPart] = []
+    runs = [r for v in variants for r in v.finished if r.history.get("lr_find/loss_smoothed")]
+    # Every job of a seed ran the same range test, so one run per seed describes the curve.
+    curves = {r.seed: _curve_shape(r) for r in runs}
+    if curves:
+        shares = [sum(c[i] for c in curves.values()) / len(curves) for i in range(3)]
+        share = min(shares)
+        verdict = HOLDS if share >= 0.8 else CONTRADICTED if share <= 0.2 else INCONCLUSIVE
+        parts.append(
+            ClaimPart(
+                "the curve is flat, then falls fast, then explodes",
+                Verdict(
+                    verdict,
+                    "holds if >= 80% of the seeds' curves show all three (flat: first 20% of "
+                    "steps within 10% of the start; fall: minimum < 80% of the start; explosion:"
+                    " back above the start after the minimum), contradicted if <= 20%",
+                    f"flat {shares[0]:.0%}, fall {shares[1]:.0%}, explosion {shares[2]:.0%} of "
+                    f"{len(curves)} seeds",
+                ),
+            )
+        )
+    suggested = by_use.get("suggested")
+    for other in ("flat", "exploding"):
+        contrast = by_use.get(other)
+        context = f"training with the suggested rate beats the {other} part's rate"
+        if suggested is None or contrast is None:
+            parts.append(_missing(context, f"suggested or {other}"))
+            continue
+        parts.append(
+            ClaimPart(
+                context,
+                difference_verdict(
+                    paired_difference(
+                        contrast.per_seed(final_val_loss),
+                        suggested.per_seed(final_val_loss),
+                        options.confidence,
+                    ),
+                    expect_positive=True,
+                    what=f"final val loss, {other} - suggested",
+                ),
+            )
+        )
+    return [
+        ClaimCheck(
+            "C14",
+            "In a range test the loss barely moves, falls fast, then explodes; the rate of the "
+            "steepest fall trains better than rates from the flat or exploding parts.",
+            combine_verdicts([p.verdict.verdict for p in parts]),
+            "holds if every part holds, contradicted if any part is contradicted",
+            parts,
+        )
+    ]
+
+
 STUDIES: dict[str, StudySpec] = {
     spec.name: spec
     for spec in (
@@ -460,6 +540,15 @@ STUDIES: dict[str, StudySpec] = {
             ("optimizer.learning_rate",),
             ("train/loss", "val/loss", "val/acc", "grad_norm/output"),
             _evaluate_lr_sweep,
+        ),
+        StudySpec(
+            "lr_range_test",
+            "Learning-rate range test",
+            ("C14",),
+            ("lr_find.use",),
+            ("train/loss", "val/loss", "val/acc", "lr"),
+            _evaluate_lr_range_test,
+            extra_metrics=("lr_find/loss_smoothed",),
         ),
         StudySpec(
             "annealing",

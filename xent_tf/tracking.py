@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 # MLflow caps a param value at 6000 characters and a batch at 100 params / 1000 metrics.
 _MAX_PARAM_LENGTH = 6000
 _PARAM_BATCH = 100
+_METRIC_BATCH = 1000
 _UI_ADDRESS = "http://127.0.0.1:5000"
 
 
@@ -114,6 +115,7 @@ class RunRecorder(Protocol):
     def log_params(self, params: Mapping[str, str]) -> None: ...
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
+    def log_series(self, series: Mapping[str, Sequence[float]]) -> None: ...
     def log_file(self, path: Path, artifact_dir: str | None = None) -> None: ...
     def log_text(self, text: str, artifact_file: str) -> None: ...
 
@@ -146,6 +148,21 @@ class MlflowRun:
         if operations is not None:
             self._pending.append(operations)
 
+    def log_series(self, series: Mapping[str, Sequence[float]]) -> None:
+        """Log whole per-step series ({name: values}, step = index) in batches of 1000."""
+        now = int(time.time() * 1000)
+        batch = [
+            Metric(name, float(value), now, step)
+            for name, values in series.items()
+            for step, value in enumerate(values)
+        ]
+        for start in range(0, len(batch), _METRIC_BATCH):
+            operations = self.client.log_batch(
+                self.run_id, metrics=batch[start : start + _METRIC_BATCH], synchronous=False
+            )
+            if operations is not None:
+                self._pending.append(operations)
+
     def log_file(self, path: Path, artifact_dir: str | None = None) -> None:
         """Upload a local file as an artifact under ``artifact_dir``."""
         self.client.log_artifact(self.run_id, str(path), artifact_path=artifact_dir)
@@ -175,6 +192,9 @@ class NoTracking:
         """Record nothing."""
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Record nothing."""
+
+    def log_series(self, series: Mapping[str, Sequence[float]]) -> None:
         """Record nothing."""
 
     def log_file(self, path: Path, artifact_dir: str | None = None) -> None:
