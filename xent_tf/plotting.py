@@ -94,9 +94,9 @@ def save_band_overlay(
 
 
 def save_range_test_curve(
-    lrs: Sequence[float],
-    losses: Sequence[float],
-    smoothed: Sequence[float],
+    lrs: Sequence[float] | np.ndarray,
+    losses: Sequence[float] | np.ndarray,
+    smoothed: Sequence[float] | np.ndarray,
     marks: dict[str, float],
     path: Path,
     title: str = "",

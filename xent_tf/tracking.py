@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 import mlflow
+import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.utils.async_logging.run_operations import RunOperations
@@ -115,7 +116,7 @@ class RunRecorder(Protocol):
     def log_params(self, params: Mapping[str, str]) -> None: ...
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
-    def log_series(self, series: Mapping[str, Sequence[float]]) -> None: ...
+    def log_series(self, series: Mapping[str, Sequence[float] | np.ndarray]) -> None: ...
     def log_file(self, path: Path, artifact_dir: str | None = None) -> None: ...
     def log_text(self, text: str, artifact_file: str) -> None: ...
 
@@ -148,7 +149,7 @@ class MlflowRun:
         if operations is not None:
             self._pending.append(operations)
 
-    def log_series(self, series: Mapping[str, Sequence[float]]) -> None:
+    def log_series(self, series: Mapping[str, Sequence[float] | np.ndarray]) -> None:
         """Log whole per-step series ({name: values}, step = index) in batches of 1000."""
         now = int(time.time() * 1000)
         batch = [
@@ -194,7 +195,7 @@ class NoTracking:
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Record nothing."""
 
-    def log_series(self, series: Mapping[str, Sequence[float]]) -> None:
+    def log_series(self, series: Mapping[str, Sequence[float] | np.ndarray]) -> None:
         """Record nothing."""
 
     def log_file(self, path: Path, artifact_dir: str | None = None) -> None:
