@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench ui reproduce clean
+.PHONY: install run test lint bench ui server reproduce clean
 
 install: $(STAMP)
 
@@ -31,6 +31,15 @@ bench: install
 
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+# A shared tracking server for the team (loopback by default; SERVER_HOST=0.0.0.0 to expose it).
+# DATABASE_URL=postgresql://user:pw@host/db uses PostgreSQL (pip install -e ".[scale]").
+SERVER_HOST ?= 127.0.0.1
+SERVER_PORT ?= 5001
+DATABASE_URL ?= sqlite:///mlflow-server.db
+server: install
+	$(BIN)/mlflow server --backend-store-uri "$(DATABASE_URL)" --serve-artifacts \
+		--artifacts-destination ./mlartifacts --host $(SERVER_HOST) --port $(SERVER_PORT)
 
 clean:
 	rm -rf outputs multirun .pytest_cache .mypy_cache .ruff_cache

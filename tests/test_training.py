@@ -58,7 +58,7 @@ def test_compiled_epoch_matches_a_plain_gradient_tape_loop(
     n_steps = steps_per_epoch(len(train), 32)  # 350 rows -> 11 steps, the last of 30 rows
     rates = np.full(n_steps, 1e-2, np.float32)
 
-    losses, mean_loss, _ = loop.run_epoch(train, order, rates)
+    losses, mean_loss = loop.run_epoch(train, order, rates)
 
     x, targets = train.x.numpy()[order], train.targets.numpy()[order]
     expected = []
@@ -142,3 +142,24 @@ def test_schedule_object_learning_rate_is_refused() -> None:
         CompiledLoop(
             model, keras.losses.BinaryCrossentropy(), keras.optimizers.SGD(schedule), 8, False
         )
+
+
+def test_evaluate_matches_a_plain_forward_pass_and_gradient() -> None:
+    model, loop, train, val = _setup()
+    before = [w.copy() for w in model.get_weights()]
+    result = loop.evaluate(val)
+    outputs = model(val.x, training=False)
+    with tf.GradientTape() as tape:
+        loss = loop.loss(val.targets, model(val.x, training=False))
+    grads = tape.gradient(loss, model.trainable_variables)
+    expected_norm = np.sqrt(sum(float(tf.reduce_sum(g**2)) for g in grads[-2:]))  # output layer
+    assert result.loss == pytest.approx(float(loss), rel=1e-6)
+    assert result.grad_norms["output"] == pytest.approx(expected_norm, rel=1e-5)
+    predicted = (np.asarray(outputs)[:, 0] > 0.5).astype(np.int32)
+    assert result.accuracy == pytest.approx(np.mean(predicted == val.labels.numpy()), abs=1e-7)
+    for got, want in zip(model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(got, want)  # evaluating never trains
+    # the test split has another row count: the same trace serves it
+    assert loop.evaluate(train).loss > 0
+    assert loop._compiled_evaluate is not None
+    assert loop._compiled_evaluate.experimental_get_tracing_count() == 1

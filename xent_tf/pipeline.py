@@ -232,7 +232,8 @@ def _train_and_record(
         if history:
             _save_loss_curve(history, output_dir, recorder, config)
         raise
-    test_loss, test_acc, _ = loop.evaluate(test)
+    on_test = loop.evaluate(test)
+    test_loss, test_acc = on_test.loss, on_test.accuracy
     reached = epochs_to_target(result.history, config.trainer.target_val_acc)
     final_metrics = {
         "test/loss": test_loss,
@@ -332,11 +333,12 @@ def summary_text(summary: RunSummary, config: Config) -> str:
         f"test loss {summary.test_loss:.4f}  test accuracy {summary.test_acc:.4f}",
     ]
     if config.tracking.enabled:
+        address = tracking.ui_address(config.tracking.uri)
+        how = "" if address != tracking.ui_address("") else "open the UI with `make ui`, then "
         lines += [
             f"MLflow run {summary.run_id} in experiment '{config.experiment_name}' "
             f"at {config.tracking.uri}",
-            "open the UI with `make ui`, then "
-            + tracking.run_url(summary.experiment_id, summary.run_id),
+            how + tracking.run_url(summary.experiment_id, summary.run_id, address),
         ]
     else:
         lines.append("tracking=off: nothing was recorded in MLflow")

@@ -96,11 +96,12 @@ class MlflowSweepCallback(Callback):
             log.exception("could not build the sweep's report")
         tracking.end_run(self.parent.tracking_uri, self.parent.run_id, status)
         atexit.unregister(self._end_if_still_running)
+        address = tracking.ui_address(self.parent.tracking_uri)
         log.info(
             "report: %s (and on the parent run %s)\nruns table: %s",
             self.sweep_dir / "report.html",
-            tracking.run_url(self.parent.experiment_id, self.parent.run_id),
-            tracking.experiment_url(self.parent.experiment_id),
+            tracking.run_url(self.parent.experiment_id, self.parent.run_id, address),
+            tracking.experiment_url(self.parent.experiment_id, address),
         )
 
     def _end_if_still_running(self) -> None:

@@ -2,8 +2,9 @@
 
 A run is opened with ``open_run`` as a context manager: it ends FINISHED when the block ends,
 FAILED when it raises (the error is recorded as a tag and a text artifact), KILLED on Ctrl-C.
-Metrics are sent in one ``log_batch`` per epoch, asynchronously, so logging overlaps training;
-everything is flushed before the run's status is set, so nothing logged is lost.
+Metrics are buffered and sent in one ``log_batch`` at most every 5 s (MLflow's own async
+logging costs ~0.7 s at run end waiting for its queue); the buffer is flushed before the run's
+status is set, also when it fails, so nothing logged is lost.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import mlflow
 import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
-from mlflow.utils.async_logging.run_operations import RunOperations
 
 from xent_tf.comparison import RunRecord
 
@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 _MAX_PARAM_LENGTH = 6000
 _PARAM_BATCH = 100
 _METRIC_BATCH = 1000
+# Per-epoch metrics are sent at most this often: one SQLite transaction per epoch of a
+# 40 ms epoch would cost more than the training. Everything is flushed before a run ends.
+_FLUSH_SECONDS = 5.0
 _UI_ADDRESS = "http://127.0.0.1:5000"
 
 
@@ -97,6 +100,13 @@ def log_file_quietly(recorder: RunRecorder, path: Path, artifact_dir: str) -> No
         log.exception("could not upload %s to MLflow", path)
 
 
+def ui_address(tracking_uri: str) -> str:
+    """Where the UI for a store is: the server itself, or `make ui` on the local SQLite file."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri.rstrip("/")
+    return _UI_ADDRESS
+
+
 def run_url(experiment_id: str, run_id: str, ui_address: str = _UI_ADDRESS) -> str:
     """Direct link to a run's charts in the MLflow UI (the runs table lives at .../runs)."""
     return f"{ui_address}/#/experiments/{experiment_id}/runs/{run_id}/model-metrics"
@@ -129,7 +139,8 @@ class MlflowRun:
     run_id: str
     experiment_id: str
     tracking_uri: str
-    _pending: list[RunOperations] = field(default_factory=list)
+    _buffer: list[Metric] = field(default_factory=list)
+    _last_flush: float = field(default_factory=time.monotonic)
 
     def log_params(self, params: Mapping[str, str]) -> None:
         """Log params in batches of MLflow's maximum size."""
@@ -142,27 +153,21 @@ class MlflowRun:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        """Log one step's metrics in one asynchronous batch (flushed before the run ends)."""
+        """Buffer one step's metrics; send the buffer when ``_FLUSH_SECONDS`` have passed."""
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        operations = self.client.log_batch(self.run_id, metrics=batch, synchronous=False)
-        if operations is not None:
-            self._pending.append(operations)
+        self._buffer.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+        if time.monotonic() - self._last_flush >= _FLUSH_SECONDS:
+            self.flush()
 
     def log_series(self, series: Mapping[str, Sequence[float] | np.ndarray]) -> None:
-        """Log whole per-step series ({name: values}, step = index) in batches of 1000."""
+        """Log whole per-step series ({name: values}, step = index) at once."""
         now = int(time.time() * 1000)
-        batch = [
+        self._buffer.extend(
             Metric(name, float(value), now, step)
             for name, values in series.items()
             for step, value in enumerate(values)
-        ]
-        for start in range(0, len(batch), _METRIC_BATCH):
-            operations = self.client.log_batch(
-                self.run_id, metrics=batch[start : start + _METRIC_BATCH], synchronous=False
-            )
-            if operations is not None:
-                self._pending.append(operations)
+        )
+        self.flush()
 
     def log_file(self, path: Path, artifact_dir: str | None = None) -> None:
         """Upload a local file as an artifact under ``artifact_dir``."""
@@ -173,10 +178,11 @@ class MlflowRun:
         self.client.log_text(self.run_id, text, artifact_file)
 
     def flush(self) -> None:
-        """Wait for every asynchronous metric batch to land."""
-        pending, self._pending = self._pending, []
-        for operations in pending:
-            operations.wait()
+        """Send every buffered metric now, in batches of MLflow's maximum size."""
+        batch, self._buffer = self._buffer, []
+        for start in range(0, len(batch), _METRIC_BATCH):
+            self.client.log_batch(self.run_id, metrics=batch[start : start + _METRIC_BATCH])
+        self._last_flush = time.monotonic()
 
 
 @dataclass
@@ -444,3 +450,80 @@ def set_run_tags(tracking_uri: str, run_id: str, tags: Mapping[str, str]) -> Non
     """Set tags on an existing run."""
     client = MlflowClient(tracking_uri=tracking_uri)
     client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+# --- reading back for the claims ledger ----------------------------------------------------
+
+
+def study_parents(tracking_uri: str, experiment_name: str) -> list[StudyRun]:
+    """Every sweep parent run of an experiment, newest first, whatever its status.
+
+    Args:
+        tracking_uri: the store.
+        experiment_name: the study's MLflow experiment.
+
+    Returns:
+        The parents ([] when the experiment does not exist or has no sweep).
+    """
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return []
+    parents = client.search_runs(
+        [experiment.experiment_id],
+        filter_string="tags.`xent.sweep_dir` != ''",
+        order_by=["attributes.start_time DESC"],
+    )
+    return [_parent_from_run(client, run) for run in parents]
+
+
+def latest_finished_run(
+    tracking_uri: str,
+    experiment_name: str,
+    params: Mapping[str, str],
+    history_metrics: Sequence[str],
+) -> tuple[RunRecord, str] | None:
+    """The newest FINISHED single run (not a sweep parent) whose params include ``params``.
+
+    Args:
+        tracking_uri: the store.
+        experiment_name: the MLflow experiment to look in.
+        params: {dotted config key: logged value} the run must have (e.g. the reference config).
+        history_metrics: metrics whose full per-epoch history to fetch.
+
+    Returns:
+        (the run's record, its experiment id), or None when no run matches.
+    """
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string="attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1000,
+    )
+    for run in runs:
+        if "xent.sweep_dir" in run.data.tags:
+            continue
+        if all(run.data.params.get(key) == value for key, value in params.items()):
+            history = {
+                name: [
+                    m.value
+                    for m in sorted(client.get_metric_history(run.info.run_id, name), key=_step)
+                ]
+                for name in history_metrics
+                if name in run.data.metrics
+            }
+            record = RunRecord(
+                run_id=run.info.run_id,
+                params=dict(run.data.params),
+                seed=int(run.data.tags.get("seed", run.data.params.get("seed", -1))),
+                status=run.info.status,
+                history=history,
+                final=dict(run.data.metrics),
+                error=run.data.tags.get("error"),
+            )
+            return record, str(experiment.experiment_id)
+    return None

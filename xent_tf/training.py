@@ -52,7 +52,7 @@ class EpochRecord:
     Attributes:
         epoch: 1-based epoch number.
         train_loss: sample-weighted mean of the epoch's batch losses (as Keras reports it).
-        train_acc: accuracy on the epoch's batches, before each batch's update.
+        train_acc: accuracy on the whole training set after the epoch.
         val_loss: validation loss after the epoch.
         val_acc: validation accuracy after the epoch.
         val_saturated: share of validation rows whose top probability is >= 0.99.
@@ -147,11 +147,34 @@ def _predictions(outputs: tf.Tensor, from_logits: bool) -> tuple[tf.Tensor, tf.T
     return predicted, top_probability
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """A model's loss, accuracy, saturation and per-layer gradient norms on one split.
+
+    Attributes:
+        loss: mean loss over the split.
+        accuracy: share of rows classified right.
+        saturated: share of rows whose top probability is >= 0.99.
+        grad_norms: per layer, the L2 norm of the gradient of ``loss`` (weights unchanged).
+    """
+
+    loss: float
+    accuracy: float
+    saturated: float
+    grad_norms: dict[str, float]
+
+
+def _relaxed(tensor: tf.Tensor) -> tf.TensorSpec:
+    """The tensor's spec with the row dimension left open, so any number of rows reuses a trace."""
+    return tf.TensorSpec([None, *tensor.shape[1:]], tensor.dtype)
+
+
 class CompiledLoop:
     """The compiled train-epoch and evaluate functions for one model, loss and optimizer.
 
-    Build it once per model; the functions are traced on first use and then reused, so a
-    second ``fit`` (or the range test) pays no tracing cost.
+    Build it once per model. Each function is traced once, on first use, with the row dimension
+    left open: every epoch, the range test (any step count), validation and test all reuse the
+    same two traces, which are most of the cost of a short run.
     """
 
     def __init__(
@@ -183,18 +206,16 @@ class CompiledLoop:
         self.from_logits = from_logits
         self.layer_groups = _layer_groups(model)
         optimizer.build(model.trainable_variables)
-        self._compiled_train_epoch = tf.function(self._train_epoch, autograph=False)
-        self._compiled_evaluate = tf.function(self._evaluate, autograph=False)
-        self._compiled_gradient_norms = tf.function(self._gradient_norms, autograph=False)
+        self._compiled_train_epoch: tf.types.experimental.PolymorphicFunction | None = None
+        self._compiled_evaluate: tf.types.experimental.PolymorphicFunction | None = None
 
     def _train_epoch(
         self,
         x_all: tf.Tensor,
         targets_all: tf.Tensor,
-        labels_all: tf.Tensor,
         order: tf.Tensor,
         learning_rates: tf.Tensor,
-    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """Run one step per entry of ``learning_rates`` over ``order``'s mini-batches.
 
         Written as an explicit ``tf.while_loop`` (traced with autograph off): it traces in about
@@ -202,13 +223,12 @@ class CompiledLoop:
         finite.
 
         Returns:
-            (batch losses of the steps taken, number of correct predictions, number of rows seen).
+            (batch losses of the steps taken, number of rows seen).
         """
         variables = self.model.trainable_variables
         # One gather per epoch, then contiguous slices: fewer ops per step than a gather per step.
         x_epoch = tf.gather(x_all, order)
         targets_epoch = tf.gather(targets_all, order)
-        labels_epoch = tf.gather(labels_all, order)
         n_rows = tf.shape(order)[0]
         n_steps = tf.shape(learning_rates)[0]
 
@@ -216,12 +236,8 @@ class CompiledLoop:
             return tf.logical_and(step < n_steps, tf.math.is_finite(last_loss))
 
         def train_step(
-            step: tf.Tensor,
-            last_loss: tf.Tensor,
-            losses: tf.TensorArray,
-            correct: tf.Tensor,
-            seen: tf.Tensor,
-        ) -> tuple[tf.Tensor, tf.Tensor, tf.TensorArray, tf.Tensor, tf.Tensor]:
+            step: tf.Tensor, last_loss: tf.Tensor, losses: tf.TensorArray, seen: tf.Tensor
+        ) -> tuple[tf.Tensor, tf.Tensor, tf.TensorArray, tf.Tensor]:
             start = step * self.batch_size
             stop = tf.minimum(start + self.batch_size, n_rows)
             self.optimizer.learning_rate.assign(learning_rates[step])
@@ -229,17 +245,9 @@ class CompiledLoop:
                 outputs = self.model(x_epoch[start:stop], training=True)
                 batch_loss = self.loss(targets_epoch[start:stop], outputs)
             self.optimizer.apply(tape.gradient(batch_loss, variables), variables)
-            predicted, _ = _predictions(outputs, self.from_logits)
-            hits = tf.reduce_sum(tf.cast(tf.equal(predicted, labels_epoch[start:stop]), tf.int32))
-            return (
-                step + 1,
-                batch_loss,
-                losses.write(step, batch_loss),
-                correct + hits,
-                seen + (stop - start),
-            )
+            return step + 1, batch_loss, losses.write(step, batch_loss), seen + (stop - start)
 
-        _, _, losses, correct, seen = tf.while_loop(
+        _, _, losses, seen = tf.while_loop(
             keep_going,
             train_step,
             (
@@ -248,51 +256,59 @@ class CompiledLoop:
                 # dynamic_size: after an early stop, stack() holds exactly the steps taken.
                 tf.TensorArray(tf.float32, size=0, dynamic_size=True),
                 tf.constant(0),
-                tf.constant(0),
             ),
         )
-        return losses.stack(), correct, seen
+        return losses.stack(), seen
 
     def _evaluate(
         self, x: tf.Tensor, targets: tf.Tensor, labels: tf.Tensor
-    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """Loss, accuracy and saturated share of a whole split in one call."""
-        outputs = self.model(x, training=False)
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Loss, accuracy, saturated share and per-layer gradient norms of a whole split."""
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            outputs = self.model(x, training=False)
+            loss = self.loss(targets, outputs)
+        gradients = tape.gradient(loss, variables)
+        norms = tf.stack(
+            [tf.linalg.global_norm([gradients[i] for i in idx]) for _, idx in self.layer_groups]
+        )
         predicted, top_probability = _predictions(outputs, self.from_logits)
         accuracy = tf.reduce_mean(tf.cast(tf.equal(predicted, labels), tf.float32))
         saturated = tf.reduce_mean(tf.cast(top_probability >= SATURATION_THRESHOLD, tf.float32))
-        return self.loss(targets, outputs), accuracy, saturated
+        return loss, accuracy, saturated, norms
 
-    def _gradient_norms(self, x: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
-        """Per-layer L2 norm of the full-batch gradient of the loss on (x, targets)."""
-        variables = self.model.trainable_variables
-        with tf.GradientTape() as tape:
-            loss = self.loss(targets, self.model(x, training=False))
-        gradients = tape.gradient(loss, variables)
-        return tf.stack(
-            [tf.linalg.global_norm([gradients[i] for i in idx]) for _, idx in self.layer_groups]
-        )
-
-    def gradient_norms(self, split: TensorSplit) -> dict[str, float]:
-        """Per-layer norm of the gradient of the loss over the whole split (weights unchanged).
+    def evaluate(self, split: TensorSplit) -> Evaluation:
+        """Evaluate the model on a whole split in one compiled call (weights unchanged).
 
         Args:
-            split: usually the training split.
+            split: the rows to evaluate on.
 
         Returns:
-            {layer name: L2 norm of the gradient of that layer's kernel and bias}.
+            Loss, accuracy, saturated share and per-layer norms of the loss's gradient.
         """
-        norms = self._compiled_gradient_norms(split.x, split.targets).numpy()
-        return {name: float(n) for (name, _), n in zip(self.layer_groups, norms, strict=True)}
-
-    def evaluate(self, split: TensorSplit) -> tuple[float, float, float]:
-        """Loss, accuracy and share of saturated outputs (top probability >= 0.99) of a split."""
-        loss, accuracy, saturated = self._compiled_evaluate(split.x, split.targets, split.labels)
-        return float(loss), float(accuracy), float(saturated)
+        if self._compiled_evaluate is None:
+            self._compiled_evaluate = tf.function(
+                self._evaluate,
+                autograph=False,
+                input_signature=[
+                    _relaxed(split.x),
+                    _relaxed(split.targets),
+                    _relaxed(split.labels),
+                ],
+            )
+        loss, accuracy, saturated, norms = self._compiled_evaluate(
+            split.x, split.targets, split.labels
+        )
+        return Evaluation(
+            float(loss),
+            float(accuracy),
+            float(saturated),
+            {name: float(n) for (name, _), n in zip(self.layer_groups, norms.numpy(), strict=True)},
+        )
 
     def run_epoch(
         self, train: TensorSplit, order: np.ndarray, learning_rates: np.ndarray
-    ) -> tuple[np.ndarray, float, float]:
+    ) -> tuple[np.ndarray, float]:
         """One epoch: train over ``order`` with one learning rate per step.
 
         Args:
@@ -301,13 +317,22 @@ class CompiledLoop:
             learning_rates: one rate per step; its length is the number of steps.
 
         Returns:
-            (batch losses of the steps taken, sample-weighted mean loss, accuracy on the visited
-            batches).
+            (batch losses of the steps taken, their sample-weighted mean, as Keras reports it).
         """
-        losses_t, correct_t, seen_t = self._compiled_train_epoch(
+        if self._compiled_train_epoch is None:
+            self._compiled_train_epoch = tf.function(
+                self._train_epoch,
+                autograph=False,
+                input_signature=[
+                    _relaxed(train.x),
+                    _relaxed(train.targets),
+                    tf.TensorSpec([None], tf.int32),
+                    tf.TensorSpec([None], tf.float32),
+                ],
+            )
+        losses_t, seen_t = self._compiled_train_epoch(
             train.x,
             train.targets,
-            train.labels,
             tf.constant(order, tf.int32),
             tf.constant(learning_rates, tf.float32),
         )
@@ -316,9 +341,7 @@ class CompiledLoop:
         # Every step but possibly the last has batch_size rows: weight the last by its size.
         weights = np.full(len(losses), float(self.batch_size))
         weights[-1] = seen - self.batch_size * (len(losses) - 1)
-        mean_loss = float(np.sum(losses * weights) / seen)
-        accuracy = float(correct_t.numpy()) / seen
-        return losses, mean_loss, accuracy
+        return losses, float(np.sum(losses * weights) / seen)
 
 
 def fit(
@@ -361,17 +384,18 @@ def fit(
     for epoch in range(1, epochs + 1):
         epoch_started = time.perf_counter()
         rates = learning_rates[(epoch - 1) * n_steps : epoch * n_steps]
-        losses, train_loss, train_acc = loop.run_epoch(train, rng.permutation(len(train)), rates)
-        val_loss, val_acc, val_saturated = loop.evaluate(val)
+        losses, train_loss = loop.run_epoch(train, rng.permutation(len(train)), rates)
+        on_val = loop.evaluate(val)
+        on_train = loop.evaluate(train)
         record = EpochRecord(
             epoch=epoch,
             train_loss=train_loss,
-            train_acc=train_acc,
-            val_loss=val_loss,
-            val_acc=val_acc,
-            val_saturated=val_saturated,
+            train_acc=on_train.accuracy,
+            val_loss=on_val.loss,
+            val_acc=on_val.accuracy,
+            val_saturated=on_val.saturated,
             learning_rate=float(rates[len(losses) - 1]),
-            grad_norms=loop.gradient_norms(train),
+            grad_norms=on_train.grad_norms,
             seconds=time.perf_counter() - epoch_started,
         )
         result.history.append(record)
