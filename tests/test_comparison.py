@@ -158,3 +158,38 @@ def test_c8_rule_and_failed_runs_are_not_averaged() -> None:
 def test_unknown_study_lists_the_known_ones() -> None:
     with pytest.raises(ValueError, match=r"study='nope' is not one of \['annealing'"):
         get_study("nope")
+
+
+def test_lr_sweep_divergence_is_judged_against_the_untrained_loss() -> None:
+    spec = get_study("lr_sweep")
+
+    def runs_for(rate: str, finals: list[float], initial: float = 0.7) -> list[RunRecord]:
+        out = []
+        for seed, final in enumerate(finals):
+            record = _run(seed, {"optimizer.learning_rate": rate}, val_loss=[0.6, final])
+            out.append(
+                RunRecord(
+                    record.run_id,
+                    record.params,
+                    seed,
+                    "FINISHED",
+                    record.history,
+                    {"val/initial_loss": initial},
+                )
+            )
+        return out
+
+    def too_large_part(finals: list[float]) -> str:
+        runs = (
+            runs_for("0.001", [0.5, 0.52, 0.51])
+            + runs_for("0.1", [0.2, 0.21, 0.22])
+            + runs_for("1.0", [0.3, 0.35, 0.32])
+            + runs_for("10.0", finals)
+        )
+        checks = spec.evaluate(group_variants(runs, spec.group_by), StudyOptions())
+        part = next(p for p in checks[0].parts if "diverges" in p.context)
+        return part.verdict.verdict
+
+    assert too_large_part([0.9, 0.71, 5.0]) == HOLDS  # all no better than the untrained 0.7
+    assert too_large_part([0.3, 0.4, 0.5]) == CONTRADICTED
+    assert too_large_part([0.9, 0.3, 0.4]) == INCONCLUSIVE  # 1 of 3

@@ -52,6 +52,7 @@ def test_a_run_records_params_metrics_artifacts_and_tags(
         summary.history[-1].val_loss
     )
     assert run.data.metrics["test/acc"] == pytest.approx(summary.test_acc)
+    assert 0.0 < run.data.metrics["val/initial_loss"] < 5.0  # the untrained model, step 0
     assert "test/loss" in run.data.metrics
     tags = run.data.tags
     assert tags["device"] == "cpu" and tags["seed"] == "0"

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import signal
+import socket
 import subprocess
-from contextlib import AbstractContextManager, nullcontext
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 import keras
 import tensorflow as tf
@@ -118,7 +124,41 @@ def run_tags(config: Config, device: DeviceChoice, overrides: list[str]) -> dict
         "version.mlflow": tracking.mlflow_version(),
         "loss": config.loss.name,
         "data": config.data.name,
+        # Which machine and process ran the job: on a Ray cluster, where to look (or what to
+        # kill) for a run that misbehaves.
+        "host": socket.gethostname(),
+        "pid": str(os.getpid()),
     }
+
+
+@contextmanager
+def sigterm_ends_run() -> Iterator[None]:
+    """While the block runs, SIGTERM raises ``tracking.RunTerminated`` (the run ends KILLED).
+
+    Without it SIGTERM kills the process on the spot and its MLflow run stays RUNNING forever.
+    Only the main thread can own signal handlers; elsewhere this does nothing. The previous
+    handler is restored afterwards, so a sweep worker (joblib, Ray) that survives the job gets
+    its own handling back.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    raised = False
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        nonlocal raised
+        if raised:  # a second SIGTERM while the run is being closed: let the closing finish
+            log.warning("SIGTERM again while the run is closing; closing it first")
+            return
+        raised = True
+        raise tracking.RunTerminated(f"SIGTERM received by process {os.getpid()}")
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        # None means a handler installed from C: the default is the closest we can restore.
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def run_experiment(
@@ -146,12 +186,28 @@ def run_experiment(
         The run's summary.
 
     Raises:
-        tracking.TrackingUnavailableError: the store is unreachable (before training).
+        tracking.TrackingUnavailableError: the store is unreachable (before training), or it
+            stopped answering during the run (the run could not be ended; the sweep's end
+            marks it FAILED).
+        tracking.RunTerminated: the process got SIGTERM (the run ends KILLED).
         training.NonFiniteLossError: the loss became NaN/inf (the run ends FAILED).
     """
     overrides = overrides or []
     if config.tracking.enabled:
         tracking.check_tracking_uri(config.tracking.uri)
+    with sigterm_ends_run():
+        return _run_tracked(config, output_dir, overrides, parent_run_id, run_name, log_file)
+
+
+def _run_tracked(
+    config: Config,
+    output_dir: Path,
+    overrides: list[str],
+    parent_run_id: str | None,
+    run_name: str | None,
+    log_file: Path | None,
+) -> RunSummary:
+    """The body of ``run_experiment`` once the store answers: open the run, train, record."""
     device = configure_runtime(config.trainer.device, config.trainer.threads, config.seed)
     log.info("training on %s", device.description)
     data = make_dataset(config.data)
@@ -217,6 +273,10 @@ def _train_and_record(
         config.trainer.epochs,
         steps_per_epoch(len(train), config.trainer.batch_size),
     )
+
+    # Where training starts from: the baseline "did it diverge / learn at all" is judged against.
+    initial = loop.evaluate(val)
+    recorder.log_metrics({"val/initial_loss": initial.loss, "val/initial_acc": initial.accuracy}, 0)
 
     def on_epoch_end(record: EpochRecord) -> None:
         recorder.log_metrics(record.metrics(), step=record.epoch)

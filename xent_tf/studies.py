@@ -36,12 +36,15 @@ class Variant:
     Attributes:
         key: the values of the study's ``group_by`` params, in order.
         label: "loss=mse optimizer=sgd ...", for tables and legends.
-        runs: every run of the variant, finished or not.
+        runs: one run per seed, finished or not (see ``latest_per_seed``).
+        superseded: runs of a seed that a later attempt replaced (a re-run sweep); left out of
+            every number, listed by the report.
     """
 
     key: tuple[str, ...]
     label: str
     runs: tuple[RunRecord, ...]
+    superseded: tuple[RunRecord, ...] = ()
 
     @property
     def finished(self) -> list[RunRecord]:
@@ -107,20 +110,51 @@ class StudySpec:
 # --- helpers shared by the rules ---------------------------------------------------------
 
 
+def latest_per_seed(runs: Sequence[RunRecord]) -> tuple[list[RunRecord], list[RunRecord]]:
+    """One run per seed: the latest FINISHED one, else the latest attempt (so a failure shows).
+
+    A sweep re-run into the same sweep directory (after an interrupt) runs every job again
+    under the same parent; averaging both attempts would count a seed twice.
+
+    Args:
+        runs: the runs of one variant.
+
+    Returns:
+        (the kept runs, sorted by seed; the superseded ones).
+    """
+    by_seed: dict[int, list[RunRecord]] = {}
+    for run in runs:
+        by_seed.setdefault(run.seed, []).append(run)
+    kept, superseded = [], []
+    for seed in sorted(by_seed):
+        attempts = sorted(by_seed[seed], key=lambda r: (r.start_time, r.run_id))
+        finished = [r for r in attempts if r.finished]
+        best = finished[-1] if finished else attempts[-1]
+        kept.append(best)
+        superseded += [r for r in attempts if r is not best]
+    return kept, superseded
+
+
 def group_variants(records: Sequence[RunRecord], group_by: Sequence[str]) -> list[Variant]:
-    """Group runs by the values of ``group_by`` params (first-seen order)."""
+    """Group runs by the values of ``group_by`` params (first-seen order), one run per seed."""
     groups: dict[tuple[str, ...], list[RunRecord]] = {}
     for record in records:
         key = tuple(str(record.params.get(name, "")) for name in group_by)
         groups.setdefault(key, []).append(record)
-    return [
-        Variant(
-            key,
-            " ".join(f"{_short(name)}={value}" for name, value in zip(group_by, key, strict=True)),
-            tuple(sorted(runs, key=lambda r: r.seed)),
+    variants = []
+    for key, runs in groups.items():
+        kept, superseded = latest_per_seed(runs)
+        variants.append(
+            Variant(
+                key,
+                " ".join(
+                    f"{_short(name)}={value}" for name, value in zip(group_by, key, strict=True)
+                ),
+                tuple(kept),
+                tuple(superseded),
+            )
         )
-        for key, runs in groups.items()
-    ]
+    return variants
 
 
 def _short(param: str) -> str:
@@ -279,15 +313,16 @@ def _evaluate_mse_vs_ce(variants: list[Variant], options: StudyOptions) -> list[
 
 
 def _diverged_share(variant: Variant) -> float:
-    """Share of a variant's runs whose loss went NaN/inf or ended above its first epoch's."""
+    """Share of a variant's runs that diverged: NaN/inf loss, or a final validation loss no
+    better than the untrained model's (``val/initial_loss``, logged before the first step)."""
     outcomes = []
     for run in variant.runs:
         if run.diverged:
             outcomes.append(1.0)
         elif run.finished:
-            losses = run.history.get("val/loss", [])
-            blew_up = bool(losses) and (not math.isfinite(losses[-1]) or losses[-1] >= losses[0])
-            outcomes.append(1.0 if blew_up else 0.0)
+            final = final_val_loss(run)
+            start = run.final.get("val/initial_loss", math.nan)
+            outcomes.append(1.0 if not math.isfinite(final) or final >= start else 0.0)
     return float(sum(outcomes) / len(outcomes)) if outcomes else math.nan
 
 
@@ -356,8 +391,8 @@ def _evaluate_lr_sweep(variants: list[Variant], options: StudyOptions) -> list[C
             f"too large lr {rate(too_large)} diverges",
             Verdict(
                 verdict,
-                "holds if >= 80% of its runs diverge (NaN/inf loss, or final val loss >= the "
-                "first epoch's), contradicted if <= 20%, else inconclusive",
+                "holds if >= 80% of its runs diverge (NaN/inf loss, or a final val loss no "
+                "better than the untrained model's), contradicted if <= 20%, else inconclusive",
                 f"{share:.0%} of {len(too_large.runs)} runs diverged",
             ),
         )
