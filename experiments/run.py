@@ -3,6 +3,7 @@
 python experiments/run.py                                   # the reference run
 python experiments/run.py loss=mse optimizer.learning_rate=0.01 trainer.epochs=5
 python experiments/run.py -m seed=0,1,2 hydra/launcher=joblib
+python experiments/run.py +experiment=claims                # the claims ledger (task: claims)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from xent_tf.claims import run_ledger
 from xent_tf.config import to_config
 from xent_tf.pipeline import run_experiment, summary_text
 from xent_tf.sweep import parent_for_sweep
@@ -29,9 +31,14 @@ log = logging.getLogger("xent_tf.run")
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="config")
 def main(cfg: DictConfig) -> float:
-    """Validate the config, train, print the summary; returns the final validation loss."""
+    """Validate the config, then train (returns the final validation loss) or, with
+    ``task: claims``, build the claims ledger (returns the number of contradicted claims)."""
     config = to_config(cfg)
     hydra_config = HydraConfig.get()
+    if config.task == "claims":
+        ledger, text = run_ledger(config, Path(hydra_config.runtime.output_dir))
+        log.info("\n%s", text)
+        return float(sum(r.verdict == "contradicted" for r in ledger.results))
     if config.trainer.threads == 0 and hydra_config.mode == RunMode.MULTIRUN:
         # Parallel jobs share the cores: one TF thread each keeps them from oversubscribing.
         config.trainer.threads = 1

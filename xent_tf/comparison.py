@@ -32,6 +32,8 @@ class RunRecord:
         history: per-epoch values of each logged metric, in epoch order.
         final: the last value of every metric (test/*, epochs_to_target, ...).
         error: why the run failed, if it did.
+        start_time: when the run started (ms since the epoch; 0 if unknown): of two runs of
+            the same variant and seed (a re-run sweep), the later one counts.
     """
 
     run_id: str
@@ -41,6 +43,7 @@ class RunRecord:
     history: Mapping[str, Sequence[float]] = field(default_factory=dict)
     final: Mapping[str, float] = field(default_factory=dict)
     error: str | None = None
+    start_time: int = 0
 
     @property
     def finished(self) -> bool:

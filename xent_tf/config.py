@@ -262,6 +262,37 @@ class TrackingConfig:
         )
 
 
+# The claims of CLAIMS.md, in order; `claims.only` must name a subset of them.
+CLAIM_IDS = tuple(f"C{i}" for i in range(1, 17))
+TASKS = ("train", "claims")
+
+
+@dataclass
+class ClaimsConfig:
+    """The claims ledger (``task: claims``): which claims, and how to get the study runs."""
+
+    only: list[str] = field(default_factory=list)  # claim ids, e.g. [C2, C10]; empty = all
+    # Seeds of a study the ledger has to run itself (none finished in the store); a verdict
+    # needs a confidence interval, so at least 2. `make reproduce` runs the studies with 5 first.
+    seeds: int = 3
+    rerun: bool = False  # run every needed study afresh even when a finished one is in the store
+    run_missing: bool = True  # false: a claim without a usable study is inconclusive, not run
+
+    def __post_init__(self) -> None:
+        self.only = [str(claim).strip().upper() for claim in self.only]
+        unknown = [claim for claim in self.only if claim not in CLAIM_IDS]
+        _require(
+            not unknown,
+            f"claims.only={list(self.only)} names unknown claim(s) {unknown}; "
+            f"known: {', '.join(CLAIM_IDS)}",
+        )
+        _require(
+            self.seeds >= 2,
+            f"claims.seeds={self.seeds} must be >= 2: study verdicts need a confidence interval "
+            "over at least two seeds",
+        )
+
+
 @dataclass
 class Config:
     """One run: what to train, how, and where to record it."""
@@ -277,8 +308,11 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     lr_find: LrFindConfig = field(default_factory=LrFindConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    task: str = "train"  # train: one run (or a sweep's job); claims: the claims ledger
+    claims: ClaimsConfig = field(default_factory=ClaimsConfig)
 
     def __post_init__(self) -> None:
+        _require_choice("task", self.task, TASKS)
         _require(self.seed >= 0, f"seed={self.seed} must be >= 0")
         _require(bool(self.experiment_name.strip()), "experiment_name must not be empty")
         _require(

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 
 matplotlib.use("Agg")
@@ -44,17 +45,20 @@ def save_loss_curve(
 
 
 def save_band_overlay(
-    curves: dict[str, list[list[float]]],
+    panels: dict[str, dict[str, list[list[float]]]],
     metric: str,
     path: Path,
     title: str = "",
     log_y: bool = False,
 ) -> Path:
-    """Mean over seeds per variant, with a min-max band: one readable line per variant.
+    """Mean over seeds per variant with a min-max band, one panel per group of variants.
+
+    A line keeps its colour in every panel, so "loss=mse" is the same colour next to each
+    optimizer; the legend sits once, under the panels.
 
     Args:
-        curves: {variant label: [one per-epoch series per seed]}; series may differ in length
-            (a diverged run stops early) and are aligned on the epoch.
+        panels: {panel title: {line label: [one per-epoch series per seed]}}; series may differ
+            in length (a diverged run stops early) and are aligned on the epoch.
         metric: the metric's name, for the y label.
         path: where to write the PNG.
         title: figure title.
@@ -63,34 +67,67 @@ def save_band_overlay(
     Returns:
         ``path``.
     """
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=100)
-    for label, series in curves.items():
-        if not series:
-            continue
-        length = max(len(s) for s in series)
-        grid = np.full((len(series), length), np.nan)
-        for row, values in enumerate(series):
-            grid[row, : len(values)] = values
-        grid[~np.isfinite(grid)] = np.nan
-        epochs = np.arange(1, length + 1)
-        with warnings.catch_warnings():  # epochs where every seed diverged are all-NaN: no line
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean = np.nanmean(grid, axis=0)
-            low, high = np.nanmin(grid, axis=0), np.nanmax(grid, axis=0)
-        (line,) = ax.plot(epochs, mean, label=f"{label} (n={len(series)})", linewidth=1.6)
-        ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.18, linewidth=0)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(metric)
-    if log_y:
-        ax.set_yscale("log")
-    ax.set_title(title or f"{metric}: mean over seeds, band = min-max")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
+    labels = sorted({label for lines in panels.values() for label in lines})
+    colours = {label: f"C{i % 10}" for i, label in enumerate(labels)}
+    styles = {label: ("-" if i < 10 else "--") for i, label in enumerate(labels)}
+    n_cols = 1 if len(panels) == 1 else 2
+    n_rows = -(-len(panels) // n_cols)
+    fig, axes = plt.subplots(
+        n_rows,
+        n_cols,
+        figsize=(6.5 * n_cols, 3.6 * n_rows + 0.4 * len(labels) / n_cols + 0.8),
+        dpi=100,
+        squeeze=False,
+        sharex=True,
+    )
+    handles = {}
+    for ax, (panel, lines) in zip(axes.flat, panels.items(), strict=False):
+        for label, series in lines.items():
+            if not series:
+                continue
+            mean, low, high = _mean_band(series)
+            epochs = np.arange(1, len(mean) + 1)
+            (line,) = ax.plot(
+                epochs, mean, color=colours[label], linestyle=styles[label], linewidth=1.6
+            )
+            ax.fill_between(epochs, low, high, color=colours[label], alpha=0.15, linewidth=0)
+            handles[label] = (line, len(series))
+        ax.set_title(panel, fontsize=10)
+        ax.set_ylabel(metric)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        if log_y:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    fig.suptitle(title or f"{metric}: mean over seeds, band = min-max", fontsize=11)
+    fig.legend(
+        [h for h, _ in handles.values()],
+        [f"{label} (n={n})" for label, (_, n) in handles.items()],
+        loc="lower center",
+        ncol=min(2, len(handles)),
+        fontsize=8,
+        frameon=False,
+    )
+    legend_rows = -(-len(handles) // 2)
+    fig.tight_layout(rect=(0, min(0.45, 0.03 * legend_rows + 0.02), 1, 0.97))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _mean_band(series: list[list[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, min and max per epoch over seeds (NaN where no seed has a finite value)."""
+    grid = np.full((len(series), max(len(s) for s in series)), np.nan)
+    for row, values in enumerate(series):
+        grid[row, : len(values)] = values
+    grid[~np.isfinite(grid)] = np.nan
+    with warnings.catch_warnings():  # epochs where every seed diverged are all-NaN: no line
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(grid, axis=0), np.nanmin(grid, axis=0), np.nanmax(grid, axis=0)
 
 
 def save_range_test_curve(

@@ -24,6 +24,7 @@ from xent_tf.studies import (
     get_study,
     group_variants,
     run_epochs_to_target,
+    short_name,
 )
 
 # Params that differ between runs without defining a variant.
@@ -43,6 +44,7 @@ class StudyReport:
         checks: claim verdicts (empty for a plain sweep).
         options: the rule settings.
         plot_metrics: metrics drawn as overlays.
+        panel_by: params that split the overlays into panels.
     """
 
     title: str
@@ -52,6 +54,7 @@ class StudyReport:
     checks: list[ClaimCheck]
     options: StudyOptions
     plot_metrics: tuple[str, ...]
+    panel_by: tuple[str, ...] = ()
 
 
 def generic_group_by(records: list[RunRecord]) -> tuple[str, ...]:
@@ -90,6 +93,7 @@ def build_report(
         checks=checks,
         options=options,
         plot_metrics=spec.plot_metrics if spec else _DEFAULT_PLOTS,
+        panel_by=spec.panel_by if spec else (),
     )
 
 
@@ -137,6 +141,18 @@ def failed_rows(report: StudyReport) -> list[list[str]]:
     ]
 
 
+def superseded_rows(report: StudyReport) -> list[list[str]]:
+    """Every run left out because a later attempt of its variant and seed replaced it."""
+    return [
+        [v.label, str(r.seed), r.status, r.run_id]
+        for v in report.variants
+        for r in sorted(v.superseded, key=lambda r: (r.seed, r.start_time))
+    ]
+
+
+SUPERSEDED_HEADER = ["variant", "seed", "status", "run (left out)"]
+
+
 def claim_rows(report: StudyReport) -> list[list[str]]:
     """One row per claim part: claim, context, verdict, measured, rule."""
     rows = []
@@ -171,7 +187,21 @@ def _notes(report: StudyReport) -> list[str]:
             "Failed runs are listed below and left out of the means; they are counted in the "
             "'runs' column, never silently dropped."
         )
+    superseded = sum(len(v.superseded) for v in report.variants)
+    if superseded:
+        notes.append(
+            f"This sweep was re-run: {superseded} earlier runs of a variant and seed that also "
+            "has a later attempt were left out (one run per variant x seed: the latest "
+            "finished one, else the latest attempt); they are listed under 'Superseded runs'."
+        )
     return notes
+
+
+def _run_count(report: StudyReport) -> str:
+    used = sum(len(v.runs) for v in report.variants)
+    superseded = sum(len(v.superseded) for v in report.variants)
+    extra = f" ({superseded} more superseded by a re-run)" if superseded else ""
+    return f"{used} child runs{extra}"
 
 
 # --- rendering ---------------------------------------------------------------------------
@@ -191,7 +221,7 @@ def render_markdown(report: StudyReport, plots: list[Path]) -> str:
     parts = [
         f"# {report.title}",
         f"Experiment `{report.parent.experiment_name}`, sweep parent run "
-        f"`{report.parent.run_id}`, {sum(len(v.runs) for v in report.variants)} child runs.",
+        f"`{report.parent.run_id}`, {_run_count(report)}.",
     ]
     if report.checks:
         parts += [
@@ -204,6 +234,9 @@ def render_markdown(report: StudyReport, plots: list[Path]) -> str:
     failed = failed_rows(report)
     if failed:
         parts += ["## Failed runs", _markdown_table(["variant", "seed", "status", "why"], failed)]
+    superseded = superseded_rows(report)
+    if superseded:
+        parts += ["## Superseded runs", _markdown_table(SUPERSEDED_HEADER, superseded)]
     parts += ["## Notes", "\n".join(f"- {n}" for n in _notes(report))]
     if plots:
         parts += ["## Plots", "\n\n".join(f"![{p.stem}](plots/{p.name})" for p in plots)]
@@ -239,7 +272,7 @@ def render_html(report: StudyReport, plots: list[Path]) -> str:
     sections = [
         f"<h1>{html.escape(report.title)}</h1>",
         f"<p>Experiment <code>{html.escape(report.parent.experiment_name)}</code>, sweep parent "
-        f"run <code>{report.parent.run_id}</code>.</p>",
+        f"run <code>{report.parent.run_id}</code>, {html.escape(_run_count(report))}.</p>",
     ]
     if report.checks:
         rows = [[r[0], r[1], r[2].lower(), r[3], r[4]] for r in claim_rows(report)]
@@ -253,6 +286,12 @@ def render_html(report: StudyReport, plots: list[Path]) -> str:
         sections += [
             "<h2>Failed runs</h2>",
             _html_table(["variant", "seed", "status", "why"], failed, None),
+        ]
+    superseded = superseded_rows(report)
+    if superseded:
+        sections += [
+            "<h2>Superseded runs</h2>",
+            _html_table(SUPERSEDED_HEADER, superseded, None),
         ]
     sections += ["<h2>Notes</h2><ul>"]
     sections += [f"<li>{html.escape(n)}</li>" for n in _notes(report)]
@@ -288,6 +327,9 @@ def render_terminal(report: StudyReport) -> str:
     failed = failed_rows(report)
     if failed:
         parts += ["failed runs:", table(["variant", "seed", "status", "why"], failed)]
+    superseded = superseded_rows(report)
+    if superseded:
+        parts += ["superseded runs (left out):", table(SUPERSEDED_HEADER, superseded)]
     if report.checks:
         parts.append(
             table(["claim", "context", "verdict", "measured"], [r[:4] for r in claim_rows(report)])
@@ -303,20 +345,20 @@ def save_plots(report: StudyReport, out_dir: Path) -> list[Path]:
     """One overlay per plotted metric: mean per variant with a min-max band over seeds."""
     plots = []
     for metric in report.plot_metrics:
-        curves = {
-            v.label or "(all runs)": [
-                list(r.history[metric]) for r in v.runs if r.history.get(metric)
+        panels: dict[str, dict[str, list[list[float]]]] = {}
+        for variant in report.variants:
+            panel, line = _panel_and_line(variant, report.panel_by)
+            panels.setdefault(panel, {})[line] = [
+                list(r.history[metric]) for r in variant.runs if r.history.get(metric)
             ]
-            for v in report.variants
-        }
-        if not any(curves.values()):
+        values = [x for lines in panels.values() for ss in lines.values() for s in ss for x in s]
+        if not values:
             continue
         log_y = metric.endswith("loss") or metric.startswith(("grad_norm", "lr"))
-        values = [x for series in curves.values() for s in series for x in s]
         log_y = log_y and all(math.isfinite(x) and x > 0 for x in values)
         plots.append(
             plotting.save_band_overlay(
-                curves,
+                panels,
                 metric,
                 out_dir / "plots" / f"{metric.replace('/', '_')}.png",
                 title=f"{report.title}: {metric} (mean over seeds, band = min-max)",
@@ -324,6 +366,15 @@ def save_plots(report: StudyReport, out_dir: Path) -> list[Path]:
             )
         )
     return plots
+
+
+def _panel_and_line(variant: Variant, panel_by: tuple[str, ...]) -> tuple[str, str]:
+    """Split a variant's label into its panel title and its line label."""
+    parts = variant.label.split(" ") if variant.label else ["(all runs)"]
+    keys = {short_name(name) for name in panel_by}
+    panel = " ".join(p for p in parts if p.split("=")[0] in keys) or "all variants"
+    line = " ".join(p for p in parts if p.split("=")[0] not in keys) or variant.label or "runs"
+    return panel, line
 
 
 def publish_report(

@@ -2,8 +2,15 @@
 
 Parallel jobs racing to create the same experiment or parent is a known MLflow failure, so the
 Hydra callback creates both in the launching process and leaves a small JSON file in the sweep
-directory; each job reads it (``parent_for_sweep``) and logs itself as a child. When the sweep
-ends, the callback builds the study report from the store and attaches it to the parent.
+directory; each job reads it (``parent_for_sweep``) and logs itself as a child. On a Ray
+cluster a job may run on a machine that cannot see that directory: the launcher ships the
+callback itself (pickled with Hydra's context) to every job, and its ``on_job_start`` hands the
+parent to the job in-process. When the sweep ends, the callback marks children left RUNNING by
+a vanished tracking server FAILED, builds the study report from the store and attaches it to
+the parent.
+
+Re-running a sweep into the same sweep directory (``hydra.sweep.dir=<the interrupted one>``)
+continues it: its parent is reused, and the report keeps one run per variant x seed.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from xent_tf import tracking
 from xent_tf.studies import get_study
@@ -35,12 +42,26 @@ class ParentRun:
     tracking_uri: str
 
 
+# The parent handed to this process by ``on_job_start`` (for the job's sweep dir): jobs that
+# run where the sweep dir's JSON file is not (another machine of a Ray cluster) find it here.
+_job_parent: tuple[Path, ParentRun] | None = None
+
+
 def parent_for_sweep(sweep_dir: Path) -> ParentRun | None:
-    """The parent run the sweep's callback created, or None (no callback, tracking off)."""
+    """The parent run the sweep's callback created, or None (no callback, tracking off).
+
+    Args:
+        sweep_dir: the sweep directory, as the job sees it (``hydra.sweep.dir``).
+
+    Returns:
+        From ``<sweep_dir>/mlflow_parent.json``, else what the callback handed to this job.
+    """
     path = sweep_dir / PARENT_FILE
-    if not path.exists():
-        return None
-    return ParentRun(**json.loads(path.read_text()))
+    if path.exists():
+        return ParentRun(**json.loads(path.read_text()))
+    if _job_parent is not None and _job_parent[0] == sweep_dir:
+        return _job_parent[1]
+    return None
 
 
 class MlflowSweepCallback(Callback):
@@ -64,37 +85,80 @@ class MlflowSweepCallback(Callback):
         tracking.check_tracking_uri(uri)
         self.sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        overrides = list(config.hydra.overrides.task)
-        run_id, experiment_id = tracking.start_parent_run(
-            uri,
-            str(config.experiment_name),
-            run_name=f"{config.experiment_name}-sweep-{self.sweep_dir.name}",
-            tags={
-                "xent.sweep_dir": str(self.sweep_dir),
-                tracking.STUDY_TAG: study,
-                "hydra.overrides": " ".join(overrides) or "(none)",
-            },
-        )
-        self.parent = ParentRun(run_id, experiment_id, uri)
-        (self.sweep_dir / PARENT_FILE).write_text(json.dumps(asdict(self.parent)))
+        earlier = parent_for_sweep(self.sweep_dir)
+        if (
+            earlier is not None
+            and earlier.tracking_uri == uri
+            and tracking.reopen_run(uri, earlier.run_id, earlier.experiment_id)
+        ):
+            self.parent = earlier
+            log.info(
+                "re-running sweep %s: its jobs join parent run %s again; the report keeps the "
+                "latest finished run of each variant and seed",
+                self.sweep_dir,
+                earlier.run_id,
+            )
+        else:
+            overrides = list(config.hydra.overrides.task)
+            run_id, experiment_id = tracking.start_parent_run(
+                uri,
+                str(config.experiment_name),
+                run_name=f"{config.experiment_name}-sweep-{self.sweep_dir.name}",
+                tags={
+                    "xent.sweep_dir": str(self.sweep_dir),
+                    tracking.STUDY_TAG: study,
+                    "hydra.overrides": " ".join(overrides) or "(none)",
+                },
+            )
+            self.parent = ParentRun(run_id, experiment_id, uri)
+            (self.sweep_dir / PARENT_FILE).write_text(json.dumps(asdict(self.parent)))
+            log.info("sweep parent run %s in experiment '%s'", run_id, config.experiment_name)
         atexit.register(self._end_if_still_running)
-        log.info("sweep parent run %s in experiment '%s'", run_id, config.experiment_name)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Hand the parent to the job, which runs in this process (maybe on another machine)."""
+        global _job_parent
+        sweep_dir = OmegaConf.select(config, "hydra.sweep.dir")
+        if self.parent is None or sweep_dir is None:
+            _job_parent = None
+            return
+        _job_parent = (Path(str(sweep_dir)), self.parent)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.parent is None or self.sweep_dir is None:
             return
         from xent_tf.report import publish_report  # matplotlib only when a sweep reports
 
+        uri = self.parent.tracking_uri
+        if not tracking.server_answers(uri):
+            atexit.unregister(self._end_if_still_running)
+            raise tracking.TrackingUnavailableError(
+                f"the sweep ended but MLflow tracking server {uri} is unreachable: no report was "
+                f"built and parent run {self.parent.run_id} (and any job that could not end its "
+                "own run) stays RUNNING there. When the server is back, re-run the sweep into "
+                f"the same directory (hydra.sweep.dir={self.sweep_dir}) or rebuild the report "
+                f"with `python experiments/report.py --run-id {self.parent.run_id} "
+                f"--tracking-uri {uri}`"
+            )
+        # Every job has returned: a child still RUNNING lost its server before it could end.
+        orphans = tracking.fail_orphaned_children(
+            uri, self.parent.run_id, self.parent.experiment_id
+        )
+        if orphans:
+            log.warning(
+                "%d child runs were left RUNNING by jobs that lost the tracking server; marked "
+                "FAILED: %s",
+                len(orphans),
+                ", ".join(orphans),
+            )
         status = "FINISHED"
         try:
-            _, text = publish_report(
-                self.parent.tracking_uri, self.sweep_dir, parent_run_id=self.parent.run_id
-            )
+            _, text = publish_report(uri, self.sweep_dir, parent_run_id=self.parent.run_id)
             log.info("\n%s", text)
         except Exception:
             status = "FAILED"
             log.exception("could not build the sweep's report")
-        tracking.end_run(self.parent.tracking_uri, self.parent.run_id, status)
+        tracking.end_run(uri, self.parent.run_id, status)
         atexit.unregister(self._end_if_still_running)
         address = tracking.ui_address(self.parent.tracking_uri)
         log.info(
@@ -105,7 +169,11 @@ class MlflowSweepCallback(Callback):
         )
 
     def _end_if_still_running(self) -> None:
-        if self.parent is not None:
+        if self.parent is None:
+            return
+        try:
             tracking.end_run(
                 self.parent.tracking_uri, self.parent.run_id, "KILLED", only_if_running=True
             )
+        except Exception as error:  # at exit: say it, don't print a second traceback
+            log.error("could not mark sweep parent run %s KILLED: %s", self.parent.run_id, error)

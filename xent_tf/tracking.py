@@ -1,10 +1,15 @@
 """MLflow records of runs. The only module that imports mlflow.
 
 A run is opened with ``open_run`` as a context manager: it ends FINISHED when the block ends,
-FAILED when it raises (the error is recorded as a tag and a text artifact), KILLED on Ctrl-C.
-Metrics are buffered and sent in one ``log_batch`` at most every 5 s (MLflow's own async
-logging costs ~0.7 s at run end waiting for its queue); the buffer is flushed before the run's
-status is set, also when it fails, so nothing logged is lost.
+FAILED when it raises (the error is recorded as a tag and a text artifact), KILLED on Ctrl-C or
+SIGTERM (``RunTerminated``). Metrics are buffered and sent in one ``log_batch`` at most every
+5 s (MLflow's own async logging costs ~0.7 s at run end waiting for its queue); the buffer is
+flushed before the run's status is set, also when it fails, so nothing logged is lost.
+
+A tracking server that stops answering fails the run's job within seconds
+(``TrackingUnavailableError``, naming the server and the run): MLflow's HTTP retries are bounded
+for our client (``bound_http_retries``), and a run that could not be marked FAILED is marked by
+the sweep's end (``fail_orphaned_children``) once the server is back.
 """
 
 from __future__ import annotations
@@ -39,10 +44,64 @@ _METRIC_BATCH = 1000
 # 40 ms epoch would cost more than the training. Everything is flushed before a run ends.
 _FLUSH_SECONDS = 5.0
 _UI_ADDRESS = "http://127.0.0.1:5000"
+# MLflow's HTTP client retries a failed request 7 times with backoff factor 2 and a 120 s
+# timeout: minutes before a dead server fails a job (meant to ride out a hosted service's rate
+# limits). Our server is on the same network: 3 retries at 0, 2, 4 s ride out a restart and
+# fail a job ~7 s after the server died. Variables the user has set are left alone.
+HTTP_RETRY_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+# How long a quick "is the server still there?" probe waits, after a request already failed.
+_PROBE_SECONDS = 2.0
 
 
 class TrackingUnavailableError(RuntimeError):
     """The tracking store cannot be reached or written."""
+
+
+class RunTerminated(Exception):
+    """The process was asked to stop (SIGTERM) while a run was open: the run ends KILLED.
+
+    An ``Exception`` rather than a ``BaseException`` so a sweep job that is terminated fails
+    like any other job and the rest of the sweep goes on.
+    """
+
+
+def _is_http(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def bound_http_retries() -> None:
+    """Give MLflow's HTTP client short retries (``HTTP_RETRY_DEFAULTS``) unless the user set them.
+
+    MLflow reads these variables at every request, so this takes effect at once; child
+    processes (parallel sweep jobs) inherit them.
+    """
+    for name, value in HTTP_RETRY_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
+def _client(tracking_uri: str) -> MlflowClient:
+    """An MlflowClient; for a server, with bounded retries."""
+    if _is_http(tracking_uri):
+        bound_http_retries()
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def server_answers(tracking_uri: str, timeout_seconds: float = _PROBE_SECONDS) -> bool:
+    """Whether a tracking server's /health answers now (always True for a local store)."""
+    if not _is_http(tracking_uri):
+        return True
+    try:
+        with urllib.request.urlopen(
+            tracking_uri.rstrip("/") + "/health", timeout=timeout_seconds
+        ) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def check_tracking_uri(uri: str, timeout_seconds: float = 5.0) -> None:
@@ -56,7 +115,8 @@ def check_tracking_uri(uri: str, timeout_seconds: float = 5.0) -> None:
         TrackingUnavailableError: the server does not answer, or the SQLite file's directory
             does not exist or is not writable.
     """
-    if uri.startswith(("http://", "https://")):
+    if _is_http(uri):
+        bound_http_retries()
         health = uri.rstrip("/") + "/health"
         try:
             with urllib.request.urlopen(health, timeout=timeout_seconds) as response:
@@ -102,7 +162,7 @@ def log_file_quietly(recorder: RunRecorder, path: Path, artifact_dir: str) -> No
 
 def ui_address(tracking_uri: str) -> str:
     """Where the UI for a store is: the server itself, or `make ui` on the local SQLite file."""
-    if tracking_uri.startswith(("http://", "https://")):
+    if _is_http(tracking_uri):
         return tracking_uri.rstrip("/")
     return _UI_ADDRESS
 
@@ -142,15 +202,31 @@ class MlflowRun:
     _buffer: list[Metric] = field(default_factory=list)
     _last_flush: float = field(default_factory=time.monotonic)
 
+    @contextmanager
+    def _store(self, action: str, unsent: int = 0) -> Iterator[None]:
+        """Turn a failed request to a server that no longer answers into a clear error."""
+        try:
+            yield
+        except Exception as error:
+            if server_answers(self.tracking_uri):
+                raise  # the server is up: a real error (bad value, full disk...), as it is
+            lost = f"; {unsent} metric values were not sent" if unsent else ""
+            raise TrackingUnavailableError(
+                f"MLflow tracking server {self.tracking_uri} stopped answering while {action} "
+                f"for run {self.run_id}{lost} ({str(error)[:300]})"
+            ) from error
+
     def log_params(self, params: Mapping[str, str]) -> None:
         """Log params in batches of MLflow's maximum size."""
         items = [Param(k, v) for k, v in params.items()]
-        for start in range(0, len(items), _PARAM_BATCH):
-            self.client.log_batch(self.run_id, params=items[start : start + _PARAM_BATCH])
+        with self._store("logging params"):
+            for start in range(0, len(items), _PARAM_BATCH):
+                self.client.log_batch(self.run_id, params=items[start : start + _PARAM_BATCH])
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Set tags in one batch."""
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        with self._store("setting tags"):
+            self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Buffer one step's metrics; send the buffer when ``_FLUSH_SECONDS`` have passed."""
@@ -171,18 +247,26 @@ class MlflowRun:
 
     def log_file(self, path: Path, artifact_dir: str | None = None) -> None:
         """Upload a local file as an artifact under ``artifact_dir``."""
-        self.client.log_artifact(self.run_id, str(path), artifact_path=artifact_dir)
+        with self._store(f"uploading {path.name}"):
+            self.client.log_artifact(self.run_id, str(path), artifact_path=artifact_dir)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         """Store ``text`` as the artifact ``artifact_file``."""
-        self.client.log_text(self.run_id, text, artifact_file)
+        with self._store(f"uploading {artifact_file}"):
+            self.client.log_text(self.run_id, text, artifact_file)
 
     def flush(self) -> None:
         """Send every buffered metric now, in batches of MLflow's maximum size."""
         batch, self._buffer = self._buffer, []
         for start in range(0, len(batch), _METRIC_BATCH):
-            self.client.log_batch(self.run_id, metrics=batch[start : start + _METRIC_BATCH])
+            with self._store("sending metrics", unsent=len(batch) - start):
+                self.client.log_batch(self.run_id, metrics=batch[start : start + _METRIC_BATCH])
         self._last_flush = time.monotonic()
+
+    def end(self, status: str) -> None:
+        """Set the run's final status."""
+        with self._store(f"marking it {status}"):
+            self.client.set_terminated(self.run_id, status=status)
 
 
 @dataclass
@@ -234,10 +318,61 @@ def start_parent_run(
     Returns:
         (run id, experiment id).
     """
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = _client(tracking_uri)
     experiment_id = get_or_create_experiment(client, experiment_name)
     run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
     return run.info.run_id, experiment_id
+
+
+def reopen_run(tracking_uri: str, run_id: str, experiment_id: str) -> bool:
+    """Set an ended run back to RUNNING (a sweep re-run into the same sweep directory).
+
+    Args:
+        tracking_uri: the store.
+        run_id: the run.
+        experiment_id: the experiment it must belong to.
+
+    Returns:
+        False when the store has no such run in that experiment (nothing changed).
+    """
+    client = _client(tracking_uri)
+    try:
+        run = client.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return False
+    if run.info.experiment_id != experiment_id or run.info.lifecycle_stage != "active":
+        return False
+    client.update_run(run_id, status="RUNNING")
+    return True
+
+
+ORPHAN_ERROR = (
+    "OrphanedRun: the job ended without recording its status (was the tracking server "
+    "unreachable when it ended?); marked FAILED at the end of the sweep"
+)
+
+
+def fail_orphaned_children(tracking_uri: str, parent_run_id: str, experiment_id: str) -> list[str]:
+    """Mark FAILED every child of a sweep still RUNNING after all its jobs returned.
+
+    A job whose tracking server stopped answering could not end its own run; left alone it
+    would show as RUNNING forever.
+
+    Returns:
+        The ids of the runs marked.
+    """
+    client = _client(tracking_uri)
+    stuck = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'"
+        ),
+        max_results=10_000,
+    )
+    for run in stuck:
+        client.set_tag(run.info.run_id, "error", ORPHAN_ERROR)
+        client.set_terminated(run.info.run_id, status="FAILED")
+    return [run.info.run_id for run in stuck]
 
 
 def end_run(tracking_uri: str, run_id: str, status: str, only_if_running: bool = False) -> None:
@@ -249,7 +384,7 @@ def end_run(tracking_uri: str, run_id: str, status: str, only_if_running: bool =
         status: its final status.
         only_if_running: leave a run that already ended as it is.
     """
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = _client(tracking_uri)
     if only_if_running and client.get_run(run_id).info.status != "RUNNING":
         return
     client.set_terminated(run_id, status=status)
@@ -274,33 +409,53 @@ def open_run(
 
     Yields:
         The open run. On an exception the run ends FAILED with the error as the tag
-        ``error`` and the traceback as ``error.txt``; on KeyboardInterrupt it ends KILLED.
+        ``error`` and the traceback as ``error.txt``; on KeyboardInterrupt or
+        ``RunTerminated`` it ends KILLED. When the tracking server itself stopped answering,
+        the run cannot be ended: the error says so, and the sweep's end marks it later.
+
+    Raises:
+        TrackingUnavailableError: the server stopped answering (the original error otherwise).
     """
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = _client(tracking_uri)
     experiment_id = get_or_create_experiment(client, experiment_name)
     initial_tags = dict(tags or {})
     if parent_run_id:
         initial_tags["mlflow.parentRunId"] = parent_run_id
     run = client.create_run(experiment_id, run_name=run_name, tags=initial_tags)
     recorder = MlflowRun(client, run.info.run_id, experiment_id, tracking_uri)
-    status = RunStatus.to_string(RunStatus.FINISHED)
     try:
         yield recorder
+        recorder.flush()
     except BaseException as error:
-        status = _status_for(error)
-        _record_error(recorder, error, error.__traceback__)
+        _close_after_error(recorder, error)
         raise
-    finally:
-        try:
-            recorder.flush()
-        finally:
-            client.set_terminated(recorder.run_id, status=status)
+    recorder.end(RunStatus.to_string(RunStatus.FINISHED))
 
 
 def _status_for(error: BaseException) -> str:
     """KILLED for an interrupt or termination, FAILED for anything else."""
-    killed = isinstance(error, KeyboardInterrupt | SystemExit)
+    killed = isinstance(error, KeyboardInterrupt | SystemExit | RunTerminated)
     return RunStatus.to_string(RunStatus.KILLED if killed else RunStatus.FAILED)
+
+
+def _close_after_error(recorder: MlflowRun, error: BaseException) -> None:
+    """Record why a run stopped and end it FAILED/KILLED, never masking the original error."""
+    status = _status_for(error)
+    if isinstance(error, TrackingUnavailableError) and not server_answers(recorder.tracking_uri):
+        # Every further request would wait out its retries only to fail the same way.
+        log.error(
+            "MLflow run %s could not be marked %s: %s is unreachable; it stays RUNNING there "
+            "until the sweep's end (or a re-run of the sweep) marks it FAILED",
+            recorder.run_id,
+            status,
+            recorder.tracking_uri,
+        )
+        return
+    _record_error(recorder, error, error.__traceback__)
+    try:
+        recorder.end(status)
+    except Exception:
+        log.exception("could not mark MLflow run %s %s", recorder.run_id, status)
 
 
 def _record_error(recorder: MlflowRun, error: BaseException, trace: TracebackType | None) -> None:
@@ -364,7 +519,7 @@ def find_study_parent(
         ValueError: unknown experiment or run, or no finished sweep in it; the message lists
             what exists.
     """
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = _client(tracking_uri)
     if parent_run_id:
         try:
             return _parent_from_run(client, client.get_run(parent_run_id))
@@ -407,7 +562,7 @@ def fetch_children(
     Returns:
         One record per child run, whatever its status.
     """
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = _client(tracking_uri)
     children = client.search_runs(
         [parent.experiment_id],
         filter_string=f"tags.`mlflow.parentRunId` = '{parent.run_id}'",
@@ -430,6 +585,7 @@ def fetch_children(
                 history=history,
                 final=dict(run.data.metrics),
                 error=run.data.tags.get("error"),
+                start_time=int(run.info.start_time or 0),
             )
         )
     return records
@@ -441,14 +597,14 @@ def _step(metric: Metric) -> tuple[int, int]:
 
 def log_files(tracking_uri: str, run_id: str, files: Mapping[Path, str | None]) -> None:
     """Upload {local file: artifact dir} to an existing run (e.g. a sweep's parent)."""
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = _client(tracking_uri)
     for path, artifact_dir in files.items():
         client.log_artifact(run_id, str(path), artifact_path=artifact_dir)
 
 
 def set_run_tags(tracking_uri: str, run_id: str, tags: Mapping[str, str]) -> None:
     """Set tags on an existing run."""
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = _client(tracking_uri)
     client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
@@ -465,7 +621,7 @@ def study_parents(tracking_uri: str, experiment_name: str) -> list[StudyRun]:
     Returns:
         The parents ([] when the experiment does not exist or has no sweep).
     """
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = _client(tracking_uri)
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         return []
@@ -494,7 +650,7 @@ def latest_finished_run(
     Returns:
         (the run's record, its experiment id), or None when no run matches.
     """
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = _client(tracking_uri)
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         return None
@@ -524,6 +680,7 @@ def latest_finished_run(
                 history=history,
                 final=dict(run.data.metrics),
                 error=run.data.tags.get("error"),
+                start_time=int(run.info.start_time or 0),
             )
             return record, str(experiment.experiment_id)
     return None
