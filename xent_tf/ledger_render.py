@@ -1,0 +1,282 @@
+"""The claims ledger on screen and on disk: terminal table, Markdown, self-contained HTML, JSON.
+
+Kept apart from ``claims`` (which measures and judges) so that module is about the claims.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from xent_tf.comparison import CONTRADICTED, HOLDS, INCONCLUSIVE
+
+if TYPE_CHECKING:  # only for annotations: claims imports this module at run time
+    from xent_tf.claims import Ledger, Link
+    from xent_tf.studies import ClaimPart
+
+PARTS_RULE = "all parts hold -> holds; any contradicted -> contradicted; else inconclusive"
+
+
+def _count_line(ledger: Ledger) -> str:
+    counts = {
+        v: sum(r.verdict == v for r in ledger.results) for v in (HOLDS, CONTRADICTED, INCONCLUSIVE)
+    }
+    return ", ".join(f"{n} {v}" for v, n in counts.items())
+
+
+def _studies_lines(ledger: Ledger) -> list[str]:
+    lines = []
+    for evidence in ledger.studies:
+        line = evidence.describe()
+        if evidence.ran_now:
+            line += f" — run with {ledger.seeds} seeds (fewer than the studies' default 5)"
+        lines.append(line)
+        lines += [f"  {s}" for s in evidence.skipped]
+    return lines
+
+
+def _wrap_table(header: Sequence[str], rows: Sequence[Sequence[str]], widths: Sequence[int]) -> str:
+    def render(cells: Sequence[str]) -> list[str]:
+        wrapped = [textwrap.wrap(c, w) or [""] for c, w in zip(cells, widths, strict=True)]
+        height = max(len(w) for w in wrapped)
+        return [
+            " | ".join(
+                (w[i] if i < len(w) else "").ljust(width)
+                for w, width in zip(wrapped, widths, strict=True)
+            ).rstrip()
+            for i in range(height)
+        ]
+
+    rule = "-+-".join("-" * w for w in widths)
+    lines = [*render(header), rule]
+    for row in rows:
+        lines += [*render(row), rule]
+    return "\n".join(lines)
+
+
+def render_terminal(ledger: Ledger, output_dir: Path | None = None) -> str:
+    """The ledger table (claim | says | measured | verdict | rule) and what it rests on."""
+    # The combination rule is the same for every claim: say it once, under the table.
+    rows = [
+        [r.claim, r.says, r.measured, r.verdict.upper(), r.rule.removesuffix("; " + PARTS_RULE)]
+        for r in ledger.results
+    ]
+    parts = [
+        "== Claims ledger ==",
+        _wrap_table(
+            ["claim", "what the tutorial says", "what was measured", "verdict", "rule"],
+            rows,
+            [5, 34, 50, 12, 40],
+        ),
+        f"verdicts: {_count_line(ledger)}. A claim with several parts: {PARTS_RULE}.",
+    ]
+    details = []
+    for r in ledger.results:
+        for p in r.parts:
+            line = f"{r.claim:<4} {p.verdict.verdict:<12} {p.context}: {p.verdict.measured}"
+            details.append(textwrap.fill(line, 140, subsequent_indent=" " * 18))
+    parts.append(
+        "the parts each verdict combines (rules: claims.md / claims.html):\n" + "\n".join(details)
+    )
+    notes = [f"{r.claim}: {n}" for r in ledger.results for n in r.notes]
+    if notes:
+        parts.append(
+            "notes:\n" + "\n".join(textwrap.fill(n, 140, subsequent_indent="  ") for n in notes)
+        )
+    if ledger.studies:
+        parts.append("studies:\n" + "\n".join(f"  {line}" for line in _studies_lines(ledger)))
+    where = []
+    if output_dir is not None:
+        where.append(f"files: {output_dir / 'claims.md'}, claims.html, claims.json")
+    if ledger.run_url:
+        where.append(f"MLflow ledger run {ledger.run_id} (experiment 'claims'): {ledger.run_url}")
+    parts += where
+    return "\n\n".join(parts)
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _md_links(links: Sequence[Link]) -> str:
+    return ", ".join(f"[{link.label}]({link.url})" for link in links)
+
+
+def render_markdown(ledger: Ledger) -> str:
+    """The ledger as Markdown: summary table, then each claim's parts with their rules."""
+    lines = [
+        "# Claims ledger",
+        "",
+        f"{len(ledger.results)} claims of CLAIMS.md: {_count_line(ledger)}. Every verdict is a "
+        "rule applied to the numbers measured for it; the rule is shown next to it.",
+        "",
+        "| claim | what the tutorial says | what was measured | verdict | rule | from |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in ledger.results:
+        source = r.source or "computed in this ledger run"
+        lines.append(
+            f"| {r.claim} {_md(r.title)} | {_md(r.says)} | {_md(r.measured)} | "
+            f"**{r.verdict}** | {_md(r.rule)} | {_md(source)} {_md_links(ledger.links(r))} |"
+        )
+    if ledger.studies:
+        lines += ["", "## Studies", ""] + [f"- {_md(s)}" for s in _studies_lines(ledger)]
+    lines += ["", "## Details"]
+    for r in ledger.results:
+        lines += ["", f"### {r.claim} {r.title}: {r.verdict}", "", f"*Says:* {r.says}", ""]
+        lines += [f"> {n}" for n in r.notes]
+        if r.notes:
+            lines.append("")
+        lines += ["| part | verdict | measured | rule |", "|---|---|---|---|"]
+        lines += [
+            f"| {_md(p.context)} | {p.verdict.verdict} | {_md(p.verdict.measured)} | "
+            f"{_md(p.verdict.rule)} |"
+            for p in r.parts
+        ]
+        if ledger.links(r):
+            lines += ["", "Runs: " + _md_links(ledger.links(r))]
+    if ledger.run_url:
+        lines += ["", f"Ledger run: [{ledger.run_id}]({ledger.run_url})"]
+    return "\n".join(lines) + "\n"
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em; max-width: 1400px; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+td.holds { background: #d9f2d9; font-weight: bold; }
+td.contradicted { background: #f8d0d0; font-weight: bold; }
+td.inconclusive { background: #fff1c1; font-weight: bold; }
+blockquote { border-left: 4px solid #c33; margin: 0.5em 0; padding: 0.2em 1em;
+  background: #fbf3f3; }
+"""
+
+
+def _html_links(links: Sequence[Link]) -> str:
+    return "<br>".join(
+        f'<a href="{html.escape(link.url)}">{html.escape(link.label)}</a>' for link in links
+    )
+
+
+def render_html(ledger: Ledger) -> str:
+    """A self-contained HTML page (inline CSS, no external files) the MLflow UI shows inline."""
+    e = html.escape
+    rows = []
+    for r in ledger.results:
+        source = e(r.source or "computed in this ledger run")
+        rows.append(
+            f"<tr><td><a href='#{r.claim}'>{r.claim}</a> {e(r.title)}</td><td>{e(r.says)}</td>"
+            f"<td>{e(r.measured)}</td><td class='{r.verdict}'>{r.verdict}</td>"
+            f"<td>{e(r.rule)}</td><td>{source}<br>{_html_links(ledger.links(r))}</td></tr>"
+        )
+    body = [
+        "<h1>Claims ledger</h1>",
+        f"<p>{len(ledger.results)} claims of CLAIMS.md: {e(_count_line(ledger))}. Every verdict "
+        "is a rule applied to the numbers measured for it; the rule is shown next to it.</p>",
+        "<table><thead><tr><th>claim</th><th>what the tutorial says</th><th>what was measured"
+        "</th><th>verdict</th><th>rule</th><th>from</th></tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>",
+    ]
+    if ledger.studies:
+        body.append(
+            "<h2>Studies</h2><ul>"
+            + "".join(f"<li>{e(s)}</li>" for s in _studies_lines(ledger))
+            + "</ul>"
+        )
+    body.append("<h2>Details</h2>")
+    for r in ledger.results:
+        body.append(
+            f"<h3 id='{r.claim}'>{r.claim} {e(r.title)}: {r.verdict}</h3><p><em>Says:</em> "
+            f"{e(r.says)}</p>"
+        )
+        body += [f"<blockquote>{e(n)}</blockquote>" for n in r.notes]
+        parts = "".join(
+            f"<tr><td>{e(p.context)}</td><td class='{p.verdict.verdict}'>{p.verdict.verdict}"
+            f"</td><td>{e(p.verdict.measured)}</td><td>{e(p.verdict.rule)}</td></tr>"
+            for p in r.parts
+        )
+        body.append(
+            "<table><thead><tr><th>part</th><th>verdict</th><th>measured</th><th>rule</th></tr>"
+            f"</thead><tbody>{parts}</tbody></table>"
+        )
+        if ledger.links(r):
+            body.append(f"<p>Runs: {_html_links(ledger.links(r))}</p>")
+    if ledger.run_url:
+        body.append(f"<p>Ledger run: <a href='{e(ledger.run_url)}'>{ledger.run_id}</a></p>")
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Claims ledger</title>"
+        f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n"
+    )
+
+
+def ledger_json(ledger: Ledger) -> dict[str, object]:
+    """The ledger as JSON-ready data (every number a verdict rests on is in ``parts``)."""
+
+    def part(p: ClaimPart) -> dict[str, str]:
+        return {
+            "context": p.context,
+            "verdict": p.verdict.verdict,
+            "measured": p.verdict.measured,
+            "rule": p.verdict.rule,
+        }
+
+    return {
+        "tracking_uri": ledger.tracking_uri,
+        "ledger_run": {
+            "run_id": ledger.run_id,
+            "experiment_id": ledger.experiment_id,
+            "url": ledger.run_url,
+        },
+        "seeds_for_new_studies": ledger.seeds,
+        "seconds": round(ledger.seconds, 2),
+        "claims": [
+            {
+                "claim": r.claim,
+                "title": r.title,
+                "says": r.says,
+                "measured": r.measured,
+                "verdict": r.verdict,
+                "rule": r.rule,
+                "source": r.source or "computed in this ledger run",
+                "links": [dataclasses.asdict(link) for link in ledger.links(r)],
+                "notes": list(r.notes),
+                "parts": [part(p) for p in r.parts],
+            }
+            for r in ledger.results
+        ],
+        "studies": [
+            {
+                "study": s.study,
+                "parent_run_id": s.parent.run_id if s.parent else None,
+                "n_seeds": s.n_seeds,
+                "n_runs": s.n_runs,
+                "ran_now": s.ran_now,
+                "skipped": list(s.skipped),
+                "problem": s.problem,
+                "checks": {c.claim: c.verdict for c in s.checks},
+            }
+            for s in ledger.studies
+        ],
+    }
+
+
+def write_ledger(ledger: Ledger, output_dir: Path) -> list[Path]:
+    """Writes claims.md, claims.html and claims.json; returns their paths."""
+    files = {
+        "claims.md": render_markdown(ledger),
+        "claims.html": render_html(ledger),
+        "claims.json": json.dumps(ledger_json(ledger), indent=2) + "\n",
+    }
+    paths = []
+    for name, text in files.items():
+        path = output_dir / name
+        path.write_text(text)
+        paths.append(path)
+    return paths
