@@ -71,6 +71,20 @@ def test_a_run_records_params_metrics_artifacts_and_tags(
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_same_config_and_seed_give_identical_metric_histories(
+    make_config: Callable[..., Config], tracking_uri: str, tmp_path: Path
+) -> None:
+    config = _with_store(make_config("trainer.epochs=3", "seed=7"), tracking_uri)
+    first = run_experiment(config, tmp_path / "a")
+    second = run_experiment(config, tmp_path / "b")
+    client = MlflowClient(tracking_uri)
+    for name in ("train/loss", "train/acc", "val/loss", "val/acc", "grad_norm/hidden_1"):
+        a = [(m.step, m.value) for m in client.get_metric_history(first.run_id, name)]
+        b = [(m.step, m.value) for m in client.get_metric_history(second.run_id, name)]
+        assert len(a) == 3 and sorted(a) == sorted(b), name
+    assert first.test_loss == second.test_loss
+
+
 def test_an_exception_during_training_ends_the_run_failed_with_metrics_kept(
     make_config: Callable[..., Config],
     tracking_uri: str,

@@ -223,7 +223,6 @@ def _run_tracked(
         else nullcontext(tracking.NoTracking())
     )
     with recorder_context as recorder, tf.device(device.name):
-        recorder.log_params(tracking.flatten(dataclasses.asdict(config)))
         recorder.log_text(
             yaml.safe_dump(dataclasses.asdict(config), sort_keys=False), "config.yaml"
         )
@@ -256,7 +255,10 @@ def _train_and_record(
     val = _tensor_split(data.val, spec, data.n_classes)
     test = _tensor_split(data.test, spec, data.n_classes)
     n_params = int(model.count_params())
-    recorder.log_params({"model.n_params": str(n_params)})
+    # One batch for the whole config and the parameter count: each batch is a store transaction.
+    recorder.log_params(
+        {**tracking.flatten(dataclasses.asdict(config)), "model.n_params": str(n_params)}
+    )
     loop = CompiledLoop(
         model,
         spec.loss,
