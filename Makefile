@@ -42,17 +42,19 @@ bench: install
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
-# A shared tracking server for the team (loopback by default; SERVER_HOST=0.0.0.0 to expose it).
-# DATABASE_URL=postgresql://user:pw@host/db uses PostgreSQL (pip install -e ".[scale]").
+# A shared tracking server for the team (loopback by default; SERVER_HOST=0.0.0.0 to expose it,
+# with SERVER_ARGS="--allowed-hosts NAME:PORT" as MLflow's security middleware asks).
+# DATABASE_URL=postgresql://user:pw@host/db uses PostgreSQL (the scale extras bring its driver).
 SERVER_HOST ?= 127.0.0.1
 SERVER_PORT ?= 5001
 SERVER_WORKERS ?= 4
+SERVER_ARGS ?=
 DATABASE_URL ?= sqlite:///mlflow-server.db
 ARTIFACTS_DIR ?= ./mlartifacts
-server: install
+server: install-scale
 	$(BIN)/mlflow server --backend-store-uri "$(DATABASE_URL)" --serve-artifacts \
 		--artifacts-destination "$(ARTIFACTS_DIR)" --host $(SERVER_HOST) --port $(SERVER_PORT) \
-		--workers $(SERVER_WORKERS)
+		--workers $(SERVER_WORKERS) $(SERVER_ARGS)
 
 # Every comparison study with its default 5 seeds, then the claims ledger, which reads those
 # studies from the same store and prints the verdict table (C1-C16). About 15 minutes on 2 cores.

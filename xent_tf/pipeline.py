@@ -133,7 +133,7 @@ def run_tags(config: Config, device: DeviceChoice, overrides: list[str]) -> dict
 
 @contextmanager
 def sigterm_ends_run() -> Iterator[None]:
-    """While the block runs, SIGTERM raises ``tracking.RunTerminated`` (the run ends KILLED).
+    """While the block runs, SIGTERM raises ``tracking.Terminated`` (the run ends KILLED).
 
     Without it SIGTERM kills the process on the spot and its MLflow run stays RUNNING forever.
     Only the main thread can own signal handlers; elsewhere this does nothing. The previous
@@ -151,7 +151,7 @@ def sigterm_ends_run() -> Iterator[None]:
             log.warning("SIGTERM again while the run is closing; closing it first")
             return
         raised = True
-        raise tracking.RunTerminated(f"SIGTERM received by process {os.getpid()}")
+        raise tracking.Terminated(f"SIGTERM received by process {os.getpid()}")
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
@@ -196,7 +196,11 @@ def run_experiment(
     if config.tracking.enabled:
         tracking.check_tracking_uri(config.tracking.uri)
     with sigterm_ends_run():
-        return _run_tracked(config, output_dir, overrides, parent_run_id, run_name, log_file)
+        try:
+            return _run_tracked(config, output_dir, overrides, parent_run_id, run_name, log_file)
+        except tracking.Terminated as signal_error:
+            # The run is KILLED already; an Exception lets a sweep job fail like any other.
+            raise tracking.RunTerminated(str(signal_error)) from signal_error
 
 
 def _run_tracked(
@@ -227,10 +231,20 @@ def _run_tracked(
             yaml.safe_dump(dataclasses.asdict(config), sort_keys=False), "config.yaml"
         )
         try:
-            return _train_and_record(config, data, device, recorder, output_dir)
-        finally:
-            if log_file is not None and log_file.exists():
-                tracking.log_file_quietly(recorder, log_file, "logs")
+            summary = _train_and_record(config, data, device, recorder, output_dir)
+        except tracking.TrackingUnavailableError:
+            raise  # the server is gone: uploading the log would only wait out its retries again
+        except BaseException:
+            _upload_log(recorder, log_file)
+            raise
+        _upload_log(recorder, log_file)
+        return summary
+
+
+def _upload_log(recorder: tracking.RunRecorder, log_file: Path | None) -> None:
+    """The run's log file as ``logs/``, also when the run failed (errors are only logged)."""
+    if log_file is not None and log_file.exists():
+        tracking.log_file_quietly(recorder, log_file, "logs")
 
 
 def _train_and_record(

@@ -79,10 +79,16 @@ class MlflowSweepCallback(Callback):
         if not config.tracking.enabled:
             return
         study = str(config.study)
-        if study:
-            get_study(study)  # an unknown study fails here, before any job runs
         uri = str(config.tracking.uri)
-        tracking.check_tracking_uri(uri)
+        try:
+            if study:
+                get_study(study)
+            tracking.check_tracking_uri(uri)
+        except (ValueError, tracking.TrackingUnavailableError) as error:
+            log.error("the sweep cannot start: %s", error)
+            # Hydra turns a callback's exception into a warning and launches every job anyway,
+            # each only to fail the same way: stop before any job, with a failing exit status.
+            raise SystemExit(1) from error
         self.sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         earlier = parent_for_sweep(self.sweep_dir)
@@ -132,14 +138,19 @@ class MlflowSweepCallback(Callback):
         uri = self.parent.tracking_uri
         if not tracking.server_answers(uri):
             atexit.unregister(self._end_if_still_running)
-            raise tracking.TrackingUnavailableError(
-                f"the sweep ended but MLflow tracking server {uri} is unreachable: no report was "
-                f"built and parent run {self.parent.run_id} (and any job that could not end its "
-                "own run) stays RUNNING there. When the server is back, re-run the sweep into "
-                f"the same directory (hydra.sweep.dir={self.sweep_dir}) or rebuild the report "
-                f"with `python experiments/report.py --run-id {self.parent.run_id} "
-                f"--tracking-uri {uri}`"
+            log.error(
+                "the sweep ended but MLflow tracking server %s is unreachable: no report was "
+                "built and parent run %s (and any job that could not end its own run) stays "
+                "RUNNING there. When the server is back, re-run the sweep into the same "
+                "directory (hydra.sweep.dir=%s): finished jobs are run again and the report "
+                "keeps the latest finished run of each variant and seed",
+                uri,
+                self.parent.run_id,
+                self.sweep_dir,
             )
+            # Hydra turns a callback's exception into a warning and exits 0: a sweep whose
+            # records could not be completed must not look like a success to a script or CI.
+            raise SystemExit(1)
         # Every job has returned: a child still RUNNING lost its server before it could end.
         orphans = tracking.fail_orphaned_children(
             uri, self.parent.run_id, self.parent.experiment_id

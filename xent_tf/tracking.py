@@ -2,18 +2,21 @@
 
 A run is opened with ``open_run`` as a context manager: it ends FINISHED when the block ends,
 FAILED when it raises (the error is recorded as a tag and a text artifact), KILLED on Ctrl-C or
-SIGTERM (``RunTerminated``). Metrics are buffered and sent in one ``log_batch`` at most every
-5 s (MLflow's own async logging costs ~0.7 s at run end waiting for its queue); the buffer is
-flushed before the run's status is set, also when it fails, so nothing logged is lost.
+SIGTERM (``Terminated``, see ``pipeline.sigterm_ends_run``). Metrics are buffered and sent in
+one ``log_batch`` at most every 5 s (MLflow's own async logging costs ~0.7 s at run end waiting
+for its queue); the buffer is flushed before the run's status is set, also when it fails, so
+nothing logged is lost.
 
 A tracking server that stops answering fails the run's job within seconds
-(``TrackingUnavailableError``, naming the server and the run): MLflow's HTTP retries are bounded
-for our client (``bound_http_retries``), and a run that could not be marked FAILED is marked by
-the sweep's end (``fail_orphaned_children``) once the server is back.
+(``TrackingUnavailableError``, naming the server, the run and how many metric values were not
+sent): MLflow's HTTP retries are bounded for our client (``bound_http_retries``), and a run that
+could not be marked FAILED is marked by the end of its sweep, or of the sweep's re-run, once the
+server is back (``fail_orphaned_children``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -38,6 +41,9 @@ log = logging.getLogger(__name__)
 
 # MLflow caps a param value at 6000 characters and a batch at 100 params / 1000 metrics.
 _MAX_PARAM_LENGTH = 6000
+# A run name is VARCHAR(250) in MLflow's SQL schema: PostgreSQL rejects a longer one (a sweep
+# job's name is its Hydra overrides, easily longer); SQLite would have kept it.
+_MAX_RUN_NAME = 250
 _PARAM_BATCH = 100
 _METRIC_BATCH = 1000
 # Per-epoch metrics are sent at most this often: one SQLite transaction per epoch of a
@@ -63,10 +69,19 @@ class TrackingUnavailableError(RuntimeError):
 
 
 class RunTerminated(Exception):
-    """The process was asked to stop (SIGTERM) while a run was open: the run ends KILLED.
+    """The process got SIGTERM while a run was open; the run ended KILLED.
 
-    An ``Exception`` rather than a ``BaseException`` so a sweep job that is terminated fails
-    like any other job and the rest of the sweep goes on.
+    An ``Exception`` so that a sweep job that was terminated fails like any other job and the
+    rest of the sweep goes on (``pipeline.run_experiment`` raises it in place of
+    ``Terminated``).
+    """
+
+
+class Terminated(BaseException):
+    """Raised by the SIGTERM handler wherever training is: the run ends KILLED.
+
+    A ``BaseException`` so that no ``except Exception`` on the way catches or converts it
+    (TensorFlow turns an exception raised while it binds a function's inputs into a TypeError).
     """
 
 
@@ -203,13 +218,14 @@ class MlflowRun:
     _last_flush: float = field(default_factory=time.monotonic)
 
     @contextmanager
-    def _store(self, action: str, unsent: int = 0) -> Iterator[None]:
+    def _store(self, action: str) -> Iterator[None]:
         """Turn a failed request to a server that no longer answers into a clear error."""
         try:
             yield
         except Exception as error:
             if server_answers(self.tracking_uri):
                 raise  # the server is up: a real error (bad value, full disk...), as it is
+            unsent = len(self._buffer)
             lost = f"; {unsent} metric values were not sent" if unsent else ""
             raise TrackingUnavailableError(
                 f"MLflow tracking server {self.tracking_uri} stopped answering while {action} "
@@ -256,11 +272,16 @@ class MlflowRun:
             self.client.log_text(self.run_id, text, artifact_file)
 
     def flush(self) -> None:
-        """Send every buffered metric now, in batches of MLflow's maximum size."""
-        batch, self._buffer = self._buffer, []
-        for start in range(0, len(batch), _METRIC_BATCH):
-            with self._store("sending metrics", unsent=len(batch) - start):
-                self.client.log_batch(self.run_id, metrics=batch[start : start + _METRIC_BATCH])
+        """Send every buffered metric now, in batches of MLflow's maximum size.
+
+        A batch leaves the buffer only once the store took it: after a failure, the next flush
+        (e.g. when the run is closed, should the server be back) sends it again.
+        """
+        while self._buffer:
+            batch = self._buffer[:_METRIC_BATCH]
+            with self._store("sending metrics"):
+                self.client.log_batch(self.run_id, metrics=batch)
+            del self._buffer[: len(batch)]
         self._last_flush = time.monotonic()
 
     def end(self, status: str) -> None:
@@ -295,6 +316,14 @@ class NoTracking:
         """Record nothing."""
 
 
+def fit_run_name(name: str) -> str:
+    """``name`` cut to MLflow's 250 characters, ending in a hash of the whole so it stays unique."""
+    if len(name) <= _MAX_RUN_NAME:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    return f"{name[: _MAX_RUN_NAME - 12]}...{digest}"
+
+
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:
     """The id of the experiment called ``name``, created when missing (race-tolerant)."""
     experiment = client.get_experiment_by_name(name)
@@ -320,7 +349,7 @@ def start_parent_run(
     """
     client = _client(tracking_uri)
     experiment_id = get_or_create_experiment(client, experiment_name)
-    run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+    run = client.create_run(experiment_id, run_name=fit_run_name(run_name), tags=dict(tags))
     return run.info.run_id, experiment_id
 
 
@@ -409,8 +438,8 @@ def open_run(
 
     Yields:
         The open run. On an exception the run ends FAILED with the error as the tag
-        ``error`` and the traceback as ``error.txt``; on KeyboardInterrupt or
-        ``RunTerminated`` it ends KILLED. When the tracking server itself stopped answering,
+        ``error`` and the traceback as ``error.txt``; on KeyboardInterrupt or SIGTERM
+        (``Terminated``) it ends KILLED. When the tracking server itself stopped answering,
         the run cannot be ended: the error says so, and the sweep's end marks it later.
 
     Raises:
@@ -421,7 +450,7 @@ def open_run(
     initial_tags = dict(tags or {})
     if parent_run_id:
         initial_tags["mlflow.parentRunId"] = parent_run_id
-    run = client.create_run(experiment_id, run_name=run_name, tags=initial_tags)
+    run = client.create_run(experiment_id, run_name=fit_run_name(run_name), tags=initial_tags)
     recorder = MlflowRun(client, run.info.run_id, experiment_id, tracking_uri)
     try:
         yield recorder
@@ -434,7 +463,7 @@ def open_run(
 
 def _status_for(error: BaseException) -> str:
     """KILLED for an interrupt or termination, FAILED for anything else."""
-    killed = isinstance(error, KeyboardInterrupt | SystemExit | RunTerminated)
+    killed = isinstance(error, KeyboardInterrupt | SystemExit | Terminated | RunTerminated)
     return RunStatus.to_string(RunStatus.KILLED if killed else RunStatus.FAILED)
 
 

@@ -1,0 +1,83 @@
+"""`python experiments/run.py` as a user runs it, from the integration tests, and the study the
+shared-server tests run once per session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.integration.services import ROOT, TINY, stop_group
+
+# 2 losses x 8 seeds of the MSE-vs-CE comparison (plain SGD, standard init), 3 epochs each,
+# logged by parallel joblib workers.
+PG_STUDY = [
+    "-m",
+    "+experiment=mse_vs_ce",
+    "+variant/mse_vs_ce=binary_ce,binary_mse",
+    "optimizer=sgd",
+    "model.output_init=standard",
+    "seed=range(8)",
+    *TINY,
+    "trainer.epochs=3",
+    "hydra/launcher=joblib",
+    "hydra.launcher.n_jobs=2",
+]
+PG_STUDY_JOBS = 16
+PG_STUDY_EPOCHS = 3
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """A finished `experiments/run.py` process."""
+
+    returncode: int
+    output: str  # stdout and stderr, interleaved
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FinishedStudy:
+    """A study sweep that ran to its end against a tracking store."""
+
+    uri: str
+    experiment_name: str
+    sweep_dir: Path
+    result: CliResult
+
+
+def start_cli(*args: str, cwd: Path) -> subprocess.Popen[bytes]:
+    """`run.py ARGS` in the background, in its own process group (so the test can end it and
+    its sweep workers), output appended to ``cwd/cli-output.log``."""
+    with (cwd / "cli-output.log").open("ab") as out:
+        out.write(f"$ run.py {' '.join(args)}\n".encode())
+        out.flush()
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "experiments" / "run.py"), *args],
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+            start_new_session=True,
+        )
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 600) -> CliResult:
+    """Run `run.py ARGS` in ``cwd`` and wait for it (its process group ends with it).
+
+    Returns:
+        Exit code, this run's output, wall time.
+    """
+    log = cwd / "cli-output.log"
+    offset = log.stat().st_size if log.exists() else 0
+    started = time.monotonic()
+    process = start_cli(*args, cwd=cwd)
+    try:
+        returncode = process.wait(timeout)
+    finally:
+        stop_group(process)  # also on a timeout: no sweep worker outlives the test
+    output = log.read_bytes()[offset:].decode(errors="replace")
+    return CliResult(returncode, output, time.monotonic() - started)

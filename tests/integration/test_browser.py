@@ -1,0 +1,65 @@
+"""A real browser (Debian's headless Chromium) on the MLflow UI and on a study's report.html."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.integration.cli import PG_STUDY_JOBS, FinishedStudy
+from tests.integration.services import render
+
+pytestmark = pytest.mark.integration
+
+
+def visible_text(dom: str) -> str:
+    """The text a person sees: no scripts, styles or tags, whitespace collapsed."""
+    dom = re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
+
+
+def test_the_mlflow_ui_lists_every_run_of_the_study(
+    pg_study: FinishedStudy, tmp_path: Path
+) -> None:
+    client = MlflowClient(pg_study.uri)
+    experiment = client.get_experiment_by_name(pg_study.experiment_name)
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    assert len(runs) == PG_STUDY_JOBS + 1  # the children and their sweep parent
+    # Sorted by name, the UI lists child runs flat (by date it folds them under the parent).
+    url = (
+        f"{pg_study.uri}/#/experiments/{experiment.experiment_id}/runs"
+        "?orderByKey=attributes.run_name&orderByAsc=true"
+    )
+    shot = tmp_path / "mlflow-runs.png"
+    dom = render(url, tmp_path / "profile-ui", screenshot=shot, window="1600,1800")
+
+    text = visible_text(dom)
+    assert f"{PG_STUDY_JOBS + 1} matching runs" in text
+    linked = set(re.findall(r"/runs/([0-9a-f]{32})", dom))
+    assert linked == {run.info.run_id for run in runs}
+    for run in runs:
+        assert run.info.run_name in text, run.info.run_name
+    assert shot.stat().st_size > 20_000  # a rendered table, not a blank page
+    print(f"\n[browser] {len(linked)} runs listed by the MLflow UI; screenshot {shot}")
+
+
+def test_the_study_report_opens_from_disk_with_its_verdicts_and_plots(
+    pg_study: FinishedStudy, tmp_path: Path
+) -> None:
+    page = pg_study.sweep_dir / "report.html"
+    shot = tmp_path / "report.png"
+    dom = render(page.as_uri(), tmp_path / "profile-report", screenshot=shot, window="1300,2400")
+
+    text = visible_text(dom)
+    assert "MSE vs cross-entropy" in text
+    assert "Verdicts" in text and "C12" in text
+    verdicts = re.findall(r'<td class="(holds|contradicted|inconclusive)">', dom)
+    assert len(verdicts) >= 3  # C12's overall verdict and its parts, C12b
+    assert "loss=bce" in text and "loss=mse" in text and "8/8" in text
+    images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', dom)
+    assert {"val_loss", "train_loss"} <= set(images)
+    assert shot.stat().st_size > 50_000  # tables and plots, not a blank page
+    print(f"\n[browser] report.html: {len(verdicts)} verdict cells, {len(images)} plots; {shot}")

@@ -1,0 +1,54 @@
+"""A shared `make server` with PostgreSQL behind it: a 16-job study over HTTP loses nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.cli import PG_STUDY_EPOCHS, PG_STUDY_JOBS, FinishedStudy
+from tests.integration.records import (
+    CHILD_ARTIFACTS,
+    EPOCH_METRICS,
+    ONCE_METRICS,
+    PARENT_ARTIFACTS,
+    artifacts,
+    read_sweep,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def test_sixteen_parallel_jobs_log_every_run_point_and_artifact_to_the_server(
+    pg_study: FinishedStudy,
+) -> None:
+    records = read_sweep(pg_study.uri, pg_study.experiment_name)
+
+    assert records.parent.info.status == "FINISHED"
+    assert records.statuses == {"FINISHED": PG_STUDY_JOBS}
+    seeds = sorted((r.data.tags["loss"], int(r.data.tags["seed"])) for r in records.children)
+    assert seeds == [(loss, seed) for loss in ("bce", "mse") for seed in range(8)]
+    # The jobs really ran in parallel worker processes, each logging itself over HTTP.
+    assert len({r.data.tags["pid"] for r in records.children}) == 2
+    assert all(r.info.artifact_uri.startswith("mlflow-artifacts:") for r in records.children)
+
+    # Every metric history is complete: epochs x per-epoch metrics, plus the once-only ones.
+    assert records.incomplete(PG_STUDY_EPOCHS) == {}
+    expected_points = sum(
+        PG_STUDY_EPOCHS * len(EPOCH_METRICS) + len(run.data.metrics.keys() - EPOCH_METRICS)
+        for run in records.children
+    )
+    assert records.total_points == expected_points
+    assert all(run.data.metrics.keys() >= ONCE_METRICS for run in records.children)
+
+    files = artifacts(pg_study.uri, [r.info.run_id for r in records.children])
+    assert {run_id: CHILD_ARTIFACTS - got for run_id, got in files.items()} == {
+        r.info.run_id: set() for r in records.children
+    }
+    parent_files = artifacts(pg_study.uri, [records.parent.info.run_id])[records.parent.info.run_id]
+    assert parent_files >= PARENT_ARTIFACTS
+    assert records.parent.data.tags["verdict.C12"] in {"holds", "contradicted", "inconclusive"}
+    report = (pg_study.sweep_dir / "report.md").read_text()
+    assert "8/8" in report and "loss=bce" in report and "loss=mse" in report
+    print(
+        f"\n[pg study] {len(records.children)} runs, {records.total_points} metric points, "
+        f"{len(parent_files)} parent artifacts, sweep {pg_study.result.seconds:.1f} s"
+    )
