@@ -597,27 +597,26 @@ def fetch_children(
         filter_string=f"tags.`mlflow.parentRunId` = '{parent.run_id}'",
         max_results=10_000,
     )
-    records = []
-    for run in children:
-        run_id = run.info.run_id
-        history = {
-            name: [m.value for m in sorted(client.get_metric_history(run_id, name), key=_step)]
-            for name in history_metrics
-            if name in run.data.metrics
-        }
-        records.append(
-            RunRecord(
-                run_id=run_id,
-                params=dict(run.data.params),
-                seed=int(run.data.tags.get("seed", run.data.params.get("seed", -1))),
-                status=run.info.status,
-                history=history,
-                final=dict(run.data.metrics),
-                error=run.data.tags.get("error"),
-                start_time=int(run.info.start_time or 0),
-            )
-        )
-    return records
+    return [_record(client, run, history_metrics) for run in children]
+
+
+def _record(client: MlflowClient, run: Any, history_metrics: Sequence[str]) -> RunRecord:
+    """A run as a RunRecord, with the full history of each of ``history_metrics`` it logged."""
+    history = {
+        name: [m.value for m in sorted(client.get_metric_history(run.info.run_id, name), key=_step)]
+        for name in history_metrics
+        if name in run.data.metrics
+    }
+    return RunRecord(
+        run_id=run.info.run_id,
+        params=dict(run.data.params),
+        seed=int(run.data.tags.get("seed", run.data.params.get("seed", -1))),
+        status=run.info.status,
+        history=history,
+        final=dict(run.data.metrics),
+        error=run.data.tags.get("error"),
+        start_time=int(run.info.start_time or 0),
+    )
 
 
 def _step(metric: Metric) -> tuple[int, int]:
@@ -693,23 +692,6 @@ def latest_finished_run(
         if "xent.sweep_dir" in run.data.tags:
             continue
         if all(run.data.params.get(key) == value for key, value in params.items()):
-            history = {
-                name: [
-                    m.value
-                    for m in sorted(client.get_metric_history(run.info.run_id, name), key=_step)
-                ]
-                for name in history_metrics
-                if name in run.data.metrics
-            }
-            record = RunRecord(
-                run_id=run.info.run_id,
-                params=dict(run.data.params),
-                seed=int(run.data.tags.get("seed", run.data.params.get("seed", -1))),
-                status=run.info.status,
-                history=history,
-                final=dict(run.data.metrics),
-                error=run.data.tags.get("error"),
-                start_time=int(run.info.start_time or 0),
-            )
+            record = _record(client, run, history_metrics)
             return record, str(experiment.experiment_id)
     return None
