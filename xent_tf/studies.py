@@ -195,6 +195,22 @@ def _find(variants: Sequence[Variant], **params: str | tuple[str, ...]) -> list[
     return [v for v in variants if matches(v)]
 
 
+def _greater_part(
+    context: str,
+    larger: Variant,
+    smaller: Variant,
+    value: Callable[[RunRecord], float],
+    what: str,
+    confidence: float,
+) -> ClaimPart:
+    """A claim part expecting ``value`` to be larger for ``larger`` than for ``smaller``.
+
+    The verdict is ``difference_verdict`` on the paired (same seed) difference larger - smaller.
+    """
+    diff = paired_difference(larger.per_seed(value), smaller.per_seed(value), confidence)
+    return ClaimPart(context, difference_verdict(diff, expect_positive=True, what=what))
+
+
 def _missing(context: str, what: str) -> ClaimPart:
     return ClaimPart(
         context, Verdict(INCONCLUSIVE, "needs both variants", f"{what} not in this study")
@@ -348,45 +364,37 @@ def _evaluate_lr_sweep(variants: list[Variant], options: StudyOptions) -> list[C
     conf = options.confidence
     rate = lambda v: v.param("optimizer.learning_rate")  # noqa: E731
     parts = [
-        ClaimPart(
+        _greater_part(
             f"small lr {rate(small)} converges slower than good lr {rate(good)}",
-            difference_verdict(
-                paired_difference(
-                    small.per_seed(final_val_loss), good.per_seed(final_val_loss), conf
-                ),
-                expect_positive=True,
-                what="final val loss, small - good",
-            ),
+            small,
+            good,
+            final_val_loss,
+            "final val loss, small - good",
+            conf,
         ),
-        ClaimPart(
+        _greater_part(
             f"small lr {rate(small)} is smoother than large lr {rate(large)}",
-            difference_verdict(
-                paired_difference(
-                    large.per_seed(late_oscillation), small.per_seed(late_oscillation), conf
-                ),
-                expect_positive=True,
-                what="late oscillation of val loss (mean |Δ| over the 2nd half), large - small",
-            ),
+            large,
+            small,
+            late_oscillation,
+            "late oscillation of val loss (mean |Δ| over the 2nd half), large - small",
+            conf,
         ),
-        ClaimPart(
+        _greater_part(
             f"large lr {rate(large)} drops faster at first than small lr {rate(small)}",
-            difference_verdict(
-                paired_difference(
-                    small.per_seed(first_epoch_val_loss), large.per_seed(first_epoch_val_loss), conf
-                ),
-                expect_positive=True,
-                what="val loss after epoch 1, small - large",
-            ),
+            small,
+            large,
+            first_epoch_val_loss,
+            "val loss after epoch 1, small - large",
+            conf,
         ),
-        ClaimPart(
+        _greater_part(
             f"large lr {rate(large)} oscillates more late than good lr {rate(good)}",
-            difference_verdict(
-                paired_difference(
-                    large.per_seed(late_oscillation), good.per_seed(late_oscillation), conf
-                ),
-                expect_positive=True,
-                what="late oscillation of val loss, large - good",
-            ),
+            large,
+            good,
+            late_oscillation,
+            "late oscillation of val loss, large - good",
+            conf,
         ),
     ]
     share = _diverged_share(too_large)
@@ -435,31 +443,23 @@ def _evaluate_annealing(variants: list[Variant], options: StudyOptions) -> list[
     for variant in decaying:
         name = variant.param("schedule.name")
         parts.append(
-            ClaimPart(
+            _greater_part(
                 f"{name} reaches a lower final val loss than constant",
-                difference_verdict(
-                    paired_difference(
-                        base.per_seed(final_val_loss),
-                        variant.per_seed(final_val_loss),
-                        options.confidence,
-                    ),
-                    expect_positive=True,
-                    what="final val loss, constant - decayed",
-                ),
+                base,
+                variant,
+                final_val_loss,
+                "final val loss, constant - decayed",
+                options.confidence,
             )
         )
         parts.append(
-            ClaimPart(
+            _greater_part(
                 f"{name} oscillates less late than constant",
-                difference_verdict(
-                    paired_difference(
-                        base.per_seed(late_oscillation),
-                        variant.per_seed(late_oscillation),
-                        options.confidence,
-                    ),
-                    expect_positive=True,
-                    what="late oscillation of val loss, constant - decayed",
-                ),
+                base,
+                variant,
+                late_oscillation,
+                "late oscillation of val loss, constant - decayed",
+                options.confidence,
             )
         )
     return [
@@ -537,18 +537,14 @@ def _evaluate_lr_range_test(variants: list[Variant], options: StudyOptions) -> l
             parts.append(_missing(context, f"suggested or {other}"))
             continue
         parts.append(
-            ClaimPart(
+            _greater_part(
                 context,
-                difference_verdict(
-                    paired_difference(
-                        contrast.per_seed(log_final_val_loss),
-                        suggested.per_seed(log_final_val_loss),
-                        options.confidence,
-                    ),
-                    expect_positive=True,
-                    # an exploding rate ends anywhere from 0.7 to 1e4: compare ratios, not sums
-                    what=f"log(final val loss), {other} - suggested",
-                ),
+                contrast,
+                suggested,
+                log_final_val_loss,
+                # an exploding rate ends anywhere from 0.7 to 1e4: compare ratios, not sums
+                f"log(final val loss), {other} - suggested",
+                options.confidence,
             )
         )
     return [
