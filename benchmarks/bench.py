@@ -497,14 +497,14 @@ def time_suite_run(data: Dataset, case: Case, seed: int) -> RunTiming:
     import keras
     import tensorflow as tf
 
-    from xent_tf.config import LossConfig, ScheduleConfig
+    from xent_tf.config import LossConfig, ScheduleConfig, TrainerConfig
     from xent_tf.losses import loss_spec
     from xent_tf.models import build_mlp
     from xent_tf.runtime import configure_runtime
     from xent_tf.schedules import learning_rates
     from xent_tf.training import CompiledLoop, TensorSplit, fit, steps_per_epoch
 
-    device = configure_runtime("auto", 0, seed)
+    device = configure_runtime("auto", TrainerConfig().threads, seed)
     spec = loss_spec(LossConfig(name=case.loss), data.n_classes)
     with tf.device(device.name):
         train, val = (

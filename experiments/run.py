@@ -41,9 +41,6 @@ def main(cfg: DictConfig) -> float:
         ledger, text = run_ledger(config, Path(hydra_config.runtime.output_dir))
         log.info("\n%s", text)
         return float(sum(r.verdict == "contradicted" for r in ledger.results))
-    if config.trainer.threads == 0 and hydra_config.mode == RunMode.MULTIRUN:
-        # Parallel jobs share the cores: one TF thread each keeps them from oversubscribing.
-        config.trainer.threads = 1
     from xent_tf.pipeline import run_experiment, summary_text
 
     output_dir = Path(hydra_config.runtime.output_dir)

@@ -18,6 +18,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from xent_tf.updates import make_apply
+
 # A probability this close to 0 or 1 is "saturated": the sigmoid/softmax slope there is < 1%.
 SATURATION_THRESHOLD = 0.99
 
@@ -206,6 +208,11 @@ class CompiledLoop:
         self.from_logits = from_logits
         self.layer_groups = _layer_groups(model)
         optimizer.build(model.trainable_variables)
+        # TensorFlow's fused kernel for the optimizer's update rule when it has one (same maths,
+        # a fraction of the graph); else the optimizer's own apply.
+        self._apply_gradients, self.fused_updates = make_apply(
+            optimizer, model.trainable_variables
+        )
         self._compiled_train_epoch: tf.types.experimental.PolymorphicFunction | None = None
         self._compiled_evaluate: tf.types.experimental.PolymorphicFunction | None = None
 
@@ -244,7 +251,7 @@ class CompiledLoop:
             with tf.GradientTape() as tape:
                 outputs = self.model(x_epoch[start:stop], training=True)
                 batch_loss = self.loss(targets_epoch[start:stop], outputs)
-            self.optimizer.apply(tape.gradient(batch_loss, variables), variables)
+            self._apply_gradients(tape.gradient(batch_loss, variables))
             return step + 1, batch_loss, losses.write(step, batch_loss), seen + (stop - start)
 
         _, _, losses, seen = tf.while_loop(
