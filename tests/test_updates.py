@@ -34,7 +34,9 @@ RATES = (0.05, 0.01, 0.2, 0.001, 0.03)  # a new rate every step, as the schedule
 
 
 def _float64_steps(
-    optimizer: keras.optimizers.Optimizer, weights: list[np.ndarray], gradients: list[list[np.ndarray]]
+    optimizer: keras.optimizers.Optimizer,
+    weights: list[np.ndarray],
+    gradients: list[list[np.ndarray]],
 ) -> list[np.ndarray]:
     """The optimizer's documented update rule in float64 NumPy, one step per entry of RATES."""
     w = [x.astype(np.float64) for x in weights]

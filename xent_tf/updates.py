@@ -89,9 +89,7 @@ def _sgd(optimizer: keras.optimizers.SGD, variables: Sequence[keras.Variable]) -
         learning_rate = tf.cast(optimizer.learning_rate, tf.float32)
         if momentums:
             momentum = tf.constant(optimizer.momentum, tf.float32)
-            for weights, accumulator, gradient in zip(
-                variables, momentums, gradients, strict=True
-            ):
+            for weights, accumulator, gradient in zip(variables, momentums, gradients, strict=True):
                 tf.raw_ops.ResourceApplyKerasMomentum(
                     var=_handle(weights),
                     accum=_handle(accumulator),
