@@ -12,7 +12,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
 
 HOLDS = "holds"
 CONTRADICTED = "contradicted"
@@ -101,6 +100,10 @@ def mean_interval(values: Iterable[float], confidence: float = 0.95) -> Interval
     sem = float(data.std(ddof=1) / math.sqrt(data.size))
     if sem == 0.0:
         return Interval(mean, mean, mean, int(data.size), confidence)
+    # Imported here: scipy.stats costs ~1 s to import, and every training job (and a sweep's
+    # launcher) imports this module for RunRecord without ever needing an interval.
+    from scipy import stats
+
     low, high = stats.t.interval(confidence, df=data.size - 1, loc=mean, scale=sem)
     return Interval(mean, float(low), float(high), int(data.size), confidence)
 
