@@ -252,18 +252,18 @@ class CompiledLoop:
             self._apply_gradients(tape.gradient(batch_loss, variables))
             return step + 1, batch_loss, losses.write(step, batch_loss), seen + (stop - start)
 
-        _, _, losses, seen = tf.while_loop(
+        steps_taken, _, losses, seen = tf.while_loop(
             keep_going,
             train_step,
             (
                 tf.constant(0),
                 tf.constant(0.0),
-                # dynamic_size: after an early stop, stack() holds exactly the steps taken.
-                tf.TensorArray(tf.float32, size=0, dynamic_size=True),
+                tf.TensorArray(tf.float32, size=n_steps, element_shape=[]),
                 tf.constant(0),
             ),
         )
-        return losses.stack(), seen
+        # After an early stop only the first steps_taken entries were written.
+        return losses.stack()[:steps_taken], seen
 
     def _evaluate(
         self, x: tf.Tensor, targets: tf.Tensor, labels: tf.Tensor
