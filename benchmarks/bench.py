@@ -1,8 +1,8 @@
 """`make bench`: the suite's costs measured side by side, against the targets of issue 6.
 
-    python -m benchmarks.bench                  # everything (about 4 minutes on 2 cores)
+    python -m benchmarks.bench                  # everything (about 6 minutes on 2 cores)
     python -m benchmarks.bench --quick          # 1 repeat, no sweep, no 10^6 rows (~1.5 min)
-    python -m benchmarks.bench --only sweep --only mlflow --repeats 5
+    python -m benchmarks.bench --only sweep --only mlflow --repeats 3
 
 Sections:
     reference  C16 training time through the suite's path (CompiledLoop + fit, a fresh model each
@@ -1497,7 +1497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         0, or 1 when a section could not be measured (its error is printed and recorded).
     """
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--repeats", type=int, default=3, help="paired repeats (default 3)")
+    parser.add_argument("--repeats", type=int, default=5, help="paired repeats (default 5)")
     parser.add_argument(
         "--quick", action="store_true", help="1 repeat, no sweep, no 10^6-row scaling point"
     )

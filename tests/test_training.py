@@ -16,6 +16,7 @@ from xent_tf.training import (
     NonFiniteLossError,
     TensorSplit,
     fit,
+    reusable_loop,
     steps_per_epoch,
 )
 
@@ -163,3 +164,51 @@ def test_evaluate_matches_a_plain_forward_pass_and_gradient() -> None:
     assert loop.evaluate(train).loss > 0
     assert loop._compiled_evaluate is not None
     assert loop._compiled_evaluate.experimental_get_tracing_count() == 1
+
+
+def _fresh(
+    seed: int, hidden: list[int], loss: str = "bce", lr: float = 1e-2
+) -> tuple[keras.Model, keras.losses.Loss, keras.optimizers.Optimizer]:
+    spec = loss_spec(LossConfig(name=loss), 2)
+    keras.utils.set_random_seed(seed)
+    model = build_mlp(20, hidden, spec.output_units, spec.output_activation)
+    return model, spec.loss, keras.optimizers.Adam(lr)
+
+
+def test_a_reused_loop_trains_exactly_like_a_fresh_one() -> None:
+    data = make_dataset(SMALL)
+    spec = loss_spec(LossConfig(), 2)
+    train = TensorSplit.from_numpy(data.train.x, spec.encode_labels(data.train.y, 2), data.train.y)
+    val = TensorSplit.from_numpy(data.val.x, spec.encode_labels(data.val.y, 2), data.val.y)
+    rates = np.full(2 * steps_per_epoch(len(train), 32), 1e-2, np.float32)
+
+    # A first run leaves the process's loop trained (weights, Adam moments, step counter moved).
+    first = reusable_loop(*_fresh(0, [6, 6]), 32, False)
+    fit(first, train, val, rates, epochs=2, seed=0)
+
+    model, loss, optimizer = _fresh(5, [6, 6])
+    initial_weights = [w.copy() for w in model.get_weights()]
+    reused = reusable_loop(model, loss, optimizer, 32, False)
+    assert reused is first  # same architecture, loss, optimizer kind, batch: no new trace
+    assert reused.model is not model
+    for got, want in zip(reused.model.get_weights(), initial_weights, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert int(reused.optimizer.iterations.numpy()) == 0
+    reused_result = fit(reused, train, val, rates, epochs=2, seed=5)
+
+    fresh = CompiledLoop(*_fresh(5, [6, 6]), 32, False)
+    fresh_result = fit(fresh, train, val, rates, epochs=2, seed=5)
+    np.testing.assert_array_equal(reused_result.batch_losses, fresh_result.batch_losses)
+    assert [r.val_loss for r in reused_result.history] == [r.val_loss for r in fresh_result.history]
+    for got, want in zip(reused.model.get_weights(), fresh.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_different_shape_loss_or_batch_gets_its_own_loop() -> None:
+    base = reusable_loop(*_fresh(0, [5]), 32, False)
+    assert reusable_loop(*_fresh(0, [5]), 32, False) is base
+    assert reusable_loop(*_fresh(0, [7]), 32, False) is not base
+    assert reusable_loop(*_fresh(0, [5], loss="mse"), 32, False) is not base
+    assert reusable_loop(*_fresh(0, [5]), 16, False) is not base
+    model, loss, _ = _fresh(0, [5])
+    assert reusable_loop(model, loss, keras.optimizers.SGD(0.1), 32, False) is not base

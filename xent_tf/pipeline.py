@@ -27,7 +27,15 @@ from xent_tf.lr_finder import find_learning_rate, region_rates
 from xent_tf.models import build_mlp, saturate_output_layer
 from xent_tf.runtime import DeviceChoice, configure_runtime
 from xent_tf.schedules import learning_rates
-from xent_tf.training import CompiledLoop, EpochRecord, FitResult, TensorSplit, fit, steps_per_epoch
+from xent_tf.training import (
+    CompiledLoop,
+    EpochRecord,
+    FitResult,
+    TensorSplit,
+    fit,
+    reusable_loop,
+    steps_per_epoch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +281,9 @@ def _train_and_record(
     recorder.log_params(
         {**tracking.flatten(dataclasses.asdict(config)), "model.n_params": str(n_params)}
     )
-    loop = CompiledLoop(
+    # The process's loop for this architecture if it has one (a sweep worker's next job):
+    # tracing is a third of a short run. Train and save through loop.model from here on.
+    loop = reusable_loop(
         model,
         spec.loss,
         _build_optimizer(config),
@@ -322,7 +332,7 @@ def _train_and_record(
     _save_loss_curve(result.history, output_dir, recorder, config)
     if config.tracking.enabled and config.tracking.log_model:
         model_path = output_dir / "model.keras"
-        model.save(model_path)
+        loop.model.save(model_path)
         recorder.log_file(model_path, "model")
     return RunSummary(
         run_id=recorder.run_id,
