@@ -264,3 +264,16 @@ def test_long_run_names_fit_mlflows_column_and_stay_distinct() -> None:
     fitted = [tracking.fit_run_name(name) for name in names]
     assert all(len(name) <= 250 for name in fitted)
     assert fitted[0] != fitted[1]
+
+
+def test_a_sqlite_store_is_written_in_write_ahead_log_mode(tmp_path: Path) -> None:
+    import sqlite3
+
+    database = tmp_path / "wal.db"
+    with tracking.open_run(f"sqlite:///{database}", "wal", "run") as run:
+        run.log_metrics({"m": 1.0}, step=0)
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    runs = MlflowClient(f"sqlite:///{database}").search_runs([run.experiment_id])
+    assert [r.info.status for r in runs] == ["FINISHED"]
+    assert runs[0].data.metrics == {"m": 1.0}
