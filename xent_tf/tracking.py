@@ -60,6 +60,7 @@ def _sqlite_write_ahead_log(connection: object, _record: object) -> None:
     except sqlite3.Error as error:  # e.g. a read-only file: keep SQLite's defaults
         log.debug("SQLite store stays in its default journal mode: %s", error)
 
+
 # MLflow caps a param value at 6000 characters and a batch at 100 params / 1000 metrics.
 _MAX_PARAM_LENGTH = 6000
 # A run name is VARCHAR(250) in MLflow's SQL schema: PostgreSQL rejects a longer one (a sweep
