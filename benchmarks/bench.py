@@ -11,7 +11,8 @@ Sections:
     sweep      a 10-job joblib sweep: wall time vs the same sweep run serially (basic launcher,
                one process) and vs the sum of its jobs' training times, start-up
                cost per job, and how many worker processes (so TensorFlow imports) served it.
-    mlflow     MLflow's share of a run: ``run_experiment`` with tracking on vs off.
+    mlflow     MLflow's share of a run: seconds inside MLflow client calls / ``run_experiment``'s
+               wall time, with tracking on vs off as a cross-check.
     memory     peak RSS and wall time of the reference run (``experiments/run.py``), a fresh
                process per repeat: the ``make run`` target.
     scaling    training time as n_samples grows 10^4 -> 10^5 -> 10^6.

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from xent_tf.comparison import CONTRADICTED, HOLDS, INCONCLUSIVE
+from xent_tf.html_page import html_page
 
 if TYPE_CHECKING:  # only for annotations: claims imports this module at run time
     from xent_tf.claims import Ledger, Link
@@ -145,19 +146,6 @@ def render_markdown(ledger: Ledger) -> str:
     return "\n".join(lines) + "\n"
 
 
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em; max-width: 1400px; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
-th { background: #f3f3f3; }
-td.holds { background: #d9f2d9; font-weight: bold; }
-td.contradicted { background: #f8d0d0; font-weight: bold; }
-td.inconclusive { background: #fff1c1; font-weight: bold; }
-blockquote { border-left: 4px solid #c33; margin: 0.5em 0; padding: 0.2em 1em;
-  background: #fbf3f3; }
-"""
-
-
 def _html_links(links: Sequence[Link]) -> str:
     return "<br>".join(
         f'<a href="{html.escape(link.url)}">{html.escape(link.label)}</a>' for link in links
@@ -210,10 +198,7 @@ def render_html(ledger: Ledger) -> str:
             body.append(f"<p>Runs: {_html_links(ledger.links(r))}</p>")
     if ledger.run_url:
         body.append(f"<p>Ledger run: <a href='{e(ledger.run_url)}'>{ledger.run_id}</a></p>")
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Claims ledger</title>"
-        f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n"
-    )
+    return html_page("Claims ledger", "".join(body))
 
 
 def ledger_json(ledger: Ledger) -> dict[str, object]:

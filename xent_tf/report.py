@@ -14,6 +14,7 @@ from pathlib import Path
 
 from xent_tf import plotting, tracking
 from xent_tf.comparison import RunRecord
+from xent_tf.html_page import html_page
 from xent_tf.studies import (
     ClaimCheck,
     StudyOptions,
@@ -255,18 +256,6 @@ def _html_table(header: list[str], rows: list[list[str]], verdict_column: int | 
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em; max-width: 1200px; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
-th { background: #f3f3f3; }
-td.holds { background: #d9f2d9; font-weight: bold; }
-td.contradicted { background: #f8d0d0; font-weight: bold; }
-td.inconclusive { background: #fff1c1; font-weight: bold; }
-img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
-"""
-
-
 def render_html(report: StudyReport, plots: list[Path]) -> str:
     """A self-contained HTML page (plots embedded as base64) that the MLflow UI shows inline."""
     sections = [
@@ -299,12 +288,7 @@ def render_html(report: StudyReport, plots: list[Path]) -> str:
     for plot in plots:
         data = base64.b64encode(plot.read_bytes()).decode("ascii")
         sections.append(f'<img alt="{html.escape(plot.stem)}" src="data:image/png;base64,{data}">')
-    body = "\n".join(sections)
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(report.title)}</title><style>{_CSS}</style></head>"
-        f"<body>{body}</body></html>\n"
-    )
+    return html_page(report.title, "\n".join(sections))
 
 
 def render_terminal(report: StudyReport) -> str:
