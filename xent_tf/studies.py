@@ -211,6 +211,35 @@ def _greater_part(
     return ClaimPart(context, difference_verdict(diff, expect_positive=True, what=what))
 
 
+# What each claim says, as the reports print it next to its verdict.
+_STATEMENTS = {
+    "C8": "A one-unit sigmoid head with binary CE and a two-unit softmax head with (sparse) "
+    "categorical CE reach the same accuracy within seed noise.",
+    "C12": "With a sigmoid/softmax output and gradient descent, cross-entropy learns faster "
+    "than MSE.",
+    "C12b": "The advantage of cross-entropy is largest when the model starts confidently wrong "
+    "(saturated output).",
+    "C13": "A small learning rate converges slowly with a smooth curve; a good one drops fast; a "
+    "large one drops fast at first but oscillates; too large diverges.",
+    "C14": "In a range test the loss barely moves, falls fast, then explodes; the rate of the "
+    "steepest fall trains better than rates from the flat or exploding parts.",
+    "C15": "Starting with a large learning rate and decaying it reaches a low loss quickly and "
+    "avoids the late oscillation of a constant large rate.",
+}
+_EVERY_PART = "holds if every part holds, contradicted if any part is contradicted"
+
+
+def _claim_check(
+    claim: str,
+    combine_rule: str,
+    parts: list[ClaimPart],
+    counted: Sequence[ClaimPart] | None = None,
+) -> ClaimCheck:
+    """A claim's check, its verdict combined from ``counted`` (default: all of ``parts``)."""
+    verdicts = [p.verdict.verdict for p in (parts if counted is None else counted)]
+    return ClaimCheck(claim, _STATEMENTS[claim], combine_verdicts(verdicts), combine_rule, parts)
+
+
 def _missing(context: str, what: str) -> ClaimPart:
     return ClaimPart(
         context, Verdict(INCONCLUSIVE, "needs both variants", f"{what} not in this study")
@@ -247,13 +276,8 @@ def _evaluate_binary_vs_categorical(
             )
         )
     return [
-        ClaimCheck(
-            "C8",
-            "A one-unit sigmoid head with binary CE and a two-unit softmax head with (sparse) "
-            "categorical CE reach the same accuracy within seed noise.",
-            combine_verdicts([p.verdict.verdict for p in parts]),
-            "holds if every pair holds, contradicted if any pair is contradicted",
-            parts,
+        _claim_check(
+            "C8", "holds if every pair holds, contradicted if any pair is contradicted", parts
         )
     ]
 
@@ -304,22 +328,16 @@ def _evaluate_mse_vs_ce(variants: list[Variant], options: StudyOptions) -> list[
                     ),
                 )
             )
-    counted = [p.verdict.verdict for p in speed_parts if "not counted" not in p.context]
     return [
-        ClaimCheck(
+        _claim_check(
             "C12",
-            "With a sigmoid/softmax output and gradient descent, cross-entropy learns faster "
-            "than MSE.",
-            combine_verdicts(counted),
             "holds if it holds in every plain-SGD context, contradicted if contradicted in any; "
             "Adam contexts are shown but not counted",
             speed_parts,
+            counted=[p for p in speed_parts if "not counted" not in p.context],
         ),
-        ClaimCheck(
+        _claim_check(
             "C12b",
-            "The advantage of cross-entropy is largest when the model starts confidently wrong "
-            "(saturated output).",
-            combine_verdicts([p.verdict.verdict for p in saturation_parts]),
             "holds if the paired gap grows with saturation in every SGD context",
             saturation_parts,
         ),
@@ -350,16 +368,8 @@ def _diverged_share(variant: Variant) -> float:
 def _evaluate_lr_sweep(variants: list[Variant], options: StudyOptions) -> list[ClaimCheck]:
     by_rate = sorted(variants, key=lambda v: float(v.param("optimizer.learning_rate") or "nan"))
     if len(by_rate) < 4:
-        return [
-            ClaimCheck(
-                "C13",
-                "Learning-rate size: small is slow and smooth, good drops fast, large oscillates, "
-                "too large diverges.",
-                INCONCLUSIVE,
-                "needs four learning rates",
-                [_missing("study", f"4 learning rates (found {len(by_rate)})")],
-            )
-        ]
+        missing = _missing("study", f"4 learning rates (found {len(by_rate)})")
+        return [_claim_check("C13", "needs four learning rates", [missing])]
     small, good, large, too_large = by_rate[0], by_rate[1], by_rate[-2], by_rate[-1]
     conf = options.confidence
     rate = lambda v: v.param("optimizer.learning_rate")  # noqa: E731
@@ -410,16 +420,7 @@ def _evaluate_lr_sweep(variants: list[Variant], options: StudyOptions) -> list[C
             ),
         )
     )
-    return [
-        ClaimCheck(
-            "C13",
-            "A small learning rate converges slowly with a smooth curve; a good one drops fast; a "
-            "large one drops fast at first but oscillates; too large diverges.",
-            combine_verdicts([p.verdict.verdict for p in parts]),
-            "holds if every part holds, contradicted if any part is contradicted",
-            parts,
-        )
-    ]
+    return [_claim_check("C13", _EVERY_PART, parts)]
 
 
 # --- C15: annealing ----------------------------------------------------------------------
@@ -429,15 +430,9 @@ def _evaluate_annealing(variants: list[Variant], options: StudyOptions) -> list[
     constant = _find(variants, schedule__name="constant")
     decaying = [v for v in variants if v.param("schedule.name") != "constant"]
     if not constant or not decaying:
-        return [
-            ClaimCheck(
-                "C15",
-                "Decaying a large learning rate reaches a low loss and avoids late oscillation.",
-                INCONCLUSIVE,
-                "needs the constant schedule and at least one decaying one",
-                [_missing("study", "constant or decaying schedule")],
-            )
-        ]
+        missing = _missing("study", "constant or decaying schedule")
+        rule = "needs the constant schedule and at least one decaying one"
+        return [_claim_check("C15", rule, [missing])]
     base = constant[0]
     parts: list[ClaimPart] = []
     for variant in decaying:
@@ -463,11 +458,8 @@ def _evaluate_annealing(variants: list[Variant], options: StudyOptions) -> list[
             )
         )
     return [
-        ClaimCheck(
+        _claim_check(
             "C15",
-            "Starting with a large learning rate and decaying it reaches a low loss quickly and "
-            "avoids the late oscillation of a constant large rate.",
-            combine_verdicts([p.verdict.verdict for p in parts]),
             "holds if every schedule beats the constant rate on both counts, contradicted if any "
             "comparison goes significantly the other way",
             parts,
@@ -547,16 +539,7 @@ def _evaluate_lr_range_test(variants: list[Variant], options: StudyOptions) -> l
                 options.confidence,
             )
         )
-    return [
-        ClaimCheck(
-            "C14",
-            "In a range test the loss barely moves, falls fast, then explodes; the rate of the "
-            "steepest fall trains better than rates from the flat or exploding parts.",
-            combine_verdicts([p.verdict.verdict for p in parts]),
-            "holds if every part holds, contradicted if any part is contradicted",
-            parts,
-        )
-    ]
+    return [_claim_check("C14", _EVERY_PART, parts)]
 
 
 STUDIES: dict[str, StudySpec] = {
