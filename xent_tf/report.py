@@ -217,6 +217,32 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class _Table:
+    """One titled table of a report, whatever it is rendered as."""
+
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    verdict_column: int | None = None  # styled by verdict in HTML
+
+
+def _tables(report: StudyReport) -> list[_Table]:
+    """The report's tables in order: verdicts (if any claim), variants, failed, superseded."""
+    tables = []
+    if report.checks:
+        header = ["claim", "context", "verdict", "measured", "rule"]
+        tables.append(_Table("Verdicts", header, claim_rows(report), verdict_column=2))
+    tables.append(_Table("Variants", VARIANT_HEADER, variant_rows(report)))
+    failed = failed_rows(report)
+    if failed:
+        tables.append(_Table("Failed runs", ["variant", "seed", "status", "why"], failed))
+    superseded = superseded_rows(report)
+    if superseded:
+        tables.append(_Table("Superseded runs", SUPERSEDED_HEADER, superseded))
+    return tables
+
+
 def render_markdown(report: StudyReport, plots: list[Path]) -> str:
     """The report as Markdown, plots referenced relative to the report."""
     parts = [
@@ -224,34 +250,25 @@ def render_markdown(report: StudyReport, plots: list[Path]) -> str:
         f"Experiment `{report.parent.experiment_name}`, sweep parent run "
         f"`{report.parent.run_id}`, {_run_count(report)}.",
     ]
-    if report.checks:
-        parts += [
-            "## Verdicts",
-            _markdown_table(
-                ["claim", "context", "verdict", "measured", "rule"], claim_rows(report)
-            ),
-        ]
-    parts += ["## Variants", _markdown_table(VARIANT_HEADER, variant_rows(report))]
-    failed = failed_rows(report)
-    if failed:
-        parts += ["## Failed runs", _markdown_table(["variant", "seed", "status", "why"], failed)]
-    superseded = superseded_rows(report)
-    if superseded:
-        parts += ["## Superseded runs", _markdown_table(SUPERSEDED_HEADER, superseded)]
+    for table in _tables(report):
+        parts += [f"## {table.title}", _markdown_table(table.header, table.rows)]
     parts += ["## Notes", "\n".join(f"- {n}" for n in _notes(report))]
     if plots:
         parts += ["## Plots", "\n\n".join(f"![{p.stem}](plots/{p.name})" for p in plots)]
     return "\n\n".join(parts) + "\n"
 
 
-def _html_table(header: list[str], rows: list[list[str]], verdict_column: int | None) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+def _html_table(table: _Table) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in table.header)
     body = []
-    for row in rows:
+    for row in table.rows:
         cells = []
         for index, text in enumerate(row):
-            css = f' class="{text.lower()}"' if index == verdict_column else ""
-            cells.append(f"<td{css}>{html.escape(text)}</td>")
+            if index == table.verdict_column:  # shown and styled in lower case
+                text = text.lower()
+                cells.append(f'<td class="{text}">{html.escape(text)}</td>')
+            else:
+                cells.append(f"<td>{html.escape(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
@@ -263,25 +280,8 @@ def render_html(report: StudyReport, plots: list[Path]) -> str:
         f"<p>Experiment <code>{html.escape(report.parent.experiment_name)}</code>, sweep parent "
         f"run <code>{report.parent.run_id}</code>, {html.escape(_run_count(report))}.</p>",
     ]
-    if report.checks:
-        rows = [[r[0], r[1], r[2].lower(), r[3], r[4]] for r in claim_rows(report)]
-        sections += [
-            "<h2>Verdicts</h2>",
-            _html_table(["claim", "context", "verdict", "measured", "rule"], rows, 2),
-        ]
-    sections += ["<h2>Variants</h2>", _html_table(VARIANT_HEADER, variant_rows(report), None)]
-    failed = failed_rows(report)
-    if failed:
-        sections += [
-            "<h2>Failed runs</h2>",
-            _html_table(["variant", "seed", "status", "why"], failed, None),
-        ]
-    superseded = superseded_rows(report)
-    if superseded:
-        sections += [
-            "<h2>Superseded runs</h2>",
-            _html_table(SUPERSEDED_HEADER, superseded, None),
-        ]
+    for table in _tables(report):
+        sections += [f"<h2>{html.escape(table.title)}</h2>", _html_table(table)]
     sections += ["<h2>Notes</h2><ul>"]
     sections += [f"<li>{html.escape(n)}</li>" for n in _notes(report)]
     sections += ["</ul><h2>Plots</h2>"]
