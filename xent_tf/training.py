@@ -215,7 +215,7 @@ class CompiledLoop:
         optimizer.build(model.trainable_variables)
         # TensorFlow's fused kernel for the optimizer's update rule when it has one (same maths,
         # a fraction of the graph); else the optimizer's own apply.
-        self._apply_gradients, self.fused_updates = make_apply(optimizer, model.trainable_variables)
+        self._apply_gradients, _ = make_apply(optimizer, model.trainable_variables)
         self._compiled_train_epoch: tf.types.experimental.PolymorphicFunction | None = None
         self._compiled_evaluate: tf.types.experimental.PolymorphicFunction | None = None
 
