@@ -20,6 +20,7 @@ import tensorflow as tf
 import yaml
 
 from xent_tf import plotting, tracking
+from xent_tf.comparison import BATCH_LOSS_METRIC
 from xent_tf.config import Config
 from xent_tf.data import Dataset, Split, make_dataset
 from xent_tf.losses import LossSpec, loss_spec
@@ -318,6 +319,8 @@ def _train_and_record(
         if history:
             _save_loss_curve(history, output_dir, recorder, config)
         raise
+    # The loss of every step (C13/C15 measure how it swings around its trend).
+    recorder.log_series({BATCH_LOSS_METRIC: result.batch_losses})
     on_test = loop.evaluate(test)
     test_loss, test_acc = on_test.loss, on_test.accuracy
     reached = epochs_to_target(result.history, config.trainer.target_val_acc)
