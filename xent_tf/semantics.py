@@ -297,6 +297,8 @@ class WeightedReduction:
         matched: Per Keras reduction, the candidate normalisations it equals within rtol.
         logits / labels: the batch itself (float32 logits, int labels), so another framework
             can be run on exactly the same tensors (``torch_reference``).
+        keras_per_sample: Keras's ``reduction="none"`` losses (0 where ignored).
+        keras_label_smoothing: Keras's unweighted mean CE per label-smoothing value.
     """
 
     n_samples: int
@@ -310,6 +312,7 @@ class WeightedReduction:
     matched: Mapping[str, tuple[Normalisation, ...]]
     logits: FloatArray
     labels: npt.NDArray[np.int64]
+    keras_per_sample: FloatArray
     keras_label_smoothing: Mapping[float, float]
 
 
@@ -474,6 +477,7 @@ def weighted_reduction_semantics(
         matched=matched,
         logits=z.astype(np.float32).astype(np.float64),
         labels=np.asarray(y, dtype=np.int64),
+        keras_per_sample=np.asarray(per_sample, dtype=np.float64),
         keras_label_smoothing=smoothing,
     )
 
