@@ -557,19 +557,19 @@ def test_stability_mode_judges_two_disjoint_seed_sets(
     config = make_config(
         *LEDGER_TINY,
         f"tracking.uri={tracking_uri}",
-        "claims.only=[C1,C8]",
+        "claims.only=[C1,C14]",
         "claims.seeds=2",
         "claims.stability=true",
     )
     result, text = ledger.run_ledger(config, tmp_path / "out", runner)
-    assert runner.calls == [("binary_vs_categorical", (0, 1)), ("binary_vs_categorical", (2, 3))]
+    assert runner.calls == [("lr_range_test", (0, 1)), ("lr_range_test", (2, 3))]
     (row,) = result.stability
-    assert row.claim == "C8" and row.seed_sets == ((0, 1), (2, 3))
-    c8 = result.results[1]
-    assert c8.verdict == row.verdict
-    assert c8.verdict == (row.verdicts[0] if row.agree else Verdict.UNSTABLE)
-    assert any(p.context.startswith("[seeds 0,1]") for p in c8.parts)
-    assert any(p.context.startswith("[seeds 2,3]") for p in c8.parts)
+    assert row.claim == "C14" and row.seed_sets == ((0, 1), (2, 3))
+    c14 = result.results[1]
+    assert c14.verdict == (row.verdicts[0] if row.agree else Verdict.UNSTABLE)
+    assert result.results[0].verdict == HOLDS  # C1 is exact: not judged per seed set
+    assert any(p.context.startswith("[seeds 0,1]") for p in c14.parts)
+    assert any(p.context.startswith("[seeds 2,3]") for p in c14.parts)
     assert "stability (each training claim on two disjoint seed sets)" in text
     data = json.loads((tmp_path / "out" / "claims.json").read_text())
     assert data["stability"][0]["seed_sets"] == [[0, 1], [2, 3]]
