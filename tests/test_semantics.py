@@ -81,6 +81,13 @@ def test_categorical_reductions_with_sample_weight(reduction: str) -> None:
     np.testing.assert_allclose(got, expected, rtol=RTOL)
 
 
+def _torch(result: semantics.WeightedReduction) -> semantics.TorchValues:
+    pytest.importorskip("torch", reason="torch is not installed: pip install -e .[reference]")
+    values = semantics.torch_reference(result)
+    assert not isinstance(values, str), values
+    return values
+
+
 def test_weighted_ignored_mean_keras_vs_pytorch() -> None:
     result = semantics.weighted_reduction_semantics(n_samples=64, ignore_class=0, seed=0)
     assert result.n_ignored == 14
@@ -89,12 +96,21 @@ def test_weighted_ignored_mean_keras_vs_pytorch() -> None:
     # Keras' default mean divides by the number of non-ignored samples, ignoring weights ...
     assert result.matched["sum_over_batch_size"] == ("non_ignored_count",)
     assert result.keras_values["sum_over_batch_size"] == pytest.approx(10.9143006, rel=RTOL)
-    # ... PyTorch's by the sum of their weights: here they differ by a factor ~3.6.
-    assert result.pytorch_values["mean"] == pytest.approx(
+    # ... PyTorch itself by the sum of their weights: here they differ by a factor ~3.6.
+    torch_values = _torch(result)
+    assert torch_values.reductions["mean"] == pytest.approx(
         result.candidates["sum_of_weights_non_ignored"], rel=1e-12
     )
-    assert result.pytorch_values["mean"] == pytest.approx(3.0558353, rel=1e-6)
-    assert result.pytorch_values["sum"] == pytest.approx(result.keras_values["sum"], rel=RTOL)
+    assert torch_values.reductions["mean"] == pytest.approx(3.0558353, rel=1e-6)
+    assert torch_values.reductions["sum"] == pytest.approx(result.keras_values["sum"], rel=RTOL)
+    np.testing.assert_allclose(
+        torch_values.per_sample, result.keras_per_sample, rtol=RTOL, atol=1e-6
+    )
+    assert torch_values.per_sample[result.labels == 0].tolist() == [0.0] * 14
+    for reduction in ("sum", "mean"):  # F.cross_entropy is F.nll_loss of F.log_softmax
+        assert torch_values.nll_of_log_softmax[reduction] == pytest.approx(
+            torch_values.reductions[reduction], rel=1e-12
+        )
     # Newer Keras 3 (3.15 here) also offers PyTorch's convention as a reduction.
     if "mean_with_sample_weight" in result.keras_values:
         assert result.matched["mean_with_sample_weight"] == ("sum_of_weights_non_ignored",)
@@ -103,30 +119,32 @@ def test_weighted_ignored_mean_keras_vs_pytorch() -> None:
 def test_unweighted_ignored_mean_agrees_across_frameworks() -> None:
     result = semantics.weighted_reduction_semantics(class_weight=[1.0] * 5, seed=0)
     assert result.keras_values["sum_over_batch_size"] == pytest.approx(
-        result.pytorch_values["mean"], rel=RTOL
+        _torch(result).reductions["mean"], rel=RTOL
     )
     assert result.keras_values["sum_over_batch_size"] > result.candidates["batch_size"] * 1.2
 
 
-def test_pytorch_formula_hand_computed() -> None:
-    logits = np.zeros((3, 2))  # every NLL is ln 2
-    target = np.array([0, 1, -100])
-    weight = np.array([1.0, 3.0])
-    ln2 = math.log(2)
-    none = semantics.pytorch_cross_entropy(logits, target, weight, reduction="none")
-    np.testing.assert_allclose(none, [ln2, 3 * ln2, 0.0])
-    assert semantics.pytorch_cross_entropy(logits, target, weight, reduction="sum") == (
-        pytest.approx(4 * ln2)
-    )
-    # (1 + 3) ln 2 / (1 + 3): the weighted mean of identical losses is that loss.
-    assert semantics.pytorch_cross_entropy(logits, target, weight) == pytest.approx(ln2)
+def test_label_smoothing_agrees_across_frameworks() -> None:
+    result = semantics.weighted_reduction_semantics(seed=0)
+    torch_values = _torch(result)
+    for eps in semantics.LABEL_SMOOTHING:
+        assert result.keras_label_smoothing[eps] == pytest.approx(
+            torch_values.label_smoothing[eps], rel=RTOL
+        )
+    # smoothing changes the loss, so agreement at 0.1 is not agreement by default
+    assert result.keras_label_smoothing[0.1] != pytest.approx(result.keras_label_smoothing[0.0])
 
 
-def test_pytorch_formula_validates() -> None:
-    with pytest.raises(ValueError, match=r"got 5"):
-        semantics.pytorch_cross_entropy(np.zeros((1, 2)), np.array([5]))
-    with pytest.raises(ValueError, match="reduction"):
-        semantics.pytorch_cross_entropy(np.zeros((1, 2)), np.array([0]), reduction="avg")  # type: ignore[arg-type]
+def test_without_torch_nothing_is_labelled_pytorch(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
+    result = semantics.weighted_reduction_semantics(seed=0)
+    reason = semantics.torch_reference(result)
+    assert isinstance(reason, str) and reason.startswith("not measured (torch not installed")
+
+
+def test_ignore_class_is_validated() -> None:
     with pytest.raises(ValueError, match="ignore_class"):
         semantics.weighted_reduction_semantics(n_classes=5, ignore_class=7)
 
@@ -227,6 +245,14 @@ def test_step_mlp_hidden_layer_never_moves() -> None:
     assert sigmoid.hidden_kernel_change > 0.1
     assert sigmoid.loss_after < sigmoid.loss_before - 0.2
     assert sigmoid.loss_after < step.loss_after
+    # Finite differences, independent of GradientTape: tiny changes of the hidden kernel never
+    # change the step net's loss, and always change the sigmoid net's.
+    assert (step.n_probes, step.probes_changing_loss) == (20, 0)
+    assert sigmoid.probes_changing_loss == 20
+    # Large enough changes do flip step units, so the probe can see a step net's loss move.
+    x, y = semantics.small_classification()
+    model = semantics.build_tiny_mlp(x.shape[1], activation="step")
+    assert semantics.probes_changing_loss(model, x, y, n_probes=5, probe_size=0.5, seed=0) == 5
 
 
 def test_build_tiny_mlp_validates() -> None:
