@@ -410,7 +410,7 @@ def test_failed_incomplete_or_debug_studies_are_named_and_not_used(
     tiny = {"trainer.epochs": "2", "data.n_samples": "400"}
     used = from_studies.find_study("lr_sweep", tracking_uri, (0, 1), tiny, False, None)
     assert used.parent is not None and used.parent.run_id == debug
-    assert used.seeds == (0, 1) and used.config_hash == from_studies.config_hash(tiny)
+    assert used.seeds == (0, 1) and used.config_hash == from_studies.config_hash("lr_sweep", tiny)
     # ... but not for seeds it does not have
     lacking = from_studies.find_study("lr_sweep", tracking_uri, (0, 1, 2), tiny, False, None)
     assert any("lacks required seeds [2] (has [0, 1])" in s for s in lacking.skipped)

@@ -25,6 +25,7 @@ from xent_tf.comparison import (
     mean_interval,
     one_match,
     paired_difference,
+    share_rule,
     sign_test,
     step_swing,
     time_to_target,
@@ -384,3 +385,10 @@ def test_lr_range_test_rule_reaches_each_verdict() -> None:
     assert c14(5) == HOLDS
     assert c14(0) == CONTRADICTED  # no curve explodes
     assert c14(3) == INCONCLUSIVE  # 60% of the seeds
+
+
+def test_share_rule_needs_two_outcomes() -> None:
+    assert share_rule(1.0, 5, "x").verdict == HOLDS
+    assert share_rule(0.0, 5, "x").verdict == CONTRADICTED
+    assert share_rule(0.6, 5, "x").verdict == INCONCLUSIVE
+    assert share_rule(1.0, 1, "x").verdict == INCONCLUSIVE

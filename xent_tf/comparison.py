@@ -269,10 +269,11 @@ def one_match(matches: Sequence[str], candidates: Sequence[str]) -> Finding:
 
 
 def share_rule(share: float, n: int, what: str) -> Finding:
-    """holds if >= 80% of ``n`` outcomes show it, contradicted if <= 20%, else inconclusive."""
-    rule = f"{what}: holds if >= 80%, contradicted if <= 20%, else inconclusive"
-    if not math.isfinite(share) or n == 0:
-        return Finding(Verdict.INCONCLUSIVE, rule, "no outcomes measured")
+    """holds if >= 80% of ``n`` outcomes show it, contradicted if <= 20%, else inconclusive;
+    a single outcome is not a share (inconclusive)."""
+    rule = f"{what}: holds if >= 80%, contradicted if <= 20%, else inconclusive (needs >= 2)"
+    if not math.isfinite(share) or n < 2:
+        return Finding(Verdict.INCONCLUSIVE, rule, f"{n} outcome(s) measured: too few for a share")
     verdict = (
         Verdict.HOLDS
         if share >= 0.8

@@ -23,9 +23,9 @@ from xent_tf.studies import STUDIES, ClaimCheck, ClaimPart, StudyOptions, group_
 log = logging.getLogger(__name__)
 
 
-def config_hash(definition: Mapping[str, str]) -> str:
-    """A short hash of a study's defining params (the same config gives the same hash)."""
-    text = json.dumps(dict(sorted(definition.items())))
+def config_hash(study: str, definition: Mapping[str, str]) -> str:
+    """A short hash of a study and its defining params (the same config gives the same hash)."""
+    text = json.dumps({"study": study, **dict(sorted(definition.items()))})
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
@@ -126,7 +126,7 @@ def _evidence(
         skipped=tuple(skipped),
         tracking_uri=tracking_uri,
         seeds=tuple(sorted({r.seed for r in used})),
-        config_hash=config_hash(definition),
+        config_hash=config_hash(study, definition),
         date=datetime.fromtimestamp(parent.start_time / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M"),
     )
 
