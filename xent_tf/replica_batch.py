@@ -210,9 +210,9 @@ def train_batch(configs: Sequence[Config]) -> TrainedBatch:
                 for config, rate in zip(configs, base_rates, strict=True)
             ]
         )
-        initial = trainer.evaluate(val)
+        initial = trainer.evaluate(val, with_norms=False)
         fits = trainer.fit(train, val, rates, epochs, seeds)
-        on_test = trainer.evaluate(test)
+        on_test = trainer.evaluate(test, with_norms=False)
     outcomes = []
     for k, config in enumerate(configs):
         found = range_tests[k]

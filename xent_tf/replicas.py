@@ -20,6 +20,7 @@ formulas, so the two agree to float32 rounding (the tolerance is measured in the
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -139,7 +140,7 @@ def bytes_per_replica(n_train: int, n_eval: int, n_features: int, units: Sequenc
         Bytes.
     """
     widths = [n_features, *units]
-    n_params = sum((a + 1) * b for a, b in zip(widths, widths[1:], strict=False))
+    n_params = sum((a + 1) * b for a, b in itertools.pairwise(widths))
     gathered = n_train * (n_features + units[-1])
     activations = 3 * n_eval * sum(units)  # pre-activation, activation, gradient
     return _FLOAT * (gathered + activations + 5 * n_params)
@@ -229,8 +230,10 @@ class ReplicaTrainer:
         self.slots = [
             [tf.Variable(tf.zeros_like(v)) for v in self.variables] for _ in range(slot_count)
         ]
-        self._compiled_epoch: tf.types.experimental.PolymorphicFunction | None = None
-        self._compiled_evaluate: tf.types.experimental.PolymorphicFunction | None = None
+        # Traced per (uniform rates?, with gradient norms?): see run_epoch and evaluate.
+        self._uniform_rates = False
+        self._compiled_epochs: dict[bool, tf.types.experimental.PolymorphicFunction] = {}
+        self._compiled_evaluates: dict[bool, tf.types.experimental.PolymorphicFunction] = {}
 
     # --- the maths -------------------------------------------------------------------------
 
@@ -249,32 +252,79 @@ class ReplicaTrainer:
         rows = tf.cast(tf.shape(per_sample)[1], per_sample.dtype)
         return tf.reduce_sum(per_sample, axis=1) / rows
 
-    def _apply(self, gradients: Sequence[tf.Tensor], rates: tf.Tensor) -> None:
-        """One step of the update rule with one learning rate per replica (K,)."""
+    def _apply(self, gradients: Sequence[tf.Tensor], rates: tf.Tensor, alive: tf.Tensor) -> None:
+        """One step of the update rule with one learning rate per replica (K,).
+
+        SGD always, and Adam when every replica has the same rate, step through TensorFlow's
+        fused kernels, as the single run does (the same per-element formula, one op per
+        variable). Adam with rates that differ per replica is written out element-wise. A
+        replica no longer ``alive`` steps at rate 0 (with one shared Adam rate it keeps
+        stepping: its numbers are no longer read, and replicas never mix).
+        """
+        rule = self.rule
+        masked = rates * tf.cast(alive, rates.dtype)
+        if rule.kind == "sgd":
+            self._apply_sgd(gradients, masked)
+        elif self._uniform_rates:
+            self._apply_adam_fused(gradients, rates[0])
+        else:
+            self._apply_adam(gradients, masked)
+        self.iterations.assign_add(1)
+
+    def _apply_sgd(self, gradients: Sequence[tf.Tensor], rates: tf.Tensor) -> None:
+        """Keras SGD with a rate per replica: the kernels take the rate-scaled gradient and a
+        rate of 1 (m = momentum * m - lr * g; w += m, or Nesterov's w += momentum * m - lr * g)."""
+        rule = self.rule
+        rate = tf.reshape(rates, [-1, 1, 1])
+        one = tf.constant(1.0)
+        for index, (variable, gradient) in enumerate(zip(self.variables, gradients, strict=True)):
+            scaled = gradient * rate
+            if rule.momentum:
+                tf.raw_ops.ResourceApplyKerasMomentum(
+                    var=variable.handle,
+                    accum=self.slots[0][index].handle,
+                    lr=one,
+                    grad=scaled,
+                    momentum=tf.constant(rule.momentum),
+                    use_nesterov=rule.nesterov,
+                )
+            else:
+                tf.raw_ops.ResourceApplyGradientDescent(
+                    var=variable.handle, alpha=one, delta=scaled
+                )
+
+    def _apply_adam_fused(self, gradients: Sequence[tf.Tensor], rate: tf.Tensor) -> None:
+        """Keras Adam with one rate for every replica: ``ResourceApplyAdam`` as in the single run."""
+        rule = self.rule
+        step = tf.cast(self.iterations + 1, tf.float32)
+        beta_1, beta_2 = tf.constant(rule.beta_1), tf.constant(rule.beta_2)
+        for index, (variable, gradient) in enumerate(zip(self.variables, gradients, strict=True)):
+            tf.raw_ops.ResourceApplyAdam(
+                var=variable.handle,
+                m=self.slots[0][index].handle,
+                v=self.slots[1][index].handle,
+                beta1_power=tf.pow(beta_1, step),
+                beta2_power=tf.pow(beta_2, step),
+                lr=rate,
+                beta1=beta_1,
+                beta2=beta_2,
+                epsilon=tf.constant(rule.epsilon),
+                grad=gradient,
+            )
+
+    def _apply_adam(self, gradients: Sequence[tf.Tensor], rates: tf.Tensor) -> None:
+        """Keras Adam's formula element-wise, with one rate per replica."""
         rule = self.rule
         for index, (variable, gradient) in enumerate(zip(self.variables, gradients, strict=True)):
             rate = tf.reshape(rates, [-1, 1, 1])
-            if rule.kind == "adam":
-                m, v = self.slots[0][index], self.slots[1][index]
-                step = tf.cast(self.iterations + 1, tf.float32)
-                alpha = (
-                    rate
-                    * tf.sqrt(1.0 - tf.pow(rule.beta_2, step))
-                    / (1.0 - tf.pow(rule.beta_1, step))
-                )
-                m.assign_add((gradient - m) * (1.0 - rule.beta_1))
-                v.assign_add((tf.square(gradient) - v) * (1.0 - rule.beta_2))
-                variable.assign_sub((m * alpha) / (tf.sqrt(v) + rule.epsilon))
-            elif rule.momentum:
-                m = self.slots[0][index]
-                m.assign(rule.momentum * m - gradient * rate)
-                if rule.nesterov:
-                    variable.assign_add(rule.momentum * m - gradient * rate)
-                else:
-                    variable.assign_add(m)
-            else:
-                variable.assign_sub(gradient * rate)
-        self.iterations.assign_add(1)
+            m, v = self.slots[0][index], self.slots[1][index]
+            step = tf.cast(self.iterations + 1, tf.float32)
+            alpha = (
+                rate * tf.sqrt(1.0 - tf.pow(rule.beta_2, step)) / (1.0 - tf.pow(rule.beta_1, step))
+            )
+            m.assign_add((gradient - m) * (1.0 - rule.beta_1))
+            v.assign_add((tf.square(gradient) - v) * (1.0 - rule.beta_2))
+            variable.assign_sub((m * alpha) / (tf.sqrt(v) + rule.epsilon))
 
     def _train_epoch(
         self,
@@ -307,7 +357,7 @@ class ReplicaTrainer:
                 batch_losses = self._replica_losses(targets_epoch[:, start:stop], outputs)
                 total = tf.reduce_sum(batch_losses)  # replicas are independent: d/d(each) = 1
             gradients = tape.gradient(total, self.variables)
-            self._apply(gradients, rates[:, step] * tf.cast(alive, tf.float32))
+            self._apply(gradients, rates[:, step], alive)
             alive = tf.logical_and(alive, tf.math.is_finite(batch_losses))
             return step + 1, alive, losses.write(step, batch_losses), seen + (stop - start)
 
@@ -324,19 +374,24 @@ class ReplicaTrainer:
         return losses.stack()[:steps_taken], alive, seen
 
     def _evaluate(
-        self, x: tf.Tensor, targets: tf.Tensor, labels: tf.Tensor
+        self, x: tf.Tensor, targets: tf.Tensor, labels: tf.Tensor, with_norms: bool
     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-        """Per replica: loss, accuracy, saturated share (K,) and per-layer gradient norms (K, L)."""
+        """Per replica: loss, accuracy, saturated share (K,) and per-layer gradient norms (K, L)
+        (zeros unless ``with_norms``: the backward pass is most of an evaluation's cost)."""
         tiled = tf.broadcast_to(targets[None], tf.concat([[self.n_replicas], tf.shape(targets)], 0))
         with tf.GradientTape() as tape:
             outputs = self._forward(x)
             losses = self._replica_losses(tiled, outputs)
             total = tf.reduce_sum(losses)
-        gradients = tape.gradient(total, self.variables)
-        squares = [tf.reduce_sum(tf.square(g), axis=[1, 2]) for g in gradients]
-        norms = tf.stack(
-            [tf.sqrt(squares[2 * i] + squares[2 * i + 1]) for i in range(len(self.layers))], axis=1
-        )
+        if with_norms:
+            gradients = tape.gradient(total, self.variables)
+            squares = [tf.reduce_sum(tf.square(g), axis=[1, 2]) for g in gradients]
+            norms = tf.stack(
+                [tf.sqrt(squares[2 * i] + squares[2 * i + 1]) for i in range(len(self.layers))],
+                axis=1,
+            )
+        else:
+            norms = tf.zeros([self.n_replicas, len(self.layers)])
         predicted, top_probability = predictions(outputs, self.from_logits)
         accuracy = tf.reduce_mean(tf.cast(tf.equal(predicted, labels[None]), tf.float32), axis=1)
         saturated = tf.reduce_mean(
@@ -346,18 +401,20 @@ class ReplicaTrainer:
 
     # --- the Python side -------------------------------------------------------------------
 
-    def evaluate(self, split: TensorSplit) -> list[Evaluation]:
+    def evaluate(self, split: TensorSplit, with_norms: bool = True) -> list[Evaluation]:
         """Evaluate every replica on a whole split (weights unchanged).
 
         Args:
             split: the rows to evaluate on.
+            with_norms: compute the per-layer gradient norms (else they are 0).
 
         Returns:
             One evaluation per replica, as ``CompiledLoop.evaluate`` gives for one model.
         """
-        if self._compiled_evaluate is None:
-            self._compiled_evaluate = tf.function(
-                self._evaluate,
+        compiled = self._compiled_evaluates.get(with_norms)
+        if compiled is None:
+            compiled = self._compiled_evaluates[with_norms] = tf.function(
+                lambda x, targets, labels: self._evaluate(x, targets, labels, with_norms),
                 autograph=False,
                 input_signature=[
                     relaxed_spec(split.x),
@@ -366,7 +423,7 @@ class ReplicaTrainer:
                 ],
             )
         losses, accuracy, saturated, norms = (
-            t.numpy() for t in self._compiled_evaluate(split.x, split.targets, split.labels)
+            t.numpy() for t in compiled(split.x, split.targets, split.labels)
         )
         names = [layer.name for layer in self.layers]
         return [
@@ -393,8 +450,12 @@ class ReplicaTrainer:
         Returns:
             (batch losses (steps taken, K), still-active mask (K,), rows per replica).
         """
-        if self._compiled_epoch is None:
-            self._compiled_epoch = tf.function(
+        uniform = bool(np.all(rates == rates[:1]))
+        compiled = self._compiled_epochs.get(uniform)
+        if compiled is None:
+            # The flag is read while tracing: one trace per value.
+            self._uniform_rates = uniform
+            compiled = self._compiled_epochs[uniform] = tf.function(
                 self._train_epoch,
                 autograph=False,
                 input_signature=[
@@ -405,7 +466,8 @@ class ReplicaTrainer:
                     tf.TensorSpec([self.n_replicas], tf.bool),
                 ],
             )
-        losses, alive, seen = self._compiled_epoch(
+            compiled.get_concrete_function()
+        losses, alive, seen = compiled(
             train.x,
             train.targets,
             tf.constant(orders, tf.int32),
@@ -506,7 +568,7 @@ class ReplicaTrainer:
             orders = np.stack([rng.permutation(len(train)) for rng in generators])
             training = active.copy()
             losses, active, seen = self.run_epoch(train, orders, rates, training)
-            on_val = self.evaluate(val)
+            on_val = self.evaluate(val, with_norms=False)
             on_train = self.evaluate(train)
             seconds = time.perf_counter() - epoch_started
             for k in np.flatnonzero(training):
