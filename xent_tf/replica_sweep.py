@@ -16,12 +16,15 @@ import copy
 import logging
 import math
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra._internal.config_loader_impl import get_overrides_dirname
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
 from hydra.types import HydraContext, TaskFunction
@@ -38,11 +41,13 @@ class WorkUnit:
 
     Attributes:
         jobs: (job number, overrides) of each job.
+        sweep_configs: each job's composed config (composing is the slow part of planning).
         replicated: train them as one replica batch (else: the plain task function).
         name: names the batch in its runs' tags.
     """
 
     jobs: tuple[tuple[int, tuple[str, ...]], ...]
+    sweep_configs: tuple[DictConfig, ...]
     replicated: bool
     name: str
 
@@ -59,15 +64,51 @@ def available_memory() -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def _sweep_config(
-    hydra_context: HydraContext, config: DictConfig, number: int, overrides: Sequence[str]
-) -> DictConfig:
-    """The job's composed config, with its Hydra job id and number set (as Hydra's launchers)."""
-    sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
-    with open_dict(sweep_config):
-        sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{number}"
-        sweep_config.hydra.job.num = number
-    return sweep_config
+_SEED_OVERRIDE = re.compile(r"^seed=(\d+)$")
+
+
+class SweepComposer:
+    """Composes each job's config as Hydra's launchers do, composing once per seed-less set.
+
+    A Hydra composition takes a good part of a second, and a study has hundreds of jobs that
+    differ from one another only in ``seed=N``. Jobs whose overrides are equal but for that
+    one get a copy of the first one's composition with ``seed``, the task overrides and
+    ``hydra.job.override_dirname`` (computed by Hydra's own function) set to their own values:
+    the same config Hydra would compose (tests/test_replica_sweep.py compares them).
+    """
+
+    def __init__(self, hydra_context: HydraContext, config: DictConfig) -> None:
+        self.hydra_context = hydra_context
+        self.config = config
+        self._composed: dict[tuple[str, ...], DictConfig] = {}
+
+    def compose(self, number: int, overrides: Sequence[str]) -> DictConfig:
+        """The job's composed config, with its Hydra job id and number set."""
+        seeds = [m for m in (_SEED_OVERRIDE.match(o) for o in overrides) if m]
+        key = tuple(o for o in overrides if not _SEED_OVERRIDE.match(o))
+        template = self._composed.get(key) if len(seeds) == 1 else None
+        if template is None:
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(
+                self.config, list(overrides)
+            )
+            if len(seeds) == 1:
+                self._composed[key] = sweep_config
+        else:
+            sweep_config = copy.deepcopy(template)
+            with read_write(sweep_config), open_dict(sweep_config):
+                sweep_config.seed = int(seeds[0].group(1))
+                sweep_config.hydra.overrides.task = list(overrides)
+                naming = sweep_config.hydra.job.config.override_dirname
+                sweep_config.hydra.job.override_dirname = get_overrides_dirname(
+                    overrides=OverridesParser.create().parse_overrides(list(overrides)),
+                    kv_sep=naming.kv_sep,
+                    item_sep=naming.item_sep,
+                    exclude_keys=list(naming.exclude_keys),
+                )
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{number}"
+            sweep_config.hydra.job.num = number
+        return sweep_config
 
 
 def _typed(sweep_config: DictConfig) -> Config:
@@ -101,12 +142,15 @@ def plan_units(
     """
     from xent_tf.replica_batch import check_memory, group_jobs
 
+    composer = SweepComposer(hydra_context, config)
     configs: list[Config | None] = []
+    sweep_configs: dict[int, DictConfig] = {}
     invalid: dict[int, JobReturn] = {}
     for offset, overrides in enumerate(job_overrides):
         number = initial_job_idx + offset
         try:
-            configs.append(_typed(_sweep_config(hydra_context, config, number, overrides)))
+            sweep_configs[offset] = composer.compose(number, overrides)
+            configs.append(_typed(sweep_configs[offset]))
         except Exception as error:
             configs.append(None)
             invalid[number] = _failed_job(overrides, error)
@@ -115,7 +159,14 @@ def plan_units(
         jobs = tuple((initial_job_idx + i, tuple(job_overrides[i])) for i in members)
         batch = [configs[i] for i in members]
         check_memory([c for c in batch if c is not None], available_memory())
-        units.append(WorkUnit(jobs, len(members) > 1, f"{sweep_name}#{index}"))
+        units.append(
+            WorkUnit(
+                jobs,
+                tuple(sweep_configs[i] for i in members),
+                len(members) > 1,
+                f"{sweep_name}#{index}",
+            )
+        )
     return units, invalid
 
 
@@ -160,7 +211,7 @@ def execute_unit(
     """Run one work unit (in this process or a joblib worker) and return its jobs' results."""
     setup_globals()
     Singleton.set_state(singleton_state)
-    sweep_configs = [_sweep_config(hydra_context, config, n, o) for n, o in unit.jobs]
+    sweep_configs = unit.sweep_configs
 
     def run(sweep_config: DictConfig, task: TaskFunction) -> JobReturn:
         HydraConfig.instance().set_config(sweep_config)
