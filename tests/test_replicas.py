@@ -97,9 +97,7 @@ def test_each_replica_trains_what_its_single_run_trains_over_20_reference_epochs
     setting: str, make_config: Callable[..., Config]
 ) -> None:
     shared, per_replica = SETTINGS[setting]
-    configs = [
-        make_config(*shared, *own, "trainer.device=cpu", tiny=False) for own in per_replica
-    ]
+    configs = [make_config(*shared, *own, "trainer.device=cpu", tiny=False) for own in per_replica]
     configure_runtime("cpu", 1, 0)
     data = make_dataset(configs[0].data)
     batch = train_batch(configs)
@@ -161,7 +159,9 @@ def test_the_single_run_itself_moves_this_much_between_two_float32_update_paths(
     keras_apply = _single_run(config, data).result
     assert fused is not None and keras_apply is not None
     batch_gap = _max_abs(fused.batch_losses, keras_apply.batch_losses)
-    val_gap = _max_abs([r.val_loss for r in fused.history], [r.val_loss for r in keras_apply.history])
+    val_gap = _max_abs(
+        [r.val_loss for r in fused.history], [r.val_loss for r in keras_apply.history]
+    )
     assert 1e-3 < batch_gap <= BATCH_LOSS_ATOL
     assert 1e-5 < val_gap <= VAL_LOSS_ATOL
 
@@ -226,15 +226,23 @@ def test_a_diverging_replica_stops_where_its_single_run_stops(
     assert single.error is not None
     fit_1 = batch.outcomes[1].fit
     assert fit_1 is not None
-    assert (fit_1.result.diverged_epoch, fit_1.diverged_step) == (single.error.epoch, single.error.step)
+    assert (fit_1.result.diverged_epoch, fit_1.diverged_step) == (
+        single.error.epoch,
+        single.error.step,
+    )
     assert batch.outcomes[1].test is None and batch.outcomes[0].test is not None
 
 
 def _study_configs(make_config: Callable[..., Config]) -> list[Config]:
     """The job list of `+experiment=mse_vs_ce seed=0,1`, as its sweep composes it."""
     return [
-        make_config("+experiment=mse_vs_ce", f"+variant/mse_vs_ce={v}", f"optimizer={o}",
-                    f"model.output_init={i}", f"seed={s}")
+        make_config(
+            "+experiment=mse_vs_ce",
+            f"+variant/mse_vs_ce={v}",
+            f"optimizer={o}",
+            f"model.output_init={i}",
+            f"seed={s}",
+        )
         for v in ("binary_ce", "binary_mse", "multi_ce", "multi_mse")
         for o in ("sgd", "adam")
         for i in ("standard", "saturated")
@@ -286,8 +294,11 @@ def test_a_batch_too_large_for_memory_fails_saying_how_many_fit(
 ) -> None:
     configs = [make_config(f"seed={s}", tiny=False) for s in range(20)]
     check_memory(configs, 8 * 2**30)  # 20 reference replicas fit in 8 GiB
-    with pytest.raises(MemoryError, match=r"batch of 20 runs .* at most 9 replicas fit; set "
-                       r"hydra.launcher.max_replicas=9"):
+    with pytest.raises(
+        MemoryError,
+        match=r"batch of 20 runs .* at most 9 replicas fit; set "
+        r"hydra.launcher.max_replicas=9",
+    ):
         check_memory(configs, 40 * 2**20)
 
 
