@@ -32,8 +32,8 @@ test: install-scale
 	$(BIN)/python -m pytest -q $(ARGS)
 
 lint: install
-	$(BIN)/ruff check xent_tf experiments tests benchmarks
-	$(BIN)/ruff format --check xent_tf experiments tests benchmarks
+	$(BIN)/ruff check xent_tf experiments tests benchmarks hydra_plugins
+	$(BIN)/ruff format --check xent_tf experiments tests benchmarks hydra_plugins
 	$(BIN)/mypy
 
 bench: install

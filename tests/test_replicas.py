@@ -198,7 +198,7 @@ def test_a_diverging_replica_stops_alone_and_leaves_the_others_bit_for_bit_uncha
     configure_runtime("cpu", 1, 0)
     # Replica 1 diverges at rate 1e30; in the control batch it trains at 0.05.
     _, with_divergence = _sgd_batch([0.1, 1e30, 0.2], [0, 1, 2])
-    trainer, control = _sgd_batch([0.1, 0.05, 0.2], [0, 1, 2])
+    _, control = _sgd_batch([0.1, 0.05, 0.2], [0, 1, 2])
     diverged = with_divergence[1]
     assert diverged.result.diverged_epoch == 1
     assert diverged.diverged_step is not None and diverged.diverged_step >= 1

@@ -294,7 +294,7 @@ class ReplicaTrainer:
                 )
 
     def _apply_adam_fused(self, gradients: Sequence[tf.Tensor], rate: tf.Tensor) -> None:
-        """Keras Adam with one rate for every replica: ``ResourceApplyAdam`` as in the single run."""
+        """Keras Adam, one rate for every replica: ``ResourceApplyAdam`` as in the single run."""
         rule = self.rule
         step = tf.cast(self.iterations + 1, tf.float32)
         beta_1, beta_2 = tf.constant(rule.beta_1), tf.constant(rule.beta_2)
