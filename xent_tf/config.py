@@ -256,6 +256,10 @@ class TrackingConfig:
     # Relative sqlite paths resolve against the directory the command was started in.
     uri: str = "sqlite:///mlflow.db"
     log_model: bool = True  # the trained model as a .keras artifact
+    # Each run's plots/loss_curve.png. Studies turn it off for their children: drawing it was
+    # most of a replica's recording time, the parent has the overlay plots, and the MLflow UI
+    # draws every run's curves from its metrics.
+    plots: bool = True
 
     def __post_init__(self) -> None:
         _require(

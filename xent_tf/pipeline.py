@@ -514,7 +514,10 @@ def log_epoch(config: Config, recorder: tracking.RunRecorder, record: EpochRecor
 def save_loss_curve(
     history: list[EpochRecord], output_dir: Path, recorder: tracking.RunRecorder, config: Config
 ) -> None:
-    """The run's train/val loss curve as ``plots/loss_curve.png``."""
+    """The run's train/val loss curve as ``plots/loss_curve.png`` (unless ``tracking.plots``
+    is off)."""
+    if not config.tracking.plots:
+        return
     path = plotting.save_loss_curve(
         [r.train_loss for r in history],
         [r.val_loss for r in history],

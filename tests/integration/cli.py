@@ -25,6 +25,7 @@ PG_STUDY = [
     "trainer.epochs=3",
     "hydra/launcher=joblib",
     "hydra.launcher.n_jobs=2",
+    "tracking.plots=true",  # the children's records are checked in full, loss curve included
 ]
 PG_STUDY_JOBS = 16
 PG_STUDY_EPOCHS = 3
