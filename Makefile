@@ -15,12 +15,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# The scale-out extras (Ray launcher, psycopg2): the integration tests need them.
+# The scale-out extras (Ray launcher, psycopg2): the integration tests need them; and the
+# reference extra (PyTorch), which C7 and its test run against.
 SCALE_STAMP := $(VENV)/.installed-scale
 install-scale: $(SCALE_STAMP)
 
 $(SCALE_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[dev,scale]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,scale,reference]"
 	touch $(SCALE_STAMP)
 
 run: install

@@ -36,9 +36,12 @@ def main(cfg: DictConfig) -> float:
     # TensorFlow is imported here, not at the top: a sweep's launching process never trains,
     # so it starts ~5 s sooner, and each worker imports TensorFlow once, with its first job.
     if config.task == "claims":
-        from xent_tf.claims import run_ledger
+        from xent_tf.claims.ledger import run_ledger
+        from xent_tf.claims.runner import SubprocessStudyRunner
 
-        ledger, text = run_ledger(config, Path(hydra_config.runtime.output_dir))
+        ledger, text = run_ledger(
+            config, Path(hydra_config.runtime.output_dir), SubprocessStudyRunner()
+        )
         log.info("\n%s", text)
         return float(sum(r.verdict == "contradicted" for r in ledger.results))
     from xent_tf.pipeline import run_experiment, summary_text

@@ -20,6 +20,7 @@ import tensorflow as tf
 import yaml
 
 from xent_tf import plotting, tracking
+from xent_tf.comparison import BATCH_LOSS_METRIC
 from xent_tf.config import Config
 from xent_tf.data import Dataset, Split, make_dataset
 from xent_tf.losses import LossSpec, loss_spec
@@ -404,6 +405,8 @@ def finish_run(
     Returns:
         The run's summary.
     """
+    # The loss of every step (C13/C15 measure how it swings around its trend).
+    recorder.log_series({BATCH_LOSS_METRIC: result.batch_losses})
     reached = epochs_to_target(result.history, config.trainer.target_val_acc)
     final_metrics = {
         "test/loss": on_test.loss,

@@ -24,8 +24,8 @@ from xent_tf.studies import (
     final_val_loss,
     get_study,
     group_variants,
-    run_epochs_to_target,
     short_name,
+    time_to_target_summary,
 )
 
 # Params that differ between runs without defining a variant.
@@ -117,7 +117,7 @@ def variant_rows(report: StudyReport) -> list[list[str]]:
                 variant.param("model.n_params") or "?",
                 variant.interval(final_val_loss, conf).format(),
                 variant.interval(final_val_acc, conf).format(),
-                variant.interval(run_epochs_to_target, conf).format(1),
+                time_to_target_summary(variant),
             ]
         )
     return rows
@@ -129,7 +129,7 @@ VARIANT_HEADER = [
     "params",
     "final val loss",
     "final val acc",
-    "epochs to target",
+    "epochs to target (censored)",
 ]
 
 
