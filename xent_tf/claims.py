@@ -25,6 +25,14 @@ import numpy as np
 from scipy import special
 
 from xent_tf import info, semantics, tracking
+from xent_tf.build import (
+    build_dataset,
+    build_loss,
+    build_model,
+    build_optimizer,
+    schedule_rates,
+    tensor_splits,
+)
 from xent_tf.comparison import (
     CONTRADICTED,
     HOLDS,
@@ -33,16 +41,21 @@ from xent_tf.comparison import (
     Verdict,
     combine_verdicts,
 )
-from xent_tf.config import CLAIM_IDS, Config, DataConfig, LossConfig, ScheduleConfig
-from xent_tf.data import make_dataset
+from xent_tf.config import (
+    CLAIM_IDS,
+    AdamConfig,
+    Config,
+    ConstantScheduleConfig,
+    DataConfig,
+    LossConfig,
+    MakeClassificationConfig,
+    ModelConfig,
+)
 from xent_tf.ledger_render import PARTS_RULE, render_terminal, write_ledger
-from xent_tf.losses import loss_spec
-from xent_tf.models import build_mlp
 from xent_tf.pipeline import run_experiment
 from xent_tf.runtime import configure_runtime
-from xent_tf.schedules import learning_rates
 from xent_tf.studies import STUDIES, ClaimCheck, ClaimPart, group_variants
-from xent_tf.training import CompiledLoop, TensorSplit, fit, steps_per_epoch
+from xent_tf.training import CompiledLoop, fit, steps_per_epoch
 
 log = logging.getLogger(__name__)
 
@@ -950,17 +963,17 @@ class LossScale:
 
 def measure_loss_scale(
     data: DataConfig,
-    hidden_units: Sequence[int],
+    model_config: ModelConfig,
     epochs: int,
     batch_size: int,
     learning_rate: float,
     seed: int = 0,
 ) -> LossScale:
-    """Trains the suite's MLP with the compiled loop (Adam, BCE or sparse CCE) on ``data``.
+    """Trains the run's model with the compiled loop (Adam, BCE or sparse CCE) on ``data``.
 
     Args:
         data: the dataset (binary -> one sigmoid unit + BCE; more classes -> softmax + CCE).
-        hidden_units: hidden layer widths.
+        model_config: the model (``config.model``), built by ``xent_tf.build``.
         epochs: training epochs.
         batch_size: rows per step.
         learning_rate: Adam's rate.
@@ -970,18 +983,11 @@ def measure_loss_scale(
         Per-sample test losses before and after training, summarised.
     """
     keras.utils.set_random_seed(seed)
-    dataset = make_dataset(data)
+    dataset = build_dataset(data)
     binary = dataset.n_classes == 2
-    spec = loss_spec(LossConfig(name="bce" if binary else "sparse_cce"), dataset.n_classes)
-    model = build_mlp(
-        dataset.n_features, list(hidden_units), spec.output_units, spec.output_activation
-    )
-
-    def split(part: str) -> TensorSplit:
-        rows = getattr(dataset, part)
-        return TensorSplit.from_numpy(rows.x, spec.encode_labels(rows.y, dataset.n_classes), rows.y)
-
-    train, val, test = split("train"), split("val"), split("test")
+    spec = build_loss(LossConfig(name="bce" if binary else "sparse_cce"), dataset)
+    model = build_model(model_config, dataset, spec, seed)
+    train, val, test = tensor_splits(dataset, spec)
     per_sample = (
         keras.losses.BinaryCrossentropy(reduction="none")
         if binary
@@ -1003,10 +1009,14 @@ def measure_loss_scale(
 
     before, _ = test_losses()
     loop = CompiledLoop(
-        model, spec.loss, keras.optimizers.Adam(learning_rate=learning_rate), batch_size, False
+        model,
+        spec.loss,
+        build_optimizer(AdamConfig(learning_rate=learning_rate)),
+        batch_size,
+        False,
     )
-    rates = learning_rates(
-        ScheduleConfig(), learning_rate, epochs, steps_per_epoch(len(train), batch_size)
+    rates = schedule_rates(
+        ConstantScheduleConfig(), learning_rate, epochs, steps_per_epoch(len(train), batch_size)
     )
     fit(loop, train, val, rates, epochs, seed)
     after, accuracy = test_losses()
@@ -1504,7 +1514,7 @@ def find_or_run_reference(config: Config, out_dir: Path, rerun: bool) -> Referen
     Returns:
         The run's numbers.
     """
-    dataset = make_dataset(config.data)
+    dataset = build_dataset(config.data)
     split = (len(dataset.train), len(dataset.val), len(dataset.test))
     reference = dataclasses.replace(
         config, experiment_name=REFERENCE_EXPERIMENT, task="train", study=""
@@ -1719,15 +1729,17 @@ def _evaluate(
             [
                 measure_loss_scale(
                     data,
-                    config.model.hidden_units,
+                    config.model,
                     config.trainer.epochs,
                     config.trainer.batch_size,
                     config.optimizer.learning_rate,
                     config.seed,
                 )
+                # The run's data and, for make_classification, its 5-class twin.
                 for data in (
-                    config.data,
-                    dataclasses.replace(config.data, name="multiclass", n_classes=5),
+                    (config.data, dataclasses.replace(config.data, name="multiclass", n_classes=5))
+                    if isinstance(config.data, MakeClassificationConfig)
+                    else (config.data,)
                 )
             ]
         )
