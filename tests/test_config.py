@@ -43,6 +43,8 @@ def test_every_group_option_composes(group: str, option: str) -> None:
         overrides.append("loss=sparse_cce")  # the default bce needs binary data
     if group == "data" and option == "csv":
         overrides += ["data.path=table.csv", "data.label=target"]  # no defaults: yours to give
+    if group == "model" and option == "keras":
+        overrides.append("model._target_=my_models.build")  # no default: yours to give
     config = to_config(compose_config(overrides))
     assert isinstance(config, Config)
 
@@ -207,7 +209,7 @@ def test_the_composed_options_have_their_own_schemas(make_config: Callable[..., 
     assert isinstance(config.schedule, OneCycleScheduleConfig)
     assert config.schedule.final_fraction == 1e-4
     config = make_config(
-        "model=keras",
+        "model=convnet",
         "model.kwargs.filters=4",
         "data=digits",
         "loss=cce",
@@ -222,6 +224,7 @@ def test_the_composed_options_have_their_own_schemas(make_config: Callable[..., 
         "data.path=my.csv",
         "data.label=y",
         "model=keras",
+        "model._target_=my_models.build",
         "+model.kwargs.extra=1",
         "+debug=quick",
         tiny=False,
@@ -230,4 +233,4 @@ def test_the_composed_options_have_their_own_schemas(make_config: Callable[..., 
         "my.csv",
         "y",
     )
-    assert config.model.kwargs["extra"] == 1  # type: ignore[attr-defined]
+    assert config.model.kwargs == {"extra": 1}  # type: ignore[attr-defined]

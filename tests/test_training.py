@@ -27,7 +27,9 @@ def _setup(
     loss: str = "bce", n_classes: int = 2, seed: int = 0, optimizer: str = "adam", lr: float = 1e-2
 ) -> tuple[keras.Model, CompiledLoop, TensorSplit, TensorSplit]:
     data = make_dataset(
-        SMALL if n_classes == 2 else MakeClassificationConfig(n_samples=600, n_test=100, n_classes=n_classes)
+        SMALL
+        if n_classes == 2
+        else MakeClassificationConfig(n_samples=600, n_test=100, n_classes=n_classes)
     )
     spec = loss_spec(LossConfig(name=loss), n_classes)
     keras.utils.set_random_seed(seed)
