@@ -136,7 +136,7 @@ def test_kaplan_meier_median_and_who_reached_first() -> None:
     censored = [TimeToTarget(20, False)] * 2
     # S: 4/5 after epoch 2, 3/5 after 3, 2/5 after 5 -> the median is 5
     assert kaplan_meier_median(reached + censored) == 5.0
-    assert math.isnan(kaplan_meier_median([TimeToTarget(3, True)] + censored))
+    assert math.isnan(kaplan_meier_median([TimeToTarget(3, True), *censored]))
     assert first_to_target(TimeToTarget(3, True), TimeToTarget(20, False)) == 1
     assert first_to_target(TimeToTarget(20, False), TimeToTarget(3, True)) == -1
     assert first_to_target(TimeToTarget(20, False), TimeToTarget(20, False)) == 0
@@ -276,7 +276,7 @@ def test_lr_sweep_divergence_is_judged_against_the_untrained_loss() -> None:
             runs_for("0.001", [0.5, 0.52, 0.51] * 2)
             + runs_for("0.1", [0.2, 0.21, 0.22] * 2)
             + runs_for("1.0", [0.3, 0.35, 0.32] * 2)
-            + runs_for("10.0", [5.0, 5.0, 5.0] + finals)
+            + runs_for("10.0", [5.0, 5.0, 5.0, *finals])
         )
         checks = spec.evaluate(group_variants(runs, spec.group_by), StudyOptions())
         part = next(p for p in checks[0].parts if "diverges" in p.context)

@@ -20,12 +20,12 @@ import keras
 import numpy as np
 import pytest
 
-from xent_tf.config import Config
-from xent_tf.data import Dataset, make_dataset
-from xent_tf.losses import loss_spec
-from xent_tf.pipeline import build_initial_model, build_optimizer, tensor_splits
+from xent_tf.build import build_dataset as make_dataset
+from xent_tf.build import build_loss, build_model, build_optimizer, tensor_splits
+from xent_tf.config import Config, LossConfig, MakeClassificationConfig, MlpConfig
+from xent_tf.data import Dataset
 from xent_tf.replica_batch import check_memory, graph_key, group_jobs, train_batch
-from xent_tf.replicas import NotReplicableError, OptimizerRule, ReplicaTrainer
+from xent_tf.replicas import NotReplicableError, OptimizerRule, ReplicaFit, ReplicaTrainer
 from xent_tf.runtime import configure_runtime
 from xent_tf.schedules import learning_rates
 from xent_tf.training import CompiledLoop, FitResult, NonFiniteLossError, fit, steps_per_epoch
@@ -45,13 +45,13 @@ class Single:
 
 def _single_run(config: Config, data: Dataset) -> Single:
     """Today's path: CompiledLoop + fit, as pipeline.run_experiment trains."""
-    spec = loss_spec(config.loss, data.n_classes)
-    model = build_initial_model(config, data, spec)
+    spec = build_loss(config.loss, data)
+    model = build_model(config.model, data, spec, config.seed)
     train, val, _ = tensor_splits(data, spec)
     loop = CompiledLoop(
         model,
         spec.loss,
-        build_optimizer(config),
+        build_optimizer(config.optimizer),
         config.trainer.batch_size,
         config.loss.from_logits,
     )
@@ -166,32 +166,16 @@ def test_the_single_run_itself_moves_this_much_between_two_float32_update_paths(
     assert 1e-5 < val_gap <= VAL_LOSS_ATOL
 
 
-def _sgd_batch(rates: list[float], seeds: list[int]) -> tuple[ReplicaTrainer, list]:
-    data = make_dataset(make_data_config())
-    spec = loss_spec(make_loss_config(), data.n_classes)
-    models = []
-    for seed in seeds:
-        keras.utils.set_random_seed(seed)
-        from xent_tf.models import build_mlp
-
-        models.append(build_mlp(data.n_features, [8, 8], 1, spec.output_activation))
+def _sgd_batch(rates: list[float], seeds: list[int]) -> tuple[ReplicaTrainer, list[ReplicaFit]]:
+    """Three epochs of small MLPs on 500 rows, plain SGD at the given rate per replica."""
+    data = make_dataset(MakeClassificationConfig(n_samples=600, n_test=100))
+    spec = build_loss(LossConfig(name="bce"), data)
+    models = [build_model(MlpConfig(hidden_units=[8, 8]), data, spec, seed) for seed in seeds]
     trainer = ReplicaTrainer(models, spec.loss, OptimizerRule("sgd"), 32, False)
     train, val, _ = tensor_splits(data, spec)
     n_steps = steps_per_epoch(len(train), 32)
     schedule = np.stack([np.full(3 * n_steps, r, np.float32) for r in rates])
     return trainer, trainer.fit(train, val, schedule, 3, seeds)
-
-
-def make_data_config():  # type: ignore[no-untyped-def]
-    from xent_tf.config import DataConfig
-
-    return DataConfig(n_samples=600, n_test=100)
-
-
-def make_loss_config():  # type: ignore[no-untyped-def]
-    from xent_tf.config import LossConfig
-
-    return LossConfig(name="bce")
 
 
 def test_a_diverging_replica_stops_alone_and_leaves_the_others_bit_for_bit_unchanged() -> None:
@@ -289,17 +273,16 @@ def test_jobs_that_cannot_share_a_graph_are_never_merged(
     assert group_jobs(configs, max_replicas=64) == [[0, 1, 10], [2], [3], [4], [5], [6], [7], [8]]
 
 
-def test_a_batch_too_large_for_memory_fails_saying_how_many_fit(
-    make_config: Callable[..., Config],
-) -> None:
-    configs = [make_config(f"seed={s}", tiny=False) for s in range(20)]
-    check_memory(configs, 8 * 2**30)  # 20 reference replicas fit in 8 GiB
+def test_a_batch_too_large_for_memory_fails_saying_how_many_fit() -> None:
+    reference = {"n_train": 6300, "n_eval": 6300, "n_features": 20, "units": [10, 10, 1]}
+    # 2.03 MiB per replica of the reference run: 20 fit in 8 GiB; in 40 MiB (half kept free), 9.
+    check_memory(20, **reference, available_bytes=8 * 2**30)
     with pytest.raises(
         MemoryError,
-        match=r"batch of 20 runs .* at most 9 replicas fit; set "
-        r"hydra.launcher.max_replicas=9",
+        match=r"batch of 20 runs needs about 41 MiB \(2.03 MiB per replica\) but 40 MiB are "
+        r"available: at most 9 replicas fit; set hydra.launcher.max_replicas=9",
     ):
-        check_memory(configs, 40 * 2**20)
+        check_memory(20, **reference, available_bytes=40 * 2**20)
 
 
 def test_only_dense_chains_and_plain_adam_or_sgd_can_be_replicated() -> None:

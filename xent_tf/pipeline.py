@@ -20,14 +20,11 @@ import tensorflow as tf
 import yaml
 
 from xent_tf import plotting, tracking
+from xent_tf.build import RunParts, build_run
 from xent_tf.comparison import BATCH_LOSS_METRIC
 from xent_tf.config import Config
-from xent_tf.data import Dataset, Split, make_dataset
-from xent_tf.losses import LossSpec, loss_spec
 from xent_tf.lr_finder import RangeTestResult, find_learning_rate, region_rates
-from xent_tf.models import build_mlp, saturate_output_layer
 from xent_tf.runtime import DeviceChoice, configure_runtime
-from xent_tf.schedules import learning_rates
 from xent_tf.training import (
     CompiledLoop,
     EpochRecord,
@@ -35,8 +32,6 @@ from xent_tf.training import (
     FitResult,
     TensorSplit,
     fit,
-    reusable_loop,
-    steps_per_epoch,
 )
 
 log = logging.getLogger(__name__)
@@ -98,44 +93,6 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{commit}-dirty" if dirty else commit
-
-
-def _tensor_split(split: Split, spec: LossSpec, n_classes: int) -> TensorSplit:
-    return TensorSplit.from_numpy(split.x, spec.encode_labels(split.y, n_classes), split.y)
-
-
-def tensor_splits(data: Dataset, spec: LossSpec) -> tuple[TensorSplit, TensorSplit, TensorSplit]:
-    """Train, validation and test as tensors, labels encoded for the loss."""
-    return (
-        _tensor_split(data.train, spec, data.n_classes),
-        _tensor_split(data.val, spec, data.n_classes),
-        _tensor_split(data.test, spec, data.n_classes),
-    )
-
-
-def build_initial_model(config: Config, data: Dataset, spec: LossSpec) -> keras.Model:
-    """The run's model with its initial weights: Keras's initialisation under ``config.seed``
-    (seeded here, so a replica batch building many models gets each one's own), then the
-    saturated output layer when ``model.output_init`` asks for it."""
-    keras.utils.set_random_seed(config.seed)
-    model = build_mlp(
-        data.n_features,
-        config.model.hidden_units,
-        spec.output_units,
-        spec.output_activation,
-        hidden_activation=config.model.activation,
-    )
-    if config.model.output_init == "saturated":
-        saturate_output_layer(model, data.train.y, config.model.saturation_scale, config.seed)
-    return model
-
-
-def build_optimizer(config: Config) -> keras.optimizers.Optimizer:
-    if config.optimizer.name == "adam":
-        return keras.optimizers.Adam(learning_rate=config.optimizer.learning_rate)
-    return keras.optimizers.SGD(
-        learning_rate=config.optimizer.learning_rate, momentum=config.optimizer.momentum
-    )
 
 
 def _format_epoch(record: EpochRecord, epochs: int) -> str:
@@ -250,12 +207,15 @@ def _run_tracked(
     """The body of ``run_experiment`` once the store answers: open the run, train, record."""
     device = configure_runtime(config.trainer.device, config.trainer.threads, config.seed)
     log.info("training on %s", device.description)
-    data = make_dataset(config.data)
+    # Data, model and loop first: bad input (a CSV, a user model that does not fit the loss)
+    # fails here, before a run is opened in the store.
+    with tf.device(device.name):
+        parts = build_run(config)
     with (
         recorded_run(config, device, overrides, parent_run_id, run_name, log_file) as recorder,
         tf.device(device.name),
     ):
-        return _train_and_record(config, data, device, recorder, output_dir)
+        return _train_and_record(config, parts, device, recorder, output_dir)
 
 
 @contextmanager
@@ -316,35 +276,21 @@ def _upload_log(recorder: tracking.RunRecorder, log_file: Path | None) -> None:
 
 def _train_and_record(
     config: Config,
-    data: Dataset,
+    parts: RunParts,
     device: DeviceChoice,
     recorder: tracking.RunRecorder,
     output_dir: Path,
 ) -> RunSummary:
     """The body of ``run_experiment`` inside an open run and device scope."""
-    spec = loss_spec(config.loss, data.n_classes)
-    model = build_initial_model(config, data, spec)
-    train, val, test = tensor_splits(data, spec)
-    n_params = int(model.count_params())
+    loop, train, val, test = parts.loop, parts.train, parts.val, parts.test
+    n_params = int(parts.model.count_params())
     log_params(config, recorder, n_params)
-    # The process's loop for this architecture if it has one (a sweep worker's next job):
-    # tracing is a third of a short run. Train and save through loop.model from here on.
-    loop = reusable_loop(
-        model,
-        spec.loss,
-        build_optimizer(config),
-        config.trainer.batch_size,
-        config.loss.from_logits,
-    )
-    base_rate = config.optimizer.learning_rate
+    # build_run took the process's loop for this architecture if it had one (a sweep worker's
+    # next job): tracing is a third of a short run. Train and save through loop.model.
+    base_rate = parts.base_rate
     if config.lr_find.enabled:
         base_rate = _range_test(config, loop, train, recorder, output_dir)
-    rates = learning_rates(
-        config.schedule,
-        base_rate,
-        config.trainer.epochs,
-        steps_per_epoch(len(train), config.trainer.batch_size),
-    )
+    rates = parts.rates(base_rate)
 
     # Where training starts from: the baseline "did it diverge / learn at all" is judged against.
     log_initial(recorder, loop.evaluate(val))

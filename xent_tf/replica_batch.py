@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,14 +24,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from xent_tf.config import Config
-from xent_tf.data import make_dataset
-from xent_tf.losses import loss_spec
+from xent_tf.build import (
+    build_dataset,
+    build_loss,
+    build_model,
+    build_optimizer,
+    schedule_rates,
+    tensor_splits,
+)
+from xent_tf.config import Config, MlpConfig
 from xent_tf.lr_finder import RangeTestResult, region_rates
 from xent_tf.pipeline import (
     RunSummary,
-    build_initial_model,
-    build_optimizer,
     finish_run,
     log_epoch,
     log_initial,
@@ -38,11 +43,16 @@ from xent_tf.pipeline import (
     record_range_test,
     recorded_run,
     save_loss_curve,
-    tensor_splits,
 )
-from xent_tf.replicas import OptimizerRule, ReplicaFit, ReplicaTrainer
+from xent_tf.replicas import (
+    OptimizerRule,
+    ReplicaFit,
+    ReplicaTrainer,
+    bytes_per_replica,
+    dense_layers,
+    replicas_that_fit,
+)
 from xent_tf.runtime import DeviceChoice, configure_runtime
-from xent_tf.schedules import learning_rates
 from xent_tf.training import Evaluation, NonFiniteLossError, steps_per_epoch
 
 log = logging.getLogger(__name__)
@@ -78,8 +88,14 @@ def graph_key(config: Config) -> str:
         node = tree
         for parent in parents:
             node = node[parent]
-        node.pop(leaf)
+        node.pop(leaf, None)
     return json.dumps(tree, sort_keys=True)
+
+
+def replicable(config: Config) -> bool:
+    """Whether the replica trainer can stack this config's model and optimizer (an MLP with a
+    plain Adam or SGD; ``replicas.OptimizerRule`` checks the optimizer again when it builds)."""
+    return isinstance(config.model, MlpConfig) and config.optimizer.name in ("adam", "sgd")
 
 
 def group_jobs(configs: Sequence[Config | None], max_replicas: int) -> list[list[int]]:
@@ -96,20 +112,16 @@ def group_jobs(configs: Sequence[Config | None], max_replicas: int) -> list[list
         raise ValueError(f"max_replicas={max_replicas} must be >= 1")
     groups: dict[str, list[int]] = {}
     for index, config in enumerate(configs):
-        if config is not None:
-            groups.setdefault(graph_key(config), []).append(index)
+        if config is None:
+            continue
+        # Only the MLP is stacked; a user model (model=keras) runs as a job of its own.
+        key = graph_key(config) if replicable(config) else f"job {index}"
+        groups.setdefault(key, []).append(index)
     return [
         members[start : start + max_replicas]
         for members in groups.values()
         for start in range(0, len(members), max_replicas)
     ]
-
-
-def train_rows(config: Config) -> int:
-    """Training rows the config's data split gives (the same arithmetic as ``data``)."""
-    data = config.data
-    n_fit = data.n_samples - data.n_test
-    return n_fit - round(n_fit * data.val_fraction)
 
 
 @dataclass
@@ -164,9 +176,18 @@ def train_batch(configs: Sequence[Config]) -> TrainedBatch:
         raise ValueError("a replica batch needs configs that share one graph (graph_key)")
     device = configure_runtime(first.trainer.device, first.trainer.threads, first.seed)
     log.info("training %d replicas in one graph on %s", len(configs), device.description)
-    data = make_dataset(first.data)
-    spec = loss_spec(first.loss, data.n_classes)
-    models = [build_initial_model(config, data, spec) for config in configs]
+    data = build_dataset(first.data)
+    spec = build_loss(first.loss, data)
+    models = [build_model(config.model, data, spec, config.seed) for config in configs]
+    # All replicas live on the one device: fail now, saying how many fit, rather than mid-run.
+    check_memory(
+        len(configs),
+        len(data.train),
+        max(len(data.train), len(data.val), len(data.test)),
+        data.n_features,
+        [layer.units for layer in dense_layers(models[0])],
+        available_memory(),
+    )
     n_params = int(models[0].count_params())
     seeds = [config.seed for config in configs]
     epochs, batch_size = first.trainer.epochs, first.trainer.batch_size
@@ -175,7 +196,7 @@ def train_batch(configs: Sequence[Config]) -> TrainedBatch:
         trainer = ReplicaTrainer(
             models,
             spec.loss,
-            OptimizerRule.of(build_optimizer(first)),
+            OptimizerRule.of(build_optimizer(first.optimizer)),
             batch_size,
             first.loss.from_logits,
         )
@@ -204,7 +225,7 @@ def train_batch(configs: Sequence[Config]) -> TrainedBatch:
         # its run fails with the range test's message, as the single run does.
         rates = np.stack(
             [
-                learning_rates(config.schedule, rate, epochs, n_steps)
+                schedule_rates(config.schedule, rate, epochs, n_steps)
                 if rate is not None
                 else np.zeros(epochs * n_steps, np.float32)
                 for config, rate in zip(configs, base_rates, strict=True)
@@ -294,29 +315,45 @@ def record_outcome(
         )
 
 
-def check_memory(configs: Sequence[Config], available_bytes: int) -> None:
+def check_memory(
+    n_replicas: int,
+    n_train: int,
+    n_eval: int,
+    n_features: int,
+    units: Sequence[int],
+    available_bytes: int,
+) -> None:
     """Fail before training when a batch would not fit in memory, saying how many fit.
 
     Args:
-        configs: one batch's configs.
+        n_replicas: replicas in the batch.
+        n_train: training rows.
+        n_eval: rows of the largest split evaluated at once.
+        n_features: input width.
+        units: width of every Dense layer, output included.
         available_bytes: memory the batch may use.
 
     Raises:
         MemoryError: the batch needs more than half of ``available_bytes``.
     """
-    from xent_tf.replicas import bytes_per_replica, replicas_that_fit
-
-    first = configs[0]
-    n_train = train_rows(first)
-    n_eval = max(n_train, first.data.n_test)
-    n_outputs = first.data.n_classes if first.loss.name != "bce" else 1
-    units = [*first.model.hidden_units, n_outputs]
-    per_replica = bytes_per_replica(n_train, n_eval, first.data.n_features, units)
+    per_replica = bytes_per_replica(n_train, n_eval, n_features, units)
     fit = replicas_that_fit(per_replica, available_bytes)
-    if len(configs) > fit:
+    if n_replicas > fit:
         raise MemoryError(
-            f"a replica batch of {len(configs)} runs needs about "
-            f"{len(configs) * per_replica / 2**20:.0f} MiB ({per_replica / 2**20:.2f} MiB per "
+            f"a replica batch of {n_replicas} runs needs about "
+            f"{n_replicas * per_replica / 2**20:.0f} MiB ({per_replica / 2**20:.2f} MiB per "
             f"replica) but {available_bytes / 2**20:.0f} MiB are available: at most {fit} "
             f"replicas fit; set hydra.launcher.max_replicas={max(fit, 1)}"
         )
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new allocations (Linux's MemAvailable, else physical)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))

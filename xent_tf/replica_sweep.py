@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -50,18 +49,6 @@ class WorkUnit:
     sweep_configs: tuple[DictConfig, ...]
     replicated: bool
     name: str
-
-
-def available_memory() -> int:
-    """Bytes of memory available to new allocations (Linux's MemAvailable, else physical)."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 _SEED_OVERRIDE = re.compile(r"^seed=(\d+)$")
@@ -140,7 +127,7 @@ def plan_units(
     Returns:
         (the units, the JobReturns of invalid jobs by job number).
     """
-    from xent_tf.replica_batch import check_memory, group_jobs
+    from xent_tf.replica_batch import group_jobs
 
     composer = SweepComposer(hydra_context, config)
     configs: list[Config | None] = []
@@ -157,8 +144,6 @@ def plan_units(
     units = []
     for index, members in enumerate(group_jobs(configs, max_replicas), start=1):
         jobs = tuple((initial_job_idx + i, tuple(job_overrides[i])) for i in members)
-        batch = [configs[i] for i in members]
-        check_memory([c for c in batch if c is not None], available_memory())
         units.append(
             WorkUnit(
                 jobs,
