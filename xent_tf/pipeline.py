@@ -22,6 +22,7 @@ import yaml
 from xent_tf import plotting, tracking
 from xent_tf.config import Config
 from xent_tf.data import Dataset, Split, make_dataset
+from xent_tf.identity import run_identity
 from xent_tf.losses import LossSpec, loss_spec
 from xent_tf.lr_finder import find_learning_rate, region_rates
 from xent_tf.models import build_mlp, saturate_output_layer
@@ -187,7 +188,8 @@ def run_experiment(
         output_dir: where local files (plots, model, log) are written.
         overrides: the command-line overrides, recorded as a tag.
         parent_run_id: the sweep's parent MLflow run, if any.
-        run_name: MLflow run name; defaults to "<loss>-seed<seed>".
+        run_name: MLflow run name; defaults to ``identity.run_identity``'s
+            ("<variant> seed=<seed>").
         log_file: the run's log file, uploaded as ``logs/`` when the run ends (also on failure).
 
     Returns:
@@ -223,13 +225,14 @@ def _run_tracked(
     device = configure_runtime(config.trainer.device, config.trainer.threads, config.seed)
     log.info("training on %s", device.description)
     data = make_dataset(config.data)
+    identity = run_identity(config.study, config, overrides)
     recorder_context: AbstractContextManager[tracking.RunRecorder] = (
         tracking.open_run(
             config.tracking.uri,
             config.experiment_name,
-            run_name or f"{config.loss.name}-seed{config.seed}",
+            run_name or identity.run_name,
             parent_run_id=parent_run_id,
-            tags=run_tags(config, device, overrides),
+            tags={**run_tags(config, device, overrides), **identity.tags},
         )
         if config.tracking.enabled
         else nullcontext(tracking.NoTracking())
@@ -330,10 +333,7 @@ def _train_and_record(
         final_metrics["epochs_to_target"] = float(reached)
     recorder.log_metrics(final_metrics, step=config.trainer.epochs)
     _save_loss_curve(result.history, output_dir, recorder, config)
-    if config.tracking.enabled and config.tracking.log_model:
-        model_path = output_dir / "model.keras"
-        loop.model.save(model_path)
-        recorder.log_file(model_path, "model")
+    record_inputs_and_model(config, data, loop.model, recorder, output_dir)
     return RunSummary(
         run_id=recorder.run_id,
         experiment_id=recorder.experiment_id,
@@ -345,6 +345,41 @@ def _train_and_record(
         train_seconds=result.train_seconds,
         n_params=n_params,
     )
+
+
+def record_inputs_and_model(
+    config: Config,
+    data: Dataset,
+    model: keras.Model,
+    recorder: tracking.RunRecorder,
+    output_dir: Path,
+) -> None:
+    """Save the trained model to ``output_dir/model.keras``, then record the run's dataset
+    inputs and its logged model (with ``tracking.log_model``).
+
+    Called once the run's metrics are logged: should the store refuse either record (full
+    disk, a server that says no), the run still has its metrics and the model file, and
+    ends FAILED with the reason.
+    """
+    keep_model = config.tracking.enabled and config.tracking.log_model
+    if keep_model:
+        model.save(output_dir / "model.keras")
+    recorder.log_datasets(
+        {
+            "train": tracking.DatasetSplit(data.train.x, data.train.y),
+            "val": tracking.DatasetSplit(data.val.x, data.val.y),
+            "test": tracking.DatasetSplit(data.test.x, data.test.y),
+        },
+        config.data.name,
+        {"generator": "sklearn.datasets.make_classification", **_data_source(config)},
+    )
+    if keep_model:
+        recorder.log_model(model, data.test.x[:5], step=config.trainer.epochs)
+
+
+def _data_source(config: Config) -> dict[str, str]:
+    """The data config, as the logged datasets' source: how to make the same arrays again."""
+    return {f"data.{k}": str(v) for k, v in dataclasses.asdict(config.data).items()}
 
 
 def _range_test(
