@@ -92,6 +92,16 @@ def variant_parts(study: str, overrides: list[str]) -> list[str]:
     return parts
 
 
+def variant_id(study: str, experiment_name: str, overrides: list[str]) -> str:
+    """The variant's short id: ``variant_parts`` joined, or the experiment's name for none."""
+    return " ".join(variant_parts(study, overrides)) or experiment_name
+
+
+def run_name(study: str, experiment_name: str, seed: int, overrides: list[str]) -> str:
+    """``"<variant id> seed=<seed>"``: a run's MLflow name (``run_identity`` without a Config)."""
+    return f"{variant_id(study, experiment_name, overrides)} seed={seed}"
+
+
 def config_value(config: Config, dotted: str) -> str:
     """The value of a dotted config key (``"optimizer.learning_rate"``) as a string."""
     node: object = config
@@ -116,15 +126,14 @@ def run_identity(study: str, config: Config, overrides: list[str]) -> RunIdentit
     Raises:
         ValueError: ``study`` is not a known study (the message lists them).
     """
-    parts = variant_parts(study, overrides)
-    variant_id = " ".join(parts) or config.experiment_name
+    variant = variant_id(study, config.experiment_name, overrides)
     if study:
         label = " ".join(
             f"{short_name(key)}={config_value(config, key)}" for key in get_study(study).group_by
         )
     else:
-        label = variant_id
-    tags = {VARIANT_TAG: variant_id, VARIANT_LABEL_TAG: label}
+        label = variant
+    tags = {VARIANT_TAG: variant, VARIANT_LABEL_TAG: label}
     if study:
         tags[STUDY_TAG] = study
-    return RunIdentity(variant_id, label, f"{variant_id} seed={config.seed}", tags)
+    return RunIdentity(variant, label, f"{variant} seed={config.seed}", tags)

@@ -20,6 +20,7 @@ import hashlib
 import importlib.metadata
 import logging
 import os
+import re
 import sqlite3
 import tempfile
 import time
@@ -803,6 +804,40 @@ def log_files(tracking_uri: str, run_id: str, files: Mapping[Path, str | None]) 
     client = _client(tracking_uri)
     for path, artifact_dir in files.items():
         client.log_artifact(run_id, str(path), artifact_path=artifact_dir)
+
+
+def child_tag_values(tracking_uri: str, parent: StudyRun, tag: str) -> dict[str, str]:
+    """{child run id: its value of ``tag``} for every child of a sweep parent that has it."""
+    client = _client(tracking_uri)
+    children = client.search_runs(
+        [parent.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent.run_id}'",
+        max_results=10_000,
+    )
+    return {r.info.run_id: r.data.tags[tag] for r in children if tag in r.data.tags}
+
+
+# What MLflow allows in a metric name (colons are refused on Windows only).
+_METRIC_NAME_UNSAFE = re.compile(r"[^/\w.\- :]")
+
+
+def metric_name(text: str) -> str:
+    """``text`` as a valid MLflow metric name: any other character becomes ``:``."""
+    return _METRIC_NAME_UNSAFE.sub(":", text)
+
+
+def log_run_summary(
+    tracking_uri: str, run_id: str, metrics: Mapping[str, float], note: str
+) -> None:
+    """Log summary metrics (step 0) and the run's description (``mlflow.note.content``, which
+    the run page's Overview renders as Markdown) on an existing run, in one request."""
+    client = _client(tracking_uri)
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(metric_name(k), float(v), now, 0) for k, v in metrics.items()],
+        tags=[RunTag("mlflow.note.content", note)],
+    )
 
 
 def set_run_tags(tracking_uri: str, run_id: str, tags: Mapping[str, str]) -> None:
