@@ -294,12 +294,14 @@ def parent_summary_metrics(report: StudyReport, variant_ids: Mapping[str, str]) 
             whose runs lack it is named by its label.
 
     Returns:
-        ``final_val_loss_mean/<variant>``, ``final_val_acc_mean/<variant>`` (mean over the
-        finished seeds; left out when none finished), ``runs_finished`` and ``runs_failed``.
+        ``variants/<variant>/final_val_loss_mean`` and ``.../final_val_acc_mean`` (mean over
+        the finished seeds; left out when none finished), ``sweep/runs_finished`` and
+        ``sweep/runs_failed``. Named so that the UI's chart view, which draws every metric of
+        every run it lists, puts these after the children's curves (sections are sorted).
     """
     metrics: dict[str, float] = {
-        "runs_finished": float(sum(len(v.finished) for v in report.variants)),
-        "runs_failed": float(sum(len(v.failed) for v in report.variants)),
+        "sweep/runs_finished": float(sum(len(v.finished) for v in report.variants)),
+        "sweep/runs_failed": float(sum(len(v.failed) for v in report.variants)),
     }
     names = [
         next(
@@ -314,7 +316,7 @@ def parent_summary_metrics(report: StudyReport, variant_ids: Mapping[str, str]) 
         for metric, value in (("final_val_loss", final_val_loss), ("final_val_acc", final_val_acc)):
             values = list(variant.per_seed(value).values())
             if values:
-                metrics[f"{metric}_mean/{name}"] = sum(values) / len(values)
+                metrics[f"variants/{name}/{metric}_mean"] = sum(values) / len(values)
     return metrics
 
 
@@ -458,10 +460,13 @@ def publish_report(
             {f"verdict.{c.claim}": c.verdict for c in report.checks},
         )
         variant_ids = tracking.child_tag_values(tracking_uri, parent, VARIANT_TAG)
-        tracking.log_run_summary(
-            tracking_uri,
-            parent.run_id,
-            parent_summary_metrics(report, variant_ids),
-            parent_note(report),
+        summary = parent_summary_metrics(report, variant_ids)
+        tracking.log_run_summary(tracking_uri, parent.run_id, summary, parent_note(report))
+        views = tracking.share_sweep_views(
+            tracking_uri, parent, VARIANT_TAG, sorted(summary), tracking.ui_address(tracking_uri)
+        )
+        return report, render_terminal(report) + (
+            f"\n\nIn the MLflow UI: runs with the summary columns {views.table}\n"
+            f"each variant's curves (mean, band over seeds) {views.chart}"
         )
     return report, render_terminal(report)

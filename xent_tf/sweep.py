@@ -28,6 +28,7 @@ from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from xent_tf import progress
@@ -246,7 +247,8 @@ class MlflowSweepCallback(Callback):
         unless the command line says ``trainer.verbose=true``."""
         global _job_parent, _job_started
         _job_started = time.monotonic()
-        if not _wants_epoch_lines(list(config.hydra.overrides.task)):
+        multirun = OmegaConf.select(config, "hydra.mode") == RunMode.MULTIRUN
+        if multirun and not _wants_epoch_lines(list(config.hydra.overrides.task)):
             progress.quiet_console()
         sweep_dir = OmegaConf.select(config, "hydra.sweep.dir")
         if self.parent is None or sweep_dir is None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import logging
 import os
 import re
@@ -838,6 +839,76 @@ def log_run_summary(
         metrics=[Metric(metric_name(k), float(v), now, 0) for k, v in metrics.items()],
         tags=[RunTag("mlflow.note.content", note)],
     )
+
+
+# The MLflow UI's "Share" button stores a view of the runs page as this experiment tag; the
+# page opens it from ``?viewStateShareKey=<key>`` (MLflow 3.17's web app reads plain JSON).
+_SHARED_VIEW_TAG = "mlflow.sharedViewState."
+
+
+@dataclass(frozen=True)
+class SharedViews:
+    """Links to two stored views of a sweep in the MLflow UI.
+
+    Attributes:
+        table: the runs table, sorted by name, with the parent's summary metrics as columns.
+        chart: the children's charts grouped by variant: each variant's mean with a min-max
+            band over its seeds (what the report's plots draw).
+    """
+
+    table: str
+    chart: str
+
+
+def share_sweep_views(
+    tracking_uri: str,
+    parent: StudyRun,
+    group_tag: str,
+    columns: Sequence[str],
+    ui_address: str = _UI_ADDRESS,
+) -> SharedViews:
+    """Store two views of a sweep's runs as the UI's "Share" button does; return their links.
+
+    Args:
+        tracking_uri: the store.
+        parent: the sweep's parent run.
+        group_tag: the tag the chart view groups the children by (``xent.variant``).
+        columns: metric names shown as columns of the table view (the parent's summary).
+        ui_address: where the UI is.
+
+    Returns:
+        ``<ui>/#/experiments/<id>/runs?compareRunsMode=...&viewStateShareKey=<key>`` links.
+    """
+    children_grouped = {
+        "searchFilter": f"tags.`mlflow.parentRunId` = '{parent.run_id}'",
+        "groupBy": {
+            "aggregateFunction": "average",
+            "groupByKeys": [{"mode": "tag", "groupByData": group_tag}],
+        },
+        "useGroupedValuesInCharts": True,
+    }
+    table = {
+        "orderByKey": "tags.`mlflow.runName`",
+        "orderByAsc": True,
+        # The UI's default columns (models, datasets), then the summary.
+        "selectedColumns": [
+            "attributes.`Models`",
+            "attributes.`Dataset`",
+            *(f"metrics.`{metric_name(c)}`" for c in columns),
+        ],
+    }
+    client = _client(tracking_uri)
+    links = {}
+    for view, state, mode in (("chart", children_grouped, "CHART"), ("table", table, "TABLE")):
+        key = f"xent-{view}-{parent.run_id}"
+        client.set_experiment_tag(
+            parent.experiment_id, f"{_SHARED_VIEW_TAG}{key}", json.dumps(state)
+        )
+        links[view] = (
+            f"{ui_address}/#/experiments/{parent.experiment_id}/runs"
+            f"?compareRunsMode={mode}&viewStateShareKey={key}"
+        )
+    return SharedViews(table=links["table"], chart=links["chart"])
 
 
 def set_run_tags(tracking_uri: str, run_id: str, tags: Mapping[str, str]) -> None:
