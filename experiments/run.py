@@ -55,7 +55,6 @@ def main(cfg: DictConfig) -> float:
             output_dir=output_dir,
             overrides=list(hydra_config.overrides.task),
             parent_run_id=parent.run_id if parent else None,
-            run_name=hydra_config.job.override_dirname or None,
             log_file=output_dir / f"{hydra_config.job.name}.log",
         )
     except Exception as error:

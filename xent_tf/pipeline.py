@@ -23,6 +23,8 @@ from xent_tf import plotting, tracking
 from xent_tf.build import RunParts, build_run
 from xent_tf.comparison import BATCH_LOSS_METRIC
 from xent_tf.config import Config
+from xent_tf.data import Dataset
+from xent_tf.identity import run_identity
 from xent_tf.lr_finder import RangeTestResult, find_learning_rate, region_rates
 from xent_tf.runtime import DeviceChoice, configure_runtime
 from xent_tf.training import (
@@ -172,7 +174,8 @@ def run_experiment(
         output_dir: where local files (plots, model, log) are written.
         overrides: the command-line overrides, recorded as a tag.
         parent_run_id: the sweep's parent MLflow run, if any.
-        run_name: MLflow run name; defaults to "<loss>-seed<seed>".
+        run_name: MLflow run name; defaults to ``identity.run_identity``'s
+            ("<variant> seed=<seed>").
         log_file: the run's log file, uploaded as ``logs/`` when the run ends (also on failure).
 
     Returns:
@@ -243,13 +246,14 @@ def recorded_run(
     Yields:
         The recorder.
     """
+    identity = run_identity(config.study, config, overrides)
     recorder_context: AbstractContextManager[tracking.RunRecorder] = (
         tracking.open_run(
             config.tracking.uri,
             config.experiment_name,
-            run_name or f"{config.loss.name}-seed{config.seed}",
+            run_name or identity.run_name,
             parent_run_id=parent_run_id,
-            tags={**run_tags(config, device, overrides), **(extra_tags or {})},
+            tags={**run_tags(config, device, overrides), **identity.tags, **(extra_tags or {})},
         )
         if config.tracking.enabled
         else nullcontext(tracking.NoTracking())
@@ -308,7 +312,15 @@ def _train_and_record(
             save_loss_curve(history, output_dir, recorder, config)
         raise
     return finish_run(
-        config, loop.model, result, loop.evaluate(test), device, recorder, output_dir, n_params
+        config,
+        parts.data,
+        loop.model,
+        result,
+        loop.evaluate(test),
+        device,
+        recorder,
+        output_dir,
+        n_params,
     )
 
 
@@ -328,6 +340,7 @@ def log_initial(recorder: tracking.RunRecorder, initial: Evaluation) -> None:
 
 def finish_run(
     config: Config,
+    data: Dataset,
     model: keras.Model,
     result: FitResult,
     on_test: Evaluation,
@@ -340,7 +353,8 @@ def finish_run(
 
     Args:
         config: the run's config.
-        model: the trained model (saved as ``model/model.keras`` when tracking logs models).
+        data: the run's data set (recorded as its dataset inputs).
+        model: the trained model (saved and logged when tracking logs models).
         result: what training measured.
         on_test: the trained model on the test split.
         device: where it trained.
@@ -363,10 +377,7 @@ def finish_run(
         final_metrics["epochs_to_target"] = float(reached)
     recorder.log_metrics(final_metrics, step=config.trainer.epochs)
     save_loss_curve(result.history, output_dir, recorder, config)
-    if config.tracking.enabled and config.tracking.log_model:
-        model_path = output_dir / "model.keras"
-        model.save(model_path)
-        recorder.log_file(model_path, "model")
+    record_inputs_and_model(config, data, model, recorder, output_dir)
     return RunSummary(
         run_id=recorder.run_id,
         experiment_id=recorder.experiment_id,
@@ -378,6 +389,41 @@ def finish_run(
         train_seconds=result.train_seconds,
         n_params=n_params,
     )
+
+
+def record_inputs_and_model(
+    config: Config,
+    data: Dataset,
+    model: keras.Model,
+    recorder: tracking.RunRecorder,
+    output_dir: Path,
+) -> None:
+    """Save the trained model to ``output_dir/model.keras``, then record the run's dataset
+    inputs and its logged model (with ``tracking.log_model``).
+
+    Called once the run's metrics are logged: should the store refuse either record (full
+    disk, a server that says no), the run still has its metrics and the model file, and
+    ends FAILED with the reason.
+    """
+    keep_model = config.tracking.enabled and config.tracking.log_model
+    if keep_model:
+        model.save(output_dir / "model.keras")
+    recorder.log_datasets(
+        {
+            "train": tracking.DatasetSplit(data.train.x, data.train.y),
+            "val": tracking.DatasetSplit(data.val.x, data.val.y),
+            "test": tracking.DatasetSplit(data.test.x, data.test.y),
+        },
+        config.data.name,
+        {"source": type(config.data).__name__, **_data_source(config)},
+    )
+    if keep_model:
+        recorder.log_model(model, data.test.x[:5], step=config.trainer.epochs)
+
+
+def _data_source(config: Config) -> dict[str, str]:
+    """The data config, as the logged datasets' source: how to make the same arrays again."""
+    return {f"data.{k}": str(v) for k, v in dataclasses.asdict(config.data).items()}
 
 
 def _range_test(

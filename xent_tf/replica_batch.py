@@ -33,6 +33,7 @@ from xent_tf.build import (
     tensor_splits,
 )
 from xent_tf.config import Config, MlpConfig
+from xent_tf.data import Dataset
 from xent_tf.lr_finder import RangeTestResult, region_rates
 from xent_tf.pipeline import (
     RunSummary,
@@ -150,6 +151,7 @@ class TrainedBatch:
     """A trained replica batch: each replica's outcome and the trainer holding its weights."""
 
     device: DeviceChoice
+    data: Dataset
     n_params: int
     trainer: ReplicaTrainer
     outcomes: list[ReplicaOutcome]
@@ -251,7 +253,7 @@ def train_batch(configs: Sequence[Config]) -> TrainedBatch:
                 error=error,
             )
         )
-    return TrainedBatch(device, n_params, trainer, outcomes)
+    return TrainedBatch(device, data, n_params, trainer, outcomes)
 
 
 def record_outcome(
@@ -305,6 +307,7 @@ def record_outcome(
         assert outcome.test is not None
         return finish_run(
             config,
+            batch.data,
             batch.model(replica),
             result,
             outcome.test,
