@@ -295,13 +295,13 @@ def parent_summary_metrics(report: StudyReport, variant_ids: Mapping[str, str]) 
 
     Returns:
         ``variants/<variant>/final_val_loss_mean`` and ``.../final_val_acc_mean`` (mean over
-        the finished seeds; left out when none finished), ``sweep/runs_finished`` and
-        ``sweep/runs_failed``. Named so that the UI's chart view, which draws every metric of
+        the finished seeds; left out when none finished), ``variants/all/runs_finished`` and
+        ``variants/all/runs_failed``. Named so that the UI's chart view, which draws every metric of
         every run it lists, puts these after the children's curves (sections are sorted).
     """
     metrics: dict[str, float] = {
-        "sweep/runs_finished": float(sum(len(v.finished) for v in report.variants)),
-        "sweep/runs_failed": float(sum(len(v.failed) for v in report.variants)),
+        "variants/all/runs_finished": float(sum(len(v.finished) for v in report.variants)),
+        "variants/all/runs_failed": float(sum(len(v.failed) for v in report.variants)),
     }
     names = [
         next(
