@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_PATH = REPO_ROOT / "benchmarks" / "results" / "latest.json"
-SECTIONS = ("reference", "wider", "sweep", "mlflow", "memory", "scaling")
+SECTIONS = ("reference", "wider", "sweep", "mlflow", "memory", "scaling", "replicas")
 
 # Targets of issue 6 (this machine: 2 cores, no GPU).
 REFERENCE_RATIO_TARGET = 2.0  # suite training time / NumPy training time, reference run
@@ -1469,6 +1469,11 @@ def _run_section(name: str, repeats: int, quick: bool) -> tuple[Any, str]:
         if name == "memory":
             memory = bench_memory(workdir, repeats)
             return memory, render_memory(memory)
+        if name == "replicas":
+            from benchmarks.replicas import bench_replicas, render_replicas
+
+            replicas = bench_replicas(workdir, repeats)
+            return replicas, render_replicas(replicas)
         points = bench_scaling(quick)
         return points, render_scaling(points)
 
@@ -1481,6 +1486,8 @@ _TITLES = {
     "mlflow": "4. MLflow's share: run_experiment tracked vs tracking off; median of {repeats}",
     "memory": "5. the reference run as `make run` runs it (experiments/run.py, a fresh process "
     "each); median of {repeats}",
+    "replicas": "7. replica batches (issue 11): K=20 replicas of the reference run vs one run; "
+    "a 20-seed sweep vectorised vs serial; records; memory",
     "scaling": "6. scaling with n_samples (one run each; 20/5/2 epochs for 10^4/10^5/10^6; "
     "s/epoch excludes the first, tracing epoch)",
 }

@@ -172,7 +172,7 @@ def _record_task(batch: Any, replica: int, unit_name: str) -> Callable[[DictConf
                 output_dir,
                 list(hydra_config.overrides.task),
                 parent.run_id if parent else None,
-                hydra_config.job.override_dirname or None,
+                None,  # named by identity.run_identity, as run.py's jobs are
                 output_dir / f"{hydra_config.job.name}.log",
                 unit_name,
             )

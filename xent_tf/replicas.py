@@ -216,15 +216,20 @@ class ReplicaTrainer:
         self.rule = rule
         self.batch_size = batch_size
         self.from_logits = from_logits
-        self.kernels = [
-            tf.Variable(np.stack([m.get_layer(la.name).kernel.numpy() for m in models]))
-            for la in self.layers
+        # All of a replica's weights in one row of one variable, (K, P): the optimizer then
+        # steps once per batch, not once per kernel and bias (most of a step's op count), and
+        # the forward pass views the row as each layer's kernel and bias.
+        widths = [int(models[0].inputs[0].shape[-1]), *(la.units for la in self.layers)]
+        self._shapes = list(itertools.pairwise(widths))
+        self._sizes = [size for a, b in self._shapes for size in (a * b, b)]
+        rows = [
+            np.concatenate(
+                [w.reshape(-1) for la in self.layers for w in m.get_layer(la.name).get_weights()]
+            )
+            for m in models
         ]
-        self.biases = [
-            tf.Variable(np.stack([m.get_layer(la.name).bias.numpy()[None, :] for m in models]))
-            for la in self.layers
-        ]
-        self.variables = [v for pair in zip(self.kernels, self.biases, strict=True) for v in pair]
+        self.flat = tf.Variable(np.stack(rows).astype(np.float32))
+        self.variables = [self.flat]
         self.iterations = tf.Variable(0, dtype=tf.int64)
         slot_count = {"adam": 2, "sgd": 1 if rule.momentum else 0}[rule.kind]
         self.slots = [
@@ -237,10 +242,24 @@ class ReplicaTrainer:
 
     # --- the maths -------------------------------------------------------------------------
 
+    def _unpacked(self) -> tuple[list[tf.Tensor], list[tf.Tensor]]:
+        """Each layer's stacked kernel (K, in, out) and bias (K, 1, out), views of ``flat``."""
+        pieces = tf.split(self.flat, self._sizes, axis=1)
+        kernels = [
+            tf.reshape(pieces[2 * i], [self.n_replicas, a, b])
+            for i, (a, b) in enumerate(self._shapes)
+        ]
+        biases = [
+            tf.reshape(pieces[2 * i + 1], [self.n_replicas, 1, b])
+            for i, (_, b) in enumerate(self._shapes)
+        ]
+        return kernels, biases
+
     def _forward(self, x: tf.Tensor) -> tf.Tensor:
         """Outputs (K, n, out) for inputs (K, n, d) or (n, d) shared by every replica."""
         h = x if len(x.shape) == 3 else x[None]
-        for layer, kernel, bias in zip(self.layers, self.kernels, self.biases, strict=True):
+        kernels, biases = self._unpacked()
+        for layer, kernel, bias in zip(self.layers, kernels, biases, strict=True):
             # Keras activations keep the logits on the output (``_keras_logits``), so the
             # cross-entropies take the same numerically stable path as in the single run.
             h = layer.activation(tf.matmul(h, kernel) + bias)
@@ -275,7 +294,7 @@ class ReplicaTrainer:
         """Keras SGD with a rate per replica: the kernels take the rate-scaled gradient and a
         rate of 1 (m = momentum * m - lr * g; w += m, or Nesterov's w += momentum * m - lr * g)."""
         rule = self.rule
-        rate = tf.reshape(rates, [-1, 1, 1])
+        rate = tf.reshape(rates, [-1, 1])
         one = tf.constant(1.0)
         for index, (variable, gradient) in enumerate(zip(self.variables, gradients, strict=True)):
             scaled = gradient * rate
@@ -316,7 +335,7 @@ class ReplicaTrainer:
         """Keras Adam's formula element-wise, with one rate per replica."""
         rule = self.rule
         for index, (variable, gradient) in enumerate(zip(self.variables, gradients, strict=True)):
-            rate = tf.reshape(rates, [-1, 1, 1])
+            rate = tf.reshape(rates, [-1, 1])
             m, v = self.slots[0][index], self.slots[1][index]
             step = tf.cast(self.iterations + 1, tf.float32)
             alpha = (
@@ -384,10 +403,13 @@ class ReplicaTrainer:
             losses = self._replica_losses(tiled, outputs)
             total = tf.reduce_sum(losses)
         if with_norms:
-            gradients = tape.gradient(total, self.variables)
-            squares = [tf.reduce_sum(tf.square(g), axis=[1, 2]) for g in gradients]
+            (gradient,) = tape.gradient(total, self.variables)
+            per_layer = [a * b + b for a, b in self._shapes]  # kernel and bias, in row order
             norms = tf.stack(
-                [tf.sqrt(squares[2 * i] + squares[2 * i + 1]) for i in range(len(self.layers))],
+                [
+                    tf.sqrt(tf.reduce_sum(tf.square(piece), axis=1))
+                    for piece in tf.split(gradient, per_layer, axis=1)
+                ],
                 axis=1,
             )
         else:
@@ -608,9 +630,11 @@ class ReplicaTrainer:
 
     def weights(self, replica: int) -> list[np.ndarray]:
         """Replica ``replica``'s weights in the order of its Keras model's ``get_weights()``."""
+        row = self.flat[replica].numpy()
+        pieces = np.split(row, np.cumsum(self._sizes)[:-1])
         out = []
-        for kernel, bias in zip(self.kernels, self.biases, strict=True):
-            out += [kernel[replica].numpy(), bias[replica, 0].numpy()]
+        for i, (a, b) in enumerate(self._shapes):
+            out += [pieces[2 * i].reshape(a, b), pieces[2 * i + 1].reshape(b)]
         return out
 
     def export(self, replica: int) -> keras.Model:
