@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_PATH = REPO_ROOT / "benchmarks" / "results" / "latest.json"
-SECTIONS = ("reference", "wider", "sweep", "mlflow", "memory", "scaling")
+SECTIONS = ("reference", "wider", "sweep", "mlflow", "memory", "scaling", "replicas")
 
 # Targets of issue 6 (this machine: 2 cores, no GPU).
 REFERENCE_RATIO_TARGET = 2.0  # suite training time / NumPy training time, reference run
@@ -496,30 +496,35 @@ def time_suite_run(data: Dataset, case: Case, seed: int) -> RunTiming:
     Returns:
         The run's timing (``fit``'s own ``train_seconds``: tracing included).
     """
-    import keras
     import tensorflow as tf
 
-    from xent_tf.config import LossConfig, ScheduleConfig, TrainerConfig
-    from xent_tf.losses import loss_spec
-    from xent_tf.models import build_mlp
+    from xent_tf.build import (
+        build_loss,
+        build_model,
+        build_optimizer,
+        schedule_rates,
+        tensor_split,
+    )
+    from xent_tf.config import (
+        AdamConfig,
+        ConstantScheduleConfig,
+        LossConfig,
+        MlpConfig,
+        TrainerConfig,
+    )
     from xent_tf.runtime import configure_runtime
-    from xent_tf.schedules import learning_rates
-    from xent_tf.training import CompiledLoop, TensorSplit, fit, steps_per_epoch
+    from xent_tf.training import CompiledLoop, fit, steps_per_epoch
 
     device = configure_runtime("auto", TrainerConfig().threads, seed)
-    spec = loss_spec(LossConfig(name=case.loss), data.n_classes)
+    spec = build_loss(LossConfig(name=case.loss), data)
     with tf.device(device.name):
-        train, val = (
-            TensorSplit.from_numpy(s.x, spec.encode_labels(s.y, data.n_classes), s.y)
-            for s in (data.train, data.val)
-        )
-        model = build_mlp(
-            data.n_features, list(case.hidden), spec.output_units, spec.output_activation
-        )
-        optimizer = keras.optimizers.Adam(learning_rate=case.learning_rate)
+        train, val = (tensor_split(s, spec, data.n_classes) for s in (data.train, data.val))
+        model = build_model(MlpConfig(hidden_units=list(case.hidden)), data, spec, seed)
+        optimizer = build_optimizer(AdamConfig(learning_rate=case.learning_rate))
+        # A fresh loop, not the process's reusable one: the timing includes tracing.
         loop = CompiledLoop(model, spec.loss, optimizer, case.batch_size, from_logits=False)
-        rates = learning_rates(
-            ScheduleConfig(),
+        rates = schedule_rates(
+            ConstantScheduleConfig(),
             case.learning_rate,
             case.epochs,
             steps_per_epoch(len(train), case.batch_size),
@@ -602,11 +607,11 @@ def bench_reference(repeats: int) -> list[TrainingComparison]:
     Returns:
         One comparison.
     """
-    from xent_tf.config import DataConfig
+    from xent_tf.config import MakeClassificationConfig
 
     case = Case(
         "C16 binary 10-10 bce",
-        DataConfig(),
+        MakeClassificationConfig(),
         (10, 10),
         "bce",
         target_ratio=REFERENCE_RATIO_TARGET,
@@ -623,12 +628,12 @@ def bench_wider(repeats: int) -> list[TrainingComparison]:
     Returns:
         Comparisons for 5-class 10-10 and binary 256-256.
     """
-    from xent_tf.config import DataConfig
+    from xent_tf.config import MakeClassificationConfig
 
-    five = DataConfig(name="multiclass", n_classes=5)
+    five = MakeClassificationConfig(name="multiclass", n_classes=5)
     cases = [
         Case("5-class 10-10 sparse_cce", five, (10, 10), "sparse_cce"),
-        Case("binary 256-256 bce", DataConfig(), (256, 256), "bce"),
+        Case("binary 256-256 bce", MakeClassificationConfig(), (256, 256), "bce"),
     ]
     return [compare_training(case, repeats) for case in cases]
 
@@ -1325,14 +1330,16 @@ def bench_scaling(quick: bool) -> list[ScalingPoint]:
     Returns:
         One point per size.
     """
-    from xent_tf.config import DataConfig
+    from xent_tf.config import MakeClassificationConfig
     from xent_tf.data import make_dataset
 
     points: list[ScalingPoint] = []
     for n_samples, epochs in SCALING_SIZES:
         if quick and n_samples >= 1_000_000:
             continue
-        case = Case(f"n={n_samples}", DataConfig(n_samples=n_samples), (10, 10), "bce", epochs)
+        case = Case(
+            f"n={n_samples}", MakeClassificationConfig(n_samples=n_samples), (10, 10), "bce", epochs
+        )
         data = make_dataset(case.data)
         suite = time_suite_run(data, case, seed=0)
         numpy = time_numpy_run(data, case, seed=0)
@@ -1462,6 +1469,11 @@ def _run_section(name: str, repeats: int, quick: bool) -> tuple[Any, str]:
         if name == "memory":
             memory = bench_memory(workdir, repeats)
             return memory, render_memory(memory)
+        if name == "replicas":
+            from benchmarks.replicas import bench_replicas, render_replicas
+
+            replicas = bench_replicas(workdir, repeats)
+            return replicas, render_replicas(replicas)
         points = bench_scaling(quick)
         return points, render_scaling(points)
 
@@ -1474,6 +1486,8 @@ _TITLES = {
     "mlflow": "4. MLflow's share: run_experiment tracked vs tracking off; median of {repeats}",
     "memory": "5. the reference run as `make run` runs it (experiments/run.py, a fresh process "
     "each); median of {repeats}",
+    "replicas": "7. replica batches (issue 11): K=20 replicas of the reference run vs one run; "
+    "a 20-seed sweep vectorised vs serial; records; memory",
     "scaling": "6. scaling with n_samples (one run each; 20/5/2 epochs for 10^4/10^5/10^6; "
     "s/epoch excludes the first, tracing epoch)",
 }

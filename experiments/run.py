@@ -38,12 +38,13 @@ def main(cfg: DictConfig) -> float:
     if config.task == "claims":
         from xent_tf.claims.ledger import run_ledger
         from xent_tf.claims.runner import SubprocessStudyRunner
+        from xent_tf.comparison import Verdict
 
         ledger, text = run_ledger(
             config, Path(hydra_config.runtime.output_dir), SubprocessStudyRunner()
         )
         log.info("\n%s", text)
-        return float(sum(r.verdict == "contradicted" for r in ledger.results))
+        return float(sum(r.verdict == Verdict.CONTRADICTED for r in ledger.results))
     from xent_tf.pipeline import run_experiment, summary_text
 
     output_dir = Path(hydra_config.runtime.output_dir)
@@ -55,7 +56,6 @@ def main(cfg: DictConfig) -> float:
             output_dir=output_dir,
             overrides=list(hydra_config.overrides.task),
             parent_run_id=parent.run_id if parent else None,
-            run_name=hydra_config.job.override_dirname or None,
             log_file=output_dir / f"{hydra_config.job.name}.log",
         )
     except Exception as error:

@@ -10,7 +10,19 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
 from tests.conftest import CONFIG_DIR, compose_config
-from xent_tf.config import Config, to_config
+from xent_tf.config import (
+    LOSSES,
+    BundledDataConfig,
+    Config,
+    CsvDataConfig,
+    KerasModelConfig,
+    OneCycleScheduleConfig,
+    SgdConfig,
+    option_kinds,
+    option_schema,
+    to_config,
+)
+from xent_tf.losses import LOSS_BUILDERS
 
 GROUPS = ["data", "model", "loss", "optimizer", "schedule", "trainer", "tracking", "debug"]
 
@@ -29,6 +41,10 @@ def test_every_group_option_composes(group: str, option: str) -> None:
     overrides = [f"{prefix}{group}={option}"]
     if group == "data" and option == "multiclass":
         overrides.append("loss=sparse_cce")  # the default bce needs binary data
+    if group == "data" and option == "csv":
+        overrides += ["data.path=table.csv", "data.label=target"]  # no defaults: yours to give
+    if group == "model" and option == "keras":
+        overrides.append("model._target_=my_models.build")  # no default: yours to give
     config = to_config(compose_config(overrides))
     assert isinstance(config, Config)
 
@@ -96,7 +112,20 @@ def test_wrong_type_fails_at_compose_time() -> None:
         (["trainer.device=tpu"], r"trainer.device='tpu' is not one of \['auto', 'cpu', 'gpu'\]"),
         (["loss=mse", "loss.from_logits=true"], r"from_logits=true does not apply"),
         (["loss=sparse_cce", "loss.label_smoothing=0.1"], r"label_smoothing=0.1 is not supported"),
-        (["optimizer.momentum=0.9"], r"momentum=0.9 only applies to optimizer.name='sgd'"),
+        (
+            ["optimizer=sgd", "optimizer.momentum=1.0"],
+            r"optimizer.momentum=1.0 must be in \[0, 1\)",
+        ),
+        (["optimizer.name=sgd"], r"optimizer.name='sgd' does not match the selected optimizer"),
+        (["schedule=cosine", "schedule.name=step"], r"schedule.name='step' does not match"),
+        (["schedule=step", "schedule.factor=2"], r"schedule.factor=2.0 must be in \(0, 1\]"),
+        (
+            ["data=digits", "data.name=mnist"],
+            r"data.name='mnist' is not one of \['breast_cancer', ",
+        ),
+        (["data=iris", "data.test_fraction=1.5"], r"data.test_fraction=1.5 must be strictly"),
+        (["model=keras", "model._target_=nodots"], r"model._target_='nodots' is not a dotted path"),
+        (["model=keras", "model._target_=a.1b"], r"model._target_='a.1b' is not a dotted path"),
         (["seed=-1"], r"seed=-1 must be >= 0"),
         (["lr_find=on", "lr_find.min_lr=20"], r"lr_find.max_lr=10.0 must be > lr_find.min_lr=20"),
         (["lr_find=on", "lr_find.min_lr=0"], r"lr_find.min_lr=0.0 must be > 0"),
@@ -113,3 +142,95 @@ def test_experiment_and_debug_files_compose() -> None:
     for path in sorted((Path(CONFIG_DIR) / "experiment").glob("*.yaml")):
         config = to_config(compose_config([f"+experiment={path.stem}", "+debug=tiny"]))
         assert config.trainer.epochs <= 2, path.stem
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "schema"),
+    [
+        (["optimizer.momentum=0.9"], "momentum", "AdamConfig"),  # SGD's field on Adam
+        (["schedule=step", "schedule.final_fraction=0.1"], "final_fraction", "StepScheduleConfig"),
+        (["data=digits", "data.n_informative=5"], "n_informative", "BundledDataConfig"),
+        (["data=reference", "data.path=x.csv"], "path", "MakeClassificationConfig"),
+        (["model=keras", "model.hidden_units=[4]"], "hidden_units", "KerasModelConfig"),
+        (["model.kwargs={a: 1}"], "kwargs", "MlpConfig"),
+    ],
+)
+def test_a_field_of_another_option_fails_at_compose_time(
+    overrides: list[str], key: str, schema: str
+) -> None:
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_config(overrides)
+    assert f"Key '{key}' not in '{schema}'" in str(info.value.__cause__)
+
+
+def test_unknown_data_set_and_model_names_list_the_options() -> None:
+    with pytest.raises(ConfigCompositionException, match="Could not find 'data/mnist'") as info:
+        compose_config(["data=mnist"])
+    for name in ("breast_cancer", "csv", "digits", "iris", "multiclass", "reference", "wine"):
+        assert f"\t{name}\n" in str(info.value)
+    with pytest.raises(ConfigCompositionException, match="Could not find 'model/resnet'") as info:
+        compose_config(["model=resnet"])
+    assert "\tkeras\n" in str(info.value) and "\tmlp\n" in str(info.value)
+
+
+def test_every_option_file_extends_a_registered_schema_and_every_schema_is_used() -> None:
+    """The kinds are written once (``@option``); each YAML option names one in its defaults."""
+    import yaml
+
+    for group in ("data", "model", "optimizer", "schedule"):
+        used = set()
+        for path in sorted((Path(CONFIG_DIR) / group).glob("*.yaml")):
+            defaults = yaml.safe_load(path.read_text())["defaults"]
+            schema = defaults[0].removeprefix(f"/schema/{group}/").removesuffix("@_here_")
+            assert schema in option_kinds(group), (path, schema)
+            used.add(schema)
+        assert used == set(option_kinds(group)), group
+
+
+def test_option_kinds_and_schemas() -> None:
+    assert option_kinds("data") == ("make_classification", "sklearn", "csv")
+    assert option_kinds("model") == ("mlp", "keras")
+    assert option_kinds("optimizer") == ("adam", "sgd")
+    assert option_schema("optimizer", "sgd") is SgdConfig
+    with pytest.raises(ValueError, match=r"optimizer kind 'nag' is not one of \['adam', 'sgd'\]"):
+        option_schema("optimizer", "nag")
+
+
+def test_every_loss_name_has_a_builder() -> None:
+    assert tuple(LOSS_BUILDERS) == LOSSES == ("bce", "cce", "sparse_cce", "mse")
+
+
+def test_the_composed_options_have_their_own_schemas(make_config: Callable[..., Config]) -> None:
+    config = make_config(
+        "data=wine", "loss=cce", "optimizer=sgd", "schedule=one_cycle", "+debug=quick", tiny=False
+    )
+    assert isinstance(config.data, BundledDataConfig) and config.data.name == "wine"
+    assert isinstance(config.optimizer, SgdConfig) and config.optimizer.momentum == 0.0
+    assert isinstance(config.schedule, OneCycleScheduleConfig)
+    assert config.schedule.final_fraction == 1e-4
+    config = make_config(
+        "model=convnet",
+        "model.kwargs.filters=4",
+        "data=digits",
+        "loss=cce",
+        "+debug=quick",
+        tiny=False,
+    )
+    assert isinstance(config.model, KerasModelConfig)
+    assert config.model._target_ == "xent_tf.zoo.small_convnet"
+    assert config.model.kwargs == {"image_shape": [8, 8], "filters": 4, "hidden_units": 32}
+    config = make_config(
+        "data=csv",
+        "data.path=my.csv",
+        "data.label=y",
+        "model=keras",
+        "model._target_=my_models.build",
+        "+model.kwargs.extra=1",
+        "+debug=quick",
+        tiny=False,
+    )
+    assert isinstance(config.data, CsvDataConfig) and (config.data.path, config.data.label) == (
+        "my.csv",
+        "y",
+    )
+    assert config.model.kwargs == {"extra": 1}  # type: ignore[attr-defined]

@@ -1,16 +1,20 @@
-"""The reference data and split of CLAIMS.md C16."""
+"""Every data source: the reference split of CLAIMS.md C16, bundled sets, CSV files, scaling."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
+import sklearn.datasets
 from sklearn.datasets import make_classification
 
-from xent_tf.config import DataConfig
+from xent_tf.config import BundledDataConfig, CsvDataConfig, MakeClassificationConfig
 from xent_tf.data import make_dataset
 
 
 def test_reference_split_sizes_and_test_rows_are_the_last_thousand() -> None:
-    data = make_dataset(DataConfig())
+    data = make_dataset(MakeClassificationConfig())
     assert (len(data.train), len(data.val), len(data.test)) == (6300, 2700, 1000)
     x, y = make_classification(n_samples=10000, n_informative=10, random_state=2022)
     np.testing.assert_array_equal(data.test.x, x[9000:].astype(np.float32))
@@ -23,7 +27,146 @@ def test_reference_split_sizes_and_test_rows_are_the_last_thousand() -> None:
 
 
 def test_dataset_is_deterministic_and_multiclass_has_five_classes() -> None:
-    config = DataConfig(name="multiclass", n_classes=5)
+    config = MakeClassificationConfig(name="multiclass", n_classes=5)
     first, second = make_dataset(config), make_dataset(config)
     np.testing.assert_array_equal(first.train.x, second.train.x)
     assert set(np.unique(first.train.y)) == {0, 1, 2, 3, 4}
+
+
+# rows, features, classes, (train, val, test): a stratified 20% test set (rounded up), then 30%
+# of the rest for validation (rounded up), as sklearn's train_test_split counts them.
+BUNDLED = {
+    "breast_cancer": (569, 30, 2, (318, 137, 114)),
+    "digits": (1797, 64, 10, (1005, 432, 360)),
+    "wine": (178, 13, 3, (99, 43, 36)),
+    "iris": (150, 4, 3, (84, 36, 30)),
+}
+
+
+def test_multiclass_preset_split_sizes_and_shapes() -> None:
+    data = make_dataset(MakeClassificationConfig(name="multiclass", n_classes=5))
+    assert [s.x.shape for s in data.splits().values()] == [(6300, 20), (2700, 20), (1000, 20)]
+    assert data.scaling is None  # C16's protocol: make_classification rows are not rescaled
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED))
+def test_bundled_sets_shapes_split_sizes_and_classes(name: str) -> None:
+    n_rows, n_features, n_classes, sizes = BUNDLED[name]
+    data = make_dataset(BundledDataConfig(name=name))
+    assert (len(data.train), len(data.val), len(data.test)) == sizes
+    assert sum(sizes) == n_rows
+    assert data.input_shape == (n_features,) and data.n_classes == n_classes
+    assert [s.x.shape for s in data.splits().values()] == [(k, n_features) for k in sizes]
+    assert data.source == f"sklearn.datasets.load_{name}" and data.name == name
+    assert data.train.x.dtype == np.float32 and data.train.y.dtype == np.int32
+    # Stratified: every class in every part, in the whole set's proportions (+-1 row).
+    _, y_all = getattr(sklearn.datasets, f"load_{name}")(return_X_y=True)
+    share = np.bincount(y_all) / n_rows
+    for split in data.splits().values():
+        assert np.abs(np.bincount(split.y, minlength=n_classes) - share * len(split)).max() <= 1
+
+
+def test_iris_file_sorted_by_class_still_gets_every_class_in_every_part() -> None:
+    data = make_dataset(BundledDataConfig(name="iris"))
+    assert [np.bincount(s.y).tolist() for s in data.splits().values()] == [
+        [28, 28, 28],
+        [12, 12, 12],
+        [10, 10, 10],
+    ]
+    assert data.class_names == ("setosa", "versicolor", "virginica")
+
+
+def test_scaling_uses_the_training_rows_only() -> None:
+    raw = make_dataset(BundledDataConfig(name="wine", standardize=False))
+    scaled = make_dataset(BundledDataConfig(name="wine"))
+    # The same rows in the same parts: the split does not depend on the scaling.
+    for part in ("train", "val", "test"):
+        np.testing.assert_array_equal(raw.splits()[part].y, scaled.splits()[part].y)
+    mean = raw.train.x.astype(np.float64).mean(axis=0)
+    std = raw.train.x.astype(np.float64).std(axis=0)
+    np.testing.assert_allclose(scaled.test.x, (raw.test.x - mean) / std, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scaled.train.x.mean(axis=0), 0.0, atol=1e-6)
+    np.testing.assert_allclose(scaled.train.x.std(axis=0), 1.0, atol=1e-5)
+    # Statistics fitted on all rows (test rows included) give other test features: this test
+    # fails if the scaler sees the test rows.
+    every_row = np.concatenate([raw.train.x, raw.val.x, raw.test.x]).astype(np.float64)
+    leaky = (raw.test.x - every_row.mean(axis=0)) / every_row.std(axis=0)
+    assert np.abs(scaled.test.x - leaky).max() > 0.01
+
+
+def test_a_constant_column_keeps_scale_one() -> None:
+    data = make_dataset(BundledDataConfig(name="digits"))
+    assert data.scaling is not None
+    assert data.scaling.scale[0] == 1.0 and data.scaling.mean[0] == 0.0  # pixel 0 is always 0
+    assert np.all(data.train.x[:, 0] == 0.0)
+
+
+def _write_csv(path: Path, n_rows: int = 60, n_classes: int = 3) -> Path:
+    rng = np.random.default_rng(0)
+    labels = np.array(["cat", "dog", "emu", "fox"][:n_classes])[np.arange(n_rows) % n_classes]
+    columns = {
+        "height": rng.normal(100.0, 15.0, n_rows).round(3),
+        "weight": rng.normal(-5.0, 2.0, n_rows).round(3),
+        "kind": labels,
+        "age": np.arange(n_rows) ** 2,  # integers, and a test row far from the training mean
+    }
+    lines = [",".join(columns)] + [
+        ",".join(str(columns[c][i]) for c in columns) for i in range(n_rows)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_csv_shapes_split_sizes_and_label_encoding(tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "animals.csv")
+    data = make_dataset(CsvDataConfig(path=str(path), label="kind", name="animals"))
+    assert (len(data.train), len(data.val), len(data.test)) == (33, 15, 12)
+    assert data.feature_names == ("height", "weight", "age")  # the label column is dropped
+    assert data.class_names == ("cat", "dog", "emu") and data.n_classes == 3
+    assert data.input_shape == (3,) and data.source == str(path) and data.name == "animals"
+    assert [np.bincount(s.y).tolist() for s in data.splits().values()] == [
+        [11, 11, 11],
+        [5, 5, 5],
+        [4, 4, 4],
+    ]
+    raw = make_dataset(CsvDataConfig(path=str(path), label="kind", standardize=False))
+    table = np.loadtxt(path, delimiter=",", skiprows=1, usecols=(0, 1, 3))
+    # every raw row is in exactly one part, its label coded by the sorted names
+    together = np.concatenate([s.x for s in raw.splits().values()])
+    assert sorted(map(tuple, together.tolist())) == sorted(
+        map(tuple, table.astype(np.float32).tolist())
+    )
+    np.testing.assert_allclose(data.train.x.mean(axis=0), 0.0, atol=1e-6)
+    assert data.digest() != raw.digest() and len(data.digest()) == 16
+
+
+@pytest.mark.parametrize(
+    ("edit", "label", "message"),
+    [
+        ("missing", "kind", r"data.path='.*nope.csv': no such file"),
+        ("", "species", r"data.label='species' is not a column of .*\['height', 'weight', 'kind'"),
+        ("nan", "kind", r"has NaN \(empty\) feature values: \{'weight': 1\}"),
+        ("text", "kind", r"non-numeric feature column\(s\) \['height'\]"),
+        ("one_class", "kind", r"has one class \(cat\) in 60 rows; classification needs at least 2"),
+        ("few_rows", "kind", r"too few rows for the split: 8 rows, 3 classes"),
+    ],
+)
+def test_bad_csv_files_are_refused_with_a_message(
+    tmp_path: Path, edit: str, label: str, message: str
+) -> None:
+    path = _write_csv(tmp_path / "table.csv", n_rows=8 if edit == "few_rows" else 60)
+    lines = path.read_text().splitlines()
+    if edit == "missing":
+        path = tmp_path / "nope.csv"
+    elif edit == "nan":
+        lines[5] = lines[5].split(",", 2)[0] + ",," + lines[5].split(",", 2)[2]
+    elif edit == "text":
+        lines[3] = "tall," + lines[3].split(",", 1)[1]
+    elif edit == "one_class":
+        lines = [lines[0]] + [
+            line.replace("dog", "cat").replace("emu", "cat") for line in lines[1:]
+        ]
+    if edit != "missing":
+        path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=message):
+        make_dataset(CsvDataConfig(path=str(path), label=label))

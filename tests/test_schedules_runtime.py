@@ -6,9 +6,17 @@ import keras
 import numpy as np
 import pytest
 
-from xent_tf.config import ScheduleConfig
+from xent_tf.config import (
+    ConstantScheduleConfig,
+    CosineScheduleConfig,
+    ExponentialScheduleConfig,
+    OneCycleScheduleConfig,
+    StepScheduleConfig,
+    option_kinds,
+    option_schema,
+)
 from xent_tf.runtime import select_device
-from xent_tf.schedules import learning_rates
+from xent_tf.schedules import has_formula, learning_rates
 
 
 def _keras_values(schedule: keras.optimizers.schedules.LearningRateSchedule, n: int) -> np.ndarray:
@@ -16,28 +24,26 @@ def _keras_values(schedule: keras.optimizers.schedules.LearningRateSchedule, n: 
 
 
 def test_constant_and_step() -> None:
-    assert np.all(learning_rates(ScheduleConfig(), 0.1, 3, 4) == np.float32(0.1))
-    rates = learning_rates(ScheduleConfig(name="step", step_epochs=2, factor=0.5), 0.1, 5, 3)
+    assert np.all(learning_rates(ConstantScheduleConfig(), 0.1, 3, 4) == np.float32(0.1))
+    rates = learning_rates(StepScheduleConfig(step_epochs=2, factor=0.5), 0.1, 5, 3)
     np.testing.assert_allclose(rates[::3], [0.1, 0.1, 0.05, 0.05, 0.025], rtol=1e-6)
 
 
 def test_exponential_matches_keras() -> None:
-    rates = learning_rates(ScheduleConfig(name="exponential", final_fraction=0.01), 0.1, 4, 25)
+    rates = learning_rates(ExponentialScheduleConfig(final_fraction=0.01), 0.1, 4, 25)
     keras_rates = _keras_values(keras.optimizers.schedules.ExponentialDecay(0.1, 99, 0.01), 100)
     np.testing.assert_allclose(rates, keras_rates, rtol=1e-5)
     assert rates[-1] == pytest.approx(0.001, rel=1e-5)
 
 
 def test_cosine_matches_keras() -> None:
-    rates = learning_rates(ScheduleConfig(name="cosine", final_fraction=0.01), 0.1, 4, 25)
+    rates = learning_rates(CosineScheduleConfig(final_fraction=0.01), 0.1, 4, 25)
     keras_rates = _keras_values(keras.optimizers.schedules.CosineDecay(0.1, 99, alpha=0.01), 100)
     np.testing.assert_allclose(rates, keras_rates, rtol=1e-5)
 
 
 def test_one_cycle_matches_keras_warmup_cosine() -> None:
-    config = ScheduleConfig(
-        name="one_cycle", warmup_fraction=0.3, div_factor=25, final_fraction=1e-4
-    )
+    config = OneCycleScheduleConfig(warmup_fraction=0.3, div_factor=25, final_fraction=1e-4)
     rates = learning_rates(config, 0.1, 10, 10)
     keras_rates = _keras_values(
         keras.optimizers.schedules.CosineDecay(
@@ -58,3 +64,10 @@ def test_device_selection_logic() -> None:
         select_device("gpu", [])
     with pytest.raises(ValueError, match=r"trainer\.device='tpu' is not one of"):
         select_device("tpu", [])
+
+
+def test_every_registered_schedule_has_a_rate_formula() -> None:
+    kinds = option_kinds("schedule")
+    assert kinds == ("constant", "step", "exponential", "cosine", "one_cycle")
+    assert all(has_formula(option_schema("schedule", kind)) for kind in kinds)
+    assert not has_formula(object)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from xent_tf.config import DataConfig, LossConfig
+from xent_tf.config import LossConfig, MakeClassificationConfig
 from xent_tf.data import make_dataset
 from xent_tf.losses import loss_spec
 from xent_tf.models import build_mlp
@@ -20,14 +20,16 @@ from xent_tf.training import (
     steps_per_epoch,
 )
 
-SMALL = DataConfig(n_samples=600, n_test=100)
+SMALL = MakeClassificationConfig(n_samples=600, n_test=100)
 
 
 def _setup(
     loss: str = "bce", n_classes: int = 2, seed: int = 0, optimizer: str = "adam", lr: float = 1e-2
 ) -> tuple[keras.Model, CompiledLoop, TensorSplit, TensorSplit]:
     data = make_dataset(
-        SMALL if n_classes == 2 else DataConfig(n_samples=600, n_test=100, n_classes=n_classes)
+        SMALL
+        if n_classes == 2
+        else MakeClassificationConfig(n_samples=600, n_test=100, n_classes=n_classes)
     )
     spec = loss_spec(LossConfig(name=loss), n_classes)
     keras.utils.set_random_seed(seed)

@@ -1,22 +1,76 @@
 """Typed config schemas, registered in Hydra's ConfigStore.
 
-The YAML files under ``configs/`` fill these dataclasses, so a typo in a key or a wrong type fails
-at compose time with Hydra's own message. Value checks that types cannot express (a positive
-learning rate, a loss that fits the data) live in ``__post_init__``: they run when the entry point
-turns the composed config into these objects with ``OmegaConf.to_object``, before anything trains.
+Every option of a config group (each data source, model kind, optimizer, schedule) is its own
+dataclass, registered with ``@option`` under ``schema/<group>/<kind>``; the option's YAML file
+under ``configs/<group>/`` extends it (``defaults: [/schema/<group>/<kind>@_here_, _self_]``). So
+a typo in a key, a wrong type, or a field that belongs to another option (``optimizer.momentum``
+on Adam) fails at compose time with Hydra's own message, and the allowed kinds of a group are the
+registered classes (``option_kinds``), written once. Value checks that types cannot express (a
+positive learning rate, a loss that fits the data) live in ``__post_init__``: they run when the
+entry point turns the composed config into these objects with ``OmegaConf.to_object``, before
+anything trains.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
 
-LOSSES = ("bce", "cce", "sparse_cce", "mse")
-OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("constant", "step", "exponential", "cosine", "one_cycle")
 DEVICES = ("auto", "cpu", "gpu")
 OUTPUT_INITS = ("standard", "saturated")
+
+# What each loss accepts; the Keras loss each name builds is in xent_tf.losses (its registry is
+# keyed by these names, tests/test_config.py checks they agree).
+LOSS_SMOOTHS_LABELS = {"bce": True, "cce": True, "sparse_cce": False, "mse": False}
+LOSS_TAKES_LOGITS = {"bce": True, "cce": True, "sparse_cce": True, "mse": False}
+LOSSES = tuple(LOSS_SMOOTHS_LABELS)
+
+# scikit-learn's bundled classification sets (shipped with the package: no download); each is
+# loaded by sklearn.datasets.load_<name>.
+BUNDLED_DATASETS = ("breast_cancer", "digits", "wine", "iris")
+
+_OPTIONS: dict[str, dict[str, type]] = {}
+_Option = TypeVar("_Option", bound=type)
+
+
+def option(group: str, kind: str) -> Callable[[_Option], _Option]:
+    """Class decorator: register a dataclass as the schema of option ``kind`` of ``group``.
+
+    Args:
+        group: the config group ("data", "model", "optimizer", "schedule").
+        kind: the option's kind, e.g. "adam"; stored as the class's ``KIND``.
+
+    Returns:
+        The decorator (it returns the class unchanged apart from ``KIND``).
+    """
+
+    def register(cls: _Option) -> _Option:
+        setattr(cls, "KIND", kind)  # noqa: B010  (a ClassVar of the schema)
+        _OPTIONS.setdefault(group, {})[kind] = cls
+        return cls
+
+    return register
+
+
+def option_kinds(group: str) -> tuple[str, ...]:
+    """The registered kinds of a config group, in registration order."""
+    return tuple(_OPTIONS[group])
+
+
+def option_schema(group: str, kind: str) -> type:
+    """The dataclass registered for ``kind`` of ``group``.
+
+    Raises:
+        ValueError: no such kind (the message lists the registered ones).
+    """
+    kinds = _OPTIONS.get(group, {})
+    if kind not in kinds:
+        raise ValueError(f"{group} kind {kind!r} is not one of {list(kinds)}")
+    return kinds[kind]
 
 
 def _require(condition: bool, message: str) -> None:
@@ -29,11 +83,55 @@ def _require_choice(field_name: str, value: str, allowed: tuple[str, ...]) -> No
     _require(value in allowed, f"{field_name}={value!r} is not one of {list(allowed)}")
 
 
+def _require_kind(group: str, field_name: str, value: str, kind: str) -> None:
+    """The option's kind field must name its own schema (another kind is another option)."""
+    _require(
+        value == kind,
+        f"{group}.{field_name}={value!r} does not match the selected {group} option {kind!r}; "
+        f"choose another option with `{group}=<option>` (kinds: {list(option_kinds(group))})",
+    )
+
+
+# ----------------------------------------------------------------------------------------- data
+
+
 @dataclass
 class DataConfig:
+    """What every data source shares: its name and how its rows are split and scaled."""
+
+    KIND: ClassVar[str] = ""
+
+    name: str = MISSING  # the data set's name in MLflow params, tags and study groupings
+    source: str = MISSING  # the option's kind: make_classification | sklearn | csv
+    val_fraction: float = 0.3  # of the rows left after the test rows
+    split_seed: int = 2022  # fixed, so every run seed sees the same split
+    # Standardise features with the mean and std of the training rows only.
+    standardize: bool = True
+
+    def __post_init__(self) -> None:
+        _require_kind("data", "source", self.source, self.KIND)
+        _require(bool(self.name.strip()), "data.name must not be empty")
+        _require(
+            0.0 < self.val_fraction < 1.0,
+            f"data.val_fraction={self.val_fraction} must be strictly between 0 and 1",
+        )
+
+    @property
+    def known_n_classes(self) -> int | None:
+        """The class count when the config alone says it (else the data tells, when loaded)."""
+        return None
+
+
+@option("data", "make_classification")
+@dataclass
+class MakeClassificationConfig(DataConfig):
     """A ``make_classification`` dataset and its split (CLAIMS.md C16)."""
 
     name: str = "reference"
+    source: str = "make_classification"
+    # make_classification's features are on a unit scale already; unscaled is C16's protocol
+    # (and keeps the reference run's numbers).
+    standardize: bool = False
     n_samples: int = 10_000
     n_features: int = 20
     n_informative: int = 10
@@ -42,10 +140,9 @@ class DataConfig:
     n_clusters_per_class: int = 2
     random_state: int = 2022
     n_test: int = 1_000  # the LAST n_test rows are the test set
-    val_fraction: float = 0.3  # of the remaining rows
-    split_seed: int = 2022  # train/val split; fixed so every seed sees the same split
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _require(self.n_features >= 1, f"data.n_features={self.n_features} must be >= 1")
         _require(
             1 <= self.n_informative <= self.n_features,
@@ -68,10 +165,6 @@ class DataConfig:
             0 <= self.n_test < self.n_samples,
             f"data.n_test={self.n_test} must be >= 0 and < data.n_samples={self.n_samples}",
         )
-        _require(
-            0.0 < self.val_fraction < 1.0,
-            f"data.val_fraction={self.val_fraction} must be strictly between 0 and 1",
-        )
         n_val = round((self.n_samples - self.n_test) * self.val_fraction)
         n_train = self.n_samples - self.n_test - n_val
         _require(
@@ -80,18 +173,88 @@ class DataConfig:
             f" each needs at least n_classes={self.n_classes}",
         )
 
+    @property
+    def known_n_classes(self) -> int | None:
+        return self.n_classes
+
+
+@dataclass
+class _HeldOutTestConfig(DataConfig):
+    """A loaded table: a stratified random share of the rows is the test set."""
+
+    test_fraction: float = 0.2  # stratified, drawn with split_seed before train/val
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(
+            0.0 < self.test_fraction < 1.0,
+            f"data.test_fraction={self.test_fraction} must be strictly between 0 and 1",
+        )
+
+
+@option("data", "sklearn")
+@dataclass
+class BundledDataConfig(_HeldOutTestConfig):
+    """One of scikit-learn's bundled classification sets (no download)."""
+
+    name: str = "digits"
+    source: str = "sklearn"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require_choice("data.name", self.name, BUNDLED_DATASETS)
+
+
+@option("data", "csv")
+@dataclass
+class CsvDataConfig(_HeldOutTestConfig):
+    """A CSV file with a header row: numeric feature columns and one label column."""
+
+    name: str = "csv"
+    source: str = "csv"
+    path: str = MISSING  # relative paths resolve against the directory the command started in
+    label: str = MISSING  # the label column; any values (names or numbers), at least 2 distinct
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(bool(self.path.strip()), "data.path must name a CSV file")
+        _require(bool(self.label.strip()), "data.label must name the CSV's label column")
+
+
+# ---------------------------------------------------------------------------------------- model
+
 
 @dataclass
 class ModelConfig:
-    """An MLP: Dense hidden layers, then an output head chosen by the loss."""
+    """What every model kind shares: the kind and how the output layer starts."""
 
-    hidden_units: list[int] = field(default_factory=lambda: [10, 10])
-    activation: str = "relu"
+    KIND: ClassVar[str] = ""
+
+    name: str = MISSING  # the option's kind: mlp | keras
     # "saturated" starts the output layer confidently wrong (C12); "standard" is Keras's default.
     output_init: str = "standard"
     saturation_scale: float = 10.0  # how hard the saturated init pushes the logits
 
     def __post_init__(self) -> None:
+        _require_kind("model", "name", self.name, self.KIND)
+        _require_choice("model.output_init", self.output_init, OUTPUT_INITS)
+        _require(
+            self.saturation_scale > 0,
+            f"model.saturation_scale={self.saturation_scale} must be > 0",
+        )
+
+
+@option("model", "mlp")
+@dataclass
+class MlpConfig(ModelConfig):
+    """An MLP: Dense hidden layers, then an output head chosen by the loss."""
+
+    name: str = "mlp"
+    hidden_units: list[int] = field(default_factory=lambda: [10, 10])
+    activation: str = "relu"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         _require(
             len(self.hidden_units) >= 1,
             "model.hidden_units=[] is empty; give at least one layer width, e.g. [10, 10]",
@@ -102,11 +265,28 @@ class ModelConfig:
                 f"model.hidden_units={list(self.hidden_units)} has width {width}; "
                 "every width must be >= 1",
             )
-        _require_choice("model.output_init", self.output_init, OUTPUT_INITS)
+
+
+@option("model", "keras")
+@dataclass
+class KerasModelConfig(ModelConfig):
+    """Any Keras model: ``_target_(input_shape, n_outputs, **kwargs)`` returns it (logits out)."""
+
+    name: str = "keras"
+    _target_: str = MISSING  # dotted path of the builder, e.g. xent_tf.zoo.small_convnet
+    kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the builder
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        parts = self._target_.split(".")
         _require(
-            self.saturation_scale > 0,
-            f"model.saturation_scale={self.saturation_scale} must be > 0",
+            len(parts) >= 2 and all(part.isidentifier() for part in parts),
+            f"model._target_={self._target_!r} is not a dotted path to a callable; give "
+            "'package.module.function', e.g. xent_tf.zoo.small_convnet",
         )
+
+
+# ----------------------------------------------------------------------------------------- loss
 
 
 @dataclass
@@ -123,69 +303,154 @@ class LossConfig:
             0.0 <= self.label_smoothing < 1.0,
             f"loss.label_smoothing={self.label_smoothing} must be in [0, 1)",
         )
+        smoothing = [name for name, smooths in LOSS_SMOOTHS_LABELS.items() if smooths]
         _require(
-            not (self.name in ("mse", "sparse_cce") and self.label_smoothing > 0),
+            LOSS_SMOOTHS_LABELS[self.name] or self.label_smoothing == 0,
             f"loss.label_smoothing={self.label_smoothing} is not supported by loss.name="
-            f"{self.name!r}; only 'bce' and 'cce' smooth labels",
+            f"{self.name!r}; only {' and '.join(repr(n) for n in smoothing)} smooth labels",
         )
+        with_logits = [name for name, takes in LOSS_TAKES_LOGITS.items() if takes]
         _require(
-            not (self.name == "mse" and self.from_logits),
-            "loss.from_logits=true does not apply to loss.name='mse' (MSE compares "
-            "probabilities); use bce, cce or sparse_cce",
+            LOSS_TAKES_LOGITS[self.name] or not self.from_logits,
+            f"loss.from_logits=true does not apply to loss.name={self.name!r} (it compares "
+            f"probabilities); use {', '.join(with_logits)}",
         )
+
+
+# ------------------------------------------------------------------------------------ optimizer
 
 
 @dataclass
 class OptimizerConfig:
-    """A Keras optimizer and its base learning rate."""
+    """What every optimizer shares: its kind and base learning rate."""
 
-    name: str = "adam"
+    KIND: ClassVar[str] = ""
+
+    name: str = MISSING  # the option's kind: adam | sgd
     learning_rate: float = 1e-3
-    momentum: float = 0.0  # SGD only; 0.9 is the usual "SGD with momentum"
 
     def __post_init__(self) -> None:
-        _require_choice("optimizer.name", self.name, OPTIMIZERS)
+        _require_kind("optimizer", "name", self.name, self.KIND)
         _require(
             self.learning_rate > 0,
             f"optimizer.learning_rate={self.learning_rate} must be > 0",
         )
+
+
+@option("optimizer", "adam")
+@dataclass
+class AdamConfig(OptimizerConfig):
+    """Adam with Keras's defaults (beta_1 0.9, beta_2 0.999, epsilon 1e-7)."""
+
+    name: str = "adam"
+
+
+@option("optimizer", "sgd")
+@dataclass
+class SgdConfig(OptimizerConfig):
+    """Mini-batch SGD, optionally with momentum."""
+
+    name: str = "sgd"
+    learning_rate: float = 0.1
+    momentum: float = 0.0  # 0.9 is the usual "SGD with momentum"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         _require(
             0.0 <= self.momentum < 1.0,
             f"optimizer.momentum={self.momentum} must be in [0, 1)",
         )
-        _require(
-            self.name == "sgd" or self.momentum == 0.0,
-            f"optimizer.momentum={self.momentum} only applies to optimizer.name='sgd'",
-        )
+
+
+# ------------------------------------------------------------------------------------- schedule
 
 
 @dataclass
 class ScheduleConfig:
-    """How the learning rate moves over training, per step (batch)."""
+    """What every schedule shares: its kind. The rate moves per step (batch)."""
 
-    name: str = "constant"
-    # step: multiply by `factor` every `step_epochs` epochs.
-    step_epochs: int = 5
-    factor: float = 0.5
-    # exponential: decay to final_fraction * base over the run; cosine: anneal to it.
-    final_fraction: float = 0.01
-    # one_cycle: warm up from base/div_factor to base over `warmup_fraction` of the steps.
-    warmup_fraction: float = 0.3
-    div_factor: float = 25.0
+    KIND: ClassVar[str] = ""
+
+    name: str = MISSING  # the option's kind: constant | step | exponential | cosine | one_cycle
 
     def __post_init__(self) -> None:
-        _require_choice("schedule.name", self.name, SCHEDULES)
+        _require_kind("schedule", "name", self.name, self.KIND)
+
+
+def _require_final_fraction(value: float) -> None:
+    _require(0 < value <= 1, f"schedule.final_fraction={value} must be in (0, 1]")
+
+
+@option("schedule", "constant")
+@dataclass
+class ConstantScheduleConfig(ScheduleConfig):
+    """The rate stays at the optimizer's learning rate."""
+
+    name: str = "constant"
+
+
+@option("schedule", "step")
+@dataclass
+class StepScheduleConfig(ScheduleConfig):
+    """Multiply the rate by ``factor`` every ``step_epochs`` epochs."""
+
+    name: str = "step"
+    step_epochs: int = 5
+    factor: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         _require(self.step_epochs >= 1, f"schedule.step_epochs={self.step_epochs} must be >= 1")
         _require(0 < self.factor <= 1, f"schedule.factor={self.factor} must be in (0, 1]")
-        _require(
-            0 < self.final_fraction <= 1,
-            f"schedule.final_fraction={self.final_fraction} must be in (0, 1]",
-        )
+
+
+@option("schedule", "exponential")
+@dataclass
+class ExponentialScheduleConfig(ScheduleConfig):
+    """Decay exponentially to ``final_fraction`` x the base rate at the last step."""
+
+    name: str = "exponential"
+    final_fraction: float = 0.01
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require_final_fraction(self.final_fraction)
+
+
+@option("schedule", "cosine")
+@dataclass
+class CosineScheduleConfig(ScheduleConfig):
+    """Anneal along half a cosine to ``final_fraction`` x the base rate at the last step."""
+
+    name: str = "cosine"
+    final_fraction: float = 0.01
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require_final_fraction(self.final_fraction)
+
+
+@option("schedule", "one_cycle")
+@dataclass
+class OneCycleScheduleConfig(ScheduleConfig):
+    """Warm up from base/div_factor to the base rate, then cosine down to final_fraction x base."""
+
+    name: str = "one_cycle"
+    warmup_fraction: float = 0.3
+    div_factor: float = 25.0
+    final_fraction: float = 1e-4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         _require(
             0 < self.warmup_fraction < 1,
             f"schedule.warmup_fraction={self.warmup_fraction} must be in (0, 1)",
         )
         _require(self.div_factor >= 1, f"schedule.div_factor={self.div_factor} must be >= 1")
+        _require_final_fraction(self.final_fraction)
+
+
+# -------------------------------------------------------------------------------------- trainer
 
 
 @dataclass
@@ -256,6 +521,10 @@ class TrackingConfig:
     # Relative sqlite paths resolve against the directory the command was started in.
     uri: str = "sqlite:///mlflow.db"
     log_model: bool = True  # the trained model as a .keras artifact
+    # Each run's plots/loss_curve.png. Studies turn it off for their children: drawing it was
+    # most of a replica's recording time, the parent has the overlay plots, and the MLflow UI
+    # draws every run's curves from its metrics.
+    plots: bool = True
 
     def __post_init__(self) -> None:
         _require(
@@ -302,16 +571,20 @@ class ClaimsConfig:
 
 @dataclass
 class Config:
-    """One run: what to train, how, and where to record it."""
+    """One run: what to train, how, and where to record it.
+
+    The option groups (data, model, optimizer, schedule) have no default here: the defaults
+    list of ``configs/config.yaml`` picks them, so the composed node takes its option's schema.
+    """
 
     experiment_name: str = "reference"  # the MLflow experiment
     study: str = ""  # a comparison study (xent_tf.studies) whose report ends the sweep; "" = none
     seed: int = 0  # weights, shuffling; the data and its split have their own fixed seeds
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = MISSING
+    model: ModelConfig = MISSING
     loss: LossConfig = field(default_factory=LossConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    optimizer: OptimizerConfig = MISSING
+    schedule: ScheduleConfig = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     lr_find: LrFindConfig = field(default_factory=LrFindConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -322,16 +595,25 @@ class Config:
         _require_choice("task", self.task, TASKS)
         _require(self.seed >= 0, f"seed={self.seed} must be >= 0")
         _require(bool(self.experiment_name.strip()), "experiment_name must not be empty")
+        n_classes = self.data.known_n_classes if isinstance(self.data, DataConfig) else None
         _require(
-            not (self.loss.name == "bce" and self.data.n_classes != 2),
-            f"loss.name='bce' needs binary data, but data.n_classes={self.data.n_classes}; "
+            not (self.loss.name == "bce" and n_classes is not None and n_classes != 2),
+            f"loss.name='bce' needs binary data, but data.n_classes={n_classes}; "
             "use loss=cce or loss=sparse_cce for multi-class data",
         )
 
 
 def register_configs() -> None:
-    """Register the schema so ``configs/config.yaml`` can extend it (idempotent)."""
-    ConfigStore.instance().store(name="config_schema", node=Config)
+    """Register the root schema and every option's schema (idempotent).
+
+    ``configs/config.yaml`` extends ``config_schema``; each option file under
+    ``configs/<group>/`` extends ``schema/<group>/<kind>``.
+    """
+    store = ConfigStore.instance()
+    store.store(name="config_schema", node=Config)
+    for group, kinds in _OPTIONS.items():
+        for kind, schema in kinds.items():
+            store.store(group=f"schema/{group}", name=kind, node=schema)
 
 
 register_configs()

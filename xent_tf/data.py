@@ -1,14 +1,30 @@
-"""Synthetic classification data from scikit-learn and the reference split (CLAIMS.md C16)."""
+"""Data sources (make_classification, scikit-learn's bundled sets, CSV files) and their splits.
+
+Every source gives a table of features and integer class labels 0..k-1; the split protocol and
+the scaling are shared: held-out test rows first, then train/validation; features standardised
+with statistics of the training rows only (``make_classification`` keeps C16's unscaled
+protocol: its ``standardize`` defaults to false).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import singledispatch
+from pathlib import Path
 
 import numpy as np
+import sklearn.datasets
 from sklearn.datasets import make_classification
 from sklearn.model_selection import train_test_split
 
-from xent_tf.config import DataConfig
+from xent_tf.config import (
+    BundledDataConfig,
+    CsvDataConfig,
+    DataConfig,
+    MakeClassificationConfig,
+)
 
 
 @dataclass(frozen=True)
@@ -23,30 +39,118 @@ class Split:
 
 
 @dataclass(frozen=True)
+class Scaling:
+    """Per-feature standardisation fitted on the training rows: ``(x - mean) / scale``."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def fit(cls, x_train: np.ndarray) -> Scaling:
+        """Mean and standard deviation of the training rows (a constant column keeps scale 1)."""
+        mean = x_train.mean(axis=0, dtype=np.float64)
+        std = x_train.std(axis=0, dtype=np.float64)
+        return cls(mean=mean, scale=np.where(std > 0, std, 1.0))
+
+    def apply(self, split: Split) -> Split:
+        x = ((split.x - self.mean) / self.scale).astype(np.float32)
+        return Split(x, split.y)
+
+
+@dataclass(frozen=True)
 class Dataset:
-    """Train, validation and test parts of one generated dataset."""
+    """Train, validation and test parts of one data set, and what identifies it.
+
+    Attributes:
+        train: training rows.
+        val: validation rows.
+        test: held-out test rows.
+        n_classes: number of classes; labels are 0..n_classes-1.
+        name: the data set's name (``data.name``).
+        source: where the rows came from ("make_classification", "sklearn.datasets.load_digits",
+            or the CSV file's path).
+        class_names: the original label of each class, in code order.
+        feature_names: one name per feature column.
+        scaling: the standardisation applied (fitted on the training rows), or None.
+    """
 
     train: Split
     val: Split
     test: Split
     n_classes: int
+    name: str = "reference"
+    source: str = "make_classification"
+    class_names: tuple[str, ...] = ()
+    feature_names: tuple[str, ...] = ()
+    scaling: Scaling | None = field(default=None, compare=False)
 
     @property
     def n_features(self) -> int:
         return int(self.train.x.shape[1])
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one row of features, as a model's input takes it."""
+        return tuple(int(d) for d in self.train.x.shape[1:])
+
+    def splits(self) -> dict[str, Split]:
+        """The parts by name: train, val, test (e.g. for recording each as a dataset input)."""
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+    def digest(self) -> str:
+        """A short content hash of every split's features and labels, in split order.
+
+        Two data sets with the same digest hold the same rows in the same parts (after scaling).
+        """
+        sha = hashlib.sha256()
+        for part, split in self.splits().items():
+            sha.update(part.encode())
+            sha.update(np.ascontiguousarray(split.x).tobytes())
+            sha.update(np.ascontiguousarray(split.y).tobytes())
+        return sha.hexdigest()[:16]
+
 
 def make_dataset(config: DataConfig) -> Dataset:
-    """Generate a dataset with ``make_classification`` and split it as in C16.
-
-    The last ``n_test`` rows are the test set; the rest are split into train and validation with
-    ``train_test_split(test_size=val_fraction, random_state=split_seed)``.
+    """Load or generate the data set ``config`` names, split it and scale it.
 
     Args:
-        config: what to generate and how to split it.
+        config: a data source's config (``make_classification``, ``sklearn`` or ``csv``).
 
     Returns:
         The three parts, features as float32 and labels as int32.
+
+    Raises:
+        ValueError: the source cannot give a usable data set (a CSV that is missing, has no such
+            label column, NaN or non-numeric features, one class, or too few rows); the message
+            names the value and what is allowed.
+    """
+    dataset = _load(config)
+    if not config.standardize:
+        return dataset
+    scaling = Scaling.fit(dataset.train.x)
+    return Dataset(
+        train=scaling.apply(dataset.train),
+        val=scaling.apply(dataset.val),
+        test=scaling.apply(dataset.test),
+        n_classes=dataset.n_classes,
+        name=dataset.name,
+        source=dataset.source,
+        class_names=dataset.class_names,
+        feature_names=dataset.feature_names,
+        scaling=scaling,
+    )
+
+
+@singledispatch
+def _load(config: DataConfig) -> Dataset:
+    """One loader per data source, registered below (the registry is this function's)."""
+    raise ValueError(f"data.source={config.source!r} has no loader in xent_tf.data")
+
+
+@_load.register
+def _make_classification(config: MakeClassificationConfig) -> Dataset:
+    """C16's protocol: the last ``n_test`` rows are the test set; the rest are split into train
+    and validation with ``train_test_split(test_size=val_fraction, random_state=split_seed)``.
     """
     x, y = make_classification(
         n_samples=config.n_samples,
@@ -68,4 +172,140 @@ def make_dataset(config: DataConfig) -> Dataset:
         val=Split(x_val, y_val),
         test=Split(x[n_fit:], y[n_fit:]),
         n_classes=config.n_classes,
+        name=config.name,
+        source="make_classification",
+        class_names=tuple(str(c) for c in range(config.n_classes)),
+        feature_names=tuple(f"x{i}" for i in range(config.n_features)),
+    )
+
+
+@_load.register
+def _bundled(config: BundledDataConfig) -> Dataset:
+    loader: Callable[..., object] = getattr(sklearn.datasets, f"load_{config.name}")
+    bunch = loader()
+    x = np.asarray(bunch.data, dtype=np.float32)  # type: ignore[attr-defined]
+    codes = np.asarray(bunch.target, dtype=np.int32)  # type: ignore[attr-defined]
+    class_names = tuple(str(n) for n in bunch.target_names)  # type: ignore[attr-defined]
+    feature_names = tuple(
+        str(n) for n in getattr(bunch, "feature_names", [f"x{i}" for i in range(x.shape[1])])
+    )
+    return _held_out_split(
+        x, codes, class_names, feature_names, config, source=f"sklearn.datasets.load_{config.name}"
+    )
+
+
+@_load.register
+def _csv(config: CsvDataConfig) -> Dataset:
+    import pandas as pd
+
+    path = Path(config.path).expanduser()
+    if not path.is_file():
+        raise ValueError(
+            f"data.path={config.path!r}: no such file (resolved to {path.resolve()}); give the "
+            "path of a CSV file with a header row"
+        )
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"data.path={config.path!r} is not a readable CSV file: {error}"
+        ) from error
+    if config.label not in table.columns:
+        raise ValueError(
+            f"data.label={config.label!r} is not a column of {config.path!r}; its columns are "
+            f"{[str(c) for c in table.columns]}"
+        )
+    labels = table[config.label]
+    if labels.isna().any():
+        raise ValueError(
+            f"data.label={config.label!r} has {int(labels.isna().sum())} empty value(s) in "
+            f"{config.path!r}; every row needs a label"
+        )
+    features = table.drop(columns=[config.label])
+    if features.shape[1] == 0:
+        raise ValueError(f"{config.path!r} has no feature columns besides data.label")
+    non_numeric = [
+        str(c) for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])
+    ]
+    if non_numeric:
+        raise ValueError(
+            f"{config.path!r} has non-numeric feature column(s) {non_numeric}; every column "
+            f"except data.label={config.label!r} must hold numbers (encode categories first)"
+        )
+    with_nan = {str(c): int(n) for c, n in features.isna().sum().items() if n}
+    if with_nan:
+        raise ValueError(
+            f"{config.path!r} has NaN (empty) feature values: {with_nan} (column: rows); "
+            "fill or drop them first"
+        )
+    x = features.to_numpy(dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise ValueError(f"{config.path!r} has infinite feature values; every value must be finite")
+    values, codes = np.unique(labels.to_numpy(), return_inverse=True)
+    class_names = tuple(str(v) for v in values)
+    return _held_out_split(
+        x,
+        codes.astype(np.int32),
+        class_names,
+        tuple(str(c) for c in features.columns),
+        config,
+        source=str(path),
+    )
+
+
+def _held_out_split(
+    x: np.ndarray,
+    codes: np.ndarray,
+    class_names: tuple[str, ...],
+    feature_names: tuple[str, ...],
+    config: BundledDataConfig | CsvDataConfig,
+    source: str,
+) -> Dataset:
+    """A stratified random ``test_fraction`` of the rows, then ``val_fraction`` of the rest.
+
+    Both draws use ``split_seed`` and keep every class's share (a file sorted by class, like
+    iris, still gets every class in every part).
+
+    Raises:
+        ValueError: fewer than 2 classes, or a class or part too small for the split.
+    """
+    where = f"data.name={config.name!r} ({source})"
+    n_classes = len(class_names)
+    if n_classes < 2:
+        raise ValueError(
+            f"{where} has one class ({class_names[0] if class_names else 'none'!s}) in "
+            f"{len(codes)} rows; classification needs at least 2"
+        )
+    counts = np.bincount(codes, minlength=n_classes)
+    n_rows = len(codes)
+    n_test = int(np.ceil(config.test_fraction * n_rows))  # train_test_split rounds the test up
+    n_val = int(np.ceil(config.val_fraction * (n_rows - n_test)))
+    n_train = n_rows - n_test - n_val
+    if counts.min() < 3 or min(n_train, n_val, n_test) < n_classes:
+        smallest = class_names[int(np.argmin(counts))]
+        raise ValueError(
+            f"{where} has too few rows for the split: {n_rows} rows, {n_classes} classes "
+            f"(smallest, {smallest!r}: {counts.min()} rows) give {n_train} train / {n_val} "
+            f"validation / {n_test} test rows; each part needs at least one row per class "
+            "(so at least 3 rows per class and n_classes rows per part)"
+        )
+    x_rest, x_test, y_rest, y_test = train_test_split(
+        x, codes, test_size=config.test_fraction, random_state=config.split_seed, stratify=codes
+    )
+    x_train, x_val, y_train, y_val = train_test_split(
+        x_rest,
+        y_rest,
+        test_size=config.val_fraction,
+        random_state=config.split_seed,
+        stratify=y_rest,
+    )
+    return Dataset(
+        train=Split(x_train, y_train),
+        val=Split(x_val, y_val),
+        test=Split(x_test, y_test),
+        n_classes=n_classes,
+        name=config.name,
+        source=source,
+        class_names=class_names,
+        feature_names=feature_names,
     )

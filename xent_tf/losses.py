@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import keras
@@ -46,6 +47,35 @@ class LossSpec:
         return y.astype(np.int32)
 
 
+def _cross_entropy(
+    keras_class: type[keras.losses.Loss], smooths: bool
+) -> Callable[[LossConfig], keras.losses.Loss]:
+    def build(config: LossConfig) -> keras.losses.Loss:
+        if smooths:
+            return keras_class(
+                from_logits=config.from_logits, label_smoothing=config.label_smoothing
+            )
+        return keras_class(from_logits=config.from_logits)
+
+    return build
+
+
+# loss name -> (Keras loss builder, label encoding with several output units). One output unit
+# always takes "binary" labels. Keyed by config.LOSSES (tests/test_config.py checks they agree).
+LOSS_BUILDERS: dict[str, tuple[Callable[[LossConfig], keras.losses.Loss], str]] = {
+    "bce": (_cross_entropy(keras.losses.BinaryCrossentropy, smooths=True), "binary"),
+    "cce": (_cross_entropy(keras.losses.CategoricalCrossentropy, smooths=True), "one_hot"),
+    "sparse_cce": (
+        _cross_entropy(keras.losses.SparseCategoricalCrossentropy, smooths=False),
+        "sparse",
+    ),
+    "mse": (lambda config: keras.losses.MeanSquaredError(), "one_hot"),
+}
+# Losses that use one sigmoid unit on binary data (bce always; mse like the bce it is compared
+# with); the others use n_classes softmax units.
+_ONE_UNIT_ON_BINARY = ("bce", "mse")
+
+
 def loss_spec(config: LossConfig, n_classes: int) -> LossSpec:
     """Build the loss and describe the head and labels it needs.
 
@@ -59,37 +89,23 @@ def loss_spec(config: LossConfig, n_classes: int) -> LossSpec:
 
     Returns:
         The loss with its head and label encoding.
+
+    Raises:
+        ValueError: ``bce`` on data that is not binary, or an unknown loss name.
     """
+    if config.name not in LOSS_BUILDERS:
+        raise ValueError(f"loss.name={config.name!r} is not one of {list(LOSS_BUILDERS)}")
     if config.name == "bce" and n_classes != 2:
         raise ValueError(
             f"loss.name='bce' needs binary data, got n_classes={n_classes}; use cce or sparse_cce"
         )
-    one_unit = config.name == "bce" or (config.name == "mse" and n_classes == 2)
+    build, encoding = LOSS_BUILDERS[config.name]
+    one_unit = config.name in _ONE_UNIT_ON_BINARY and n_classes == 2
     probability_activation = "sigmoid" if one_unit else "softmax"
-    output_activation = "linear" if config.from_logits else probability_activation
-    loss: keras.losses.Loss
-    if config.name == "bce":
-        loss = keras.losses.BinaryCrossentropy(
-            from_logits=config.from_logits, label_smoothing=config.label_smoothing
-        )
-        encoding = "binary"
-    elif config.name == "cce":
-        loss = keras.losses.CategoricalCrossentropy(
-            from_logits=config.from_logits, label_smoothing=config.label_smoothing
-        )
-        encoding = "one_hot"
-    elif config.name == "sparse_cce":
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=config.from_logits)
-        encoding = "sparse"
-    elif config.name == "mse":
-        loss = keras.losses.MeanSquaredError()
-        encoding = "binary" if one_unit else "one_hot"
-    else:
-        raise ValueError(f"loss.name={config.name!r} is not one of bce, cce, sparse_cce, mse")
     return LossSpec(
-        loss=loss,
+        loss=build(config),
         output_units=1 if one_unit else n_classes,
-        output_activation=output_activation,
+        output_activation="linear" if config.from_logits else probability_activation,
         probability_activation=probability_activation,
-        label_encoding=encoding,
+        label_encoding="binary" if one_unit else encoding,
     )

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
+from xent_tf.config import DEVICES
+
 log = logging.getLogger(__name__)
 
 
@@ -40,8 +42,8 @@ def select_device(requested: str, gpu_names: Sequence[str]) -> DeviceChoice:
     Raises:
         ValueError: ``requested`` is unknown, or "gpu" with no GPU visible.
     """
-    if requested not in ("auto", "cpu", "gpu"):
-        raise ValueError(f"trainer.device={requested!r} is not one of ['auto', 'cpu', 'gpu']")
+    if requested not in DEVICES:
+        raise ValueError(f"trainer.device={requested!r} is not one of {list(DEVICES)}")
     if requested == "gpu" and not gpu_names:
         raise ValueError(
             "trainer.device='gpu' but TensorFlow sees no GPU; install the CUDA build with "

@@ -20,7 +20,7 @@ from xent_tf.claims.records import ClaimResult, Ledger, StabilityRow, StudyEvide
 from xent_tf.claims.registry import CLAIMS
 from xent_tf.claims.runner import StudyRunner, study_definition
 from xent_tf.comparison import Verdict
-from xent_tf.config import Config
+from xent_tf.config import Config, MakeClassificationConfig, MlpConfig
 from xent_tf.ledger_render import render_terminal, write_ledger
 from xent_tf.runtime import configure_runtime
 from xent_tf.studies import ClaimPart
@@ -41,7 +41,7 @@ def _measure_exact(claim: str, config: Config) -> ClaimResult:
     if claim == "C2":
         return information.evaluate_c2(information.measure_c2())
     if claim == "C3":
-        multiclass = dataclasses.replace(config.data, name="multiclass", n_classes=5)
+        multiclass = _multiclass_preset()
         return information.evaluate_c3(
             information.measure_kl(), information.fit_objectives(multiclass)
         )
@@ -63,7 +63,7 @@ def _measure_exact(claim: str, config: Config) -> ClaimResult:
             [
                 loss_scale.measure_loss_scale(
                     data,
-                    config.model.hidden_units,
+                    config.model.hidden_units if isinstance(config.model, MlpConfig) else [10, 10],
                     config.trainer.epochs,
                     config.trainer.batch_size,
                     config.optimizer.learning_rate,
@@ -71,7 +71,7 @@ def _measure_exact(claim: str, config: Config) -> ClaimResult:
                 )
                 for data in (
                     config.data,
-                    dataclasses.replace(config.data, name="multiclass", n_classes=5),
+                    _multiclass_preset(),
                 )
             ]
         )
@@ -259,3 +259,8 @@ def run_ledger(config: Config, output_dir: Path, runner: StudyRunner | None) -> 
         )
         write_ledger(ledger, output_dir)
     return ledger, render_terminal(ledger, output_dir)
+
+
+def _multiclass_preset() -> MakeClassificationConfig:
+    """The 5-class preset of ``configs/data/multiclass.yaml``: C16's generator with 5 classes."""
+    return MakeClassificationConfig(name="multiclass", n_classes=5)

@@ -9,15 +9,12 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from xent_tf.build import build_dataset, build_loss, build_model, schedule_rates, tensor_splits
 from xent_tf.claims.records import ClaimResult, claim_result, contradicted_in
 from xent_tf.comparison import PARTS_RULE, Finding, Verdict, at_least, band, close_to
-from xent_tf.config import DataConfig, LossConfig, ScheduleConfig
-from xent_tf.data import make_dataset
-from xent_tf.losses import loss_spec
-from xent_tf.models import build_mlp
-from xent_tf.schedules import learning_rates
+from xent_tf.config import ConstantScheduleConfig, DataConfig, LossConfig, MlpConfig
 from xent_tf.studies import ClaimPart
-from xent_tf.training import CompiledLoop, TensorSplit, fit, steps_per_epoch
+from xent_tf.training import CompiledLoop, fit, steps_per_epoch
 
 # --- C10: loss scale ---------------------------------------------------------------------
 
@@ -83,19 +80,11 @@ def measure_loss_scale(
     Returns:
         Per-sample test losses before and after training, summarised.
     """
-    keras.utils.set_random_seed(seed)
-    dataset = make_dataset(data)
+    dataset = build_dataset(data)
     binary = dataset.n_classes == 2
-    spec = loss_spec(LossConfig(name="bce" if binary else "sparse_cce"), dataset.n_classes)
-    model = build_mlp(
-        dataset.n_features, list(hidden_units), spec.output_units, spec.output_activation
-    )
-
-    def split(part: str) -> TensorSplit:
-        rows = getattr(dataset, part)
-        return TensorSplit.from_numpy(rows.x, spec.encode_labels(rows.y, dataset.n_classes), rows.y)
-
-    train, val, test = split("train"), split("val"), split("test")
+    spec = build_loss(LossConfig(name="bce" if binary else "sparse_cce"), dataset)
+    model = build_model(MlpConfig(hidden_units=list(hidden_units)), dataset, spec, seed)
+    train, val, test = tensor_splits(dataset, spec)
     per_sample = (
         keras.losses.BinaryCrossentropy(reduction="none")
         if binary
@@ -119,8 +108,8 @@ def measure_loss_scale(
     loop = CompiledLoop(
         model, spec.loss, keras.optimizers.Adam(learning_rate=learning_rate), batch_size, False
     )
-    rates = learning_rates(
-        ScheduleConfig(), learning_rate, epochs, steps_per_epoch(len(train), batch_size)
+    rates = schedule_rates(
+        ConstantScheduleConfig(), learning_rate, epochs, steps_per_epoch(len(train), batch_size)
     )
     start = loop.evaluate(val)
     result = fit(loop, train, val, rates, epochs, seed)

@@ -1,0 +1,258 @@
+"""`make bench` section 7: replica batches against the same runs trained one by one.
+
+Measured side by side in one process (the ratios are what count on this noisy machine):
+- K=20 replicas of the reference run in one graph vs one reference run (``CompiledLoop`` +
+  ``fit``), each from a fresh trainer (tracing included) and once traced;
+- a 20-seed sweep of the reference run, vectorised (``replica_batch.train_batch``: data, 20
+  models, one graph, range of seeds) vs the same 20 runs one after another in this warm
+  process (``pipeline.run_experiment`` with tracking off, its compiled loop reused);
+- the per-run records (params, metrics, model, datasets, log: ``record_outcome`` into a SQLite
+  store) as a share of a vectorised study's wall time;
+- peak memory of a process that trains 20 replicas (a fresh subprocess).
+
+    python -m benchmarks.bench --only replicas
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from xent_tf.config import Config
+
+REPLICAS = 20
+REPLICA_RATIO_TARGET = 2.0  # K=20 replicas' training / one run's training
+VECTORISED_SWEEP_TARGET = 0.15  # vectorised 20-seed sweep / the same runs serially, warm
+RECORD_SHARE_TARGET = 0.25  # per-run records / a vectorised study's wall time
+
+
+@dataclass(frozen=True)
+class ReplicaBench:
+    """What section 7 measured (seconds unless named otherwise).
+
+    Attributes:
+        replica_cold, single_cold: a fresh trainer's 20 epochs, tracing included (per repeat).
+        replica_warm, single_warm: the same trainer's next 20 epochs (per repeat).
+        vectorised_sweep: train_batch of the 20 seed configs (tracking off), per repeat.
+        serial_sweep: the same 20 runs via run_experiment, one after another, per repeat.
+        record_seconds: recording the 20 runs of one batch into SQLite (model, datasets...).
+        study_seconds: train_batch + recording of that batch.
+        peak_rss_mb: peak RSS of a fresh process training 20 replicas of the reference run.
+        replica_mib: the batch's memory estimate per replica (``replicas.bytes_per_replica``).
+        val_acc_spread: (min, max) final validation accuracy over the 20 replicas.
+    """
+
+    replica_cold: list[float]
+    single_cold: list[float]
+    replica_warm: list[float]
+    single_warm: list[float]
+    vectorised_sweep: list[float]
+    serial_sweep: list[float]
+    record_seconds: float
+    study_seconds: float
+    peak_rss_mb: float
+    replica_mib: float
+    val_acc_spread: tuple[float, float]
+
+
+def _seed_configs(n: int, *overrides: str) -> list[Config]:
+    from benchmarks.bench import compose_config
+
+    return [
+        compose_config(["tracking=off", "trainer.verbose=false", f"seed={s}", *overrides])
+        for s in range(n)
+    ]
+
+
+def _time_training(configs: Sequence[Config]) -> tuple[float, float, float, float]:
+    """(replicas cold, single cold, replicas warm, single warm) for the reference run."""
+    import numpy as np
+
+    from xent_tf.build import (
+        build_dataset,
+        build_loss,
+        build_model,
+        build_optimizer,
+        schedule_rates,
+        tensor_splits,
+    )
+    from xent_tf.replicas import OptimizerRule, ReplicaTrainer
+    from xent_tf.training import CompiledLoop, fit, steps_per_epoch
+
+    first = configs[0]
+    data = build_dataset(first.data)
+    spec = build_loss(first.loss, data)
+    train, val, _ = tensor_splits(data, spec)
+    epochs = first.trainer.epochs
+    n_steps = steps_per_epoch(len(train), first.trainer.batch_size)
+    rates = schedule_rates(first.schedule, first.optimizer.learning_rate, epochs, n_steps)
+    seeds = [c.seed for c in configs]
+
+    started = time.perf_counter()
+    trainer = ReplicaTrainer(
+        [build_model(c.model, data, spec, c.seed) for c in configs],
+        spec.loss,
+        OptimizerRule.of(build_optimizer(first.optimizer)),
+        first.trainer.batch_size,
+        first.loss.from_logits,
+    )
+    trainer.fit(train, val, np.tile(rates, (len(configs), 1)), epochs, seeds)
+    replica_cold = time.perf_counter() - started
+    started = time.perf_counter()
+    trainer.fit(train, val, np.tile(rates, (len(configs), 1)), epochs, seeds)
+    replica_warm = time.perf_counter() - started
+
+    started = time.perf_counter()
+    loop = CompiledLoop(
+        build_model(first.model, data, spec, first.seed),
+        spec.loss,
+        build_optimizer(first.optimizer),
+        first.trainer.batch_size,
+        first.loss.from_logits,
+    )
+    fit(loop, train, val, rates, epochs, first.seed)
+    single_cold = time.perf_counter() - started
+    started = time.perf_counter()
+    fit(loop, train, val, rates, epochs, first.seed)
+    single_warm = time.perf_counter() - started
+    return replica_cold, single_cold, replica_warm, single_warm
+
+
+def _time_sweeps(configs: Sequence[Config], workdir: Path) -> tuple[float, float]:
+    """(vectorised, serial) wall time of the 20 seed runs, tracking off."""
+    from xent_tf.pipeline import run_experiment
+    from xent_tf.replica_batch import train_batch
+
+    started = time.perf_counter()
+    train_batch(configs)
+    vectorised = time.perf_counter() - started
+    started = time.perf_counter()
+    for i, config in enumerate(configs):
+        run_experiment(config, workdir / f"serial-{i}")
+    serial = time.perf_counter() - started
+    return vectorised, serial
+
+
+def _time_records(workdir: Path) -> tuple[float, float, tuple[float, float]]:
+    """(recording seconds, train + record seconds, val acc range) of a 20-replica batch."""
+    from xent_tf.replica_batch import record_outcome, train_batch
+
+    uri = f"sqlite:///{workdir / 'records.db'}"
+    configs = _seed_configs(REPLICAS, "tracking=sqlite", f"tracking.uri={uri}")
+    started = time.perf_counter()
+    batch = train_batch(configs)
+    trained = time.perf_counter()
+    accs = []
+    for k in range(len(configs)):
+        out = workdir / f"job-{k}"
+        out.mkdir()
+        summary = record_outcome(batch, k, out, [f"seed={k}"], None, None, None, "bench#1")
+        accs.append(summary.history[-1].val_acc)
+    ended = time.perf_counter()
+    return ended - trained, ended - started, (min(accs), max(accs))
+
+
+# The subprocess reports its own peak (ru_maxrss, KiB on Linux).
+_PEAK_SCRIPT = """
+import resource, sys
+sys.path.insert(0, {root!r})
+from benchmarks.replicas import _seed_configs
+from xent_tf.replica_batch import train_batch
+train_batch(_seed_configs({n}))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def _peak_rss_mb(root: Path) -> float:
+    """Peak RSS (MiB) of a fresh process that trains 20 reference replicas."""
+    out = subprocess.run(
+        [sys.executable, "-c", _PEAK_SCRIPT.format(root=str(root), n=REPLICAS)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    ).stdout
+    return int(out.strip().splitlines()[-1]) / 1024
+
+
+def bench_replicas(workdir: Path, repeats: int) -> ReplicaBench:
+    """Section 7 (see the module docstring).
+
+    Args:
+        workdir: an empty scratch directory.
+        repeats: paired repeats of the timed comparisons.
+
+    Returns:
+        The measurements.
+    """
+    from xent_tf.replicas import bytes_per_replica
+    from xent_tf.runtime import configure_runtime
+
+    configs = _seed_configs(REPLICAS)
+    configure_runtime("cpu", 1, 0)
+    timings = [_time_training(configs) for _ in range(repeats)]
+    sweeps = [_time_sweeps(configs, workdir / f"sweep-{i}") for i in range(max(1, repeats // 2))]
+    record_seconds, study_seconds, spread = _time_records(workdir)
+    return ReplicaBench(
+        replica_cold=[t[0] for t in timings],
+        single_cold=[t[1] for t in timings],
+        replica_warm=[t[2] for t in timings],
+        single_warm=[t[3] for t in timings],
+        vectorised_sweep=[s[0] for s in sweeps],
+        serial_sweep=[s[1] for s in sweeps],
+        record_seconds=record_seconds,
+        study_seconds=study_seconds,
+        peak_rss_mb=_peak_rss_mb(Path(__file__).resolve().parent.parent),
+        replica_mib=bytes_per_replica(6300, 6300, 20, [10, 10, 1]) / 2**20,
+        val_acc_spread=spread,
+    )
+
+
+def render_replicas(result: ReplicaBench) -> str:
+    """Section 7's table."""
+    from benchmarks.bench import format_table, median, median_ratio, verdict
+
+    cold = median_ratio(result.replica_cold, result.single_cold)
+    warm = median_ratio(result.replica_warm, result.single_warm)
+    sweep = median_ratio(result.vectorised_sweep, result.serial_sweep)
+    share = result.record_seconds / result.study_seconds
+    rows = [
+        [
+            f"K={REPLICAS} replicas vs one run, training, tracing included",
+            f"{cold:.2f}x ({median(result.replica_cold):.2f} s vs "
+            f"{median(result.single_cold):.2f} s)",
+            f"<= {REPLICA_RATIO_TARGET}x: {verdict(cold, REPLICA_RATIO_TARGET)}",
+        ],
+        [
+            "same, once traced",
+            f"{warm:.2f}x ({median(result.replica_warm):.2f} s vs "
+            f"{median(result.single_warm):.2f} s)",
+            "",
+        ],
+        [
+            f"{REPLICAS}-seed sweep vectorised vs the same runs serially (warm, tracking off)",
+            f"{sweep:.3f}x ({median(result.vectorised_sweep):.2f} s vs "
+            f"{median(result.serial_sweep):.2f} s)",
+            f"<= {VECTORISED_SWEEP_TARGET}x: {verdict(sweep, VECTORISED_SWEEP_TARGET)}",
+        ],
+        [
+            "per-run records / study wall (20 runs into SQLite)",
+            f"{100 * share:.0f}% ({result.record_seconds:.2f} s of {result.study_seconds:.2f} s)",
+            f"<= {RECORD_SHARE_TARGET:.0%}: {verdict(share, RECORD_SHARE_TARGET)}",
+        ],
+        [
+            f"peak RSS of a {REPLICAS}-replica process",
+            f"{result.peak_rss_mb:.0f} MiB (estimate {result.replica_mib:.2f} MiB per replica)",
+            "",
+        ],
+        [
+            "replicas' final val acc",
+            f"{result.val_acc_spread[0]:.3f}-{result.val_acc_spread[1]:.3f}",
+            "",
+        ],
+    ]
+    return format_table(["measure", "value", "target"], rows)
