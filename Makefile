@@ -15,12 +15,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# The scale-out extras (Ray launcher, psycopg2): the integration tests need them.
+# The scale-out extras (Ray launcher, psycopg2): the integration tests need them; and the
+# reference extra (PyTorch), which C7 and its test run against.
 SCALE_STAMP := $(VENV)/.installed-scale
 install-scale: $(SCALE_STAMP)
 
 $(SCALE_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[dev,scale]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,scale,reference]"
 	touch $(SCALE_STAMP)
 
 run: install
@@ -32,8 +33,8 @@ test: install-scale
 	$(BIN)/python -m pytest -q $(ARGS)
 
 lint: install
-	$(BIN)/ruff check xent_tf experiments tests benchmarks
-	$(BIN)/ruff format --check xent_tf experiments tests benchmarks
+	$(BIN)/ruff check xent_tf experiments tests benchmarks hydra_plugins
+	$(BIN)/ruff format --check xent_tf experiments tests benchmarks hydra_plugins
 	$(BIN)/mypy
 
 bench: install
@@ -56,8 +57,8 @@ server: install-scale
 		--artifacts-destination "$(ARTIFACTS_DIR)" --host $(SERVER_HOST) --port $(SERVER_PORT) \
 		--workers $(SERVER_WORKERS) $(SERVER_ARGS)
 
-# Every comparison study with its default 5 seeds, then the claims ledger, which reads those
-# studies from the same store and prints the verdict table (C1-C16). About 15 minutes on 2 cores.
+# Every comparison study with its default 10 seeds (replica batches), then the claims ledger, which reads those
+# studies from the same store and prints the verdict table (C1-C16).
 # ARGS go to every command, e.g. make reproduce ARGS="tracking.uri=sqlite:////abs/store.db".
 STUDIES := binary_vs_categorical mse_vs_ce lr_sweep lr_range_test annealing
 reproduce: install

@@ -36,9 +36,12 @@ def main(cfg: DictConfig) -> float:
     # TensorFlow is imported here, not at the top: a sweep's launching process never trains,
     # so it starts ~5 s sooner, and each worker imports TensorFlow once, with its first job.
     if config.task == "claims":
-        from xent_tf.claims import run_ledger
+        from xent_tf.claims.ledger import run_ledger
+        from xent_tf.claims.runner import SubprocessStudyRunner
 
-        ledger, text = run_ledger(config, Path(hydra_config.runtime.output_dir))
+        ledger, text = run_ledger(
+            config, Path(hydra_config.runtime.output_dir), SubprocessStudyRunner()
+        )
         log.info("\n%s", text)
         return float(sum(r.verdict == "contradicted" for r in ledger.results))
     from xent_tf.pipeline import run_experiment, summary_text
@@ -52,7 +55,6 @@ def main(cfg: DictConfig) -> float:
             output_dir=output_dir,
             overrides=list(hydra_config.overrides.task),
             parent_run_id=parent.run_id if parent else None,
-            run_name=hydra_config.job.override_dirname or None,
             log_file=output_dir / f"{hydra_config.job.name}.log",
         )
     except Exception as error:

@@ -1,21 +1,38 @@
 """The claims ledger: its rules on constructed inputs, real values of the exact claims, studies
-from the MLflow store (and what happens to failed or incomplete ones), and the ledger end to end.
+from the MLflow store (failed, incomplete or differently configured ones are refused), the
+stability mode, and the ledger end to end.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from tests.test_studies import run_study
-from xent_tf import claims, semantics, tracking
-from xent_tf.comparison import CONTRADICTED, HOLDS, INCONCLUSIVE, RunRecord
-from xent_tf.config import Config
+from tests.test_studies import TINY_STUDY, run_study
+from xent_tf import semantics, tracking
+from xent_tf.claims import (
+    from_studies,
+    gradients,
+    information,
+    ledger,
+    loss_functions,
+    loss_scale,
+    reference,
+    registry,
+)
+from xent_tf.claims.records import StudyEvidence
+from xent_tf.claims.runner import DEFINING_PARAMS, study_definition
+from xent_tf.comparison import RunRecord, Verdict
+from xent_tf.config import CLAIM_IDS, Config
+from xent_tf.studies import ClaimCheck
+
+HOLDS, CONTRADICTED, INCONCLUSIVE = Verdict.HOLDS, Verdict.CONTRADICTED, Verdict.INCONCLUSIVE
+ROOT = Path(__file__).resolve().parent.parent
 
 LEDGER_TINY = [
     "+experiment=claims",
@@ -28,20 +45,21 @@ LEDGER_TINY = [
 # --- rules on constructed inputs ---------------------------------------------------------
 
 
-def test_band_and_threshold_rules_reach_all_three_verdicts() -> None:
-    assert claims.band(0.005, 0.01, 0.05, "drop").verdict == HOLDS
-    assert claims.band(0.03, 0.01, 0.05, "drop").verdict == INCONCLUSIVE
-    assert claims.band(0.2, 0.01, 0.05, "drop").verdict == CONTRADICTED
-    assert claims.band(math.nan, 0.01, 0.05, "drop").verdict == INCONCLUSIVE
-    assert "holds if <= 0.01, contradicted if >= 0.05" in claims.band(0, 0.01, 0.05, "x").rule
-    with pytest.raises(ValueError, match=r"holds_at_most < contradicted_from; got 0\.5 and 0\.1"):
-        claims.band(0.0, 0.5, 0.1, "x")
-    assert claims.close_to(0.3567, 0.36, 0.005, "x").verdict == HOLDS
-    assert claims.close_to(0.6931, 0.0, 0.005, "x").verdict == CONTRADICTED
-    assert claims.at_most(math.inf, 1.0, "x").verdict == INCONCLUSIVE
-    assert claims.one_match(["a"], ["a", "b"]).verdict == HOLDS
-    assert claims.one_match([], ["a", "b"]).verdict == CONTRADICTED
-    assert claims.one_match(["a", "b"], ["a", "b"]).verdict == INCONCLUSIVE
+def test_registry_is_the_one_place_statements_are_written() -> None:
+    assert tuple(registry.CLAIMS) == CLAIM_IDS
+    assert (ROOT / "docs" / "CLAIMS.md").read_text() == registry.render_claims_markdown()
+    for claim in registry.CLAIMS.values():
+        assert claim.statement and claim.measured_by and claim.judged_by
+    assert {c.study for c in registry.CLAIMS.values() if c.study} == {
+        "binary_vs_categorical",
+        "mse_vs_ce",
+        "lr_sweep",
+        "lr_range_test",
+        "annealing",
+        "reference",
+    }
+    with pytest.raises(ValueError, match="claim 'C99' is not one of C1, C2"):
+        registry.get_claim("C99")
 
 
 def _gradients(n_changed: int = 0) -> semantics.AccuracyGradients:
@@ -58,35 +76,46 @@ def _gradients(n_changed: int = 0) -> semantics.AccuracyGradients:
     )
 
 
-def _outcome(activation: str, before: float, after: float) -> semantics.TrainingOutcome:
-    return semantics.TrainingOutcome(activation, before, after, 0.6, 0.7, True, 0.0, 1.0)
+def _outcome(
+    activation: str, before: float, after: float, probes_changed: int = 0
+) -> semantics.TrainingOutcome:
+    return semantics.TrainingOutcome(
+        activation, before, after, 0.6, 0.7, True, 0.0, 1.0, 20, probes_changed, 1e-4
+    )
 
 
 @pytest.mark.parametrize(
-    ("step_loss_after", "n_changed", "verdict"),
+    ("step_loss_after", "n_changed", "step_probes_changed", "verdict"),
     [
-        (0.699, 0, HOLDS),
-        (0.68, 0, INCONCLUSIVE),
-        (0.56, 0, CONTRADICTED),
-        (0.699, 15, CONTRADICTED),
+        (0.699, 0, 0, HOLDS),
+        (0.68, 0, 0, INCONCLUSIVE),
+        (0.699, 5, 0, INCONCLUSIVE),  # accuracy changed under 25% of the probes
+        (0.56, 0, 0, CONTRADICTED),
+        (0.699, 15, 0, CONTRADICTED),
+        (0.699, 0, 20, CONTRADICTED),  # the step net's loss depends on its hidden weights
     ],
 )
-def test_c11_verdict_follows_the_measured_step_loss(
-    step_loss_after: float, n_changed: int, verdict: str
+def test_c11_verdict_follows_the_measurements(
+    step_loss_after: float, n_changed: int, step_probes_changed: int, verdict: str
 ) -> None:
-    result = claims.evaluate_c11(
+    result = gradients.evaluate_c11(
         _gradients(n_changed),
-        {"step": _outcome("step", 0.7, step_loss_after), "sigmoid": _outcome("sigmoid", 0.7, 0.4)},
+        {
+            "step": _outcome("step", 0.7, step_loss_after, step_probes_changed),
+            "sigmoid": _outcome("sigmoid", 0.7, 0.4, 20),
+        },
     )
     assert result.verdict == verdict
-    moved = next(p for p in result.parts if p.context == "step net: its loss does not move")
+    moved = next(
+        p for p in result.parts if p.context == "step net: its loss does not move in training"
+    )
     assert "relative drop" in moved.verdict.rule and "0.01" in moved.verdict.rule
     # The plain-language correction appears exactly when the measured loss moved.
     assert any("still learns" in n for n in result.notes) == (step_loss_after < 0.66)
 
 
-def _reference(test_acc: float, final_val: float) -> claims.ReferenceOutcome:
-    return claims.ReferenceOutcome(
+def _reference(test_acc: float, final_val: float) -> reference.ReferenceOutcome:
+    return reference.ReferenceOutcome(
         split=(6300, 2700, 1000),
         train_loss=(0.6, 0.3, 0.12),
         val_loss=(0.55, 0.3, final_val),
@@ -99,39 +128,73 @@ def _reference(test_acc: float, final_val: float) -> claims.ReferenceOutcome:
 
 
 def test_c16_rules_reach_each_verdict() -> None:
-    assert claims.evaluate_c16(_reference(0.96, 0.13)).verdict == HOLDS
-    assert claims.evaluate_c16(_reference(0.96, 0.22)).verdict == INCONCLUSIVE  # gap 0.10
-    low = claims.evaluate_c16(_reference(0.60, 0.13))
+    assert reference.evaluate_c16(_reference(0.96, 0.13)).verdict == HOLDS
+    assert reference.evaluate_c16(_reference(0.96, 0.22)).verdict == INCONCLUSIVE  # gap 0.10
+    low = reference.evaluate_c16(_reference(0.60, 0.13))
     assert low.verdict == CONTRADICTED
     assert "test accuracy: holds if >= 0.9" in low.parts[-1].verdict.rule
 
 
-def test_c10_constructed_scales() -> None:
-    bounded = claims.LossScale("binary", 2, math.log(2), 1.0, 1.0, 0.1, 0.9, 0.95, 100, 20)
-    assert claims.evaluate_c10([bounded]).verdict == HOLDS
-    unbounded = claims.LossScale("binary", 2, math.log(2), 0.69, 5.6, 0.12, 13.5, 0.96, 100, 20)
-    result = claims.evaluate_c10([unbounded])
+def _scale(
+    n_classes: int, untrained_mean: float, curve: tuple[tuple[float, float], ...]
+) -> loss_scale.LossScale:
+    return loss_scale.LossScale(
+        data=f"{n_classes}-class",
+        n_classes=n_classes,
+        chance_loss=math.log(n_classes),
+        untrained_mean=untrained_mean,
+        untrained_max=3.0,
+        trained_mean=curve[-1][0],
+        trained_max=13.5,
+        trained_accuracy=curve[-1][1],
+        n_rows=100,
+        epochs=len(curve) - 1,
+        chance_accuracy=1 / n_classes,
+        val_curve=curve,
+    )
+
+
+def test_c10_is_judged_on_mean_losses() -> None:
+    # a poor model near 1 whose accuracy at loss 1 is near chance: the statement holds
+    poor_at_one = _scale(5, 1.05, ((1.05, 0.2), (0.98, 0.25), (0.6, 0.8)))
+    assert poor_at_one.accuracy_at_loss(1.0) == pytest.approx(0.2 + 0.05 * 0.05 / 0.07)
+    assert loss_scale.evaluate_c10([poor_at_one]).verdict == HOLDS
+    # chance level ln 5 = 1.61, and a model at loss 1 is far above chance: contradicted
+    five = _scale(5, 1.61, ((1.61, 0.2), (1.2, 0.45), (0.9, 0.65), (0.75, 0.72)))
+    result = loss_scale.evaluate_c10([five])
     assert result.verdict == CONTRADICTED
+    assert any("no fixed 'poor' value" in n for n in result.notes)
+    # the per-sample maximum is supporting detail, never a part
     assert any("not bounded by 1" in n and "13.50" in n for n in result.notes)
+    assert not any("per-sample" in p.context for p in result.parts)
+    # binary: the loss never passes 1, so "a model at 1 is poor" cannot be measured
+    binary = _scale(2, 0.95, ((0.95, 0.5), (0.4, 0.85), (0.2, 0.95)))
+    assert loss_scale.evaluate_c10([binary]).verdict == INCONCLUSIVE
 
 
 def test_study_claim_combines_checks_and_exact_parts() -> None:
-    from xent_tf.studies import ClaimCheck
-
     parent = tracking.StudyRun("abcdef123456", "7", "mse_vs_ce", "mse_vs_ce", "FINISHED", 0)
     checks = (
         ClaimCheck("C12", "faster", HOLDS, "rule a"),
         ClaimCheck("C12b", "saturated", INCONCLUSIVE, "rule b"),
         ClaimCheck("C1", "not this one", CONTRADICTED, "rule c"),
     )
-    evidence = claims.StudyEvidence("mse_vs_ce", checks, parent, n_seeds=5, n_runs=80)
-    result = claims.evaluate_study_claim("C12", evidence)
-    assert result.verdict == INCONCLUSIVE
-    assert (
-        "C12 holds; C12b inconclusive" in result.measured and "5 seeds, 80 runs" in result.measured
+    evidence = StudyEvidence(
+        "mse_vs_ce",
+        checks,
+        parent,
+        n_seeds=5,
+        n_runs=80,
+        seeds=(0, 1, 2, 3, 4),
+        config_hash="0123456789",
+        date="2026-12-01 10:00",
     )
+    result = from_studies.evaluate_study_claim("C12", evidence)
+    assert result.verdict == INCONCLUSIVE
+    assert "C12 holds; C12b inconclusive" in result.measured
+    assert "2026-12-01 10:00; config 0123456789; seeds 0-4, 80 runs" in result.measured
     assert result.links[0].url.endswith("/#/experiments/7/runs/abcdef123456/model-metrics")
-    missing = claims.evaluate_study_claim("C13", claims.StudyEvidence("lr_sweep", problem="gone"))
+    missing = from_studies.evaluate_study_claim("C13", StudyEvidence("lr_sweep", problem="gone"))
     assert missing.verdict == INCONCLUSIVE and "gone" in missing.parts[0].verdict.measured
 
 
@@ -139,14 +202,14 @@ def test_study_claim_combines_checks_and_exact_parts() -> None:
 
 
 def test_c1_c2_numbers_and_the_fair_coin() -> None:
-    c1 = claims.evaluate_c1(claims.measure_c1())
+    c1 = information.evaluate_c1(information.measure_c1())
     assert c1.verdict == HOLDS
     assert "-ln 0.7 = 0.3567, -ln 0.2 = 1.6094, -ln 0.1 = 2.3026, -ln 1 = 0.0000" in c1.measured
-    m = claims.measure_c2()
+    m = information.measure_c2()
     assert m.example_nats == pytest.approx(0.801819, abs=1e-6)
     assert m.fair_coin_bits == pytest.approx(1.0) and m.fair_coin_nats == pytest.approx(0.693147)
     assert m.max_binary_bits == pytest.approx(1.0) and m.argmax_binary_p == 0.5
-    c2 = claims.evaluate_c2(m)
+    c2 = information.evaluate_c2(m)
     assert c2.verdict == CONTRADICTED
     verdicts = {p.context: p.verdict.verdict for p in c2.parts}
     assert verdicts == {
@@ -157,32 +220,72 @@ def test_c1_c2_numbers_and_the_fair_coin() -> None:
     assert c2.notes[0].startswith("Wrong as stated: a fair coin has H = 1.000 bit = 0.693 nats")
 
 
-def test_c3_c4_identities_and_code_lengths() -> None:
-    c3 = claims.measure_c3(n_pairs=500)
-    assert c3.max_identity_error < 1e-12 and c3.max_kl_self == 0.0 and c3.min_kl > 0
-    assert c3.argmin_ce == c3.argmin_kl == c3.argmin_nll
-    assert claims.evaluate_c3(c3).verdict == HOLDS
-    assert claims.prefix_code([0.125, 0.125, 0.25, 0.5]) == ("110", "111", "10", "0")
+def test_c3_three_objectives_fitted_on_real_data_find_the_same_model() -> None:
+    kl = information.measure_kl(n_pairs=500)
+    assert kl.max_identity_error < 1e-12 and kl.max_kl_self == 0.0 and kl.min_kl > 0
+    fits = information.fit_objectives(loss_scale.DataConfig(name="multiclass", n_classes=5))
+    assert (fits.n_rows, fits.n_cells, fits.n_classes) == (6300, 36, 5)
+    assert fits.max_difference("cross_entropy", "likelihood") < 1e-6
+    assert fits.max_difference("cross_entropy", "kl") < 1e-6
+    # the control: another objective finds a clearly different model, so agreement means something
+    assert fits.max_difference("cross_entropy", "brier") == pytest.approx(0.0767, abs=2e-3)
+    result = information.evaluate_c3(kl, fits)
+    assert result.verdict == HOLDS and "control: a Brier fit differs by 0.077" in result.measured
+    # a fit that found a different model contradicts the claim
+    moved = dict(fits.probabilities)
+    moved["kl"] = fits.probabilities["brier"]
+    broken = information.FittedObjectives(
+        fits.n_rows,
+        fits.n_cells,
+        fits.n_classes,
+        moved,
+        fits.objective_at_fit,
+        fits.conditional_entropy,
+    )
+    assert information.evaluate_c3(kl, broken).verdict == CONTRADICTED
+
+
+def test_c4_code_lengths() -> None:
+    assert information.prefix_code([0.125, 0.125, 0.25, 0.5]) == ("110", "111", "10", "0")
     with pytest.raises(ValueError, match="not dyadic"):
-        claims.prefix_code([0.3, 0.7])
-    c4 = claims.measure_c4(n_events=20_000)
+        information.prefix_code([0.3, 0.7])
+    c4 = information.measure_c4(n_events=20_000)
     assert c4.cross_entropy_bits == 2.625 and c4.entropy_bits == 1.75
     assert c4.decoding_errors == 0
     assert abs(c4.bits_per_event - 2.625) < 4 * c4.standard_error
-    assert claims.evaluate_c4(c4).verdict == HOLDS
+    assert information.evaluate_c4(c4).verdict == HOLDS
 
 
-def test_c5_c7_c9_from_the_keras_losses() -> None:
-    c5 = claims.evaluate_c5(semantics.worked_example())
+def test_c5_c9_from_the_keras_losses() -> None:
+    c5 = loss_functions.evaluate_c5(semantics.worked_example())
     assert c5.verdict == HOLDS and "Keras CCE 2.302585, 2.302585" in c5.measured
-    c7 = claims.evaluate_c7(
-        semantics.logits_vs_log_softmax(), semantics.weighted_reduction_semantics()
-    )
+    c9 = loss_functions.evaluate_c9(semantics.clipping_effect())
+    assert c9.verdict == HOLDS and "z=-50: clipped 16.12 (grad 0), logits 50.00" in c9.measured
+
+
+def test_c7_against_pytorch_itself() -> None:
+    pytest.importorskip("torch", reason="torch is not installed: pip install -e .[reference]")
+    batch = semantics.weighted_reduction_semantics()
+    torch_values = semantics.torch_reference(batch)
+    assert not isinstance(torch_values, str)
+    c7 = loss_functions.evaluate_c7(semantics.logits_vs_log_softmax(), batch, torch_values)
     assert c7.verdict == HOLDS
     assert "Keras mean 10.9143 divides by the number of non-ignored samples" in c7.measured
-    assert "PyTorch mean 3.0558" in c7.measured
-    c9 = claims.evaluate_c9(semantics.clipping_effect())
-    assert c9.verdict == HOLDS and "z=-50: clipped 16.12 (grad 0), logits 50.00" in c9.measured
+    assert "mean 3.0558 divides by the sum of the non-ignored samples' weights" in c7.measured
+    assert f"PyTorch {torch_values.version}" in c7.measured
+    verdicts = {p.context: p.verdict.verdict for p in c7.parts}
+    assert verdicts["frameworks differ on the weighted mean"] == HOLDS
+    assert verdicts["label smoothing: Keras = PyTorch"] == HOLDS
+
+
+def test_c7_without_pytorch_measures_nothing_in_its_name() -> None:
+    batch = semantics.weighted_reduction_semantics()
+    reason = "not measured (torch not installed: No module named 'torch')"
+    c7 = loss_functions.evaluate_c7(semantics.logits_vs_log_softmax(), batch, reason)
+    cross = [p for p in c7.parts if "PyTorch" in p.context or "frameworks" in p.context]
+    assert len(cross) == 4 and {p.verdict.verdict for p in cross} == {Verdict.NOT_MEASURED}
+    assert c7.verdict == HOLDS  # the Keras parts hold; the unmeasured ones do not count
+    assert "PyTorch mean" not in c7.measured and reason in c7.measured
 
 
 # --- config ------------------------------------------------------------------------------
@@ -207,6 +310,8 @@ def test_unknown_claim_id_names_it_and_lists_the_known_ones(
 
 # --- studies in the store ----------------------------------------------------------------
 
+DEFINITION = {"trainer.epochs": "20", "data.n_samples": "10000"}
+
 
 def _parent(client: MlflowClient, experiment_id: str, study: str, status: str) -> str:
     run = client.create_run(
@@ -225,6 +330,7 @@ def _child(
     seed: int,
     status: str,
     error: str,
+    params: dict[str, str] = DEFINITION,
 ) -> None:
     run = client.create_run(
         experiment_id,
@@ -235,10 +341,25 @@ def _child(
         },
     )
     client.log_param(run.info.run_id, "optimizer.learning_rate", lr)
+    for name, value in params.items():
+        client.log_param(run.info.run_id, name, value)
     client.set_terminated(run.info.run_id, status)
 
 
-def test_failed_or_incomplete_studies_are_named_and_not_used(
+class RecordingRunner:
+    """A study runner that records its calls and leaves nothing in the store."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[int, ...]]] = []
+
+    def run(self, study: str, seeds: Sequence[int], tracking_uri: str) -> None:
+        self.calls.append((study, tuple(seeds)))
+
+    def definition(self, study: str) -> Mapping[str, str]:
+        return DEFINITION
+
+
+def test_failed_incomplete_or_debug_studies_are_named_and_not_used(
     tracking_uri: str, tmp_path: Path
 ) -> None:
     client = MlflowClient(tracking_uri)
@@ -252,20 +373,28 @@ def test_failed_or_incomplete_studies_are_named_and_not_used(
         for seed in seeds:
             error = "NonFiniteLossError: training loss became NaN/inf" if lr == "10.0" else ""
             _child(client, experiment_id, gap, lr, seed, "FAILED" if error else "FINISHED", error)
+    # A +debug=tiny sweep: complete and finished, but not the study as defined.
+    debug = _parent(client, experiment_id, "lr_sweep", "FINISHED")
+    for lr in ("0.1", "10.0"):
+        for seed in (0, 1):
+            tiny = {"trainer.epochs": "2", "data.n_samples": "400"}
+            _child(client, experiment_id, debug, lr, seed, "FINISHED", "", tiny)
     _parent(client, experiment_id, "lr_sweep", "FAILED")
     _parent(client, experiment_id, "lr_sweep", "RUNNING")
 
-    calls: list[tuple[str, int]] = []
-
-    def runner_that_records(study: str, seeds: int, uri: str) -> None:
-        calls.append((study, seeds))  # ... and leaves nothing in the store
-
-    for runner in (None, runner_that_records):
-        evidence = claims.find_study("lr_sweep", tracking_uri, tmp_path, 3, False, runner)
+    recording = RecordingRunner()
+    for runner in (None, recording):
+        evidence = from_studies.find_study(
+            "lr_sweep", tracking_uri, (0, 1), DEFINITION, False, runner
+        )
         assert evidence.checks == () and evidence.parent is None
         skipped = "\n".join(evidence.skipped)
         assert "parent run still RUNNING" in skipped
         assert "parent run ended FAILED" in skipped
+        assert (
+            f"{debug[:8]} not used: config differs from the study's definition: "
+            "trainer.epochs=2 (study: 20), data.n_samples=400 (study: 10000)"
+        ) in skipped
         # a diverged child is a measured outcome; the missing seed is what makes it incomplete
         assert f"{gap[:8]} not used: incomplete: variant 'learning_rate=10.0' lacks seeds [1]" in (
             skipped
@@ -273,14 +402,18 @@ def test_failed_or_incomplete_studies_are_named_and_not_used(
         assert f"{crashed[:8]} not used: 1 of 3 child runs FAILED (first: RuntimeError: disk" in (
             skipped
         )
-        result = claims.evaluate_study_claim("C13", evidence)
-        assert result.verdict == INCONCLUSIVE and len(result.notes) == 4
-    assert (
-        "running studies is switched off"
-        in claims.find_study("lr_sweep", tracking_uri, tmp_path, 3, False, None).problem
-    )
-    assert calls == [("lr_sweep", 3)]
+        result = from_studies.evaluate_study_claim("C13", evidence)
+        assert result.verdict == INCONCLUSIVE and len(result.notes) == 5
+    assert recording.calls == [("lr_sweep", (0, 1))]
     assert evidence.problem == "running it left no new sweep in the store"
+    # the debug sweep is used once the definition it must match is its own
+    tiny = {"trainer.epochs": "2", "data.n_samples": "400"}
+    used = from_studies.find_study("lr_sweep", tracking_uri, (0, 1), tiny, False, None)
+    assert used.parent is not None and used.parent.run_id == debug
+    assert used.seeds == (0, 1) and used.config_hash == from_studies.config_hash(tiny)
+    # ... but not for seeds it does not have
+    lacking = from_studies.find_study("lr_sweep", tracking_uri, (0, 1, 2), tiny, False, None)
+    assert any("lacks required seeds [2] (has [0, 1])" in s for s in lacking.skipped)
 
 
 def test_study_problem_accepts_diverged_runs() -> None:
@@ -292,34 +425,62 @@ def test_study_problem_accepts_diverged_runs() -> None:
     diverged = "NonFiniteLossError: training loss became NaN/inf at epoch 2"
     records = [record("0.1", 0), record("0.1", 1), record("10", 0, "FAILED", diverged)]
     records.append(record("10", 1, "FAILED", diverged))
-    assert claims.study_problem(parent, "lr_sweep", records) == ""
-    assert "tagged study 'annealing'" in claims.study_problem(
-        tracking.StudyRun("p", "1", "lr_sweep", "annealing", "FINISHED", 0), "lr_sweep", records
+    assert from_studies.study_problem(parent, "lr_sweep", records, {}, (0, 1)) == ""
+    assert "tagged study 'annealing'" in from_studies.study_problem(
+        tracking.StudyRun("p", "1", "lr_sweep", "annealing", "FINISHED", 0),
+        "lr_sweep",
+        records,
+        {},
+        (0, 1),
     )
-    assert claims.study_problem(parent, "lr_sweep", []) == "no child runs"
+    assert from_studies.study_problem(parent, "lr_sweep", [], {}, ()) == "no child runs"
+
+
+def test_study_definition_comes_from_the_study_config() -> None:
+    definition = study_definition("lr_sweep")
+    assert set(definition) == set(DEFINING_PARAMS)
+    assert (definition["trainer.epochs"], definition["data.n_samples"]) == ("20", "10000")
+    tiny = study_definition("lr_sweep", TINY_STUDY)
+    assert (tiny["trainer.epochs"], tiny["data.n_samples"]) == ("2", "300")
 
 
 # --- end to end --------------------------------------------------------------------------
 
 
+class TinyRunner:
+    """Runs tiny versions of the studies in-process; their definition is the tiny one."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.calls: list[tuple[str, tuple[int, ...]]] = []
+
+    def run(self, study: str, seeds: Sequence[int], tracking_uri: str) -> None:
+        self.calls.append((study, tuple(seeds)))
+        sweep_dir = self.tmp_path / f"sweep-{study}-{len(self.calls)}"
+        run_study(study, list(seeds), tracking_uri, sweep_dir)
+
+    def definition(self, study: str) -> Mapping[str, str]:
+        return study_definition(study, TINY_STUDY)
+
+
+class MustNotRun(TinyRunner):
+    def run(self, study: str, seeds: Sequence[int], tracking_uri: str) -> None:
+        raise AssertionError(f"{study} should come from the store")
+
+
 def test_ledger_end_to_end_runs_missing_studies_then_reuses_the_store(
     make_config: Callable[..., Config], tracking_uri: str, tmp_path: Path
 ) -> None:
-    calls: list[tuple[str, int]] = []
-
-    def tiny_runner(study: str, seeds: int, uri: str) -> None:
-        calls.append((study, seeds))
-        run_study(study, list(range(seeds)), uri, tmp_path / f"sweep-{study}-{len(calls)}")
-
+    runner = TinyRunner(tmp_path)
     config = make_config(
         *LEDGER_TINY,
         f"tracking.uri={tracking_uri}",
         "claims.only=[C1,C2,C5,C8,C13,C16]",
         "claims.seeds=2",
     )
-    ledger, text = claims.run_ledger(config, tmp_path / "out", runner=tiny_runner)
-    assert calls == [("binary_vs_categorical", 2), ("lr_sweep", 2)]
-    by_id = {r.claim: r for r in ledger.results}
+    result, text = ledger.run_ledger(config, tmp_path / "out", runner)
+    assert runner.calls == [("binary_vs_categorical", (0, 1)), ("lr_sweep", (0, 1))]
+    by_id = {r.claim: r for r in result.results}
     assert list(by_id) == ["C1", "C2", "C5", "C8", "C13", "C16"]
     assert (by_id["C1"].verdict, by_id["C2"].verdict, by_id["C5"].verdict) == (
         HOLDS,
@@ -330,33 +491,40 @@ def test_ledger_end_to_end_runs_missing_studies_then_reuses_the_store(
     # C8: two exact parts (float32/64) plus the tiny study's checks, linked to its sweep
     c8 = by_id["C8"]
     assert [p.verdict.verdict for p in c8.parts[:2]] == [HOLDS, HOLDS]
-    assert "run by this ledger; 2 seeds, 10 runs" in c8.measured
-    study = {s.study: s for s in ledger.studies}["binary_vs_categorical"]
-    assert study.parent is not None and study.ran_now
+    study = {s.study: s for s in result.studies}["binary_vs_categorical"]
+    assert study.parent is not None and study.ran_now and study.seeds == (0, 1)
+    assert f"run by this ledger, {study.date}; config {study.config_hash}; seeds 0,1, 10 runs" in (
+        c8.measured
+    )
     assert c8.links[0].url == tracking.run_url(study.parent.experiment_id, study.parent.run_id)
     # its exact parts were measured in the ledger run, so that run is linked too
-    assert ledger.links(c8)[-1].url == ledger.run_url and "exact parts" in c8.source
-    assert c8.verdict in (HOLDS, CONTRADICTED, INCONCLUSIVE)
-    assert any(p.context.startswith("[C13]") for p in by_id["C13"].parts)
+    assert result.links(c8)[-1].url == result.run_url and "exact parts" in c8.source
+    # C13: on the tiny config the lowest final val loss (seed 0 picks the roles) is at rate 1,
+    # leaving one larger rate for the two roles "large" and "too large": not measurable
+    c13 = by_id["C13"]
+    assert c13.verdict == INCONCLUSIVE
+    bracket = next(p for p in c13.parts if "bracketed" in p.context)
+    assert bracket.verdict.measured.startswith("good rate 1 (roles: good = lowest mean final")
     c16 = by_id["C16"]
     assert c16.source.startswith("reference run made by this ledger")
     # the tiny config is not the reference split: the rule says so
     assert c16.parts[0].verdict.verdict == CONTRADICTED and "split (168, 72, 60)" in c16.measured
-    assert "C2 " in text and "CONTRADICTED" in text and "run with 2 seeds" in text
+    assert "C2 " in text and "CONTRADICTED" in text and f"config {study.config_hash}" in text
 
     client = MlflowClient(tracking_uri)
-    run = client.get_run(ledger.run_id)
+    run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert client.get_experiment(run.info.experiment_id).name == "claims"
-    assert run.data.tags["verdict.C2"] == CONTRADICTED and run.data.tags["verdict.C1"] == HOLDS
-    assert {a.path for a in client.list_artifacts(ledger.run_id)} >= {
+    assert run.data.tags["verdict.C2"] == "contradicted" and run.data.tags["verdict.C1"] == "holds"
+    assert {a.path for a in client.list_artifacts(result.run_id)} >= {
         "claims.md",
         "claims.html",
         "claims.json",
     }
     data = json.loads((tmp_path / "out" / "claims.json").read_text())
     assert [c["claim"] for c in data["claims"]] == list(by_id)
-    assert data["claims"][0]["links"][0]["url"] == ledger.run_url  # computed here -> this run
+    assert data["claims"][0]["links"][0]["url"] == result.run_url  # computed here -> this run
+    assert data["studies"][0]["seeds"] == [0, 1] and data["studies"][0]["config_hash"]
     page = (tmp_path / "out" / "claims.html").read_text()
     assert f'href="{c8.links[0].url}"' in page and "class='contradicted'" in page
     markdown = (tmp_path / "out" / "claims.md").read_text()
@@ -368,12 +536,10 @@ def test_ledger_end_to_end_runs_missing_studies_then_reuses_the_store(
     # C16 now comes from the reference run the first ledger recorded.
     experiment_id = client.get_experiment_by_name("lr_sweep").experiment_id  # type: ignore[union-attr]
     failed = _parent(client, experiment_id, "lr_sweep", "FAILED")
-
-    def must_not_run(study: str, seeds: int, uri: str) -> None:
-        raise AssertionError(f"{study} should come from the store")
-
-    config = make_config(*LEDGER_TINY, f"tracking.uri={tracking_uri}", "claims.only=[C13,C16]")
-    again, _ = claims.run_ledger(config, tmp_path / "again", runner=must_not_run)
+    config = make_config(
+        *LEDGER_TINY, f"tracking.uri={tracking_uri}", "claims.only=[C13,C16]", "claims.seeds=2"
+    )
+    again, _ = ledger.run_ledger(config, tmp_path / "again", MustNotRun(tmp_path))
     c13, c16_again = again.results
     assert f"sweep {failed[:8]} not used: parent run ended FAILED" in c13.notes
     assert "latest finished study in the store" in c13.measured
@@ -382,3 +548,48 @@ def test_ledger_end_to_end_runs_missing_studies_then_reuses_the_store(
         c16_again.links[0].url.split("/runs/")[1].split("/")[0]
         == c16.links[0].url.split("/runs/")[1].split("/")[0]
     )
+
+
+def test_stability_mode_judges_two_disjoint_seed_sets(
+    make_config: Callable[..., Config], tracking_uri: str, tmp_path: Path
+) -> None:
+    runner = TinyRunner(tmp_path)
+    config = make_config(
+        *LEDGER_TINY,
+        f"tracking.uri={tracking_uri}",
+        "claims.only=[C1,C8]",
+        "claims.seeds=2",
+        "claims.stability=true",
+    )
+    result, text = ledger.run_ledger(config, tmp_path / "out", runner)
+    assert runner.calls == [("binary_vs_categorical", (0, 1)), ("binary_vs_categorical", (2, 3))]
+    (row,) = result.stability
+    assert row.claim == "C8" and row.seed_sets == ((0, 1), (2, 3))
+    c8 = result.results[1]
+    assert c8.verdict == row.verdict
+    assert c8.verdict == (row.verdicts[0] if row.agree else Verdict.UNSTABLE)
+    assert any(p.context.startswith("[seeds 0,1]") for p in c8.parts)
+    assert any(p.context.startswith("[seeds 2,3]") for p in c8.parts)
+    assert "stability (each training claim on two disjoint seed sets)" in text
+    data = json.loads((tmp_path / "out" / "claims.json").read_text())
+    assert data["stability"][0]["seed_sets"] == [[0, 1], [2, 3]]
+
+
+def test_disagreeing_seed_sets_make_a_claim_unstable() -> None:
+    evidence = [
+        StudyEvidence(
+            "lr_sweep",
+            (ClaimCheck("C13", "s", verdict, "rule"),),
+            tracking.StudyRun(f"run{i}", "1", "lr_sweep", "lr_sweep", "FINISHED", 0),
+            seeds=seeds,
+        )
+        for i, (verdict, seeds) in enumerate(((HOLDS, (0, 1, 2)), (CONTRADICTED, (3, 4, 5))))
+    ]
+    per_set = [from_studies.evaluate_study_claim("C13", e) for e in evidence]
+    combined = ledger._combine_seed_sets(per_set, [(0, 1, 2), (3, 4, 5)])
+    assert combined.verdict == Verdict.UNSTABLE
+    assert (
+        "seeds 0-2: holds" in combined.measured and "seeds 3-5: contradicted" in combined.measured
+    )
+    same = ledger._combine_seed_sets([per_set[0], per_set[0]], [(0, 1, 2), (3, 4, 5)])
+    assert same.verdict == HOLDS

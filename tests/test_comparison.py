@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -9,20 +10,28 @@ import pytest
 from scipy import stats
 
 from xent_tf.comparison import (
-    CONTRADICTED,
-    HOLDS,
-    INCONCLUSIVE,
+    BATCH_LOSS_METRIC,
     Interval,
     RunRecord,
+    TimeToTarget,
+    Verdict,
+    band,
+    close_to,
     combine_verdicts,
     difference_verdict,
-    epochs_to_target,
     equivalence_verdict,
-    late_oscillation,
+    first_to_target,
+    kaplan_meier_median,
     mean_interval,
+    one_match,
     paired_difference,
+    sign_test,
+    step_swing,
+    time_to_target,
 )
 from xent_tf.studies import StudyOptions, get_study, group_variants
+
+HOLDS, CONTRADICTED, INCONCLUSIVE = Verdict.HOLDS, Verdict.CONTRADICTED, Verdict.INCONCLUSIVE
 
 
 def test_mean_interval_matches_the_student_t_formula() -> None:
@@ -96,24 +105,70 @@ def _run(seed: int, params: dict[str, str], **history: list[float]) -> RunRecord
     )
 
 
-def test_epochs_to_target_is_censored_when_never_reached() -> None:
+def test_band_and_threshold_rules_reach_all_three_verdicts() -> None:
+    assert band(0.005, 0.01, 0.05, "drop").verdict == HOLDS
+    assert band(0.03, 0.01, 0.05, "drop").verdict == INCONCLUSIVE
+    assert band(0.2, 0.01, 0.05, "drop").verdict == CONTRADICTED
+    assert band(math.nan, 0.01, 0.05, "drop").verdict == INCONCLUSIVE
+    assert "holds if <= 0.01, contradicted if >= 0.05" in band(0, 0.01, 0.05, "x").rule
+    with pytest.raises(ValueError, match=r"holds_at_most < contradicted_from; got 0\.5 and 0\.1"):
+        band(0.0, 0.5, 0.1, "x")
+    assert close_to(0.3567, 0.36, 0.005, "x").verdict == HOLDS
+    assert close_to(0.6931, 0.0, 0.005, "x").verdict == CONTRADICTED
+    assert one_match(["a"], ["a", "b"]).verdict == HOLDS
+    assert one_match([], ["a", "b"]).verdict == CONTRADICTED
+    assert one_match(["a", "b"], ["a", "b"]).verdict == INCONCLUSIVE
+
+
+def test_not_measured_parts_do_not_count() -> None:
+    assert combine_verdicts([HOLDS, Verdict.NOT_MEASURED]) == HOLDS
+    assert combine_verdicts([Verdict.NOT_MEASURED]) == INCONCLUSIVE
+
+
+def test_time_to_target_is_censored_when_never_reached() -> None:
     record = _run(0, {}, val_acc=[0.5, 0.8, 0.91, 0.95])
-    assert epochs_to_target(record, 0.9) == 3.0
-    assert epochs_to_target(record, 0.99) == 5.0
+    assert time_to_target(record, 0.9) == TimeToTarget(3, True)
+    assert time_to_target(record, 0.99) == TimeToTarget(4, False)
 
 
-def test_late_oscillation() -> None:
-    smooth = _run(0, {}, val_loss=[1.0, 0.5, 0.4, 0.39, 0.38, 0.37])
-    bouncy = _run(0, {}, val_loss=[1.0, 0.5, 0.7, 0.3, 0.8, 0.2])
-    assert late_oscillation(smooth) == pytest.approx(0.01)
-    assert late_oscillation(bouncy) == pytest.approx(np.mean([0.5, 0.6]))
+def test_kaplan_meier_median_and_who_reached_first() -> None:
+    reached = [TimeToTarget(e, True) for e in (2, 3, 5)]
+    censored = [TimeToTarget(20, False)] * 2
+    # S: 4/5 after epoch 2, 3/5 after 3, 2/5 after 5 -> the median is 5
+    assert kaplan_meier_median(reached + censored) == 5.0
+    assert math.isnan(kaplan_meier_median([TimeToTarget(3, True), *censored]))
+    assert first_to_target(TimeToTarget(3, True), TimeToTarget(20, False)) == 1
+    assert first_to_target(TimeToTarget(20, False), TimeToTarget(3, True)) == -1
+    assert first_to_target(TimeToTarget(20, False), TimeToTarget(20, False)) == 0
+    assert first_to_target(TimeToTarget(4, True), TimeToTarget(4, True)) == 0
+    # a run censored at epoch 3 might still have reached it before epoch 5: unknown
+    assert first_to_target(TimeToTarget(5, True), TimeToTarget(3, False)) == 0
+
+
+def test_sign_test_reaches_each_verdict() -> None:
+    assert sign_test(10, 0, "x").verdict == HOLDS  # p = 0.002
+    assert sign_test(0, 10, "x").verdict == CONTRADICTED
+    assert sign_test(5, 0, "x").verdict == INCONCLUSIVE  # p = 0.0625: five seeds cannot show it
+    assert "p = 0.00195" in sign_test(10, 0, "x").measured
+    assert sign_test(0, 0, "x").measured == "no untied pair"
+
+
+def test_step_swing_measures_the_swing_around_the_trend() -> None:
+    steps = np.arange(400)
+    trend = 1.0 / (1 + steps / 50)
+    assert step_swing(trend) == pytest.approx(0.0, abs=2e-4)  # a smooth curve barely swings
+    zigzag = trend + 0.1 * (-1.0) ** steps
+    assert step_swing(zigzag) == pytest.approx(0.1, rel=0.05)
+    assert math.isnan(step_swing([*trend[:-1], math.nan]))
+    assert math.isnan(step_swing(trend[:40]))  # too few late steps
 
 
 def _mse_vs_ce_runs(ce_epochs: list[int], mse_epochs: list[int], init: str) -> list[RunRecord]:
+    """Runs whose val accuracy reaches 0.95 at the given epoch (> 10: never, censored)."""
     runs = []
     for loss, reach in (("bce", ce_epochs), ("mse", mse_epochs)):
         for seed, epoch in enumerate(reach):
-            acc = [0.5] * (epoch - 1) + [0.95] * (10 - epoch + 1)
+            acc = [0.5 if e < epoch else 0.95 for e in range(1, 11)]
             params = {
                 "data.name": "reference",
                 "loss.name": loss,
@@ -125,17 +180,53 @@ def _mse_vs_ce_runs(ce_epochs: list[int], mse_epochs: list[int], init: str) -> l
     return runs
 
 
-def test_mse_vs_ce_rule_reaches_each_verdict() -> None:
+def _c12(standard: tuple[list[int], list[int]], saturated: tuple[list[int], list[int]]):  # type: ignore[no-untyped-def]
     spec = get_study("mse_vs_ce")
+    runs = _mse_vs_ce_runs(*standard, "standard") + _mse_vs_ce_runs(*saturated, "saturated")
+    return spec.evaluate(group_variants(runs, spec.group_by), StudyOptions())
+
+
+def test_mse_vs_ce_rule_reaches_each_verdict_on_censored_times() -> None:
+    fast, slow, never = [2] * 10, [6] * 10, [99] * 10
 
     def c12(ce: list[int], mse: list[int]) -> str:
-        runs = _mse_vs_ce_runs(ce, mse, "standard") + _mse_vs_ce_runs(ce, mse, "saturated")
-        checks = spec.evaluate(group_variants(runs, spec.group_by), StudyOptions())
-        return checks[0].verdict
+        return _c12((ce, mse), (ce, mse))[0].verdict
 
-    assert c12([2, 2, 3, 2, 3], [5, 6, 6, 5, 7]) == HOLDS  # mse needs ~3 more epochs
-    assert c12([5, 6, 6, 5, 7], [2, 2, 3, 2, 3]) == CONTRADICTED
-    assert c12([3, 4, 3, 4, 3], [4, 3, 3, 4, 3]) == INCONCLUSIVE
+    assert c12(fast, slow) == HOLDS
+    assert c12(fast, never) == HOLDS  # MSE never got there: censored, and ce was first
+    assert c12(slow, fast) == CONTRADICTED
+    assert c12(fast[:5] + slow[:5], slow[:5] + fast[:5]) == INCONCLUSIVE  # 5 wins each
+    assert c12(never, never) == INCONCLUSIVE  # all ties: nothing is known
+    part = _c12((fast, never), (fast, never))[0].parts[0]
+    assert "mse reached the target in 0/10 runs (KM median not reached)" in part.verdict.measured
+    assert "ce reached the target in 10/10 runs (KM median 2)" in part.verdict.measured
+
+
+def test_c12b_saturation_rule_reaches_each_verdict() -> None:
+    fast, slow, slower = [2] * 10, [4] * 10, [8] * 10
+    assert _c12((fast, slow), (fast, slower))[1].verdict == HOLDS  # gap 2 -> 6
+    assert _c12((fast, slower), (fast, slow))[1].verdict == CONTRADICTED  # gap 6 -> 2
+    assert _c12((fast, slow), (fast, slow))[1].verdict == INCONCLUSIVE  # same gap: all ties
+
+
+def test_adam_is_a_named_context_that_is_not_counted() -> None:
+    spec = get_study("mse_vs_ce")
+    sgd = [
+        *_mse_vs_ce_runs([2] * 10, [6] * 10, "standard"),
+        *_mse_vs_ce_runs([2] * 10, [9] * 10, "saturated"),
+    ]
+    adam = [
+        RunRecord(
+            r.run_id + "a", {**r.params, "optimizer.name": "adam"}, r.seed, r.status, r.history
+        )
+        for r in _mse_vs_ce_runs([6] * 10, [2] * 10, "standard")
+    ]
+    check = spec.evaluate(group_variants(sgd + adam, spec.group_by), StudyOptions())[0]
+    verdicts = {p.context: p.verdict.verdict for p in check.parts}
+    adam_context = "reference data, adam, standard init (adam: a separate context, not counted)"
+    assert verdicts[adam_context] == CONTRADICTED
+    assert verdicts["reference data, sgd, standard init"] == HOLDS
+    assert check.verdict == HOLDS
 
 
 def test_c8_rule_and_failed_runs_are_not_averaged() -> None:
@@ -180,11 +271,12 @@ def test_lr_sweep_divergence_is_judged_against_the_untrained_loss() -> None:
         return out
 
     def too_large_part(finals: list[float]) -> str:
+        # six seeds: 0-2 choose the roles (good = 0.1, lowest final loss), 3-5 are judged
         runs = (
-            runs_for("0.001", [0.5, 0.52, 0.51])
-            + runs_for("0.1", [0.2, 0.21, 0.22])
-            + runs_for("1.0", [0.3, 0.35, 0.32])
-            + runs_for("10.0", finals)
+            runs_for("0.001", [0.5, 0.52, 0.51] * 2)
+            + runs_for("0.1", [0.2, 0.21, 0.22] * 2)
+            + runs_for("1.0", [0.3, 0.35, 0.32] * 2)
+            + runs_for("10.0", [5.0, 5.0, 5.0, *finals])
         )
         checks = spec.evaluate(group_variants(runs, spec.group_by), StudyOptions())
         part = next(p for p in checks[0].parts if "diverges" in p.context)
@@ -193,3 +285,102 @@ def test_lr_sweep_divergence_is_judged_against_the_untrained_loss() -> None:
     assert too_large_part([0.9, 0.71, 5.0]) == HOLDS  # all no better than the untrained 0.7
     assert too_large_part([0.3, 0.4, 0.5]) == CONTRADICTED
     assert too_large_part([0.9, 0.3, 0.4]) == INCONCLUSIVE  # 1 of 3
+
+
+def _swinging(rate: str, seed: int, final: float, first: float, swing: float) -> RunRecord:
+    """A run whose batch loss follows a smooth trend plus a zigzag of amplitude ``swing``."""
+    steps = np.arange(400)
+    batch = final + (first - final) / (1 + steps / 20) + swing * (-1.0) ** steps
+    jitter = 0.002 * seed  # seeds differ a little, so intervals have a width
+    return RunRecord(
+        f"{rate}-{seed}",
+        {"optimizer.learning_rate": rate, "schedule.name": rate},
+        seed,
+        "FINISHED",
+        {"val/loss": [first + jitter, final + jitter], BATCH_LOSS_METRIC: list(batch + jitter)},
+        {"val/initial_loss": 0.7},
+    )
+
+
+def _lr_sweep(swings: dict[str, float], diverging_seeds: int = 10) -> str:
+    spec = get_study("lr_sweep")
+    shape = {"0.001": (0.5, 0.65), "0.1": (0.2, 0.3), "1.0": (0.3, 0.25), "10.0": (5.0, 3.0)}
+    runs = []
+    for rate, (final, first) in shape.items():
+        for seed in range(10):
+            if rate == "10.0" and seed >= diverging_seeds:
+                final = 0.4  # this seed did not diverge
+            runs.append(_swinging(rate, seed, final, first, swings[rate]))
+    return spec.evaluate(group_variants(runs, spec.group_by), StudyOptions())[0].verdict
+
+
+def test_lr_sweep_rule_reaches_each_verdict() -> None:
+    swings = {"0.001": 0.01, "0.1": 0.02, "1.0": 0.2, "10.0": 0.5}
+    assert _lr_sweep(swings) == HOLDS
+    # the large rate is the smoothest: "a large one oscillates" is contradicted
+    assert _lr_sweep({**swings, "1.0": 0.005}) == CONTRADICTED
+    # the too-large rate diverged in 3 of the 5 judged seeds (60%): inconclusive
+    assert _lr_sweep(swings, diverging_seeds=8) == INCONCLUSIVE
+
+
+def test_lr_sweep_roles_are_measured_not_assumed() -> None:
+    spec = get_study("lr_sweep")
+    runs = [
+        _swinging(rate, seed, final, 0.6, 0.02)
+        for rate, final in (("0.001", 0.1), ("0.1", 0.2), ("1.0", 0.3), ("10.0", 0.4))
+        for seed in range(4)
+    ]
+    check = spec.evaluate(group_variants(runs, spec.group_by), StudyOptions())[0]
+    # the smallest rate had the lowest loss on seeds 0-1: the sweep does not bracket it
+    assert check.verdict == INCONCLUSIVE
+    assert "good rate 0.001" in check.parts[0].verdict.measured
+
+
+def _annealing(decayed_final: float, decayed_swing: float) -> str:
+    spec = get_study("annealing")
+    runs = []
+    for schedule, final, swing in (
+        ("constant", 0.3, 0.2),
+        ("cosine", decayed_final, decayed_swing),
+    ):
+        for seed in range(5):
+            record = _swinging(schedule, seed, final, 0.6, swing)
+            runs.append(dataclasses.replace(record, params={"schedule.name": schedule}))
+    return spec.evaluate(group_variants(runs, spec.group_by), StudyOptions())[0].verdict
+
+
+def test_annealing_rule_reaches_each_verdict() -> None:
+    assert _annealing(0.2, 0.02) == HOLDS
+    assert _annealing(0.2, 0.5) == CONTRADICTED  # decayed but swings more
+    assert _annealing(0.3, 0.02) == INCONCLUSIVE  # same final loss: the CI holds 0
+
+
+def _range_test_runs(shaped_seeds: int) -> list[RunRecord]:
+    flat_fall_explode = [1.0] * 30 + list(np.linspace(1.0, 0.3, 40)) + list(np.linspace(0.3, 3, 30))
+    falling = list(np.linspace(1.0, 0.3, 100))
+    runs = []
+    for seed in range(5):
+        curve = flat_fall_explode if seed < shaped_seeds else falling
+        for use, final in (("suggested", 0.2), ("flat", 0.6), ("exploding", 2.0)):
+            runs.append(
+                RunRecord(
+                    f"{use}-{seed}",
+                    {"lr_find.use": use},
+                    seed,
+                    "FINISHED",
+                    {"lr_find/loss_smoothed": curve, "val/loss": [final * (1 + 0.01 * seed)]},
+                )
+            )
+    return runs
+
+
+def test_lr_range_test_rule_reaches_each_verdict() -> None:
+    spec = get_study("lr_range_test")
+
+    def c14(shaped_seeds: int) -> str:
+        runs = _range_test_runs(shaped_seeds)
+        return spec.evaluate(group_variants(runs, spec.group_by), StudyOptions())[0].verdict
+
+    assert c14(5) == HOLDS
+    assert c14(0) == CONTRADICTED  # no curve explodes
+    assert c14(3) == INCONCLUSIVE  # 60% of the seeds

@@ -60,12 +60,13 @@ def test_a_run_records_params_metrics_artifacts_and_tags(
     assert tags["version.tensorflow"] and tags["version.keras"].startswith("3.")
     assert tags["git.commit"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "plots", "model", "logs"} <= artifacts
+    assert {"config.yaml", "plots", "logs"} <= artifacts
     assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == [
         "plots/loss_curve.png"
     ]
-    assert [a.path for a in client.list_artifacts(run.info.run_id, "model")] == [
-        "model/model.keras"
+    # The model is a logged model of the run (tests/test_mlflow_records.py), not a run artifact.
+    assert [m.model_id for m in run.outputs.model_outputs] == [
+        m.model_id for m in client.search_logged_models([run.info.experiment_id])
     ]
     png = Path(client.download_artifacts(run.info.run_id, "plots/loss_curve.png", str(tmp_path)))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -521,6 +521,10 @@ class TrackingConfig:
     # Relative sqlite paths resolve against the directory the command was started in.
     uri: str = "sqlite:///mlflow.db"
     log_model: bool = True  # the trained model as a .keras artifact
+    # Each run's plots/loss_curve.png. Studies turn it off for their children: drawing it was
+    # most of a replica's recording time, the parent has the overlay plots, and the MLflow UI
+    # draws every run's curves from its metrics.
+    plots: bool = True
 
     def __post_init__(self) -> None:
         _require(
@@ -540,11 +544,15 @@ class ClaimsConfig:
     """The claims ledger (``task: claims``): which claims, and how to get the study runs."""
 
     only: list[str] = field(default_factory=list)  # claim ids, e.g. [C2, C10]; empty = all
-    # Seeds of a study the ledger has to run itself (none finished in the store); a verdict
-    # needs a confidence interval, so at least 2. `make reproduce` runs the studies with 5 first.
-    seeds: int = 3
+    # Seeds per seed set: a training claim is judged on seeds 0 .. seeds-1, and a study in the
+    # store is used only if it has them all; a missing study is run with them. A verdict needs a
+    # confidence interval, so at least 2.
+    seeds: int = 10
     rerun: bool = False  # run every needed study afresh even when a finished one is in the store
     run_missing: bool = True  # false: a claim without a usable study is inconclusive, not run
+    # Judge every training claim also on seeds seeds .. 2*seeds-1; where the two sets' verdicts
+    # differ the claim is "unstable".
+    stability: bool = False
 
     def __post_init__(self) -> None:
         self.only = [str(claim).strip().upper() for claim in self.only]

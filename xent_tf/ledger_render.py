@@ -1,6 +1,7 @@
 """The claims ledger on screen and on disk: terminal table, Markdown, self-contained HTML, JSON.
 
-Kept apart from ``claims`` (which measures and judges) so that module is about the claims.
+Kept apart from ``claims`` (which measures and judges); it reads only the record types
+(``claims.records``), so there is no import cycle.
 """
 
 from __future__ import annotations
@@ -11,34 +12,41 @@ import json
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from xent_tf.comparison import CONTRADICTED, HOLDS, INCONCLUSIVE
+from xent_tf.claims.records import Ledger, Link, seed_range
+from xent_tf.comparison import PARTS_RULE, Verdict
 from xent_tf.html_page import html_page
-
-if TYPE_CHECKING:  # only for annotations: claims imports this module at run time
-    from xent_tf.claims import Ledger, Link
-    from xent_tf.studies import ClaimPart
-
-PARTS_RULE = "all parts hold -> holds; any contradicted -> contradicted; else inconclusive"
+from xent_tf.studies import ClaimPart
 
 
 def _count_line(ledger: Ledger) -> str:
-    counts = {
-        v: sum(r.verdict == v for r in ledger.results) for v in (HOLDS, CONTRADICTED, INCONCLUSIVE)
-    }
-    return ", ".join(f"{n} {v}" for v, n in counts.items())
+    counts = {v: sum(r.verdict == v for r in ledger.results) for v in Verdict}
+    return ", ".join(f"{n} {v}" for v, n in counts.items() if n)
 
 
 def _studies_lines(ledger: Ledger) -> list[str]:
     lines = []
     for evidence in ledger.studies:
-        line = evidence.describe()
-        if evidence.ran_now:
-            line += f" — run with {ledger.seeds} seeds (fewer than the studies' default 5)"
-        lines.append(line)
+        lines.append(evidence.describe())
         lines += [f"  {s}" for s in evidence.skipped]
     return lines
+
+
+def stability_rows(ledger: Ledger) -> list[list[str]]:
+    """claim | verdict on the first seed set | on the second | agree | ledger verdict."""
+    return [
+        [
+            row.claim,
+            f"{row.verdicts[0]} (seeds {seed_range(row.seed_sets[0])})",
+            f"{row.verdicts[1]} (seeds {seed_range(row.seed_sets[1])})",
+            "yes" if row.agree else "no",
+            str(row.verdict),
+        ]
+        for row in ledger.stability
+    ]
+
+
+STABILITY_HEADER = ["claim", "first seed set", "second seed set", "agree", "verdict"]
 
 
 def _wrap_table(header: Sequence[str], rows: Sequence[Sequence[str]], widths: Sequence[int]) -> str:
@@ -76,6 +84,11 @@ def render_terminal(ledger: Ledger, output_dir: Path | None = None) -> str:
         ),
         f"verdicts: {_count_line(ledger)}. A claim with several parts: {PARTS_RULE}.",
     ]
+    if ledger.stability:
+        parts.append(
+            "stability (each training claim on two disjoint seed sets):\n"
+            + _wrap_table(STABILITY_HEADER, stability_rows(ledger), [5, 34, 34, 5, 12])
+        )
     details = []
     for r in ledger.results:
         for p in r.parts:
@@ -125,6 +138,10 @@ def render_markdown(ledger: Ledger) -> str:
             f"| {r.claim} {_md(r.title)} | {_md(r.says)} | {_md(r.measured)} | "
             f"**{r.verdict}** | {_md(r.rule)} | {_md(source)} {_md_links(ledger.links(r))} |"
         )
+    if ledger.stability:
+        lines += ["", "## Stability", "", "| " + " | ".join(STABILITY_HEADER) + " |"]
+        lines.append("|" + "---|" * len(STABILITY_HEADER))
+        lines += ["| " + " | ".join(row) + " |" for row in stability_rows(ledger)]
     if ledger.studies:
         lines += ["", "## Studies", ""] + [f"- {_md(s)}" for s in _studies_lines(ledger)]
     lines += ["", "## Details"]
@@ -172,6 +189,17 @@ def render_html(ledger: Ledger) -> str:
         + "".join(rows)
         + "</tbody></table>",
     ]
+    if ledger.stability:
+        body.append(
+            "<h2>Stability</h2><table><thead><tr>"
+            + "".join(f"<th>{e(h)}</th>" for h in STABILITY_HEADER)
+            + "</tr></thead><tbody>"
+            + "".join(
+                "<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>"
+                for row in stability_rows(ledger)
+            )
+            + "</tbody></table>"
+        )
     if ledger.studies:
         body.append(
             "<h2>Studies</h2><ul>"
@@ -219,7 +247,17 @@ def ledger_json(ledger: Ledger) -> dict[str, object]:
             "experiment_id": ledger.experiment_id,
             "url": ledger.run_url,
         },
-        "seeds_for_new_studies": ledger.seeds,
+        "seeds_per_set": ledger.seeds,
+        "stability": [
+            {
+                "claim": row.claim,
+                "seed_sets": [list(seeds) for seeds in row.seed_sets],
+                "verdicts": [str(v) for v in row.verdicts],
+                "agree": row.agree,
+                "verdict": str(row.verdict),
+            }
+            for row in ledger.stability
+        ],
         "seconds": round(ledger.seconds, 2),
         "claims": [
             {
@@ -241,11 +279,14 @@ def ledger_json(ledger: Ledger) -> dict[str, object]:
                 "study": s.study,
                 "parent_run_id": s.parent.run_id if s.parent else None,
                 "n_seeds": s.n_seeds,
+                "seeds": list(s.seeds),
+                "config_hash": s.config_hash,
+                "date": s.date,
                 "n_runs": s.n_runs,
                 "ran_now": s.ran_now,
                 "skipped": list(s.skipped),
                 "problem": s.problem,
-                "checks": {c.claim: c.verdict for c in s.checks},
+                "checks": {c.claim: str(c.verdict) for c in s.checks},
             }
             for s in ledger.studies
         ],

@@ -356,7 +356,7 @@ def find_learning_rate(
         raise ValueError("the training split is empty")
 
     started = time.perf_counter()
-    order = _row_order(len(train), num_steps * loop.batch_size, seed)
+    order = row_order(len(train), num_steps * loop.batch_size, seed)
     variables = [*loop.model.variables, *loop.optimizer.variables]
     # Copies, not views: a NumPy view of a TF buffer is not guaranteed to survive later updates.
     snapshot = [np.array(variable.numpy(), copy=True) for variable in variables]
@@ -506,7 +506,7 @@ def _summary(
     return " ".join(lines)
 
 
-def _row_order(n_rows: int, n_needed: int, seed: int) -> np.ndarray:
+def row_order(n_rows: int, n_needed: int, seed: int) -> np.ndarray:
     """Per-epoch permutations of the rows, laid end to end and cut to ``n_needed`` rows."""
     rng = np.random.default_rng(seed)
     epochs = -(-n_needed // n_rows)

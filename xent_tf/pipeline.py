@@ -21,12 +21,16 @@ import yaml
 
 from xent_tf import plotting, tracking
 from xent_tf.build import RunParts, build_run
+from xent_tf.comparison import BATCH_LOSS_METRIC
 from xent_tf.config import Config
-from xent_tf.lr_finder import find_learning_rate, region_rates
+from xent_tf.data import Dataset
+from xent_tf.identity import run_identity
+from xent_tf.lr_finder import RangeTestResult, find_learning_rate, region_rates
 from xent_tf.runtime import DeviceChoice, configure_runtime
 from xent_tf.training import (
     CompiledLoop,
     EpochRecord,
+    Evaluation,
     FitResult,
     TensorSplit,
     fit,
@@ -170,7 +174,8 @@ def run_experiment(
         output_dir: where local files (plots, model, log) are written.
         overrides: the command-line overrides, recorded as a tag.
         parent_run_id: the sweep's parent MLflow run, if any.
-        run_name: MLflow run name; defaults to "<loss>-seed<seed>".
+        run_name: MLflow run name; defaults to ``identity.run_identity``'s
+            ("<variant> seed=<seed>").
         log_file: the run's log file, uploaded as ``logs/`` when the run ends (also on failure).
 
     Returns:
@@ -209,30 +214,62 @@ def _run_tracked(
     # fails here, before a run is opened in the store.
     with tf.device(device.name):
         parts = build_run(config)
+    with (
+        recorded_run(config, device, overrides, parent_run_id, run_name, log_file) as recorder,
+        tf.device(device.name),
+    ):
+        return _train_and_record(config, parts, device, recorder, output_dir)
+
+
+@contextmanager
+def recorded_run(
+    config: Config,
+    device: DeviceChoice,
+    overrides: list[str],
+    parent_run_id: str | None,
+    run_name: str | None,
+    log_file: Path | None,
+    extra_tags: dict[str, str] | None = None,
+) -> Iterator[tracking.RunRecorder]:
+    """The run's MLflow record (or none with tracking off), its config.yaml, and its log file
+    uploaded at the end, also when the block fails (the run then ends FAILED/KILLED).
+
+    Args:
+        config: the run's config.
+        device: where it trains (a tag).
+        overrides: the command-line overrides (a tag).
+        parent_run_id: the sweep's parent run, if any.
+        run_name: the MLflow run name; defaults to "<loss>-seed<seed>".
+        log_file: uploaded as ``logs/`` when the block ends.
+        extra_tags: more tags (e.g. which replica batch trained the run).
+
+    Yields:
+        The recorder.
+    """
+    identity = run_identity(config.study, config, overrides)
     recorder_context: AbstractContextManager[tracking.RunRecorder] = (
         tracking.open_run(
             config.tracking.uri,
             config.experiment_name,
-            run_name or f"{config.loss.name}-seed{config.seed}",
+            run_name or identity.run_name,
             parent_run_id=parent_run_id,
-            tags=run_tags(config, device, overrides),
+            tags={**run_tags(config, device, overrides), **identity.tags, **(extra_tags or {})},
         )
         if config.tracking.enabled
         else nullcontext(tracking.NoTracking())
     )
-    with recorder_context as recorder, tf.device(device.name):
+    with recorder_context as recorder:
         recorder.log_text(
             yaml.safe_dump(dataclasses.asdict(config), sort_keys=False), "config.yaml"
         )
         try:
-            summary = _train_and_record(config, parts, device, recorder, output_dir)
+            yield recorder
         except tracking.TrackingUnavailableError:
             raise  # the server is gone: uploading the log would only wait out its retries again
         except BaseException:
             _upload_log(recorder, log_file)
             raise
         _upload_log(recorder, log_file)
-        return summary
 
 
 def _upload_log(recorder: tracking.RunRecorder, log_file: Path | None) -> None:
@@ -251,10 +288,7 @@ def _train_and_record(
     """The body of ``run_experiment`` inside an open run and device scope."""
     loop, train, val, test = parts.loop, parts.train, parts.val, parts.test
     n_params = int(parts.model.count_params())
-    # One batch for the whole config and the parameter count: each batch is a store transaction.
-    recorder.log_params(
-        {**tracking.flatten(dataclasses.asdict(config)), "model.n_params": str(n_params)}
-    )
+    log_params(config, recorder, n_params)
     # build_run took the process's loop for this architecture if it had one (a sweep worker's
     # next job): tracing is a third of a short run. Train and save through loop.model.
     base_rate = parts.base_rate
@@ -263,13 +297,10 @@ def _train_and_record(
     rates = parts.rates(base_rate)
 
     # Where training starts from: the baseline "did it diverge / learn at all" is judged against.
-    initial = loop.evaluate(val)
-    recorder.log_metrics({"val/initial_loss": initial.loss, "val/initial_acc": initial.accuracy}, 0)
+    log_initial(recorder, loop.evaluate(val))
 
     def on_epoch_end(record: EpochRecord) -> None:
-        recorder.log_metrics(record.metrics(), step=record.epoch)
-        if config.trainer.verbose:
-            log.info(_format_epoch(record, config.trainer.epochs))
+        log_epoch(config, recorder, record)
 
     try:
         result: FitResult = fit(
@@ -278,35 +309,121 @@ def _train_and_record(
     except Exception as error:
         history = getattr(getattr(error, "result", None), "history", None)
         if history:
-            _save_loss_curve(history, output_dir, recorder, config)
+            save_loss_curve(history, output_dir, recorder, config)
         raise
-    on_test = loop.evaluate(test)
-    test_loss, test_acc = on_test.loss, on_test.accuracy
+    return finish_run(
+        config,
+        parts.data,
+        loop.model,
+        result,
+        loop.evaluate(test),
+        device,
+        recorder,
+        output_dir,
+        n_params,
+    )
+
+
+def log_params(config: Config, recorder: tracking.RunRecorder, n_params: int) -> None:
+    """The whole config as dotted params plus the parameter count, in one batch (one store
+    transaction)."""
+    recorder.log_params(
+        {**tracking.flatten(dataclasses.asdict(config)), "model.n_params": str(n_params)}
+    )
+
+
+def log_initial(recorder: tracking.RunRecorder, initial: Evaluation) -> None:
+    """The untrained model's validation numbers (step 0): the baseline "diverged" is judged
+    against."""
+    recorder.log_metrics({"val/initial_loss": initial.loss, "val/initial_acc": initial.accuracy}, 0)
+
+
+def finish_run(
+    config: Config,
+    data: Dataset,
+    model: keras.Model,
+    result: FitResult,
+    on_test: Evaluation,
+    device: DeviceChoice,
+    recorder: tracking.RunRecorder,
+    output_dir: Path,
+    n_params: int,
+) -> RunSummary:
+    """Record a trained run's test numbers, loss curve and model, and summarise it.
+
+    Args:
+        config: the run's config.
+        data: the run's data set (recorded as its dataset inputs).
+        model: the trained model (saved and logged when tracking logs models).
+        result: what training measured.
+        on_test: the trained model on the test split.
+        device: where it trained.
+        recorder: the run's MLflow record.
+        output_dir: where local files go.
+        n_params: trainable parameters.
+
+    Returns:
+        The run's summary.
+    """
+    # The loss of every step (C13/C15 measure how it swings around its trend).
+    recorder.log_series({BATCH_LOSS_METRIC: result.batch_losses})
     reached = epochs_to_target(result.history, config.trainer.target_val_acc)
     final_metrics = {
-        "test/loss": test_loss,
-        "test/acc": test_acc,
+        "test/loss": on_test.loss,
+        "test/acc": on_test.accuracy,
         "train_seconds": result.train_seconds,
     }
     if reached is not None:
         final_metrics["epochs_to_target"] = float(reached)
     recorder.log_metrics(final_metrics, step=config.trainer.epochs)
-    _save_loss_curve(result.history, output_dir, recorder, config)
-    if config.tracking.enabled and config.tracking.log_model:
-        model_path = output_dir / "model.keras"
-        loop.model.save(model_path)
-        recorder.log_file(model_path, "model")
+    save_loss_curve(result.history, output_dir, recorder, config)
+    record_inputs_and_model(config, data, model, recorder, output_dir)
     return RunSummary(
         run_id=recorder.run_id,
         experiment_id=recorder.experiment_id,
         device=device,
         history=result.history,
-        test_loss=test_loss,
-        test_acc=test_acc,
+        test_loss=on_test.loss,
+        test_acc=on_test.accuracy,
         epochs_to_target=reached,
         train_seconds=result.train_seconds,
         n_params=n_params,
     )
+
+
+def record_inputs_and_model(
+    config: Config,
+    data: Dataset,
+    model: keras.Model,
+    recorder: tracking.RunRecorder,
+    output_dir: Path,
+) -> None:
+    """Save the trained model to ``output_dir/model.keras``, then record the run's dataset
+    inputs and its logged model (with ``tracking.log_model``).
+
+    Called once the run's metrics are logged: should the store refuse either record (full
+    disk, a server that says no), the run still has its metrics and the model file, and
+    ends FAILED with the reason.
+    """
+    keep_model = config.tracking.enabled and config.tracking.log_model
+    if keep_model:
+        model.save(output_dir / "model.keras")
+    recorder.log_datasets(
+        {
+            "train": tracking.DatasetSplit(data.train.x, data.train.y),
+            "val": tracking.DatasetSplit(data.val.x, data.val.y),
+            "test": tracking.DatasetSplit(data.test.x, data.test.y),
+        },
+        config.data.name,
+        {"source": type(config.data).__name__, **_data_source(config)},
+    )
+    if keep_model:
+        recorder.log_model(model, data.test.x[:5], step=config.trainer.epochs)
+
+
+def _data_source(config: Config) -> dict[str, str]:
+    """The data config, as the logged datasets' source: how to make the same arrays again."""
+    return {f"data.{k}": str(v) for k, v in dataclasses.asdict(config.data).items()}
 
 
 def _range_test(
@@ -337,6 +454,27 @@ def _range_test(
         method=settings.method,
         seed=config.seed,
     )
+    return record_range_test(config, result, recorder, output_dir)
+
+
+def record_range_test(
+    config: Config, result: RangeTestResult, recorder: tracking.RunRecorder, output_dir: Path
+) -> float:
+    """Record a range test's curve, suggestions and plot; pick the rate to train with.
+
+    Args:
+        config: the run's config (``lr_find.use`` says which rate).
+        result: the range test's outcome.
+        recorder: the run's MLflow record.
+        output_dir: where the plot goes.
+
+    Returns:
+        The rate to train with.
+
+    Raises:
+        ValueError: the curve gave no rate for ``lr_find.use`` (the message says what to try).
+    """
+    settings = config.lr_find
     log.info("range test (%.2f s): %s", result.seconds, result.message)
     recorder.log_series(result.step_metrics())
     regions = region_rates(result)
@@ -361,9 +499,20 @@ def _range_test(
     return rate
 
 
-def _save_loss_curve(
+def log_epoch(config: Config, recorder: tracking.RunRecorder, record: EpochRecord) -> None:
+    """One epoch's metrics, and its line in the log when ``trainer.verbose``."""
+    recorder.log_metrics(record.metrics(), step=record.epoch)
+    if config.trainer.verbose:
+        log.info(_format_epoch(record, config.trainer.epochs))
+
+
+def save_loss_curve(
     history: list[EpochRecord], output_dir: Path, recorder: tracking.RunRecorder, config: Config
 ) -> None:
+    """The run's train/val loss curve as ``plots/loss_curve.png`` (unless ``tracking.plots``
+    is off)."""
+    if not config.tracking.plots:
+        return
     path = plotting.save_loss_curve(
         [r.train_loss for r in history],
         [r.val_loss for r in history],

@@ -9,12 +9,14 @@ from __future__ import annotations
 import base64
 import html
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from xent_tf import plotting, tracking
 from xent_tf.comparison import RunRecord
 from xent_tf.html_page import html_page
+from xent_tf.identity import VARIANT_TAG
 from xent_tf.studies import (
     ClaimCheck,
     StudyOptions,
@@ -24,8 +26,8 @@ from xent_tf.studies import (
     final_val_loss,
     get_study,
     group_variants,
-    run_epochs_to_target,
     short_name,
+    time_to_target_summary,
 )
 
 # Params that differ between runs without defining a variant.
@@ -117,7 +119,7 @@ def variant_rows(report: StudyReport) -> list[list[str]]:
                 variant.param("model.n_params") or "?",
                 variant.interval(final_val_loss, conf).format(),
                 variant.interval(final_val_acc, conf).format(),
-                variant.interval(run_epochs_to_target, conf).format(1),
+                time_to_target_summary(variant),
             ]
         )
     return rows
@@ -129,7 +131,7 @@ VARIANT_HEADER = [
     "params",
     "final val loss",
     "final val acc",
-    "epochs to target",
+    "epochs to target (censored)",
 ]
 
 
@@ -273,6 +275,51 @@ def _html_table(table: _Table) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+def parent_note(report: StudyReport) -> str:
+    """The sweep parent run's description (Markdown, shown on its Overview): the report's
+    tables, without plots."""
+    parts = [f"**{report.title}**: {_run_count(report)}."]
+    for table in _tables(report):
+        parts += [f"#### {table.title}", _markdown_table(table.header, table.rows)]
+    parts.append("Plots and notes: `report.html` in this run's Artifacts.")
+    return "\n\n".join(parts) + "\n"
+
+
+def parent_summary_metrics(report: StudyReport, variant_ids: Mapping[str, str]) -> dict[str, float]:
+    """What the sweep parent's row in the runs table shows.
+
+    Args:
+        report: the study's report.
+        variant_ids: {child run id: its variant id} (the ``xent.variant`` tag); a variant
+            whose runs lack it is named by its label.
+
+    Returns:
+        ``variants/<variant>/final_val_loss_mean`` and ``.../final_val_acc_mean`` (mean over
+        the finished seeds; left out when none finished), ``sweep/runs_finished`` and
+        ``sweep/runs_failed``. Named so that the UI's chart view, which draws every metric of
+        every run it lists, puts these after the children's curves (sections are sorted).
+    """
+    metrics: dict[str, float] = {
+        "sweep/runs_finished": float(sum(len(v.finished) for v in report.variants)),
+        "sweep/runs_failed": float(sum(len(v.failed) for v in report.variants)),
+    }
+    names = [
+        next(
+            (variant_ids[r.run_id] for r in variant.runs if r.run_id in variant_ids),
+            variant.label or "all runs",
+        )
+        for variant in report.variants
+    ]
+    if len(set(names)) < len(names):  # runs tagged without their overrides: labels differ
+        names = [variant.label or "all runs" for variant in report.variants]
+    for variant, name in zip(report.variants, names, strict=True):
+        for metric, value in (("final_val_loss", final_val_loss), ("final_val_acc", final_val_acc)):
+            values = list(variant.per_seed(value).values())
+            if values:
+                metrics[f"variants/{name}/{metric}_mean"] = sum(values) / len(values)
+    return metrics
+
+
 def render_html(report: StudyReport, plots: list[Path]) -> str:
     """A self-contained HTML page (plots embedded as base64) that the MLflow UI shows inline."""
     sections = [
@@ -411,5 +458,15 @@ def publish_report(
             tracking_uri,
             parent.run_id,
             {f"verdict.{c.claim}": c.verdict for c in report.checks},
+        )
+        variant_ids = tracking.child_tag_values(tracking_uri, parent, VARIANT_TAG)
+        summary = parent_summary_metrics(report, variant_ids)
+        tracking.log_run_summary(tracking_uri, parent.run_id, summary, parent_note(report))
+        views = tracking.share_sweep_views(
+            tracking_uri, parent, VARIANT_TAG, sorted(summary), tracking.ui_address(tracking_uri)
+        )
+        return report, render_terminal(report) + (
+            f"\n\nIn the MLflow UI: runs with the summary columns {views.table}\n"
+            f"each variant's curves (mean, band over seeds) {views.chart}"
         )
     return report, render_terminal(report)

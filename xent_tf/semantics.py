@@ -84,60 +84,6 @@ def binary_cross_entropy_from_logits(y: npt.ArrayLike, z: npt.ArrayLike) -> Floa
     return np.maximum(z_arr, 0.0) - z_arr * y_arr + np.log1p(np.exp(-np.abs(z_arr)))
 
 
-def pytorch_cross_entropy(
-    logits: npt.ArrayLike,
-    target: npt.ArrayLike,
-    weight: npt.ArrayLike | None = None,
-    ignore_index: int = -100,
-    reduction: Literal["none", "sum", "mean"] = "mean",
-) -> FloatArray | float:
-    """``torch.nn.CrossEntropyLoss`` with class-index targets, as its documentation defines it.
-
-    ``l_n = -w[y_n] * log_softmax(x_n)[y_n] * 1{y_n != ignore_index}``; ``"mean"`` divides
-    ``sum_n l_n`` by ``sum_n w[y_n] * 1{y_n != ignore_index}`` (the sum of the weights of the
-    non-ignored targets), ``"sum"`` returns ``sum_n l_n``. Written in NumPy so the suite can
-    compare against PyTorch's convention without installing torch.
-
-    Args:
-        logits: Shape ``(N, C)``.
-        target: Integer class indices, shape ``(N,)``; ``ignore_index`` may lie outside [0, C).
-        weight: Per-class weights, shape ``(C,)``; ones if None.
-        ignore_index: Target value that contributes neither loss nor weight.
-        reduction: ``"none"``, ``"sum"`` or ``"mean"``.
-
-    Returns:
-        Per-sample losses for ``"none"``, otherwise a float.
-    """
-    x = np.asarray(logits, dtype=np.float64)
-    t = np.asarray(target)
-    if x.ndim != 2 or t.shape != x.shape[:1]:
-        raise ValueError(
-            f"logits must have shape (N, C) and target shape (N,); "
-            f"got logits {x.shape} and target {t.shape}"
-        )
-    n_classes = x.shape[1]
-    w = np.ones(n_classes) if weight is None else np.asarray(weight, dtype=np.float64)
-    if w.shape != (n_classes,):
-        raise ValueError(f"weight must have shape ({n_classes},); got {w.shape}")
-    if reduction not in ("none", "sum", "mean"):
-        raise ValueError(f"reduction must be 'none', 'sum' or 'mean'; got {reduction!r}")
-    valid = t != ignore_index
-    safe_t = np.where(valid, t, 0).astype(np.int64)
-    if np.any(valid & ((t < 0) | (t >= n_classes))):
-        bad = int(t[valid & ((t < 0) | (t >= n_classes))][0])
-        raise ValueError(f"target must be in [0, {n_classes - 1}] or ignore_index; got {bad}")
-    nll = -log_softmax(x)[np.arange(len(t)), safe_t]
-    w_n = np.where(valid, w[safe_t], 0.0)
-    losses = w_n * nll
-    if reduction == "none":
-        return losses
-    if reduction == "sum":
-        return float(losses.sum())
-    # PyTorch gives nan when every target is ignored (0 / 0); keep that.
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return float(losses.sum() / w_n.sum())
-
-
 def _to_numpy(x: Any) -> FloatArray:
     return np.asarray(keras.ops.convert_to_numpy(x), dtype=np.float64)
 
@@ -348,8 +294,11 @@ class WeightedReduction:
         candidates: ``sum_n w[y_n] nll_n`` over non-ignored samples divided by: 1 (``"sum"``),
             N (``"batch_size"``), the number of non-ignored samples (``"non_ignored_count"``),
             or the sum of their weights (``"sum_of_weights_non_ignored"``, PyTorch's mean).
-        pytorch_values: PyTorch's documented ``"sum"`` and ``"mean"`` (``pytorch_cross_entropy``).
         matched: Per Keras reduction, the candidate normalisations it equals within rtol.
+        logits / labels: the batch itself (float32 logits, int labels), so another framework
+            can be run on exactly the same tensors (``torch_reference``).
+        keras_per_sample: Keras's ``reduction="none"`` losses (0 where ignored).
+        keras_label_smoothing: Keras's unweighted mean CE per label-smoothing value.
     """
 
     n_samples: int
@@ -360,8 +309,78 @@ class WeightedReduction:
     max_abs_diff_none: float
     keras_values: Mapping[str, float]
     candidates: Mapping[Normalisation, float]
-    pytorch_values: Mapping[str, float]
     matched: Mapping[str, tuple[Normalisation, ...]]
+    logits: FloatArray
+    labels: npt.NDArray[np.int64]
+    keras_per_sample: FloatArray
+    keras_label_smoothing: Mapping[float, float]
+
+
+LABEL_SMOOTHING = (0.0, 0.1)  # C7: unweighted mean CE with and without label smoothing
+
+
+@dataclass(frozen=True)
+class TorchValues:
+    """C7: what PyTorch itself computes on a ``WeightedReduction``'s batch.
+
+    Attributes:
+        version: ``torch.__version__``.
+        per_sample: ``F.cross_entropy(..., weight, ignore_index, reduction="none")``.
+        reductions: ``F.cross_entropy`` with weight and ignore_index, per reduction
+            ("none" summed, "sum", "mean").
+        nll_of_log_softmax: ``F.nll_loss(F.log_softmax(z), y, weight, ignore_index)`` per
+            reduction ("sum", "mean").
+        label_smoothing: unweighted mean ``F.cross_entropy(z, y, label_smoothing=eps)``.
+    """
+
+    version: str
+    per_sample: FloatArray
+    reductions: Mapping[str, float]
+    nll_of_log_softmax: Mapping[str, float]
+    label_smoothing: Mapping[float, float]
+
+
+def torch_reference(batch: WeightedReduction) -> TorchValues | str:
+    """Runs PyTorch's own cross-entropy functions on the batch Keras was measured on.
+
+    Args:
+        batch: the measured batch (its logits, labels, class weights and ignored class).
+
+    Returns:
+        PyTorch's values, or why they could not be measured (torch not installed: the
+        ``reference`` extra, ``pip install -e .[reference]``).
+    """
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError as error:
+        return f"not measured (torch not installed: {error}; pip install -e .[reference])"
+    z = torch.tensor(batch.logits, dtype=torch.float64)
+    y = torch.tensor(batch.labels, dtype=torch.int64)
+    w = torch.tensor(batch.class_weight, dtype=torch.float64)
+    ignore = -100 if batch.ignore_class is None else batch.ignore_class
+
+    def ce(reduction: str) -> Any:
+        return F.cross_entropy(z, y, weight=w, ignore_index=ignore, reduction=reduction)
+
+    def nll(reduction: str) -> float:
+        log_q = F.log_softmax(z, dim=1)
+        return float(F.nll_loss(log_q, y, weight=w, ignore_index=ignore, reduction=reduction))
+
+    per_sample = ce("none").numpy()
+    return TorchValues(
+        version=str(torch.__version__),
+        per_sample=np.asarray(per_sample, dtype=np.float64),
+        reductions={
+            "none": float(per_sample.sum()),
+            "sum": float(ce("sum")),
+            "mean": float(ce("mean")),
+        },
+        nll_of_log_softmax={r: nll(r) for r in ("sum", "mean")},
+        label_smoothing={
+            eps: float(F.cross_entropy(z, y, label_smoothing=eps)) for eps in LABEL_SMOOTHING
+        },
+    )
 
 
 def _keras_reductions() -> tuple[str, ...]:
@@ -440,7 +459,12 @@ def weighted_reduction_semantics(
         )
         for name, value in keras_values.items()
     }
-    ignore_index = -100 if ignore_class is None else ignore_class
+    smoothing = {}
+    for eps in LABEL_SMOOTHING:
+        value = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=eps)(
+            np.eye(n_classes, dtype=np.float32)[y], z.astype(np.float32)
+        )
+        smoothing[eps] = float(_to_numpy(value))
     return WeightedReduction(
         n_samples=n_samples,
         n_classes=n_classes,
@@ -450,11 +474,11 @@ def weighted_reduction_semantics(
         max_abs_diff_none=float(np.max(np.abs(per_sample - weighted))),
         keras_values=keras_values,
         candidates=candidates,
-        pytorch_values={
-            reduction: float(pytorch_cross_entropy(z, y, w, ignore_index, reduction))
-            for reduction in ("sum", "mean")
-        },
         matched=matched,
+        logits=z.astype(np.float32).astype(np.float64),
+        labels=np.asarray(y, dtype=np.int64),
+        keras_per_sample=np.asarray(per_sample, dtype=np.float64),
+        keras_label_smoothing=smoothing,
     )
 
 
@@ -840,6 +864,11 @@ class TrainingOutcome:
         hidden_gradient_is_none: True if GradientTape gave no gradient for the hidden kernel.
         hidden_kernel_change: Max |change| of the hidden kernel over training.
         head_kernel_change: Max |change| of the output kernel (it still learns after a step).
+        n_probes: random perturbations of the hidden kernel (before training).
+        probes_changing_loss: how many of them changed the training loss at all (finite
+            differences: a step network's loss is flat in its hidden kernel almost everywhere,
+            a sigmoid network's is not).
+        probe_size: relative size of each perturbation (times the kernel's std).
     """
 
     activation: str
@@ -850,6 +879,36 @@ class TrainingOutcome:
     hidden_gradient_is_none: bool
     hidden_kernel_change: float
     head_kernel_change: float
+    n_probes: int
+    probes_changing_loss: int
+    probe_size: float
+
+
+def probes_changing_loss(
+    model: keras.Model, x: Any, y: Any, n_probes: int, probe_size: float, seed: int
+) -> int:
+    """How many random perturbations of the hidden kernel change the training loss at all.
+
+    A finite-difference measurement of whether the loss depends on the hidden weights: it
+    does not rely on GradientTape (which returns None through a step), so it could come out
+    either way. The kernel is restored afterwards.
+    """
+    loss_fn = keras.losses.BinaryCrossentropy()
+    kernel = model.get_layer("hidden").kernel
+    original = kernel.numpy().copy()
+    base = float(_to_numpy(loss_fn(y, model(x, training=False))))
+    rng = np.random.default_rng(seed)
+    size = probe_size * (float(original.std()) or 1.0)
+    changed = 0
+    try:
+        for _ in range(n_probes):
+            kernel.assign(
+                original + size * rng.standard_normal(original.shape).astype(original.dtype)
+            )
+            changed += int(float(_to_numpy(loss_fn(y, model(x, training=False)))) != base)
+    finally:
+        kernel.assign(original)
+    return changed
 
 
 def _train_full_batch(
@@ -888,6 +947,8 @@ def step_activation_training(
     n_features: int = 8,
     hidden_units: int = 16,
     seed: int = 0,
+    n_probes: int = 20,
+    probe_size: float = 1e-4,
 ) -> dict[str, TrainingOutcome]:
     """Trains the same tiny MLP with a step and with a sigmoid hidden activation (C11).
 
@@ -900,6 +961,8 @@ def step_activation_training(
         n_features: Input features.
         hidden_units: Hidden width.
         seed: Seed of the data and of the initialisers.
+        n_probes: finite-difference probes of the loss in the hidden kernel, before training.
+        probe_size: their relative size.
 
     Returns:
         ``{"step": ..., "sigmoid": ...}`` outcomes.
@@ -915,6 +978,7 @@ def step_activation_training(
         hidden0 = model.get_layer("hidden").kernel.numpy().copy()
         head0 = model.get_layer("head").kernel.numpy().copy()
         acc_before = float(_to_numpy(_accuracy(model, x, y)))
+        changed = probes_changing_loss(model, x, y, n_probes, probe_size, seed)
         loss_before, loss_after, hidden_none = _train_full_batch(
             model, x, y, n_steps, learning_rate
         )
@@ -931,5 +995,8 @@ def step_activation_training(
             head_kernel_change=float(
                 np.max(np.abs(model.get_layer("head").kernel.numpy() - head0))
             ),
+            n_probes=n_probes,
+            probes_changing_loss=changed,
+            probe_size=probe_size,
         )
     return outcomes

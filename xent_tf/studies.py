@@ -7,25 +7,31 @@ variants by the config keys in ``group_by``; the study's ``evaluate`` applies th
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from xent_tf.claims.registry import statement_of
 from xent_tf.comparison import (
-    CONTRADICTED,
-    HOLDS,
-    INCONCLUSIVE,
+    BATCH_LOSS_METRIC,
+    Finding,
     Interval,
     RunRecord,
+    TimeToTarget,
     Verdict,
     combine_verdicts,
     difference_verdict,
-    epochs_to_target,
     equivalence_verdict,
     final_value,
-    late_oscillation,
+    first_to_target,
+    kaplan_meier_median,
+    late_step_swing,
     mean_interval,
     paired_difference,
+    share_rule,
+    sign_test,
+    time_to_target,
 )
 
 
@@ -72,7 +78,7 @@ class ClaimPart:
     """One measured comparison inside a claim check (one context, one rule)."""
 
     context: str
-    verdict: Verdict
+    verdict: Finding
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,7 @@ class ClaimCheck:
 
     claim: str
     statement: str
-    verdict: str
+    verdict: Verdict
     combine_rule: str
     parts: list[ClaimPart] = field(default_factory=list)
 
@@ -164,9 +170,9 @@ def short_name(param: str) -> str:
     return group.rsplit(".", 1)[-1] if leaf == "name" and group else leaf
 
 
-def run_epochs_to_target(record: RunRecord) -> float:
-    """Epochs to the run's own ``trainer.target_val_acc`` (censored at epochs + 1)."""
-    return epochs_to_target(record, float(record.params.get("trainer.target_val_acc", 0.9)))
+def run_time_to_target(record: RunRecord) -> TimeToTarget:
+    """Epochs to the run's own ``trainer.target_val_acc``, censored when never reached."""
+    return time_to_target(record, float(record.params.get("trainer.target_val_acc", 0.9)))
 
 
 def final_val_loss(record: RunRecord) -> float:
@@ -212,20 +218,6 @@ def _greater_part(
 
 
 # What each claim says, as the reports print it next to its verdict.
-_STATEMENTS = {
-    "C8": "A one-unit sigmoid head with binary CE and a two-unit softmax head with (sparse) "
-    "categorical CE reach the same accuracy within seed noise.",
-    "C12": "With a sigmoid/softmax output and gradient descent, cross-entropy learns faster "
-    "than MSE.",
-    "C12b": "The advantage of cross-entropy is largest when the model starts confidently wrong "
-    "(saturated output).",
-    "C13": "A small learning rate converges slowly with a smooth curve; a good one drops fast; a "
-    "large one drops fast at first but oscillates; too large diverges.",
-    "C14": "In a range test the loss barely moves, falls fast, then explodes; the rate of the "
-    "steepest fall trains better than rates from the flat or exploding parts.",
-    "C15": "Starting with a large learning rate and decaying it reaches a low loss quickly and "
-    "avoids the late oscillation of a constant large rate.",
-}
 _EVERY_PART = "holds if every part holds, contradicted if any part is contradicted"
 
 
@@ -237,12 +229,12 @@ def _claim_check(
 ) -> ClaimCheck:
     """A claim's check, its verdict combined from ``counted`` (default: all of ``parts``)."""
     verdicts = [p.verdict.verdict for p in (parts if counted is None else counted)]
-    return ClaimCheck(claim, _STATEMENTS[claim], combine_verdicts(verdicts), combine_rule, parts)
+    return ClaimCheck(claim, statement_of(claim), combine_verdicts(verdicts), combine_rule, parts)
 
 
 def _missing(context: str, what: str) -> ClaimPart:
     return ClaimPart(
-        context, Verdict(INCONCLUSIVE, "needs both variants", f"{what} not in this study")
+        context, Finding(Verdict.INCONCLUSIVE, "needs both variants", f"{what} not in this study")
     )
 
 
@@ -272,7 +264,7 @@ def _evaluate_binary_vs_categorical(
         counts = f"parameters {a[0].param('model.n_params')} vs {b[0].param('model.n_params')}"
         parts.append(
             ClaimPart(
-                context, Verdict(verdict.verdict, verdict.rule, f"{verdict.measured}; {counts}")
+                context, Finding(verdict.verdict, verdict.rule, f"{verdict.measured}; {counts}")
             )
         )
     return [
@@ -285,7 +277,31 @@ def _evaluate_binary_vs_categorical(
 # --- C12: MSE vs cross-entropy -----------------------------------------------------------
 
 
+def _times(variant: Variant) -> dict[int, TimeToTarget]:
+    return {r.seed: run_time_to_target(r) for r in variant.finished}
+
+
+def time_to_target_summary(variant: Variant) -> str:
+    """ "reached 4/5, KM median 3": how many runs reached their target, and when (censored)."""
+    times = list(_times(variant).values())
+    median = kaplan_meier_median(times)
+    when = f"KM median {median:g}" if math.isfinite(median) else "KM median not reached"
+    return f"reached {sum(t.reached for t in times)}/{len(times)}, {when}"
+
+
+def _describe_times(label: str, times: dict[int, TimeToTarget]) -> str:
+    reached = sum(t.reached for t in times.values())
+    median = kaplan_meier_median(list(times.values()))
+    median_text = f"{median:g}" if median == median else "not reached"
+    return f"{label} reached the target in {reached}/{len(times)} runs (KM median {median_text})"
+
+
 def _evaluate_mse_vs_ce(variants: list[Variant], options: StudyOptions) -> list[ClaimCheck]:
+    """C12 per (data, optimizer, init) context; plain SGD is the claim's setting, Adam contexts
+    are shown by name and not counted. Times to target are censored data: each seed pair is
+    won by the loss that provably reached the target first, and a sign test judges the wins.
+    C12b: per seed, the MSE-CE gap in restricted time (epochs, a censored run counted at its
+    last epoch: min(T, epochs)) grows from the standard to the saturated init."""
     ce_losses = ("bce", "cce", "sparse_cce")
     speed_parts: list[ClaimPart] = []
     saturation_parts: list[ClaimPart] = []
@@ -296,35 +312,45 @@ def _evaluate_mse_vs_ce(variants: list[Variant], options: StudyOptions) -> list[
         gaps: dict[str, dict[int, float]] = {}
         for init in ("standard", "saturated"):
             context = f"{data} data, {optimizer}, {init} init"
+            if optimizer != "sgd":
+                context += f" ({optimizer}: a separate context, not counted)"
             common = {"data__name": data, "optimizer__name": optimizer, "model__output_init": init}
             mse = _find(variants, loss__name="mse", **common)
             ce = _find(variants, loss__name=ce_losses, **common)
             if not mse or not ce:
                 speed_parts.append(_missing(context, "mse or cross-entropy"))
                 continue
-            mse_epochs = mse[0].per_seed(run_epochs_to_target)
-            ce_epochs = ce[0].per_seed(run_epochs_to_target)
-            diff = paired_difference(mse_epochs, ce_epochs, options.confidence)
+            mse_times, ce_times = _times(mse[0]), _times(ce[0])
+            paired = sorted(set(mse_times) & set(ce_times))
+            outcomes = [first_to_target(ce_times[s], mse_times[s]) for s in paired]
             target = mse[0].param("trainer.target_val_acc")
-            verdict = difference_verdict(
-                diff,
-                expect_positive=True,
-                what=f"epochs to val acc {target} (never reached = epochs+1), mse - ce",
+            finding = sign_test(
+                outcomes.count(1),
+                outcomes.count(-1),
+                f"first to val acc {target}, ce vs mse (a censored run loses to one that "
+                "reached it)",
             )
-            if optimizer == "sgd":
-                speed_parts.append(ClaimPart(context, verdict))
-            else:  # Adam rescales gradients; reported, but not the claim's setting
-                speed_parts.append(ClaimPart(context + " (Adam: reported, not counted)", verdict))
-            gaps[init] = {s: mse_epochs[s] - ce_epochs[s] for s in set(mse_epochs) & set(ce_epochs)}
+            detail = (
+                f"; {_describe_times('ce', ce_times)}; {_describe_times('mse', mse_times)}; "
+                f"{outcomes.count(0)} ties"
+            )
+            speed_parts.append(
+                ClaimPart(
+                    context, Finding(finding.verdict, finding.rule, finding.measured + detail)
+                )
+            )
+            gaps[init] = {s: mse_times[s].epochs - ce_times[s].epochs for s in paired}
         if optimizer == "sgd" and len(gaps) == 2:
-            diff = paired_difference(gaps["saturated"], gaps["standard"], options.confidence)
+            seeds = sorted(set(gaps["saturated"]) & set(gaps["standard"]))
+            grows = [gaps["saturated"][s] - gaps["standard"][s] for s in seeds]
             saturation_parts.append(
                 ClaimPart(
                     f"{data} data, sgd",
-                    difference_verdict(
-                        diff,
-                        expect_positive=True,
-                        what="(mse - ce epochs) saturated - (mse - ce epochs) standard",
+                    sign_test(
+                        sum(g > 0 for g in grows),
+                        sum(g < 0 for g in grows),
+                        "per seed, (mse - ce) restricted epochs to target, saturated init vs "
+                        "standard init (restricted: a censored run counts its last epoch)",
                     ),
                 )
             )
@@ -332,13 +358,13 @@ def _evaluate_mse_vs_ce(variants: list[Variant], options: StudyOptions) -> list[
         _claim_check(
             "C12",
             "holds if it holds in every plain-SGD context, contradicted if contradicted in any; "
-            "Adam contexts are shown but not counted",
+            "Adam contexts are shown by name but not counted",
             speed_parts,
             counted=[p for p in speed_parts if "not counted" not in p.context],
         ),
         _claim_check(
             "C12b",
-            "holds if the paired gap grows with saturation in every SGD context",
+            "holds if the gap grows with saturation in every SGD context",
             saturation_parts,
         ),
     ]
@@ -365,12 +391,69 @@ def _diverged_share(variant: Variant) -> float:
     return float(sum(outcomes) / len(outcomes)) if outcomes else math.nan
 
 
+def _rate(variant: Variant) -> float:
+    return float(variant.param("optimizer.learning_rate") or "nan")
+
+
+def split_seeds(variants: Sequence[Variant]) -> tuple[set[int], set[int]]:
+    """The study's seeds in two halves: the first picks the roles, the second is judged."""
+    seeds = sorted({r.seed for v in variants for r in v.runs})
+    half = len(seeds) // 2
+    return set(seeds[:half]), set(seeds[half:])
+
+
+def _on_seeds(variant: Variant, seeds: set[int]) -> Variant:
+    return dataclasses.replace(variant, runs=tuple(r for r in variant.runs if r.seed in seeds))
+
+
+def _mean_final_val_loss(variant: Variant) -> float:
+    values = list(variant.per_seed(final_val_loss).values())
+    return float(sum(values) / len(values)) if values else math.inf
+
+
 def _evaluate_lr_sweep(variants: list[Variant], options: StudyOptions) -> list[ClaimCheck]:
-    by_rate = sorted(variants, key=lambda v: float(v.param("optimizer.learning_rate") or "nan"))
-    if len(by_rate) < 4:
-        missing = _missing("study", f"4 learning rates (found {len(by_rate)})")
-        return [_claim_check("C13", "needs four learning rates", [missing])]
-    small, good, large, too_large = by_rate[0], by_rate[1], by_rate[-2], by_rate[-1]
+    """C13 with each rate's role measured: on the first half of the seeds the good rate is the
+    one with the lowest mean final validation loss; small is the smallest rate below it, large
+    the next rate above it, too large the largest above that. The claim is judged on the other
+    half of the seeds. Oscillation is the per-step swing of the training batch loss around its
+    moving average over the second half of training (``comparison.step_swing``)."""
+    by_rate = sorted(variants, key=_rate)
+    choose, judge = split_seeds(by_rate)
+    rule_roles = (
+        "roles: good = lowest mean final val loss on seeds "
+        f"{sorted(choose)}; small = smallest rate below it; large = next rate above it; "
+        "too large = largest rate above that"
+    )
+    if len(by_rate) < 4 or not choose or not judge:
+        missing = _missing("study", f"4 learning rates and >= 2 seeds (found {len(by_rate)} rates)")
+        return [_claim_check("C13", "needs four learning rates and two seed halves", [missing])]
+    scores = {_rate(v): _mean_final_val_loss(_on_seeds(v, choose)) for v in by_rate}
+    good_index = min(range(len(by_rate)), key=lambda i: scores[_rate(by_rate[i])])
+    roles = f"{rule_roles}; mean final val loss per rate on those seeds: " + ", ".join(
+        f"{r:g}: {v:.3f}" for r, v in scores.items()
+    )
+    if good_index == 0 or good_index > len(by_rate) - 3:
+        # The measured good rate leaves no smaller rate, or fewer than two larger ones: the
+        # sweep does not bracket it, so the claim's four roles cannot be filled.
+        return [
+            _claim_check(
+                "C13",
+                _EVERY_PART,
+                [
+                    ClaimPart(
+                        "the measured good rate is bracketed by the sweep",
+                        Finding(
+                            Verdict.INCONCLUSIVE,
+                            "needs a rate below the good one and two above it",
+                            f"good rate {_rate(by_rate[good_index]):g} ({roles})",
+                        ),
+                    )
+                ],
+            )
+        ]
+    small, good = by_rate[0], by_rate[good_index]
+    large, too_large = by_rate[good_index + 1], by_rate[-1]
+    small, good, large, too_large = (_on_seeds(v, judge) for v in (small, good, large, too_large))
     conf = options.confidence
     rate = lambda v: v.param("optimizer.learning_rate")  # noqa: E731
     parts = [
@@ -386,8 +469,8 @@ def _evaluate_lr_sweep(variants: list[Variant], options: StudyOptions) -> list[C
             f"small lr {rate(small)} is smoother than large lr {rate(large)}",
             large,
             small,
-            late_oscillation,
-            "late oscillation of val loss (mean |Δ| over the 2nd half), large - small",
+            late_step_swing,
+            "per-step swing of the batch loss (2nd half), large - small",
             conf,
         ),
         _greater_part(
@@ -402,25 +485,28 @@ def _evaluate_lr_sweep(variants: list[Variant], options: StudyOptions) -> list[C
             f"large lr {rate(large)} oscillates more late than good lr {rate(good)}",
             large,
             good,
-            late_oscillation,
-            "late oscillation of val loss, large - good",
+            late_step_swing,
+            "per-step swing of the batch loss (2nd half), large - good",
             conf,
         ),
     ]
     share = _diverged_share(too_large)
-    verdict = HOLDS if share >= 0.8 else CONTRADICTED if share <= 0.2 else INCONCLUSIVE
     parts.append(
         ClaimPart(
             f"too large lr {rate(too_large)} diverges",
-            Verdict(
-                verdict,
-                "holds if >= 80% of its runs diverge (NaN/inf loss, or a final val loss no "
-                "better than the untrained model's), contradicted if <= 20%, else inconclusive",
-                f"{share:.0%} of {len(too_large.runs)} runs diverged",
+            share_rule(
+                share,
+                len(too_large.runs),
+                "share of its runs that diverged (NaN/inf loss, or a final val loss no better "
+                "than the untrained model's)",
             ),
         )
     )
-    return [_claim_check("C13", _EVERY_PART, parts)]
+    chosen = (
+        f"small {rate(small)}, good {rate(good)}, large {rate(large)}, too large "
+        f"{rate(too_large)}, judged on seeds {sorted(judge)} ({roles})"
+    )
+    return [_claim_check("C13", f"{_EVERY_PART}; {chosen}", parts)]
 
 
 # --- C15: annealing ----------------------------------------------------------------------
@@ -452,8 +538,8 @@ def _evaluate_annealing(variants: list[Variant], options: StudyOptions) -> list[
                 f"{name} oscillates less late than constant",
                 base,
                 variant,
-                late_oscillation,
-                "late oscillation of val loss, constant - decayed",
+                late_step_swing,
+                "per-step swing of the batch loss (2nd half), constant - decayed",
                 options.confidence,
             )
         )
@@ -506,12 +592,11 @@ def _evaluate_lr_range_test(variants: list[Variant], options: StudyOptions) -> l
     if curves:
         shares = [sum(c[i] for c in curves.values()) / len(curves) for i in range(3)]
         share = min(shares)
-        verdict = HOLDS if share >= 0.8 else CONTRADICTED if share <= 0.2 else INCONCLUSIVE
         parts.append(
             ClaimPart(
                 "the curve is flat, then falls fast, then explodes",
-                Verdict(
-                    verdict,
+                Finding(
+                    share_rule(share, len(curves), "").verdict,
                     "holds if >= 80% of the seeds' curves show all three (after the first 10% "
                     "of steps: flat up to 25% within 10% of the start; fall: minimum < 80% of "
                     "the start; explosion: back above the start after the minimum), "
@@ -570,6 +655,7 @@ STUDIES: dict[str, StudySpec] = {
             ("optimizer.learning_rate",),
             ("train/loss", "val/loss", "val/acc", "grad_norm/output"),
             _evaluate_lr_sweep,
+            extra_metrics=(BATCH_LOSS_METRIC,),
         ),
         StudySpec(
             "lr_range_test",
@@ -587,6 +673,7 @@ STUDIES: dict[str, StudySpec] = {
             ("schedule.name",),
             ("train/loss", "val/loss", "val/acc", "lr"),
             _evaluate_annealing,
+            extra_metrics=(BATCH_LOSS_METRIC,),
         ),
     )
 }

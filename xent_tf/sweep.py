@@ -21,18 +21,25 @@ import json
 import logging
 import sys
 import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from xent_tf import progress
+from xent_tf.identity import run_name
 from xent_tf.studies import get_study
 
 log = logging.getLogger(__name__)
 
 PARENT_FILE = "mlflow_parent.json"
+# The count of a sweep's finished jobs, shared by the processes that run them.
+PROGRESS_FILE = ".progress.json"
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,8 @@ class ParentRun:
 # The parent handed to this process by ``on_job_start`` (for the job's sweep dir): jobs that
 # run where the sweep dir's JSON file is not (another machine of a Ray cluster) find it here.
 _job_parent: tuple[Path, ParentRun] | None = None
+# When this process's current job started (``on_job_start``), for its progress line.
+_job_started: float = 0.0
 
 
 def parent_for_sweep(sweep_dir: Path) -> ParentRun | None:
@@ -124,6 +133,35 @@ def _start_workers_early(config: DictConfig) -> threading.Thread | None:
     return thread
 
 
+def count_sweep_jobs(config: DictConfig) -> int | None:
+    """How many jobs Hydra's basic sweeper will launch for this multirun (None if unknown).
+
+    The sweeper's own expansion of its params and the command line's sweep overrides
+    (``seed=0,1,2``, ``range(8)``), done once more in the launching process.
+    """
+    sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
+    if not sweeper.endswith("BasicSweeper"):
+        return None
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    arguments = [f"{key}={value}" for key, value in params.items()]
+    arguments += list(config.hydra.overrides.task)
+    try:
+        parsed = OverridesParser.create().parse_overrides(arguments)
+        batches = BasicSweeper.split_arguments(parsed, None)
+    except Exception as error:  # a sweep syntax only the sweeper's config loader resolves
+        log.debug("could not count the sweep's jobs: %s", error)
+        return None
+    return sum(len(batch) for batch in batches)
+
+
+def _wants_epoch_lines(overrides: list[str]) -> bool:
+    """Whether the command line asked for per-epoch lines on the terminal in a sweep."""
+    return any(o.lstrip("+") in ("trainer.verbose=true", "trainer.verbose=True") for o in overrides)
+
+
 class MlflowSweepCallback(Callback):
     """Creates the MLflow experiment and the sweep's parent run; reports and ends it at the end.
 
@@ -134,14 +172,25 @@ class MlflowSweepCallback(Callback):
     def __init__(self) -> None:
         self.parent: ParentRun | None = None
         self.sweep_dir: Path | None = None
+        self.progress: progress.SweepProgress | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         warming = _start_workers_early(config)
         try:
+            self._start_progress(config)
             self._start_parent(config)
         finally:
             if warming is not None:
                 warming.join()
+
+    def _start_progress(self, config: DictConfig) -> None:
+        """Count the sweep's jobs; each job's process reports to ``<sweep dir>/PROGRESS_FILE``."""
+        sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        self.progress = progress.SweepProgress(
+            count_sweep_jobs(config), time.time(), state_file=sweep_dir / PROGRESS_FILE
+        )
+        self.progress.reset()
 
     def _start_parent(self, config: DictConfig) -> None:
         """Create (or reopen) the sweep's parent run, unless tracking is off."""
@@ -193,13 +242,41 @@ class MlflowSweepCallback(Callback):
         atexit.register(self._end_if_still_running)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Hand the parent to the job, which runs in this process (maybe on another machine)."""
-        global _job_parent
+        """Hand the parent to the job, which runs in this process (maybe on another machine),
+        and keep its INFO lines (per epoch, its summary) in its log file, off the terminal,
+        unless the command line says ``trainer.verbose=true``."""
+        global _job_parent, _job_started
+        _job_started = time.monotonic()
+        multirun = OmegaConf.select(config, "hydra.mode") == RunMode.MULTIRUN
+        if multirun and not _wants_epoch_lines(list(config.hydra.overrides.task)):
+            progress.quiet_console()
         sweep_dir = OmegaConf.select(config, "hydra.sweep.dir")
         if self.parent is None or sweep_dir is None:
             _job_parent = None
             return
         _job_parent = (Path(str(sweep_dir)), self.parent)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        """Print the job's progress line (from the process that ran it)."""
+        progress.restore_console()
+        if self.progress is None:
+            return
+        if job_return.status == JobStatus.FAILED:
+            error = job_return.return_value
+            text = progress.result_text(None, f"{type(error).__name__}: {error}")
+        else:
+            value = job_return.return_value
+            text = progress.result_text(float(value) if isinstance(value, int | float) else None)
+        name = run_name(
+            str(config.study),
+            str(config.experiment_name),
+            int(config.seed),
+            list(config.hydra.overrides.task),
+        )
+        try:
+            self.progress.job_done(name, text, time.monotonic() - _job_started)
+        except Exception as error:  # a progress line is never worth failing a job for
+            log.warning("could not print the job's progress line: %s", error)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         _release_idle_workers()

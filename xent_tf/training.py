@@ -141,10 +141,10 @@ def _layer_groups(model: keras.Model) -> list[tuple[str, list[int]]]:
     return list(groups.items())
 
 
-def _predictions(outputs: tf.Tensor, from_logits: bool) -> tuple[tf.Tensor, tf.Tensor]:
-    """Predicted class and top-class probability from the model's outputs."""
+def predictions(outputs: tf.Tensor, from_logits: bool) -> tuple[tf.Tensor, tf.Tensor]:
+    """Predicted class and top-class probability from outputs (..., units), per row."""
     if outputs.shape[-1] == 1:
-        p_one = tf.sigmoid(outputs[:, 0]) if from_logits else outputs[:, 0]
+        p_one = tf.sigmoid(outputs[..., 0]) if from_logits else outputs[..., 0]
         predicted = tf.cast(p_one > 0.5, tf.int32)
         top_probability = tf.maximum(p_one, 1.0 - p_one)
     else:
@@ -171,7 +171,7 @@ class Evaluation:
     grad_norms: dict[str, float]
 
 
-def _relaxed(tensor: tf.Tensor) -> tf.TensorSpec:
+def relaxed_spec(tensor: tf.Tensor) -> tf.TensorSpec:
     """The tensor's spec with the row dimension left open, so any number of rows reuses a trace."""
     return tf.TensorSpec([None, *tensor.shape[1:]], tensor.dtype)
 
@@ -282,7 +282,7 @@ class CompiledLoop:
         norms = tf.stack(
             [tf.linalg.global_norm([gradients[i] for i in idx]) for _, idx in self.layer_groups]
         )
-        predicted, top_probability = _predictions(outputs, self.from_logits)
+        predicted, top_probability = predictions(outputs, self.from_logits)
         accuracy = tf.reduce_mean(tf.cast(tf.equal(predicted, labels), tf.float32))
         saturated = tf.reduce_mean(tf.cast(top_probability >= SATURATION_THRESHOLD, tf.float32))
         return loss, accuracy, saturated, norms
@@ -301,9 +301,9 @@ class CompiledLoop:
                 self._evaluate,
                 autograph=False,
                 input_signature=[
-                    _relaxed(split.x),
-                    _relaxed(split.targets),
-                    _relaxed(split.labels),
+                    relaxed_spec(split.x),
+                    relaxed_spec(split.targets),
+                    relaxed_spec(split.labels),
                 ],
             )
         loss, accuracy, saturated, norms = self._compiled_evaluate(
@@ -334,8 +334,8 @@ class CompiledLoop:
                 self._train_epoch,
                 autograph=False,
                 input_signature=[
-                    _relaxed(train.x),
-                    _relaxed(train.targets),
+                    relaxed_spec(train.x),
+                    relaxed_spec(train.targets),
                     tf.TensorSpec([None], tf.int32),
                     tf.TensorSpec([None], tf.float32),
                 ],

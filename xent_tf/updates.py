@@ -23,7 +23,7 @@ import tensorflow as tf
 ApplyFn = Callable[[Sequence[tf.Tensor]], None]
 
 
-def _plain(optimizer: keras.optimizers.Optimizer) -> bool:
+def is_plain(optimizer: keras.optimizers.Optimizer) -> bool:
     """True when the optimizer has none of the extras a fused kernel does not do."""
     return (
         not optimizer.weight_decay
@@ -122,7 +122,7 @@ def make_apply(
     """
     float32 = all(variable.dtype == "float32" for variable in variables)
     # Exact types: a subclass (AdamW is an Adam) may change the update rule.
-    if float32 and _plain(optimizer):
+    if float32 and is_plain(optimizer):
         if type(optimizer) is keras.optimizers.Adam and not optimizer.amsgrad:
             return _adam(optimizer, variables), True
         if type(optimizer) is keras.optimizers.SGD:

@@ -25,8 +25,22 @@ PG_STUDY = [
     "trainer.epochs=3",
     "hydra/launcher=joblib",
     "hydra.launcher.n_jobs=2",
+    "tracking.plots=true",  # the children's records are checked in full, loss curve included
 ]
 PG_STUDY_JOBS = 16
+
+# The MLflow UI's view of a study: 2 variants x 2 seeds, 3 epochs, each run's model logged.
+UI_STUDY = [
+    "-m",
+    "+experiment=binary_vs_categorical",
+    "+variant/binary_vs_categorical=binary_sigmoid_bce,multi_sparse",
+    "seed=0,1",
+    *(o for o in TINY if not o.startswith("tracking.log_model")),
+    "trainer.epochs=3",
+    "hydra/launcher=joblib",
+    "hydra.launcher.n_jobs=2",
+]
+UI_STUDY_VARIANTS = ("binary_sigmoid_bce", "multi_sparse")
 PG_STUDY_EPOCHS = 3
 
 

@@ -12,7 +12,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.integration.cli import PG_STUDY, CliResult, FinishedStudy, run_cli
+from tests.integration.cli import (
+    PG_STUDY,
+    UI_STUDY,
+    CliResult,
+    FinishedStudy,
+    run_cli,
+)
 from tests.integration.services import Postgres, TrackingServer, start_postgres
 
 
@@ -57,3 +63,24 @@ def pg_study(pg_server: TrackingServer, tmp_path_factory: pytest.TempPathFactory
     )
     assert result.returncode == 0, result.output[-5000:]
     return FinishedStudy(pg_server.uri, "mse_vs_ce", sweep_dir, result)
+
+
+@pytest.fixture(scope="session")
+def ui_study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FinishedStudy]:
+    """A tiny two-variant study (models logged) on `make server` with a SQLite store."""
+    workdir = tmp_path_factory.mktemp("ui-study")
+    server = TrackingServer(f"sqlite:///{workdir / 'mlflow.db'}", workdir / "server")
+    server.start()
+    sweep_dir = workdir / "sweep"
+    result = run_cli(
+        *UI_STUDY,
+        "tracking=server",
+        f"tracking.uri={server.uri}",
+        f"hydra.sweep.dir={sweep_dir}",
+        cwd=workdir,
+    )
+    try:
+        assert result.returncode == 0, result.output[-5000:]
+        yield FinishedStudy(server.uri, "binary_vs_categorical", sweep_dir, result)
+    finally:
+        server.stop()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.integration.cli import PG_STUDY_JOBS, FinishedStudy
+from tests.integration.cli import PG_STUDY_JOBS, UI_STUDY_VARIANTS, FinishedStudy
 from tests.integration.services import render
 
 pytestmark = pytest.mark.integration
@@ -63,3 +63,54 @@ def test_the_study_report_opens_from_disk_with_its_verdicts_and_plots(
     assert {"val_loss", "train_loss"} <= set(images)
     assert shot.stat().st_size > 50_000  # tables and plots, not a blank page
     print(f"\n[browser] report.html: {len(verdicts)} verdict cells, {len(images)} plots; {shot}")
+
+
+def _link(output: str, label: str) -> str:
+    """The UI link the sweep printed after ``label``."""
+    found = re.search(re.escape(label) + r" (http://\S+)", output)
+    assert found, f"no {label!r} link in the sweep's output"
+    return found.group(1)
+
+
+def test_a_sweep_reads_as_named_runs_with_models_datasets_and_a_summary_row(
+    ui_study: FinishedStudy, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    out_dir = tmp_path_factory.mktemp("browser-artifacts")
+    client = MlflowClient(ui_study.uri)
+    experiment = client.get_experiment_by_name(ui_study.experiment_name)
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    [parent] = [r for r in runs if "xent.sweep_dir" in r.data.tags]
+    children = [r for r in runs if r is not parent]
+    names = sorted(r.info.run_name for r in children)
+    assert names == [f"{v} seed={s}" for v in UI_STUDY_VARIANTS for s in (0, 1)]
+
+    # The console: one line per job, no epoch lines of the parallel jobs.
+    output = ui_study.result.output
+    done_lines = re.findall(r"^\[(\d)/4\] (\S+ seed=\d)  val loss \d\.\d{4}  ", output, re.M)
+    assert sorted(n for _, n in done_lines) == names
+    assert sorted(c for c, _ in done_lines) == ["1", "2", "3", "4"]
+    assert "epoch 1/3" not in output
+
+    shot = out_dir / "runs-table.png"
+    dom = render(
+        _link(output, "runs with the summary columns"),
+        out_dir / "profile-table",
+        screenshot=shot,
+        window="1800,1000",
+    )
+    (out_dir / "runs-table.html").write_text(dom)
+    text = visible_text(dom)
+    for name in names:
+        assert name in text, name
+    print(f"\n[browser] runs table: {shot}")
+
+    shot = out_dir / "variant-charts.png"
+    dom = render(
+        _link(output, "each variant's curves (mean, band over seeds)"),
+        out_dir / "profile-chart",
+        screenshot=shot,
+        window="1800,1400",
+    )
+    (out_dir / "variant-charts.html").write_text(dom)
+    print(f"[browser] grouped charts: {shot}")

@@ -38,6 +38,7 @@ def test_ray_launcher_runs_a_study_whose_jobs_find_their_parent_without_the_swee
         *TINY,
         f"trainer.epochs={EPOCHS}",
         "experiment_name=mse_vs_ce_ray",
+        "tracking.plots=true",  # the children's records are checked in full
         "tracking=server",
         f"tracking.uri={pg_server.uri}",
         "hydra.sweep.dir=sweep",  # relative: each side resolves it in its own directory

@@ -1,0 +1,1 @@
+"""xent-tf's Hydra launcher plugin: sweeps as replica batches (see xent_tf.replica_sweep)."""

@@ -1,0 +1,118 @@
+"""A study swept by the replica launcher records what the per-job launcher records."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Run
+
+from tests.test_entrypoint import run_cli
+
+STUDY = ["-m", "+experiment=binary_vs_categorical", "+debug=tiny", "seed=0,1"]
+METRICS = ("train/loss", "val/loss", "val/acc", "train/acc", "grad_norm/output", "lr")
+
+
+def _children(uri: str, experiment: str) -> tuple[Run, dict[tuple[str, str], Run]]:
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None
+    runs = client.search_runs([found.experiment_id])
+    parents = [r for r in runs if "xent.sweep_dir" in r.data.tags]
+    assert len(parents) == 1
+    children = {
+        (r.data.params["loss.name"] + "/" + r.data.params["data.name"], r.data.params["seed"]): r
+        for r in runs
+        if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id
+    }
+    return parents[0], children
+
+
+@pytest.fixture(scope="module")
+def two_sweeps(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
+    """The same study with the replica launcher and with the basic (per-job) launcher."""
+    replicated = tmp_path_factory.mktemp("replicas")
+    per_job = tmp_path_factory.mktemp("per_job")
+    first = run_cli(*STUDY, cwd=replicated)
+    assert first.returncode == 0, first.stderr
+    second = run_cli(*STUDY, "hydra/launcher=basic", cwd=per_job)
+    assert second.returncode == 0, second.stderr
+    return (
+        f"sqlite:///{replicated / 'mlflow.db'}",
+        f"sqlite:///{per_job / 'mlflow.db'}",
+        first.stdout + first.stderr,
+    )
+
+
+def test_every_job_gets_a_complete_child_run_tagged_with_its_batch(
+    two_sweeps: tuple[str, str, str],
+) -> None:
+    replicated_uri, per_job_uri, output = two_sweeps
+    assert (
+        "10 jobs in 5 units (2 replicas, 2 replicas, 2 replicas, 2 replicas, 2 replicas)" in output
+    )
+    _, replicated = _children(replicated_uri, "binary_vs_categorical")
+    _, per_job = _children(per_job_uri, "binary_vs_categorical")
+    assert replicated.keys() == per_job.keys() and len(replicated) == 10
+    client = MlflowClient(replicated_uri)
+    for key, run in replicated.items():
+        other = per_job[key]
+        assert run.info.status == other.info.status == "FINISHED"
+        assert run.info.run_name == other.info.run_name
+        assert run.data.params == other.data.params
+        assert run.data.tags["xent.replicas"] == "2"
+        assert run.data.tags["xent.replica_batch"].split("#")[1] in {"1", "2", "3", "4", "5"}
+        assert "xent.replica_batch" not in other.data.tags
+        for name in (*METRICS, "val/initial_loss", "test/loss", "test/acc", "train_seconds"):
+            assert name in run.data.metrics, name
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"config.yaml", "model", "logs"} <= artifacts
+        assert "plots" not in artifacts  # studies leave the per-run PNG to the UI
+
+
+def test_replicated_numbers_match_the_per_job_path(two_sweeps: tuple[str, str, str]) -> None:
+    replicated_uri, per_job_uri, _ = two_sweeps
+    _, replicated = _children(replicated_uri, "binary_vs_categorical")
+    _, per_job = _children(per_job_uri, "binary_vs_categorical")
+    a, b = MlflowClient(replicated_uri), MlflowClient(per_job_uri)
+    for key, run in replicated.items():
+        other = per_job[key]
+        for name in METRICS:
+            got = [m.value for m in a.get_metric_history(run.info.run_id, name)]
+            want = [m.value for m in b.get_metric_history(other.info.run_id, name)]
+            assert len(got) == len(want) == 2, name
+            # Two epochs: float32 rounding only (the 20-epoch bounds are in test_replicas.py).
+            assert got == pytest.approx(want, rel=1e-4, abs=1e-5), (key, name)
+        for name in ("test/loss", "test/acc"):
+            assert run.data.metrics[name] == pytest.approx(other.data.metrics[name], abs=1e-5)
+
+
+def test_the_report_gives_the_same_verdicts(two_sweeps: tuple[str, str, str]) -> None:
+    replicated_uri, per_job_uri, _ = two_sweeps
+    parent_a, _ = _children(replicated_uri, "binary_vs_categorical")
+    parent_b, _ = _children(per_job_uri, "binary_vs_categorical")
+    verdicts_a = {k: v for k, v in parent_a.data.tags.items() if k.startswith("verdict.")}
+    verdicts_b = {k: v for k, v in parent_b.data.tags.items() if k.startswith("verdict.")}
+    assert verdicts_a and verdicts_a == verdicts_b
+
+
+def test_an_invalid_job_is_named_and_the_rest_of_the_sweep_runs(tmp_path: Path) -> None:
+    result = run_cli(
+        "-m",
+        "+debug=tiny",
+        "optimizer=sgd",
+        "optimizer.learning_rate=0.1,-1",
+        "seed=0,1",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    assert out.count("is invalid and was not run") == 2
+    assert "optimizer.learning_rate=-1 seed=0 is invalid" in out
+    assert "optimizer.learning_rate=-1.0 must be > 0" in out
+    _, children = _children(f"sqlite:///{tmp_path / 'mlflow.db'}", "reference")
+    assert sorted(children) == [("bce/reference", "0"), ("bce/reference", "1")]
+    assert all(run.info.status == "FINISHED" for run in children.values())
+    assert all(math.isfinite(run.data.metrics["val/loss"]) for run in children.values())

@@ -1,0 +1,299 @@
+"""Replica batches train what the single-run path trains, replica by replica.
+
+Tolerance. Two float32 implementations of the same training agree at first to the last bit or
+two, and the difference then grows along the trajectory (ReLU switching amplifies it). The
+yardstick is the suite's own single run with TensorFlow's fused Adam kernel against the same
+run with Keras's ``optimizer.apply``: over the 20 epochs of the reference run at Adam 2e-3 they
+differ by up to 2.1e-2 in a batch loss and 5.2e-4 in a validation loss (measured; see
+``test_the_single_run_itself_moves_this_much_between_two_float32_update_paths``). A replica must
+stay within the same bounds of its single run: ``BATCH_LOSS_ATOL`` per step, ``VAL_LOSS_ATOL``
+and ``VAL_ACC_ATOL`` per epoch; and the first epoch must agree to float32 rounding
+(``FIRST_EPOCH_ATOL``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import pytest
+
+from xent_tf.build import build_dataset as make_dataset
+from xent_tf.build import build_loss, build_model, build_optimizer, tensor_splits
+from xent_tf.config import Config, LossConfig, MakeClassificationConfig, MlpConfig
+from xent_tf.data import Dataset
+from xent_tf.replica_batch import check_memory, graph_key, group_jobs, train_batch
+from xent_tf.replicas import NotReplicableError, OptimizerRule, ReplicaFit, ReplicaTrainer
+from xent_tf.runtime import configure_runtime
+from xent_tf.schedules import learning_rates
+from xent_tf.training import CompiledLoop, FitResult, NonFiniteLossError, fit, steps_per_epoch
+
+BATCH_LOSS_ATOL = 5e-2
+VAL_LOSS_ATOL = 5e-3
+VAL_ACC_ATOL = 5e-3  # 13 of 2,700 validation rows
+FIRST_EPOCH_ATOL = 2e-5
+
+
+@dataclass
+class Single:
+    result: FitResult | None
+    error: NonFiniteLossError | None
+    weights: list[np.ndarray]
+
+
+def _single_run(config: Config, data: Dataset) -> Single:
+    """Today's path: CompiledLoop + fit, as pipeline.run_experiment trains."""
+    spec = build_loss(config.loss, data)
+    model = build_model(config.model, data, spec, config.seed)
+    train, val, _ = tensor_splits(data, spec)
+    loop = CompiledLoop(
+        model,
+        spec.loss,
+        build_optimizer(config.optimizer),
+        config.trainer.batch_size,
+        config.loss.from_logits,
+    )
+    rates = learning_rates(
+        config.schedule,
+        config.optimizer.learning_rate,
+        config.trainer.epochs,
+        steps_per_epoch(len(train), config.trainer.batch_size),
+    )
+    try:
+        result = fit(loop, train, val, rates, config.trainer.epochs, config.seed)
+    except NonFiniteLossError as error:
+        return Single(None, error, model.get_weights())
+    return Single(result, None, model.get_weights())
+
+
+def _max_abs(a: object, b: object) -> float:
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+SETTINGS = {
+    # name: (overrides shared by the batch, per-replica overrides)
+    "adam_bce_seeds": ([], [["seed=0"], ["seed=1"], ["seed=2"]]),
+    "adam_bce_rates": ([], [["optimizer.learning_rate=0.001"], ["optimizer.learning_rate=0.003"]]),
+    "sgd_momentum_cce_5class": (
+        ["data=multiclass", "loss=cce", "optimizer=sgd", "optimizer.momentum=0.9"],
+        [["optimizer.learning_rate=0.01"], ["optimizer.learning_rate=0.05", "seed=1"]],
+    ),
+    "sgd_sparse_cce_saturated": (
+        ["data=multiclass", "loss=sparse_cce", "optimizer=sgd", "optimizer.learning_rate=0.1"],
+        [["model.output_init=standard"], ["model.output_init=saturated", "seed=1"]],
+    ),
+    "sgd_mse_schedules": (
+        ["loss=mse", "optimizer=sgd", "optimizer.learning_rate=0.5"],
+        [["schedule=constant"], ["schedule=cosine", "seed=1"], ["schedule=one_cycle", "seed=2"]],
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setting", list(SETTINGS))
+def test_each_replica_trains_what_its_single_run_trains_over_20_reference_epochs(
+    setting: str, make_config: Callable[..., Config]
+) -> None:
+    shared, per_replica = SETTINGS[setting]
+    configs = [make_config(*shared, *own, "trainer.device=cpu", tiny=False) for own in per_replica]
+    configure_runtime("cpu", 1, 0)
+    data = make_dataset(configs[0].data)
+    batch = train_batch(configs)
+    for k, config in enumerate(configs):
+        single = _single_run(config, data)
+        assert single.result is not None
+        fit_k = batch.outcomes[k].fit
+        assert fit_k is not None and fit_k.result.diverged_epoch is None
+        got, want = fit_k.result, single.result
+        assert len(got.history) == len(want.history) == 20
+        assert got.batch_losses.shape == want.batch_losses.shape == (20 * 197,)
+        first = slice(0, 197)
+        assert _max_abs(got.batch_losses[first], want.batch_losses[first]) <= FIRST_EPOCH_ATOL
+        assert _max_abs(got.batch_losses, want.batch_losses) <= BATCH_LOSS_ATOL
+        assert got.history[0].val_loss == pytest.approx(want.history[0].val_loss, abs=1e-5)
+        for g, w in zip(got.history, want.history, strict=True):
+            assert g.learning_rate == pytest.approx(w.learning_rate, rel=1e-6)
+            assert g.val_loss == pytest.approx(w.val_loss, abs=VAL_LOSS_ATOL)
+            assert g.train_loss == pytest.approx(w.train_loss, abs=VAL_LOSS_ATOL)
+            assert g.val_acc == pytest.approx(w.val_acc, abs=VAL_ACC_ATOL)
+            assert g.train_acc == pytest.approx(w.train_acc, abs=VAL_ACC_ATOL)
+            # A hard 0.99 threshold: drift moves confident rows across it (2% = 54 rows).
+            assert g.val_saturated == pytest.approx(w.val_saturated, abs=2e-2)
+            for layer, norm in w.grad_norms.items():
+                # Judged against the layer's largest norm of the run: late in a run at a large
+                # constant rate the model oscillates and its small full-batch gradient norm
+                # amplifies rounding most (measured: sgd_mse_schedules' constant-rate replica,
+                # epoch 17, 0.028 vs 0.021 of a largest 0.07, with val losses 6e-4 apart).
+                scale = max(r.grad_norms[layer] for r in want.history)
+                assert g.grad_norms[layer] == pytest.approx(norm, abs=0.15 * scale)
+        # The exported model predicts what the replica's slice of the stacked weights does.
+        model = batch.model(k)
+        for got_w, want_w in zip(model.get_weights(), batch.trainer.weights(k), strict=True):
+            np.testing.assert_array_equal(got_w, want_w)
+        x = data.test.x[:64]
+        stacked = batch.trainer._forward(x).numpy()[k]
+        np.testing.assert_allclose(model.predict(x, verbose=0), stacked, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_the_single_run_itself_moves_this_much_between_two_float32_update_paths(
+    make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The yardstick of the tolerances above: fused kernel vs Keras's apply, same run."""
+    import xent_tf.training as training
+
+    config = make_config("optimizer.learning_rate=0.002", "seed=1", tiny=False)
+    configure_runtime("cpu", 1, 0)
+    data = make_dataset(config.data)
+    fused = _single_run(config, data).result
+    monkeypatch.setattr(
+        training,
+        "make_apply",
+        lambda optimizer, variables: (
+            lambda gradients: optimizer.apply(list(gradients), list(variables)),
+            False,
+        ),
+    )
+    keras_apply = _single_run(config, data).result
+    assert fused is not None and keras_apply is not None
+    batch_gap = _max_abs(fused.batch_losses, keras_apply.batch_losses)
+    val_gap = _max_abs(
+        [r.val_loss for r in fused.history], [r.val_loss for r in keras_apply.history]
+    )
+    assert 1e-3 < batch_gap <= BATCH_LOSS_ATOL
+    assert 1e-5 < val_gap <= VAL_LOSS_ATOL
+
+
+def _sgd_batch(rates: list[float], seeds: list[int]) -> tuple[ReplicaTrainer, list[ReplicaFit]]:
+    """Three epochs of small MLPs on 500 rows, plain SGD at the given rate per replica."""
+    data = make_dataset(MakeClassificationConfig(n_samples=600, n_test=100))
+    spec = build_loss(LossConfig(name="bce"), data)
+    models = [build_model(MlpConfig(hidden_units=[8, 8]), data, spec, seed) for seed in seeds]
+    trainer = ReplicaTrainer(models, spec.loss, OptimizerRule("sgd"), 32, False)
+    train, val, _ = tensor_splits(data, spec)
+    n_steps = steps_per_epoch(len(train), 32)
+    schedule = np.stack([np.full(3 * n_steps, r, np.float32) for r in rates])
+    return trainer, trainer.fit(train, val, schedule, 3, seeds)
+
+
+def test_a_diverging_replica_stops_alone_and_leaves_the_others_bit_for_bit_unchanged() -> None:
+    configure_runtime("cpu", 1, 0)
+    # Replica 1 diverges at rate 1e30; in the control batch it trains at 0.05.
+    _, with_divergence = _sgd_batch([0.1, 1e30, 0.2], [0, 1, 2])
+    _, control = _sgd_batch([0.1, 0.05, 0.2], [0, 1, 2])
+    diverged = with_divergence[1]
+    assert diverged.result.diverged_epoch == 1
+    assert diverged.diverged_step is not None and diverged.diverged_step >= 1
+    assert len(diverged.result.history) == 1
+    assert not np.isfinite(diverged.result.batch_losses[-1])
+    assert np.all(np.isfinite(diverged.result.batch_losses[:-1]))
+    for k in (0, 2):
+        got, want = with_divergence[k].result, control[k].result
+        assert got.diverged_epoch is None and len(got.history) == 3
+        np.testing.assert_array_equal(got.batch_losses, want.batch_losses)
+        assert [r.val_loss for r in got.history] == [r.val_loss for r in want.history]
+        assert [r.grad_norms for r in got.history] == [r.grad_norms for r in want.history]
+
+
+def test_a_diverging_replica_stops_where_its_single_run_stops(
+    make_config: Callable[..., Config],
+) -> None:
+    configs = [
+        make_config("optimizer=sgd", "optimizer.learning_rate=0.1"),
+        make_config("optimizer=sgd", "optimizer.learning_rate=1e30", "seed=1"),
+    ]
+    configure_runtime("cpu", 1, 0)
+    batch = train_batch(configs)
+    single = _single_run(configs[1], make_dataset(configs[1].data))
+    assert single.error is not None
+    fit_1 = batch.outcomes[1].fit
+    assert fit_1 is not None
+    assert (fit_1.result.diverged_epoch, fit_1.diverged_step) == (
+        single.error.epoch,
+        single.error.step,
+    )
+    assert batch.outcomes[1].test is None and batch.outcomes[0].test is not None
+
+
+def _study_configs(make_config: Callable[..., Config]) -> list[Config]:
+    """The job list of `+experiment=mse_vs_ce seed=0,1`, as its sweep composes it."""
+    return [
+        make_config(
+            "+experiment=mse_vs_ce",
+            f"+variant/mse_vs_ce={v}",
+            f"optimizer={o}",
+            f"model.output_init={i}",
+            f"seed={s}",
+        )
+        for v in ("binary_ce", "binary_mse", "multi_ce", "multi_mse")
+        for o in ("sgd", "adam")
+        for i in ("standard", "saturated")
+        for s in (0, 1)
+    ]
+
+
+def test_a_real_study_groups_into_one_batch_per_data_loss_and_optimizer(
+    make_config: Callable[..., Config],
+) -> None:
+    configs = _study_configs(make_config)
+    batches = group_jobs(configs, max_replicas=64)
+    assert len(batches) == 8  # 4 data/loss variants x 2 optimizers
+    for batch in batches:
+        members = [configs[i] for i in batch]
+        assert len(members) == 4  # 2 output inits x 2 seeds
+        assert len({(c.data.name, c.loss.name, c.optimizer.name) for c in members}) == 1
+        assert {c.model.output_init for c in members} == {"standard", "saturated"}
+        assert {c.seed for c in members} == {0, 1}
+    assert sorted(i for b in batches for i in b) == list(range(32))
+    # max_replicas cuts a group, never merges two.
+    small = group_jobs(configs, max_replicas=3)
+    assert len(small) == 16 and all(len(b) <= 3 for b in small)
+    assert all(len({graph_key(configs[i]) for i in b}) == 1 for b in small)
+
+
+def test_jobs_that_cannot_share_a_graph_are_never_merged(
+    make_config: Callable[..., Config],
+) -> None:
+    base = ["optimizer=sgd"]
+    configs: list[Config | None] = [
+        make_config(*base, "seed=0"),
+        make_config(*base, "seed=1", "optimizer.learning_rate=0.5", "schedule=cosine"),
+        make_config(*base, "model.hidden_units=[8]"),  # another architecture
+        make_config(*base, "loss=mse"),  # another loss
+        make_config("optimizer=adam"),  # another optimizer kind
+        make_config(*base, "trainer.batch_size=16"),  # another batch size
+        make_config(*base, "trainer.epochs=3"),  # another number of epochs
+        make_config(*base, "data.n_samples=500"),  # another data set
+        make_config(*base, "optimizer.momentum=0.9"),  # another optimizer setting
+        None,  # an invalid job: not trained
+        make_config(*base, "seed=2", "model.output_init=saturated"),
+    ]
+    assert group_jobs(configs, max_replicas=64) == [[0, 1, 10], [2], [3], [4], [5], [6], [7], [8]]
+
+
+def test_a_batch_too_large_for_memory_fails_saying_how_many_fit() -> None:
+    reference = {"n_train": 6300, "n_eval": 6300, "n_features": 20, "units": [10, 10, 1]}
+    # 2.03 MiB per replica of the reference run: 20 fit in 8 GiB; in 40 MiB (half kept free), 9.
+    check_memory(20, **reference, available_bytes=8 * 2**30)
+    with pytest.raises(
+        MemoryError,
+        match=r"batch of 20 runs needs about 41 MiB \(2.03 MiB per replica\) but 40 MiB are "
+        r"available: at most 9 replicas fit; set hydra.launcher.max_replicas=9",
+    ):
+        check_memory(20, **reference, available_bytes=40 * 2**20)
+
+
+def test_only_dense_chains_and_plain_adam_or_sgd_can_be_replicated() -> None:
+    inputs = keras.Input((4,))
+    conv = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Dropout(0.1)(inputs)))
+    with pytest.raises(NotReplicableError, match="Dropout"):
+        ReplicaTrainer([conv], keras.losses.MeanSquaredError(), OptimizerRule("sgd"), 8, False)
+    with pytest.raises(NotReplicableError, match="RMSprop"):
+        OptimizerRule.of(keras.optimizers.RMSprop())
+    with pytest.raises(NotReplicableError, match="weight decay"):
+        OptimizerRule.of(keras.optimizers.AdamW())
+    assert OptimizerRule.of(keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True)) == (
+        OptimizerRule("sgd", momentum=0.9, nesterov=True)
+    )

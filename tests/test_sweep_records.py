@@ -1,0 +1,127 @@
+"""A sweep as the MLflow UI shows it: readable child names, variant tags, summary metrics and
+the verdict table on the parent; and the console's one line per finished job."""
+
+from __future__ import annotations
+
+import io
+import logging
+import statistics
+from pathlib import Path
+
+from mlflow import MlflowClient
+from rich.console import Console
+
+from tests.conftest import compose_config
+from tests.test_studies import TINY_STUDY, compose_config_with_hydra
+from xent_tf import progress
+from xent_tf.config import to_config
+from xent_tf.pipeline import run_experiment
+from xent_tf.sweep import MlflowSweepCallback, count_sweep_jobs, parent_for_sweep
+
+VARIANTS = ("binary_sigmoid_bce", "multi_sparse")
+
+
+def test_the_parent_row_carries_each_variants_means_and_the_verdict_table(
+    tracking_uri: str, tmp_path: Path
+) -> None:
+    base = ["+experiment=binary_vs_categorical", *TINY_STUDY, f"tracking.uri={tracking_uri}"]
+    sweep_dir = tmp_path / "sweep"
+    hydra_cfg = compose_config_with_hydra(base, sweep_dir)
+    callback = MlflowSweepCallback()
+    callback.on_multirun_start(hydra_cfg)
+    parent = parent_for_sweep(sweep_dir)
+    assert parent is not None
+    for variant in VARIANTS:
+        for seed in (0, 1):
+            overrides = [*base, f"+variant/binary_vs_categorical={variant}", f"seed={seed}"]
+            config = to_config(compose_config(overrides))
+            run_experiment(config, sweep_dir / "job", overrides, parent_run_id=parent.run_id)
+    callback.on_multirun_end(hydra_cfg)
+
+    client = MlflowClient(tracking_uri)
+    children = client.search_runs(
+        [parent.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.run_id}'"
+    )
+    assert sorted(c.info.run_name for c in children) == [
+        "binary_sigmoid_bce seed=0",
+        "binary_sigmoid_bce seed=1",
+        "multi_sparse seed=0",
+        "multi_sparse seed=1",
+    ]
+    # The means on the parent, against the children's own final values.
+    metrics = client.get_run(parent.run_id).data.metrics
+    for variant in VARIANTS:
+        mine = [c for c in children if c.data.tags["xent.variant"] == variant]
+        assert len(mine) == 2
+        for name in ("val_acc", "val_loss"):
+            expected = statistics.mean(c.data.metrics[name.replace("_", "/")] for c in mine)
+            assert metrics[f"variants/{variant}/final_{name}_mean"] == expected
+    assert metrics["sweep/runs_finished"] == 4.0 and metrics["sweep/runs_failed"] == 0.0
+    note = client.get_run(parent.run_id).data.tags["mlflow.note.content"]
+    assert note.startswith("**Binary vs categorical cross-entropy**: 4 child runs.")
+    assert "#### Verdicts" in note and "| C8 | overall | INCONCLUSIVE |" in note
+    assert "| data=multiclass loss=sparse_cce | 2/2 | 375 |" in note
+
+
+def test_progress_lines_count_jobs_and_estimate_the_time_left() -> None:
+    assert (
+        progress.progress_line(37, 80, "sat_mse seed=3", "val loss 0.5170", 1.14, 37.0)
+        == "[37/80] sat_mse seed=3  val loss 0.5170  1.1 s  ETA 43 s"
+    )
+    assert progress.progress_line(80, 80, "a seed=0", "val loss 0.1000", 1.0, 205.0) == (
+        "[80/80] a seed=0  val loss 0.1000  1.0 s  all done in 3 min 25 s"
+    )
+    assert progress.progress_line(3, None, "a seed=0", "x", 2.0, 9.0) == "[3] a seed=0  x  2.0 s"
+    assert progress.result_text(float("nan")) == "FAILED (see the job's log)"
+    assert (
+        progress.result_text(None, "OSError: disk full\ntraceback") == "FAILED: OSError: disk full"
+    )
+    assert progress.format_duration(3725) == "1 h 02 min"
+
+
+def test_jobs_in_several_processes_share_one_count(tmp_path: Path) -> None:
+    out = io.StringIO()
+    console = Console(file=out, width=200)
+    state = tmp_path / "progress.json"
+    # Two copies, as two worker processes each get one: the count is the file's.
+    first = progress.SweepProgress(3, started=1.0, state_file=state, console=console)
+    first.reset()
+    second = progress.SweepProgress(3, started=1.0, state_file=state, console=console)
+    first.job_done("a seed=0", "val loss 0.5000", 1.0)
+    second.job_done("a seed=1", "val loss 0.4000", 1.0)
+    first.job_done("b seed=0", "FAILED: OSError: disk full", 1.0)
+    lines = out.getvalue().splitlines()
+    assert [line.split("]")[0] for line in lines] == ["[1/3", "[2/3", "[3/3"]
+    assert lines[2].startswith("[3/3] b seed=0  FAILED: OSError: disk full  1.0 s  all done in")
+
+
+def test_the_callback_counts_the_sweeps_jobs(tmp_path: Path) -> None:
+    cfg = compose_config_with_hydra(["+experiment=binary_vs_categorical"], tmp_path)
+    assert count_sweep_jobs(cfg) == 25  # 5 variants x 5 seeds in the experiment's sweep params
+
+
+def test_a_quiet_console_keeps_info_lines_for_the_log_file_only(tmp_path: Path) -> None:
+    terminal = io.StringIO()
+    root = logging.getLogger()
+    console, log_file = logging.StreamHandler(terminal), logging.FileHandler(tmp_path / "job.log")
+    root.addHandler(console)
+    root.addHandler(log_file)
+    level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        progress.quiet_console()
+        logging.getLogger("xent_tf.pipeline").info("epoch 1/2 ...")
+        logging.getLogger("xent_tf.run").error("job failed")
+        progress.restore_console()
+        logging.getLogger("xent_tf.sweep").info("the report")
+    finally:
+        root.removeHandler(console)
+        root.removeHandler(log_file)
+        log_file.close()
+        root.setLevel(level)
+    assert terminal.getvalue().splitlines() == ["job failed", "the report"]
+    assert (tmp_path / "job.log").read_text().splitlines() == [
+        "epoch 1/2 ...",
+        "job failed",
+        "the report",
+    ]

@@ -1,0 +1,261 @@
+"""The training claims (C8's training half, C12-C15) from studies in the MLflow store.
+
+A stored sweep is used only when it is finished and complete, its runs' config matches the
+study's definition (``runner.DEFINING_PARAMS``: a ``+debug=tiny`` sweep is refused) and it has
+the required seeds; every sweep passed over is named with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+from xent_tf import tracking
+from xent_tf.claims.records import ClaimResult, Link, StudyEvidence
+from xent_tf.claims.registry import CLAIMS
+from xent_tf.claims.runner import StudyRunner
+from xent_tf.comparison import PARTS_RULE, Finding, RunRecord, Verdict, combine_verdicts
+from xent_tf.studies import STUDIES, ClaimCheck, ClaimPart, StudyOptions, group_variants
+
+log = logging.getLogger(__name__)
+
+
+def config_hash(definition: Mapping[str, str]) -> str:
+    """A short hash of a study's defining params (the same config gives the same hash)."""
+    text = json.dumps(dict(sorted(definition.items())))
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def study_problem(
+    parent: tracking.StudyRun,
+    study: str,
+    records: Sequence[RunRecord],
+    definition: Mapping[str, str],
+    required_seeds: Sequence[int],
+) -> str:
+    """Why a sweep in the store cannot be used for ``study`` ("" when it can).
+
+    A child run whose loss went NaN/inf is a measured outcome (a diverging learning rate), not
+    a failure; any other child the study's report would use that did not finish, a variant
+    missing seeds the others have, a run whose config differs from the study's definition, or
+    a required seed missing makes the sweep unusable.
+
+    Args:
+        parent: the sweep's parent run.
+        study: the study the ledger needs.
+        records: the sweep's child runs (params, statuses and errors suffice).
+        definition: the study's defining params (``runner.study_definition``).
+        required_seeds: seeds every variant must have.
+
+    Returns:
+        The reason, or "".
+    """
+    if parent.status != "FINISHED":
+        if parent.status == "RUNNING":
+            return "parent run still RUNNING (in progress, or its sweep died without ending it)"
+        return f"parent run ended {parent.status}"
+    if parent.study != study:
+        return f"the sweep is tagged study {parent.study!r}, not {study!r}"
+    if not records:
+        return "no child runs"
+    for record in records:
+        differing = {
+            name: record.params.get(name, "(not logged)")
+            for name, value in definition.items()
+            if record.params.get(name) != value
+        }
+        if differing:
+            shown = ", ".join(
+                f"{name}={got} (study: {definition[name]})" for name, got in differing.items()
+            )
+            return f"config differs from the study's definition: {shown}"
+    # Judge the runs the study's report uses (a re-run's later attempt replaces an earlier one).
+    variants = group_variants(records, STUDIES[study].group_by)
+    used = [r for v in variants for r in v.runs]
+    broken = [r for r in used if not r.finished and not r.diverged]
+    if broken:
+        first = (broken[0].error or "no error recorded").splitlines()[0][:160]
+        statuses = sorted({r.status for r in broken})
+        return f"{len(broken)} of {len(used)} child runs {'/'.join(statuses)} (first: {first})"
+    seeds = {v.label: {r.seed for r in v.runs} for v in variants}
+    every = set().union(*seeds.values())
+    lacking = {label: sorted(every - s) for label, s in seeds.items() if s != every}
+    if lacking:
+        label, missing = next(iter(lacking.items()))
+        return f"incomplete: variant '{label}' lacks seeds {missing} ({len(lacking)} variants)"
+    absent = sorted(set(required_seeds) - every)
+    if absent:
+        return f"lacks required seeds {absent} (has {sorted(every)})"
+    return ""
+
+
+def study_checks(
+    study: str, records: Sequence[RunRecord], seeds: Sequence[int]
+) -> tuple[ClaimCheck, ...]:
+    """The study's claim checks over the runs of ``seeds`` only."""
+    wanted = set(seeds)
+    spec = STUDIES[study]
+    chosen = [r for r in records if r.seed in wanted]
+    return tuple(spec.evaluate(group_variants(chosen, spec.group_by), StudyOptions()))
+
+
+def _evidence(
+    study: str,
+    parent: tracking.StudyRun,
+    tracking_uri: str,
+    definition: Mapping[str, str],
+    seeds: Sequence[int],
+    ran_now: bool,
+    skipped: list[str],
+) -> StudyEvidence:
+    spec = STUDIES[study]
+    records = tracking.fetch_children(
+        tracking_uri, parent, (*spec.plot_metrics, *spec.extra_metrics)
+    )
+    used = [r for r in records if r.seed in set(seeds)]
+    return StudyEvidence(
+        study=study,
+        checks=study_checks(study, records, seeds),
+        parent=parent,
+        n_seeds=len({r.seed for r in used}),
+        n_runs=len(used),
+        ran_now=ran_now,
+        skipped=tuple(skipped),
+        tracking_uri=tracking_uri,
+        seeds=tuple(sorted({r.seed for r in used})),
+        config_hash=config_hash(definition),
+        date=datetime.fromtimestamp(parent.start_time / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M"),
+    )
+
+
+def find_study(
+    study: str,
+    tracking_uri: str,
+    seeds: Sequence[int],
+    definition: Mapping[str, str],
+    rerun: bool,
+    runner: StudyRunner | None,
+) -> StudyEvidence:
+    """The newest usable sweep of ``study`` in the store, run first when there is none.
+
+    Args:
+        study: the study's name.
+        tracking_uri: the store.
+        seeds: the seeds the verdict uses (a sweep must have them all; others are left out).
+        definition: the study's defining params (a sweep must match them).
+        rerun: run it even when a usable sweep exists.
+        runner: how to run a study; None = never run one (the claim becomes inconclusive).
+
+    Returns:
+        The study's checks and where they come from, or the reason there are none.
+    """
+    skipped: list[str] = []
+    known = tracking.study_parents(tracking_uri, study)
+    if not rerun:
+        for parent in known:
+            records = tracking.fetch_children(tracking_uri, parent, ())
+            problem = study_problem(parent, study, records, definition, seeds)
+            if problem:
+                skipped.append(f"sweep {parent.run_id[:8]} not used: {problem}")
+                continue
+            return _evidence(study, parent, tracking_uri, definition, seeds, False, skipped)
+    if runner is None:
+        reason = "none usable in the store, and running studies is switched off"
+        return StudyEvidence(study, skipped=tuple(skipped), problem=reason)
+    try:
+        runner.run(study, seeds, tracking_uri)
+    except Exception as error:
+        log.exception("running the %s study failed", study)
+        return StudyEvidence(study, skipped=tuple(skipped), problem=f"running it failed: {error}")
+    old_ids = {parent.run_id for parent in known}
+    new = [p for p in tracking.study_parents(tracking_uri, study) if p.run_id not in old_ids]
+    if not new:
+        return StudyEvidence(
+            study, skipped=tuple(skipped), problem="running it left no new sweep in the store"
+        )
+    records = tracking.fetch_children(tracking_uri, new[0], ())
+    problem = study_problem(new[0], study, records, definition, seeds)
+    if problem:
+        skipped.append(f"sweep {new[0].run_id[:8]} (just run) not used: {problem}")
+        return StudyEvidence(study, skipped=tuple(skipped), problem=f"the new sweep: {problem}")
+    return _evidence(study, new[0], tracking_uri, definition, seeds, True, skipped)
+
+
+def _checks_for(claim: str, checks: Sequence[ClaimCheck]) -> list[ClaimCheck]:
+    """The study checks of a ledger claim: "C12" takes C12 and C12b, never C1 taking C12."""
+    return [
+        c for c in checks if c.claim == claim or (c.claim[:-1] == claim and c.claim[-1].isalpha())
+    ]
+
+
+def evaluate_study_claim(
+    claim: str, evidence: StudyEvidence, exact_parts: Sequence[ClaimPart] = ()
+) -> ClaimResult:
+    """A training claim's row from its study's checks (and, for C8, the exact parts).
+
+    The verdict combines the checks' own verdicts (each already applies its study's rules,
+    e.g. C12 shows Adam contexts without counting them) with any exact parts.
+    """
+    checks = _checks_for(claim, evidence.checks)
+    parts = list(exact_parts)
+    verdicts = [p.verdict.verdict for p in exact_parts]
+    links: tuple[Link, ...] = ()
+    if evidence.parent is not None:
+        address = tracking.ui_address(evidence.tracking_uri)
+        parent = evidence.parent
+        links = (
+            Link(
+                f"{evidence.study} sweep {parent.run_id[:8]}",
+                tracking.run_url(parent.experiment_id, parent.run_id, address),
+            ),
+            Link(f"{evidence.study} runs", tracking.experiment_url(parent.experiment_id, address)),
+        )
+    if not checks:
+        reason = evidence.problem or f"the study reported no {claim} check"
+        parts.append(
+            ClaimPart(
+                f"study {evidence.study}",
+                Finding(Verdict.INCONCLUSIVE, "needs a finished, complete study", reason),
+            )
+        )
+        verdicts.append(Verdict.INCONCLUSIVE)
+    for check in checks:
+        verdicts.append(check.verdict)
+        parts.append(
+            ClaimPart(
+                f"[{check.claim} overall] {check.statement}",
+                Finding(check.verdict, check.combine_rule, f"{len(check.parts)} parts below"),
+            )
+        )
+        parts += [ClaimPart(f"[{check.claim}] {p.context}", p.verdict) for p in check.parts]
+    counts = {
+        v: sum(p.verdict.verdict == v for p in parts if "overall]" not in p.context)
+        for v in Verdict
+    }
+    summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+    check_text = "; ".join(f"{c.claim} {c.verdict}" for c in checks)
+    measured = f"{evidence.describe()}: {check_text or 'no checks'} (parts: {summary})"
+    rule = "combines the study's checks"
+    if exact_parts:
+        rule += " and the exact parts"
+    rule += f" ({checks[0].combine_rule if checks else 'none available'}); " + PARTS_RULE
+    entry = CLAIMS[claim]
+    source = evidence.describe()
+    if exact_parts:
+        source = f"exact parts: this ledger run; study: {source}"
+    return ClaimResult(
+        claim=claim,
+        title=entry.title,
+        says=entry.statement,
+        measured=measured,
+        verdict=combine_verdicts(verdicts),
+        rule=rule,
+        parts=tuple(parts),
+        source=source,
+        links=links,
+        notes=tuple(evidence.skipped),
+        measured_here=bool(exact_parts),
+    )

@@ -1,0 +1,266 @@
+"""The claims ledger: measures and judges every claim of the registry, writes the ledger.
+
+``run_ledger`` is the entry point's (``experiments/run.py``) call: it passes the study runner.
+With ``claims.stability`` every training claim is judged on two disjoint seed sets and is
+"unstable" where they disagree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from xent_tf import semantics, tracking
+from xent_tf.claims import gradients, information, loss_functions, loss_scale, reference
+from xent_tf.claims.from_studies import evaluate_study_claim, find_study
+from xent_tf.claims.records import ClaimResult, Ledger, StabilityRow, StudyEvidence, seed_range
+from xent_tf.claims.registry import CLAIMS
+from xent_tf.claims.runner import StudyRunner, study_definition
+from xent_tf.comparison import Verdict
+from xent_tf.config import Config, MakeClassificationConfig, MlpConfig
+from xent_tf.ledger_render import render_terminal, write_ledger
+from xent_tf.runtime import configure_runtime
+from xent_tf.studies import ClaimPart
+
+log = logging.getLogger(__name__)
+
+
+def seed_sets(seeds: int, stability: bool) -> tuple[tuple[int, ...], ...]:
+    """The seed sets the training claims are judged on: 0..seeds-1 (and seeds..2*seeds-1)."""
+    first = tuple(range(seeds))
+    return (first, tuple(range(seeds, 2 * seeds))) if stability else (first,)
+
+
+def _measure_exact(claim: str, config: Config) -> ClaimResult:
+    """A claim measured in the ledger run itself."""
+    if claim == "C1":
+        return information.evaluate_c1(information.measure_c1())
+    if claim == "C2":
+        return information.evaluate_c2(information.measure_c2())
+    if claim == "C3":
+        multiclass = _multiclass_preset()
+        return information.evaluate_c3(
+            information.measure_kl(), information.fit_objectives(multiclass)
+        )
+    if claim == "C4":
+        return information.evaluate_c4(information.measure_c4())
+    if claim == "C5":
+        return loss_functions.evaluate_c5(semantics.worked_example())
+    if claim == "C6":
+        return loss_functions.evaluate_c6(semantics.logit_gradients())
+    if claim == "C7":
+        batch = semantics.weighted_reduction_semantics()
+        return loss_functions.evaluate_c7(
+            semantics.logits_vs_log_softmax(), batch, semantics.torch_reference(batch)
+        )
+    if claim == "C9":
+        return loss_functions.evaluate_c9(semantics.clipping_effect())
+    if claim == "C10":
+        return loss_scale.evaluate_c10(
+            [
+                loss_scale.measure_loss_scale(
+                    data,
+                    config.model.hidden_units if isinstance(config.model, MlpConfig) else [10, 10],
+                    config.trainer.epochs,
+                    config.trainer.batch_size,
+                    config.optimizer.learning_rate,
+                    config.seed,
+                )
+                for data in (
+                    config.data,
+                    _multiclass_preset(),
+                )
+            ]
+        )
+    if claim == "C11":
+        x, y = semantics.small_classification()
+        model = semantics.build_tiny_mlp(x.shape[1])
+        return gradients.evaluate_c11(
+            semantics.accuracy_gradients(model, x, y), semantics.step_activation_training()
+        )
+    raise ValueError(f"claim {claim!r} is not measured in the ledger run")
+
+
+def _exact_parts(claim: str) -> list[ClaimPart]:
+    """Parts of a training claim measured on the spot (C8's exact half)."""
+    if claim != "C8":
+        return []
+    return loss_functions.c8_exact_parts(
+        semantics.binary_as_two_class(dtype="float32"),
+        semantics.binary_as_two_class(dtype="float64"),
+    )
+
+
+def _combine_seed_sets(
+    results: Sequence[ClaimResult], sets: Sequence[Sequence[int]]
+) -> ClaimResult:
+    """One row from a claim judged on two seed sets: both sets' parts, and their verdicts'
+    agreement (UNSTABLE when they differ)."""
+    first, second = results
+    row = StabilityRow(
+        first.claim, (tuple(sets[0]), tuple(sets[1])), (first.verdict, second.verdict)
+    )
+    labels = [f"seeds {seed_range(s)}" for s in sets]
+    parts = tuple(
+        ClaimPart(f"[{label}] {p.context}", p.verdict)
+        for label, result in zip(labels, results, strict=True)
+        for p in result.parts
+    )
+    return dataclasses.replace(
+        first,
+        verdict=row.verdict,
+        measured=" || ".join(
+            f"{label}: {r.verdict} — {r.measured}" for label, r in zip(labels, results, strict=True)
+        ),
+        rule="judged on two disjoint seed sets: their common verdict, or unstable when they "
+        f"differ; on each set: {first.rule}",
+        parts=parts,
+        source=" || ".join(r.source for r in results),
+        links=first.links + second.links,
+        notes=first.notes + second.notes,
+    )
+
+
+def evaluate_claims(
+    config: Config, out_dir: Path, runner: StudyRunner | None
+) -> tuple[list[ClaimResult], list[StudyEvidence], list[StabilityRow]]:
+    """Measures and judges the claims in ``config.claims.only`` (all when empty).
+
+    Args:
+        config: the ledger's config; its training sections are the reference configuration
+            (C10 and C16), ``claims`` says which claims, how many seeds, and how studies are
+            found or run.
+        out_dir: where any new reference run writes local files.
+        runner: runs a missing study and gives a study's definition; None = never run one
+            (those claims become inconclusive; definitions are composed from configs/).
+
+    Returns:
+        The claim rows (claim order), the studies used, and (stability mode) each training
+        claim's verdicts on the two seed sets.
+    """
+    settings = config.claims
+    wanted = [c for c in CLAIMS if not settings.only or c in settings.only]
+    sets = seed_sets(settings.seeds, settings.stability)
+    studies: dict[tuple[str, tuple[int, ...]], StudyEvidence] = {}
+    for claim in wanted:
+        study = CLAIMS[claim].study
+        if not study or study == reference.REFERENCE_EXPERIMENT:
+            continue
+        if not config.tracking.enabled:
+            for seeds in sets:
+                studies[(study, seeds)] = StudyEvidence(
+                    study, problem="tracking is off: no store to read"
+                )
+            continue
+        definition = runner.definition(study) if runner is not None else study_definition(study)
+        for seeds in sets:
+            if (study, seeds) not in studies:
+                studies[(study, seeds)] = find_study(
+                    study,
+                    config.tracking.uri,
+                    seeds,
+                    definition,
+                    settings.rerun,
+                    runner if settings.run_missing else None,
+                )
+    results: list[ClaimResult] = []
+    stability: list[StabilityRow] = []
+    for claim in wanted:
+        log.info("evaluating %s", claim)
+        results.append(_evaluate(claim, config, out_dir, studies, sets, stability))
+    return results, list(studies.values()), stability
+
+
+def _evaluate(
+    claim: str,
+    config: Config,
+    out_dir: Path,
+    studies: Mapping[tuple[str, tuple[int, ...]], StudyEvidence],
+    sets: Sequence[tuple[int, ...]],
+    stability: list[StabilityRow],
+) -> ClaimResult:
+    study = CLAIMS[claim].study
+    if not study:
+        return _measure_exact(claim, config)
+    if study == reference.REFERENCE_EXPERIMENT:
+        return reference.evaluate_c16(
+            reference.find_or_run_reference(config, out_dir / "reference", config.claims.rerun)
+        )
+    exact = _exact_parts(claim)
+    per_set = [evaluate_study_claim(claim, studies[(study, seeds)], exact) for seeds in sets]
+    if len(per_set) == 1:
+        return per_set[0]
+    combined = _combine_seed_sets(per_set, sets)
+    stability.append(
+        StabilityRow(claim, (sets[0], sets[1]), (per_set[0].verdict, per_set[1].verdict))
+    )
+    return combined
+
+
+def _verdict_counts(results: Sequence[ClaimResult]) -> dict[str, int]:
+    return {
+        f"claims/{v.value.replace(' ', '_')}": sum(r.verdict == v for r in results) for v in Verdict
+    }
+
+
+def run_ledger(config: Config, output_dir: Path, runner: StudyRunner | None) -> tuple[Ledger, str]:
+    """Evaluates the claims, writes claims.md/.html/.json and records them in MLflow.
+
+    Args:
+        config: the composed config with ``task: claims`` (its training sections are the
+            reference configuration).
+        output_dir: where the files are written.
+        runner: runs a missing study (the entry point passes ``SubprocessStudyRunner()``);
+            None = use only what the store has.
+
+    Returns:
+        The ledger and its terminal text.
+    """
+    started = time.perf_counter()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    # Seeds, op determinism and the device for the in-process measurements (C10, C11).
+    device = configure_runtime(config.trainer.device, config.trainer.threads, config.seed)
+    log.info("claims ledger: measuring on %s", device.description)
+    if config.tracking.enabled:
+        tracking.check_tracking_uri(config.tracking.uri)
+        with tracking.open_run(
+            config.tracking.uri,
+            config.experiment_name,
+            "claims-ledger",
+            tags={"xent.task": "claims"},
+        ) as recorder:
+            recorder.log_params(tracking.flatten({"claims": dataclasses.asdict(config.claims)}))
+            results, studies, stability = evaluate_claims(config, output_dir, runner)
+            ledger = Ledger(
+                tuple(results),
+                tuple(studies),
+                config.claims.seeds,
+                config.tracking.uri,
+                recorder.run_id,
+                recorder.experiment_id,
+                time.perf_counter() - started,
+                tuple(stability),
+            )
+            for path in write_ledger(ledger, output_dir):
+                recorder.log_file(path)
+            recorder.set_tags({f"verdict.{r.claim}": str(r.verdict) for r in results})
+            recorder.log_metrics(_verdict_counts(results), step=0)
+    else:
+        results, studies, stability = evaluate_claims(config, output_dir, runner)
+        ledger = Ledger(
+            tuple(results),
+            tuple(studies),
+            config.claims.seeds,
+            seconds=time.perf_counter() - started,
+            stability=tuple(stability),
+        )
+        write_ledger(ledger, output_dir)
+    return ledger, render_terminal(ledger, output_dir)
+
+
+def _multiclass_preset() -> MakeClassificationConfig:
+    """The 5-class preset of ``configs/data/multiclass.yaml``: C16's generator with 5 classes."""
+    return MakeClassificationConfig(name="multiclass", n_classes=5)

@@ -1,0 +1,395 @@
+"""The claims of CLAIMS.md, each written once: id, title, statement, how it is measured,
+how it is judged, and the study that feeds it.
+
+``docs/CLAIMS.md`` is generated from this registry (``render_claims_markdown``); a test keeps
+the two identical. Adding a claim = one entry here plus its measurement and rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of the tutorials.
+
+    Attributes:
+        id: "C1" ... "C16".
+        title: short name.
+        section: the CLAIMS.md section it is listed under.
+        statement: what the tutorial says (and what must be measured), as CLAIMS.md states it.
+        measured_by: how the ledger measures it.
+        judged_by: how the verdict follows from the measurements.
+        study: the study (MLflow experiment) whose runs feed it; "" = measured in the ledger run.
+    """
+
+    id: str
+    title: str
+    section: str
+    statement: str
+    measured_by: str
+    judged_by: str
+    study: str = ""
+
+
+INTRO = """\
+# The claims this suite reproduces
+
+<!-- Generated from xent_tf/claims/registry.py (render_claims_markdown); edit the registry. -->
+
+The suite exists to turn what a handful of well-read tutorials say about cross-entropy into
+measured, repeatable runs. Each claim below has an id (C1…C16). The claims ledger
+(`experiment=claims`, see DESIGN.md) evaluates every one of them and gives a verdict:
+`holds`, `contradicted` or `inconclusive` (and, judged on two seed sets with
+`claims.stability=true`, `unstable` where the sets disagree), together with the numbers behind
+it. A part that could not be measured (e.g. PyTorch not installed) is `not measured` and does
+not count. A verdict is always computed from what was measured in that run; never write one
+down by hand. Some claims are stated below exactly as a tutorial states them, even where they
+may be wrong: the ledger's job is to find out, not to agree.
+
+Logs are natural (nats) unless a claim says bits.
+"""
+
+
+CLAIMS: dict[str, Claim] = {
+    claim.id: claim
+    for claim in (
+        Claim(
+            "C1",
+            "Self-information",
+            "Information theory (exact numbers, no training)",
+            (
+                "The information of an event with probability p is -log p. For p = 0.7, 0.2, 0.1 "
+                "it is 0.36, 1.61 and 2.30 nats. An event with p = 1 carries 0."
+            ),
+            ("info.self_information at p = 0.7, 0.2, 0.1 and 1."),
+            ("Each value within half a unit of its last stated digit."),
+        ),
+        Claim(
+            "C2",
+            "Entropy",
+            "Information theory (exact numbers, no training)",
+            (
+                "Entropy is the expected self-information. For the distribution (0.7, 0.2, 0.1) "
+                'above it is about 0.80 nats. One tutorial says: "the entropy of a fair coin toss'
+                ' is 0, so there is almost no uncertainty". (Measure it, in bits and nats.)'
+            ),
+            (
+                "info.entropy of the example, of a fair and a certain coin (bits and nats), and "
+                "the definition on random distributions."
+            ),
+            (
+                "Stated numbers within their rounding; the fair-coin statement against the "
+                "measured entropy."
+            ),
+        ),
+        Claim(
+            "C3",
+            "KL and cross-entropy",
+            "Information theory (exact numbers, no training)",
+            (
+                "KL(p‖q) ≥ 0, equal to 0 only when p = q, and in general KL(p‖q) ≠ KL(q‖p). H(p, "
+                "q) = H(p) + KL(p‖q). Because H(p) does not depend on the model, minimising "
+                "cross-entropy, minimising KL, and maximising the (mean) log-likelihood of the "
+                "training labels pick the same model (show it: the three objectives, evaluated "
+                "over a family of predicted distributions, have the same argmin)."
+            ),
+            (
+                "KL over random Dirichlet pairs (checked against scipy); three softmax-regression"
+                " models fitted on real data by minimising CE, maximising the likelihood and "
+                "minimising KL to the empirical label distribution (and a Brier-score fit as a "
+                "control that the comparison can tell models apart)."
+            ),
+            (
+                "Identities to 1e-9/1e-12; the three fitted models' predicted probabilities agree"
+                " within 1e-3."
+            ),
+        ),
+        Claim(
+            "C4",
+            "Bits",
+            "Information theory (exact numbers, no training)",
+            (
+                "Cross-entropy measured with log base 2 is the mean number of bits needed to code"
+                " events drawn from p with a code built for q; it is the nats value divided by ln"
+                " 2."
+            ),
+            (
+                "A prefix code built for q encodes 100,000 events from p; bits per event are "
+                "counted."
+            ),
+            ("Code lengths within 4 standard errors of H_2(p, q) and H_2(p); conversion to 1e-12."),
+        ),
+        Claim(
+            "C5",
+            "Worked example",
+            "The loss functions themselves",
+            (
+                "True label one-hot [1, 0, 0, 0, 0], prediction [0.1, 0.5, 0.1, 0.1, 0.2]: the "
+                "cross-entropy is -ln 0.1 ≈ 2.303. The prediction [0.1, 0.6, 0.1, 0.1, 0.1] gives"
+                " exactly the same loss, because only the probability of the true class enters."
+            ),
+            ("Keras CategoricalCrossentropy on the two predictions."),
+            ("Each loss within 0.0005 of 2.303; the two equal to 1e-6."),
+        ),
+        Claim(
+            "C6",
+            "Same loss, different gradients",
+            "The loss functions themselves",
+            (
+                "Nevertheless, with softmax outputs the gradient of the loss with respect to the "
+                "logits is softmax(z) - y, so it depends on every class's probability: the two "
+                "predictions in C5 produce different gradients (when they come from logits)."
+            ),
+            ("Keras gradients of CE w.r.t. the logits, against softmax(z) - y."),
+            ("Gradient = softmax(z) - y within 1e-6; the two gradients differ by more than 1e-6."),
+        ),
+        Claim(
+            "C7",
+            "Cross-entropy on logits = NLL of log-softmax",
+            "The loss functions themselves",
+            (
+                "Categorical cross-entropy computed from logits equals the negative log-"
+                "likelihood of log_softmax(logits) at the true class. The usual options behave as"
+                " documented for the well-known frameworks: per-class weights, an ignored class "
+                "index, and the reductions none / sum / mean. Note where frameworks differ (for "
+                "example how a weighted mean is normalised: by the batch size or by the sum of "
+                "the weights) and measure it, running each framework itself (Keras and PyTorch), "
+                "never a re-implementation of one."
+            ),
+            (
+                "Keras (Sparse)CategoricalCrossentropy and PyTorch F.cross_entropy / "
+                "F.nll_loss(F.log_softmax) on the same logits, labels, class weights and ignored "
+                "class, per reduction and with label smoothing."
+            ),
+            (
+                "Relative tolerance 1e-5 between frameworks and formulas; PyTorch parts count "
+                "only when torch ran."
+            ),
+        ),
+        Claim(
+            "C8",
+            "Binary CE is the two-class case",
+            "The loss functions themselves",
+            (
+                "sigmoid(z) with binary cross-entropy equals softmax over the logits [0, z] with "
+                "categorical cross-entropy, to numerical precision. Training a one-unit sigmoid "
+                "head with binary CE and a two-unit softmax head with (sparse) categorical CE on "
+                "the same binary data reaches the same accuracy within seed noise (the two-unit "
+                "head has more parameters; report both counts)."
+            ),
+            (
+                "Exact: sigmoid+BCE vs softmax([0, z])+CCE in float32/64. Training: the "
+                "binary_vs_categorical study."
+            ),
+            (
+                "Exact parts to 8 machine epsilons; accuracies equivalent within 0.01 (95% CI of "
+                "the paired difference)."
+            ),
+            study="binary_vs_categorical",
+        ),
+        Claim(
+            "C9",
+            "Probabilities vs logits",
+            "The loss functions themselves",
+            (
+                "Computing the loss from probabilities that have been clipped (as frameworks do "
+                "to avoid log 0) caps the loss of a confidently wrong prediction and flattens its"
+                " gradient; computing it from logits does not. Measure the loss and gradient of "
+                "both at a few extreme logits."
+            ),
+            ("Loss and gradient through clipped probabilities and from logits at extreme logits."),
+            (
+                "Clipped loss capped at -ln(eps) with a flat gradient; logits loss exact with a "
+                "gradient near -1."
+            ),
+        ),
+        Claim(
+            "C10",
+            "Loss scale",
+            "The loss functions themselves",
+            (
+                'One tutorial says a cross-entropy "close to 0 marks a good model and close to 1 '
+                'a poor one". The tutorial means the loss a practitioner reads: the mean over a '
+                "data set. Judge it on mean losses of real runs, binary and 5-class (chance level"
+                " is ln K: 0.693 for two classes, 1.609 for five; what accuracy does a model have"
+                " when its mean loss is near 1?). The largest per-sample loss (cross-entropy is "
+                "not bounded by 1) is supporting detail, not the test."
+            ),
+            (
+                "Two real trainings (binary and 5-class, the reference MLP): mean test loss of "
+                "the untrained and trained model, and the accuracy where the validation loss "
+                "passes 1."
+            ),
+            (
+                "A chance-level model's mean loss within 1 ± 0.1; a model at mean loss 1 has "
+                "near-chance accuracy; training lowers the mean loss."
+            ),
+        ),
+        Claim(
+            "C11",
+            "Accuracy cannot be the loss",
+            "Training behaviour (needs runs over several seeds)",
+            (
+                "The gradient of accuracy with respect to the weights is zero almost everywhere, "
+                "so it gives gradient descent nothing to follow; a network whose activation is a "
+                "step function cannot learn either, for the same reason. (Show the gradients, and"
+                " show the step-activation model's loss not moving.)"
+            ),
+            (
+                "Finite-difference probes of accuracy and of a step network's loss w.r.t. the "
+                "weights; a step network trained full batch."
+            ),
+            (
+                "Share of small weight perturbations that change accuracy / the step network's "
+                "loss (<= 10% holds, >= 50% contradicted); the step network's relative loss drop."
+            ),
+        ),
+        Claim(
+            "C12",
+            "MSE vs cross-entropy",
+            "Training behaviour (needs runs over several seeds)",
+            (
+                "With a sigmoid (or softmax) output, the MSE gradient carries the factor "
+                "sigma'(z), "
+                "which vanishes when the output saturates; the cross-entropy gradient is (a - "
+                "y)·x without it. So cross-entropy learns faster than MSE, most of all when the "
+                "model starts confidently wrong. (Measure epochs to reach a target validation "
+                "accuracy, the loss curves, and the gradient norm of the last layer per epoch; "
+                "from the standard initialisation and from a deliberately saturated one. The "
+                "argument is made for plain gradient descent; other optimizers are separate, "
+                "named contexts. A run that never reaches the target is censored, not a run that "
+                "took epochs + 1.)"
+            ),
+            (
+                "The mse_vs_ce study: epochs to the target validation accuracy per run, censored "
+                "when never reached."
+            ),
+            (
+                "Plain SGD contexts counted, Adam contexts shown by name: per seed pair, which "
+                "loss reached the target first (a censored run loses to one that reached it); "
+                "sign test at 5%."
+            ),
+            study="mse_vs_ce",
+        ),
+        Claim(
+            "C13",
+            "Learning rate size",
+            "Training behaviour (needs runs over several seeds)",
+            (
+                "A small learning rate converges slowly with a smooth loss curve; a good one "
+                "drops fast; a large one drops fast at first but oscillates, and too large "
+                'diverges. The tutorial\'s "oscillation" is the swing of the training loss curve '
+                'step by step; "good" must be shown to be good (measured), not assumed from where'
+                " a rate sits in a list."
+            ),
+            (
+                "The lr_sweep study: final validation loss, loss after epoch 1, divergence, and "
+                "the per-step swing of the training batch loss around its moving average."
+            ),
+            (
+                "Roles measured: the good rate has the lowest final validation loss on half the "
+                "seeds, the claim is judged on the other half; paired 95% CIs; divergence share."
+            ),
+            study="lr_sweep",
+        ),
+        Claim(
+            "C14",
+            "Learning-rate range test",
+            "Training behaviour (needs runs over several seeds)",
+            (
+                "Start from a very small learning rate and raise it after every mini-batch "
+                "(exponentially or linearly) while recording the loss. The loss first barely "
+                "moves, then falls fast, then explodes. The best learning rate lies where the "
+                "loss falls fastest (the steepest negative slope), and training with it works "
+                "better than with rates from the flat or exploding parts of the curve."
+            ),
+            (
+                "The lr_range_test study: the shape of each seed's range-test curve, and training"
+                " with the suggested, flat and exploding rates."
+            ),
+            (
+                "Curve shape in >= 80% of seeds; the suggested rate beats the others (95% CI of "
+                "the paired log-loss difference)."
+            ),
+            study="lr_range_test",
+        ),
+        Claim(
+            "C15",
+            "Annealing",
+            "Training behaviour (needs runs over several seeds)",
+            (
+                "Starting with a large learning rate and decaying it during training reaches a "
+                "low loss quickly and avoids the late oscillation of a constant large rate."
+            ),
+            (
+                "The annealing study: final validation loss and the per-step swing of the "
+                "training batch loss, each schedule against the constant large rate."
+            ),
+            (
+                "Paired 95% CIs of final validation loss and of the late per-step swing, decayed "
+                "vs constant."
+            ),
+            study="annealing",
+        ),
+        Claim(
+            "C16",
+            "The reference run",
+            "The reference experiment",
+            (
+                "`make_classification(n_samples=10000, n_informative=10, random_state=2022)`; the"
+                " first 9,000 rows are split 70/30 into train (6,300) and validation (2,700), the"
+                " last 1,000 rows are the test set. Model: Dense(10, relu) → Dense(10, relu) → "
+                "Dense(1, sigmoid); binary cross-entropy; Adam with learning rate 0.001; 20 "
+                "epochs; batch size 32; accuracy as the metric. Training and validation loss fall"
+                " together over the 20 epochs, and the model classifies the test set well (report"
+                " the test accuracy and loss)."
+            ),
+            (
+                "The reference run (latest finished one in the store with the reference config, "
+                "or one run by the ledger)."
+            ),
+            (
+                "Split exact; both losses fall; final gap <= 0.05 (>= 0.15 contradicted); test "
+                "accuracy >= 0.9."
+            ),
+            study="reference",
+        ),
+    )
+}
+
+
+# Parts of a claim that a study judges separately, with their own verdict.
+SUB_CLAIMS: dict[str, str] = {
+    "C12b": "C12's second half: the advantage of cross-entropy is largest when the model starts "
+    "confidently wrong (saturated output).",
+}
+
+
+def statement_of(claim_id: str) -> str:
+    """The statement of a claim or of a sub-claim (``SUB_CLAIMS``)."""
+    if claim_id in SUB_CLAIMS:
+        return SUB_CLAIMS[claim_id]
+    return get_claim(claim_id).statement
+
+
+def get_claim(claim_id: str) -> Claim:
+    """The claim called ``claim_id``; a ValueError lists the known ones."""
+    if claim_id not in CLAIMS:
+        raise ValueError(f"claim {claim_id!r} is not one of {', '.join(CLAIMS)}")
+    return CLAIMS[claim_id]
+
+
+def render_claims_markdown() -> str:
+    """docs/CLAIMS.md: the introduction, then every claim under its section."""
+    lines = [INTRO.rstrip("\n")]
+    section = ""
+    for claim in CLAIMS.values():
+        if claim.section != section:
+            section = claim.section
+            lines += ["", f"## {section}"]
+        lines.append(f"- **{claim.id} {claim.title}.** {claim.statement}")
+        lines.append(f"  *Measured:* {claim.measured_by}")
+        lines.append(f"  *Judged:* {claim.judged_by}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,362 @@
+"""A replica batch: the runs of several configs that can share one graph, trained together.
+
+Which configs can share a graph is decided by ``graph_key``: everything of the config but the
+seed, the learning rate, the schedule, the output initialisation, the range test's choice of
+rate and the accuracy target must be equal (same data, architecture, loss, optimizer kind and
+settings, batch size, epochs, device). ``group_jobs`` never merges anything else.
+
+``train_batch`` trains one batch with ``replicas.ReplicaTrainer`` and ``record_outcome`` turns
+each replica into the MLflow run its config would have had alone: the same params, per-epoch
+metrics, range-test records, loss curve, model file and log, plus tags naming the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from xent_tf.build import (
+    build_dataset,
+    build_loss,
+    build_model,
+    build_optimizer,
+    schedule_rates,
+    tensor_splits,
+)
+from xent_tf.config import Config, MlpConfig
+from xent_tf.data import Dataset
+from xent_tf.lr_finder import RangeTestResult, region_rates
+from xent_tf.pipeline import (
+    RunSummary,
+    finish_run,
+    log_epoch,
+    log_initial,
+    log_params,
+    record_range_test,
+    recorded_run,
+    save_loss_curve,
+)
+from xent_tf.replicas import (
+    OptimizerRule,
+    ReplicaFit,
+    ReplicaTrainer,
+    bytes_per_replica,
+    dense_layers,
+    replicas_that_fit,
+)
+from xent_tf.runtime import DeviceChoice, configure_runtime
+from xent_tf.training import Evaluation, NonFiniteLossError, steps_per_epoch
+
+log = logging.getLogger(__name__)
+
+# Config fields a replica may have of its own; every other field must match across a batch.
+PER_REPLICA_FIELDS = (
+    "seed",
+    "optimizer.learning_rate",
+    "schedule",
+    "model.output_init",
+    "model.saturation_scale",
+    "lr_find.use",
+    "trainer.target_val_acc",
+    "trainer.verbose",
+)
+# Tags that say which batch trained a run.
+BATCH_TAG = "xent.replica_batch"
+BATCH_SIZE_TAG = "xent.replicas"
+
+
+def graph_key(config: Config) -> str:
+    """What a replica batch's graph depends on: the config without its per-replica fields.
+
+    Args:
+        config: a job's validated config.
+
+    Returns:
+        A string equal for two configs exactly when they can train as replicas of one batch.
+    """
+    tree = dataclasses.asdict(config)
+    for dotted in PER_REPLICA_FIELDS:
+        *parents, leaf = dotted.split(".")
+        node = tree
+        for parent in parents:
+            node = node[parent]
+        node.pop(leaf, None)
+    return json.dumps(tree, sort_keys=True)
+
+
+def replicable(config: Config) -> bool:
+    """Whether the replica trainer can stack this config's model and optimizer (an MLP with a
+    plain Adam or SGD; ``replicas.OptimizerRule`` checks the optimizer again when it builds)."""
+    return isinstance(config.model, MlpConfig) and config.optimizer.name in ("adam", "sgd")
+
+
+def group_jobs(configs: Sequence[Config | None], max_replicas: int) -> list[list[int]]:
+    """Group job indices into replica batches.
+
+    Args:
+        configs: each job's config, None for a job that is not to be trained (invalid).
+        max_replicas: most replicas in one batch; a larger group is cut into several.
+
+    Returns:
+        Batches of indices into ``configs``, in order of first appearance; a batch may hold one.
+    """
+    if max_replicas < 1:
+        raise ValueError(f"max_replicas={max_replicas} must be >= 1")
+    groups: dict[str, list[int]] = {}
+    for index, config in enumerate(configs):
+        if config is None:
+            continue
+        # Only the MLP is stacked; a user model (model=keras) runs as a job of its own.
+        key = graph_key(config) if replicable(config) else f"job {index}"
+        groups.setdefault(key, []).append(index)
+    return [
+        members[start : start + max_replicas]
+        for members in groups.values()
+        for start in range(0, len(members), max_replicas)
+    ]
+
+
+@dataclass
+class ReplicaOutcome:
+    """What one replica of a batch measured, for its MLflow run.
+
+    Attributes:
+        config: the replica's config.
+        initial: the untrained model on the validation split.
+        range_test: the range test's result, when ``lr_find`` is on.
+        fit: the training outcome (None when the range test gave no rate: nothing trained).
+        test: the trained model on the test split (None when it did not finish training).
+        error: why the run fails before training (the range test found no rate), or None.
+    """
+
+    config: Config
+    initial: Evaluation
+    range_test: RangeTestResult | None
+    fit: ReplicaFit | None
+    test: Evaluation | None
+    error: str | None = None
+
+
+@dataclass
+class TrainedBatch:
+    """A trained replica batch: each replica's outcome and the trainer holding its weights."""
+
+    device: DeviceChoice
+    data: Dataset
+    n_params: int
+    trainer: ReplicaTrainer
+    outcomes: list[ReplicaOutcome]
+
+    def model(self, replica: int) -> keras.Model:
+        """Replica ``replica``'s trained model, as a Keras model of its own."""
+        return self.trainer.export(replica)
+
+
+def train_batch(configs: Sequence[Config]) -> TrainedBatch:
+    """Train the configs of one batch as replicas of one graph.
+
+    Args:
+        configs: configs with one ``graph_key``.
+
+    Returns:
+        Every replica's outcome.
+
+    Raises:
+        ValueError: the configs do not share a graph.
+    """
+    first = configs[0]
+    if any(graph_key(c) != graph_key(first) for c in configs[1:]):
+        raise ValueError("a replica batch needs configs that share one graph (graph_key)")
+    device = configure_runtime(first.trainer.device, first.trainer.threads, first.seed)
+    log.info("training %d replicas in one graph on %s", len(configs), device.description)
+    data = build_dataset(first.data)
+    spec = build_loss(first.loss, data)
+    models = [build_model(config.model, data, spec, config.seed) for config in configs]
+    # All replicas live on the one device: fail now, saying how many fit, rather than mid-run.
+    check_memory(
+        len(configs),
+        len(data.train),
+        max(len(data.train), len(data.val), len(data.test)),
+        data.n_features,
+        [layer.units for layer in dense_layers(models[0])],
+        available_memory(),
+    )
+    n_params = int(models[0].count_params())
+    seeds = [config.seed for config in configs]
+    epochs, batch_size = first.trainer.epochs, first.trainer.batch_size
+    with tf.device(device.name):
+        train, val, test = tensor_splits(data, spec)
+        trainer = ReplicaTrainer(
+            models,
+            spec.loss,
+            OptimizerRule.of(build_optimizer(first.optimizer)),
+            batch_size,
+            first.loss.from_logits,
+        )
+        range_tests: list[RangeTestResult | None] = [None] * len(configs)
+        base_rates: list[float | None] = [c.optimizer.learning_rate for c in configs]
+        if first.lr_find.enabled:
+            settings = first.lr_find
+            tested = trainer.range_test(
+                train,
+                seeds,
+                min_lr=settings.min_lr,
+                max_lr=settings.max_lr,
+                num_steps=settings.num_steps,
+                mode=settings.mode,
+                beta=settings.beta,
+                divergence_factor=settings.divergence_factor,
+                method=settings.method,
+            )
+            range_tests = list(tested)
+            base_rates = [
+                region_rates(result)[config.lr_find.use]
+                for config, result in zip(configs, tested, strict=True)
+            ]
+        n_steps = steps_per_epoch(len(train), batch_size)
+        # A replica whose range test found no rate trains at rate 0: it shares the graph, and
+        # its run fails with the range test's message, as the single run does.
+        rates = np.stack(
+            [
+                schedule_rates(config.schedule, rate, epochs, n_steps)
+                if rate is not None
+                else np.zeros(epochs * n_steps, np.float32)
+                for config, rate in zip(configs, base_rates, strict=True)
+            ]
+        )
+        initial = trainer.evaluate(val, with_norms=False)
+        fits = trainer.fit(train, val, rates, epochs, seeds)
+        on_test = trainer.evaluate(test, with_norms=False)
+    outcomes = []
+    for k, config in enumerate(configs):
+        found = range_tests[k]
+        error = None
+        if base_rates[k] is None and found is not None:
+            error = f"lr_find: {found.message}"
+        finished = error is None and fits[k].result.diverged_epoch is None
+        outcomes.append(
+            ReplicaOutcome(
+                config=config,
+                initial=initial[k],
+                range_test=found,
+                fit=fits[k] if error is None else None,
+                test=on_test[k] if finished else None,
+                error=error,
+            )
+        )
+    return TrainedBatch(device, data, n_params, trainer, outcomes)
+
+
+def record_outcome(
+    batch: TrainedBatch,
+    replica: int,
+    output_dir: Path,
+    overrides: list[str],
+    parent_run_id: str | None,
+    run_name: str | None,
+    log_file: Path | None,
+    batch_name: str,
+) -> RunSummary:
+    """Record one replica as the MLflow run its config would have had alone.
+
+    Args:
+        batch: the trained batch.
+        replica: which replica.
+        output_dir: the job's output directory (plots, model).
+        overrides: the job's command-line overrides (a tag).
+        parent_run_id: the sweep's parent run.
+        run_name: the MLflow run name.
+        log_file: the job's log, uploaded as ``logs/``.
+        batch_name: names the batch in the run's tags.
+
+    Returns:
+        The run's summary.
+
+    Raises:
+        NonFiniteLossError: the replica's loss became NaN/inf (its run ends FAILED).
+        ValueError: its range test found no rate to train with (its run ends FAILED).
+    """
+    outcome = batch.outcomes[replica]
+    config = outcome.config
+    tags = {BATCH_TAG: batch_name, BATCH_SIZE_TAG: str(len(batch.outcomes))}
+    with recorded_run(
+        config, batch.device, overrides, parent_run_id, run_name, log_file, tags
+    ) as recorder:
+        log_params(config, recorder, batch.n_params)
+        if outcome.range_test is not None:
+            record_range_test(config, outcome.range_test, recorder, output_dir)
+        if outcome.error is not None:
+            raise ValueError(outcome.error)
+        assert outcome.fit is not None
+        log_initial(recorder, outcome.initial)
+        result = outcome.fit.result
+        for record in result.history:
+            log_epoch(config, recorder, record)
+        if result.diverged_epoch is not None:
+            save_loss_curve(result.history, output_dir, recorder, config)
+            raise NonFiniteLossError(result.diverged_epoch, outcome.fit.diverged_step or 0, result)
+        assert outcome.test is not None
+        return finish_run(
+            config,
+            batch.data,
+            batch.model(replica),
+            result,
+            outcome.test,
+            batch.device,
+            recorder,
+            output_dir,
+            batch.n_params,
+        )
+
+
+def check_memory(
+    n_replicas: int,
+    n_train: int,
+    n_eval: int,
+    n_features: int,
+    units: Sequence[int],
+    available_bytes: int,
+) -> None:
+    """Fail before training when a batch would not fit in memory, saying how many fit.
+
+    Args:
+        n_replicas: replicas in the batch.
+        n_train: training rows.
+        n_eval: rows of the largest split evaluated at once.
+        n_features: input width.
+        units: width of every Dense layer, output included.
+        available_bytes: memory the batch may use.
+
+    Raises:
+        MemoryError: the batch needs more than half of ``available_bytes``.
+    """
+    per_replica = bytes_per_replica(n_train, n_eval, n_features, units)
+    fit = replicas_that_fit(per_replica, available_bytes)
+    if n_replicas > fit:
+        raise MemoryError(
+            f"a replica batch of {n_replicas} runs needs about "
+            f"{n_replicas * per_replica / 2**20:.0f} MiB ({per_replica / 2**20:.2f} MiB per "
+            f"replica) but {available_bytes / 2**20:.0f} MiB are available: at most {fit} "
+            f"replicas fit; set hydra.launcher.max_replicas={max(fit, 1)}"
+        )
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new allocations (Linux's MemAvailable, else physical)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))

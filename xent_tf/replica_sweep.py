@@ -1,0 +1,273 @@
+"""The replica launcher's work: a Hydra sweep's jobs grouped into replica batches.
+
+The Hydra launcher plugin (``hydra_plugins.xent_tf_launcher``) receives every job's overrides at
+once and hands them here. Each job's config is composed and validated first: an invalid job
+fails, named, before anything trains, and the rest go on. Jobs that can share a graph
+(``replica_batch.graph_key``) form batches; each batch trains once and then records one MLflow
+child run per job through Hydra's own ``run_job`` (so every job keeps its output directory,
+``.hydra/`` files, log file and callbacks). A batch of one, or a config the replica trainer
+cannot stack, runs as a plain job with the task function. Several units of work are spread over
+joblib's worker processes.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra._internal.config_loader_impl import get_overrides_dirname
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, open_dict, read_write
+
+from xent_tf.config import Config, to_config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """Jobs run together: a replica batch, or one job on its own.
+
+    Attributes:
+        jobs: (job number, overrides) of each job.
+        sweep_configs: each job's composed config (composing is the slow part of planning).
+        replicated: train them as one replica batch (else: the plain task function).
+        name: names the batch in its runs' tags.
+    """
+
+    jobs: tuple[tuple[int, tuple[str, ...]], ...]
+    sweep_configs: tuple[DictConfig, ...]
+    replicated: bool
+    name: str
+
+
+_SEED_OVERRIDE = re.compile(r"^seed=(\d+)$")
+
+
+class SweepComposer:
+    """Composes each job's config as Hydra's launchers do, composing once per seed-less set.
+
+    A Hydra composition takes a good part of a second, and a study has hundreds of jobs that
+    differ from one another only in ``seed=N``. Jobs whose overrides are equal but for that
+    one get a copy of the first one's composition with ``seed``, the task overrides and
+    ``hydra.job.override_dirname`` (computed by Hydra's own function) set to their own values:
+    the same config Hydra would compose (tests/test_replica_sweep.py compares them).
+    """
+
+    def __init__(self, hydra_context: HydraContext, config: DictConfig) -> None:
+        self.hydra_context = hydra_context
+        self.config = config
+        self._composed: dict[tuple[str, ...], DictConfig] = {}
+
+    def compose(self, number: int, overrides: Sequence[str]) -> DictConfig:
+        """The job's composed config, with its Hydra job id and number set."""
+        seeds = [m for m in (_SEED_OVERRIDE.match(o) for o in overrides) if m]
+        key = tuple(o for o in overrides if not _SEED_OVERRIDE.match(o))
+        template = self._composed.get(key) if len(seeds) == 1 else None
+        if template is None:
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(
+                self.config, list(overrides)
+            )
+            if len(seeds) == 1:
+                self._composed[key] = sweep_config
+        else:
+            sweep_config = copy.deepcopy(template)
+            with read_write(sweep_config), open_dict(sweep_config):
+                sweep_config.seed = int(seeds[0].group(1))
+                sweep_config.hydra.overrides.task = list(overrides)
+                naming = sweep_config.hydra.job.config.override_dirname
+                sweep_config.hydra.job.override_dirname = get_overrides_dirname(
+                    overrides=OverridesParser.create().parse_overrides(list(overrides)),
+                    kv_sep=naming.kv_sep,
+                    item_sep=naming.item_sep,
+                    exclude_keys=list(naming.exclude_keys),
+                )
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{number}"
+            sweep_config.hydra.job.num = number
+        return sweep_config
+
+
+def _typed(sweep_config: DictConfig) -> Config:
+    """The job's validated config (without Hydra's own node, as the task function sees it)."""
+    task_config = copy.deepcopy(sweep_config)
+    with read_write(task_config), open_dict(task_config):
+        del task_config["hydra"]
+    return to_config(task_config)
+
+
+def _failed_job(overrides: Sequence[str], error: Exception) -> JobReturn:
+    """A job that never ran: NaN as its value, so Hydra's sweeper goes on with the rest."""
+    ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=math.nan)
+    ret.task_name = "invalid"
+    log.error("job %s is invalid and was not run: %s", " ".join(overrides), error)
+    return ret
+
+
+def plan_units(
+    hydra_context: HydraContext,
+    config: DictConfig,
+    job_overrides: Sequence[Sequence[str]],
+    initial_job_idx: int,
+    max_replicas: int,
+    sweep_name: str,
+) -> tuple[list[WorkUnit], dict[int, JobReturn]]:
+    """Validate every job and group the valid ones into work units.
+
+    Returns:
+        (the units, the JobReturns of invalid jobs by job number).
+    """
+    from xent_tf.replica_batch import group_jobs
+
+    composer = SweepComposer(hydra_context, config)
+    configs: list[Config | None] = []
+    sweep_configs: dict[int, DictConfig] = {}
+    invalid: dict[int, JobReturn] = {}
+    for offset, overrides in enumerate(job_overrides):
+        number = initial_job_idx + offset
+        try:
+            sweep_configs[offset] = composer.compose(number, overrides)
+            configs.append(_typed(sweep_configs[offset]))
+        except Exception as error:
+            configs.append(None)
+            invalid[number] = _failed_job(overrides, error)
+    units = []
+    for index, members in enumerate(group_jobs(configs, max_replicas), start=1):
+        jobs = tuple((initial_job_idx + i, tuple(job_overrides[i])) for i in members)
+        units.append(
+            WorkUnit(
+                jobs,
+                tuple(sweep_configs[i] for i in members),
+                len(members) > 1,
+                f"{sweep_name}#{index}",
+            )
+        )
+    return units, invalid
+
+
+def _record_task(batch: Any, replica: int, unit_name: str) -> Callable[[DictConfig], float]:
+    """The task function run_job calls for one replica: record its MLflow run."""
+
+    def record(_: DictConfig) -> float:
+        from xent_tf.replica_batch import record_outcome
+        from xent_tf.sweep import parent_for_sweep
+
+        hydra_config = HydraConfig.get()
+        output_dir = Path(hydra_config.runtime.output_dir)
+        parent = parent_for_sweep(Path(hydra_config.sweep.dir))
+        try:
+            summary = record_outcome(
+                batch,
+                replica,
+                output_dir,
+                list(hydra_config.overrides.task),
+                parent.run_id if parent else None,
+                hydra_config.job.override_dirname or None,
+                output_dir / f"{hydra_config.job.name}.log",
+                unit_name,
+            )
+        except Exception as error:
+            # As run.py does for a failed job: the run is FAILED in MLflow with its reason, the
+            # report lists it, and the sweep goes on.
+            log.error("job failed, the sweep goes on: %s: %s", type(error).__name__, error)
+            return math.nan
+        return summary.history[-1].val_loss
+
+    return record
+
+
+def execute_unit(
+    unit: WorkUnit,
+    hydra_context: HydraContext,
+    config: DictConfig,
+    task_function: TaskFunction,
+    singleton_state: dict[Any, Any],
+) -> list[JobReturn]:
+    """Run one work unit (in this process or a joblib worker) and return its jobs' results."""
+    setup_globals()
+    Singleton.set_state(singleton_state)
+    sweep_configs = unit.sweep_configs
+
+    def run(sweep_config: DictConfig, task: TaskFunction) -> JobReturn:
+        HydraConfig.instance().set_config(sweep_config)
+        return run_job(
+            hydra_context=hydra_context,
+            task_function=task,
+            config=sweep_config,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
+
+    if not unit.replicated:
+        return [run(sweep_config, task_function) for sweep_config in sweep_configs]
+    from xent_tf.replica_batch import train_batch
+
+    HydraConfig.instance().set_config(sweep_configs[0])
+    batch = train_batch([_typed(c) for c in sweep_configs])
+    return [
+        run(sweep_config, _record_task(batch, replica, unit.name))
+        for replica, sweep_config in enumerate(sweep_configs)
+    ]
+
+
+def launch(
+    hydra_context: HydraContext,
+    task_function: TaskFunction,
+    config: DictConfig,
+    job_overrides: Sequence[Sequence[str]],
+    initial_job_idx: int,
+    n_jobs: int,
+    max_replicas: int,
+) -> list[JobReturn]:
+    """Launch a sweep's jobs as replica batches.
+
+    Args:
+        hydra_context: Hydra's context (config loader, callbacks).
+        task_function: the entry point's task function, for jobs that run on their own.
+        config: the sweep's config.
+        job_overrides: every job's overrides.
+        initial_job_idx: the first job's number.
+        n_jobs: worker processes when there are several units (1: all in this process).
+        max_replicas: most replicas per batch.
+
+    Returns:
+        One JobReturn per job, in the order of ``job_overrides``.
+    """
+    setup_globals()
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    units, returns = plan_units(
+        hydra_context, config, job_overrides, initial_job_idx, max_replicas, sweep_dir.name
+    )
+    log.info(
+        "%d jobs in %d units (%s); sweep output dir: %s",
+        len(job_overrides),
+        len(units),
+        ", ".join(f"{len(u.jobs)}{' replicas' if u.replicated else ' job'}" for u in units),
+        sweep_dir,
+    )
+    state = Singleton.get_state()
+    workers = min(n_jobs, len(units))
+    if workers <= 1:
+        results = [execute_unit(u, hydra_context, config, task_function, state) for u in units]
+    else:
+        from joblib import Parallel, delayed
+
+        results = Parallel(n_jobs=workers, backend="loky")(
+            delayed(execute_unit)(u, hydra_context, config, task_function, state) for u in units
+        )
+    for unit, unit_returns in zip(units, results, strict=True):
+        for (number, _), ret in zip(unit.jobs, unit_returns, strict=True):
+            returns[number] = ret
+    return [returns[initial_job_idx + i] for i in range(len(job_overrides))]

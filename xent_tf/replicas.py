@@ -1,0 +1,636 @@
+"""K copies of one MLP trained as one batched graph: a study's seeds and rates for the price of one.
+
+Every run of a study is a tiny network whose cost is per-op overhead, not arithmetic. Here the
+weights of K models of one architecture are stacked along a leading replica axis
+(``kernel: (K, in, out)``), so one batched matmul does the work of K, and one compiled epoch
+function trains all of them. Each replica keeps what its own single run has: its initial
+weights (copied from the Keras model its config builds), its own shuffle order per epoch (from
+its seed), its own learning rate per step (so schedules and rate sweeps share one graph) and its
+own optimizer state. Replicas never mix: no op reduces across the replica axis, so one
+replica's numbers do not depend on the others' (tests/test_replicas.py checks it bit for bit).
+
+A loss that turns NaN/inf stops that replica only: from the next step on its learning rate is
+zero (the step that diverged is applied, as in the single run), and it is reported as diverged
+at that epoch. The others go on.
+
+The update rules are Keras's Adam and SGD (momentum, Nesterov) written out element-wise with a
+per-replica learning rate; the single-run path uses TensorFlow's fused kernels for the same
+formulas, so the two agree to float32 rounding (the tolerance is measured in the tests).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from xent_tf.lr_finder import RangeTestResult, analyse_curve, range_test_rates, row_order
+from xent_tf.training import (
+    SATURATION_THRESHOLD,
+    EpochRecord,
+    Evaluation,
+    FitResult,
+    TensorSplit,
+    predictions,
+    relaxed_spec,
+    steps_per_epoch,
+)
+from xent_tf.updates import is_plain
+
+# Bytes of a float32.
+_FLOAT = 4
+
+
+class NotReplicableError(ValueError):
+    """The model or optimizer cannot be stacked into replicas (use the per-run path)."""
+
+
+@dataclass(frozen=True)
+class DenseLayer:
+    """One Dense layer of the stacked architecture."""
+
+    name: str
+    units: int
+    activation: Callable[[tf.Tensor], tf.Tensor]
+
+
+def dense_layers(model: keras.Model) -> list[DenseLayer]:
+    """The model's Dense layers in order, or ``NotReplicableError`` if it is not a Dense chain.
+
+    Args:
+        model: a Keras model (e.g. from ``models.build_mlp``).
+
+    Returns:
+        One entry per Dense layer, input to output.
+    """
+    layers = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if type(layer) is not keras.layers.Dense or not layer.use_bias:
+            raise NotReplicableError(
+                f"layer {layer.name!r} ({type(layer).__name__}) cannot be stacked: replicas "
+                "support chains of Dense layers with biases (models.build_mlp)"
+            )
+        if layer.dtype != "float32":
+            raise NotReplicableError(f"layer {layer.name!r} is {layer.dtype}, not float32")
+        layers.append(DenseLayer(layer.name, int(layer.units), layer.activation))
+    if not layers:
+        raise NotReplicableError("the model has no Dense layer")
+    return layers
+
+
+@dataclass(frozen=True)
+class OptimizerRule:
+    """Which update rule the replicas follow, and its settings (the learning rate is per step).
+
+    Attributes:
+        kind: "adam" or "sgd".
+        beta_1, beta_2, epsilon: Adam's.
+        momentum, nesterov: SGD's (momentum 0 is plain gradient descent).
+    """
+
+    kind: str
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-7
+    momentum: float = 0.0
+    nesterov: bool = False
+
+    @classmethod
+    def of(cls, optimizer: keras.optimizers.Optimizer) -> OptimizerRule:
+        """The rule of a plain Keras Adam or SGD; ``NotReplicableError`` for anything else."""
+        if not is_plain(optimizer):
+            raise NotReplicableError(
+                f"{type(optimizer).__name__} with weight decay, clipping, EMA, accumulation or "
+                "loss scaling cannot be replicated"
+            )
+        if type(optimizer) is keras.optimizers.Adam and not optimizer.amsgrad:
+            return cls(
+                "adam",
+                beta_1=float(optimizer.beta_1),
+                beta_2=float(optimizer.beta_2),
+                epsilon=float(optimizer.epsilon),
+            )
+        if type(optimizer) is keras.optimizers.SGD:
+            return cls("sgd", momentum=float(optimizer.momentum), nesterov=bool(optimizer.nesterov))
+        raise NotReplicableError(
+            f"optimizer {type(optimizer).__name__} cannot be replicated; plain Adam or SGD can"
+        )
+
+
+def bytes_per_replica(n_train: int, n_eval: int, n_features: int, units: Sequence[int]) -> int:
+    """An upper estimate of what one replica adds to a batch's memory.
+
+    Counts the epoch's gathered features and targets, the activations (forward and backward)
+    of a full-batch evaluation, and weights with gradients and two optimizer slots.
+
+    Args:
+        n_train: training rows (gathered per replica each epoch).
+        n_eval: rows of the largest split evaluated at once.
+        n_features: input width.
+        units: width of every Dense layer, output included.
+
+    Returns:
+        Bytes.
+    """
+    widths = [n_features, *units]
+    n_params = sum((a + 1) * b for a, b in itertools.pairwise(widths))
+    gathered = n_train * (n_features + units[-1])
+    activations = 3 * n_eval * sum(units)  # pre-activation, activation, gradient
+    return _FLOAT * (gathered + activations + 5 * n_params)
+
+
+def replicas_that_fit(per_replica: int, available: int, reserve: float = 0.5) -> int:
+    """How many replicas fit in ``available`` bytes, keeping ``reserve`` of it free."""
+    return int(available * (1 - reserve) // max(per_replica, 1))
+
+
+@dataclass
+class ReplicaFit:
+    """One replica's outcome of ``ReplicaTrainer.fit``.
+
+    Attributes:
+        result: history, batch losses, diverged epoch (None when it finished), wall time of the
+            whole batch's training.
+        diverged_step: the step (within ``result.diverged_epoch``) whose loss was not finite.
+    """
+
+    result: FitResult
+    diverged_step: int | None = None
+
+
+@dataclass
+class _EpochState:
+    """What ``fit`` carries per replica between epochs."""
+
+    history: list[EpochRecord] = field(default_factory=list)
+    losses: list[np.ndarray] = field(default_factory=list)
+    diverged_epoch: int | None = None
+    diverged_step: int | None = None
+
+
+class ReplicaTrainer:
+    """Compiled train-epoch and evaluate functions for K stacked copies of one MLP.
+
+    Build it from K freshly initialised Keras models of the same architecture (each from its own
+    config and seed); their weights are copied in. Functions are traced once, on first use, with
+    the row dimension left open (as ``training.CompiledLoop``).
+    """
+
+    def __init__(
+        self,
+        models: Sequence[keras.Model],
+        loss: keras.losses.Loss,
+        rule: OptimizerRule,
+        batch_size: int,
+        from_logits: bool,
+    ) -> None:
+        """Args:
+        models: K initialised models of one Dense-chain architecture.
+        loss: the Keras loss every replica trains with (its per-sample ``call`` is used).
+        rule: the update rule (Adam or SGD settings).
+        batch_size: rows per step.
+        from_logits: whether the models output logits (for accuracy and saturation).
+
+        Raises:
+            NotReplicableError: the models are not identical Dense chains.
+        """
+        if not models:
+            raise ValueError("models is empty: a replica batch needs at least one model")
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        self.layers = dense_layers(models[0])
+        for model in models[1:]:
+            other = dense_layers(model)
+            if [(la.name, la.units) for la in other] != [(la.name, la.units) for la in self.layers]:
+                raise NotReplicableError("the models' architectures differ; replicas need one")
+        self.template = models[0]
+        self.n_replicas = len(models)
+        self.loss = loss
+        self.rule = rule
+        self.batch_size = batch_size
+        self.from_logits = from_logits
+        self.kernels = [
+            tf.Variable(np.stack([m.get_layer(la.name).kernel.numpy() for m in models]))
+            for la in self.layers
+        ]
+        self.biases = [
+            tf.Variable(np.stack([m.get_layer(la.name).bias.numpy()[None, :] for m in models]))
+            for la in self.layers
+        ]
+        self.variables = [v for pair in zip(self.kernels, self.biases, strict=True) for v in pair]
+        self.iterations = tf.Variable(0, dtype=tf.int64)
+        slot_count = {"adam": 2, "sgd": 1 if rule.momentum else 0}[rule.kind]
+        self.slots = [
+            [tf.Variable(tf.zeros_like(v)) for v in self.variables] for _ in range(slot_count)
+        ]
+        # Traced per (uniform rates?, with gradient norms?): see run_epoch and evaluate.
+        self._uniform_rates = False
+        self._compiled_epochs: dict[bool, tf.types.experimental.PolymorphicFunction] = {}
+        self._compiled_evaluates: dict[bool, tf.types.experimental.PolymorphicFunction] = {}
+
+    # --- the maths -------------------------------------------------------------------------
+
+    def _forward(self, x: tf.Tensor) -> tf.Tensor:
+        """Outputs (K, n, out) for inputs (K, n, d) or (n, d) shared by every replica."""
+        h = x if len(x.shape) == 3 else x[None]
+        for layer, kernel, bias in zip(self.layers, self.kernels, self.biases, strict=True):
+            # Keras activations keep the logits on the output (``_keras_logits``), so the
+            # cross-entropies take the same numerically stable path as in the single run.
+            h = layer.activation(tf.matmul(h, kernel) + bias)
+        return h
+
+    def _replica_losses(self, targets: tf.Tensor, outputs: tf.Tensor) -> tf.Tensor:
+        """Mean loss per replica (K,): Keras's per-sample loss, summed over rows / rows."""
+        per_sample = self.loss.call(targets, outputs)  # (K, n)
+        rows = tf.cast(tf.shape(per_sample)[1], per_sample.dtype)
+        return tf.reduce_sum(per_sample, axis=1) / rows
+
+    def _apply(self, gradients: Sequence[tf.Tensor], rates: tf.Tensor, alive: tf.Tensor) -> None:
+        """One step of the update rule with one learning rate per replica (K,).
+
+        SGD always, and Adam when every replica has the same rate, step through TensorFlow's
+        fused kernels, as the single run does (the same per-element formula, one op per
+        variable). Adam with rates that differ per replica is written out element-wise. A
+        replica no longer ``alive`` steps at rate 0 (with one shared Adam rate it keeps
+        stepping: its numbers are no longer read, and replicas never mix).
+        """
+        rule = self.rule
+        masked = rates * tf.cast(alive, rates.dtype)
+        if rule.kind == "sgd":
+            self._apply_sgd(gradients, masked)
+        elif self._uniform_rates:
+            self._apply_adam_fused(gradients, rates[0])
+        else:
+            self._apply_adam(gradients, masked)
+        self.iterations.assign_add(1)
+
+    def _apply_sgd(self, gradients: Sequence[tf.Tensor], rates: tf.Tensor) -> None:
+        """Keras SGD with a rate per replica: the kernels take the rate-scaled gradient and a
+        rate of 1 (m = momentum * m - lr * g; w += m, or Nesterov's w += momentum * m - lr * g)."""
+        rule = self.rule
+        rate = tf.reshape(rates, [-1, 1, 1])
+        one = tf.constant(1.0)
+        for index, (variable, gradient) in enumerate(zip(self.variables, gradients, strict=True)):
+            scaled = gradient * rate
+            if rule.momentum:
+                tf.raw_ops.ResourceApplyKerasMomentum(
+                    var=variable.handle,
+                    accum=self.slots[0][index].handle,
+                    lr=one,
+                    grad=scaled,
+                    momentum=tf.constant(rule.momentum),
+                    use_nesterov=rule.nesterov,
+                )
+            else:
+                tf.raw_ops.ResourceApplyGradientDescent(
+                    var=variable.handle, alpha=one, delta=scaled
+                )
+
+    def _apply_adam_fused(self, gradients: Sequence[tf.Tensor], rate: tf.Tensor) -> None:
+        """Keras Adam, one rate for every replica: ``ResourceApplyAdam`` as in the single run."""
+        rule = self.rule
+        step = tf.cast(self.iterations + 1, tf.float32)
+        beta_1, beta_2 = tf.constant(rule.beta_1), tf.constant(rule.beta_2)
+        for index, (variable, gradient) in enumerate(zip(self.variables, gradients, strict=True)):
+            tf.raw_ops.ResourceApplyAdam(
+                var=variable.handle,
+                m=self.slots[0][index].handle,
+                v=self.slots[1][index].handle,
+                beta1_power=tf.pow(beta_1, step),
+                beta2_power=tf.pow(beta_2, step),
+                lr=rate,
+                beta1=beta_1,
+                beta2=beta_2,
+                epsilon=tf.constant(rule.epsilon),
+                grad=gradient,
+            )
+
+    def _apply_adam(self, gradients: Sequence[tf.Tensor], rates: tf.Tensor) -> None:
+        """Keras Adam's formula element-wise, with one rate per replica."""
+        rule = self.rule
+        for index, (variable, gradient) in enumerate(zip(self.variables, gradients, strict=True)):
+            rate = tf.reshape(rates, [-1, 1, 1])
+            m, v = self.slots[0][index], self.slots[1][index]
+            step = tf.cast(self.iterations + 1, tf.float32)
+            alpha = (
+                rate * tf.sqrt(1.0 - tf.pow(rule.beta_2, step)) / (1.0 - tf.pow(rule.beta_1, step))
+            )
+            m.assign_add((gradient - m) * (1.0 - rule.beta_1))
+            v.assign_add((tf.square(gradient) - v) * (1.0 - rule.beta_2))
+            variable.assign_sub((m * alpha) / (tf.sqrt(v) + rule.epsilon))
+
+    def _train_epoch(
+        self,
+        x_all: tf.Tensor,
+        targets_all: tf.Tensor,
+        orders: tf.Tensor,
+        rates: tf.Tensor,
+        active: tf.Tensor,
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """One step per column of ``rates`` (K, S) over each replica's own row order (K, m).
+
+        Returns:
+            (batch losses (steps taken, K), still-active mask (K,), rows seen per replica).
+        """
+        x_epoch = tf.gather(x_all, orders)  # (K, m, d): each replica's own order
+        targets_epoch = tf.gather(targets_all, orders)
+        n_rows = tf.shape(orders)[1]
+        n_steps = tf.shape(rates)[1]
+
+        def keep_going(step: tf.Tensor, alive: tf.Tensor, *_: object) -> tf.Tensor:
+            return tf.logical_and(step < n_steps, tf.reduce_any(alive))
+
+        def train_step(
+            step: tf.Tensor, alive: tf.Tensor, losses: tf.TensorArray, seen: tf.Tensor
+        ) -> tuple[tf.Tensor, tf.Tensor, tf.TensorArray, tf.Tensor]:
+            start = step * self.batch_size
+            stop = tf.minimum(start + self.batch_size, n_rows)
+            with tf.GradientTape() as tape:
+                outputs = self._forward(x_epoch[:, start:stop])
+                batch_losses = self._replica_losses(targets_epoch[:, start:stop], outputs)
+                total = tf.reduce_sum(batch_losses)  # replicas are independent: d/d(each) = 1
+            gradients = tape.gradient(total, self.variables)
+            self._apply(gradients, rates[:, step], alive)
+            alive = tf.logical_and(alive, tf.math.is_finite(batch_losses))
+            return step + 1, alive, losses.write(step, batch_losses), seen + (stop - start)
+
+        steps_taken, alive, losses, seen = tf.while_loop(
+            keep_going,
+            train_step,
+            (
+                tf.constant(0),
+                active,
+                tf.TensorArray(tf.float32, size=n_steps, element_shape=[self.n_replicas]),
+                tf.constant(0),
+            ),
+        )
+        return losses.stack()[:steps_taken], alive, seen
+
+    def _evaluate(
+        self, x: tf.Tensor, targets: tf.Tensor, labels: tf.Tensor, with_norms: bool
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Per replica: loss, accuracy, saturated share (K,) and per-layer gradient norms (K, L)
+        (zeros unless ``with_norms``: the backward pass is most of an evaluation's cost)."""
+        tiled = tf.broadcast_to(targets[None], tf.concat([[self.n_replicas], tf.shape(targets)], 0))
+        with tf.GradientTape() as tape:
+            outputs = self._forward(x)
+            losses = self._replica_losses(tiled, outputs)
+            total = tf.reduce_sum(losses)
+        if with_norms:
+            gradients = tape.gradient(total, self.variables)
+            squares = [tf.reduce_sum(tf.square(g), axis=[1, 2]) for g in gradients]
+            norms = tf.stack(
+                [tf.sqrt(squares[2 * i] + squares[2 * i + 1]) for i in range(len(self.layers))],
+                axis=1,
+            )
+        else:
+            norms = tf.zeros([self.n_replicas, len(self.layers)])
+        predicted, top_probability = predictions(outputs, self.from_logits)
+        accuracy = tf.reduce_mean(tf.cast(tf.equal(predicted, labels[None]), tf.float32), axis=1)
+        saturated = tf.reduce_mean(
+            tf.cast(top_probability >= SATURATION_THRESHOLD, tf.float32), axis=1
+        )
+        return losses, accuracy, saturated, norms
+
+    # --- the Python side -------------------------------------------------------------------
+
+    def evaluate(self, split: TensorSplit, with_norms: bool = True) -> list[Evaluation]:
+        """Evaluate every replica on a whole split (weights unchanged).
+
+        Args:
+            split: the rows to evaluate on.
+            with_norms: compute the per-layer gradient norms (else they are 0).
+
+        Returns:
+            One evaluation per replica, as ``CompiledLoop.evaluate`` gives for one model.
+        """
+        compiled = self._compiled_evaluates.get(with_norms)
+        if compiled is None:
+            compiled = self._compiled_evaluates[with_norms] = tf.function(
+                lambda x, targets, labels: self._evaluate(x, targets, labels, with_norms),
+                autograph=False,
+                input_signature=[
+                    relaxed_spec(split.x),
+                    relaxed_spec(split.targets),
+                    relaxed_spec(split.labels),
+                ],
+            )
+        losses, accuracy, saturated, norms = (
+            t.numpy() for t in compiled(split.x, split.targets, split.labels)
+        )
+        names = [layer.name for layer in self.layers]
+        return [
+            Evaluation(
+                float(losses[k]),
+                float(accuracy[k]),
+                float(saturated[k]),
+                {name: float(n) for name, n in zip(names, norms[k], strict=True)},
+            )
+            for k in range(self.n_replicas)
+        ]
+
+    def run_epoch(
+        self, train: TensorSplit, orders: np.ndarray, rates: np.ndarray, active: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """One epoch of every active replica.
+
+        Args:
+            train: the training split.
+            orders: (K, m) row indices, each replica's order.
+            rates: (K, S) learning rate per replica and step; S is the number of steps.
+            active: (K,) bool, replicas still training (the others take zero-rate steps).
+
+        Returns:
+            (batch losses (steps taken, K), still-active mask (K,), rows per replica).
+        """
+        uniform = bool(np.all(rates == rates[:1]))
+        compiled = self._compiled_epochs.get(uniform)
+        if compiled is None:
+            # The flag is read while tracing: one trace per value.
+            self._uniform_rates = uniform
+            compiled = self._compiled_epochs[uniform] = tf.function(
+                self._train_epoch,
+                autograph=False,
+                input_signature=[
+                    relaxed_spec(train.x),
+                    relaxed_spec(train.targets),
+                    tf.TensorSpec([self.n_replicas, None], tf.int32),
+                    tf.TensorSpec([self.n_replicas, None], tf.float32),
+                    tf.TensorSpec([self.n_replicas], tf.bool),
+                ],
+            )
+            compiled.get_concrete_function()
+        losses, alive, seen = compiled(
+            train.x,
+            train.targets,
+            tf.constant(orders, tf.int32),
+            tf.constant(rates, tf.float32),
+            tf.constant(active, tf.bool),
+        )
+        return losses.numpy(), alive.numpy(), int(seen.numpy())
+
+    def _state(self) -> list[tf.Variable]:
+        return [*self.variables, *(v for slot in self.slots for v in slot), self.iterations]
+
+    def range_test(
+        self,
+        train: TensorSplit,
+        seeds: Sequence[int],
+        min_lr: float,
+        max_lr: float,
+        num_steps: int,
+        mode: str = "exponential",
+        beta: float = 0.98,
+        divergence_factor: float = 4.0,
+        method: str = "steepest",
+    ) -> list[RangeTestResult]:
+        """The learning-rate range test of every replica at once; weights and state restored.
+
+        Each replica sees the rows its single run's ``lr_finder.find_learning_rate`` would
+        (per-epoch permutations from its seed, laid end to end) and the same rising rates.
+
+        Returns:
+            One result per replica, analysed as ``lr_finder.analyse_curve`` does.
+        """
+        rates = range_test_rates(min_lr, max_lr, num_steps, mode)
+        n_rows = num_steps * self.batch_size
+        orders = np.stack([row_order(len(train), n_rows, seed) for seed in seeds])
+        started = time.perf_counter()
+        snapshot = [np.array(v.numpy(), copy=True) for v in self._state()]
+        try:
+            losses, _, _ = self.run_epoch(
+                train,
+                orders,
+                np.tile(rates, (self.n_replicas, 1)),
+                np.ones(self.n_replicas, bool),
+            )
+        finally:
+            for variable, value in zip(self._state(), snapshot, strict=True):
+                variable.assign(value)
+        seconds = time.perf_counter() - started
+        return [
+            analyse_curve(
+                rates,
+                _until_not_finite(losses[:, k]),
+                beta,
+                divergence_factor,
+                method,
+                mode,
+                seconds,
+            )
+            for k in range(self.n_replicas)
+        ]
+
+    def fit(
+        self,
+        train: TensorSplit,
+        val: TensorSplit,
+        learning_rates: np.ndarray,
+        epochs: int,
+        seeds: Sequence[int],
+    ) -> list[ReplicaFit]:
+        """Train every replica for ``epochs`` epochs, validating after each one.
+
+        Args:
+            train: training split.
+            val: validation split.
+            learning_rates: (K, epochs * steps_per_epoch) rate of every step of every replica.
+            epochs: number of epochs.
+            seeds: each replica's shuffle seed (its run's ``seed``).
+
+        Returns:
+            One outcome per replica: the history and batch losses its single run would record,
+            up to and including the epoch where its loss became NaN/inf, if it did.
+        """
+        n_steps = steps_per_epoch(len(train), self.batch_size)
+        expected = (self.n_replicas, epochs * n_steps)
+        if learning_rates.shape != expected:
+            raise ValueError(
+                f"learning_rates has shape {learning_rates.shape}; expected {expected} "
+                f"= {self.n_replicas} replicas x epochs {epochs} x {n_steps} steps per epoch"
+            )
+        if len(seeds) != self.n_replicas:
+            raise ValueError(f"{len(seeds)} seeds for {self.n_replicas} replicas")
+        generators = [np.random.default_rng(seed) for seed in seeds]
+        states = [_EpochState() for _ in range(self.n_replicas)]
+        active = np.ones(self.n_replicas, bool)
+        started = time.perf_counter()
+        for epoch in range(1, epochs + 1):
+            epoch_started = time.perf_counter()
+            rates = learning_rates[:, (epoch - 1) * n_steps : epoch * n_steps]
+            orders = np.stack([rng.permutation(len(train)) for rng in generators])
+            training = active.copy()
+            losses, active, seen = self.run_epoch(train, orders, rates, training)
+            on_val = self.evaluate(val, with_norms=False)
+            on_train = self.evaluate(train)
+            seconds = time.perf_counter() - epoch_started
+            for k in np.flatnonzero(training):
+                state = states[k]
+                taken = _until_not_finite(losses[:, k])
+                state.losses.append(taken)
+                state.history.append(
+                    EpochRecord(
+                        epoch=epoch,
+                        train_loss=_weighted_mean(taken, self.batch_size, seen),
+                        train_acc=on_train[k].accuracy,
+                        val_loss=on_val[k].loss,
+                        val_acc=on_val[k].accuracy,
+                        val_saturated=on_val[k].saturated,
+                        learning_rate=float(rates[k, len(taken) - 1]),
+                        grad_norms=on_train[k].grad_norms,
+                        seconds=seconds,
+                    )
+                )
+                if not np.isfinite(taken[-1]):
+                    state.diverged_epoch, state.diverged_step = epoch, len(taken)
+            if not active.any():
+                break
+        train_seconds = time.perf_counter() - started
+        return [
+            ReplicaFit(
+                FitResult(
+                    history=state.history,
+                    batch_losses=np.concatenate(state.losses),
+                    diverged_epoch=state.diverged_epoch,
+                    train_seconds=train_seconds,
+                ),
+                state.diverged_step,
+            )
+            for state in states
+        ]
+
+    def weights(self, replica: int) -> list[np.ndarray]:
+        """Replica ``replica``'s weights in the order of its Keras model's ``get_weights()``."""
+        out = []
+        for kernel, bias in zip(self.kernels, self.biases, strict=True):
+            out += [kernel[replica].numpy(), bias[replica, 0].numpy()]
+        return out
+
+    def export(self, replica: int) -> keras.Model:
+        """A Keras model of the template's architecture holding replica ``replica``'s weights."""
+        model = keras.models.clone_model(self.template)
+        by_layer = iter(self.weights(replica))
+        for layer in self.layers:
+            model.get_layer(layer.name).set_weights([next(by_layer), next(by_layer)])
+        return model
+
+
+def _until_not_finite(losses: np.ndarray) -> np.ndarray:
+    """The losses up to and including the first non-finite one (what the single run takes)."""
+    bad = np.flatnonzero(~np.isfinite(losses))
+    return losses[: bad[0] + 1] if len(bad) else losses
+
+
+def _weighted_mean(losses: np.ndarray, batch_size: int, n_rows: int) -> float:
+    """Sample-weighted mean of batch losses, the last batch weighted by its size (as Keras)."""
+    seen = min(n_rows, batch_size * len(losses))
+    weights = np.full(len(losses), float(batch_size))
+    weights[-1] = seen - batch_size * (len(losses) - 1)
+    return float(np.sum(losses * weights) / seen)
