@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import keras
+import mlflow
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -203,9 +204,20 @@ def test_a_user_model_trains_range_tests_and_is_recorded(
     assert client.get_metric_history(summary.run_id, "lr")[0].value == pytest.approx(used)
     artifacts = {a.path for a in client.list_artifacts(summary.run_id, "plots")}
     assert artifacts == {"plots/lr_find.png", "plots/loss_curve.png"}
-    # The model file stays in the run's output directory; MLflow holds it as a logged model.
+    # The user model is the run's logged model, and predicts what the trained model predicts.
+    [output] = run.outputs.model_outputs
+    assert client.get_logged_model(output.model_id).source_run_id == summary.run_id
     saved = keras.models.load_model(tmp_path / "model.keras")
     assert saved.count_params() == 67
+    x = make_dataset(config.data).test.x[:20]
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        logged = mlflow.pyfunc.load_model(f"models:/{output.model_id}")
+    finally:
+        mlflow.set_tracking_uri("")
+    np.testing.assert_allclose(
+        np.asarray(logged.predict(x)), saved.predict(x, verbose=0), rtol=1e-6
+    )
 
 
 def test_a_csv_file_trains_end_to_end(

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from xent_tf.config import LossConfig, MakeClassificationConfig
+from xent_tf.build import build_dataset, build_loss, build_model, build_optimizer, tensor_splits
+from xent_tf.config import AdamConfig, LossConfig, MakeClassificationConfig, MlpConfig, SgdConfig
 from xent_tf.data import make_dataset
 from xent_tf.losses import loss_spec
 from xent_tf.models import build_mlp
@@ -26,20 +27,20 @@ SMALL = MakeClassificationConfig(n_samples=600, n_test=100)
 def _setup(
     loss: str = "bce", n_classes: int = 2, seed: int = 0, optimizer: str = "adam", lr: float = 1e-2
 ) -> tuple[keras.Model, CompiledLoop, TensorSplit, TensorSplit]:
-    data = make_dataset(
+    data = build_dataset(
         SMALL
         if n_classes == 2
         else MakeClassificationConfig(n_samples=600, n_test=100, n_classes=n_classes)
     )
-    spec = loss_spec(LossConfig(name=loss), n_classes)
-    keras.utils.set_random_seed(seed)
-    model = build_mlp(data.n_features, [8, 8], spec.output_units, spec.output_activation)
-    opt = keras.optimizers.Adam(lr) if optimizer == "adam" else keras.optimizers.SGD(lr, 0.9)
-    loop = CompiledLoop(model, spec.loss, opt, batch_size=32, from_logits=False)
-    train = TensorSplit.from_numpy(
-        data.train.x, spec.encode_labels(data.train.y, n_classes), data.train.y
+    spec = build_loss(LossConfig(name=loss), data)
+    model = build_model(MlpConfig(hidden_units=[8, 8]), data, spec, seed)
+    opt = build_optimizer(
+        AdamConfig(learning_rate=lr)
+        if optimizer == "adam"
+        else SgdConfig(learning_rate=lr, momentum=0.9)
     )
-    val = TensorSplit.from_numpy(data.val.x, spec.encode_labels(data.val.y, n_classes), data.val.y)
+    loop = CompiledLoop(model, spec.loss, opt, batch_size=32, from_logits=False)
+    train, val, _ = tensor_splits(data, spec)
     return model, loop, train, val
 
 
@@ -178,10 +179,8 @@ def _fresh(
 
 
 def test_a_reused_loop_trains_exactly_like_a_fresh_one() -> None:
-    data = make_dataset(SMALL)
-    spec = loss_spec(LossConfig(), 2)
-    train = TensorSplit.from_numpy(data.train.x, spec.encode_labels(data.train.y, 2), data.train.y)
-    val = TensorSplit.from_numpy(data.val.x, spec.encode_labels(data.val.y, 2), data.val.y)
+    data = build_dataset(SMALL)
+    train, val, _ = tensor_splits(data, build_loss(LossConfig(), data))
     rates = np.full(2 * steps_per_epoch(len(train), 32), 1e-2, np.float32)
 
     # A first run leaves the process's loop trained (weights, Adam moments, step counter moved).

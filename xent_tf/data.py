@@ -78,8 +78,8 @@ class Dataset:
     val: Split
     test: Split
     n_classes: int
-    name: str = "reference"
-    source: str = "make_classification"
+    name: str
+    source: str
     class_names: tuple[str, ...] = ()
     feature_names: tuple[str, ...] = ()
     scaling: Scaling | None = field(default=None, compare=False)
