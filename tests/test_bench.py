@@ -170,7 +170,7 @@ def test_job_overheads_count_from_when_the_worker_became_free() -> None:
     ("only", "quick", "expected"),
     [
         (None, False, list(bench.SECTIONS)),
-        (None, True, ["reference", "wider", "mlflow", "memory", "scaling"]),
+        (None, True, ["reference", "wider", "mlflow", "memory", "scaling", "replicas"]),
         (["sweep", "reference"], True, ["reference", "sweep"]),
     ],
 )

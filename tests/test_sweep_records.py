@@ -98,7 +98,7 @@ def test_jobs_in_several_processes_share_one_count(tmp_path: Path) -> None:
 
 def test_the_callback_counts_the_sweeps_jobs(tmp_path: Path) -> None:
     cfg = compose_config_with_hydra(["+experiment=binary_vs_categorical"], tmp_path)
-    assert count_sweep_jobs(cfg) == 25  # 5 variants x 5 seeds in the experiment's sweep params
+    assert count_sweep_jobs(cfg) == 50  # 5 variants x 10 seeds in the experiment's sweep params
 
 
 def test_a_quiet_console_keeps_info_lines_for_the_log_file_only(tmp_path: Path) -> None:
