@@ -28,7 +28,7 @@ from xent_tf.claims import (
 from xent_tf.claims.records import StudyEvidence
 from xent_tf.claims.runner import DEFINING_PARAMS, study_definition
 from xent_tf.comparison import RunRecord, Verdict
-from xent_tf.config import CLAIM_IDS, Config
+from xent_tf.config import CLAIM_IDS, Config, MakeClassificationConfig
 from xent_tf.studies import ClaimCheck
 
 HOLDS, CONTRADICTED, INCONCLUSIVE = Verdict.HOLDS, Verdict.CONTRADICTED, Verdict.INCONCLUSIVE
@@ -223,7 +223,7 @@ def test_c1_c2_numbers_and_the_fair_coin() -> None:
 def test_c3_three_objectives_fitted_on_real_data_find_the_same_model() -> None:
     kl = information.measure_kl(n_pairs=500)
     assert kl.max_identity_error < 1e-12 and kl.max_kl_self == 0.0 and kl.min_kl > 0
-    fits = information.fit_objectives(loss_scale.DataConfig(name="multiclass", n_classes=5))
+    fits = information.fit_objectives(MakeClassificationConfig(name="multiclass", n_classes=5))
     assert (fits.n_rows, fits.n_cells, fits.n_classes) == (6300, 36, 5)
     assert fits.max_difference("cross_entropy", "likelihood") < 1e-6
     assert fits.max_difference("cross_entropy", "kl") < 1e-6
