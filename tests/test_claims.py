@@ -593,3 +593,8 @@ def test_disagreeing_seed_sets_make_a_claim_unstable() -> None:
     )
     same = ledger._combine_seed_sets([per_set[0], per_set[0]], [(0, 1, 2), (3, 4, 5)])
     assert same.verdict == HOLDS
+
+
+def test_every_claim_is_measured_here_or_fed_by_a_study() -> None:
+    for claim in registry.CLAIMS.values():
+        assert (claim.id in ledger.EXACT_CLAIMS) != bool(claim.study), claim.id
