@@ -366,7 +366,7 @@ def finish_run(
         The run's summary.
     """
     # The loss of every step (C13/C15 measure how it swings around its trend).
-    recorder.log_series({BATCH_LOSS_METRIC: result.batch_losses})
+    tracking.log_series_artifact(recorder, BATCH_LOSS_METRIC, result.batch_losses, output_dir)
     reached = epochs_to_target(result.history, config.trainer.target_val_acc)
     final_metrics = {
         "test/loss": on_test.loss,

@@ -777,13 +777,60 @@ def fetch_children(
     return [_record(client, run, history_metrics) for run in children]
 
 
+# Long per-step series (the batch loss of every step: ~4,000 values a run) are kept as one
+# .npy artifact each: as metric points they cost more store time than the rest of the run's
+# record together (measured in benchmarks/replicas.py), and the UI does not chart them usefully.
+SERIES_DIR = "series"
+
+
+def series_file_name(metric: str) -> str:
+    """The artifact file (under ``series/``) that holds ``metric``'s per-step values."""
+    return metric.replace("/", "_") + ".npy"
+
+
+def log_series_artifact(
+    recorder: RunRecorder, metric: str, values: np.ndarray, directory: Path
+) -> None:
+    """Save a per-step series as ``<directory>/series/<metric>.npy`` and log it under ``series/``.
+
+    Args:
+        recorder: the run's record.
+        metric: the series' name (e.g. ``train/batch_loss``).
+        values: one value per step.
+        directory: the run's local output directory.
+    """
+    path = directory / SERIES_DIR / series_file_name(metric)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, np.asarray(values, dtype=np.float32))
+    recorder.log_file(path, SERIES_DIR)
+
+
+def _series_from_artifacts(
+    client: MlflowClient, run_id: str, wanted: Sequence[str]
+) -> dict[str, list[float]]:
+    """The per-step series among ``wanted`` that the run logged with ``log_series_artifact``."""
+    files = {series_file_name(name): name for name in wanted}
+    found: dict[str, list[float]] = {}
+    stored = [a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(run_id, SERIES_DIR)]
+    for file_name in stored:
+        if file_name in files:
+            with tempfile.TemporaryDirectory() as scratch:
+                local = client.download_artifacts(run_id, f"{SERIES_DIR}/{file_name}", scratch)
+                found[files[file_name]] = [float(v) for v in np.load(local)]
+    return found
+
+
 def _record(client: MlflowClient, run: Any, history_metrics: Sequence[str]) -> RunRecord:
-    """A run as a RunRecord, with the full history of each of ``history_metrics`` it logged."""
+    """A run as a RunRecord, with the full history of each of ``history_metrics`` it logged
+    (as metric points, or as a ``series/`` artifact)."""
     history = {
         name: [m.value for m in sorted(client.get_metric_history(run.info.run_id, name), key=_step)]
         for name in history_metrics
         if name in run.data.metrics
     }
+    missing = [name for name in history_metrics if name not in history]
+    if missing:
+        history.update(_series_from_artifacts(client, run.info.run_id, missing))
     return RunRecord(
         run_id=run.info.run_id,
         params=dict(run.data.params),
