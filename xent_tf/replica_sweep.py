@@ -67,10 +67,22 @@ class SweepComposer:
     def __init__(self, hydra_context: HydraContext, config: DictConfig) -> None:
         self.hydra_context = hydra_context
         self.config = config
-        self._composed: dict[tuple[str, ...], DictConfig] = {}
+        self._composed: dict[tuple[str, ...], DictConfig] = {}  # by seed-less overrides
+        self._jobs: dict[tuple[str, ...], DictConfig] = {}  # by a job's whole overrides
 
     def compose(self, number: int, overrides: Sequence[str]) -> DictConfig:
         """The job's composed config, with its Hydra job id and number set."""
+        known = self._jobs.get(tuple(overrides))
+        if known is None:
+            known = self._jobs[tuple(overrides)] = self._compose(overrides)
+        sweep_config = copy.deepcopy(known)
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{number}"
+            sweep_config.hydra.job.num = number
+        return sweep_config
+
+    def _compose(self, overrides: Sequence[str]) -> DictConfig:
+        """Compose (or copy and adjust) the job's config, without its job id and number."""
         seeds = [m for m in (_SEED_OVERRIDE.match(o) for o in overrides) if m]
         key = tuple(o for o in overrides if not _SEED_OVERRIDE.match(o))
         template = self._composed.get(key) if len(seeds) == 1 else None
@@ -92,10 +104,19 @@ class SweepComposer:
                     item_sep=naming.item_sep,
                     exclude_keys=list(naming.exclude_keys),
                 )
-        with open_dict(sweep_config):
-            sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{number}"
-            sweep_config.hydra.job.num = number
         return sweep_config
+
+
+_shared: tuple[int, SweepComposer] | None = None
+
+
+def shared_composer(hydra_context: HydraContext, config: DictConfig) -> SweepComposer:
+    """The composer of this process's sweep (one per sweep config), shared by the sweeper's
+    pre-launch check and the launcher, so each job is composed once."""
+    global _shared
+    if _shared is None or _shared[0] != id(config):
+        _shared = (id(config), SweepComposer(hydra_context, config))
+    return _shared[1]
 
 
 def _typed(sweep_config: DictConfig) -> Config:
@@ -129,7 +150,7 @@ def plan_units(
     """
     from xent_tf.replica_batch import group_jobs
 
-    composer = SweepComposer(hydra_context, config)
+    composer = shared_composer(hydra_context, config)
     configs: list[Config | None] = []
     sweep_configs: dict[int, DictConfig] = {}
     invalid: dict[int, JobReturn] = {}

@@ -59,6 +59,8 @@ from sqlalchemy.engine import Engine
 from xent_tf.comparison import RunRecord
 
 log = logging.getLogger(__name__)
+# Tries at linking a run's dataset inputs (see MlflowRun.log_datasets).
+_DATASET_ATTEMPTS = 3
 
 
 @event.listens_for(Engine, "connect")
@@ -437,7 +439,17 @@ class MlflowRun:
                 DatasetInput(dataset._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, split)])
             )
         with self._store("logging the datasets"):
-            self.client.log_inputs(self.run_id, datasets=inputs)
+            for attempt in range(_DATASET_ATTEMPTS):
+                try:
+                    self.client.log_inputs(self.run_id, datasets=inputs)
+                    break
+                except mlflow.exceptions.MlflowException as error:
+                    # Parallel jobs of one sweep log the same data set: the store creates a
+                    # dataset row only when it has none, and the loser of that race hits the
+                    # unique key. Its next attempt finds the row and links to it.
+                    duplicate = "unique constraint" in str(error).lower()
+                    if not duplicate or attempt == _DATASET_ATTEMPTS - 1:
+                        raise
 
     def flush(self) -> None:
         """Send every buffered metric now, in batches of MLflow's maximum size.
