@@ -520,7 +520,11 @@ class TrackingConfig:
     enabled: bool = True
     # Relative sqlite paths resolve against the directory the command was started in.
     uri: str = "sqlite:///mlflow.db"
-    log_model: bool = True  # the trained model as a .keras artifact
+    log_model: bool = True  # keep the trained model (model.keras in the output dir, and MLflow)
+    # true: an MLflow logged model (the runs table's Models column, models:/ URIs, pyfunc);
+    # false: model.keras as a plain run artifact. Studies choose false for their children: the
+    # logged model cost more than training a replica (benchmarks/replicas.py).
+    logged_model: bool = True
     # Each run's plots/loss_curve.png. Studies turn it off for their children: drawing it was
     # most of a replica's recording time, the parent has the overlay plots, and the MLflow UI
     # draws every run's curves from its metrics.

@@ -399,7 +399,8 @@ def record_inputs_and_model(
     output_dir: Path,
 ) -> None:
     """Save the trained model to ``output_dir/model.keras``, then record the run's dataset
-    inputs and its logged model (with ``tracking.log_model``).
+    inputs and the model (with ``tracking.log_model``: a logged model, or with
+    ``tracking.logged_model=false`` the file as a run artifact).
 
     Called once the run's metrics are logged: should the store refuse either record (full
     disk, a server that says no), the run still has its metrics and the model file, and
@@ -417,8 +418,10 @@ def record_inputs_and_model(
         config.data.name,
         {"source": type(config.data).__name__, **_data_source(config)},
     )
-    if keep_model:
+    if keep_model and config.tracking.logged_model:
         recorder.log_model(model, data.test.x[:5], step=config.trainer.epochs)
+    elif keep_model:
+        recorder.log_file(output_dir / "model.keras", "model")
 
 
 def _data_source(config: Config) -> dict[str, str]:

@@ -37,6 +37,7 @@ UI_STUDY = [
     "seed=0,1",
     *(o for o in TINY if not o.startswith("tracking.log_model")),
     "trainer.epochs=3",
+    "tracking.logged_model=true",  # the Models column is what the browser test looks at
     "hydra/launcher=joblib",
     "hydra.launcher.n_jobs=2",
 ]
