@@ -140,7 +140,7 @@ def count_sweep_jobs(config: DictConfig) -> int | None:
     (``seed=0,1,2``, ``range(8)``), done once more in the launching process.
     """
     sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
-    if not sweeper.endswith("BasicSweeper"):
+    if not sweeper.endswith(("BasicSweeper", "ReplicaSweeper")):  # ReplicaSweeper: a Basic one
         return None
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
