@@ -211,6 +211,18 @@ class MlflowSweepCallback(Callback):
             raise SystemExit(1) from error
         self.sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._open_parent(config, uri, study)
+        except tracking.TrackingUnavailableError as error:  # e.g. no permission to log there
+            log.error("the sweep cannot start: %s", error)
+            raise SystemExit(1) from error
+        atexit.register(self._end_if_still_running)
+
+    def _open_parent(self, config: DictConfig, uri: str, study: str) -> None:
+        """Reopen the sweep directory's parent run, or create one."""
+        from xent_tf import tracking
+
+        assert self.sweep_dir is not None
         earlier = parent_for_sweep(self.sweep_dir)
         if (
             earlier is not None
@@ -239,7 +251,6 @@ class MlflowSweepCallback(Callback):
             self.parent = ParentRun(run_id, experiment_id, uri)
             (self.sweep_dir / PARENT_FILE).write_text(json.dumps(asdict(self.parent)))
             log.info("sweep parent run %s in experiment '%s'", run_id, config.experiment_name)
-        atexit.register(self._end_if_still_running)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Hand the parent to the job, which runs in this process (maybe on another machine),

@@ -16,6 +16,7 @@ server is back (``fail_orphaned_children``).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import importlib.metadata
 import json
@@ -52,6 +53,7 @@ from mlflow.entities import (
 )
 from mlflow.models import Model, ModelSignature
 from mlflow.types import Schema, TensorSpec
+from mlflow.utils.credentials import read_mlflow_creds
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -108,6 +110,11 @@ class TrackingUnavailableError(RuntimeError):
     """The tracking store cannot be reached or written."""
 
 
+class TrackingUnauthorizedError(TrackingUnavailableError):
+    """The tracking server refuses this client: no or wrong credentials, or no permission to
+    write to the experiment (its message says "not authorised" and names the server)."""
+
+
 class RunTerminated(Exception):
     """The process got SIGTERM while a run was open; the run ended KILLED.
 
@@ -159,6 +166,84 @@ def server_answers(tracking_uri: str, timeout_seconds: float = _PROBE_SECONDS) -
         return False
 
 
+def _auth_headers() -> dict[str, str]:
+    """The credentials MLflow's client would send: MLFLOW_TRACKING_USERNAME / _PASSWORD (or
+    ~/.mlflow/credentials) as basic auth, else MLFLOW_TRACKING_TOKEN as a bearer token."""
+    creds = read_mlflow_creds()
+    if creds.username and creds.password:
+        pair = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
+        return {"Authorization": f"Basic {pair}"}
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _who() -> str:
+    """Who this client says it is, for messages ("user 'alice'" or "no credentials")."""
+    username = read_mlflow_creds().username
+    if username:
+        return f"user {username!r}"
+    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        return "the token in MLFLOW_TRACKING_TOKEN"
+    return "a client without credentials"
+
+
+_CREDENTIALS_HINT = (
+    "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account the server's "
+    "admin created (README: Accounts on the team server)"
+)
+
+
+def check_credentials(uri: str, timeout_seconds: float = 5.0) -> None:
+    """Fail when a tracking server refuses this client's credentials (a server with accounts).
+
+    Args:
+        uri: ``http(s)://host:port`` of a server that answers /health.
+        timeout_seconds: how long to wait for the answer.
+
+    Raises:
+        TrackingUnauthorizedError: HTTP 401 or 403 to an authenticated read.
+    """
+    request = urllib.request.Request(
+        uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1",
+        headers=_auth_headers(),
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_seconds):
+            return
+    except urllib.error.HTTPError as error:
+        if error.code not in (401, 403):
+            return  # not about who we are: the store's own calls report it with its context
+        raise TrackingUnauthorizedError(
+            f"not authorised by MLflow tracking server {uri}: it refused {_who()} "
+            f"(HTTP {error.code}); {_CREDENTIALS_HINT}"
+        ) from error
+    except (urllib.error.URLError, OSError):
+        return  # /health answered a moment ago: a passing hiccup, the run's calls will retry
+
+
+def _denied(error: BaseException) -> bool:
+    """Whether an MLflow error is the server refusing this client (401/403)."""
+    code = getattr(error, "error_code", "")
+    return code in ("PERMISSION_DENIED", "UNAUTHENTICATED") or (
+        "You are not authenticated" in str(error)
+    )
+
+
+@contextmanager
+def _authorised(tracking_uri: str, action: str) -> Iterator[None]:
+    """Turn the server's refusal of this client into a clear ``TrackingUnauthorizedError``."""
+    try:
+        yield
+    except mlflow.exceptions.MlflowException as error:
+        if not _denied(error):
+            raise
+        raise TrackingUnauthorizedError(
+            f"not authorised: MLflow tracking server {tracking_uri} does not let {_who()} "
+            f"{action} ({error.error_code}); ask the experiment's owner or the server's admin "
+            "for EDIT permission, or log to an experiment of your own"
+        ) from error
+
+
 def check_tracking_uri(uri: str, timeout_seconds: float = 5.0) -> None:
     """Fail fast, before any training, when the tracking store is unusable.
 
@@ -169,6 +254,7 @@ def check_tracking_uri(uri: str, timeout_seconds: float = 5.0) -> None:
     Raises:
         TrackingUnavailableError: the server does not answer, or the SQLite file's directory
             does not exist or is not writable.
+        TrackingUnauthorizedError: the server has accounts and refuses this client's.
     """
     if _is_http(uri):
         bound_http_retries()
@@ -182,6 +268,7 @@ def check_tracking_uri(uri: str, timeout_seconds: float = 5.0) -> None:
                 f"MLflow tracking server {uri} is unreachable ({error}); start one with "
                 "`make server`, pass tracking.uri=http://HOST:PORT, or use tracking=sqlite"
             ) from error
+        check_credentials(uri, timeout_seconds)
     elif uri.startswith("sqlite:///"):
         directory = Path(uri.removeprefix("sqlite:///")).expanduser().resolve().parent
         if not directory.is_dir() or not os.access(directory, os.W_OK):
@@ -304,6 +391,11 @@ class MlflowRun:
             yield
         except Exception as error:
             if server_answers(self.tracking_uri):
+                if _denied(error):
+                    raise TrackingUnauthorizedError(
+                        f"not authorised: MLflow tracking server {self.tracking_uri} refused "
+                        f"{_who()} while {action} for run {self.run_id} ({error})"
+                    ) from error
                 raise  # the server is up: a real error (bad value, full disk...), as it is
             unsent = len(self._buffer)
             lost = f"; {unsent} metric values were not sent" if unsent else ""
@@ -525,8 +617,9 @@ def start_parent_run(
         (run id, experiment id).
     """
     client = _client(tracking_uri)
-    experiment_id = get_or_create_experiment(client, experiment_name)
-    run = client.create_run(experiment_id, run_name=fit_run_name(run_name), tags=dict(tags))
+    with _authorised(tracking_uri, f"create a run in experiment {experiment_name!r}"):
+        experiment_id = get_or_create_experiment(client, experiment_name)
+        run = client.create_run(experiment_id, run_name=fit_run_name(run_name), tags=dict(tags))
     return run.info.run_id, experiment_id
 
 
@@ -548,7 +641,8 @@ def reopen_run(tracking_uri: str, run_id: str, experiment_id: str) -> bool:
         return False
     if run.info.experiment_id != experiment_id or run.info.lifecycle_stage != "active":
         return False
-    client.update_run(run_id, status="RUNNING")
+    with _authorised(tracking_uri, f"reopen run {run_id}"):
+        client.update_run(run_id, status="RUNNING")
     return True
 
 
@@ -623,11 +717,12 @@ def open_run(
         TrackingUnavailableError: the server stopped answering (the original error otherwise).
     """
     client = _client(tracking_uri)
-    experiment_id = get_or_create_experiment(client, experiment_name)
     initial_tags = dict(tags or {})
     if parent_run_id:
         initial_tags["mlflow.parentRunId"] = parent_run_id
-    run = client.create_run(experiment_id, run_name=fit_run_name(run_name), tags=initial_tags)
+    with _authorised(tracking_uri, f"create a run in experiment {experiment_name!r}"):
+        experiment_id = get_or_create_experiment(client, experiment_name)
+        run = client.create_run(experiment_id, run_name=fit_run_name(run_name), tags=initial_tags)
     recorder = MlflowRun(client, run.info.run_id, experiment_id, tracking_uri)
     try:
         yield recorder
