@@ -86,10 +86,12 @@ server: install-scale
 # Every comparison study with its default 10 seeds (replica batches), then the claims ledger, which reads those
 # studies from the same store and prints the verdict table (C1-C16).
 # ARGS go to every command, e.g. make reproduce ARGS="tracking.uri=sqlite:////abs/store.db".
+# +resume=true: started again after an interruption, each study continues its latest sweep and
+# trains only the jobs that did not FINISH (same config hash); a finished study only re-reports.
 STUDIES := binary_vs_categorical mse_vs_ce lr_sweep lr_range_test annealing
 reproduce: install
 	set -e; for study in $(STUDIES); do \
-		$(BIN)/python experiments/run.py -m +experiment=$$study $(ARGS); \
+		$(BIN)/python experiments/run.py -m +experiment=$$study +resume=true $(ARGS); \
 	done
 	$(BIN)/python experiments/run.py +experiment=claims $(ARGS)
 

@@ -26,6 +26,7 @@ from xent_tf.config import Config
 from xent_tf.data import Dataset
 from xent_tf.identity import run_identity
 from xent_tf.lr_finder import RangeTestResult, find_learning_rate, region_rates
+from xent_tf.resume import CONFIG_HASH_TAG, config_hash
 from xent_tf.runtime import DeviceChoice, configure_runtime
 from xent_tf.training import (
     CompiledLoop,
@@ -112,6 +113,8 @@ def run_tags(config: Config, device: DeviceChoice, overrides: list[str]) -> dict
         "device": device.kind,
         "device.description": device.description,
         "seed": str(config.seed),
+        # What a resumed sweep compares to skip this job's config (not the run's name).
+        CONFIG_HASH_TAG: config_hash(config),
         "hydra.overrides": " ".join(overrides) or "(none)",
         "git.commit": git_commit(),
         "version.tensorflow": tf.__version__,

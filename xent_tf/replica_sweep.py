@@ -16,7 +16,7 @@ import copy
 import logging
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict, read_write
 
 from xent_tf.config import Config, to_config
+from xent_tf.resume import FinishedJob, config_hash, read_finished
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,15 @@ def _failed_job(overrides: Sequence[str], error: Exception) -> JobReturn:
     return ret
 
 
+def _skipped_job(overrides: Sequence[str], done: FinishedJob) -> JobReturn:
+    """A job whose config already FINISHED under the resumed parent: its recorded val loss."""
+    ret = JobReturn(
+        overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=done.val_loss
+    )
+    ret.task_name = "skipped"
+    return ret
+
+
 def plan_units(
     hydra_context: HydraContext,
     config: DictConfig,
@@ -121,11 +131,16 @@ def plan_units(
     initial_job_idx: int,
     max_replicas: int,
     sweep_name: str,
+    finished: Mapping[str, FinishedJob] | None = None,
 ) -> tuple[list[WorkUnit], dict[int, JobReturn]]:
-    """Validate every job and group the valid ones into work units.
+    """Validate every job, set aside those already finished, group the rest into work units.
+
+    Args:
+        finished: {config hash: its FINISHED run} of a resumed parent (``resume``): those jobs
+            are not run again.
 
     Returns:
-        (the units, the JobReturns of invalid jobs by job number).
+        (the units, the JobReturns of invalid and skipped jobs by job number).
     """
     from xent_tf.replica_batch import group_jobs
 
@@ -137,10 +152,18 @@ def plan_units(
         number = initial_job_idx + offset
         try:
             sweep_configs[offset] = composer.compose(number, overrides)
-            configs.append(_typed(sweep_configs[offset]))
+            typed = _typed(sweep_configs[offset])
         except Exception as error:
             configs.append(None)
             invalid[number] = _failed_job(overrides, error)
+            continue
+        done = (finished or {}).get(config_hash(typed))
+        configs.append(None if done is not None else typed)
+        if done is not None:
+            invalid[number] = _skipped_job(overrides, done)
+    skipped = sum(r.task_name == "skipped" for r in invalid.values())
+    if skipped:
+        log.info("%d jobs skipped: their config already FINISHED under the parent run", skipped)
     units = []
     for index, members in enumerate(group_jobs(configs, max_replicas), start=1):
         jobs = tuple((initial_job_idx + i, tuple(job_overrides[i])) for i in members)
@@ -248,7 +271,13 @@ def launch(
     sweep_dir = Path(str(config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     units, returns = plan_units(
-        hydra_context, config, job_overrides, initial_job_idx, max_replicas, sweep_dir.name
+        hydra_context,
+        config,
+        job_overrides,
+        initial_job_idx,
+        max_replicas,
+        sweep_dir.name,
+        read_finished(sweep_dir),
     )
     log.info(
         "%d jobs in %d units (%s); sweep output dir: %s",

@@ -9,8 +9,10 @@ parent to the job in-process. When the sweep ends, the callback marks children l
 a vanished tracking server FAILED, builds the study report from the store and attaches it to
 the parent.
 
-Re-running a sweep into the same sweep directory (``hydra.sweep.dir=<the interrupted one>``)
-continues it: its parent is reused, and the report keeps one run per variant x seed.
+Re-running a sweep into the same sweep directory (``hydra.sweep.dir=<the interrupted one>``),
+or with ``+resume=true`` (the experiment's latest sweep parent, if it recorded the same study
+definition), continues it: its parent is reused, every job whose config already FINISHED under
+it is skipped (``finished_job``, by config hash), and the report keeps one run per variant x seed.
 """
 
 from __future__ import annotations
@@ -32,7 +34,16 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from xent_tf import progress
+from xent_tf.config import Config
 from xent_tf.identity import run_name
+from xent_tf.resume import (
+    FinishedJob,
+    config_hash,
+    definition_differences,
+    read_finished,
+    study_definition,
+    write_finished,
+)
 from xent_tf.studies import get_study
 
 log = logging.getLogger(__name__)
@@ -56,6 +67,8 @@ class ParentRun:
 _job_parent: tuple[Path, ParentRun] | None = None
 # When this process's current job started (``on_job_start``), for its progress line.
 _job_started: float = 0.0
+# The resumed parent's FINISHED jobs handed to this process by ``on_job_start``.
+_job_finished: dict[str, FinishedJob] = {}
 
 
 def parent_for_sweep(sweep_dir: Path) -> ParentRun | None:
@@ -73,6 +86,76 @@ def parent_for_sweep(sweep_dir: Path) -> ParentRun | None:
     if _job_parent is not None and _job_parent[0] == sweep_dir:
         return _job_parent[1]
     return None
+
+
+def finished_job(sweep_dir: Path, config: Config) -> FinishedJob | None:
+    """The FINISHED run of a resumed sweep's parent with this job's config, if any.
+
+    Args:
+        sweep_dir: the sweep directory, as the job sees it.
+        config: the job's config.
+
+    Returns:
+        The run to keep in place of running the job again, or None (run it).
+    """
+    finished = read_finished(sweep_dir)
+    if not finished and _job_parent is not None and _job_parent[0] == sweep_dir:
+        finished = _job_finished  # a job on a machine that cannot see the sweep directory
+    return finished.get(config_hash(config))
+
+
+class ResumeRefusedError(ValueError):
+    """``+resume=true`` names a study that is not the one its parent run recorded."""
+
+
+def _study_definition(config: DictConfig) -> dict[str, str]:
+    """The sweep's study definition: its base config and the command line's overrides."""
+    from xent_tf import tracking
+
+    base = OmegaConf.to_container(config, resolve=False)
+    assert isinstance(base, dict)
+    base.pop("hydra", None)
+    overrides: dict[str, str] = {}
+    for override in config.hydra.overrides.task:
+        key, _, value = str(override).partition("=")
+        overrides[key] = value
+    return study_definition(tracking.flatten({str(k): v for k, v in base.items()}), overrides)
+
+
+def _parent_to_resume(
+    uri: str, experiment_name: str, definition: dict[str, str]
+) -> ParentRun | None:
+    """The experiment's latest sweep parent, if its study definition is this sweep's.
+
+    Returns:
+        None when the experiment has no sweep yet (the sweep starts a new parent).
+
+    Raises:
+        ResumeRefusedError: the parent recorded another definition (the message lists the keys).
+    """
+    from xent_tf import tracking
+
+    try:
+        found = tracking.find_study_parent(uri, experiment_name, finished_only=False)
+    except ValueError as error:
+        log.info("+resume=true: nothing to resume (%s); starting a new sweep", error)
+        return None
+    recorded = tracking.recorded_study_definition(uri, found.run_id)
+    if recorded is None:
+        raise ResumeRefusedError(
+            f"+resume=true: parent run {found.run_id} of experiment {experiment_name!r} has no "
+            "recorded study definition (made before resume existed); re-run it into its own "
+            "sweep directory (hydra.sweep.dir=...) instead"
+        )
+    differences = definition_differences(recorded, definition)
+    if differences:
+        raise ResumeRefusedError(
+            f"+resume=true refused: this sweep is not the study of parent run {found.run_id} "
+            f"(experiment {experiment_name!r}); keys that differ (recorded -> now): "
+            + "; ".join(differences)
+            + " (to start a new study of it, leave +resume=true out)"
+        )
+    return ParentRun(found.run_id, found.experiment_id, uri)
 
 
 def _release_idle_workers() -> None:
@@ -171,6 +254,8 @@ class MlflowSweepCallback(Callback):
 
     def __init__(self) -> None:
         self.parent: ParentRun | None = None
+        # {config hash: its FINISHED run} of a resumed parent: those jobs are skipped.
+        self.finished: dict[str, FinishedJob] = {}
         self.sweep_dir: Path | None = None
         self.progress: progress.SweepProgress | None = None
 
@@ -213,28 +298,37 @@ class MlflowSweepCallback(Callback):
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._open_parent(config, uri, study)
-        except tracking.TrackingUnavailableError as error:  # e.g. no permission to log there
+        except (tracking.TrackingUnavailableError, ResumeRefusedError) as error:
             log.error("the sweep cannot start: %s", error)
             raise SystemExit(1) from error
         atexit.register(self._end_if_still_running)
 
     def _open_parent(self, config: DictConfig, uri: str, study: str) -> None:
-        """Reopen the sweep directory's parent run, or create one."""
+        """Reopen the sweep directory's parent run (or with ``+resume=true``, the experiment's
+        latest sweep parent), or create one; leave the reopened parent's FINISHED jobs for the
+        jobs to skip."""
         from xent_tf import tracking
 
         assert self.sweep_dir is not None
+        definition = _study_definition(config)
         earlier = parent_for_sweep(self.sweep_dir)
+        if earlier is None and OmegaConf.select(config, "resume", default=False):
+            earlier = _parent_to_resume(uri, str(config.experiment_name), definition)
+        self.finished = {}
         if (
             earlier is not None
             and earlier.tracking_uri == uri
             and tracking.reopen_run(uri, earlier.run_id, earlier.experiment_id)
         ):
             self.parent = earlier
+            (self.sweep_dir / PARENT_FILE).write_text(json.dumps(asdict(self.parent)))
+            self.finished = tracking.finished_children(uri, earlier.run_id, earlier.experiment_id)
             log.info(
-                "re-running sweep %s: its jobs join parent run %s again; the report keeps the "
-                "latest finished run of each variant and seed",
-                self.sweep_dir,
+                "resuming sweep: its jobs join parent run %s again; %d configs that already "
+                "FINISHED there are skipped (same config hash); the report keeps the latest "
+                "finished run of each variant and seed",
                 earlier.run_id,
+                len(self.finished),
             )
         else:
             overrides = list(config.hydra.overrides.task)
@@ -250,13 +344,15 @@ class MlflowSweepCallback(Callback):
             )
             self.parent = ParentRun(run_id, experiment_id, uri)
             (self.sweep_dir / PARENT_FILE).write_text(json.dumps(asdict(self.parent)))
+            tracking.record_study_definition(uri, run_id, definition)
             log.info("sweep parent run %s in experiment '%s'", run_id, config.experiment_name)
+        write_finished(self.sweep_dir, self.finished)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Hand the parent to the job, which runs in this process (maybe on another machine),
         and keep its INFO lines (per epoch, its summary) in its log file, off the terminal,
         unless the command line says ``trainer.verbose=true``."""
-        global _job_parent, _job_started
+        global _job_parent, _job_started, _job_finished
         _job_started = time.monotonic()
         multirun = OmegaConf.select(config, "hydra.mode") == RunMode.MULTIRUN
         if multirun and not _wants_epoch_lines(list(config.hydra.overrides.task)):
@@ -264,8 +360,10 @@ class MlflowSweepCallback(Callback):
         sweep_dir = OmegaConf.select(config, "hydra.sweep.dir")
         if self.parent is None or sweep_dir is None:
             _job_parent = None
+            _job_finished = {}
             return
         _job_parent = (Path(str(sweep_dir)), self.parent)
+        _job_finished = self.finished
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         """Print the job's progress line (from the process that ran it)."""

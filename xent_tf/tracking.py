@@ -59,6 +59,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from xent_tf.comparison import RunRecord
+from xent_tf.resume import CONFIG_HASH_TAG, FinishedJob
 
 log = logging.getLogger(__name__)
 
@@ -1071,3 +1072,61 @@ def latest_finished_run(
             record = _record(client, run, history_metrics)
             return record, str(experiment.experiment_id)
     return None
+
+
+# --- resuming a sweep ----------------------------------------------------------------------
+
+# The final validation loss of a run: the last value of this metric (a job's return value).
+VAL_LOSS_METRIC = "val/loss"
+_DEFINITION_FILE = "study_definition.json"
+
+
+def finished_children(
+    tracking_uri: str, parent_run_id: str, experiment_id: str
+) -> dict[str, FinishedJob]:
+    """{config hash: the newest FINISHED child run with it} of a sweep parent.
+
+    Args:
+        tracking_uri: the store.
+        parent_run_id: the sweep's parent run.
+        experiment_id: its experiment.
+
+    Returns:
+        One entry per config hash recorded (``resume.CONFIG_HASH_TAG``) on a FINISHED child;
+        runs from before the tag existed are not matched (their jobs run again).
+    """
+    client = _client(tracking_uri)
+    children = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'FINISHED'"
+        ),
+        order_by=["attributes.start_time ASC"],
+        max_results=10_000,
+    )
+    finished = {}
+    for run in children:  # oldest first: a newer run of the same config wins
+        key = run.data.tags.get(CONFIG_HASH_TAG)
+        if key:
+            loss = run.data.metrics.get(VAL_LOSS_METRIC, float("nan"))
+            finished[key] = FinishedJob(run.info.run_id, float(loss))
+    return finished
+
+
+def record_study_definition(tracking_uri: str, run_id: str, definition: Mapping[str, str]) -> None:
+    """Keep a sweep's study definition on its parent run (``study_definition.json``)."""
+    _client(tracking_uri).log_text(
+        run_id, json.dumps(dict(definition), indent=1, sort_keys=True), _DEFINITION_FILE
+    )
+
+
+def recorded_study_definition(tracking_uri: str, run_id: str) -> dict[str, str] | None:
+    """The study definition kept on a sweep parent run, or None when it has none."""
+    client = _client(tracking_uri)
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = client.download_artifacts(run_id, _DEFINITION_FILE, folder)
+        except Exception as error:  # no such artifact: a parent from before definitions
+            log.debug("parent run %s has no study definition: %s", run_id, error)
+            return None
+        return {str(k): str(v) for k, v in json.loads(Path(path).read_text()).items()}
