@@ -13,9 +13,11 @@ joblib's worker processes.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,8 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from xent_tf.config import Config, to_config
 from xent_tf.resume import FinishedJob, config_hash, read_finished
+from xent_tf.sweep import preload_job_modules
+from xent_tf.worker_pool import WorkerDeath
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +247,50 @@ def execute_unit(
     ]
 
 
+def record_lost_jobs(
+    sweep_dir: Path,
+    death: WorkerDeath,
+    jobs: Sequence[tuple[Config, list[str]]],
+    started_ms: int,
+) -> list[JobReturn]:
+    """The results of jobs whose worker died: FAILED runs in MLflow, NaN for the sweeper.
+
+    Args:
+        sweep_dir: the sweep directory (its parent run, if tracking is on).
+        death: how the worker died.
+        jobs: (config, overrides) of each job it held.
+        started_ms: when the sweep's jobs started (ms since the epoch).
+
+    Returns:
+        One JobReturn per job: completed with NaN, as a failed job's is, so the sweep goes on.
+    """
+    from xent_tf.sweep import parent_for_sweep
+
+    parent = parent_for_sweep(sweep_dir)
+    if parent is not None:
+        from xent_tf.lost_jobs import record_worker_death
+
+        try:
+            record_worker_death(
+                parent.tracking_uri,
+                parent.run_id,
+                parent.experiment_id,
+                death,
+                jobs,
+                started_ms,
+            )
+        except Exception:  # the sweep goes on; the sweep's end marks orphans FAILED
+            log.exception("could not record the jobs of a dead worker in MLflow")
+    else:
+        log.error("%s: %d jobs failed", death.description, len(jobs))
+    returns = []
+    for _, overrides in jobs:
+        ret = JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=math.nan)
+        ret.task_name = "worker died"
+        returns.append(ret)
+    return returns
+
+
 def launch(
     hydra_context: HydraContext,
     task_function: TaskFunction,
@@ -291,10 +339,26 @@ def launch(
     if workers <= 1:
         results = [execute_unit(u, hydra_context, config, task_function, state) for u in units]
     else:
-        from joblib import Parallel, delayed
+        from xent_tf.worker_pool import run_tasks
 
-        results = Parallel(n_jobs=workers, backend="loky")(
-            delayed(execute_unit)(u, hydra_context, config, task_function, state) for u in units
+        started_ms = int(time.time() * 1000)
+
+        def lost(index: int, death: WorkerDeath) -> list[JobReturn]:
+            unit = units[index]
+            jobs = [
+                (_typed(c), list(o))
+                for c, (_, o) in zip(unit.sweep_configs, unit.jobs, strict=True)
+            ]
+            return record_lost_jobs(sweep_dir, death, jobs, started_ms)
+
+        results = run_tasks(
+            [
+                functools.partial(execute_unit, u, hydra_context, config, task_function, state)
+                for u in units
+            ],
+            workers,
+            lost,
+            preload_job_modules,
         )
     for unit, unit_returns in zip(units, results, strict=True):
         for (number, _), ret in zip(unit.jobs, unit_returns, strict=True):

@@ -193,7 +193,9 @@ def _start_workers_early(config: DictConfig) -> threading.Thread | None:
         not joblib.
     """
     target = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
-    if not target.endswith("JoblibLauncher"):
+    # Only Hydra's own joblib launcher uses loky's pool; the resilient one (what
+    # hydra/launcher=joblib selects here) starts workers of its own (``worker_pool``).
+    if not target.endswith("JoblibLauncher") or target.endswith("ResilientJoblibLauncher"):
         return None
     from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
     from joblib import Parallel, delayed, effective_n_jobs

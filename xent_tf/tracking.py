@@ -1130,3 +1130,81 @@ def recorded_study_definition(tracking_uri: str, run_id: str) -> dict[str, str] 
             log.debug("parent run %s has no study definition: %s", run_id, error)
             return None
         return {str(k): str(v) for k, v in json.loads(Path(path).read_text()).items()}
+
+
+# --- jobs whose worker process died ----------------------------------------------------------
+
+
+def fail_runs_of_process(
+    tracking_uri: str,
+    parent_run_id: str,
+    experiment_id: str,
+    pid: int,
+    error: str,
+    since_ms: int,
+) -> dict[str, str]:
+    """Mark the child runs a dead worker process left RUNNING FAILED, with ``error``.
+
+    Args:
+        tracking_uri: the store.
+        parent_run_id: the sweep's parent run.
+        experiment_id: its experiment.
+        pid: the dead worker's process id (the runs' ``pid`` tag).
+        error: the ``error`` tag of the runs marked.
+        since_ms: only runs started at or after this time (ms since the epoch): a pid can be
+            reused by a worker of an earlier sweep.
+
+    Returns:
+        {config hash: run id} of every child that process started since then, whatever its
+        status (a job absent here never opened a run).
+    """
+    client = _client(tracking_uri)
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.pid = '{pid}' "
+            f"and attributes.start_time >= {since_ms}"
+        ),
+        max_results=10_000,
+    )
+    for run in runs:
+        if run.info.status == "RUNNING":
+            client.set_tag(run.info.run_id, "error", error)
+            client.set_terminated(run.info.run_id, status="FAILED")
+    return {run.data.tags.get(CONFIG_HASH_TAG, ""): run.info.run_id for run in runs}
+
+
+def record_failed_run(
+    tracking_uri: str,
+    experiment_id: str,
+    run_name: str,
+    parent_run_id: str,
+    params: Mapping[str, str],
+    tags: Mapping[str, str],
+    error: str,
+) -> str:
+    """A FAILED child run for a job that never opened its own (its worker died first).
+
+    Args:
+        tracking_uri: the store.
+        experiment_id: the sweep's experiment.
+        run_name: the job's run name.
+        parent_run_id: the sweep's parent run.
+        params: the job's config as dotted params (the report groups runs by them).
+        tags: the job's identity tags.
+        error: why it failed (the ``error`` tag).
+
+    Returns:
+        The new run's id.
+    """
+    client = _client(tracking_uri)
+    run = client.create_run(
+        experiment_id,
+        run_name=fit_run_name(run_name),
+        tags={**tags, "mlflow.parentRunId": parent_run_id, "error": error},
+    )
+    items = [Param(k, v) for k, v in params.items()]
+    for start in range(0, len(items), _PARAM_BATCH):
+        client.log_batch(run.info.run_id, params=items[start : start + _PARAM_BATCH])
+    client.set_terminated(run.info.run_id, status="FAILED")
+    return str(run.info.run_id)
