@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-scale run test lint bench ui server reproduce clean
+.PHONY: install install-scale run test lint bench ui server sync reproduce clean
 
 install: $(STAMP)
 
@@ -82,6 +82,11 @@ server: install-scale
 	exec $(BIN)/mlflow server --backend-store-uri "$(DATABASE_URL)" --serve-artifacts \
 		--artifacts-destination "$(ARTIFACTS_DIR)" --host $(SERVER_HOST) --port $(SERVER_PORT) \
 		--workers $(SERVER_WORKERS) $$app $(SERVER_ARGS)
+
+# Send what the runs under DIR kept in their spools while the tracking server was away
+# (a sweep's directory, or one job's): make sync DIR=multirun/mse_vs_ce/2026-01-01_12-00-00
+sync: install
+	$(BIN)/python experiments/report.py --sync "$(DIR)"
 
 # Every comparison study with its default 10 seeds (replica batches), then the claims ledger, which reads those
 # studies from the same store and prints the verdict table (C1-C16).

@@ -158,6 +158,32 @@ def _parent_to_resume(
     return ParentRun(found.run_id, found.experiment_id, uri)
 
 
+def _replay_spools(sweep_dir: Path, parent_run_id: str) -> None:
+    """Send what the sweep's jobs kept in their spools (``tracking.replay_spools``).
+
+    Raises:
+        SystemExit: a spool is damaged or another sweep's (the message names it; none is sent).
+    """
+    from xent_tf import tracking
+    from xent_tf.spool import SpoolError
+
+    try:
+        replayed = tracking.replay_spools(sweep_dir, parent_run_id)
+    except SpoolError as error:
+        log.error("the sweep's spooled records were not sent: %s", error)
+        raise SystemExit(1) from error
+    for done in replayed:
+        log.info(
+            "replayed the spool of run %s: %d records, %d metric points sent (%d were there "
+            "already), status %s",
+            done.run_id,
+            done.records,
+            done.points_sent,
+            done.points_present,
+            done.status or "(unchanged)",
+        )
+
+
 def _release_idle_workers() -> None:
     """Stop the joblib launcher's worker processes now that every job has returned.
 
@@ -324,6 +350,9 @@ class MlflowSweepCallback(Callback):
         ):
             self.parent = earlier
             (self.sweep_dir / PARENT_FILE).write_text(json.dumps(asdict(self.parent)))
+            # What the last attempt's jobs could not send counts: a job whose spool ends
+            # FINISHED is not run again.
+            _replay_spools(self.sweep_dir, earlier.run_id)
             self.finished = tracking.finished_children(uri, earlier.run_id, earlier.experiment_id)
             log.info(
                 "resuming sweep: its jobs join parent run %s again; %d configs that already "
@@ -402,9 +431,11 @@ class MlflowSweepCallback(Callback):
             log.error(
                 "the sweep ended but MLflow tracking server %s is unreachable: no report was "
                 "built and parent run %s (and any job that could not end its own run) stays "
-                "RUNNING there. When the server is back, re-run the sweep into the same "
-                "directory (hydra.sweep.dir=%s): finished jobs are run again and the report "
-                "keeps the latest finished run of each variant and seed",
+                "RUNNING there; what its jobs could not send is kept in their spools "
+                "(mlflow_spool.jsonl). When the server is back, re-run the sweep into the same "
+                "directory (hydra.sweep.dir=%s): the spools are sent, jobs that FINISHED are "
+                "skipped, and the report keeps the latest finished run of each variant and seed "
+                "(or send the spools alone: python experiments/report.py --sync DIR)",
                 uri,
                 self.parent.run_id,
                 self.sweep_dir,
@@ -412,7 +443,9 @@ class MlflowSweepCallback(Callback):
             # Hydra turns a callback's exception into a warning and exits 0: a sweep whose
             # records could not be completed must not look like a success to a script or CI.
             raise SystemExit(1)
-        # Every job has returned: a child still RUNNING lost its server before it could end.
+        # Every job has returned: what they could not send while the server was away is sent
+        # now; a child still RUNNING after that lost its server before it could end.
+        _replay_spools(self.sweep_dir, self.parent.run_id)
         orphans = tracking.fail_orphaned_children(
             uri, self.parent.run_id, self.parent.experiment_id
         )
