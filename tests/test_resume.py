@@ -6,7 +6,6 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from mlflow import MlflowClient
 
 from tests.test_entrypoint import run_cli
@@ -73,7 +72,6 @@ def _children(uri: str) -> list:  # type: ignore[type-arg]
 SWEEP = ["-m", "+debug=tiny", "trainer.verbose=false", "tracking.log_model=false"]
 
 
-@pytest.mark.slow
 def test_a_resumed_sweep_runs_only_what_did_not_finish(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sweep_dir = tmp_path / "sweep"
