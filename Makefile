@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-scale run test lint bench ui server reproduce clean
+.PHONY: install install-scale run test lint bench ui server sync reproduce clean
 
 install: $(STAMP)
 
@@ -52,18 +52,51 @@ SERVER_WORKERS ?= 4
 SERVER_ARGS ?=
 DATABASE_URL ?= sqlite:///mlflow-server.db
 ARTIFACTS_DIR ?= ./mlartifacts
+# Accounts (MLflow's basic-auth app, per-experiment permissions): SERVER_AUTH=1. The admin's
+# password comes from MLFLOW_AUTH_ADMIN_PASSWORD or from the file ADMIN_PASSWORD_FILE, never from
+# the repo; it is read only the first time, to create the admin in the (empty) user store
+# AUTH_DATABASE_URL. Users get AUTH_DEFAULT_PERMISSION on experiments they did not create (READ:
+# they can look, not log); clients pass MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD.
+# The UI's CSRF key is MLFLOW_FLASK_SERVER_SECRET_KEY, or a new random one at each start.
+SERVER_AUTH ?=
+ADMIN_PASSWORD_FILE ?=
+AUTH_DATABASE_URL ?= sqlite:///mlflow-auth.db
+AUTH_DEFAULT_PERMISSION ?= READ
+AUTH_CONFIG ?= .mlflow-auth-$(SERVER_PORT).ini
 server: install-scale
-	$(BIN)/mlflow server --backend-store-uri "$(DATABASE_URL)" --serve-artifacts \
+	set -e; app=""; \
+	if [ -n "$(SERVER_AUTH)" ]; then \
+		if [ -n "$(ADMIN_PASSWORD_FILE)" ]; then \
+			MLFLOW_AUTH_ADMIN_PASSWORD="$$(cat "$(ADMIN_PASSWORD_FILE)")"; \
+			export MLFLOW_AUTH_ADMIN_PASSWORD; \
+		fi; \
+		printf '[mlflow]\ndefault_permission = %s\ndatabase_uri = %s\nadmin_username = admin\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n' \
+			"$(AUTH_DEFAULT_PERMISSION)" "$(AUTH_DATABASE_URL)" > "$(AUTH_CONFIG)"; \
+		export MLFLOW_AUTH_CONFIG_PATH="$(AUTH_CONFIG)"; \
+		if [ -z "$$MLFLOW_FLASK_SERVER_SECRET_KEY" ]; then \
+			MLFLOW_FLASK_SERVER_SECRET_KEY="$$($(BIN)/python -c 'import secrets; print(secrets.token_hex(32))')"; \
+			export MLFLOW_FLASK_SERVER_SECRET_KEY; \
+		fi; \
+		app="--app-name basic-auth"; \
+	fi; \
+	exec $(BIN)/mlflow server --backend-store-uri "$(DATABASE_URL)" --serve-artifacts \
 		--artifacts-destination "$(ARTIFACTS_DIR)" --host $(SERVER_HOST) --port $(SERVER_PORT) \
-		--workers $(SERVER_WORKERS) $(SERVER_ARGS)
+		--workers $(SERVER_WORKERS) $$app $(SERVER_ARGS)
+
+# Send what the runs under DIR kept in their spools while the tracking server was away
+# (a sweep's directory, or one job's): make sync DIR=multirun/mse_vs_ce/2026-01-01_12-00-00
+sync: install
+	$(BIN)/python experiments/report.py --sync "$(DIR)"
 
 # Every comparison study with its default 10 seeds (replica batches), then the claims ledger, which reads those
 # studies from the same store and prints the verdict table (C1-C16).
 # ARGS go to every command, e.g. make reproduce ARGS="tracking.uri=sqlite:////abs/store.db".
+# +resume=true: started again after an interruption, each study continues its latest sweep and
+# trains only the jobs that did not FINISH (same config hash); a finished study only re-reports.
 STUDIES := binary_vs_categorical mse_vs_ce lr_sweep lr_range_test annealing
 reproduce: install
 	set -e; for study in $(STUDIES); do \
-		$(BIN)/python experiments/run.py -m +experiment=$$study $(ARGS); \
+		$(BIN)/python experiments/run.py -m +experiment=$$study +resume=true $(ARGS); \
 	done
 	$(BIN)/python experiments/run.py +experiment=claims $(ARGS)
 

@@ -3,6 +3,7 @@
 python experiments/report.py mse_vs_ce                 # latest finished sweep of it
 python experiments/report.py --run-id <parent run id>  # exactly that sweep
 python experiments/report.py mse_vs_ce --tracking-uri http://127.0.0.1:5001 --no-upload
+python experiments/report.py --sync multirun/mse_vs_ce/<date_time>   # send its jobs' spools
 """
 
 from __future__ import annotations
@@ -26,7 +27,16 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=None, help="output dir (default reports/<name>)"
     )
     parser.add_argument("--no-upload", action="store_true", help="don't attach to the parent run")
+    parser.add_argument(
+        "--sync",
+        type=Path,
+        metavar="DIR",
+        help="send what the runs under DIR (a sweep's or a job's output dir) kept in their "
+        "spools while the tracking server was away, then stop",
+    )
     args = parser.parse_args(argv)
+    if args.sync is not None:
+        return sync(args.sync)
     if not args.experiment and not args.run_id:
         parser.error("give an experiment name or --run-id")
     out = args.out or Path("reports") / (args.experiment or args.run_id)
@@ -44,6 +54,34 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(text)
     print(f"\nwritten: {out / 'report.md'}, {out / 'report.html'}")
+    return 0
+
+
+def sync(directory: Path) -> int:
+    """Replay every spool under ``directory``; a sweep directory's must be its parent's runs.
+
+    Returns:
+        0, or 2 when a spool was refused (damaged, another sweep's): then none was sent.
+    """
+    from xent_tf import tracking
+    from xent_tf.spool import SpoolError
+    from xent_tf.sweep import parent_for_sweep
+
+    if not directory.is_dir():
+        print(f"error: --sync {directory}: no such directory", file=sys.stderr)
+        return 2
+    parent = parent_for_sweep(directory)
+    try:
+        replayed = tracking.replay_spools(directory, parent.run_id if parent else None)
+    except SpoolError as error:
+        print(f"error: nothing was sent: {error}", file=sys.stderr)
+        return 2
+    for done in replayed:
+        print(
+            f"run {done.run_id}: {done.records} records, {done.points_sent} metric points sent "
+            f"({done.points_present} there already), status {done.status or '(unchanged)'}"
+        )
+    print(f"{len(replayed)} spools sent from {directory}")
     return 0
 
 

@@ -22,7 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from xent_tf.config import to_config
-from xent_tf.sweep import parent_for_sweep
+from xent_tf.sweep import finished_job, parent_for_sweep
 
 log = logging.getLogger("xent_tf.run")
 
@@ -50,6 +50,11 @@ def main(cfg: DictConfig) -> float:
     output_dir = Path(hydra_config.runtime.output_dir)
     multirun = hydra_config.mode == RunMode.MULTIRUN
     parent = parent_for_sweep(Path(hydra_config.sweep.dir)) if multirun else None
+    if parent is not None:
+        done = finished_job(Path(hydra_config.sweep.dir), config)
+        if done is not None:
+            log.info("skipped: run %s FINISHED with this config already", done.run_id)
+            return done.val_loss
     try:
         summary = run_experiment(
             config,

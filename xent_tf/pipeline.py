@@ -26,6 +26,7 @@ from xent_tf.config import Config
 from xent_tf.data import Dataset
 from xent_tf.identity import run_identity
 from xent_tf.lr_finder import RangeTestResult, find_learning_rate, region_rates
+from xent_tf.resume import CONFIG_HASH_TAG, config_hash
 from xent_tf.runtime import DeviceChoice, configure_runtime
 from xent_tf.training import (
     CompiledLoop,
@@ -112,6 +113,8 @@ def run_tags(config: Config, device: DeviceChoice, overrides: list[str]) -> dict
         "device": device.kind,
         "device.description": device.description,
         "seed": str(config.seed),
+        # What a resumed sweep compares to skip this job's config (not the run's name).
+        CONFIG_HASH_TAG: config_hash(config),
         "hydra.overrides": " ".join(overrides) or "(none)",
         "git.commit": git_commit(),
         "version.tensorflow": tf.__version__,
@@ -215,7 +218,9 @@ def _run_tracked(
     with tf.device(device.name):
         parts = build_run(config)
     with (
-        recorded_run(config, device, overrides, parent_run_id, run_name, log_file) as recorder,
+        recorded_run(
+            config, device, overrides, parent_run_id, run_name, log_file, spool_dir=output_dir
+        ) as recorder,
         tf.device(device.name),
     ):
         return _train_and_record(config, parts, device, recorder, output_dir)
@@ -230,6 +235,7 @@ def recorded_run(
     run_name: str | None,
     log_file: Path | None,
     extra_tags: dict[str, str] | None = None,
+    spool_dir: Path | None = None,
 ) -> Iterator[tracking.RunRecorder]:
     """The run's MLflow record (or none with tracking off), its config.yaml, and its log file
     uploaded at the end, also when the block fails (the run then ends FAILED/KILLED).
@@ -242,6 +248,8 @@ def recorded_run(
         run_name: the MLflow run name; defaults to "<loss>-seed<seed>".
         log_file: uploaded as ``logs/`` when the block ends.
         extra_tags: more tags (e.g. which replica batch trained the run).
+        spool_dir: where the run keeps what it cannot send while the server is away (the
+            job's output directory; ``tracking.open_run``).
 
     Yields:
         The recorder.
@@ -254,6 +262,7 @@ def recorded_run(
             run_name or identity.run_name,
             parent_run_id=parent_run_id,
             tags={**run_tags(config, device, overrides), **identity.tags, **(extra_tags or {})},
+            spool_dir=spool_dir,
         )
         if config.tracking.enabled
         else nullcontext(tracking.NoTracking())

@@ -289,7 +289,7 @@ def record_outcome(
     config = outcome.config
     tags = {BATCH_TAG: batch_name, BATCH_SIZE_TAG: str(len(batch.outcomes))}
     with recorded_run(
-        config, batch.device, overrides, parent_run_id, run_name, log_file, tags
+        config, batch.device, overrides, parent_run_id, run_name, log_file, tags, output_dir
     ) as recorder:
         log_params(config, recorder, batch.n_params)
         if outcome.range_test is not None:

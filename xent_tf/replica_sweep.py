@@ -13,10 +13,12 @@ joblib's worker processes.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 import re
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,9 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict, read_write
 
 from xent_tf.config import Config, to_config
+from xent_tf.resume import FinishedJob, config_hash, read_finished
+from xent_tf.sweep import preload_job_modules
+from xent_tf.worker_pool import WorkerDeath
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +140,15 @@ def _failed_job(overrides: Sequence[str], error: Exception) -> JobReturn:
     return ret
 
 
+def _skipped_job(overrides: Sequence[str], done: FinishedJob) -> JobReturn:
+    """A job whose config already FINISHED under the resumed parent: its recorded val loss."""
+    ret = JobReturn(
+        overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=done.val_loss
+    )
+    ret.task_name = "skipped"
+    return ret
+
+
 def plan_units(
     hydra_context: HydraContext,
     config: DictConfig,
@@ -142,11 +156,16 @@ def plan_units(
     initial_job_idx: int,
     max_replicas: int,
     sweep_name: str,
+    finished: Mapping[str, FinishedJob] | None = None,
 ) -> tuple[list[WorkUnit], dict[int, JobReturn]]:
-    """Validate every job and group the valid ones into work units.
+    """Validate every job, set aside those already finished, group the rest into work units.
+
+    Args:
+        finished: {config hash: its FINISHED run} of a resumed parent (``resume``): those jobs
+            are not run again.
 
     Returns:
-        (the units, the JobReturns of invalid jobs by job number).
+        (the units, the JobReturns of invalid and skipped jobs by job number).
     """
     from xent_tf.replica_batch import group_jobs
 
@@ -158,10 +177,18 @@ def plan_units(
         number = initial_job_idx + offset
         try:
             sweep_configs[offset] = composer.compose(number, overrides)
-            configs.append(_typed(sweep_configs[offset]))
+            typed = _typed(sweep_configs[offset])
         except Exception as error:
             configs.append(None)
             invalid[number] = _failed_job(overrides, error)
+            continue
+        done = (finished or {}).get(config_hash(typed))
+        configs.append(None if done is not None else typed)
+        if done is not None:
+            invalid[number] = _skipped_job(overrides, done)
+    skipped = sum(r.task_name == "skipped" for r in invalid.values())
+    if skipped:
+        log.info("%d jobs skipped: their config already FINISHED under the parent run", skipped)
     units = []
     for index, members in enumerate(group_jobs(configs, max_replicas), start=1):
         jobs = tuple((initial_job_idx + i, tuple(job_overrides[i])) for i in members)
@@ -241,6 +268,50 @@ def execute_unit(
     ]
 
 
+def record_lost_jobs(
+    sweep_dir: Path,
+    death: WorkerDeath,
+    jobs: Sequence[tuple[Config, list[str]]],
+    started_ms: int,
+) -> list[JobReturn]:
+    """The results of jobs whose worker died: FAILED runs in MLflow, NaN for the sweeper.
+
+    Args:
+        sweep_dir: the sweep directory (its parent run, if tracking is on).
+        death: how the worker died.
+        jobs: (config, overrides) of each job it held.
+        started_ms: when the sweep's jobs started (ms since the epoch).
+
+    Returns:
+        One JobReturn per job: completed with NaN, as a failed job's is, so the sweep goes on.
+    """
+    from xent_tf.sweep import parent_for_sweep
+
+    parent = parent_for_sweep(sweep_dir)
+    if parent is not None:
+        from xent_tf.lost_jobs import record_worker_death
+
+        try:
+            record_worker_death(
+                parent.tracking_uri,
+                parent.run_id,
+                parent.experiment_id,
+                death,
+                jobs,
+                started_ms,
+            )
+        except Exception:  # the sweep goes on; the sweep's end marks orphans FAILED
+            log.exception("could not record the jobs of a dead worker in MLflow")
+    else:
+        log.error("%s: %d jobs failed", death.description, len(jobs))
+    returns = []
+    for _, overrides in jobs:
+        ret = JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=math.nan)
+        ret.task_name = "worker died"
+        returns.append(ret)
+    return returns
+
+
 def launch(
     hydra_context: HydraContext,
     task_function: TaskFunction,
@@ -269,7 +340,13 @@ def launch(
     sweep_dir = Path(str(config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     units, returns = plan_units(
-        hydra_context, config, job_overrides, initial_job_idx, max_replicas, sweep_dir.name
+        hydra_context,
+        config,
+        job_overrides,
+        initial_job_idx,
+        max_replicas,
+        sweep_dir.name,
+        read_finished(sweep_dir),
     )
     log.info(
         "%d jobs in %d units (%s); sweep output dir: %s",
@@ -283,10 +360,26 @@ def launch(
     if workers <= 1:
         results = [execute_unit(u, hydra_context, config, task_function, state) for u in units]
     else:
-        from joblib import Parallel, delayed
+        from xent_tf.worker_pool import run_tasks
 
-        results = Parallel(n_jobs=workers, backend="loky")(
-            delayed(execute_unit)(u, hydra_context, config, task_function, state) for u in units
+        started_ms = int(time.time() * 1000)
+
+        def lost(index: int, death: WorkerDeath) -> list[JobReturn]:
+            unit = units[index]
+            jobs = [
+                (_typed(c), list(o))
+                for c, (_, o) in zip(unit.sweep_configs, unit.jobs, strict=True)
+            ]
+            return record_lost_jobs(sweep_dir, death, jobs, started_ms)
+
+        results = run_tasks(
+            [
+                functools.partial(execute_unit, u, hydra_context, config, task_function, state)
+                for u in units
+            ],
+            workers,
+            lost,
+            preload_job_modules,
         )
     for unit, unit_returns in zip(units, results, strict=True):
         for (number, _), ret in zip(unit.jobs, unit_returns, strict=True):

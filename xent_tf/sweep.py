@@ -9,8 +9,10 @@ parent to the job in-process. When the sweep ends, the callback marks children l
 a vanished tracking server FAILED, builds the study report from the store and attaches it to
 the parent.
 
-Re-running a sweep into the same sweep directory (``hydra.sweep.dir=<the interrupted one>``)
-continues it: its parent is reused, and the report keeps one run per variant x seed.
+Re-running a sweep into the same sweep directory (``hydra.sweep.dir=<the interrupted one>``),
+or with ``+resume=true`` (the experiment's latest sweep parent, if it recorded the same study
+definition), continues it: its parent is reused, every job whose config already FINISHED under
+it is skipped (``finished_job``, by config hash), and the report keeps one run per variant x seed.
 """
 
 from __future__ import annotations
@@ -32,7 +34,16 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from xent_tf import progress
+from xent_tf.config import Config
 from xent_tf.identity import run_name
+from xent_tf.resume import (
+    FinishedJob,
+    config_hash,
+    definition_differences,
+    read_finished,
+    study_definition,
+    write_finished,
+)
 from xent_tf.studies import get_study
 
 log = logging.getLogger(__name__)
@@ -56,6 +67,8 @@ class ParentRun:
 _job_parent: tuple[Path, ParentRun] | None = None
 # When this process's current job started (``on_job_start``), for its progress line.
 _job_started: float = 0.0
+# The resumed parent's FINISHED jobs handed to this process by ``on_job_start``.
+_job_finished: dict[str, FinishedJob] = {}
 
 
 def parent_for_sweep(sweep_dir: Path) -> ParentRun | None:
@@ -73,6 +86,102 @@ def parent_for_sweep(sweep_dir: Path) -> ParentRun | None:
     if _job_parent is not None and _job_parent[0] == sweep_dir:
         return _job_parent[1]
     return None
+
+
+def finished_job(sweep_dir: Path, config: Config) -> FinishedJob | None:
+    """The FINISHED run of a resumed sweep's parent with this job's config, if any.
+
+    Args:
+        sweep_dir: the sweep directory, as the job sees it.
+        config: the job's config.
+
+    Returns:
+        The run to keep in place of running the job again, or None (run it).
+    """
+    finished = read_finished(sweep_dir)
+    if not finished and _job_parent is not None and _job_parent[0] == sweep_dir:
+        finished = _job_finished  # a job on a machine that cannot see the sweep directory
+    return finished.get(config_hash(config))
+
+
+class ResumeRefusedError(ValueError):
+    """``+resume=true`` names a study that is not the one its parent run recorded."""
+
+
+def _study_definition(config: DictConfig) -> dict[str, str]:
+    """The sweep's study definition: its base config and the command line's overrides."""
+    from xent_tf import tracking
+
+    base = OmegaConf.to_container(config, resolve=False)
+    assert isinstance(base, dict)
+    base.pop("hydra", None)
+    overrides: dict[str, str] = {}
+    for override in config.hydra.overrides.task:
+        key, _, value = str(override).partition("=")
+        overrides[key] = value
+    return study_definition(tracking.flatten({str(k): v for k, v in base.items()}), overrides)
+
+
+def _parent_to_resume(
+    uri: str, experiment_name: str, definition: dict[str, str]
+) -> ParentRun | None:
+    """The experiment's latest sweep parent, if its study definition is this sweep's.
+
+    Returns:
+        None when the experiment has no sweep yet (the sweep starts a new parent).
+
+    Raises:
+        ResumeRefusedError: the parent recorded another definition (the message lists the keys).
+    """
+    from xent_tf import tracking
+
+    try:
+        found = tracking.find_study_parent(uri, experiment_name, finished_only=False)
+    except ValueError as error:
+        log.info("+resume=true: nothing to resume (%s); starting a new sweep", error)
+        return None
+    recorded = tracking.recorded_study_definition(uri, found.run_id)
+    if recorded is None:
+        raise ResumeRefusedError(
+            f"+resume=true: parent run {found.run_id} of experiment {experiment_name!r} has no "
+            "recorded study definition (made before resume existed); re-run it into its own "
+            "sweep directory (hydra.sweep.dir=...) instead"
+        )
+    differences = definition_differences(recorded, definition)
+    if differences:
+        raise ResumeRefusedError(
+            f"+resume=true refused: this sweep is not the study of parent run {found.run_id} "
+            f"(experiment {experiment_name!r}); keys that differ (recorded -> now): "
+            + "; ".join(differences)
+            + " (to start a new study of it, leave +resume=true out)"
+        )
+    return ParentRun(found.run_id, found.experiment_id, uri)
+
+
+def _replay_spools(sweep_dir: Path, parent_run_id: str) -> None:
+    """Send what the sweep's jobs kept in their spools (``tracking.replay_spools``).
+
+    Raises:
+        SystemExit: a spool is damaged or another sweep's (the message names it; none is sent).
+    """
+    from xent_tf import tracking
+    from xent_tf.spool import SpoolError
+
+    try:
+        replayed = tracking.replay_spools(sweep_dir, parent_run_id)
+    except SpoolError as error:
+        log.error("the sweep's spooled records were not sent: %s", error)
+        raise SystemExit(1) from error
+    for done in replayed:
+        log.info(
+            "replayed the spool of run %s: %d records, %d metric points sent (%d were there "
+            "already), status %s",
+            done.run_id,
+            done.records,
+            done.points_sent,
+            done.points_present,
+            done.status or "(unchanged)",
+        )
 
 
 def _release_idle_workers() -> None:
@@ -110,7 +219,9 @@ def _start_workers_early(config: DictConfig) -> threading.Thread | None:
         not joblib.
     """
     target = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
-    if not target.endswith("JoblibLauncher"):
+    # Only Hydra's own joblib launcher uses loky's pool; the resilient one (what
+    # hydra/launcher=joblib selects here) starts workers of its own (``worker_pool``).
+    if not target.endswith("JoblibLauncher") or target.endswith("ResilientJoblibLauncher"):
         return None
     from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
     from joblib import Parallel, delayed, effective_n_jobs
@@ -171,6 +282,8 @@ class MlflowSweepCallback(Callback):
 
     def __init__(self) -> None:
         self.parent: ParentRun | None = None
+        # {config hash: its FINISHED run} of a resumed parent: those jobs are skipped.
+        self.finished: dict[str, FinishedJob] = {}
         self.sweep_dir: Path | None = None
         self.progress: progress.SweepProgress | None = None
 
@@ -211,18 +324,42 @@ class MlflowSweepCallback(Callback):
             raise SystemExit(1) from error
         self.sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._open_parent(config, uri, study)
+        except (tracking.TrackingUnavailableError, ResumeRefusedError) as error:
+            log.error("the sweep cannot start: %s", error)
+            raise SystemExit(1) from error
+        atexit.register(self._end_if_still_running)
+
+    def _open_parent(self, config: DictConfig, uri: str, study: str) -> None:
+        """Reopen the sweep directory's parent run (or with ``+resume=true``, the experiment's
+        latest sweep parent), or create one; leave the reopened parent's FINISHED jobs for the
+        jobs to skip."""
+        from xent_tf import tracking
+
+        assert self.sweep_dir is not None
+        definition = _study_definition(config)
         earlier = parent_for_sweep(self.sweep_dir)
+        if earlier is None and OmegaConf.select(config, "resume", default=False):
+            earlier = _parent_to_resume(uri, str(config.experiment_name), definition)
+        self.finished = {}
         if (
             earlier is not None
             and earlier.tracking_uri == uri
             and tracking.reopen_run(uri, earlier.run_id, earlier.experiment_id)
         ):
             self.parent = earlier
+            (self.sweep_dir / PARENT_FILE).write_text(json.dumps(asdict(self.parent)))
+            # What the last attempt's jobs could not send counts: a job whose spool ends
+            # FINISHED is not run again.
+            _replay_spools(self.sweep_dir, earlier.run_id)
+            self.finished = tracking.finished_children(uri, earlier.run_id, earlier.experiment_id)
             log.info(
-                "re-running sweep %s: its jobs join parent run %s again; the report keeps the "
-                "latest finished run of each variant and seed",
-                self.sweep_dir,
+                "resuming sweep: its jobs join parent run %s again; %d configs that already "
+                "FINISHED there are skipped (same config hash); the report keeps the latest "
+                "finished run of each variant and seed",
                 earlier.run_id,
+                len(self.finished),
             )
         else:
             overrides = list(config.hydra.overrides.task)
@@ -238,14 +375,15 @@ class MlflowSweepCallback(Callback):
             )
             self.parent = ParentRun(run_id, experiment_id, uri)
             (self.sweep_dir / PARENT_FILE).write_text(json.dumps(asdict(self.parent)))
+            tracking.record_study_definition(uri, run_id, definition)
             log.info("sweep parent run %s in experiment '%s'", run_id, config.experiment_name)
-        atexit.register(self._end_if_still_running)
+        write_finished(self.sweep_dir, self.finished)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Hand the parent to the job, which runs in this process (maybe on another machine),
         and keep its INFO lines (per epoch, its summary) in its log file, off the terminal,
         unless the command line says ``trainer.verbose=true``."""
-        global _job_parent, _job_started
+        global _job_parent, _job_started, _job_finished
         _job_started = time.monotonic()
         multirun = OmegaConf.select(config, "hydra.mode") == RunMode.MULTIRUN
         if multirun and not _wants_epoch_lines(list(config.hydra.overrides.task)):
@@ -253,8 +391,10 @@ class MlflowSweepCallback(Callback):
         sweep_dir = OmegaConf.select(config, "hydra.sweep.dir")
         if self.parent is None or sweep_dir is None:
             _job_parent = None
+            _job_finished = {}
             return
         _job_parent = (Path(str(sweep_dir)), self.parent)
+        _job_finished = self.finished
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         """Print the job's progress line (from the process that ran it)."""
@@ -291,9 +431,11 @@ class MlflowSweepCallback(Callback):
             log.error(
                 "the sweep ended but MLflow tracking server %s is unreachable: no report was "
                 "built and parent run %s (and any job that could not end its own run) stays "
-                "RUNNING there. When the server is back, re-run the sweep into the same "
-                "directory (hydra.sweep.dir=%s): finished jobs are run again and the report "
-                "keeps the latest finished run of each variant and seed",
+                "RUNNING there; what its jobs could not send is kept in their spools "
+                "(mlflow_spool.jsonl). When the server is back, re-run the sweep into the same "
+                "directory (hydra.sweep.dir=%s): the spools are sent, jobs that FINISHED are "
+                "skipped, and the report keeps the latest finished run of each variant and seed "
+                "(or send the spools alone: python experiments/report.py --sync DIR)",
                 uri,
                 self.parent.run_id,
                 self.sweep_dir,
@@ -301,7 +443,9 @@ class MlflowSweepCallback(Callback):
             # Hydra turns a callback's exception into a warning and exits 0: a sweep whose
             # records could not be completed must not look like a success to a script or CI.
             raise SystemExit(1)
-        # Every job has returned: a child still RUNNING lost its server before it could end.
+        # Every job has returned: what they could not send while the server was away is sent
+        # now; a child still RUNNING after that lost its server before it could end.
+        _replay_spools(self.sweep_dir, self.parent.run_id)
         orphans = tracking.fail_orphaned_children(
             uri, self.parent.run_id, self.parent.experiment_id
         )

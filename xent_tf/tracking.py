@@ -16,6 +16,7 @@ server is back (``fail_orphaned_children``).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import importlib.metadata
 import json
@@ -28,7 +29,7 @@ import time
 import traceback
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,11 +53,21 @@ from mlflow.entities import (
 )
 from mlflow.models import Model, ModelSignature
 from mlflow.types import Schema, TensorSpec
+from mlflow.utils.credentials import read_mlflow_creds
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from xent_tf.comparison import RunRecord
+from xent_tf.resume import CONFIG_HASH_TAG, FinishedJob
+from xent_tf.spool import (
+    SpoolHeader,
+    SpoolWriter,
+    find_spools,
+    mark_replayed,
+    read_spool,
+    spooled_file,
+)
 
 log = logging.getLogger(__name__)
 # Tries at linking a run's dataset inputs (see MlflowRun.log_datasets).
@@ -104,10 +115,17 @@ HTTP_RETRY_DEFAULTS = {
 }
 # How long a quick "is the server still there?" probe waits, after a request already failed.
 _PROBE_SECONDS = 2.0
+# How long a run whose server went away waits for it at its end before leaving its spool.
+_SPOOL_WAIT_SECONDS = "20"
 
 
 class TrackingUnavailableError(RuntimeError):
     """The tracking store cannot be reached or written."""
+
+
+class TrackingUnauthorizedError(TrackingUnavailableError):
+    """The tracking server refuses this client: no or wrong credentials, or no permission to
+    write to the experiment (its message says "not authorised" and names the server)."""
 
 
 class RunTerminated(Exception):
@@ -161,6 +179,84 @@ def server_answers(tracking_uri: str, timeout_seconds: float = _PROBE_SECONDS) -
         return False
 
 
+def _auth_headers() -> dict[str, str]:
+    """The credentials MLflow's client would send: MLFLOW_TRACKING_USERNAME / _PASSWORD (or
+    ~/.mlflow/credentials) as basic auth, else MLFLOW_TRACKING_TOKEN as a bearer token."""
+    creds = read_mlflow_creds()
+    if creds.username and creds.password:
+        pair = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
+        return {"Authorization": f"Basic {pair}"}
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _who() -> str:
+    """Who this client says it is, for messages ("user 'alice'" or "no credentials")."""
+    username = read_mlflow_creds().username
+    if username:
+        return f"user {username!r}"
+    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        return "the token in MLFLOW_TRACKING_TOKEN"
+    return "a client without credentials"
+
+
+_CREDENTIALS_HINT = (
+    "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account the server's "
+    "admin created (README: Accounts on the team server)"
+)
+
+
+def check_credentials(uri: str, timeout_seconds: float = 5.0) -> None:
+    """Fail when a tracking server refuses this client's credentials (a server with accounts).
+
+    Args:
+        uri: ``http(s)://host:port`` of a server that answers /health.
+        timeout_seconds: how long to wait for the answer.
+
+    Raises:
+        TrackingUnauthorizedError: HTTP 401 or 403 to an authenticated read.
+    """
+    request = urllib.request.Request(
+        uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1",
+        headers=_auth_headers(),
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_seconds):
+            return
+    except urllib.error.HTTPError as error:
+        if error.code not in (401, 403):
+            return  # not about who we are: the store's own calls report it with its context
+        raise TrackingUnauthorizedError(
+            f"not authorised by MLflow tracking server {uri}: it refused {_who()} "
+            f"(HTTP {error.code}); {_CREDENTIALS_HINT}"
+        ) from error
+    except (urllib.error.URLError, OSError):
+        return  # /health answered a moment ago: a passing hiccup, the run's calls will retry
+
+
+def _denied(error: BaseException) -> bool:
+    """Whether an MLflow error is the server refusing this client (401/403)."""
+    code = getattr(error, "error_code", "")
+    return code in ("PERMISSION_DENIED", "UNAUTHENTICATED") or (
+        "You are not authenticated" in str(error)
+    )
+
+
+@contextmanager
+def _authorised(tracking_uri: str, action: str) -> Iterator[None]:
+    """Turn the server's refusal of this client into a clear ``TrackingUnauthorizedError``."""
+    try:
+        yield
+    except mlflow.exceptions.MlflowException as error:
+        if not _denied(error):
+            raise
+        raise TrackingUnauthorizedError(
+            f"not authorised: MLflow tracking server {tracking_uri} does not let {_who()} "
+            f"{action} ({error.error_code}); ask the experiment's owner or the server's admin "
+            "for EDIT permission, or log to an experiment of your own"
+        ) from error
+
+
 def check_tracking_uri(uri: str, timeout_seconds: float = 5.0) -> None:
     """Fail fast, before any training, when the tracking store is unusable.
 
@@ -171,6 +267,7 @@ def check_tracking_uri(uri: str, timeout_seconds: float = 5.0) -> None:
     Raises:
         TrackingUnavailableError: the server does not answer, or the SQLite file's directory
             does not exist or is not writable.
+        TrackingUnauthorizedError: the server has accounts and refuses this client's.
     """
     if _is_http(uri):
         bound_http_retries()
@@ -184,6 +281,7 @@ def check_tracking_uri(uri: str, timeout_seconds: float = 5.0) -> None:
                 f"MLflow tracking server {uri} is unreachable ({error}); start one with "
                 "`make server`, pass tracking.uri=http://HOST:PORT, or use tracking=sqlite"
             ) from error
+        check_credentials(uri, timeout_seconds)
     elif uri.startswith("sqlite:///"):
         directory = Path(uri.removeprefix("sqlite:///")).expanduser().resolve().parent
         if not directory.is_dir() or not os.access(directory, os.W_OK):
@@ -298,6 +396,60 @@ class MlflowRun:
     _last_flush: float = field(default_factory=time.monotonic)
     # The last value logged of each metric (a logged model is linked to the final ones).
     _latest: dict[str, Metric] = field(default_factory=dict)
+    # Where records go once the server stopped answering (None: the run fails instead).
+    spool: SpoolWriter | None = None
+    _spooling: bool = False
+
+    def _deliver(
+        self,
+        action: str,
+        send: Callable[[], object],
+        kind: str,
+        data: Callable[[], dict[str, Any]],
+    ) -> None:
+        """Send a record; once the server stopped answering, spool it instead."""
+        if not self._spooling:
+            try:
+                with self._store(action):
+                    send()
+                return
+            except TrackingUnauthorizedError:
+                raise
+            except TrackingUnavailableError as error:
+                if self.spool is None:
+                    raise
+                self._start_spooling(error)
+        assert self.spool is not None
+        self.spool.append(kind, data())
+
+    def _deliver_metrics(self, batch: list[Metric]) -> None:
+        self._deliver(
+            "sending metrics",
+            lambda: self.client.log_batch(self.run_id, metrics=batch),
+            "metrics",
+            lambda: {"metrics": [[m.key, m.value, m.timestamp, m.step] for m in batch]},
+        )
+
+    def _start_spooling(self, error: TrackingUnavailableError) -> None:
+        assert self.spool is not None
+        self._spooling = True
+        log.warning(
+            "%s; the run goes on and keeps what it cannot send in %s", error, self.spool.path
+        )
+
+    def _skip_while_spooling(self, what: str, call: Callable[[], str]) -> str:
+        """Log a model or datasets, or, the server being away, say it is left out (not spooled)."""
+        if not self._spooling:
+            try:
+                return call()
+            except TrackingUnauthorizedError:
+                raise
+            except TrackingUnavailableError as error:
+                if self.spool is None:
+                    raise
+                self._start_spooling(error)
+        log.warning("run %s: %s not logged (the tracking server is away)", self.run_id, what)
+        return ""
 
     @contextmanager
     def _store(self, action: str) -> Iterator[None]:
@@ -306,6 +458,11 @@ class MlflowRun:
             yield
         except Exception as error:
             if server_answers(self.tracking_uri):
+                if _denied(error):
+                    raise TrackingUnauthorizedError(
+                        f"not authorised: MLflow tracking server {self.tracking_uri} refused "
+                        f"{_who()} while {action} for run {self.run_id} ({error})"
+                    ) from error
                 raise  # the server is up: a real error (bad value, full disk...), as it is
             unsent = len(self._buffer)
             lost = f"; {unsent} metric values were not sent" if unsent else ""
@@ -317,14 +474,24 @@ class MlflowRun:
     def log_params(self, params: Mapping[str, str]) -> None:
         """Log params in batches of MLflow's maximum size."""
         items = [Param(k, v) for k, v in params.items()]
-        with self._store("logging params"):
+
+        def send() -> None:
             for start in range(0, len(items), _PARAM_BATCH):
                 self.client.log_batch(self.run_id, params=items[start : start + _PARAM_BATCH])
 
+        self._deliver("logging params", send, "params", lambda: {"params": dict(params)})
+
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Set tags in one batch."""
-        with self._store("setting tags"):
-            self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        texts = {k: str(v) for k, v in tags.items()}
+        self._deliver(
+            "setting tags",
+            lambda: self.client.log_batch(
+                self.run_id, tags=[RunTag(k, v) for k, v in texts.items()]
+            ),
+            "tags",
+            lambda: {"tags": texts},
+        )
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Buffer one step's metrics; send the buffer when ``_FLUSH_SECONDS`` have passed."""
@@ -347,15 +514,41 @@ class MlflowRun:
 
     def log_file(self, path: Path, artifact_dir: str | None = None) -> None:
         """Upload a local file as an artifact under ``artifact_dir``."""
-        with self._store(f"uploading {path.name}"):
-            self.client.log_artifact(self.run_id, str(path), artifact_path=artifact_dir)
+        spool = self.spool
+        self._deliver(
+            f"uploading {path.name}",
+            lambda: self.client.log_artifact(self.run_id, str(path), artifact_path=artifact_dir),
+            "artifact",
+            lambda: {"file": spool.keep_file(path) if spool else "", "artifact_dir": artifact_dir},
+        )
 
     def log_text(self, text: str, artifact_file: str) -> None:
         """Store ``text`` as the artifact ``artifact_file``."""
-        with self._store(f"uploading {artifact_file}"):
-            self.client.log_text(self.run_id, text, artifact_file)
+        self._deliver(
+            f"uploading {artifact_file}",
+            lambda: self.client.log_text(self.run_id, text, artifact_file),
+            "text",
+            lambda: {"text": text, "artifact_file": artifact_file},
+        )
 
     def log_model(self, model: Any, input_example: np.ndarray, step: int) -> str:
+        """``_send_model``, or nothing ("" returned) while the server is away (not spooled)."""
+        return self._skip_while_spooling(
+            "the model", lambda: self._send_model(model, input_example, step)
+        )
+
+    def log_datasets(
+        self, splits: Mapping[str, DatasetSplit], name: str, source: Mapping[str, str]
+    ) -> None:
+        """``_send_datasets``, or nothing while the server is away (not spooled)."""
+
+        def send() -> str:
+            self._send_datasets(splits, name, source)
+            return ""
+
+        self._skip_while_spooling("the dataset inputs", send)
+
+    def _send_model(self, model: Any, input_example: np.ndarray, step: int) -> str:
         """Log a trained Keras model as an MLflow logged model of this run.
 
         Saved with the tensorflow flavour; its signature is the model's input and output
@@ -414,7 +607,7 @@ class MlflowRun:
             self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
         return str(logged.model_id)
 
-    def log_datasets(
+    def _send_datasets(
         self, splits: Mapping[str, DatasetSplit], name: str, source: Mapping[str, str]
     ) -> None:
         """Record the run's data splits as MLflow dataset inputs (one request).
@@ -459,15 +652,41 @@ class MlflowRun:
         """
         while self._buffer:
             batch = self._buffer[:_METRIC_BATCH]
-            with self._store("sending metrics"):
-                self.client.log_batch(self.run_id, metrics=batch)
+            self._deliver_metrics(batch)
             del self._buffer[: len(batch)]
         self._last_flush = time.monotonic()
 
     def end(self, status: str) -> None:
-        """Set the run's final status."""
-        with self._store(f"marking it {status}"):
-            self.client.set_terminated(self.run_id, status=status)
+        """Set the run's final status; a spooling run waits for the server, then replays.
+
+        Raises:
+            TrackingUnavailableError: the server did not come back within
+                ``XENT_SPOOL_WAIT_SECONDS``; everything, the status included, is in the spool.
+        """
+        self._deliver(
+            f"marking it {status}",
+            lambda: self.client.set_terminated(self.run_id, status=status),
+            "status",
+            lambda: {"status": status},
+        )
+        if not self._spooling:
+            return
+        assert self.spool is not None
+        wait = float(os.environ.get("XENT_SPOOL_WAIT_SECONDS", _SPOOL_WAIT_SECONDS))
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and not server_answers(self.tracking_uri):
+            time.sleep(1.0)
+        if server_answers(self.tracking_uri):
+            replayed = replay_spool(self.spool.path, None)
+            log.info("the tracking server is back: run %s replayed %s", self.run_id, replayed)
+            self._spooling = False
+            return
+        raise TrackingUnavailableError(
+            f"MLflow tracking server {self.tracking_uri} did not come back within {wait:.0f} s "
+            f"for run {self.run_id}: its {self.spool.records} undelivered records (final "
+            f"status {status}) are kept in {self.spool.path}; once the server is back, a "
+            "re-run of the sweep or `python experiments/report.py --sync DIR` sends them"
+        )
 
 
 @dataclass
@@ -537,8 +756,9 @@ def start_parent_run(
         (run id, experiment id).
     """
     client = _client(tracking_uri)
-    experiment_id = get_or_create_experiment(client, experiment_name)
-    run = client.create_run(experiment_id, run_name=fit_run_name(run_name), tags=dict(tags))
+    with _authorised(tracking_uri, f"create a run in experiment {experiment_name!r}"):
+        experiment_id = get_or_create_experiment(client, experiment_name)
+        run = client.create_run(experiment_id, run_name=fit_run_name(run_name), tags=dict(tags))
     return run.info.run_id, experiment_id
 
 
@@ -560,7 +780,8 @@ def reopen_run(tracking_uri: str, run_id: str, experiment_id: str) -> bool:
         return False
     if run.info.experiment_id != experiment_id or run.info.lifecycle_stage != "active":
         return False
-    client.update_run(run_id, status="RUNNING")
+    with _authorised(tracking_uri, f"reopen run {run_id}"):
+        client.update_run(run_id, status="RUNNING")
     return True
 
 
@@ -615,6 +836,7 @@ def open_run(
     run_name: str,
     parent_run_id: str | None = None,
     tags: Mapping[str, str] | None = None,
+    spool_dir: Path | None = None,
 ) -> Iterator[MlflowRun]:
     """Create an MLflow run and end it with the right status, whatever happens inside.
 
@@ -624,6 +846,9 @@ def open_run(
         run_name: the run's display name.
         parent_run_id: make this run a child of that one (a sweep's parent run).
         tags: initial tags.
+        spool_dir: where to keep what the run cannot send if the server stops answering
+            (``spool.SPOOL_FILE``; the run goes on and replays it at its end, or leaves it for
+            ``replay_spool``). None: the run fails when the server stops answering.
 
     Yields:
         The open run. On an exception the run ends FAILED with the error as the tag
@@ -635,12 +860,18 @@ def open_run(
         TrackingUnavailableError: the server stopped answering (the original error otherwise).
     """
     client = _client(tracking_uri)
-    experiment_id = get_or_create_experiment(client, experiment_name)
     initial_tags = dict(tags or {})
     if parent_run_id:
         initial_tags["mlflow.parentRunId"] = parent_run_id
-    run = client.create_run(experiment_id, run_name=fit_run_name(run_name), tags=initial_tags)
+    with _authorised(tracking_uri, f"create a run in experiment {experiment_name!r}"):
+        experiment_id = get_or_create_experiment(client, experiment_name)
+        run = client.create_run(experiment_id, run_name=fit_run_name(run_name), tags=initial_tags)
     recorder = MlflowRun(client, run.info.run_id, experiment_id, tracking_uri)
+    if spool_dir is not None:
+        recorder.spool = SpoolWriter(
+            spool_dir,
+            SpoolHeader(run.info.run_id, experiment_id, tracking_uri, parent_run_id or ""),
+        )
     try:
         yield recorder
         recorder.flush()
@@ -1035,3 +1266,246 @@ def latest_finished_run(
             record = _record(client, run, history_metrics)
             return record, str(experiment.experiment_id)
     return None
+
+
+# --- resuming a sweep ----------------------------------------------------------------------
+
+# The final validation loss of a run: the last value of this metric (a job's return value).
+VAL_LOSS_METRIC = "val/loss"
+_DEFINITION_FILE = "study_definition.json"
+
+
+def finished_children(
+    tracking_uri: str, parent_run_id: str, experiment_id: str
+) -> dict[str, FinishedJob]:
+    """{config hash: the newest FINISHED child run with it} of a sweep parent.
+
+    Args:
+        tracking_uri: the store.
+        parent_run_id: the sweep's parent run.
+        experiment_id: its experiment.
+
+    Returns:
+        One entry per config hash recorded (``resume.CONFIG_HASH_TAG``) on a FINISHED child;
+        runs from before the tag existed are not matched (their jobs run again).
+    """
+    client = _client(tracking_uri)
+    children = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'FINISHED'"
+        ),
+        order_by=["attributes.start_time ASC"],
+        max_results=10_000,
+    )
+    finished = {}
+    for run in children:  # oldest first: a newer run of the same config wins
+        key = run.data.tags.get(CONFIG_HASH_TAG)
+        if key:
+            loss = run.data.metrics.get(VAL_LOSS_METRIC, float("nan"))
+            finished[key] = FinishedJob(run.info.run_id, float(loss))
+    return finished
+
+
+def record_study_definition(tracking_uri: str, run_id: str, definition: Mapping[str, str]) -> None:
+    """Keep a sweep's study definition on its parent run (``study_definition.json``)."""
+    _client(tracking_uri).log_text(
+        run_id, json.dumps(dict(definition), indent=1, sort_keys=True), _DEFINITION_FILE
+    )
+
+
+def recorded_study_definition(tracking_uri: str, run_id: str) -> dict[str, str] | None:
+    """The study definition kept on a sweep parent run, or None when it has none."""
+    client = _client(tracking_uri)
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = client.download_artifacts(run_id, _DEFINITION_FILE, folder)
+        except Exception as error:  # no such artifact: a parent from before definitions
+            log.debug("parent run %s has no study definition: %s", run_id, error)
+            return None
+        return {str(k): str(v) for k, v in json.loads(Path(path).read_text()).items()}
+
+
+# --- jobs whose worker process died ----------------------------------------------------------
+
+
+def fail_runs_of_process(
+    tracking_uri: str,
+    parent_run_id: str,
+    experiment_id: str,
+    pid: int,
+    error: str,
+    since_ms: int,
+) -> dict[str, str]:
+    """Mark the child runs a dead worker process left RUNNING FAILED, with ``error``.
+
+    Args:
+        tracking_uri: the store.
+        parent_run_id: the sweep's parent run.
+        experiment_id: its experiment.
+        pid: the dead worker's process id (the runs' ``pid`` tag).
+        error: the ``error`` tag of the runs marked.
+        since_ms: only runs started at or after this time (ms since the epoch): a pid can be
+            reused by a worker of an earlier sweep.
+
+    Returns:
+        {config hash: run id} of every child that process started since then, whatever its
+        status (a job absent here never opened a run).
+    """
+    client = _client(tracking_uri)
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.pid = '{pid}' "
+            f"and attributes.start_time >= {since_ms}"
+        ),
+        max_results=10_000,
+    )
+    for run in runs:
+        if run.info.status == "RUNNING":
+            client.set_tag(run.info.run_id, "error", error)
+            client.set_terminated(run.info.run_id, status="FAILED")
+    return {run.data.tags.get(CONFIG_HASH_TAG, ""): run.info.run_id for run in runs}
+
+
+def record_failed_run(
+    tracking_uri: str,
+    experiment_id: str,
+    run_name: str,
+    parent_run_id: str,
+    params: Mapping[str, str],
+    tags: Mapping[str, str],
+    error: str,
+) -> str:
+    """A FAILED child run for a job that never opened its own (its worker died first).
+
+    Args:
+        tracking_uri: the store.
+        experiment_id: the sweep's experiment.
+        run_name: the job's run name.
+        parent_run_id: the sweep's parent run.
+        params: the job's config as dotted params (the report groups runs by them).
+        tags: the job's identity tags.
+        error: why it failed (the ``error`` tag).
+
+    Returns:
+        The new run's id.
+    """
+    client = _client(tracking_uri)
+    run = client.create_run(
+        experiment_id,
+        run_name=fit_run_name(run_name),
+        tags={**tags, "mlflow.parentRunId": parent_run_id, "error": error},
+    )
+    items = [Param(k, v) for k, v in params.items()]
+    for start in range(0, len(items), _PARAM_BATCH):
+        client.log_batch(run.info.run_id, params=items[start : start + _PARAM_BATCH])
+    client.set_terminated(run.info.run_id, status="FAILED")
+    return str(run.info.run_id)
+
+
+# --- replaying spools ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """What replaying one spool sent.
+
+    Attributes:
+        run_id: the run.
+        records: records in the spool.
+        points_sent: metric points sent.
+        points_present: metric points the store had already (an earlier, interrupted replay).
+        status: the final status it set ("" when the spool had none).
+    """
+
+    run_id: str
+    records: int
+    points_sent: int
+    points_present: int
+    status: str
+
+
+def replay_spool(path: Path, parent_run_id: str | None) -> Replayed:
+    """Send a spool's records to its run, then rename it (``spool.REPLAYED_FILE``).
+
+    Idempotent: a metric point the run already has (same key, step, timestamp and value) is not
+    sent again; params and tags are sent with the same values; artifacts overwrite themselves.
+    The final status is set last.
+
+    Args:
+        path: the spool file.
+        parent_run_id: the sweep parent its run must belong to (None: any).
+
+    Returns:
+        What was sent.
+
+    Raises:
+        SpoolError: the file is damaged or belongs to another sweep (nothing was sent).
+    """
+    header, records = read_spool(path, parent_run_id)
+    client = _client(header.tracking_uri)
+    points: dict[str, list[Metric]] = {}
+    status = ""
+    for record in records:
+        if record.kind == "params":
+            items = [Param(k, v) for k, v in record.data["params"].items()]
+            for start in range(0, len(items), _PARAM_BATCH):
+                client.log_batch(header.run_id, params=items[start : start + _PARAM_BATCH])
+        elif record.kind == "tags":
+            tags = [RunTag(k, v) for k, v in record.data["tags"].items()]
+            client.log_batch(header.run_id, tags=tags)
+        elif record.kind == "metrics":
+            for key, value, timestamp, step in record.data["metrics"]:
+                points.setdefault(key, []).append(
+                    Metric(key, float(value), int(timestamp), int(step))
+                )
+        elif record.kind == "artifact":
+            client.log_artifact(
+                header.run_id,
+                str(spooled_file(path, record.data["file"])),
+                artifact_path=record.data["artifact_dir"],
+            )
+        elif record.kind == "text":
+            client.log_text(header.run_id, record.data["text"], record.data["artifact_file"])
+        else:
+            status = str(record.data["status"])
+    sent = present = 0
+    for key, metrics in points.items():
+        have = {
+            (m.step, m.timestamp, _same_float(m.value))
+            for m in client.get_metric_history(header.run_id, key)
+        }
+        missing = [m for m in metrics if (m.step, m.timestamp, _same_float(m.value)) not in have]
+        present += len(metrics) - len(missing)
+        for start in range(0, len(missing), _METRIC_BATCH):
+            client.log_batch(header.run_id, metrics=missing[start : start + _METRIC_BATCH])
+        sent += len(missing)
+    if status:
+        client.set_terminated(header.run_id, status=status)
+    mark_replayed(path)
+    return Replayed(header.run_id, len(records), sent, present, status)
+
+
+def _same_float(value: float) -> str:
+    """A metric value as compared on replay (NaN equal to NaN)."""
+    return repr(float(value))
+
+
+def replay_spools(directory: Path, parent_run_id: str | None) -> list[Replayed]:
+    """Replay every spool under a sweep's (or a job's) directory; check them all first.
+
+    Args:
+        directory: where to look (``spool.find_spools``).
+        parent_run_id: the sweep parent every spool's run must belong to (None: any).
+
+    Returns:
+        What each spool sent.
+
+    Raises:
+        SpoolError: one of them is damaged or another sweep's: none was sent.
+    """
+    spools = find_spools(directory)
+    for path in spools:
+        read_spool(path, parent_run_id)
+    return [replay_spool(path, parent_run_id) for path in spools]

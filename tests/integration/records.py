@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
+from xent_tf.comparison import BATCH_LOSS_METRIC
+
 # Logged every epoch by every run (training.EpochRecord.metrics, the MLP's three Dense layers);
 # every other metric a run has (test/*, train_seconds, val/initial_*, ...) is logged once.
 EPOCH_METRICS = frozenset(
@@ -57,6 +59,8 @@ class SweepRecords:
             missing = sorted((EPOCH_METRICS | ONCE_METRICS) - set(steps))
             wrong = {}
             for name, got in steps.items():
+                if name == BATCH_LOSS_METRIC:
+                    continue  # a per-step series, where it is logged as metric points
                 if name in EPOCH_METRICS and got != list(range(1, epochs + 1)):
                     wrong[name] = got  # one point per epoch, steps 1..epochs
                 elif name not in EPOCH_METRICS and len(got) != 1:

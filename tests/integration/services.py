@@ -208,6 +208,8 @@ class TrackingServer:
     workers: int = 2  # 2 cores: the default 4 uvicorn workers would only compete
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    # With accounts (`make server SERVER_AUTH=1`): the admin's password, handed over in a file.
+    admin_password: str | None = None
 
     @property
     def uri(self) -> str:
@@ -237,6 +239,16 @@ class TrackingServer:
             f"SERVER_WORKERS={self.workers}",
             f"BIN={VENV_BIN}",
         ]
+        if self.admin_password is not None:
+            secret = self.workdir / "admin-password"
+            secret.write_text(self.admin_password)
+            secret.chmod(0o600)
+            command += [
+                "SERVER_AUTH=1",
+                f"ADMIN_PASSWORD_FILE={secret}",
+                f"AUTH_DATABASE_URL=sqlite:///{self.workdir / 'auth.db'}",
+                f"AUTH_CONFIG={self.workdir / 'auth.ini'}",
+            ]
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True

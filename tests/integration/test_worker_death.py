@@ -1,0 +1,110 @@
+"""A sweep worker killed by SIGKILL (as the OOM killer does) is one failed job, not a dead sweep:
+its run ends FAILED with "worker died (signal 9, SIGKILL)", a new worker takes the remaining jobs,
+the report lists it. For the joblib launcher and for the replica launcher's workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.integration.cli import start_cli
+from tests.integration.records import read_sweep
+from tests.integration.services import TINY, stop_group, wait_until
+from tests.integration.test_faults import epochs_logged
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize(
+    ("launcher", "long_job_log"),
+    [
+        # 3 jobs, 2 workers: job 0 trains long and is killed; jobs 1 and 2 finish.
+        ("joblib", Path("0") / "run.log"),
+        # The replica launcher: 3 units (the epoch counts differ: a batch each), 2 workers; the
+        # long unit's worker is killed.
+        ("replicas", None),
+    ],
+)
+def test_a_sigkilled_worker_fails_its_job_and_the_sweep_finishes(
+    tmp_path: Path, launcher: str, long_job_log: Path | None
+) -> None:
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep_dir = tmp_path / "sweep"
+    sweep = start_cli(
+        "-m",
+        "trainer.epochs=3000,2,3",
+        *TINY,
+        "trainer.verbose=true",
+        f"tracking.uri={store}",
+        f"hydra.sweep.dir={sweep_dir}",
+        f"hydra/launcher={launcher}",
+        "hydra.launcher.n_jobs=2",
+        cwd=tmp_path,
+    )
+    client = MlflowClient(store)
+    try:
+        if long_job_log is not None:
+            wait_until(lambda: epochs_logged(sweep_dir / long_job_log) >= 5, 180, "job 0 to train")
+            experiment = client.get_experiment_by_name("reference")
+            assert experiment is not None
+            (running,) = client.search_runs(
+                [experiment.experiment_id],
+                "attributes.status = 'RUNNING' and params.`trainer.epochs` = '3000'",
+            )
+            worker = int(running.data.tags["pid"])
+        else:
+            # A replica batch opens its runs only after training: kill the worker that holds
+            # the long unit once the two short ones are recorded.
+            def short_ones_done() -> bool:
+                experiment = client.get_experiment_by_name("reference")
+                if experiment is None:
+                    return False
+                done = client.search_runs(
+                    [experiment.experiment_id], "attributes.status = 'FINISHED'"
+                )
+                return len([r for r in done if "mlflow.parentRunId" in r.data.tags]) == 2
+
+            wait_until(short_ones_done, 240, "the short jobs to finish")
+            worker = _busy_worker(sweep.pid)
+        assert worker != sweep.pid
+        os.kill(worker, signal.SIGKILL)
+        returncode = sweep.wait(timeout=180)
+    finally:
+        stop_group(sweep)
+    assert returncode == 0
+
+    records = read_sweep(store, "reference")
+    assert records.parent.info.status == "FINISHED"
+    status = {r.data.params["trainer.epochs"]: r.info.status for r in records.children}
+    assert status == {"3000": "FAILED", "2": "FINISHED", "3": "FINISHED"}
+    (dead,) = [r for r in records.children if r.info.status == "FAILED"]
+    reason = f"worker died (signal 9, SIGKILL) in process {worker}"
+    assert dead.data.tags["error"] == f"WorkerDied: {reason}; the rest of the sweep went on"
+    report = (sweep_dir / "report.md").read_text()
+    assert "## Failed runs" in report and reason in report
+    print(f"\n[sigkill {launcher}] statuses {status}, {records.total_points} metric points")
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def _busy_worker(launcher_pid: int) -> int:
+    """The launcher's child process that is using the CPU now (the worker still training; the
+    other worker is idle, waiting for a task)."""
+    children = [
+        int(pid)
+        for pid in Path(f"/proc/{launcher_pid}/task/{launcher_pid}/children").read_text().split()
+    ]
+    before = {pid: _cpu_ticks(pid) for pid in children}
+    time.sleep(2)
+    used = {pid: _cpu_ticks(pid) - ticks for pid, ticks in before.items()}
+    busiest = max(used, key=lambda pid: used[pid])
+    assert sorted(used.values())[-2:-1] in ([], [0], [1]), f"CPU ticks per child: {used}"
+    return busiest

@@ -1,0 +1,120 @@
+"""Resuming a sweep: config-hash matching, study definitions, and sweeps that skip what FINISHED."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from tests.test_entrypoint import run_cli
+from xent_tf.config import Config
+from xent_tf.resume import (
+    CONFIG_HASH_TAG,
+    FinishedJob,
+    config_hash,
+    definition_differences,
+    read_finished,
+    study_definition,
+    write_finished,
+)
+
+
+def test_the_config_hash_ignores_where_a_run_is_recorded_but_not_what_it_trains(
+    make_config: Callable[..., Config],
+) -> None:
+    base = make_config()
+    assert len(config_hash(base)) == 64
+    same_training = make_config(
+        "tracking.uri=sqlite:////elsewhere/x.db",
+        "experiment_name=other",
+        "trainer.verbose=false",
+        "tracking.plots=false",
+    )
+    assert config_hash(same_training) == config_hash(base)
+    for changed in ("seed=1", "optimizer.learning_rate=0.5", "trainer.epochs=3", "optimizer=sgd"):
+        assert config_hash(make_config(changed)) != config_hash(base), changed
+
+
+def test_finished_jobs_round_trip_through_the_sweep_directory(tmp_path: Path) -> None:
+    assert read_finished(tmp_path) == {}
+    jobs = {"a" * 64: FinishedJob("run1", 0.25), "b" * 64: FinishedJob("run2", math.inf)}
+    write_finished(tmp_path, jobs)
+    assert read_finished(tmp_path) == jobs
+
+
+def test_a_study_definition_leaves_out_seeds_and_recording_and_lists_each_difference() -> None:
+    flat = {"seed": "0", "optimizer.learning_rate": "0.1", "tracking.uri": "sqlite:///a.db"}
+    overrides = {"seed": "range(8)", "+variant/x": "a,b", "hydra/launcher": "joblib"}
+    definition = study_definition(flat, overrides)
+    assert definition == {"optimizer.learning_rate": "0.1", "variant/x": "a,b"}
+    other = study_definition(
+        {**flat, "optimizer.learning_rate": "0.5", "seed": "3"},
+        {"seed": "range(10)", "trainer.epochs": "5"},
+    )
+    assert definition_differences(definition, other) == [
+        "optimizer.learning_rate: 0.1 -> 0.5",
+        "trainer.epochs: (unset) -> 5",
+        "variant/x: a,b -> (unset)",
+    ]
+    assert definition_differences(definition, dict(definition)) == []
+
+
+def _children(uri: str) -> list:  # type: ignore[type-arg]
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("reference")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    return [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+
+
+SWEEP = ["-m", "+debug=tiny", "trainer.verbose=false", "tracking.log_model=false"]
+
+
+def test_a_resumed_sweep_runs_only_what_did_not_finish(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep_dir = tmp_path / "sweep"
+    # 1. Replica launcher, seeds 0 and 1; then seed 1's run is marked FAILED (as a crash would).
+    first = run_cli(*SWEEP, "seed=0,1", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    runs = _children(uri)
+    assert sorted(r.data.tags["seed"] for r in runs) == ["0", "1"]
+    by_seed = {r.data.tags["seed"]: r for r in runs}
+    assert by_seed["0"].data.tags[CONFIG_HASH_TAG] != by_seed["1"].data.tags[CONFIG_HASH_TAG]
+    MlflowClient(uri).set_terminated(by_seed["1"].info.run_id, status="FAILED")
+
+    # 2. Re-run into the same directory, per-job launcher, one more seed: seed 0 is skipped,
+    # the FAILED seed 1 and the new seed 2 train.
+    second = run_cli(
+        *SWEEP, "seed=0,1,2", "hydra/launcher=basic", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path
+    )
+    assert second.returncode == 0, second.stderr
+    out = second.stdout + second.stderr
+    assert "1 configs that already FINISHED there are skipped" in out
+    job_0 = (sweep_dir / "0" / "run.log").read_text()
+    assert f"skipped: run {by_seed['0'].info.run_id} FINISHED with this config already" in job_0
+    runs = _children(uri)
+    assert [(r.data.tags["seed"], r.info.status) for r in runs] == [
+        ("0", "FINISHED"),
+        ("1", "FAILED"),
+        ("1", "FINISHED"),
+        ("2", "FINISHED"),
+    ]
+
+    # 3. +resume=true from a new sweep directory (replica launcher): every job is skipped.
+    third = run_cli(*SWEEP, "seed=0,1,2", "+resume=true", cwd=tmp_path)
+    assert third.returncode == 0, third.stderr
+    out = third.stdout + third.stderr
+    assert "3 jobs skipped: their config already FINISHED under the parent run" in out
+    assert len(_children(uri)) == 4
+    parent = MlflowClient(uri).get_run(runs[0].data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "FINISHED"
+
+    # 4. +resume=true with another study definition is refused, naming the key; nothing runs.
+    fourth = run_cli(*SWEEP, "seed=0,1,2", "+resume=true", "trainer.epochs=3", cwd=tmp_path)
+    assert fourth.returncode == 1
+    out = fourth.stdout + fourth.stderr
+    assert "+resume=true refused: this sweep is not the study of parent run" in out
+    assert "trainer.epochs: 2 -> 3" in out
+    assert len(_children(uri)) == 4

@@ -1,0 +1,159 @@
+"""The spool: what a run cannot send while the server is away is kept, replayed exactly once."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow import MlflowClient
+
+from xent_tf import tracking
+from xent_tf.spool import REPLAYED_FILE, SPOOL_FILE, SpoolError, read_spool
+
+
+class Outage:
+    """A store that stops answering while ``down``: its client's writes raise, probes fail."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, client: MlflowClient) -> None:
+        self.down = False
+        self.probes = 0
+        self.up_after_probes: int | None = None
+        monkeypatch.setattr(tracking, "server_answers", self.answers)
+        for name in ("log_batch", "log_text", "log_artifact", "set_terminated"):
+            monkeypatch.setattr(client, name, self._failing(getattr(client, name)))
+
+    def answers(self, uri: str, timeout_seconds: float = 0.0) -> bool:
+        self.probes += 1
+        if self.up_after_probes is not None and self.probes >= self.up_after_probes:
+            self.down = False
+        return not self.down
+
+    def _failing(self, call: Any) -> Any:
+        def maybe(*args: Any, **kwargs: Any) -> Any:
+            if self.down:
+                raise ConnectionError("connection refused")
+            return call(*args, **kwargs)
+
+        return maybe
+
+
+def _open(uri: str, spool_dir: Path, parent: str = "parent-1") -> tracking.MlflowRun:
+    client = MlflowClient(uri)
+    experiment_id = tracking.get_or_create_experiment(client, "spooled")
+    run = client.create_run(experiment_id, run_name="job")
+    recorder = tracking.MlflowRun(client, run.info.run_id, experiment_id, uri)
+    recorder.spool = tracking.SpoolWriter(
+        spool_dir, tracking.SpoolHeader(run.info.run_id, experiment_id, uri, parent)
+    )
+    return recorder
+
+
+def _record_a_run_through_an_outage(
+    uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[tracking.MlflowRun, Outage]:
+    """Params and epoch 1 delivered; then the server goes away: epochs 2-4, a file, a text and
+    the FINISHED status are spooled (the server stays away past the run's wait)."""
+    recorder = _open(uri, tmp_path / "job")
+    outage = Outage(monkeypatch, recorder.client)
+    recorder.log_params({"lr": "0.1"})
+    recorder.log_metrics({"val/loss": 1.0, "val/acc": 0.5}, step=1)
+    recorder.flush()
+    outage.down = True
+    for epoch in (2, 3, 4):
+        recorder.log_metrics({"val/loss": 1.0 / epoch, "val/acc": 0.5 + epoch / 10}, step=epoch)
+    recorder.flush()
+    log = tmp_path / "run.log"
+    log.write_text("epoch lines\n")
+    recorder.log_file(log, "logs")
+    log.write_text("changed after the upload was spooled\n")
+    recorder.log_text("a: 1\n", "config.yaml")
+    monkeypatch.setenv("XENT_SPOOL_WAIT_SECONDS", "0")
+    with pytest.raises(tracking.TrackingUnavailableError, match="did not come back within 0 s"):
+        recorder.end("FINISHED")
+    return recorder, outage
+
+
+def _history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in MlflowClient(uri).get_metric_history(run_id, key))
+
+
+def test_a_replayed_spool_lands_every_point_exactly_once_and_ends_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    recorder, outage = _record_a_run_through_an_outage(uri, tmp_path, monkeypatch)
+    spool = tmp_path / "job" / SPOOL_FILE
+    header, records = read_spool(spool, "parent-1")
+    assert header.run_id == recorder.run_id
+    assert [r.kind for r in records] == ["metrics", "artifact", "text", "status"]
+    assert len(records[0].data["metrics"]) == 6  # 3 epochs x 2 metrics
+    client = MlflowClient(uri)
+    assert client.get_run(recorder.run_id).info.status == "RUNNING"
+    assert _history(uri, recorder.run_id, "val/loss") == [(1, 1.0)]
+
+    outage.down = False
+    first = tracking.replay_spool(spool, "parent-1")
+    assert (first.records, first.points_sent, first.points_present) == (4, 6, 0)
+    run = client.get_run(recorder.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params == {"lr": "0.1"}
+    assert _history(uri, recorder.run_id, "val/loss") == [(1, 1.0), (2, 0.5), (3, 1 / 3), (4, 0.25)]
+    assert len(_history(uri, recorder.run_id, "val/acc")) == 4
+    artifacts = {a.path for a in client.list_artifacts(recorder.run_id)}
+    assert {"config.yaml", "logs"} <= artifacts
+    kept = Path(client.download_artifacts(recorder.run_id, "logs/run.log", str(tmp_path / "dl")))
+    assert kept.read_text() == "epoch lines\n"  # the file as it was when it was logged
+    assert not spool.exists() and (tmp_path / "job" / REPLAYED_FILE).exists()
+    assert tracking.replay_spools(tmp_path / "job", "parent-1") == []  # nothing left to send
+
+    # The same spool replayed again (an interrupted replay, run twice): no point doubles.
+    shutil.copy(tmp_path / "job" / REPLAYED_FILE, spool)
+    again = tracking.replay_spool(spool, "parent-1")
+    assert (again.points_sent, again.points_present) == (0, 6)
+    assert len(_history(uri, recorder.run_id, "val/loss")) == 4
+
+
+def test_a_run_whose_server_returns_within_its_wait_replays_its_own_spool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    recorder = _open(uri, tmp_path / "job")
+    outage = Outage(monkeypatch, recorder.client)
+    outage.down = True
+    recorder.log_metrics({"val/loss": 0.5}, step=1)
+    recorder.flush()
+    outage.up_after_probes = outage.probes + 2  # back at the run's second probe while it waits
+    monkeypatch.setenv("XENT_SPOOL_WAIT_SECONDS", "30")
+    recorder.end("FINISHED")
+    assert MlflowClient(uri).get_run(recorder.run_id).info.status == "FINISHED"
+    assert _history(uri, recorder.run_id, "val/loss") == [(1, 0.5)]
+    assert (tmp_path / "job" / REPLAYED_FILE).exists()
+
+
+def test_a_spool_of_another_sweep_or_a_damaged_one_is_refused_and_nothing_is_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    recorder, outage = _record_a_run_through_an_outage(uri, tmp_path, monkeypatch)
+    outage.down = False
+    spool = tmp_path / "job" / SPOOL_FILE
+    with pytest.raises(SpoolError) as other:
+        tracking.replay_spools(tmp_path, "parent-2")
+    assert str(other.value) == (
+        f"spool {spool} belongs to another sweep: its run {recorder.run_id} has parent run "
+        "parent-1, this sweep's parent is parent-2"
+    )
+    original = spool.read_text().splitlines()
+    lines = list(original)
+    lines[1] = lines[1].replace("0.25", "0.26")  # one value changed on disk
+    spool.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SpoolError, match=f"spool {spool} is damaged at line 2: checksum mismatch"):
+        tracking.replay_spools(tmp_path, "parent-1")
+    spool.write_text("\n".join(original[:2]) + "\n{truncated")
+    with pytest.raises(SpoolError, match=f"spool {spool} is damaged at line 3"):
+        tracking.replay_spools(tmp_path, "parent-1")
+    assert _history(uri, recorder.run_id, "val/loss") == [(1, 1.0)]
+    assert MlflowClient(uri).get_run(recorder.run_id).info.status == "RUNNING"
+    assert spool.exists()

@@ -1,0 +1,60 @@
+"""The worker pool: a worker that dies fails only the task it held; the others finish."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from xent_tf.worker_pool import WorkerDeath, run_tasks
+
+
+def square(value: int) -> tuple[int, int]:
+    return value * value, os.getpid()
+
+
+def die(_: int) -> tuple[int, int]:
+    os.kill(os.getpid(), signal.SIGKILL)
+    raise AssertionError("unreachable")
+
+
+def fail(_: int) -> tuple[int, int]:
+    raise ValueError("bad task 7")
+
+
+class Task:
+    def __init__(self, function, value: int) -> None:  # type: ignore[no-untyped-def]
+        self.function, self.value = function, value
+
+    def __call__(self) -> tuple[int, int]:
+        return self.function(self.value)  # type: ignore[no-any-return]
+
+
+def test_a_killed_worker_fails_its_task_and_a_new_worker_runs_the_rest() -> None:
+    deaths: list[tuple[int, WorkerDeath]] = []
+
+    def on_death(index: int, death: WorkerDeath) -> tuple[int, int]:
+        deaths.append((index, death))
+        return -1, death.pid
+
+    tasks = [Task(square, 2), Task(die, 0), Task(square, 3), Task(square, 4), Task(square, 5)]
+    results = run_tasks(tasks, 2, on_death)
+    assert [value for value, _ in results] == [4, -1, 9, 16, 25]
+    assert len(deaths) == 1 and deaths[0][0] == 1
+    death = deaths[0][1]
+    assert death.exitcode == -signal.SIGKILL
+    assert death.description == f"worker died (signal 9, SIGKILL) in process {death.pid}"
+    # The dead worker's pid ran no later task; none ran in this process.
+    pids = {pid for _, pid in results}
+    assert os.getpid() not in pids and death.pid == results[1][1]
+    assert len(pids) >= 2
+
+
+def test_an_exception_in_a_task_is_raised_where_the_tasks_were_run() -> None:
+    with pytest.raises(ValueError, match="bad task 7"):
+        run_tasks([Task(square, 1), Task(fail, 0)], 2, lambda i, d: (0, 0))
+
+
+def test_an_exit_code_is_described_without_a_signal() -> None:
+    assert WorkerDeath(12, 3).description == "worker died (exit code 3) in process 12"

@@ -1,0 +1,139 @@
+"""Resuming a sweep: which jobs already FINISHED with the same config, and whether a resumed
+study is the study it claims to continue.
+
+Every run records ``CONFIG_HASH_TAG``: a hash of its resolved config without the fields that do
+not change what is trained (where it is recorded, how chatty it is). When a sweep continues an
+earlier parent run (the same sweep directory, or ``+resume=true``), the launching process reads
+that parent's FINISHED children once (``tracking.finished_children``) and leaves them in
+``<sweep dir>/FINISHED_FILE``; a job whose config hash is there is not run again, and returns the
+final validation loss its run recorded. The comparison is by hash, never by run name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xent_tf.config import Config
+
+CONFIG_HASH_TAG = "xent.config_hash"
+# A sweep parent's study definition (``study_definition``), as JSON: what ``+resume=true`` checks.
+DEFINITION_TAG = "xent.study_definition"
+FINISHED_FILE = "finished_jobs.json"
+# Fields that say where and how visibly a run is recorded, not what is trained.
+_NOT_TRAINING = ("experiment_name", "tracking", "claims", "trainer.verbose")
+
+
+def _without(tree: dict[str, Any], dotted: str) -> None:
+    head, _, rest = dotted.partition(".")
+    if rest and isinstance(tree.get(head), dict):
+        _without(tree[head], rest)
+    else:
+        tree.pop(head, None)
+
+
+def config_hash(config: Config) -> str:
+    """sha256 of the run's resolved config, without ``_NOT_TRAINING`` fields.
+
+    Two jobs with the same hash train the same model on the same data with the same seed; the
+    option groups' class names are part of it (an Adam and an SGD config with equal fields
+    differ).
+
+    Args:
+        config: the run's validated config.
+
+    Returns:
+        64 hex digits.
+    """
+    tree = _tree(config)
+    for dotted in _NOT_TRAINING:
+        _without(tree, dotted)
+    text = json.dumps(tree, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _tree(value: Any) -> Any:
+    """A dataclass tree as plain dicts, each dataclass's type name kept as ``_type``."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        tree = {f.name: _tree(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        tree["_type"] = type(value).__name__
+        return tree
+    if isinstance(value, list | tuple):
+        return [_tree(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _tree(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class FinishedJob:
+    """A job's earlier run that FINISHED: the sweep does not run the job again.
+
+    Attributes:
+        run_id: the MLflow run.
+        val_loss: its final validation loss (the job's return value).
+    """
+
+    run_id: str
+    val_loss: float
+
+
+def write_finished(sweep_dir: Path, finished: Mapping[str, FinishedJob]) -> None:
+    """Leave {config hash: finished job} in the sweep directory for the jobs to read."""
+    payload = {key: dataclasses.asdict(job) for key, job in finished.items()}
+    (sweep_dir / FINISHED_FILE).write_text(json.dumps(payload, sort_keys=True))
+
+
+def read_finished(sweep_dir: Path) -> dict[str, FinishedJob]:
+    """{config hash: finished job} left by the sweep's launching process ({} when none)."""
+    path = sweep_dir / FINISHED_FILE
+    if not path.exists():
+        return {}
+    return {key: FinishedJob(**job) for key, job in json.loads(path.read_text()).items()}
+
+
+# Keys a resumed study may change: more or other seeds is the point of resuming; where and how
+# visibly it is recorded does not change what it trains.
+_MAY_CHANGE = (
+    "seed",
+    "resume",
+    "experiment_name",
+    "tracking.",
+    "tracking",
+    "trainer.verbose",
+    "hydra.",
+    "hydra/",
+)
+
+
+def study_definition(flat_config: Mapping[str, str], sweep_overrides: Mapping[str, str]) -> dict:
+    """What a sweep trains: its base config and its sweep overrides, as {dotted key: text}.
+
+    Args:
+        flat_config: the launching process's config, flattened (sweep overrides not applied).
+        sweep_overrides: {key: value text} of the command line's overrides (``a=1,2``).
+
+    Returns:
+        Both merged, without the keys a resumed study may change (``_MAY_CHANGE``).
+    """
+    merged = {**flat_config, **{k.lstrip("+~"): v for k, v in sweep_overrides.items()}}
+    return {
+        key: value
+        for key, value in sorted(merged.items())
+        if not any(key == m or (m[-1] in "./" and key.startswith(m)) for m in _MAY_CHANGE)
+    }
+
+
+def definition_differences(recorded: Mapping[str, str], current: Mapping[str, str]) -> list[str]:
+    """``key: recorded -> current`` for every key whose value differs (or exists in one only)."""
+    missing = "(unset)"
+    return [
+        f"{key}: {recorded.get(key, missing)} -> {current.get(key, missing)}"
+        for key in sorted(set(recorded) | set(current))
+        if recorded.get(key) != current.get(key)
+    ]
