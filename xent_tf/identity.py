@@ -21,7 +21,15 @@ VARIANT_TAG = "xent.variant"
 VARIANT_LABEL_TAG = "xent.variant_label"
 
 # Overrides that never define a variant: where and how a job runs, not what it trains.
-_NOT_A_VARIANT = ("seed", "tracking", "hydra", "+experiment", "+debug", "trainer.verbose")
+_NOT_A_VARIANT = (
+    "seed",
+    "tracking",
+    "hydra",
+    "+experiment",
+    "+debug",
+    "+resume",
+    "trainer.verbose",
+)
 
 
 @dataclass(frozen=True)
