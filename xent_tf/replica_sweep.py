@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra._internal.config_loader_impl import get_overrides_dirname
 from hydra.core.hydra_config import HydraConfig
@@ -35,6 +35,9 @@ from xent_tf.config import Config, to_config
 from xent_tf.resume import FinishedJob, config_hash, read_finished
 from xent_tf.sweep import preload_job_modules
 from xent_tf.worker_pool import WorkerDeath
+
+if TYPE_CHECKING:  # TensorFlow: imported by the jobs that train, not by the launcher
+    from xent_tf.replica_batch import TrainedBatch
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +206,9 @@ def plan_units(
     return units, invalid
 
 
-def _record_task(batch: Any, replica: int, unit_name: str) -> Callable[[DictConfig], float]:
+def _record_task(
+    batch: TrainedBatch, replica: int, unit_name: str
+) -> Callable[[DictConfig], float]:
     """The task function run_job calls for one replica: record its MLflow run."""
 
     def record(_: DictConfig) -> float:
