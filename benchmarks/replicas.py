@@ -6,8 +6,9 @@ Measured side by side in one process (the ratios are what count on this noisy ma
 - a 20-seed sweep of the reference run, vectorised (``replica_batch.train_batch``: data, 20
   models, one graph, range of seeds) vs the same 20 runs one after another in this warm
   process (``pipeline.run_experiment`` with tracking off, its compiled loop reused);
-- the per-run records (params, metrics, model, datasets, log: ``record_outcome`` into a SQLite
-  store) as a share of a vectorised study's wall time;
+- the per-run records (params, metrics, batch-loss series, model file, datasets: ``record_outcome``
+  into a SQLite store, with a study's tracking settings) as a share of a vectorised study's
+  wall time;
 - peak memory of a process that trains 20 replicas (a fresh subprocess).
 
     python -m benchmarks.bench --only replicas
@@ -142,7 +143,14 @@ def _time_records(workdir: Path) -> tuple[float, float, tuple[float, float]]:
     from xent_tf.replica_batch import record_outcome, train_batch
 
     uri = f"sqlite:///{workdir / 'records.db'}"
-    configs = _seed_configs(REPLICAS, "tracking=sqlite", f"tracking.uri={uri}")
+    # As a study records its children: no per-run PNG, the model file as a plain artifact.
+    configs = _seed_configs(
+        REPLICAS,
+        "tracking=sqlite",
+        f"tracking.uri={uri}",
+        "tracking.plots=false",
+        "tracking.logged_model=false",
+    )
     started = time.perf_counter()
     batch = train_batch(configs)
     trained = time.perf_counter()

@@ -157,7 +157,8 @@ class TrainedBatch:
     outcomes: list[ReplicaOutcome]
 
     def model(self, replica: int) -> keras.Model:
-        """Replica ``replica``'s trained model, as a Keras model of its own."""
+        """Replica ``replica``'s trained model as a Keras model (one model object serves every
+        replica in turn: save it before asking for the next)."""
         return self.trainer.export(replica)
 
 

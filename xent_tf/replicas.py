@@ -239,6 +239,7 @@ class ReplicaTrainer:
         self._uniform_rates = False
         self._compiled_epochs: dict[bool, tf.types.experimental.PolymorphicFunction] = {}
         self._compiled_evaluates: dict[bool, tf.types.experimental.PolymorphicFunction] = {}
+        self._exported: keras.Model | None = None
 
     # --- the maths -------------------------------------------------------------------------
 
@@ -638,12 +639,17 @@ class ReplicaTrainer:
         return out
 
     def export(self, replica: int) -> keras.Model:
-        """A Keras model of the template's architecture holding replica ``replica``'s weights."""
-        model = keras.models.clone_model(self.template)
+        """A Keras model of the template's architecture holding replica ``replica``'s weights.
+
+        One clone of the template serves every replica (cloning was a quarter of a replica's
+        recording time): use or save the model before exporting the next replica.
+        """
+        if self._exported is None:
+            self._exported = keras.models.clone_model(self.template)
         by_layer = iter(self.weights(replica))
         for layer in self.layers:
-            model.get_layer(layer.name).set_weights([next(by_layer), next(by_layer)])
-        return model
+            self._exported.get_layer(layer.name).set_weights([next(by_layer), next(by_layer)])
+        return self._exported
 
 
 def _until_not_finite(losses: np.ndarray) -> np.ndarray:
