@@ -24,6 +24,7 @@ from xent_tf.build import build_dataset as make_dataset
 from xent_tf.build import build_loss, build_model, build_optimizer, tensor_splits
 from xent_tf.config import Config, LossConfig, MakeClassificationConfig, MlpConfig
 from xent_tf.data import Dataset
+from xent_tf.lr_finder import find_learning_rate
 from xent_tf.replica_batch import check_memory, graph_key, group_jobs, train_batch
 from xent_tf.replicas import NotReplicableError, OptimizerRule, ReplicaFit, ReplicaTrainer
 from xent_tf.runtime import configure_runtime
@@ -297,3 +298,34 @@ def test_only_dense_chains_and_plain_adam_or_sgd_can_be_replicated() -> None:
     assert OptimizerRule.of(keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True)) == (
         OptimizerRule("sgd", momentum=0.9, nesterov=True)
     )
+
+
+def test_the_replicated_range_test_is_each_replicas_own_range_test() -> None:
+    configure_runtime("cpu", 1, 0)
+    data = make_dataset(MakeClassificationConfig(n_samples=600, n_test=100))
+    spec = build_loss(LossConfig(name="bce"), data)
+    train, _, _ = tensor_splits(data, spec)
+    models = [build_model(MlpConfig(hidden_units=[8, 8]), data, spec, seed) for seed in (0, 1)]
+    trainer = ReplicaTrainer(models, spec.loss, OptimizerRule("sgd"), 32, False)
+    before = trainer.weights(1)
+    settings = {"min_lr": 1e-4, "max_lr": 100.0, "num_steps": 60}
+    replicated = trainer.range_test(train, [0, 1], **settings)
+    for seed, got in zip((0, 1), replicated, strict=True):
+        loop = CompiledLoop(
+            build_model(MlpConfig(hidden_units=[8, 8]), data, spec, seed),
+            spec.loss,
+            keras.optimizers.SGD(0.1),
+            32,
+            False,
+        )
+        want = find_learning_rate(loop, train, seed=seed, **settings)
+        # The curve's steps are the single run's to float32 rounding (plain SGD: same kernel),
+        # until the divergence stop; the suggestions are the same rates.
+        assert len(got.losses) == len(want.losses)
+        np.testing.assert_allclose(got.losses, want.losses, rtol=1e-4, atol=1e-5)
+        assert got.suggestion == pytest.approx(want.suggestion)
+        assert got.stop_reason == want.stop_reason
+    # Weights and optimizer state are put back.
+    for got_w, want_w in zip(trainer.weights(1), before, strict=True):
+        np.testing.assert_array_equal(got_w, want_w)
+    assert int(trainer.iterations.numpy()) == 0

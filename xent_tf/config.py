@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypedDict, TypeVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -482,6 +482,18 @@ class TrainerConfig:
 LR_FIND_USES = ("suggested", "flat", "exploding")
 
 
+class RangeTestSettings(TypedDict):
+    """The range test's arguments, as ``LrFindConfig.curve_settings`` gives them."""
+
+    min_lr: float
+    max_lr: float
+    num_steps: int
+    mode: str
+    beta: float
+    divergence_factor: float
+    method: str
+
+
 @dataclass
 class LrFindConfig:
     """The learning-rate range test (C14) run before training, and which rate to train with."""
@@ -495,6 +507,19 @@ class LrFindConfig:
     beta: float = 0.98  # smoothing of the loss (bias-corrected moving average)
     divergence_factor: float = 4.0  # stop when the smoothed loss exceeds this x its best
     method: str = "steepest"  # steepest | valley | minimum (lr at the minimum / 10)
+
+    def curve_settings(self) -> RangeTestSettings:
+        """The range test's own arguments (``lr_finder.find_learning_rate`` and the replica
+        trainer's ``range_test``): everything here but ``enabled`` and ``use``."""
+        return RangeTestSettings(
+            min_lr=self.min_lr,
+            max_lr=self.max_lr,
+            num_steps=self.num_steps,
+            mode=self.mode,
+            beta=self.beta,
+            divergence_factor=self.divergence_factor,
+            method=self.method,
+        )
 
     def __post_init__(self) -> None:
         _require_choice("lr_find.use", self.use, LR_FIND_USES)

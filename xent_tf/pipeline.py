@@ -453,19 +453,7 @@ def _range_test(
     Raises:
         ValueError: the curve gave no suggestion (the message says what to try).
     """
-    settings = config.lr_find
-    result = find_learning_rate(
-        loop,
-        train,
-        min_lr=settings.min_lr,
-        max_lr=settings.max_lr,
-        num_steps=settings.num_steps,
-        mode=settings.mode,
-        beta=settings.beta,
-        divergence_factor=settings.divergence_factor,
-        method=settings.method,
-        seed=config.seed,
-    )
+    result = find_learning_rate(loop, train, seed=config.seed, **config.lr_find.curve_settings())
     return record_range_test(config, result, recorder, output_dir)
 
 

@@ -206,18 +206,7 @@ def train_batch(configs: Sequence[Config]) -> TrainedBatch:
         range_tests: list[RangeTestResult | None] = [None] * len(configs)
         base_rates: list[float | None] = [c.optimizer.learning_rate for c in configs]
         if first.lr_find.enabled:
-            settings = first.lr_find
-            tested = trainer.range_test(
-                train,
-                seeds,
-                min_lr=settings.min_lr,
-                max_lr=settings.max_lr,
-                num_steps=settings.num_steps,
-                mode=settings.mode,
-                beta=settings.beta,
-                divergence_factor=settings.divergence_factor,
-                method=settings.method,
-            )
+            tested = trainer.range_test(train, seeds, **first.lr_find.curve_settings())
             range_tests = list(tested)
             base_rates = [
                 region_rates(result)[config.lr_find.use]
