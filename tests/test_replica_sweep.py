@@ -117,3 +117,41 @@ def test_an_invalid_job_is_named_and_the_rest_of_the_sweep_runs(tmp_path: Path) 
     assert sorted(children) == [("bce/reference", "0"), ("bce/reference", "1")]
     assert all(run.info.status == "FINISHED" for run in children.values())
     assert all(math.isfinite(run.data.metrics["val/loss"]) for run in children.values())
+
+
+def test_a_copied_composition_is_the_config_hydra_composes() -> None:
+    """SweepComposer composes once per seed-less override set and copies for other seeds."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.callbacks import Callbacks
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import HydraContext
+    from omegaconf import OmegaConf, open_dict
+
+    from tests.conftest import CONFIG_DIR
+    from xent_tf.replica_sweep import SweepComposer
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        master = compose(
+            config_name="config", overrides=["+experiment=lr_sweep"], return_hydra_config=True
+        )
+        loader = GlobalHydra.instance().config_loader()
+        composer = SweepComposer(HydraContext(config_loader=loader, callbacks=Callbacks()), master)
+        calls = []
+        original = loader.load_sweep_config
+
+        def counting(master_config, sweep_overrides):  # type: ignore[no-untyped-def]
+            calls.append(list(sweep_overrides))
+            return original(master_config, sweep_overrides)
+
+        loader.load_sweep_config = counting  # type: ignore[method-assign]
+        for number, seed in enumerate((0, 3, 7)):
+            overrides = ["optimizer.learning_rate=0.1", f"seed={seed}"]
+            ours = composer.compose(number, overrides)
+            theirs = original(master, overrides)
+            with open_dict(theirs):
+                theirs.hydra.job.id = f"{theirs.hydra.job.name}_{number}"
+                theirs.hydra.job.num = number
+            assert OmegaConf.to_container(ours) == OmegaConf.to_container(theirs)
+            assert ours.seed == seed
+            assert ours.hydra.job.override_dirname == f"optimizer.learning_rate=0.1,seed={seed}"
+        assert len(calls) == 1  # composed once; seeds 3 and 7 are copies
