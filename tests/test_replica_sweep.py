@@ -155,3 +155,21 @@ def test_a_copied_composition_is_the_config_hydra_composes() -> None:
             assert ours.seed == seed
             assert ours.hydra.job.override_dirname == f"optimizer.learning_rate=0.1,seed={seed}"
         assert len(calls) == 1  # composed once; seeds 3 and 7 are copies
+
+
+def test_a_batch_that_does_not_fit_fails_its_runs_saying_how_many_fit(tmp_path: Path) -> None:
+    # A tiny replica needs 0.074 MiB (210 training rows); with 1 MiB for a batch, half kept
+    # free, 6 fit: the 10-seed batch is refused before training, each job's run FAILED.
+    result = run_cli(
+        "-m", "+debug=tiny", "seed=range(10)", "hydra.launcher.memory_mb=1", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    assert "failed before training: MemoryError: a replica batch of 10 runs needs about" in out
+    _, children = _children(f"sqlite:///{tmp_path / 'mlflow.db'}", "reference")
+    assert len(children) == 10
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for run in children.values():
+        assert run.info.status == "FAILED"
+        assert "at most 6 replicas fit; set hydra.launcher.max_replicas=6" in run.data.tags["error"]
+        assert "logs" in {a.path for a in client.list_artifacts(run.info.run_id)}

@@ -162,17 +162,19 @@ class TrainedBatch:
         return self.trainer.export(replica)
 
 
-def train_batch(configs: Sequence[Config]) -> TrainedBatch:
+def train_batch(configs: Sequence[Config], memory_bytes: int | None = None) -> TrainedBatch:
     """Train the configs of one batch as replicas of one graph.
 
     Args:
         configs: configs with one ``graph_key``.
+        memory_bytes: memory the batch may use (None: what the machine has available).
 
     Returns:
         Every replica's outcome.
 
     Raises:
         ValueError: the configs do not share a graph.
+        MemoryError: the batch would not fit in ``memory_bytes`` (the message says how many do).
     """
     first = configs[0]
     if any(graph_key(c) != graph_key(first) for c in configs[1:]):
@@ -189,7 +191,7 @@ def train_batch(configs: Sequence[Config]) -> TrainedBatch:
         max(len(data.train), len(data.val), len(data.test)),
         data.n_features,
         [layer.units for layer in dense_layers(models[0])],
-        available_memory(),
+        memory_bytes if memory_bytes is not None else available_memory(),
     )
     n_params = int(models[0].count_params())
     seeds = [config.seed for config in configs]

@@ -13,6 +13,7 @@ joblib's worker processes.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import logging
 import math
@@ -51,12 +52,14 @@ class WorkUnit:
         sweep_configs: each job's composed config (composing is the slow part of planning).
         replicated: train them as one replica batch (else: the plain task function).
         name: names the batch in its runs' tags.
+        memory_bytes: memory a batch may use (None: what the machine has available).
     """
 
     jobs: tuple[tuple[int, tuple[str, ...]], ...]
     sweep_configs: tuple[DictConfig, ...]
     replicated: bool
     name: str
+    memory_bytes: int | None = None
 
 
 _SEED_OVERRIDE = re.compile(r"^seed=(\d+)$")
@@ -160,10 +163,12 @@ def plan_units(
     max_replicas: int,
     sweep_name: str,
     finished: Mapping[str, FinishedJob] | None = None,
+    memory_mb: int = 0,
 ) -> tuple[list[WorkUnit], dict[int, JobReturn]]:
     """Validate every job, set aside those already finished, group the rest into work units.
 
     Args:
+        memory_mb: memory each batch may use, MiB (0: what the machine has available).
         finished: {config hash: its FINISHED run} of a resumed parent (``resume``): those jobs
             are not run again.
 
@@ -201,6 +206,7 @@ def plan_units(
                 tuple(sweep_configs[i] for i in members),
                 len(members) > 1,
                 f"{sweep_name}#{index}",
+                memory_mb * 2**20 if memory_mb > 0 else None,
             )
         )
     return units, invalid
@@ -264,13 +270,55 @@ def execute_unit(
     if not unit.replicated:
         return [run(sweep_config, task_function) for sweep_config in sweep_configs]
     from xent_tf.replica_batch import train_batch
+    from xent_tf.replicas import NotReplicableError
 
     HydraConfig.instance().set_config(sweep_configs[0])
-    batch = train_batch([_typed(c) for c in sweep_configs])
+    try:
+        batch = train_batch([_typed(c) for c in sweep_configs], unit.memory_bytes)
+    except NotReplicableError as error:
+        log.warning("%s cannot train as replicas (%s): its jobs run one by one", unit.name, error)
+        return [run(sweep_config, task_function) for sweep_config in sweep_configs]
+    except Exception as error:
+        # Nothing of the batch trained (e.g. it does not fit in memory): every job gets a
+        # FAILED run with the reason, as a job that fails on its own does, and the sweep goes on.
+        log.error("%s failed before training: %s: %s", unit.name, type(error).__name__, error)
+        return [run(sweep_config, _failed_batch_task(error)) for sweep_config in sweep_configs]
     return [
         run(sweep_config, _record_task(batch, replica, unit.name))
         for replica, sweep_config in enumerate(sweep_configs)
     ]
+
+
+def _failed_batch_task(error: Exception) -> Callable[[DictConfig], float]:
+    """The task function of a job whose batch failed before training: a FAILED run saying why."""
+
+    def fail(task_config: DictConfig) -> float:
+        from xent_tf import tracking
+        from xent_tf.pipeline import recorded_run
+        from xent_tf.runtime import DeviceChoice
+        from xent_tf.sweep import parent_for_sweep
+
+        hydra_config = HydraConfig.get()
+        output_dir = Path(hydra_config.runtime.output_dir)
+        parent = parent_for_sweep(Path(hydra_config.sweep.dir))
+        config = to_config(task_config)
+        try:
+            with recorded_run(
+                config,
+                DeviceChoice("-", "none", "nothing trained: the replica batch failed first"),
+                list(hydra_config.overrides.task),
+                parent.run_id if parent else None,
+                None,
+                output_dir / f"{hydra_config.job.name}.log",
+            ) as recorder:
+                # The report places a failed run in its variant by its params.
+                recorder.log_params(tracking.flatten(dataclasses.asdict(config)))
+                raise error
+        except Exception as failure:
+            log.error("job failed, the sweep goes on: %s: %s", type(failure).__name__, failure)
+        return math.nan
+
+    return fail
 
 
 def record_lost_jobs(
@@ -325,6 +373,7 @@ def launch(
     initial_job_idx: int,
     n_jobs: int,
     max_replicas: int,
+    memory_mb: int = 0,
 ) -> list[JobReturn]:
     """Launch a sweep's jobs as replica batches.
 
@@ -336,6 +385,7 @@ def launch(
         initial_job_idx: the first job's number.
         n_jobs: worker processes when there are several units (1: all in this process).
         max_replicas: most replicas per batch.
+        memory_mb: memory each batch may use, MiB (0: what the machine has available).
 
     Returns:
         One JobReturn per job, in the order of ``job_overrides``.
@@ -352,6 +402,7 @@ def launch(
         max_replicas,
         sweep_dir.name,
         read_finished(sweep_dir),
+        memory_mb,
     )
     log.info(
         "%d jobs in %d units (%s); sweep output dir: %s",

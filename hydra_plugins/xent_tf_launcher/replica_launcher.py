@@ -27,6 +27,9 @@ class ReplicaLauncherConf:
     n_jobs: int = 2
     # Most replicas in one batch: a larger group of jobs is cut into several batches.
     max_replicas: int = 64
+    # Memory a batch may use, MiB: a batch that needs more fails before training, saying how
+    # many replicas fit. 0 = what the machine has available; on a GPU, give its memory here.
+    memory_mb: int = 0
 
 
 ConfigStore.instance().store(
@@ -37,13 +40,16 @@ ConfigStore.instance().store(
 class ReplicaLauncher(Launcher):
     """Groups a sweep's jobs into replica batches (``xent_tf.replica_sweep``)."""
 
-    def __init__(self, n_jobs: int = 2, max_replicas: int = 64) -> None:
+    def __init__(self, n_jobs: int = 2, max_replicas: int = 64, memory_mb: int = 0) -> None:
         if n_jobs < 1:
             raise ValueError(f"hydra.launcher.n_jobs={n_jobs} must be >= 1")
         if max_replicas < 1:
             raise ValueError(f"hydra.launcher.max_replicas={max_replicas} must be >= 1")
         self.n_jobs = n_jobs
         self.max_replicas = max_replicas
+        if memory_mb < 0:
+            raise ValueError(f"hydra.launcher.memory_mb={memory_mb} must be >= 0 (0: available)")
+        self.memory_mb = memory_mb
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -70,4 +76,5 @@ class ReplicaLauncher(Launcher):
             initial_job_idx,
             self.n_jobs,
             self.max_replicas,
+            self.memory_mb,
         )
