@@ -28,11 +28,11 @@ from pathlib import Path
 def measure(runs: int, workdir: Path) -> dict[str, list[float]]:
     """Seconds per record kind, one value per run after the first."""
     from xent_tf import tracking
-    from xent_tf.config import DataConfig
-    from xent_tf.data import make_dataset
+    from xent_tf.build import build_dataset
+    from xent_tf.config import MakeClassificationConfig
     from xent_tf.models import build_mlp
 
-    data = make_dataset(DataConfig())
+    data = build_dataset(MakeClassificationConfig())
     model = build_mlp(data.n_features, [10, 10], 1, "sigmoid")
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     splits = {

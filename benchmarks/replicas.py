@@ -45,6 +45,8 @@ class ReplicaBench:
         peak_rss_mb: peak RSS of a fresh process training 20 replicas of the reference run.
         replica_mib: the batch's memory estimate per replica (``replicas.bytes_per_replica``).
         val_acc_spread: (min, max) final validation accuracy over the 20 replicas.
+        record_kinds: median seconds per run of the records studies may leave out
+            (``benchmarks.mlflow_records``: datasets, logged_model, artifact).
     """
 
     replica_cold: list[float]
@@ -58,6 +60,7 @@ class ReplicaBench:
     peak_rss_mb: float
     replica_mib: float
     val_acc_spread: tuple[float, float]
+    record_kinds: dict[str, float]
 
 
 def _seed_configs(n: int, *overrides: str) -> list[Config]:
@@ -197,6 +200,8 @@ def bench_replicas(workdir: Path, repeats: int) -> ReplicaBench:
     Returns:
         The measurements.
     """
+    from benchmarks.bench import median
+    from benchmarks.mlflow_records import measure as measure_records
     from xent_tf.replicas import bytes_per_replica
     from xent_tf.runtime import configure_runtime
 
@@ -205,6 +210,7 @@ def bench_replicas(workdir: Path, repeats: int) -> ReplicaBench:
     timings = [_time_training(configs) for _ in range(repeats)]
     sweeps = [_time_sweeps(configs, workdir / f"sweep-{i}") for i in range(max(1, repeats // 2))]
     record_seconds, study_seconds, spread = _time_records(workdir)
+    (workdir / "records").mkdir()
     return ReplicaBench(
         replica_cold=[t[0] for t in timings],
         single_cold=[t[1] for t in timings],
@@ -217,6 +223,10 @@ def bench_replicas(workdir: Path, repeats: int) -> ReplicaBench:
         peak_rss_mb=_peak_rss_mb(Path(__file__).resolve().parent.parent),
         replica_mib=bytes_per_replica(6300, 6300, 20, [10, 10, 1]) / 2**20,
         val_acc_spread=spread,
+        record_kinds={
+            name: median(values)
+            for name, values in measure_records(max(3, repeats), workdir / "records").items()
+        },
     )
 
 
@@ -256,6 +266,13 @@ def render_replicas(result: ReplicaBench) -> str:
             f"peak RSS of a {REPLICAS}-replica process",
             f"{result.peak_rss_mb:.0f} MiB (estimate {result.replica_mib:.2f} MiB per replica)",
             "",
+        ],
+        [
+            "per run: dataset inputs / MLflow logged model / model.keras as an artifact",
+            " / ".join(
+                f"{result.record_kinds[k]:.3f} s" for k in ("datasets", "logged_model", "artifact")
+            ),
+            "studies: artifact",
         ],
         [
             "replicas' final val acc",
