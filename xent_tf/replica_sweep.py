@@ -212,6 +212,37 @@ def plan_units(
     return units, invalid
 
 
+@dataclass(frozen=True)
+class _CurrentJob:
+    """Where the job that Hydra's ``run_job`` is running records itself."""
+
+    output_dir: Path
+    overrides: list[str]
+    parent_run_id: str | None
+    log_file: Path
+
+    @classmethod
+    def get(cls) -> _CurrentJob:
+        from xent_tf.sweep import parent_for_sweep
+
+        hydra_config = HydraConfig.get()
+        output_dir = Path(hydra_config.runtime.output_dir)
+        parent = parent_for_sweep(Path(hydra_config.sweep.dir))
+        return cls(
+            output_dir,
+            list(hydra_config.overrides.task),
+            parent.run_id if parent else None,
+            output_dir / f"{hydra_config.job.name}.log",
+        )
+
+
+def _sweep_goes_on(error: Exception) -> float:
+    """As run.py does for a failed job: its run is FAILED in MLflow with the reason, the report
+    lists it, and the sweep goes on (NaN as the job's value)."""
+    log.error("job failed, the sweep goes on: %s: %s", type(error).__name__, error)
+    return math.nan
+
+
 def _record_task(
     batch: TrainedBatch, replica: int, unit_name: str
 ) -> Callable[[DictConfig], float]:
@@ -219,27 +250,21 @@ def _record_task(
 
     def record(_: DictConfig) -> float:
         from xent_tf.replica_batch import record_outcome
-        from xent_tf.sweep import parent_for_sweep
 
-        hydra_config = HydraConfig.get()
-        output_dir = Path(hydra_config.runtime.output_dir)
-        parent = parent_for_sweep(Path(hydra_config.sweep.dir))
+        job = _CurrentJob.get()
         try:
             summary = record_outcome(
                 batch,
                 replica,
-                output_dir,
-                list(hydra_config.overrides.task),
-                parent.run_id if parent else None,
+                job.output_dir,
+                job.overrides,
+                job.parent_run_id,
                 None,  # named by identity.run_identity, as run.py's jobs are
-                output_dir / f"{hydra_config.job.name}.log",
+                job.log_file,
                 unit_name,
             )
         except Exception as error:
-            # As run.py does for a failed job: the run is FAILED in MLflow with its reason, the
-            # report lists it, and the sweep goes on.
-            log.error("job failed, the sweep goes on: %s: %s", type(error).__name__, error)
-            return math.nan
+            return _sweep_goes_on(error)
         return summary.history[-1].val_loss
 
     return record
@@ -296,27 +321,23 @@ def _failed_batch_task(error: Exception) -> Callable[[DictConfig], float]:
         from xent_tf import tracking
         from xent_tf.pipeline import recorded_run
         from xent_tf.runtime import DeviceChoice
-        from xent_tf.sweep import parent_for_sweep
 
-        hydra_config = HydraConfig.get()
-        output_dir = Path(hydra_config.runtime.output_dir)
-        parent = parent_for_sweep(Path(hydra_config.sweep.dir))
+        job = _CurrentJob.get()
         config = to_config(task_config)
         try:
             with recorded_run(
                 config,
                 DeviceChoice("-", "none", "nothing trained: the replica batch failed first"),
-                list(hydra_config.overrides.task),
-                parent.run_id if parent else None,
+                job.overrides,
+                job.parent_run_id,
                 None,
-                output_dir / f"{hydra_config.job.name}.log",
+                job.log_file,
             ) as recorder:
                 # The report places a failed run in its variant by its params.
                 recorder.log_params(tracking.flatten(dataclasses.asdict(config)))
                 raise error
         except Exception as failure:
-            log.error("job failed, the sweep goes on: %s: %s", type(failure).__name__, failure)
-        return math.nan
+            return _sweep_goes_on(failure)
 
     return fail
 

@@ -36,6 +36,7 @@ from xent_tf.training import (
     Evaluation,
     FitResult,
     TensorSplit,
+    batch_weighted_mean,
     predictions,
     relaxed_spec,
     steps_per_epoch,
@@ -229,12 +230,10 @@ class ReplicaTrainer:
             for m in models
         ]
         self.flat = tf.Variable(np.stack(rows).astype(np.float32))
-        self.variables = [self.flat]
         self.iterations = tf.Variable(0, dtype=tf.int64)
+        # The optimizer's state, shaped like ``flat``: Adam's m and v, SGD's momentum.
         slot_count = {"adam": 2, "sgd": 1 if rule.momentum else 0}[rule.kind]
-        self.slots = [
-            [tf.Variable(tf.zeros_like(v)) for v in self.variables] for _ in range(slot_count)
-        ]
+        self.slots = [tf.Variable(tf.zeros_like(self.flat)) for _ in range(slot_count)]
         # Traced per (uniform rates?, with gradient norms?): see run_epoch and evaluate.
         self._uniform_rates = False
         self._compiled_epochs: dict[bool, tf.types.experimental.PolymorphicFunction] = {}
@@ -272,79 +271,75 @@ class ReplicaTrainer:
         rows = tf.cast(tf.shape(per_sample)[1], per_sample.dtype)
         return tf.reduce_sum(per_sample, axis=1) / rows
 
-    def _apply(self, gradients: Sequence[tf.Tensor], rates: tf.Tensor, alive: tf.Tensor) -> None:
-        """One step of the update rule with one learning rate per replica (K,).
+    def _apply(self, gradient: tf.Tensor, rates: tf.Tensor, alive: tf.Tensor) -> None:
+        """One step of the update rule on ``flat``, with one learning rate per replica (K,).
 
         SGD always, and Adam when every replica has the same rate, step through TensorFlow's
-        fused kernels, as the single run does (the same per-element formula, one op per
-        variable). Adam with rates that differ per replica is written out element-wise. A
-        replica no longer ``alive`` steps at rate 0 (with one shared Adam rate it keeps
-        stepping: its numbers are no longer read, and replicas never mix).
+        fused kernels, as the single run does (the same per-element formula). Adam with rates
+        that differ per replica is written out element-wise. A replica no longer ``alive``
+        steps at rate 0 (with one shared Adam rate it keeps stepping: its numbers are no longer
+        read, and replicas never mix).
         """
         rule = self.rule
-        masked = rates * tf.cast(alive, rates.dtype)
+        masked = tf.reshape(rates * tf.cast(alive, rates.dtype), [-1, 1])
         if rule.kind == "sgd":
-            self._apply_sgd(gradients, masked)
+            self._apply_sgd(gradient, masked)
         elif self._uniform_rates:
-            self._apply_adam_fused(gradients, rates[0])
+            self._apply_adam_fused(gradient, rates[0])
         else:
-            self._apply_adam(gradients, masked)
+            self._apply_adam(gradient, masked)
         self.iterations.assign_add(1)
 
-    def _apply_sgd(self, gradients: Sequence[tf.Tensor], rates: tf.Tensor) -> None:
-        """Keras SGD with a rate per replica: the kernels take the rate-scaled gradient and a
-        rate of 1 (m = momentum * m - lr * g; w += m, or Nesterov's w += momentum * m - lr * g)."""
+    def _apply_sgd(self, gradient: tf.Tensor, rates: tf.Tensor) -> None:
+        """Keras SGD with a rate per replica (K, 1): the kernels take the rate-scaled gradient
+        and a rate of 1 (m = momentum * m - lr * g; w += m, or Nesterov's
+        w += momentum * m - lr * g)."""
         rule = self.rule
-        rate = tf.reshape(rates, [-1, 1])
+        scaled = gradient * rates
         one = tf.constant(1.0)
-        for index, (variable, gradient) in enumerate(zip(self.variables, gradients, strict=True)):
-            scaled = gradient * rate
-            if rule.momentum:
-                tf.raw_ops.ResourceApplyKerasMomentum(
-                    var=variable.handle,
-                    accum=self.slots[0][index].handle,
-                    lr=one,
-                    grad=scaled,
-                    momentum=tf.constant(rule.momentum),
-                    use_nesterov=rule.nesterov,
-                )
-            else:
-                tf.raw_ops.ResourceApplyGradientDescent(
-                    var=variable.handle, alpha=one, delta=scaled
-                )
+        if rule.momentum:
+            tf.raw_ops.ResourceApplyKerasMomentum(
+                var=self.flat.handle,
+                accum=self.slots[0].handle,
+                lr=one,
+                grad=scaled,
+                momentum=tf.constant(rule.momentum),
+                use_nesterov=rule.nesterov,
+            )
+        else:
+            tf.raw_ops.ResourceApplyGradientDescent(var=self.flat.handle, alpha=one, delta=scaled)
 
-    def _apply_adam_fused(self, gradients: Sequence[tf.Tensor], rate: tf.Tensor) -> None:
+    def _adam_step(self) -> tuple[tf.Tensor, tf.Tensor]:
+        """(beta_1^t, beta_2^t) of this step, t = iterations + 1."""
+        step = tf.cast(self.iterations + 1, tf.float32)
+        return tf.pow(self.rule.beta_1, step), tf.pow(self.rule.beta_2, step)
+
+    def _apply_adam_fused(self, gradient: tf.Tensor, rate: tf.Tensor) -> None:
         """Keras Adam, one rate for every replica: ``ResourceApplyAdam`` as in the single run."""
         rule = self.rule
-        step = tf.cast(self.iterations + 1, tf.float32)
-        beta_1, beta_2 = tf.constant(rule.beta_1), tf.constant(rule.beta_2)
-        for index, (variable, gradient) in enumerate(zip(self.variables, gradients, strict=True)):
-            tf.raw_ops.ResourceApplyAdam(
-                var=variable.handle,
-                m=self.slots[0][index].handle,
-                v=self.slots[1][index].handle,
-                beta1_power=tf.pow(beta_1, step),
-                beta2_power=tf.pow(beta_2, step),
-                lr=rate,
-                beta1=beta_1,
-                beta2=beta_2,
-                epsilon=tf.constant(rule.epsilon),
-                grad=gradient,
-            )
+        beta_1_power, beta_2_power = self._adam_step()
+        tf.raw_ops.ResourceApplyAdam(
+            var=self.flat.handle,
+            m=self.slots[0].handle,
+            v=self.slots[1].handle,
+            beta1_power=beta_1_power,
+            beta2_power=beta_2_power,
+            lr=rate,
+            beta1=tf.constant(rule.beta_1),
+            beta2=tf.constant(rule.beta_2),
+            epsilon=tf.constant(rule.epsilon),
+            grad=gradient,
+        )
 
-    def _apply_adam(self, gradients: Sequence[tf.Tensor], rates: tf.Tensor) -> None:
-        """Keras Adam's formula element-wise, with one rate per replica."""
+    def _apply_adam(self, gradient: tf.Tensor, rates: tf.Tensor) -> None:
+        """Keras Adam's formula element-wise, with one rate per replica (K, 1)."""
         rule = self.rule
-        for index, (variable, gradient) in enumerate(zip(self.variables, gradients, strict=True)):
-            rate = tf.reshape(rates, [-1, 1])
-            m, v = self.slots[0][index], self.slots[1][index]
-            step = tf.cast(self.iterations + 1, tf.float32)
-            alpha = (
-                rate * tf.sqrt(1.0 - tf.pow(rule.beta_2, step)) / (1.0 - tf.pow(rule.beta_1, step))
-            )
-            m.assign_add((gradient - m) * (1.0 - rule.beta_1))
-            v.assign_add((tf.square(gradient) - v) * (1.0 - rule.beta_2))
-            variable.assign_sub((m * alpha) / (tf.sqrt(v) + rule.epsilon))
+        m, v = self.slots
+        beta_1_power, beta_2_power = self._adam_step()
+        alpha = rates * tf.sqrt(1.0 - beta_2_power) / (1.0 - beta_1_power)
+        m.assign_add((gradient - m) * (1.0 - rule.beta_1))
+        v.assign_add((tf.square(gradient) - v) * (1.0 - rule.beta_2))
+        self.flat.assign_sub((m * alpha) / (tf.sqrt(v) + rule.epsilon))
 
     def _train_epoch(
         self,
@@ -353,11 +348,11 @@ class ReplicaTrainer:
         orders: tf.Tensor,
         rates: tf.Tensor,
         active: tf.Tensor,
-    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """One step per column of ``rates`` (K, S) over each replica's own row order (K, m).
 
         Returns:
-            (batch losses (steps taken, K), still-active mask (K,), rows seen per replica).
+            (batch losses (steps taken, K), still-active mask (K,)).
         """
         x_epoch = tf.gather(x_all, orders)  # (K, m, d): each replica's own order
         targets_epoch = tf.gather(targets_all, orders)
@@ -368,30 +363,28 @@ class ReplicaTrainer:
             return tf.logical_and(step < n_steps, tf.reduce_any(alive))
 
         def train_step(
-            step: tf.Tensor, alive: tf.Tensor, losses: tf.TensorArray, seen: tf.Tensor
-        ) -> tuple[tf.Tensor, tf.Tensor, tf.TensorArray, tf.Tensor]:
+            step: tf.Tensor, alive: tf.Tensor, losses: tf.TensorArray
+        ) -> tuple[tf.Tensor, tf.Tensor, tf.TensorArray]:
             start = step * self.batch_size
             stop = tf.minimum(start + self.batch_size, n_rows)
             with tf.GradientTape() as tape:
                 outputs = self._forward(x_epoch[:, start:stop])
                 batch_losses = self._replica_losses(targets_epoch[:, start:stop], outputs)
                 total = tf.reduce_sum(batch_losses)  # replicas are independent: d/d(each) = 1
-            gradients = tape.gradient(total, self.variables)
-            self._apply(gradients, rates[:, step], alive)
+            self._apply(tape.gradient(total, self.flat), rates[:, step], alive)
             alive = tf.logical_and(alive, tf.math.is_finite(batch_losses))
-            return step + 1, alive, losses.write(step, batch_losses), seen + (stop - start)
+            return step + 1, alive, losses.write(step, batch_losses)
 
-        steps_taken, alive, losses, seen = tf.while_loop(
+        steps_taken, alive, losses = tf.while_loop(
             keep_going,
             train_step,
             (
                 tf.constant(0),
                 active,
                 tf.TensorArray(tf.float32, size=n_steps, element_shape=[self.n_replicas]),
-                tf.constant(0),
             ),
         )
-        return losses.stack()[:steps_taken], alive, seen
+        return losses.stack()[:steps_taken], alive
 
     def _evaluate(
         self, x: tf.Tensor, targets: tf.Tensor, labels: tf.Tensor, with_norms: bool
@@ -404,7 +397,7 @@ class ReplicaTrainer:
             losses = self._replica_losses(tiled, outputs)
             total = tf.reduce_sum(losses)
         if with_norms:
-            (gradient,) = tape.gradient(total, self.variables)
+            gradient = tape.gradient(total, self.flat)
             per_layer = [a * b + b for a, b in self._shapes]  # kernel and bias, in row order
             norms = tf.stack(
                 [
@@ -461,7 +454,7 @@ class ReplicaTrainer:
 
     def run_epoch(
         self, train: TensorSplit, orders: np.ndarray, rates: np.ndarray, active: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, int]:
+    ) -> tuple[np.ndarray, np.ndarray]:
         """One epoch of every active replica.
 
         Args:
@@ -471,7 +464,7 @@ class ReplicaTrainer:
             active: (K,) bool, replicas still training (the others take zero-rate steps).
 
         Returns:
-            (batch losses (steps taken, K), still-active mask (K,), rows per replica).
+            (batch losses (steps taken, K), still-active mask (K,)).
         """
         uniform = bool(np.all(rates == rates[:1]))
         compiled = self._compiled_epochs.get(uniform)
@@ -490,17 +483,17 @@ class ReplicaTrainer:
                 ],
             )
             compiled.get_concrete_function()
-        losses, alive, seen = compiled(
+        losses, alive = compiled(
             train.x,
             train.targets,
             tf.constant(orders, tf.int32),
             tf.constant(rates, tf.float32),
             tf.constant(active, tf.bool),
         )
-        return losses.numpy(), alive.numpy(), int(seen.numpy())
+        return losses.numpy(), alive.numpy()
 
     def _state(self) -> list[tf.Variable]:
-        return [*self.variables, *(v for slot in self.slots for v in slot), self.iterations]
+        return [self.flat, *self.slots, self.iterations]
 
     def range_test(
         self,
@@ -528,7 +521,7 @@ class ReplicaTrainer:
         started = time.perf_counter()
         snapshot = [np.array(v.numpy(), copy=True) for v in self._state()]
         try:
-            losses, _, _ = self.run_epoch(
+            losses, _ = self.run_epoch(
                 train,
                 orders,
                 np.tile(rates, (self.n_replicas, 1)),
@@ -590,7 +583,7 @@ class ReplicaTrainer:
             rates = learning_rates[:, (epoch - 1) * n_steps : epoch * n_steps]
             orders = np.stack([rng.permutation(len(train)) for rng in generators])
             training = active.copy()
-            losses, active, seen = self.run_epoch(train, orders, rates, training)
+            losses, active = self.run_epoch(train, orders, rates, training)
             on_val = self.evaluate(val, with_norms=False)
             on_train = self.evaluate(train)
             seconds = time.perf_counter() - epoch_started
@@ -599,16 +592,15 @@ class ReplicaTrainer:
                 taken = _until_not_finite(losses[:, k])
                 state.losses.append(taken)
                 state.history.append(
-                    EpochRecord(
-                        epoch=epoch,
-                        train_loss=_weighted_mean(taken, self.batch_size, seen),
-                        train_acc=on_train[k].accuracy,
-                        val_loss=on_val[k].loss,
-                        val_acc=on_val[k].accuracy,
-                        val_saturated=on_val[k].saturated,
-                        learning_rate=float(rates[k, len(taken) - 1]),
-                        grad_norms=on_train[k].grad_norms,
-                        seconds=seconds,
+                    EpochRecord.measured(
+                        epoch,
+                        batch_weighted_mean(
+                            taken, self.batch_size, min(len(train), self.batch_size * len(taken))
+                        ),
+                        on_train[k],
+                        on_val[k],
+                        float(rates[k, len(taken) - 1]),
+                        seconds,
                     )
                 )
                 if not np.isfinite(taken[-1]):
@@ -656,11 +648,3 @@ def _until_not_finite(losses: np.ndarray) -> np.ndarray:
     """The losses up to and including the first non-finite one (what the single run takes)."""
     bad = np.flatnonzero(~np.isfinite(losses))
     return losses[: bad[0] + 1] if len(bad) else losses
-
-
-def _weighted_mean(losses: np.ndarray, batch_size: int, n_rows: int) -> float:
-    """Sample-weighted mean of batch losses, the last batch weighted by its size (as Keras)."""
-    seen = min(n_rows, batch_size * len(losses))
-    weights = np.full(len(losses), float(batch_size))
-    weights[-1] = seen - batch_size * (len(losses) - 1)
-    return float(np.sum(losses * weights) / seen)

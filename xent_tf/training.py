@@ -79,6 +79,41 @@ class EpochRecord:
     grad_norms: dict[str, float]
     seconds: float
 
+    @classmethod
+    def measured(
+        cls,
+        epoch: int,
+        train_loss: float,
+        on_train: Evaluation,
+        on_val: Evaluation,
+        learning_rate: float,
+        seconds: float,
+    ) -> EpochRecord:
+        """An epoch's record from its training loss and the two evaluations that end it.
+
+        Args:
+            epoch: 1-based epoch number.
+            train_loss: the sample-weighted mean of the epoch's batch losses.
+            on_train: the model on the whole training set (accuracy, gradient norms).
+            on_val: the model on the validation set (loss, accuracy, saturation).
+            learning_rate: the rate of the epoch's last step.
+            seconds: the epoch's wall time.
+
+        Returns:
+            The record.
+        """
+        return cls(
+            epoch=epoch,
+            train_loss=train_loss,
+            train_acc=on_train.accuracy,
+            val_loss=on_val.loss,
+            val_acc=on_val.accuracy,
+            val_saturated=on_val.saturated,
+            learning_rate=learning_rate,
+            grad_norms=on_train.grad_norms,
+            seconds=seconds,
+        )
+
     def metrics(self) -> dict[str, float]:
         """The record as MLflow-style metric names (``train/loss``, ``grad_norm/output`` ...)."""
         out = {
@@ -126,6 +161,22 @@ class NonFiniteLossError(RuntimeError):
     def __reduce__(self) -> tuple[type, tuple[int, int, FitResult]]:
         # Sweep launchers pickle a job's exception back to the launching process.
         return (type(self), (self.epoch, self.step, self.result))
+
+
+def batch_weighted_mean(losses: np.ndarray, batch_size: int, seen: int) -> float:
+    """The sample-weighted mean of an epoch's batch losses, as Keras reports the epoch's loss.
+
+    Args:
+        losses: the loss of each step taken.
+        batch_size: rows per step; every step but possibly the last has this many.
+        seen: rows the steps saw (the last step's rows are what is left of them).
+
+    Returns:
+        sum(loss x rows) / seen.
+    """
+    weights = np.full(len(losses), float(batch_size))
+    weights[-1] = seen - batch_size * (len(losses) - 1)
+    return float(np.sum(losses * weights) / seen)
 
 
 def steps_per_epoch(n_rows: int, batch_size: int) -> int:
@@ -347,11 +398,7 @@ class CompiledLoop:
             tf.constant(learning_rates, tf.float32),
         )
         losses = losses_t.numpy()
-        seen = int(seen_t.numpy())
-        # Every step but possibly the last has batch_size rows: weight the last by its size.
-        weights = np.full(len(losses), float(self.batch_size))
-        weights[-1] = seen - self.batch_size * (len(losses) - 1)
-        return losses, float(np.sum(losses * weights) / seen)
+        return losses, batch_weighted_mean(losses, self.batch_size, int(seen_t.numpy()))
 
 
 _reusable_loops: OrderedDict[str, CompiledLoop] = OrderedDict()
@@ -473,16 +520,13 @@ def fit(
         losses, train_loss = loop.run_epoch(train, rng.permutation(len(train)), rates)
         on_val = loop.evaluate(val)
         on_train = loop.evaluate(train)
-        record = EpochRecord(
-            epoch=epoch,
-            train_loss=train_loss,
-            train_acc=on_train.accuracy,
-            val_loss=on_val.loss,
-            val_acc=on_val.accuracy,
-            val_saturated=on_val.saturated,
-            learning_rate=float(rates[len(losses) - 1]),
-            grad_norms=on_train.grad_norms,
-            seconds=time.perf_counter() - epoch_started,
+        record = EpochRecord.measured(
+            epoch,
+            train_loss,
+            on_train,
+            on_val,
+            float(rates[len(losses) - 1]),
+            time.perf_counter() - epoch_started,
         )
         result.history.append(record)
         all_losses.append(losses)

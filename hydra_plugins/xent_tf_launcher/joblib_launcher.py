@@ -7,7 +7,6 @@ through ``xent_tf.joblib_sweep``.
 """
 
 from collections.abc import Sequence
-from typing import Any
 
 from hydra.core.utils import JobReturn
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
@@ -15,9 +14,6 @@ from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 
 class ResilientJoblibLauncher(JoblibLauncher):
     """Hydra's joblib launcher whose sweep survives a worker's death (one failed job)."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
