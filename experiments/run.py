@@ -22,7 +22,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from xent_tf.config import NotApplicableError, to_config
-from xent_tf.sweep import finished_job, parent_for_sweep
+from xent_tf.progress import leave_out
+from xent_tf.sweep import PROGRESS_FILE, finished_job, parent_for_sweep
 
 log = logging.getLogger("xent_tf.run")
 
@@ -41,6 +42,7 @@ def main(cfg: DictConfig) -> float:
         # A sweep over heads x data sets asks for bce on 5-class data too: left out, as the
         # replica launcher does (xent_tf.replica_sweep).
         log.warning("job left out: %s", error)
+        leave_out(Path(hydra_config.sweep.dir) / PROGRESS_FILE, 1)
         return float("nan")
     # TensorFlow is imported here, not at the top: a sweep's launching process never trains,
     # so it starts ~5 s sooner, and each worker imports TensorFlow once, with its first job.

@@ -13,7 +13,8 @@ from xent_tf.identity import run_identity, variant_parts
 def test_a_study_job_is_named_by_its_variant_and_seed(make_config: Callable[..., Config]) -> None:
     overrides = [
         "+experiment=binary_vs_categorical",
-        "+variant/binary_vs_categorical=multi_sparse",
+        "data=multiclass",
+        "loss=sparse_cce",
         "seed=3",
         "trainer.epochs=2",
         "tracking.uri=sqlite:////tmp/x.db",
@@ -21,29 +22,29 @@ def test_a_study_job_is_named_by_its_variant_and_seed(make_config: Callable[...,
     ]
     config = make_config(*overrides)
     identity = run_identity("binary_vs_categorical", config, overrides)
-    assert identity.run_name == "multi_sparse seed=3"
-    assert identity.variant_id == "multi_sparse"
+    assert identity.run_name == "data=multiclass loss=sparse_cce seed=3"
+    assert identity.variant_id == "data=multiclass loss=sparse_cce"
     # The study report's label for the same variant (its group_by params, short names).
     assert identity.variant_label == "data=multiclass loss=sparse_cce"
     assert identity.tags == {
         "xent.study": "binary_vs_categorical",
-        "xent.variant": "multi_sparse",
+        "xent.variant": "data=multiclass loss=sparse_cce",
         "xent.variant_label": "data=multiclass loss=sparse_cce",
     }
 
 
-def test_a_variant_config_group_and_a_param_both_name_the_variant(
+def test_a_config_group_choice_and_a_param_both_name_the_variant(
     make_config: Callable[..., Config],
 ) -> None:
     overrides = [
         "+experiment=mse_vs_ce",
-        "+variant/mse_vs_ce=binary_mse",
+        "loss=mse",
         "optimizer=sgd",
         "model.output_init=saturated",
         "seed=0",
     ]
     identity = run_identity("mse_vs_ce", make_config(*overrides), overrides)
-    assert identity.run_name == "binary_mse optimizer=sgd model.output_init=saturated seed=0"
+    assert identity.run_name == "loss=mse optimizer=sgd model.output_init=saturated seed=0"
     assert identity.variant_label == "data=reference loss=mse optimizer=sgd output_init=saturated"
 
 

@@ -18,7 +18,11 @@ from xent_tf.config import to_config
 from xent_tf.pipeline import run_experiment
 from xent_tf.sweep import MlflowSweepCallback, count_sweep_jobs, parent_for_sweep
 
-VARIANTS = ("binary_sigmoid_bce", "multi_sparse")
+# Two of the study's variants, by the overrides its sweep gives their jobs.
+VARIANTS = {
+    "data=reference loss=bce": ["data=reference", "loss=bce"],
+    "data=multiclass loss=sparse_cce": ["data=multiclass", "loss=sparse_cce"],
+}
 
 
 def test_the_parent_row_carries_each_variants_means_and_the_verdict_table(
@@ -31,9 +35,9 @@ def test_the_parent_row_carries_each_variants_means_and_the_verdict_table(
     callback.on_multirun_start(hydra_cfg)
     parent = parent_for_sweep(sweep_dir)
     assert parent is not None
-    for variant in VARIANTS:
+    for variant in VARIANTS.values():
         for seed in (0, 1):
-            overrides = [*base, f"+variant/binary_vs_categorical={variant}", f"seed={seed}"]
+            overrides = [*base, *variant, f"seed={seed}"]
             config = to_config(compose_config(overrides))
             run_experiment(config, sweep_dir / "job", overrides, parent_run_id=parent.run_id)
     callback.on_multirun_end(hydra_cfg)
@@ -43,10 +47,10 @@ def test_the_parent_row_carries_each_variants_means_and_the_verdict_table(
         [parent.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.run_id}'"
     )
     assert sorted(c.info.run_name for c in children) == [
-        "binary_sigmoid_bce seed=0",
-        "binary_sigmoid_bce seed=1",
-        "multi_sparse seed=0",
-        "multi_sparse seed=1",
+        "data=multiclass loss=sparse_cce seed=0",
+        "data=multiclass loss=sparse_cce seed=1",
+        "data=reference loss=bce seed=0",
+        "data=reference loss=bce seed=1",
     ]
     # The means on the parent, against the children's own final values.
     metrics = client.get_run(parent.run_id).data.metrics
@@ -55,7 +59,8 @@ def test_the_parent_row_carries_each_variants_means_and_the_verdict_table(
         assert len(mine) == 2
         for name in ("val_acc", "val_loss"):
             expected = statistics.mean(c.data.metrics[name.replace("_", "/")] for c in mine)
-            assert metrics[f"variants/{variant}/final_{name}_mean"] == expected
+            segment = variant.replace("=", ":")  # MLflow metric names allow no "="
+            assert metrics[f"variants/{segment}/final_{name}_mean"] == expected
     assert metrics["variants/all/runs_finished"] == 4.0
     assert metrics["variants/all/runs_failed"] == 0.0
     note = client.get_run(parent.run_id).data.tags["mlflow.note.content"]
@@ -98,7 +103,9 @@ def test_jobs_in_several_processes_share_one_count(tmp_path: Path) -> None:
 
 def test_the_callback_counts_the_sweeps_jobs(tmp_path: Path) -> None:
     cfg = compose_config_with_hydra(["+experiment=binary_vs_categorical"], tmp_path)
-    assert count_sweep_jobs(cfg) == 50  # 5 variants x 10 seeds in the experiment's sweep params
+    # 2 data sets x 3 losses x 10 seeds in the experiment's sweep params; the launcher leaves
+    # out the 10 jobs of bce on 5-class data and takes them off the count (progress.leave_out)
+    assert count_sweep_jobs(cfg) == 60
 
 
 def test_a_quiet_console_keeps_info_lines_for_the_log_file_only(tmp_path: Path) -> None:

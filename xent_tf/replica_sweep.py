@@ -34,9 +34,10 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict, read_write
 
+from xent_tf import progress
 from xent_tf.config import Config, NotApplicableError, to_config
 from xent_tf.resume import FinishedJob, config_hash, read_finished
-from xent_tf.sweep import preload_job_modules
+from xent_tf.sweep import PROGRESS_FILE, preload_job_modules
 from xent_tf.worker_pool import WorkerDeath
 
 if TYPE_CHECKING:  # TensorFlow: imported by the jobs that train, not by the launcher
@@ -208,6 +209,9 @@ def plan_units(
         configs.append(None if done is not None else typed)
         if done is not None:
             invalid[number] = _skipped_job(overrides, done)
+    left_out = sum(r.task_name == "not applicable" for r in invalid.values())
+    if left_out:
+        progress.leave_out(Path(str(config.hydra.sweep.dir)) / PROGRESS_FILE, left_out)
     skipped = sum(r.task_name == "skipped" for r in invalid.values())
     if skipped:
         log.info("%d jobs skipped: their config already FINISHED under the parent run", skipped)

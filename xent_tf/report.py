@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -317,12 +318,19 @@ def parent_summary_metrics(report: StudyReport, variant_ids: Mapping[str, str]) 
     ]
     if len(set(names)) < len(names):  # runs tagged without their overrides: labels differ
         names = [variant.label or "all runs" for variant in report.variants]
-    for variant, name in zip(report.variants, names, strict=True):
+    for variant, name in zip(report.variants, map(metric_segment, names), strict=True):
         for metric, value in (("final_val_loss", final_val_loss), ("final_val_acc", final_val_acc)):
             values = list(variant.per_seed(value).values())
             if values:
                 metrics[f"variants/{name}/{metric}_mean"] = sum(values) / len(values)
     return metrics
+
+
+def metric_segment(name: str) -> str:
+    """A variant's name as one segment of an MLflow metric name, which allows only letters,
+    digits, ``_ - . : /`` and spaces: ``data=reference loss=bce`` -> ``data:reference loss:bce``
+    (a ``/`` would start a new segment: it becomes ``_``, as any other character)."""
+    return re.sub(r"[^\w.\- :]", "_", name.replace("=", ":"))
 
 
 def render_html(report: StudyReport, plots: list[Path]) -> str:
