@@ -37,14 +37,30 @@ TINY_STUDY = [
 ]
 
 
-def run_study(name: str, seeds: list[int], uri: str, sweep_dir: Path) -> str:
-    """Run every variant x seed of ``+experiment=name`` and return the parent run id."""
-    base = [f"+experiment={name}", *TINY_STUDY, f"tracking.uri={uri}"]
+def tiny_overrides(dataset: str | None = None) -> list[str]:
+    """The tiny settings of a study: ``TINY_STUDY``, or on another data set than the
+    make_classification ones (which alone have rows to shrink) ``data=<it> +debug=quick``."""
+    if dataset is None:
+        return TINY_STUDY
+    return [f"data={dataset}", "+debug=quick", "trainer.verbose=false", "tracking.log_model=false"]
+
+
+def run_study(
+    name: str, seeds: list[int], uri: str, sweep_dir: Path, dataset: str | None = None
+) -> str:
+    """Run every variant x seed of ``+experiment=name`` (on ``dataset``: ``data=<it>``
+    instead of the study's own data) and return the parent run id."""
+    base = [f"+experiment={name}", *tiny_overrides(dataset), f"tracking.uri={uri}"]
     cfg = compose_config(base)
     hydra_cfg = compose_config_with_hydra(base, sweep_dir)
     callback = MlflowSweepCallback()
     callback.on_multirun_start(hydra_cfg)
-    params = {k: str(v).split(",") for k, v in cfg_sweeper_params(hydra_cfg).items() if k != "seed"}
+    pinned = {"data"} if dataset else set()
+    params = {
+        k: str(v).split(",")
+        for k, v in cfg_sweeper_params(hydra_cfg).items()
+        if k != "seed" and k not in pinned
+    }
     parent = parent_for_sweep(sweep_dir)
     assert parent is not None
     for values in itertools.product(*params.values()):

@@ -599,8 +599,15 @@ class ClaimsConfig:
     # Judge every training claim also on seeds seeds .. 2*seeds-1; where the two sets' verdicts
     # differ the claim is "unstable".
     stability: bool = False
+    # Data sets (configs/data/<name>.yaml) to judge every training claim on, each study run
+    # with data=<name>: a verdict per data set and "holds on N of M". Empty: each study's own
+    # data (reference, and the 5-class set where a study compares both).
+    datasets: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.datasets = [str(name).strip() for name in self.datasets]
+        repeated = sorted({name for name in self.datasets if self.datasets.count(name) > 1})
+        _require(not repeated, f"claims.datasets={self.datasets} names {repeated} twice")
         self.only = [str(claim).strip().upper() for claim in self.only]
         unknown = [claim for claim in self.only if claim not in CLAIM_IDS]
         _require(
