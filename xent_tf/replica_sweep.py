@@ -443,9 +443,11 @@ def launch(
         read_finished(sweep_dir),
         memory_mb,
     )
+    left_out = sum(r.task_name == "not applicable" for r in returns.values())
     log.info(
-        "%d jobs in %d units (%s); sweep output dir: %s",
+        "%d jobs%s in %d units (%s); sweep output dir: %s",
         len(job_overrides),
+        f", {left_out} left out," if left_out else "",
         len(units),
         ", ".join(f"{len(u.jobs)}{' replicas' if u.replicated else ' job'}" for u in units),
         sweep_dir,
