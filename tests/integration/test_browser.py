@@ -58,7 +58,7 @@ def test_the_study_report_opens_from_disk_with_its_verdicts_and_plots(
     assert "Verdicts" in text and "C12" in text
     verdicts = re.findall(r'<td class="(holds|contradicted|inconclusive)">', dom)
     assert len(verdicts) >= 3  # C12's overall verdict and its parts, C12b
-    assert "loss=bce" in text and "loss=mse" in text and "8/8" in text
+    assert "loss=ce" in text and "loss=mse" in text and "8/8" in text
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', dom)
     assert {"val_loss", "train_loss"} <= set(images)
     assert shot.stat().st_size > 50_000  # tables and plots, not a blank page
