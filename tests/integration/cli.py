@@ -43,7 +43,7 @@ UI_STUDY = [
     "hydra/launcher=joblib",
     "hydra.launcher.n_jobs=2",
 ]
-UI_STUDY_VARIANTS = ("data=multiclass loss=sparse_cce", "data=reference loss=sparse_cce")
+UI_STUDY_VARIANTS = ("multiclass sparse_cce", "reference sparse_cce")
 PG_STUDY_EPOCHS = 3
 
 
