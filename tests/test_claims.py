@@ -436,6 +436,16 @@ def test_study_problem_accepts_diverged_runs() -> None:
         (0, 1),
     )
     assert from_studies.study_problem(parent, "lr_sweep", [], {}, ()) == "no child runs"
+    # C12's target needs each run's majority share, which older versions did not log.
+    mse_parent = tracking.StudyRun("p", "1", "mse_vs_ce", "mse_vs_ce", "FINISHED", 0)
+    old = [RunRecord("r", {"loss.name": "mse"}, seed, "FINISHED") for seed in (0, 1)]
+    assert from_studies.study_problem(mse_parent, "mse_vs_ce", old, {}, (0, 1)) == (
+        "its runs do not log ['data.majority_share'], which the rules need (an older version)"
+    )
+    new = [
+        RunRecord("r", {**r.params, "data.majority_share": "0.5"}, r.seed, "FINISHED") for r in old
+    ]
+    assert from_studies.study_problem(mse_parent, "mse_vs_ce", new, {}, (0, 1)) == ""
 
 
 def test_study_definition_comes_from_the_study_config() -> None:

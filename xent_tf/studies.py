@@ -120,6 +120,9 @@ class StudySpec:
     # The accuracy target of a variant's "epochs to target" (the report's table): the runs'
     # own trainer.target_val_acc unless the study measures one (C12).
     target_of: Callable[[Variant, Sequence[Variant]], float] = own_target
+    # Params the rules read that older versions did not log: a stored sweep without them is
+    # not used by the ledger (it runs the study again).
+    needs_params: tuple[str, ...] = ()
 
 
 # --- helpers shared by the rules ---------------------------------------------------------
@@ -749,6 +752,7 @@ STUDIES: dict[str, StudySpec] = {
             _evaluate_mse_vs_ce,
             panel_by=("data.name", "optimizer.name"),
             target_of=_mse_vs_ce_target,
+            needs_params=("data.majority_share",),
         ),
         StudySpec(
             "lr_sweep",

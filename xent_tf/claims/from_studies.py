@@ -80,6 +80,10 @@ def study_problem(
     # Judge the runs the study's report uses (a re-run's later attempt replaces an earlier one).
     variants = group_variants(records, STUDIES[study].group_by)
     used = [r for v in variants for r in v.runs]
+    needed = STUDIES[study].needs_params
+    lacking_params = [p for p in needed if any(p not in r.params for r in used)]
+    if lacking_params:
+        return f"its runs do not log {lacking_params}, which the rules need (an older version)"
     broken = [r for r in used if not r.finished and not r.diverged]
     if broken:
         first = (broken[0].error or "no error recorded").splitlines()[0][:160]
