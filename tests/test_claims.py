@@ -565,6 +565,8 @@ def test_ledger_end_to_end_runs_missing_studies_then_reuses_the_store(
         *LEDGER_TINY, f"tracking.uri={tracking_uri}", "claims.only=[C13,C16]", "claims.seeds=2"
     )
     again, _ = ledger.run_ledger(config, tmp_path / "again", MustNotRun(tmp_path))
+    # ... and passes over the other data set's sweep without a note
+    assert not any("data set" in note for note in again.results[1].notes)
     c13, c16_again = again.results
     assert f"sweep {failed[:8]} not used: parent run ended FAILED" in c13.notes
     assert "latest finished study in the store" in c13.measured
@@ -676,6 +678,8 @@ def test_claims_on_several_data_sets_give_a_verdict_per_data_set(
     assert "| C8 | inconclusive | holds | 1 of 2 | inconclusive |" in markdown
     # The studies are in the store now: a second ledger reuses them per data set.
     again, _ = ledger.run_ledger(config, tmp_path / "again", MustNotRun(tmp_path))
+    # ... and passes over the other data set's sweep without a note
+    assert not any("data set" in note for note in again.results[1].notes)
     assert [s.parent.run_id for s in again.studies if s.parent] == [
         s.parent.run_id for s in result.studies if s.parent
     ]

@@ -266,3 +266,27 @@ def test_c8_compares_the_pairs_each_data_set_has() -> None:
     assert [p.verdict.verdict for p in check.parts[:3]] == [Verdict.HOLDS] * 3
     assert check.parts[3].verdict.verdict == Verdict.INCONCLUSIVE  # no sparse_cce runs on m
     assert check.verdict == Verdict.INCONCLUSIVE
+
+
+def test_a_swing_too_short_to_measure_says_so() -> None:
+    # 80 steps in all (wine: 4 steps per epoch x 20 epochs): 40 late steps, the swing needs 50.
+    runs = [
+        RunRecord(
+            f"{schedule}-{seed}",
+            {"schedule.name": schedule},
+            seed,
+            "FINISHED",
+            history={"val/loss": [0.5], "train/batch_loss": [0.5] * 80},
+        )
+        for seed in range(3)
+        for schedule in ("constant", "cosine")
+    ]
+    [check] = STUDIES["annealing"].evaluate(
+        group_variants(runs, STUDIES["annealing"].group_by), StudyOptions()
+    )
+    swing = next(p for p in check.parts if "oscillates" in p.context)
+    assert swing.verdict.verdict == Verdict.INCONCLUSIVE
+    assert swing.verdict.measured == (
+        "not measurable: the per-step swing needs >= 50 finite batch losses in the second half "
+        "of training (a small data set has few steps per epoch; a diverged run has none)"
+    )

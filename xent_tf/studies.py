@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from xent_tf.claims.registry import statement_of
 from xent_tf.comparison import (
     BATCH_LOSS_METRIC,
+    SWING_WINDOW,
     Finding,
     Interval,
     RunRecord,
@@ -217,11 +218,25 @@ def _greater_part(
 ) -> ClaimPart:
     """A claim part expecting ``value`` to be larger for ``larger`` than for ``smaller``.
 
-    The verdict is ``difference_verdict`` on the paired (same seed) difference larger - smaller.
+    The verdict is ``difference_verdict`` on the paired (same seed) difference larger - smaller;
+    when no seed has the value on both sides the part is inconclusive and says why the value
+    could not be measured.
     """
     diff = paired_difference(larger.per_seed(value), smaller.per_seed(value), confidence)
-    return ClaimPart(context, difference_verdict(diff, expect_positive=True, what=what))
+    finding = difference_verdict(diff, expect_positive=True, what=what)
+    if diff.n == 0:
+        why = _UNMEASURABLE.get(value, "no seed has a finite value for both variants")
+        finding = Finding(Verdict.INCONCLUSIVE, finding.rule, f"not measurable: {why}")
+    return ClaimPart(context, finding)
 
+
+# Why a value can be missing on every seed, for the parts that compare it.
+_UNMEASURABLE: dict[Callable[[RunRecord], float], str] = {
+    late_step_swing: (
+        f"the per-step swing needs >= {2 * SWING_WINDOW} finite batch losses in the second half "
+        "of training (a small data set has few steps per epoch; a diverged run has none)"
+    ),
+}
 
 # What each claim says, as the reports print it next to its verdict.
 _EVERY_PART = "holds if every part holds, contradicted if any part is contradicted"

@@ -29,6 +29,15 @@ def config_hash(study: str, definition: Mapping[str, str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
+def covers_datasets(records: Sequence[RunRecord], definition: Mapping[str, str]) -> bool:
+    """Whether a sweep's runs are on exactly the data sets of the study's definition (any,
+    when the definition does not name them)."""
+    wanted = definition.get(DATA_SETS_KEY)
+    return wanted is None or wanted == ",".join(
+        sorted({str(r.params.get("data.name")) for r in records})
+    )
+
+
 def study_problem(
     parent: tracking.StudyRun,
     study: str,
@@ -61,11 +70,9 @@ def study_problem(
         return f"the sweep is tagged study {parent.study!r}, not {study!r}"
     if not records:
         return "no child runs"
-    wanted_data = definition.get(DATA_SETS_KEY)
-    if wanted_data is not None:
+    if not covers_datasets(records, definition):
         found = ",".join(sorted({str(r.params.get("data.name")) for r in records}))
-        if found != wanted_data:
-            return f"its runs are on data set(s) {found}, the study's are {wanted_data}"
+        return f"its runs are on data set(s) {found}, the study's are {definition[DATA_SETS_KEY]}"
     for record in records:
         differing = {
             name: record.params.get(name, "(not logged)")
@@ -170,6 +177,8 @@ def find_study(
     if not rerun:
         for parent in known:
             records = tracking.fetch_children(tracking_uri, parent, ())
+            if records and not covers_datasets(records, definition):
+                continue  # the study on another data set (claims.datasets): not worth a note
             problem = study_problem(parent, study, records, definition, seeds)
             if problem:
                 skipped.append(f"sweep {parent.run_id[:8]} not used: {problem}")
