@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from xent_tf.worker_pool import WorkerDeath, run_tasks
+from xent_tf.worker_pool import SupervisedWorker, WorkerDeath, run_tasks
 
 
 def square(value: int) -> tuple[int, int]:
@@ -58,3 +58,27 @@ def test_an_exception_in_a_task_is_raised_where_the_tasks_were_run() -> None:
 
 def test_an_exit_code_is_described_without_a_signal() -> None:
     assert WorkerDeath(12, 3).description == "worker died (exit code 3) in process 12"
+
+
+def test_a_supervised_worker_reports_its_death_and_the_next_task_gets_a_new_worker() -> None:
+    worker = SupervisedWorker()
+    first = worker.run(Task(square, 3))
+    assert isinstance(first, tuple) and first[0] == 9
+    second = worker.run(Task(square, 4))
+    assert isinstance(second, tuple) and second == (16, first[1])  # the same process, kept
+    death = worker.run(Task(die, 0))
+    assert isinstance(death, WorkerDeath)
+    assert death.pid == first[1] and death.exitcode == -signal.SIGKILL
+    assert death.description == f"worker died (signal 9, SIGKILL) in process {first[1]}"
+    after = worker.run(Task(square, 5))
+    assert isinstance(after, tuple) and after[0] == 25
+    assert after[1] not in (first[1], os.getpid())
+    with pytest.raises(ValueError, match="bad task 7"):
+        worker.run(Task(fail, 0))
+
+
+def test_a_death_known_only_from_another_system_is_described_by_its_cause() -> None:
+    assert WorkerDeath(0, 0, "Ray lost the worker: WorkerCrashedError").description == (
+        "worker died (Ray lost the worker: WorkerCrashedError)"
+    )
+    assert WorkerDeath(7, 0, "node gone").description == "worker died (node gone) in process 7"

@@ -44,7 +44,14 @@ def record_worker_death(
     """
     error = f"WorkerDied: {death.description}; the rest of the sweep went on"
     opened = tracking.fail_runs_of_process(
-        tracking_uri, parent_run_id, experiment_id, death.pid, error, since_ms
+        tracking_uri,
+        parent_run_id,
+        experiment_id,
+        death.pid,
+        error,
+        since_ms,
+        # A worker whose process is not known: its runs are those of its jobs' configs.
+        None if death.pid else {config_hash(config) for config, _ in jobs},
     )
     run_ids = []
     for config, overrides in jobs:
@@ -65,7 +72,7 @@ def record_worker_death(
                     "seed": str(config.seed),
                     CONFIG_HASH_TAG: key,
                     "hydra.overrides": " ".join(overrides) or "(none)",
-                    "pid": str(death.pid),
+                    **({"pid": str(death.pid)} if death.pid else {}),
                 },
                 error,
             )

@@ -386,6 +386,35 @@ def record_lost_jobs(
     return returns
 
 
+def record_lost_job(
+    sweep_dir: Path,
+    death: WorkerDeath,
+    compose: Callable[[], DictConfig],
+    overrides: list[str],
+    started_ms: int,
+) -> JobReturn:
+    """``record_lost_jobs`` for one job given how to compose its config.
+
+    Args:
+        sweep_dir: the sweep directory.
+        death: how its worker died.
+        compose: gives the job's composed config (with its ``hydra`` node).
+        overrides: the job's overrides.
+        started_ms: when the sweep's jobs started (ms since the epoch).
+
+    Returns:
+        The job's result: NaN; a job whose config does not compose is only logged.
+    """
+    try:
+        job = _typed(compose())
+    except Exception as error:  # an invalid job: nothing to record in MLflow
+        log.error("job %s: %s (its config: %s)", " ".join(overrides), death.description, error)
+        ret = JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=math.nan)
+        ret.task_name = "worker died"
+        return ret
+    return record_lost_jobs(sweep_dir, death, [(job, overrides)], started_ms)[0]
+
+
 def launch(
     hydra_context: HydraContext,
     task_function: TaskFunction,

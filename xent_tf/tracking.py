@@ -29,7 +29,7 @@ import time
 import traceback
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1336,6 +1336,7 @@ def fail_runs_of_process(
     pid: int,
     error: str,
     since_ms: int,
+    config_hashes: Collection[str] | None = None,
 ) -> dict[str, str]:
     """Mark the child runs a dead worker process left RUNNING FAILED, with ``error``.
 
@@ -1343,24 +1344,31 @@ def fail_runs_of_process(
         tracking_uri: the store.
         parent_run_id: the sweep's parent run.
         experiment_id: its experiment.
-        pid: the dead worker's process id (the runs' ``pid`` tag).
+        pid: the dead worker's process id (the runs' ``pid`` tag); 0: not known (a lost Ray
+            worker), then the runs are found by ``config_hashes`` alone.
         error: the ``error`` tag of the runs marked.
         since_ms: only runs started at or after this time (ms since the epoch): a pid can be
             reused by a worker of an earlier sweep.
+        config_hashes: only runs of these configs (``resume.CONFIG_HASH_TAG``); None: any.
 
     Returns:
         {config hash: run id} of every child that process started since then, whatever its
         status (a job absent here never opened a run).
     """
     client = _client(tracking_uri)
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=(
-            f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.pid = '{pid}' "
-            f"and attributes.start_time >= {since_ms}"
-        ),
-        max_results=10_000,
-    )
+    by_process = f" and tags.pid = '{pid}'" if pid else ""
+    runs = [
+        run
+        for run in client.search_runs(
+            [experiment_id],
+            filter_string=(
+                f"tags.`mlflow.parentRunId` = '{parent_run_id}'{by_process} "
+                f"and attributes.start_time >= {since_ms}"
+            ),
+            max_results=10_000,
+        )
+        if config_hashes is None or run.data.tags.get(CONFIG_HASH_TAG) in config_hashes
+    ]
     for run in runs:
         if run.info.status == "RUNNING":
             client.set_tag(run.info.run_id, "error", error)
