@@ -175,8 +175,6 @@ def plan_units(
     Returns:
         (the units, the JobReturns of invalid and skipped jobs by job number).
     """
-    from xent_tf.replica_batch import group_jobs
-
     composer = shared_composer(hydra_context, config)
     configs: list[Config | None] = []
     sweep_configs: dict[int, DictConfig] = {}
@@ -197,6 +195,11 @@ def plan_units(
     skipped = sum(r.task_name == "skipped" for r in invalid.values())
     if skipped:
         log.info("%d jobs skipped: their config already FINISHED under the parent run", skipped)
+    if all(c is None for c in configs):
+        # Nothing to train (a finished study resumed): TensorFlow is not even imported.
+        return [], invalid
+    from xent_tf.replica_batch import group_jobs
+
     units = []
     for index, members in enumerate(group_jobs(configs, max_replicas), start=1):
         jobs = tuple((initial_job_idx + i, tuple(job_overrides[i])) for i in members)
