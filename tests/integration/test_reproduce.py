@@ -66,6 +66,7 @@ def test_an_interrupted_make_reproduce_started_again_trains_only_what_is_missing
 ) -> None:
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(store)
+    client.search_experiments()  # the store's tables now: polling it never races their creation
     first, second = STUDIES
     make = _make_reproduce(store, tmp_path)
     try:

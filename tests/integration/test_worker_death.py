@@ -121,6 +121,8 @@ def test_a_killed_ray_job_fails_alone_and_the_sweep_finishes(tmp_path: Path) -> 
     )
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sweep_dir = tmp_path / "sweep"
+    client = MlflowClient(store)
+    client.search_experiments()  # the store's tables now: polling it never races their creation
     sweep = start_cli(
         "-m",
         "trainer.epochs=3000,3001,2,3",
@@ -132,7 +134,6 @@ def test_a_killed_ray_job_fails_alone_and_the_sweep_finishes(tmp_path: Path) -> 
         "+hydra.launcher.ray.init.include_dashboard=false",
         cwd=tmp_path,
     )
-    client = MlflowClient(store)
     running: dict[str, int] = {}
 
     def long_jobs_training() -> bool:
