@@ -1,9 +1,10 @@
 # Every target installs first when needed, so each is one command on a fresh clone.
-# ROOT: this Makefile's directory. `make -f <repo>/Makefile reproduce` (or sync) works from any
-# directory: Hydra's outputs/ and multirun/ and ./mlflow.db are then that directory's.
+# ROOT: this Makefile's directory. `make -f <repo>/Makefile reproduce VENV=<repo>/.venv` (or
+# sync) works from any directory: Hydra's outputs/ and multirun/ and ./mlflow.db are then that
+# directory's. VENV stays relative: tests name its stamp files so (`-o .venv/.installed`).
 ROOT := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
 PYTHON ?= python3
-VENV := $(ROOT).venv
+VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 

@@ -228,7 +228,8 @@ def test_dataset_inputs_and_the_logged_model_are_spooled_and_replayed_once(
         recorder.experiment_id, name=tracking.MODEL_NAME, source_run_id=recorder.run_id
     )
 
-    tracking.replay_spool(spool, "parent-1")
+    first = tracking.replay_spool(spool, "parent-1")
+    assert (first.points_sent, first.points_present) == (2, 0)  # the points, then the model
     shutil.copy(tmp_path / "job" / REPLAYED_FILE, spool)
     again = tracking.replay_spool(spool, "parent-1")  # the same spool replayed twice
     assert (again.points_sent, again.points_present) == (0, 2)

@@ -1533,6 +1533,7 @@ def replay_spool(path: Path, parent_run_id: str | None) -> Replayed:
     header, records = read_spool(path, parent_run_id)
     client = _client(header.tracking_uri)
     points: dict[str, list[Metric]] = {}
+    models: list[dict[str, Any]] = []
     status = ""
     for record in records:
         if record.kind == "params":
@@ -1559,9 +1560,7 @@ def replay_spool(path: Path, parent_run_id: str | None) -> Replayed:
             inputs = [_dataset_input_from_record(i) for i in record.data["inputs"]]
             _log_dataset_inputs(client, header.run_id, inputs)
         elif record.kind == "model":
-            _publish_spooled_model(
-                client, header, spooled_file(path, record.data["file"]), record.data
-            )
+            models.append(record.data)  # after the metric points: it links to some of them
         else:
             status = str(record.data["status"])
     sent = present = 0
@@ -1575,6 +1574,8 @@ def replay_spool(path: Path, parent_run_id: str | None) -> Replayed:
         for start in range(0, len(missing), _METRIC_BATCH):
             client.log_batch(header.run_id, metrics=missing[start : start + _METRIC_BATCH])
         sent += len(missing)
+    for model in models:
+        _publish_spooled_model(client, header, spooled_file(path, model["file"]), model)
     if status:
         client.set_terminated(header.run_id, status=status)
     mark_replayed(path)
