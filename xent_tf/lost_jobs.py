@@ -3,7 +3,9 @@
 A dead process cannot end its own MLflow run; the launching process does it when the worker
 pool reports the death (``worker_pool.WorkerDeath``): runs the worker left RUNNING are marked
 FAILED with ``WorkerDied: worker died (signal 9, SIGKILL) ...``, and a job it had not opened a run
-for yet gets a FAILED run of its own, so the study's report lists it either way.
+for yet gets a FAILED run of its own, so the study's report lists it either way. A worker whose
+process is not known (Ray reports a lost worker without it) is matched to its jobs' runs by
+config hash instead.
 """
 
 from __future__ import annotations
