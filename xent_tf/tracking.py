@@ -653,8 +653,8 @@ def _save_model(
         input_example: a few input rows, stored with the model.
         path: the directory to create.
         run_id: the run it belongs to.
-        logged: its logged model; None: not created yet (a spooled model: ``_publish_spooled``
-            writes the id in).
+        logged: its logged model; None: not created yet (a spooled model:
+            ``_publish_spooled_model`` writes the id in).
     """
     # The tensorflow flavour: MLflow 3.17's keras flavour writes the input example before
     # it creates the model's directory (FileNotFoundError). Imported only when needed.
@@ -664,14 +664,16 @@ def _save_model(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *model.input_shape[1:]))]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *model.output_shape[1:]))]),
     )
-    description = Model(run_id=run_id)
-    if logged is not None:
-        description = Model(
+    description = (
+        Model(run_id=run_id)
+        if logged is None
+        else Model(
             artifact_path=logged.artifact_location,
             model_uuid=logged.model_id,
             run_id=run_id,
             model_id=logged.model_id,
         )
+    )
     mlflow.tensorflow.save_model(
         model,
         str(path),
