@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +86,41 @@ def test_a_death_known_only_from_another_system_is_described_by_its_cause() -> N
         "worker died (Ray lost the worker: WorkerCrashedError)"
     )
     assert WorkerDeath(7, 0, "node gone").description == "worker died (node gone) in process 7"
+
+
+def test_a_supervised_worker_dies_with_the_process_that_supervises_it(tmp_path: Path) -> None:
+    """The supervising process (a Ray worker) is SIGKILLed: its worker, busy with a task, is
+    killed with it by the kernel rather than training on as an orphan."""
+    script = tmp_path / "supervise.py"
+    script.write_text(
+        "import os, time\n"
+        "from xent_tf.worker_pool import SupervisedWorker\n"
+        "def busy():\n"
+        "    print(os.getpid(), flush=True)\n"
+        "    time.sleep(60)\n"
+        "if __name__ == '__main__':\n"
+        "    SupervisedWorker().run(busy)\n"
+    )
+    supervisor = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    assert supervisor.stdout is not None
+    worker = int(supervisor.stdout.readline())
+    os.kill(supervisor.pid, signal.SIGKILL)
+    supervisor.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    survived = _alive(worker)
+    if survived:
+        os.kill(worker, signal.SIGKILL)  # not left behind by a failing test
+    assert not survived
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for init to reap it counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"

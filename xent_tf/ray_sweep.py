@@ -142,8 +142,14 @@ def launch(
         reference = remote.remote(hydra_context, sweep_config, task_function, state)
         jobs.append((reference, sweep_config, list(overrides)))
 
-    returns = []
-    for reference, sweep_config, overrides in jobs:
+    # Each job's result as it comes: a dead job's run is marked FAILED at once, not after the
+    # jobs submitted before it.
+    returns: dict[int, JobReturn] = {}
+    pending = {reference: index for index, (reference, _, _) in enumerate(jobs)}
+    while pending:
+        [reference], _ = ray.wait(list(pending), num_returns=1)
+        index = pending.pop(reference)
+        _, sweep_config, overrides = jobs[index]
         try:
             result = ray.get(reference)
         except ray.exceptions.RayTaskError:
@@ -154,5 +160,5 @@ def launch(
             result = record_lost_job(
                 sweep_dir, result, functools.partial(_same, sweep_config), overrides, started_ms
             )
-        returns.append(result)
-    return returns
+        returns[index] = result
+    return [returns[index] for index in range(len(jobs))]

@@ -10,9 +10,13 @@ Tasks and results travel cloudpickled (a Hydra task function is often defined in
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
 import multiprocessing
+import os
 import signal
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -24,6 +28,8 @@ from joblib.externals import cloudpickle
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# prctl(2) option: the signal a process gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -179,11 +185,12 @@ class SupervisedWorker:
     For a process that must survive the death of the work it hands out (a Ray task whose job
     is killed by the OOM killer): the job runs in the worker, so this process sees how it ended.
     The worker is started at the first task and kept for the next ones (TensorFlow is imported
-    once).
+    once). On Linux the kernel kills the worker (SIGKILL) when this process dies: the two live
+    and die as one, as the job would inside this process, and no orphan trains on.
     """
 
     def __init__(self, initializer: Callable[[], object] | None = None) -> None:
-        self._initializer = initializer
+        self._initializer = functools.partial(_die_with_parent, os.getpid(), initializer)
         self._worker: _Worker | None = None
 
     def run(self, task: Callable[[], T]) -> T | WorkerDeath:
@@ -215,6 +222,19 @@ class SupervisedWorker:
         if status == "error":
             raise value
         return value
+
+
+def _die_with_parent(parent_pid: int, initializer: Callable[[], object] | None) -> None:
+    """In a worker: have the kernel SIGKILL it when its parent dies (Linux's
+    ``PR_SET_PDEATHSIG``; elsewhere nothing), then run ``initializer``."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+            log.warning("worker %d will outlive its parent: prctl failed", os.getpid())
+        if os.getppid() != parent_pid:  # the parent died before we asked
+            os._exit(1)
+    if initializer is not None:
+        initializer()
 
 
 def _receive(connection: Connection) -> tuple[str, Any] | None:
