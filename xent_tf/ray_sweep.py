@@ -13,10 +13,10 @@ Ray's own retries (``hydra.launcher.ray.remote.max_retries``, 0 in
 ``configs/hydra/launcher/ray.yaml``) then apply only to a lost Ray worker or node: a job killed
 on a healthy node is not re-run, as with the other launchers (a resumed sweep re-runs its
 FAILED jobs). With retries on, a retried job opens a run of its own; its dead attempt's run
-ends KILLED (Ray sends SIGTERM to the lost worker's process group, the job's process included)
-or, at the latest when the sweep ends, FAILED (``tracking.fail_orphaned_children``), and the
-report keeps the retry's finished run, listing the other as superseded (seen with
-``max_retries=1`` and a killed Ray worker: KILLED + FINISHED, report "1 more superseded").
+(its process died with the Ray worker) is marked FAILED when the sweep ends
+(``tracking.fail_orphaned_children``), and the report keeps the retry's finished run, listing
+the other as superseded (seen with ``max_retries=1`` and a killed Ray worker: FAILED
+"OrphanedRun" + FINISHED, report "1 more superseded by a re-run").
 """
 
 from __future__ import annotations
