@@ -222,8 +222,15 @@ def test_dataset_inputs_and_the_logged_model_are_spooled_and_replayed_once(
     _, records = read_spool(spool, "parent-1")
     assert [r.kind for r in records] == ["datasets", "metrics", "model", "status"]
     assert [c for c, _ in _inputs(uri, recorder.run_id)] == [] and _models(uri, recorder) == []
-    # A replay that stopped after creating the logged model (the server went away again).
+    # The saved model gone from next to the spool: refused, nothing sent.
+    kept = tmp_path / "job" / "mlflow_spool_files" / records[2].data["file"]
+    kept.rename(tmp_path / "moved")
     outage.down = False
+    with pytest.raises(SpoolError, match=f"line 4: kept file {records[2].data['file']} missing"):
+        tracking.replay_spool(spool, "parent-1")
+    (tmp_path / "moved").rename(kept)
+    assert _inputs(uri, recorder.run_id) == []
+    # A replay that stopped after creating the logged model (the server went away again).
     pending = recorder.client.create_logged_model(
         recorder.experiment_id, name=tracking.MODEL_NAME, source_run_id=recorder.run_id
     )
