@@ -1,4 +1,8 @@
 # Every target installs first when needed, so each is one command on a fresh clone.
+# ROOT: this Makefile's directory. `make -f <repo>/Makefile reproduce VENV=<repo>/.venv` (or
+# sync) works from any directory: Hydra's outputs/ and multirun/ and ./mlflow.db are then that
+# directory's. VENV stays relative: tests name its stamp files so (`-o .venv/.installed`).
+ROOT := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,10 +13,10 @@ STAMP := $(VENV)/.installed
 install: $(STAMP)
 
 # Re-installs only when pyproject.toml changes (the stamp is older than it).
-$(STAMP): pyproject.toml
+$(STAMP): $(ROOT)pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e "$(ROOT).[dev]"
 	touch $(STAMP)
 
 # The scale-out extras (Ray launcher, psycopg2): the integration tests need them; and the
@@ -21,7 +25,7 @@ SCALE_STAMP := $(VENV)/.installed-scale
 install-scale: $(SCALE_STAMP)
 
 $(SCALE_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[dev,scale,reference]"
+	$(BIN)/python -m pip install --quiet -e "$(ROOT).[dev,scale,reference]"
 	touch $(SCALE_STAMP)
 
 run: install
@@ -86,19 +90,25 @@ server: install-scale
 # Send what the runs under DIR kept in their spools while the tracking server was away
 # (a sweep's directory, or one job's): make sync DIR=multirun/mse_vs_ce/2026-01-01_12-00-00
 sync: install
-	$(BIN)/python experiments/report.py --sync "$(DIR)"
+	$(BIN)/python $(ROOT)experiments/report.py --sync "$(DIR)"
 
 # Every comparison study with its default 10 seeds (replica batches), then the claims ledger, which reads those
 # studies from the same store and prints the verdict table (C1-C16).
-# ARGS go to every command, e.g. make reproduce ARGS="tracking.uri=sqlite:////abs/store.db".
-# +resume=true: started again after an interruption, each study continues its latest sweep and
-# trains only the jobs that did not FINISH (same config hash); a finished study only re-reports.
+# ARGS go to every command, e.g. make reproduce ARGS="tracking.uri=sqlite:////abs/store.db";
+# STUDY_ARGS to the study sweeps only, e.g. 3 seeds: STUDY_ARGS="seed=0,1,2" ARGS="claims.seeds=3".
+# +resume=matching: started again after an interruption (Ctrl-C, a crash, a killed process), each
+# study continues its newest sweep with the same study definition and trains only the jobs that
+# did not FINISH (same config hash); a finished study only re-reports; a study with no such
+# sweep (none yet, or only ad-hoc sweeps of other settings) starts one.
+# tests/integration/test_reproduce.py kills it after its first study and starts it again.
 STUDIES := binary_vs_categorical mse_vs_ce lr_sweep lr_range_test annealing
+STUDY_ARGS ?=
 reproduce: install
 	set -e; for study in $(STUDIES); do \
-		$(BIN)/python experiments/run.py -m +experiment=$$study +resume=true $(ARGS); \
+		$(BIN)/python $(ROOT)experiments/run.py -m +experiment=$$study +resume=matching $(ARGS) \
+			$(STUDY_ARGS); \
 	done
-	$(BIN)/python experiments/run.py +experiment=claims $(ARGS)
+	$(BIN)/python $(ROOT)experiments/run.py +experiment=claims $(ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache .mypy_cache .ruff_cache

@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from mlflow import MlflowClient
 
 from tests.test_entrypoint import run_cli
@@ -19,6 +20,7 @@ from xent_tf.resume import (
     study_definition,
     write_finished,
 )
+from xent_tf.sweep import ResumeRefusedError, _resume_mode
 
 
 def test_the_config_hash_ignores_where_a_run_is_recorded_but_not_what_it_trains(
@@ -118,3 +120,30 @@ def test_a_resumed_sweep_runs_only_what_did_not_finish(tmp_path: Path) -> None:
     assert "+resume=true refused: this sweep is not the study of parent run" in out
     assert "trainer.epochs: 2 -> 3" in out
     assert len(_children(uri)) == 4
+
+    # 5. +resume=matching (make reproduce) with that other definition: no sweep of it yet, so a
+    # new one starts, and is now the experiment's latest.
+    fifth = run_cli(*SWEEP, "seed=0", "+resume=matching", "trainer.epochs=3", cwd=tmp_path)
+    assert fifth.returncode == 0, fifth.stderr
+    out = fifth.stdout + fifth.stderr
+    assert "+resume=matching: none of the 1 sweeps of experiment 'reference' is this study" in out
+    assert len(_children(uri)) == 5
+    # 6. +resume=matching with the first definition passes the newer sweep over and continues
+    # the first one: nothing is trained.
+    sixth = run_cli(*SWEEP, "seed=0,1,2", "+resume=matching", cwd=tmp_path)
+    assert sixth.returncode == 0, sixth.stderr
+    out = sixth.stdout + sixth.stderr
+    assert f"its jobs join parent run {parent.info.run_id} again" in out
+    assert "3 jobs skipped: their config already FINISHED under the parent run" in out
+    assert len(_children(uri)) == 5
+
+
+def test_resume_modes_are_true_matching_or_off_and_nothing_else() -> None:
+    assert [_resume_mode(v) for v in (None, False, True, "matching")] == [
+        False,
+        False,
+        True,
+        "matching",
+    ]
+    with pytest.raises(ResumeRefusedError, match=r"\+resume='yes' is not a resume mode: use"):
+        _resume_mode("yes")

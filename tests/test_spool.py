@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
@@ -21,7 +22,17 @@ class Outage:
         self.probes = 0
         self.up_after_probes: int | None = None
         monkeypatch.setattr(tracking, "server_answers", self.answers)
-        for name in ("log_batch", "log_text", "log_artifact", "set_terminated"):
+        for name in (
+            "log_batch",
+            "log_text",
+            "log_artifact",
+            "set_terminated",
+            "log_inputs",
+            "create_logged_model",
+            "log_model_artifacts",
+            "log_outputs",
+            "finalize_logged_model",
+        ):
             monkeypatch.setattr(client, name, self._failing(getattr(client, name)))
 
     def answers(self, uri: str, timeout_seconds: float = 0.0) -> bool:
@@ -157,3 +168,95 @@ def test_a_spool_of_another_sweep_or_a_damaged_one_is_refused_and_nothing_is_sen
     assert _history(uri, recorder.run_id, "val/loss") == [(1, 1.0)]
     assert MlflowClient(uri).get_run(recorder.run_id).info.status == "RUNNING"
     assert spool.exists()
+
+
+def _splits() -> dict[str, tracking.DatasetSplit]:
+    rng = np.random.default_rng(0)
+    return {
+        split: tracking.DatasetSplit(
+            rng.normal(size=(rows, 4)).astype(np.float32), rng.integers(0, 2, rows)
+        )
+        for split, rows in (("train", 12), ("val", 6), ("test", 5))
+    }
+
+
+def _inputs(uri: str, run_id: str) -> list[tuple[str, str]]:
+    """(context, digest) of each dataset input of the run, sorted."""
+    run = MlflowClient(uri).get_run(run_id)
+    assert run.inputs is not None
+    return sorted(
+        ({t.key: t.value for t in i.tags}["mlflow.data.context"], i.dataset.digest)
+        for i in run.inputs.dataset_inputs
+    )
+
+
+def _models(uri: str, run: tracking.MlflowRun) -> list[Any]:
+    return list(
+        MlflowClient(uri).search_logged_models(
+            [run.experiment_id], filter_string=f"source_run_id = '{run.run_id}'"
+        )
+    )
+
+
+def test_dataset_inputs_and_the_logged_model_are_spooled_and_replayed_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import keras
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    recorder = _open(uri, tmp_path / "job")
+    outage = Outage(monkeypatch, recorder.client)
+    splits = _splits()
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
+    recorder.log_metrics({"val/loss": 0.5}, step=1)
+    recorder.flush()
+    outage.down = True
+    recorder.log_metrics({"val/loss": 0.25, "test/acc": 0.75}, step=2)
+    recorder.log_datasets(splits, "tiny", {"generator": "normal"})
+    assert recorder.log_model(model, splits["test"].features[:2], step=2) == ""  # no id yet
+    monkeypatch.setenv("XENT_SPOOL_WAIT_SECONDS", "0")
+    with pytest.raises(tracking.TrackingUnavailableError):
+        recorder.end("FINISHED")
+    spool = tmp_path / "job" / SPOOL_FILE
+    _, records = read_spool(spool, "parent-1")
+    assert [r.kind for r in records] == ["datasets", "metrics", "model", "status"]
+    assert [c for c, _ in _inputs(uri, recorder.run_id)] == [] and _models(uri, recorder) == []
+    # The saved model gone from next to the spool: refused, nothing sent.
+    kept = tmp_path / "job" / "mlflow_spool_files" / records[2].data["file"]
+    kept.rename(tmp_path / "moved")
+    outage.down = False
+    with pytest.raises(SpoolError, match=f"line 4: kept file {records[2].data['file']} missing"):
+        tracking.replay_spool(spool, "parent-1")
+    (tmp_path / "moved").rename(kept)
+    assert _inputs(uri, recorder.run_id) == []
+    # A replay that stopped after creating the logged model (the server went away again).
+    pending = recorder.client.create_logged_model(
+        recorder.experiment_id, name=tracking.MODEL_NAME, source_run_id=recorder.run_id
+    )
+
+    first = tracking.replay_spool(spool, "parent-1")
+    assert (first.points_sent, first.points_present) == (2, 0)  # the points, then the model
+    shutil.copy(tmp_path / "job" / REPLAYED_FILE, spool)
+    again = tracking.replay_spool(spool, "parent-1")  # the same spool replayed twice
+    assert (again.points_sent, again.points_present) == (0, 2)
+
+    digests = {split: tracking.array_digest(d.features, d.targets) for split, d in splits.items()}
+    assert _inputs(uri, recorder.run_id) == sorted(digests.items())  # each split once
+    [logged] = _models(uri, recorder)  # the interrupted one, completed: not a second model
+    assert logged.model_id == pending.model_id and str(logged.status) == "READY"
+    run = MlflowClient(uri).get_run(recorder.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.outputs is not None
+    assert [(o.model_id, o.step) for o in run.outputs.model_outputs] == [(logged.model_id, 2)]
+    assert {m.key: m.value for m in logged.metrics or []} == {"val/loss": 0.25, "test/acc": 0.75}
+    assert _history(uri, recorder.run_id, "val/loss") == [(1, 0.5), (2, 0.25)]
+    mlflow.set_tracking_uri(uri)
+    try:
+        loaded = mlflow.pyfunc.load_model(f"models:/{logged.model_id}")
+    finally:
+        mlflow.set_tracking_uri("")
+    x = splits["val"].features
+    np.testing.assert_allclose(
+        np.asarray(loaded.predict(x)), model.predict(x, verbose=0), rtol=1e-6
+    )

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
-from xent_tf.worker_pool import WorkerDeath, run_tasks
+from xent_tf.worker_pool import SupervisedWorker, WorkerDeath, run_tasks
 
 
 def square(value: int) -> tuple[int, int]:
@@ -58,3 +62,65 @@ def test_an_exception_in_a_task_is_raised_where_the_tasks_were_run() -> None:
 
 def test_an_exit_code_is_described_without_a_signal() -> None:
     assert WorkerDeath(12, 3).description == "worker died (exit code 3) in process 12"
+
+
+def test_a_supervised_worker_reports_its_death_and_the_next_task_gets_a_new_worker() -> None:
+    worker = SupervisedWorker()
+    first = worker.run(Task(square, 3))
+    assert isinstance(first, tuple) and first[0] == 9
+    second = worker.run(Task(square, 4))
+    assert isinstance(second, tuple) and second == (16, first[1])  # the same process, kept
+    death = worker.run(Task(die, 0))
+    assert isinstance(death, WorkerDeath)
+    assert death.pid == first[1] and death.exitcode == -signal.SIGKILL
+    assert death.description == f"worker died (signal 9, SIGKILL) in process {first[1]}"
+    after = worker.run(Task(square, 5))
+    assert isinstance(after, tuple) and after[0] == 25
+    assert after[1] not in (first[1], os.getpid())
+    with pytest.raises(ValueError, match="bad task 7"):
+        worker.run(Task(fail, 0))
+
+
+def test_a_death_known_only_from_another_system_is_described_by_its_cause() -> None:
+    assert WorkerDeath(0, 0, "Ray lost the worker: WorkerCrashedError").description == (
+        "worker died (Ray lost the worker: WorkerCrashedError)"
+    )
+    assert WorkerDeath(7, 0, "node gone").description == "worker died (node gone) in process 7"
+
+
+def test_a_supervised_worker_dies_with_the_process_that_supervises_it(tmp_path: Path) -> None:
+    """The supervising process (a Ray worker) is SIGKILLed: its worker, busy with a task, is
+    killed with it by the kernel rather than training on as an orphan."""
+    script = tmp_path / "supervise.py"
+    script.write_text(
+        "import os, time\n"
+        "from xent_tf.worker_pool import SupervisedWorker\n"
+        "def busy():\n"
+        "    print(os.getpid(), flush=True)\n"
+        "    time.sleep(60)\n"
+        "if __name__ == '__main__':\n"
+        "    SupervisedWorker().run(busy)\n"
+    )
+    supervisor = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    assert supervisor.stdout is not None
+    worker = int(supervisor.stdout.readline())
+    os.kill(supervisor.pid, signal.SIGKILL)
+    supervisor.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    survived = _alive(worker)
+    if survived:
+        os.kill(worker, signal.SIGKILL)  # not left behind by a failing test
+    assert not survived
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for init to reap it counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"

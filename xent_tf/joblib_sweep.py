@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from xent_tf.replica_sweep import SweepComposer, _typed, record_lost_jobs
+from xent_tf.replica_sweep import SweepComposer, record_lost_job
 from xent_tf.sweep import preload_job_modules
 from xent_tf.worker_pool import WorkerDeath, run_tasks
 
@@ -71,17 +70,14 @@ def launch(
 
     def lost(index: int, death: WorkerDeath) -> JobReturn:
         overrides = list(job_overrides[index])
-        try:
-            composed = SweepComposer(hydra_context, config).compose(
-                initial_job_idx + index, overrides
-            )
-            job = _typed(composed)
-        except Exception as error:  # an invalid job: nothing to record in MLflow
-            log.error("job %s: %s (its config: %s)", " ".join(overrides), death.description, error)
-            ret = JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=math.nan)
-            ret.task_name = "worker died"
-            return ret
-        return record_lost_jobs(sweep_dir, death, [(job, overrides)], started_ms)[0]
+        composer = SweepComposer(hydra_context, config)
+        return record_lost_job(
+            sweep_dir,
+            death,
+            lambda: composer.compose(initial_job_idx + index, overrides),
+            overrides,
+            started_ms,
+        )
 
     tasks = [
         functools.partial(

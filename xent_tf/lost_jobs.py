@@ -3,7 +3,9 @@
 A dead process cannot end its own MLflow run; the launching process does it when the worker
 pool reports the death (``worker_pool.WorkerDeath``): runs the worker left RUNNING are marked
 FAILED with ``WorkerDied: worker died (signal 9, SIGKILL) ...``, and a job it had not opened a run
-for yet gets a FAILED run of its own, so the study's report lists it either way.
+for yet gets a FAILED run of its own, so the study's report lists it either way. A worker whose
+process is not known (Ray reports a lost worker without it) is matched to its jobs' runs by
+config hash instead.
 """
 
 from __future__ import annotations
@@ -44,7 +46,14 @@ def record_worker_death(
     """
     error = f"WorkerDied: {death.description}; the rest of the sweep went on"
     opened = tracking.fail_runs_of_process(
-        tracking_uri, parent_run_id, experiment_id, death.pid, error, since_ms
+        tracking_uri,
+        parent_run_id,
+        experiment_id,
+        death.pid,
+        error,
+        since_ms,
+        # A worker whose process is not known: its runs are those of its jobs' configs.
+        None if death.pid else {config_hash(config) for config, _ in jobs},
     )
     run_ids = []
     for config, overrides in jobs:
@@ -65,7 +74,7 @@ def record_worker_death(
                     "seed": str(config.seed),
                     CONFIG_HASH_TAG: key,
                     "hydra.overrides": " ".join(overrides) or "(none)",
-                    "pid": str(death.pid),
+                    **({"pid": str(death.pid)} if death.pid else {}),
                 },
                 error,
             )

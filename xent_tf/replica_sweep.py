@@ -186,8 +186,6 @@ def plan_units(
     Returns:
         (the units, the JobReturns of invalid and skipped jobs by job number).
     """
-    from xent_tf.replica_batch import group_jobs
-
     composer = shared_composer(hydra_context, config)
     configs: list[Config | None] = []
     sweep_configs: dict[int, DictConfig] = {}
@@ -215,6 +213,11 @@ def plan_units(
     skipped = sum(r.task_name == "skipped" for r in invalid.values())
     if skipped:
         log.info("%d jobs skipped: their config already FINISHED under the parent run", skipped)
+    if all(c is None for c in configs):
+        # Nothing to train (a finished study resumed): TensorFlow is not even imported.
+        return [], invalid
+    from xent_tf.replica_batch import group_jobs
+
     units = []
     for index, members in enumerate(group_jobs(configs, max_replicas), start=1):
         jobs = tuple((initial_job_idx + i, tuple(job_overrides[i])) for i in members)
@@ -402,6 +405,35 @@ def record_lost_jobs(
         ret.task_name = "worker died"
         returns.append(ret)
     return returns
+
+
+def record_lost_job(
+    sweep_dir: Path,
+    death: WorkerDeath,
+    compose: Callable[[], DictConfig],
+    overrides: list[str],
+    started_ms: int,
+) -> JobReturn:
+    """``record_lost_jobs`` for one job given how to compose its config.
+
+    Args:
+        sweep_dir: the sweep directory.
+        death: how its worker died.
+        compose: gives the job's composed config (with its ``hydra`` node).
+        overrides: the job's overrides.
+        started_ms: when the sweep's jobs started (ms since the epoch).
+
+    Returns:
+        The job's result: NaN; a job whose config does not compose is only logged.
+    """
+    try:
+        job = _typed(compose())
+    except Exception as error:  # an invalid job: nothing to record in MLflow
+        log.error("job %s: %s (its config: %s)", " ".join(overrides), death.description, error)
+        ret = JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=math.nan)
+        ret.task_name = "worker died"
+        return ret
+    return record_lost_jobs(sweep_dir, death, [(job, overrides)], started_ms)[0]
 
 
 def launch(

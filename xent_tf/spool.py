@@ -1,9 +1,10 @@
 """A run's local spool: what it could not deliver to the tracking server, kept for replay.
 
 When the server stops answering in the middle of a run, the run goes on and appends each record
-it cannot send (params, tags, metric points, artifacts, its final status) to ``SPOOL_FILE`` in
-the job's output directory; files to upload are copied next to it, since the job may change
-them. ``tracking.replay_spool`` sends them once the server is back. The file is JSON lines: a
+it cannot send (params, tags, metric points, artifacts, its dataset inputs, its logged model,
+its final status) to ``SPOOL_FILE`` in the job's output directory; files to upload are copied
+next to it, since the job may change them, and a logged model is saved there as an MLflow model
+directory. ``tracking.replay_spool`` sends them once the server is back. The file is JSON lines: a
 header naming the run, its store and its sweep's parent run, then one record per line, each with
 the sha256 of its content, so a damaged file is refused rather than half-replayed.
 """
@@ -23,7 +24,9 @@ SPOOL_FILE = "mlflow_spool.jsonl"
 REPLAYED_FILE = "mlflow_spool.replayed.jsonl"
 _FILES_DIR = "mlflow_spool_files"
 _FORMAT = "xent-spool-1"
-KINDS = ("params", "tags", "metrics", "artifact", "text", "status")
+KINDS = ("params", "tags", "metrics", "artifact", "text", "datasets", "model", "status")
+# Kinds whose record names a kept file or folder (``data["file"]``) next to the spool.
+_KEEPS_FILES = ("artifact", "model")
 
 
 class SpoolError(ValueError):
@@ -87,13 +90,25 @@ class SpoolWriter:
 
     def keep_file(self, path: Path) -> str:
         """Copy a file to upload later next to the spool; returns its name there."""
+        kept, name = self.new_place(path.name)
+        shutil.copy2(path, kept)
+        return name
+
+    def new_place(self, name: str) -> tuple[Path, str]:
+        """A path next to the spool, not yet used, for a file or folder to upload later.
+
+        Args:
+            name: the file's (or folder's) name, kept as it is: it is uploaded under it.
+
+        Returns:
+            The path to write it to, and its name for the record (``spooled_file`` finds it).
+        """
         folder = self.directory / _FILES_DIR
         folder.mkdir(parents=True, exist_ok=True)
-        # A folder per file: it is uploaded under its own name.
-        kept = folder / str(len(list(folder.iterdir())))
-        kept.mkdir()
-        shutil.copy2(path, kept / path.name)
-        return f"{kept.name}/{path.name}"
+        # A folder per kept item: two with the same name do not collide.
+        place = folder / str(len(list(folder.iterdir())))
+        place.mkdir()
+        return place / name, f"{place.name}/{name}"
 
 
 def spooled_file(spool_path: Path, name: str) -> Path:
@@ -144,8 +159,9 @@ def read_spool(path: Path, parent_run_id: str | None) -> tuple[SpoolHeader, list
         if entry.get("kind") not in KINDS or not isinstance(entry.get("data"), dict):
             raise SpoolError(f"spool {path} line {number}: not a spool record")
         record = SpoolRecord(entry["kind"], entry["data"])
-        if record.kind == "artifact" and not spooled_file(path, record.data["file"]).exists():
-            raise SpoolError(f"spool {path} line {number}: kept file {record.data['file']} missing")
+        kept = record.data.get("file") if record.kind in _KEEPS_FILES else None
+        if kept is not None and not spooled_file(path, str(kept)).exists():
+            raise SpoolError(f"spool {path} line {number}: kept file {kept} missing")
         records.append(record)
     return header, records
 

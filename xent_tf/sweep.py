@@ -11,7 +11,8 @@ the parent.
 
 Re-running a sweep into the same sweep directory (``hydra.sweep.dir=<the interrupted one>``),
 or with ``+resume=true`` (the experiment's latest sweep parent, if it recorded the same study
-definition), continues it: its parent is reused, every job whose config already FINISHED under
+definition) or ``+resume=matching`` (its newest parent with the same definition, if any),
+continues it: its parent is reused, every job whose config already FINISHED under
 it is skipped (``finished_job``, by config hash), and the report keeps one run per variant x seed.
 """
 
@@ -105,7 +106,8 @@ def finished_job(sweep_dir: Path, config: Config) -> FinishedJob | None:
 
 
 class ResumeRefusedError(ValueError):
-    """``+resume=true`` names a study that is not the one its parent run recorded."""
+    """``+resume`` cannot be honoured: not a resume mode, or (``+resume=true``) the latest
+    parent run recorded another study."""
 
 
 def _study_definition(config: DictConfig) -> dict[str, str]:
@@ -122,19 +124,45 @@ def _study_definition(config: DictConfig) -> dict[str, str]:
     return study_definition(tracking.flatten({str(k): v for k, v in base.items()}), overrides)
 
 
+# ``+resume=`` values: the latest sweep, refused if it is another study; or the newest sweep of
+# this study, a new one when there is none (what `make reproduce` uses: an ad-hoc sweep of the
+# same experiment in between does not stop it).
+RESUME_LATEST = True
+RESUME_MATCHING = "matching"
+
+
+def _resume_mode(value: object) -> bool | str:
+    """The ``+resume`` setting, checked: False, True (the latest sweep) or "matching"."""
+    if value is None or value is False:
+        return False
+    if value is RESUME_LATEST:
+        return RESUME_LATEST
+    if value == RESUME_MATCHING:
+        return RESUME_MATCHING
+    raise ResumeRefusedError(
+        f"+resume={value!r} is not a resume mode: use +resume=true (continue the experiment's "
+        f"latest sweep, refused if it is another study) or +resume={RESUME_MATCHING} (continue "
+        "the newest sweep of this study, or start one)"
+    )
+
+
 def _parent_to_resume(
-    uri: str, experiment_name: str, definition: dict[str, str]
+    uri: str, experiment_name: str, definition: dict[str, str], mode: bool | str = RESUME_LATEST
 ) -> ParentRun | None:
-    """The experiment's latest sweep parent, if its study definition is this sweep's.
+    """The sweep parent to continue: the experiment's latest, if its study definition is this
+    sweep's (``mode`` True), or its newest one with this definition (``mode`` "matching").
 
     Returns:
-        None when the experiment has no sweep yet (the sweep starts a new parent).
+        None when there is none to continue (the sweep starts a new parent).
 
     Raises:
-        ResumeRefusedError: the parent recorded another definition (the message lists the keys).
+        ResumeRefusedError: with mode True, the latest parent recorded another definition (the
+            message lists the keys).
     """
     from xent_tf import tracking
 
+    if mode == RESUME_MATCHING:
+        return _newest_parent_of_study(uri, experiment_name, definition)
     try:
         found = tracking.find_study_parent(uri, experiment_name, finished_only=False)
     except ValueError as error:
@@ -156,6 +184,28 @@ def _parent_to_resume(
             + " (to start a new study of it, leave +resume=true out)"
         )
     return ParentRun(found.run_id, found.experiment_id, uri)
+
+
+def _newest_parent_of_study(
+    uri: str, experiment_name: str, definition: dict[str, str]
+) -> ParentRun | None:
+    """The experiment's newest sweep parent that recorded this study definition, if any."""
+    from xent_tf import tracking
+
+    parents = tracking.study_parents(uri, experiment_name)
+    for parent in parents:
+        recorded = tracking.recorded_study_definition(uri, parent.run_id)
+        if recorded is not None and not definition_differences(recorded, definition):
+            return ParentRun(parent.run_id, parent.experiment_id, uri)
+    if parents:
+        log.info(
+            "+resume=%s: none of the %d sweeps of experiment %r is this study; starting a new "
+            "sweep",
+            RESUME_MATCHING,
+            len(parents),
+            experiment_name,
+        )
+    return None
 
 
 def _replay_spools(sweep_dir: Path, parent_run_id: str) -> None:
@@ -340,8 +390,9 @@ class MlflowSweepCallback(Callback):
         assert self.sweep_dir is not None
         definition = _study_definition(config)
         earlier = parent_for_sweep(self.sweep_dir)
-        if earlier is None and OmegaConf.select(config, "resume", default=False):
-            earlier = _parent_to_resume(uri, str(config.experiment_name), definition)
+        mode = _resume_mode(OmegaConf.select(config, "resume", default=False))
+        if earlier is None and mode:
+            earlier = _parent_to_resume(uri, str(config.experiment_name), definition, mode)
         self.finished = {}
         if (
             earlier is not None

@@ -29,7 +29,7 @@ import time
 import traceback
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +42,10 @@ from mlflow import MlflowClient
 from mlflow.data.code_dataset_source import CodeDatasetSource
 from mlflow.data.numpy_dataset import from_numpy
 from mlflow.entities import (
+    Dataset,
     DatasetInput,
     InputTag,
+    LoggedModel,
     LoggedModelOutput,
     LoggedModelStatus,
     Metric,
@@ -437,20 +439,6 @@ class MlflowRun:
             "%s; the run goes on and keeps what it cannot send in %s", error, self.spool.path
         )
 
-    def _skip_while_spooling(self, what: str, call: Callable[[], str]) -> str:
-        """Log a model or datasets, or, the server being away, say it is left out (not spooled)."""
-        if not self._spooling:
-            try:
-                return call()
-            except TrackingUnauthorizedError:
-                raise
-            except TrackingUnavailableError as error:
-                if self.spool is None:
-                    raise
-                self._start_spooling(error)
-        log.warning("run %s: %s not logged (the tracking server is away)", self.run_id, what)
-        return ""
-
     @contextmanager
     def _store(self, action: str) -> Iterator[None]:
         """Turn a failed request to a server that no longer answers into a clear error."""
@@ -532,21 +520,51 @@ class MlflowRun:
         )
 
     def log_model(self, model: Any, input_example: np.ndarray, step: int) -> str:
-        """``_send_model``, or nothing ("" returned) while the server is away (not spooled)."""
-        return self._skip_while_spooling(
-            "the model", lambda: self._send_model(model, input_example, step)
+        """``_send_model``; while the server is away, the model is saved in the spool instead
+        (its id, "" returned then, is given when the spool is replayed)."""
+        self.flush()  # the final metrics first: the model links to them
+        sent: list[str] = []
+        self._deliver(
+            "logging the model",
+            lambda: sent.append(self._send_model(model, input_example, step)),
+            "model",
+            lambda: self._keep_model(model, input_example, step),
         )
+        return sent[0] if sent else ""
 
     def log_datasets(
         self, splits: Mapping[str, DatasetSplit], name: str, source: Mapping[str, str]
     ) -> None:
-        """``_send_datasets``, or nothing while the server is away (not spooled)."""
+        """Record the run's data splits as MLflow dataset inputs (spooled while the server is
+        away).
 
-        def send() -> str:
-            self._send_datasets(splits, name, source)
-            return ""
+        Args:
+            splits: {split name ("train", "val", "test"): its arrays}; the split is the
+                input's context.
+            name: the dataset's name (e.g. the data config's name).
+            source: how the data was made ({"generator": ..., "n_samples": ...}), stored as
+                the dataset's source.
+        """
+        inputs = _dataset_inputs(splits, name, source)
+        self._deliver(
+            "logging the datasets",
+            lambda: _log_dataset_inputs(self.client, self.run_id, inputs),
+            "datasets",
+            lambda: {"inputs": [_dataset_input_record(i) for i in inputs]},
+        )
 
-        self._skip_while_spooling("the dataset inputs", send)
+    def _keep_model(self, model: Any, input_example: np.ndarray, step: int) -> dict[str, Any]:
+        """Save the model in the spool as an MLflow model directory (its logged model's id is
+        written in when the spool is replayed); returns the spool record."""
+        assert self.spool is not None
+        local, name = self.spool.new_place(MODEL_NAME)
+        _save_model(model, input_example, local, self.run_id, None)
+        linked = [[m.key, m.value, m.timestamp, m.step] for m in self._linked_metrics(step)]
+        return {"file": name, "step": step, "linked": linked}
+
+    def _linked_metrics(self, step: int) -> list[Metric]:
+        """The last value of each metric if logged at ``step``: what a logged model links to."""
+        return [m for m in self._latest.values() if m.step == step]
 
     def _send_model(self, model: Any, input_example: np.ndarray, step: int) -> str:
         """Log a trained Keras model as an MLflow logged model of this run.
@@ -566,83 +584,16 @@ class MlflowRun:
         Returns:
             The logged model's id (load it with ``mlflow.pyfunc.load_model("models:/<id>")``).
         """
-        # The tensorflow flavour: MLflow 3.17's keras flavour writes the input example before
-        # it creates the model's directory (FileNotFoundError). Imported only when needed.
-        import mlflow.tensorflow
-
-        signature = ModelSignature(
-            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *model.input_shape[1:]))]),
-            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *model.output_shape[1:]))]),
-        )
-        self.flush()
-        with self._store("logging the model"), tempfile.TemporaryDirectory() as scratch:
+        with tempfile.TemporaryDirectory() as scratch:
             logged = self.client.create_logged_model(
                 self.experiment_id, name=MODEL_NAME, source_run_id=self.run_id
             )
             local = Path(scratch) / MODEL_NAME
-            mlflow.tensorflow.save_model(
-                model,
-                str(local),
-                mlflow_model=Model(
-                    artifact_path=logged.artifact_location,
-                    model_uuid=logged.model_id,
-                    run_id=self.run_id,
-                    model_id=logged.model_id,
-                ),
-                signature=signature,
-                input_example=np.asarray(input_example, dtype=np.float32),
-                pip_requirements=model_requirements(),
+            _save_model(model, input_example, local, self.run_id, logged)
+            _publish_model(
+                self.client, self.run_id, logged.model_id, local, step, self._linked_metrics(step)
             )
-            self.client.log_model_artifacts(logged.model_id, str(local))
-            self.client.log_outputs(self.run_id, [LoggedModelOutput(logged.model_id, step=step)])
-            # The same values, timestamps and steps again, now naming the model: the store
-            # keeps one copy in the run's history and links it to the model.
-            linked = [
-                Metric(m.key, m.value, m.timestamp, m.step, model_id=logged.model_id)
-                for m in self._latest.values()
-                if m.step == step
-            ]
-            if linked:
-                self.client.log_batch(self.run_id, metrics=linked)
-            self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
         return str(logged.model_id)
-
-    def _send_datasets(
-        self, splits: Mapping[str, DatasetSplit], name: str, source: Mapping[str, str]
-    ) -> None:
-        """Record the run's data splits as MLflow dataset inputs (one request).
-
-        Args:
-            splits: {split name ("train", "val", "test"): its arrays}; the split is the
-                input's context.
-            name: the dataset's name (e.g. the data config's name).
-            source: how the data was made ({"generator": ..., "n_samples": ...}), stored as
-                the dataset's source.
-        """
-        inputs = []
-        for split, data in splits.items():
-            dataset = from_numpy(
-                data.features,
-                source=CodeDatasetSource(tags=dict(source)),
-                targets=data.targets,
-                name=name,
-                digest=array_digest(data.features, data.targets),
-            )
-            inputs.append(
-                DatasetInput(dataset._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, split)])
-            )
-        with self._store("logging the datasets"):
-            for attempt in range(_DATASET_ATTEMPTS):
-                try:
-                    self.client.log_inputs(self.run_id, datasets=inputs)
-                    break
-                except mlflow.exceptions.MlflowException as error:
-                    # Parallel jobs of one sweep log the same data set: the store creates a
-                    # dataset row only when it has none, and the loser of that race hits the
-                    # unique key. Its next attempt finds the row and links to it.
-                    duplicate = "unique constraint" in str(error).lower()
-                    if not duplicate or attempt == _DATASET_ATTEMPTS - 1:
-                        raise
 
     def flush(self) -> None:
         """Send every buffered metric now, in batches of MLflow's maximum size.
@@ -687,6 +638,134 @@ class MlflowRun:
             f"status {status}) are kept in {self.spool.path}; once the server is back, a "
             "re-run of the sweep or `python experiments/report.py --sync DIR` sends them"
         )
+
+
+def _save_model(
+    model: Any, input_example: np.ndarray, path: Path, run_id: str, logged: LoggedModel | None
+) -> None:
+    """Save a Keras model as an MLflow model directory at ``path`` (tensorflow flavour).
+
+    Its signature is the model's input and output shapes (float32, any number of rows), its pip
+    requirements the installed versions of ``_MODEL_REQUIREMENTS``.
+
+    Args:
+        model: a built ``keras.Model`` with one input and one output.
+        input_example: a few input rows, stored with the model.
+        path: the directory to create.
+        run_id: the run it belongs to.
+        logged: its logged model; None: not created yet (a spooled model:
+            ``_publish_spooled_model`` writes the id in).
+    """
+    # The tensorflow flavour: MLflow 3.17's keras flavour writes the input example before
+    # it creates the model's directory (FileNotFoundError). Imported only when needed.
+    import mlflow.tensorflow
+
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *model.input_shape[1:]))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *model.output_shape[1:]))]),
+    )
+    description = (
+        Model(run_id=run_id)
+        if logged is None
+        else Model(
+            artifact_path=logged.artifact_location,
+            model_uuid=logged.model_id,
+            run_id=run_id,
+            model_id=logged.model_id,
+        )
+    )
+    mlflow.tensorflow.save_model(
+        model,
+        str(path),
+        mlflow_model=description,
+        signature=signature,
+        input_example=np.asarray(input_example, dtype=np.float32),
+        pip_requirements=model_requirements(),
+    )
+
+
+def _publish_model(
+    client: MlflowClient,
+    run_id: str,
+    model_id: str,
+    local: Path,
+    step: int,
+    linked: Sequence[Metric],
+    output_logged: bool = False,
+) -> None:
+    """Upload a saved model directory as a logged model's files, make it the run's output at
+    ``step``, link it to ``linked`` metrics, and mark it READY.
+
+    Args:
+        output_logged: the run already names the model as an output (an interrupted replay):
+            not logged twice.
+    """
+    client.log_model_artifacts(model_id, str(local))
+    if not output_logged:
+        client.log_outputs(run_id, [LoggedModelOutput(model_id, step=step)])
+    # The same values, timestamps and steps again, now naming the model: the store keeps one
+    # copy in the run's history and links it to the model.
+    if linked:
+        client.log_batch(
+            run_id,
+            metrics=[
+                Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id) for m in linked
+            ],
+        )
+    client.finalize_logged_model(model_id, LoggedModelStatus.READY)
+
+
+def _dataset_inputs(
+    splits: Mapping[str, DatasetSplit], name: str, source: Mapping[str, str]
+) -> list[DatasetInput]:
+    """One MLflow dataset input per split (its context), digested from its arrays."""
+    inputs = []
+    for split, data in splits.items():
+        dataset = from_numpy(
+            data.features,
+            source=CodeDatasetSource(tags=dict(source)),
+            targets=data.targets,
+            name=name,
+            digest=array_digest(data.features, data.targets),
+        )
+        inputs.append(
+            DatasetInput(dataset._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, split)])
+        )
+    return inputs
+
+
+# The fields of an MLflow dataset entity, as kept in a spool record.
+_DATASET_FIELDS = ("name", "digest", "source_type", "source", "schema", "profile")
+
+
+def _dataset_input_record(dataset_input: DatasetInput) -> dict[str, Any]:
+    """A dataset input as JSON: the dataset entity's fields and the input's tags."""
+    return {
+        "dataset": {f: getattr(dataset_input.dataset, f) for f in _DATASET_FIELDS},
+        "tags": {t.key: t.value for t in dataset_input.tags},
+    }
+
+
+def _dataset_input_from_record(record: Mapping[str, Any]) -> DatasetInput:
+    """The inverse of ``_dataset_input_record``."""
+    tags = [InputTag(k, v) for k, v in record["tags"].items()]
+    return DatasetInput(Dataset(**record["dataset"]), tags)
+
+
+def _log_dataset_inputs(client: MlflowClient, run_id: str, inputs: list[DatasetInput]) -> None:
+    """Link dataset inputs to a run (one request; the store links a dataset to a run once, so
+    sending the same inputs again adds nothing)."""
+    for attempt in range(_DATASET_ATTEMPTS):
+        try:
+            client.log_inputs(run_id, datasets=inputs)
+            return
+        except mlflow.exceptions.MlflowException as error:
+            # Parallel jobs of one sweep log the same data set: the store creates a dataset
+            # row only when it has none, and the loser of that race hits the unique key. Its
+            # next attempt finds the row and links to it.
+            duplicate = "unique constraint" in str(error).lower()
+            if not duplicate or attempt == _DATASET_ATTEMPTS - 1:
+                raise
 
 
 @dataclass
@@ -1336,6 +1415,7 @@ def fail_runs_of_process(
     pid: int,
     error: str,
     since_ms: int,
+    config_hashes: Collection[str] | None = None,
 ) -> dict[str, str]:
     """Mark the child runs a dead worker process left RUNNING FAILED, with ``error``.
 
@@ -1343,24 +1423,31 @@ def fail_runs_of_process(
         tracking_uri: the store.
         parent_run_id: the sweep's parent run.
         experiment_id: its experiment.
-        pid: the dead worker's process id (the runs' ``pid`` tag).
+        pid: the dead worker's process id (the runs' ``pid`` tag); 0: not known (a lost Ray
+            worker), then the runs are found by ``config_hashes`` alone.
         error: the ``error`` tag of the runs marked.
         since_ms: only runs started at or after this time (ms since the epoch): a pid can be
             reused by a worker of an earlier sweep.
+        config_hashes: only runs of these configs (``resume.CONFIG_HASH_TAG``); None: any.
 
     Returns:
         {config hash: run id} of every child that process started since then, whatever its
         status (a job absent here never opened a run).
     """
     client = _client(tracking_uri)
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=(
-            f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.pid = '{pid}' "
-            f"and attributes.start_time >= {since_ms}"
-        ),
-        max_results=10_000,
-    )
+    by_process = f" and tags.pid = '{pid}'" if pid else ""
+    runs = [
+        run
+        for run in client.search_runs(
+            [experiment_id],
+            filter_string=(
+                f"tags.`mlflow.parentRunId` = '{parent_run_id}'{by_process} "
+                f"and attributes.start_time >= {since_ms}"
+            ),
+            max_results=10_000,
+        )
+        if config_hashes is None or run.data.tags.get(CONFIG_HASH_TAG) in config_hashes
+    ]
     for run in runs:
         if run.info.status == "RUNNING":
             client.set_tag(run.info.run_id, "error", error)
@@ -1430,8 +1517,10 @@ def replay_spool(path: Path, parent_run_id: str | None) -> Replayed:
     """Send a spool's records to its run, then rename it (``spool.REPLAYED_FILE``).
 
     Idempotent: a metric point the run already has (same key, step, timestamp and value) is not
-    sent again; params and tags are sent with the same values; artifacts overwrite themselves.
-    The final status is set last.
+    sent again; params and tags are sent with the same values; artifacts overwrite themselves;
+    the store links a dataset to a run once; a logged model is created once (a READY one is
+    not sent again, a PENDING one, from an interrupted attempt, is completed). The final status
+    is set last.
 
     Args:
         path: the spool file.
@@ -1446,6 +1535,7 @@ def replay_spool(path: Path, parent_run_id: str | None) -> Replayed:
     header, records = read_spool(path, parent_run_id)
     client = _client(header.tracking_uri)
     points: dict[str, list[Metric]] = {}
+    models: list[dict[str, Any]] = []
     status = ""
     for record in records:
         if record.kind == "params":
@@ -1468,6 +1558,11 @@ def replay_spool(path: Path, parent_run_id: str | None) -> Replayed:
             )
         elif record.kind == "text":
             client.log_text(header.run_id, record.data["text"], record.data["artifact_file"])
+        elif record.kind == "datasets":
+            inputs = [_dataset_input_from_record(i) for i in record.data["inputs"]]
+            _log_dataset_inputs(client, header.run_id, inputs)
+        elif record.kind == "model":
+            models.append(record.data)  # after the metric points: it links to some of them
         else:
             status = str(record.data["status"])
     sent = present = 0
@@ -1481,10 +1576,61 @@ def replay_spool(path: Path, parent_run_id: str | None) -> Replayed:
         for start in range(0, len(missing), _METRIC_BATCH):
             client.log_batch(header.run_id, metrics=missing[start : start + _METRIC_BATCH])
         sent += len(missing)
+    for model in models:
+        _publish_spooled_model(client, header, spooled_file(path, model["file"]), model)
     if status:
         client.set_terminated(header.run_id, status=status)
     mark_replayed(path)
     return Replayed(header.run_id, len(records), sent, present, status)
+
+
+def _publish_spooled_model(
+    client: MlflowClient, header: SpoolHeader, local: Path, record: Mapping[str, Any]
+) -> None:
+    """Log a model the run kept in its spool as the run's logged model, once.
+
+    A READY model of the run is already there (an earlier replay): nothing is sent. A PENDING
+    one (the run, or a replay, stopped while sending it) is completed rather than doubled.
+
+    Args:
+        client: the store's client.
+        header: the spool's run.
+        local: the kept MLflow model directory (its ids are written in here).
+        record: the spool record (``step``, ``linked`` metrics as [key, value, timestamp, step]).
+    """
+    existing = [
+        m
+        for m in client.search_logged_models(
+            [header.experiment_id], filter_string=f"source_run_id = '{header.run_id}'"
+        )
+        if m.name == MODEL_NAME
+    ]
+    if any(m.status == LoggedModelStatus.READY for m in existing):
+        return
+    logged = (
+        existing[0]
+        if existing
+        else client.create_logged_model(
+            header.experiment_id, name=MODEL_NAME, source_run_id=header.run_id
+        )
+    )
+    description = Model.load(str(local))
+    description.model_id = logged.model_id
+    description.model_uuid = logged.model_id
+    description.artifact_path = logged.artifact_location
+    description.save(str(local / "MLmodel"))
+    run_outputs = client.get_run(header.run_id).outputs
+    outputs = {o.model_id for o in run_outputs.model_outputs} if run_outputs else set()
+    linked = [Metric(k, float(v), int(t), int(s)) for k, v, t, s in record["linked"]]
+    _publish_model(
+        client,
+        header.run_id,
+        logged.model_id,
+        local,
+        int(record["step"]),
+        linked,
+        output_logged=logged.model_id in outputs,
+    )
 
 
 def _same_float(value: float) -> str:

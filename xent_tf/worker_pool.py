@@ -10,9 +10,13 @@ Tasks and results travel cloudpickled (a Hydra task function is often defined in
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
 import multiprocessing
+import os
 import signal
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -24,6 +28,8 @@ from joblib.externals import cloudpickle
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# prctl(2) option: the signal a process gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -31,16 +37,23 @@ class WorkerDeath:
     """How a worker process ended while it held a task.
 
     Attributes:
-        pid: the worker's process id (the ``pid`` tag of the runs it opened).
+        pid: the worker's process id (the ``pid`` tag of the runs it opened); 0 when unknown.
         exitcode: its exit code; negative: killed by that signal.
+        cause: how it ended, when only another system's report says it (Ray reports a lost
+            worker without its process or signal); replaces the exit code in the description.
     """
 
     pid: int
     exitcode: int
+    cause: str = ""
 
     @property
     def description(self) -> str:
-        """ "worker died (signal 9, SIGKILL)" or "worker died (exit code 1)"."""
+        """ "worker died (signal 9, SIGKILL) in process N", "worker died (exit code 1) in
+        process N" or "worker died (<cause>)"."""
+        if self.cause:
+            where = f" in process {self.pid}" if self.pid else ""
+            return f"worker died ({self.cause}){where}"
         if self.exitcode < 0:
             number = -self.exitcode
             try:
@@ -97,17 +110,12 @@ def run_tasks(
     """
     if n_workers < 1:
         raise ValueError(f"n_workers={n_workers} must be >= 1")
-    context = multiprocessing.get_context("spawn")
     results: dict[int, T] = {}
     pending = list(range(len(tasks)))
     workers: list[_Worker] = []
 
     def start_worker() -> _Worker:
-        ours, theirs = context.Pipe()
-        process = context.Process(target=_serve, args=(theirs, initializer), daemon=True)
-        process.start()
-        theirs.close()
-        return _Worker(process, ours)
+        return _start_worker(initializer)
 
     def hand_out(worker: _Worker) -> None:
         index = pending.pop(0)
@@ -128,8 +136,7 @@ def run_tasks(
                 index = worker.task
                 reply = _receive(worker.connection)
                 if reply is None:  # no answer: the process is gone
-                    worker.process.join()
-                    death = WorkerDeath(worker.process.pid or 0, worker.process.exitcode or 0)
+                    death = _death_of(worker)
                     log.error("task %d: %s; a new worker takes its place", index, death.description)
                     results[index] = on_death(index, death)
                     workers.remove(worker)
@@ -154,6 +161,80 @@ def run_tasks(
                 worker.process.kill()
                 worker.process.join()
     return [results[i] for i in range(len(tasks))]
+
+
+def _start_worker(initializer: Callable[[], object] | None) -> _Worker:
+    """A spawned worker process running ``_serve``, and our end of its pipe."""
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    process = context.Process(target=_serve, args=(theirs, initializer), daemon=True)
+    process.start()
+    theirs.close()
+    return _Worker(process, ours)
+
+
+def _death_of(worker: _Worker) -> WorkerDeath:
+    """How a worker that stopped answering ended (waits for its process to be gone)."""
+    worker.process.join()
+    return WorkerDeath(worker.process.pid or 0, worker.process.exitcode or 0)
+
+
+class SupervisedWorker:
+    """One spawned worker process that runs tasks one at a time, and is replaced when it dies.
+
+    For a process that must survive the death of the work it hands out (a Ray task whose job
+    is killed by the OOM killer): the job runs in the worker, so this process sees how it ended.
+    The worker is started at the first task and kept for the next ones (TensorFlow is imported
+    once). On Linux the kernel kills the worker (SIGKILL) when this process dies: the two live
+    and die as one, as the job would inside this process, and no orphan trains on.
+    """
+
+    def __init__(self, initializer: Callable[[], object] | None = None) -> None:
+        self._initializer = functools.partial(_die_with_parent, os.getpid(), initializer)
+        self._worker: _Worker | None = None
+
+    def run(self, task: Callable[[], T]) -> T | WorkerDeath:
+        """Run ``task`` in the worker.
+
+        Args:
+            task: an argument-less callable (picklable with cloudpickle).
+
+        Returns:
+            Its result, or how the worker died while running it (the next task gets a new
+            worker).
+
+        Raises:
+            BaseException: what the task raised.
+        """
+        if self._worker is None or not self._worker.process.is_alive():
+            self._worker = _start_worker(self._initializer)
+        worker = self._worker
+        worker.connection.send_bytes(cloudpickle.dumps(task))
+        wait([worker.connection, worker.process.sentinel])
+        reply = _receive(worker.connection)
+        if reply is None:
+            self._worker = None
+            worker.connection.close()
+            death = _death_of(worker)
+            log.error("%s while it ran a task; a new worker runs the next one", death.description)
+            return death
+        status, value = reply
+        if status == "error":
+            raise value
+        return value
+
+
+def _die_with_parent(parent_pid: int, initializer: Callable[[], object] | None) -> None:
+    """In a worker: have the kernel SIGKILL it when its parent dies (Linux's
+    ``PR_SET_PDEATHSIG``; elsewhere nothing), then run ``initializer``."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+            log.warning("worker %d will outlive its parent: prctl failed", os.getpid())
+        if os.getppid() != parent_pid:  # the parent died before we asked
+            os._exit(1)
+    if initializer is not None:
+        initializer()
 
 
 def _receive(connection: Connection) -> tuple[str, Any] | None:

@@ -88,6 +88,9 @@ def outage_sweep(uri: str, sweep_dir: Path) -> list[str]:
         f"hydra.sweep.dir={sweep_dir}",
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=1",
+        # The run's dataset inputs and its MLflow logged model are spooled and replayed too.
+        "tracking.log_model=true",
+        "tracking.logged_model=true",
     ]
 
 
@@ -136,6 +139,8 @@ def test_a_server_that_dies_mid_sweep_loses_nothing_and_a_rerun_completes_only_w
     assert epochs_logged(sweep_dir / "0" / "run.log") == OUTAGE_EPOCHS  # it trained to the end
     header, records = read_spool(spool, None)
     assert records[-1].kind == "status" and records[-1].data == {"status": "FINISHED"}
+    assert [r.kind for r in records].count("datasets") == 1
+    assert [r.kind for r in records].count("model") == 1
     spooled_points = sum(len(r.data["metrics"]) for r in records if r.kind == "metrics")
     job_1 = (sweep_dir / "1" / "run.log").read_text(errors="replace")
     assert (
@@ -180,6 +185,17 @@ def test_a_server_that_dies_mid_sweep_loses_nothing_and_a_rerun_completes_only_w
     assert stuck.info.run_id in {r.info.run_id for r in after.children}
     assert after.incomplete(OUTAGE_EPOCHS) == {}  # every epoch of both runs, exactly once
     assert not spool.exists()
+    client = MlflowClient(server.uri)
+    for child in after.children:  # job 0's from its spool, job 1's sent as it ran
+        run = client.get_run(child.info.run_id)
+        assert run.inputs is not None and run.outputs is not None
+        inputs = run.inputs.dataset_inputs
+        contexts = [{t.key: t.value for t in i.tags}["mlflow.data.context"] for i in inputs]
+        assert sorted(contexts) == ["test", "train", "val"], run.info.run_id
+        [output] = run.outputs.model_outputs
+        assert output.step == OUTAGE_EPOCHS
+        model = client.get_logged_model(output.model_id)
+        assert (str(model.status), model.source_run_id) == ("READY", run.info.run_id)
     report = (sweep_dir / "report.md").read_text()
     assert "| (all runs) | 2/2 |" in report
     assert "## Superseded runs" not in report

@@ -52,7 +52,7 @@ def test_ray_launcher_runs_a_study_whose_jobs_find_their_parent_without_the_swee
     )
     assert result.returncode == 0, result.output[-5000:]
     assert "Ray Launcher is launching 4 jobs" in result.output
-    assert "(_run_job pid=" in result.output  # the jobs' log lines came back from Ray workers
+    assert "(run_job_supervised pid=" in result.output  # log lines came back from Ray workers
     # The jobs wrote their outputs in the workers' copy, not next to the parent-run file.
     sweep_dir = tmp_path / "sweep"
     assert (sweep_dir / "mlflow_parent.json").exists()

@@ -1,9 +1,10 @@
 """A sweep worker killed by SIGKILL (as the OOM killer does) is one failed job, not a dead sweep:
 its run ends FAILED with "worker died (signal 9, SIGKILL)", a new worker takes the remaining jobs,
-the report lists it. For the joblib launcher and for the replica launcher's workers."""
+the report lists it. For the joblib launcher, the replica launcher's workers and Ray tasks."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import time
@@ -14,7 +15,7 @@ from mlflow import MlflowClient
 
 from tests.integration.cli import start_cli
 from tests.integration.records import read_sweep
-from tests.integration.services import TINY, stop_group, wait_until
+from tests.integration.services import TINY, need, stop_group, wait_until
 from tests.integration.test_faults import epochs_logged
 
 pytestmark = pytest.mark.integration
@@ -108,3 +109,77 @@ def _busy_worker(launcher_pid: int) -> int:
     busiest = max(used, key=lambda pid: used[pid])
     assert sorted(used.values())[-2:-1] in ([], [0], [1]), f"CPU ticks per child: {used}"
     return busiest
+
+
+def test_a_killed_ray_job_fails_alone_and_the_sweep_finishes(tmp_path: Path) -> None:
+    """hydra/launcher=ray, 4 jobs on 2 CPUs: the two long jobs are killed, one in its job
+    process (SIGKILL, as the OOM killer does: the signal is known), one with its Ray worker
+    (Ray reports WorkerCrashedError, without a signal); neither is retried, the short two finish."""
+    need(
+        importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is not None,
+        "hydra-ray-launcher not installed (pip install -e '.[scale]')",
+    )
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep_dir = tmp_path / "sweep"
+    client = MlflowClient(store)
+    client.search_experiments()  # the store's tables now: polling it never races their creation
+    sweep = start_cli(
+        "-m",
+        "trainer.epochs=3000,3001,2,3",
+        *TINY,
+        f"tracking.uri={store}",
+        f"hydra.sweep.dir={sweep_dir}",
+        "hydra/launcher=ray",
+        "+hydra.launcher.ray.init.num_cpus=2",
+        "+hydra.launcher.ray.init.include_dashboard=false",
+        cwd=tmp_path,
+    )
+    running: dict[str, int] = {}
+
+    def long_jobs_training() -> bool:
+        experiment = client.get_experiment_by_name("reference")
+        if experiment is None:
+            return False
+        runs = client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
+        running.update(
+            (r.data.params["trainer.epochs"], int(r.data.tags["pid"]))
+            for r in runs
+            if "pid" in r.data.tags and "trainer.epochs" in r.data.params
+        )
+        return {"3000", "3001"} <= set(running)
+
+    try:
+        wait_until(long_jobs_training, 180, "both long jobs to train")
+        job_process = running["3000"]
+        ray_worker = _parent_of(running["3001"])  # the Ray worker that supervises job 3001
+        assert ray_worker not in (sweep.pid, 1)
+        os.kill(job_process, signal.SIGKILL)
+        os.kill(ray_worker, signal.SIGKILL)
+        returncode = sweep.wait(timeout=180)
+    finally:
+        stop_group(sweep)
+    output = (tmp_path / "cli-output.log").read_text(errors="replace")
+    assert returncode == 0, output[-5000:]
+
+    records = read_sweep(store, "reference")
+    assert records.parent.info.status == "FINISHED"
+    status = {r.data.params["trainer.epochs"]: r.info.status for r in records.children}
+    # One run per job: a killed job is not re-run (max_retries: 0, configs/hydra/launcher/ray.yaml).
+    assert len(records.children) == 4
+    assert status == {"3000": "FAILED", "3001": "FAILED", "2": "FINISHED", "3": "FINISHED"}
+    errors = {r.data.params["trainer.epochs"]: r.data.tags.get("error") for r in records.children}
+    killed = f"worker died (signal 9, SIGKILL) in process {job_process}"
+    assert errors["3000"] == f"WorkerDied: {killed}; the rest of the sweep went on"
+    lost = "worker died (Ray lost the worker: WorkerCrashedError: The worker died unexpectedly"
+    assert str(errors["3001"]).startswith(f"WorkerDied: {lost}")
+    for run in records.children:  # every epoch of the finished jobs, once
+        if run.info.status == "FINISHED":
+            epochs = int(run.data.params["trainer.epochs"])
+            assert records.points[run.info.run_id]["val/loss"] == list(range(1, epochs + 1))
+    report = (sweep_dir / "report.md").read_text()
+    assert "## Failed runs" in report and killed in report and "Ray lost the worker" in report
+    print(f"\n[sigkill ray] statuses {status}, {records.total_points} metric points")
+
+
+def _parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
