@@ -84,6 +84,7 @@ def _time_training(configs: Sequence[Config]) -> tuple[float, float, float, floa
         schedule_rates,
         tensor_splits,
     )
+    from xent_tf.replica_batch import replicas_initial_weights
     from xent_tf.replicas import OptimizerRule, ReplicaTrainer
     from xent_tf.training import CompiledLoop, fit, steps_per_epoch
 
@@ -97,8 +98,11 @@ def _time_training(configs: Sequence[Config]) -> tuple[float, float, float, floa
     seeds = [c.seed for c in configs]
 
     started = time.perf_counter()
-    trainer = ReplicaTrainer(
-        [build_model(c.model, data, spec, c.seed) for c in configs],
+    # The replicas' initial weights as a study's batch gets them (replica_batch.train_batch).
+    template = build_model(first.model, data, spec, first.seed)
+    trainer = ReplicaTrainer.from_weights(
+        template,
+        replicas_initial_weights(template, configs, data, spec),
         spec.loss,
         OptimizerRule.of(build_optimizer(first.optimizer)),
         first.trainer.batch_size,

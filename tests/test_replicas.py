@@ -25,7 +25,13 @@ from xent_tf.build import build_loss, build_model, build_optimizer, tensor_split
 from xent_tf.config import Config, LossConfig, MakeClassificationConfig, MlpConfig
 from xent_tf.data import Dataset
 from xent_tf.lr_finder import find_learning_rate
-from xent_tf.replica_batch import check_memory, graph_key, group_jobs, train_batch
+from xent_tf.replica_batch import (
+    check_memory,
+    graph_key,
+    group_jobs,
+    initial_weights,
+    train_batch,
+)
 from xent_tf.replicas import NotReplicableError, OptimizerRule, ReplicaFit, ReplicaTrainer
 from xent_tf.runtime import configure_runtime
 from xent_tf.schedules import learning_rates
@@ -329,3 +335,54 @@ def test_the_replicated_range_test_is_each_replicas_own_range_test() -> None:
     for got_w, want_w in zip(trainer.weights(1), before, strict=True):
         np.testing.assert_array_equal(got_w, want_w)
     assert int(trainer.iterations.numpy()) == 0
+
+
+@pytest.mark.parametrize(
+    ("data_config", "loss", "units"),
+    [
+        (MakeClassificationConfig(n_samples=400, n_test=100), "bce", [10, 10]),
+        (
+            MakeClassificationConfig(n_samples=400, n_test=100, n_classes=5, n_informative=6),
+            "cce",
+            [16],
+        ),
+    ],
+)
+def test_replica_initial_weights_are_build_models_without_building_one(
+    data_config: MakeClassificationConfig, loss: str, units: list[int]
+) -> None:
+    data = make_dataset(data_config)
+    spec = build_loss(LossConfig(name=loss), data)
+    template = build_model(MlpConfig(hidden_units=units), data, spec, 7)
+    kept = template.get_weights()
+    for seed in (0, 1, 7, 123):
+        for output_init in ("standard", "saturated"):
+            model_config = MlpConfig(hidden_units=units, output_init=output_init)
+            want = build_model(model_config, data, spec, seed).get_weights()
+            got = initial_weights(template, model_config, data, seed)
+            assert len(got) == len(want) == 2 * (len(units) + 1)
+            for g, w in zip(got, want, strict=True):
+                np.testing.assert_array_equal(g, w)
+    # The template is left as it was.
+    for g, w in zip(template.get_weights(), kept, strict=True):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_a_trainer_from_weights_is_the_trainer_from_models() -> None:
+    data = make_dataset(MakeClassificationConfig(n_samples=400, n_test=100))
+    spec = build_loss(LossConfig(name="bce"), data)
+    models = [build_model(MlpConfig(), data, spec, seed) for seed in (0, 1, 2)]
+    from_models = ReplicaTrainer(models, spec.loss, OptimizerRule("adam"), 32, False)
+    from_weights = ReplicaTrainer.from_weights(
+        models[0], [m.get_weights() for m in models], spec.loss, OptimizerRule("adam"), 32, False
+    )
+    np.testing.assert_array_equal(from_models.flat.numpy(), from_weights.flat.numpy())
+    with pytest.raises(ValueError, match=r"replica 1's weights have shapes"):
+        ReplicaTrainer.from_weights(
+            models[0],
+            [models[0].get_weights(), [np.zeros(3)]],
+            spec.loss,
+            OptimizerRule("adam"),
+            32,
+            False,
+        )

@@ -32,9 +32,11 @@ from xent_tf.build import (
     schedule_rates,
     tensor_splits,
 )
-from xent_tf.config import Config, MlpConfig
+from xent_tf.config import Config, MlpConfig, ModelConfig
 from xent_tf.data import Dataset
+from xent_tf.losses import LossSpec
 from xent_tf.lr_finder import RangeTestResult, region_rates
+from xent_tf.models import saturate_output_layer
 from xent_tf.pipeline import (
     RunSummary,
     finish_run,
@@ -183,23 +185,25 @@ def train_batch(configs: Sequence[Config], memory_bytes: int | None = None) -> T
     log.info("training %d replicas in one graph on %s", len(configs), device.description)
     data = build_dataset(first.data)
     spec = build_loss(first.loss, data)
-    models = [build_model(config.model, data, spec, config.seed) for config in configs]
+    template = build_model(first.model, data, spec, first.seed)
     # All replicas live on the one device: fail now, saying how many fit, rather than mid-run.
     check_memory(
         len(configs),
         len(data.train),
         max(len(data.train), len(data.val), len(data.test)),
         data.n_features,
-        [layer.units for layer in dense_layers(models[0])],
+        [layer.units for layer in dense_layers(template)],
         memory_bytes if memory_bytes is not None else available_memory(),
     )
-    n_params = int(models[0].count_params())
+    weights = replicas_initial_weights(template, configs, data, spec)
+    n_params = int(template.count_params())
     seeds = [config.seed for config in configs]
     epochs, batch_size = first.trainer.epochs, first.trainer.batch_size
     with tf.device(device.name):
         train, val, test = tensor_splits(data, spec)
-        trainer = ReplicaTrainer(
-            models,
+        trainer = ReplicaTrainer.from_weights(
+            template,
+            weights,
             spec.loss,
             OptimizerRule.of(build_optimizer(first.optimizer)),
             batch_size,
@@ -246,6 +250,82 @@ def train_batch(configs: Sequence[Config], memory_bytes: int | None = None) -> T
             )
         )
     return TrainedBatch(device, data, n_params, trainer, outcomes)
+
+
+def initial_weights(
+    template: keras.Model, model_config: ModelConfig, data: Dataset, seed: int
+) -> list[np.ndarray]:
+    """The initial weights ``build.build_model`` gives an MLP config, without building a model.
+
+    ``build_model`` seeds Keras (``keras.utils.set_random_seed``) and builds the MLP: each Dense
+    layer creates its kernel and bias initialisers in turn (a random one draws its seed from
+    Python's generator then) and calls them once with its weight shapes. Here the same
+    initialisers are created in the same order after the same seeding and called with the same
+    shapes, then the saturated init is applied as ``build_model`` applies it. Building a Keras
+    model costs several times as much; ``replicas_initial_weights`` checks the two agree.
+
+    Args:
+        template: a model of the config's architecture (``build_model`` of a config of the
+            batch); its weights are left as they were.
+        model_config: the replica's model settings (``output_init``, ``saturation_scale``).
+        data: the data set (training labels for the saturated init).
+        seed: the replica's seed.
+
+    Returns:
+        The weights in the order of ``template.get_weights()``.
+    """
+    keras.utils.set_random_seed(seed)
+    layers = [template.get_layer(layer.name) for layer in dense_layers(template)]
+    initialisers = [
+        (
+            type(layer.kernel_initializer).from_config(layer.kernel_initializer.get_config()),
+            type(layer.bias_initializer).from_config(layer.bias_initializer.get_config()),
+        )
+        for layer in layers
+    ]
+    weights = []
+    for layer, (kernel_init, bias_init) in zip(layers, initialisers, strict=True):
+        weights += [
+            np.asarray(kernel_init(tuple(layer.kernel.shape), layer.kernel.dtype)),
+            np.asarray(bias_init(tuple(layer.bias.shape), layer.bias.dtype)),
+        ]
+    if model_config.output_init == "saturated":
+        kept = template.get_weights()
+        template.set_weights(weights)
+        saturate_output_layer(
+            template, data.train.y, model_config.saturation_scale, seed, layer=layers[-1]
+        )
+        weights = template.get_weights()
+        template.set_weights(kept)
+    return weights
+
+
+def replicas_initial_weights(
+    template: keras.Model, configs: Sequence[Config], data: Dataset, spec: LossSpec
+) -> list[list[np.ndarray]]:
+    """Every replica's initial weights, as ``build.build_model`` gives each config's model.
+
+    ``template`` was built by ``build_model`` from ``configs[0]``: its weights are compared with
+    ``initial_weights`` for that config, and should they differ (a Keras whose layers draw
+    their seeds otherwise), every replica's model is built instead.
+
+    Returns:
+        Per replica, the weights in the order of ``template.get_weights()``.
+    """
+    first = configs[0]
+    if all(
+        np.array_equal(a, b)
+        for a, b in zip(
+            initial_weights(template, first.model, data, first.seed),
+            template.get_weights(),
+            strict=True,
+        )
+    ):
+        return [template.get_weights()] + [
+            initial_weights(template, config.model, data, config.seed) for config in configs[1:]
+        ]
+    log.warning("initial weights differ from build_model's here: building every replica's model")
+    return [build_model(c.model, data, spec, c.seed).get_weights() for c in configs]
 
 
 def record_outcome(
