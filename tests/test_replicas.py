@@ -13,8 +13,10 @@ and ``VAL_ACC_ATOL`` per epoch; and the first epoch must agree to float32 roundi
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -26,6 +28,7 @@ from xent_tf.config import Config, LossConfig, MakeClassificationConfig, MlpConf
 from xent_tf.data import Dataset
 from xent_tf.lr_finder import find_learning_rate
 from xent_tf.replica_batch import (
+    ModelFiles,
     check_memory,
     graph_key,
     group_jobs,
@@ -386,3 +389,27 @@ def test_a_trainer_from_weights_is_the_trainer_from_models() -> None:
             32,
             False,
         )
+
+
+def test_replica_model_files_load_as_each_replicas_model(tmp_path: Path) -> None:
+    configure_runtime("cpu", 1, 0)
+    data = make_dataset(MakeClassificationConfig(n_samples=400, n_test=100, n_classes=3))
+    spec = build_loss(LossConfig(name="cce"), data)
+    models = [build_model(MlpConfig(hidden_units=[12, 7]), data, spec, seed) for seed in (0, 1, 2)]
+    files = ModelFiles(models[0], tmp_path)
+    assert list(tmp_path.iterdir()) == []  # the marker save is removed
+    x = data.test.x[:16]
+    for k, model in enumerate(models):
+        path = tmp_path / f"replica-{k}.keras"
+        files.save(models[0], model.get_weights(), path)
+        loaded = keras.models.load_model(path)
+        for got, want in zip(loaded.get_weights(), model.get_weights(), strict=True):
+            np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+        # The same file Keras writes for these weights, but for the save date.
+        keras_path = tmp_path / f"keras-{k}.keras"
+        model.save(keras_path)
+        with zipfile.ZipFile(path) as ours, zipfile.ZipFile(keras_path) as theirs:
+            assert ours.namelist() == theirs.namelist()
+            for name in ("config.json", "model.weights.h5"):
+                assert ours.read(name) == theirs.read(name), name

@@ -3,7 +3,7 @@
 The Hydra launcher plugin (``hydra_plugins.xent_tf_launcher``) receives every job's overrides at
 once and hands them here. Each job's config is composed and validated first: an invalid job
 fails, named, before anything trains, and the rest go on. Jobs that can share a graph
-(``replica_batch.graph_key``) form batches; each batch trains once and then records one MLflow
+(``replica_groups.graph_key``) form batches; each batch trains once and then records one MLflow
 child run per job through Hydra's own ``run_job`` (so every job keeps its output directory,
 ``.hydra/`` files, log file and callbacks). A batch of one, or a config the replica trainer
 cannot stack, runs as a plain job with the task function. Several units of work are spread over
@@ -33,6 +33,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict, read_write
 
 from xent_tf.config import Config, to_config
+from xent_tf.replica_groups import group_jobs
 from xent_tf.resume import FinishedJob, config_hash, read_finished
 from xent_tf.sweep import preload_job_modules
 from xent_tf.worker_pool import WorkerDeath
@@ -80,13 +81,28 @@ class SweepComposer:
         self.config = config
         self._composed: dict[tuple[str, ...], DictConfig] = {}  # by seed-less overrides
         self._jobs: dict[tuple[str, ...], DictConfig] = {}  # by a job's whole overrides
+        self._handed_out: set[tuple[str, ...]] = set()
+
+    def validate(self, overrides: Sequence[str]) -> None:
+        """Compose the job's config now (Hydra's error if it does not), keeping it for
+        ``compose``; nothing is copied."""
+        if tuple(overrides) not in self._jobs:
+            self._jobs[tuple(overrides)] = self._compose(overrides)
 
     def compose(self, number: int, overrides: Sequence[str]) -> DictConfig:
         """The job's composed config, with its Hydra job id and number set."""
-        known = self._jobs.get(tuple(overrides))
+        key = tuple(overrides)
+        known = self._jobs.get(key)
         if known is None:
-            known = self._jobs[tuple(overrides)] = self._compose(overrides)
-        sweep_config = copy.deepcopy(known)
+            known = self._jobs[key] = self._compose(overrides)
+        # A job's own composition is handed out as it is the first time (a deep copy of a
+        # study config is a good part of its start-up); a template other jobs are copied
+        # from, or a job asked for again, is copied.
+        if key in self._handed_out or any(known is t for t in self._composed.values()):
+            sweep_config = copy.deepcopy(known)
+        else:
+            sweep_config = known
+            self._handed_out.add(key)
         with open_dict(sweep_config):
             sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{number}"
             sweep_config.hydra.job.num = number
@@ -175,8 +191,6 @@ def plan_units(
     Returns:
         (the units, the JobReturns of invalid and skipped jobs by job number).
     """
-    from xent_tf.replica_batch import group_jobs
-
     composer = shared_composer(hydra_context, config)
     configs: list[Config | None] = []
     sweep_configs: dict[int, DictConfig] = {}
