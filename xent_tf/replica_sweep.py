@@ -54,6 +54,7 @@ class WorkUnit:
         replicated: train them as one replica batch (else: the plain task function).
         name: names the batch in its runs' tags.
         memory_bytes: memory a batch may use (None: what the machine has available).
+        configs: each job's validated config, as planning made it (None: make it again).
     """
 
     jobs: tuple[tuple[int, tuple[str, ...]], ...]
@@ -61,6 +62,7 @@ class WorkUnit:
     replicated: bool
     name: str
     memory_bytes: int | None = None
+    configs: tuple[Config, ...] | None = None
 
 
 _SEED_OVERRIDE = re.compile(r"^seed=(\d+)$")
@@ -221,6 +223,7 @@ def plan_units(
                 len(members) > 1,
                 f"{sweep_name}#{index}",
                 memory_mb * 2**20 if memory_mb > 0 else None,
+                tuple(config for i in members if (config := configs[i]) is not None),
             )
         )
     return units, invalid
@@ -297,7 +300,7 @@ def execute_unit(
     sweep_configs = unit.sweep_configs
 
     def run(sweep_config: DictConfig, task: TaskFunction) -> JobReturn:
-        HydraConfig.instance().set_config(sweep_config)
+        # run_job sets the job's HydraConfig itself (a copy of the hydra node each time).
         return run_job(
             hydra_context=hydra_context,
             task_function=task,
@@ -313,7 +316,8 @@ def execute_unit(
 
     HydraConfig.instance().set_config(sweep_configs[0])
     try:
-        batch = train_batch([_typed(c) for c in sweep_configs], unit.memory_bytes)
+        configs = unit.configs or tuple(_typed(c) for c in sweep_configs)
+        batch = train_batch(list(configs), unit.memory_bytes)
     except NotReplicableError as error:
         log.warning("%s cannot train as replicas (%s): its jobs run one by one", unit.name, error)
         return [run(sweep_config, task_function) for sweep_config in sweep_configs]
