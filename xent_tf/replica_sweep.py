@@ -213,6 +213,8 @@ def plan_units(
     skipped = sum(r.task_name == "skipped" for r in invalid.values())
     if skipped:
         log.info("%d jobs skipped: their config already FINISHED under the parent run", skipped)
+    # group_jobs places only the jobs to train (configs that are not None).
+    typed_configs = {i: c for i, c in enumerate(configs) if c is not None}
     units = []
     for index, members in enumerate(group_jobs(configs, max_replicas), start=1):
         jobs = tuple((initial_job_idx + i, tuple(job_overrides[i])) for i in members)
@@ -223,7 +225,7 @@ def plan_units(
                 len(members) > 1,
                 f"{sweep_name}#{index}",
                 memory_mb * 2**20 if memory_mb > 0 else None,
-                tuple(config for i in members if (config := configs[i]) is not None),
+                tuple(typed_configs[i] for i in members),
             )
         )
     return units, invalid
