@@ -413,3 +413,26 @@ def test_replica_model_files_load_as_each_replicas_model(tmp_path: Path) -> None
             assert ours.namelist() == theirs.namelist()
             for name in ("config.json", "model.weights.h5"):
                 assert ours.read(name) == theirs.read(name), name
+
+
+def test_replicas_fall_back_to_building_models_when_initial_weights_disagree(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import xent_tf.replica_batch as replica_batch
+
+    data = make_dataset(MakeClassificationConfig(n_samples=400, n_test=100))
+    spec = build_loss(LossConfig(name="bce"), data)
+    configs = [Config(seed=seed, model=MlpConfig(hidden_units=[6])) for seed in (3, 4)]
+    template = build_model(configs[0].model, data, spec, configs[0].seed)
+    real = replica_batch.initial_weights
+    monkeypatch.setattr(
+        replica_batch,
+        "initial_weights",
+        lambda *args: [w + 1.0 for w in real(*args)],  # a Keras that seeds otherwise
+    )
+    got = replica_batch.replicas_initial_weights(template, configs, data, spec)
+    assert "building every replica's model" in caplog.text
+    for config, weights in zip(configs, got, strict=True):
+        want = build_model(config.model, data, spec, config.seed).get_weights()
+        for g, w in zip(weights, want, strict=True):
+            np.testing.assert_array_equal(g, w)
