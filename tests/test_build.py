@@ -272,6 +272,8 @@ def _csv(tmp_path: Path, kind: str) -> str:
         rows = ["f1,f2,label"] + [f"{i},{i},a" for i in range(40)]
     elif kind == "few_rows":
         rows = rows[:6]
+    elif kind == "three_classes":
+        rows = ["f1,f2,label"] + [f"{i},{i % 7},{'abc'[i % 3]}" for i in range(60)]
     path.write_text("\n".join(rows) + "\n")
     return str(path)
 
@@ -332,7 +334,12 @@ BAD_INPUTS = [
         ],
         r"output_init='saturated' needs a Dense-like last layer",
     ),
-    (None, ["data=iris"], r"data.name='iris' has 3 classes: loss.name='bce' needs binary data"),
+    # A CSV's class count is known only once it is read: refused by the build, not the config.
+    (
+        "three_classes",
+        ["data=csv", "data.label=label"],
+        r"data.name='csv' has 3 classes: loss.name='bce' needs binary data, got n_classes=3",
+    ),
     (
         None,
         ["model=convnet", "loss=sparse_cce", "data=wine"],

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.test_studies import TINY_STUDY, run_study
+from tests.test_studies import TINY_STUDY, run_study, tiny_overrides
 from xent_tf import semantics, tracking
 from xent_tf.claims import (
     from_studies,
@@ -25,11 +25,11 @@ from xent_tf.claims import (
     reference,
     registry,
 )
-from xent_tf.claims.records import StudyEvidence
-from xent_tf.claims.runner import DEFINING_PARAMS, study_definition
-from xent_tf.comparison import RunRecord, Verdict
+from xent_tf.claims.records import ClaimResult, StudyEvidence
+from xent_tf.claims.runner import DATA_SETS_KEY, DEFINING_PARAMS, study_definition
+from xent_tf.comparison import Finding, RunRecord, Verdict
 from xent_tf.config import CLAIM_IDS, Config, MakeClassificationConfig
-from xent_tf.studies import ClaimCheck
+from xent_tf.studies import ClaimCheck, ClaimPart
 
 HOLDS, CONTRADICTED, INCONCLUSIVE = Verdict.HOLDS, Verdict.CONTRADICTED, Verdict.INCONCLUSIVE
 ROOT = Path(__file__).resolve().parent.parent
@@ -352,10 +352,12 @@ class RecordingRunner:
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple[int, ...]]] = []
 
-    def run(self, study: str, seeds: Sequence[int], tracking_uri: str) -> None:
+    def run(
+        self, study: str, seeds: Sequence[int], tracking_uri: str, dataset: str | None = None
+    ) -> None:
         self.calls.append((study, tuple(seeds)))
 
-    def definition(self, study: str) -> Mapping[str, str]:
+    def definition(self, study: str, dataset: str | None = None) -> Mapping[str, str]:
         return DEFINITION
 
 
@@ -434,11 +436,26 @@ def test_study_problem_accepts_diverged_runs() -> None:
         (0, 1),
     )
     assert from_studies.study_problem(parent, "lr_sweep", [], {}, ()) == "no child runs"
+    # C12's target needs each run's majority share, which older versions did not log.
+    mse_parent = tracking.StudyRun("p", "1", "mse_vs_ce", "mse_vs_ce", "FINISHED", 0)
+    old = [RunRecord("r", {"loss.name": "mse"}, seed, "FINISHED") for seed in (0, 1)]
+    assert from_studies.study_problem(mse_parent, "mse_vs_ce", old, {}, (0, 1)) == (
+        "its runs do not log ['data.majority_share'], which the rules need (an older version)"
+    )
+    new = [
+        RunRecord("r", {**r.params, "data.majority_share": "0.5"}, r.seed, "FINISHED") for r in old
+    ]
+    assert from_studies.study_problem(mse_parent, "mse_vs_ce", new, {}, (0, 1)) == ""
 
 
 def test_study_definition_comes_from_the_study_config() -> None:
     definition = study_definition("lr_sweep")
-    assert set(definition) == set(DEFINING_PARAMS)
+    assert set(definition) == {*DEFINING_PARAMS, DATA_SETS_KEY}
+    assert definition[DATA_SETS_KEY] == "reference"
+    # A study that sweeps two data sets needs both; pinned to one, only that one.
+    assert study_definition("mse_vs_ce")[DATA_SETS_KEY] == "multiclass,reference"
+    on_wine = study_definition("mse_vs_ce", ["+debug=quick"], dataset="wine")
+    assert on_wine[DATA_SETS_KEY] == "wine" and "data.n_samples" not in on_wine
     assert (definition["trainer.epochs"], definition["data.n_samples"]) == ("20", "10000")
     tiny = study_definition("lr_sweep", TINY_STUDY)
     assert (tiny["trainer.epochs"], tiny["data.n_samples"]) == ("2", "300")
@@ -453,18 +470,26 @@ class TinyRunner:
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
         self.calls: list[tuple[str, tuple[int, ...]]] = []
+        self.datasets: list[str | None] = []
 
-    def run(self, study: str, seeds: Sequence[int], tracking_uri: str) -> None:
+    def run(
+        self, study: str, seeds: Sequence[int], tracking_uri: str, dataset: str | None = None
+    ) -> None:
         self.calls.append((study, tuple(seeds)))
+        self.datasets.append(dataset)
         sweep_dir = self.tmp_path / f"sweep-{study}-{len(self.calls)}"
-        run_study(study, list(seeds), tracking_uri, sweep_dir)
+        run_study(study, list(seeds), tracking_uri, sweep_dir, dataset)
 
-    def definition(self, study: str) -> Mapping[str, str]:
-        return study_definition(study, TINY_STUDY)
+    def definition(self, study: str, dataset: str | None = None) -> Mapping[str, str]:
+        if dataset is None:
+            return study_definition(study, TINY_STUDY)
+        return study_definition(study, tiny_overrides(dataset)[1:], dataset)
 
 
 class MustNotRun(TinyRunner):
-    def run(self, study: str, seeds: Sequence[int], tracking_uri: str) -> None:
+    def run(
+        self, study: str, seeds: Sequence[int], tracking_uri: str, dataset: str | None = None
+    ) -> None:
         raise AssertionError(f"{study} should come from the store")
 
 
@@ -540,6 +565,8 @@ def test_ledger_end_to_end_runs_missing_studies_then_reuses_the_store(
         *LEDGER_TINY, f"tracking.uri={tracking_uri}", "claims.only=[C13,C16]", "claims.seeds=2"
     )
     again, _ = ledger.run_ledger(config, tmp_path / "again", MustNotRun(tmp_path))
+    # ... and passes over the other data set's sweep without a note
+    assert not any("data set" in note for note in again.results[1].notes)
     c13, c16_again = again.results
     assert f"sweep {failed[:8]} not used: parent run ended FAILED" in c13.notes
     assert "latest finished study in the store" in c13.measured
@@ -598,3 +625,103 @@ def test_disagreeing_seed_sets_make_a_claim_unstable() -> None:
 def test_every_claim_is_measured_here_or_fed_by_a_study() -> None:
     for claim in registry.CLAIMS.values():
         assert (claim.id in ledger.EXACT_CLAIMS) != bool(claim.study), claim.id
+
+
+def test_claims_on_several_data_sets_give_a_verdict_per_data_set(
+    make_config: Callable[..., Config], tracking_uri: str, tmp_path: Path
+) -> None:
+    runner = TinyRunner(tmp_path)
+    config = make_config(
+        *LEDGER_TINY,
+        f"tracking.uri={tracking_uri}",
+        "claims.only=[C1,C8]",
+        "claims.seeds=2",
+        "claims.datasets=[breast_cancer,iris]",
+    )
+    result, text = ledger.run_ledger(config, tmp_path / "out", runner)
+    assert runner.calls == [("binary_vs_categorical", (0, 1))] * 2
+    assert runner.datasets == ["breast_cancer", "iris"]
+    c1, c8 = result.results
+    assert c1.per_dataset == () and c1.holds_on == ""  # exact: not judged per data set
+    assert [d.dataset for d in c8.per_dataset] == ["breast_cancer", "iris"]
+    # cce and sparse_cce train identically (the same maths, the same init): their difference
+    # is exactly 0 on both seeds, which holds even on 2 seeds; the sigmoid head differs from
+    # the softmax one, and 2 seeds settle no equivalence of those (a 95% t-interval over 2
+    # pairs): breast_cancer is inconclusive, iris (cce vs sparse_cce only) holds.
+    assert [d.verdict for d in c8.per_dataset] == [INCONCLUSIVE, HOLDS]
+    assert [p.verdict.verdict for p in c8.parts if "cce vs sparse_cce" in p.context] == [HOLDS] * 2
+    assert c8.holds_on == "1 of 2" and c8.measured.startswith("holds on 1 of 2 data sets.")
+    assert c8.verdict == INCONCLUSIVE
+    # breast_cancer is binary: the three head pairs; iris has 3 classes: cce vs sparse_cce.
+    contexts = [p.context for p in c8.parts]
+    assert [c.startswith("[") for c in contexts[:3]] == [False, False, True]  # 2 exact parts
+    study_parts = [c for c in contexts if c.startswith("[")]
+    assert [c for c in study_parts if "] [C8] " in c] == [
+        "[breast_cancer] [C8] breast_cancer data (2 classes): sigmoid+bce vs 2-unit softmax+cce",
+        "[breast_cancer] [C8] breast_cancer data (2 classes): sigmoid+bce vs 2-unit "
+        "softmax+sparse_cce",
+        "[breast_cancer] [C8] breast_cancer data (2 classes): cce vs sparse_cce (same head)",
+        "[iris] [C8] iris data (3 classes): cce vs sparse_cce (same head)",
+    ]
+    iris = {s.dataset: s for s in result.studies}["iris"]
+    assert iris.n_runs == 4  # cce and sparse_cce x 2 seeds: bce was left out
+    assert "binary_vs_categorical on iris: sweep" in iris.describe()
+    assert "per data set" in text and "1 of 2" in text
+    data = json.loads((tmp_path / "out" / "claims.json").read_text())
+    assert data["datasets"] == ["breast_cancer", "iris"]
+    assert data["claims"][1]["per_dataset"] == {
+        "breast_cancer": "inconclusive",
+        "iris": "holds",
+    }
+    markdown = (tmp_path / "out" / "claims.md").read_text()
+    assert "| claim | breast_cancer | iris | holds on | verdict |" in markdown
+    assert "| C8 | inconclusive | holds | 1 of 2 | inconclusive |" in markdown
+    # The studies are in the store now: a second ledger reuses them per data set.
+    again, _ = ledger.run_ledger(config, tmp_path / "again", MustNotRun(tmp_path))
+    # ... and passes over the other data set's sweep without a note
+    assert not any("data set" in note for note in again.results[1].notes)
+    assert [s.parent.run_id for s in again.studies if s.parent] == [
+        s.parent.run_id for s in result.studies if s.parent
+    ]
+
+
+def test_a_claims_row_over_data_sets_follows_the_stated_rule() -> None:
+    def row(verdict: Verdict) -> ClaimResult:
+        evidence = StudyEvidence(
+            "lr_sweep",
+            (ClaimCheck("C13", "s", verdict, "rule"),),
+            tracking.StudyRun("run", "1", "lr_sweep", "lr_sweep", "FINISHED", 0),
+            seeds=(0, 1),
+        )
+        return from_studies.evaluate_study_claim("C13", evidence)
+
+    cases = [
+        ((HOLDS, HOLDS, HOLDS), HOLDS, "3 of 3"),
+        ((HOLDS, CONTRADICTED, HOLDS), CONTRADICTED, "2 of 3"),
+        ((HOLDS, INCONCLUSIVE, HOLDS), INCONCLUSIVE, "2 of 3"),
+        ((INCONCLUSIVE, CONTRADICTED), CONTRADICTED, "0 of 2"),
+    ]
+    for verdicts, expected, held in cases:
+        per_dataset = {f"d{i}": row(v) for i, v in enumerate(verdicts)}
+        combined = ledger.combine_datasets("C13", per_dataset)
+        assert (combined.verdict, combined.holds_on) == (expected, held), verdicts
+        assert [d.verdict for d in combined.per_dataset] == list(verdicts)
+        assert combined.on("d0") == verdicts[0] and combined.on("elsewhere") is None
+    # C8's exact parts are counted once, and can decide the row.
+    failed_exact = ClaimPart("float32", Finding(CONTRADICTED, "r", "m"))
+    combined = ledger.combine_datasets("C13", {"a": row(HOLDS)}, [failed_exact])
+    assert combined.verdict == CONTRADICTED and combined.parts[0] is failed_exact
+
+
+def test_unknown_data_sets_are_refused_by_name(
+    make_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    config = make_config(*LEDGER_TINY, "tracking=off", "claims.datasets=[iris,mnist]")
+    with pytest.raises(
+        ValueError,
+        match=r"unknown data set\(s\) \['mnist'\]; known: "
+        r"breast_cancer, digits, iris, multiclass, reference, wine",
+    ):
+        ledger.run_ledger(config, tmp_path, None)
+    with pytest.raises(ValueError, match=r"claims.datasets=\['iris', 'iris'\] names \['iris'\]"):
+        make_config(*LEDGER_TINY, "claims.datasets=[iris,iris]")

@@ -39,8 +39,8 @@ def group_options() -> list[tuple[str, str]]:
 def test_every_group_option_composes(group: str, option: str) -> None:
     prefix = "+" if group == "debug" else ""
     overrides = [f"{prefix}{group}={option}"]
-    if group == "data" and option == "multiclass":
-        overrides.append("loss=sparse_cce")  # the default bce needs binary data
+    if group == "data" and option in ("multiclass", "digits", "wine", "iris"):
+        overrides.append("loss=ce")  # the default bce needs binary data
     if group == "data" and option == "csv":
         overrides += ["data.path=table.csv", "data.label=target"]  # no defaults: yours to give
     if group == "model" and option == "keras":
@@ -106,7 +106,12 @@ def test_wrong_type_fails_at_compose_time() -> None:
         (["model.hidden_units=[]"], r"model.hidden_units=\[\] is empty"),
         (["model.hidden_units=[10,0]"], r"model.hidden_units=\[10, 0\] has width 0"),
         (["data.n_informative=25"], r"data.n_informative=25 must be between 1 and"),
-        (["data=multiclass", "loss=bce"], r"loss.name='bce' needs binary data.*n_classes=5"),
+        (
+            ["data=multiclass", "loss=bce"],
+            r"loss.name='bce' needs binary data, but data 'multiclass' has 5 classes; use "
+            "loss=ce, cce or sparse_cce",
+        ),
+        (["data=digits"], r"loss.name='bce' needs binary data, but data 'digits' has 10 classes"),
         (["optimizer.learning_rate=0"], r"optimizer.learning_rate=0.0 must be > 0"),
         (["optimizer.learning_rate=-0.1"], r"optimizer.learning_rate=-0.1 must be > 0"),
         (["trainer.device=tpu"], r"trainer.device='tpu' is not one of \['auto', 'cpu', 'gpu'\]"),
@@ -197,7 +202,7 @@ def test_option_kinds_and_schemas() -> None:
 
 
 def test_every_loss_name_has_a_builder() -> None:
-    assert tuple(LOSS_BUILDERS) == LOSSES == ("bce", "cce", "sparse_cce", "mse")
+    assert (*LOSS_BUILDERS, "ce") == LOSSES == ("bce", "cce", "sparse_cce", "mse", "ce")
 
 
 def test_the_composed_options_have_their_own_schemas(make_config: Callable[..., Config]) -> None:

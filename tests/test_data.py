@@ -10,7 +10,7 @@ import sklearn.datasets
 from sklearn.datasets import make_classification
 
 from xent_tf.config import BundledDataConfig, CsvDataConfig, MakeClassificationConfig
-from xent_tf.data import make_dataset
+from xent_tf.data import majority_share, make_dataset
 
 
 def test_reference_split_sizes_and_test_rows_are_the_last_thousand() -> None:
@@ -56,6 +56,8 @@ def test_bundled_sets_shapes_split_sizes_and_classes(name: str) -> None:
     assert (len(data.train), len(data.val), len(data.test)) == sizes
     assert sum(sizes) == n_rows
     assert data.input_shape == (n_features,) and data.n_classes == n_classes
+    # The class count the config states (losses are checked against it at compose time).
+    assert BundledDataConfig(name=name).known_n_classes == n_classes
     assert [s.x.shape for s in data.splits().values()] == [(k, n_features) for k in sizes]
     assert data.source == f"sklearn.datasets.load_{name}" and data.name == name
     assert data.train.x.dtype == np.float32 and data.train.y.dtype == np.int32
@@ -170,3 +172,12 @@ def test_bad_csv_files_are_refused_with_a_message(
         path.write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=message):
         make_dataset(CsvDataConfig(path=str(path), label=label))
+
+
+def test_majority_share_is_the_accuracy_of_guessing_the_most_common_class() -> None:
+    assert majority_share(np.array([0, 1, 1, 2, 1])) == 0.6
+    assert majority_share(np.array([3, 3])) == 1.0
+    assert np.isnan(majority_share(np.array([], dtype=np.int64)))
+    # breast_cancer's validation rows: 86 benign of 137 (a stratified split keeps 357/569).
+    data = make_dataset(BundledDataConfig(name="breast_cancer"))
+    assert majority_share(data.val.y) == pytest.approx(86 / 137)

@@ -13,7 +13,8 @@ from xent_tf.identity import run_identity, variant_parts
 def test_a_study_job_is_named_by_its_variant_and_seed(make_config: Callable[..., Config]) -> None:
     overrides = [
         "+experiment=binary_vs_categorical",
-        "+variant/binary_vs_categorical=multi_sparse",
+        "data=multiclass",
+        "loss=sparse_cce",
         "seed=3",
         "trainer.epochs=2",
         "tracking.uri=sqlite:////tmp/x.db",
@@ -21,41 +22,39 @@ def test_a_study_job_is_named_by_its_variant_and_seed(make_config: Callable[...,
     ]
     config = make_config(*overrides)
     identity = run_identity("binary_vs_categorical", config, overrides)
-    assert identity.run_name == "multi_sparse seed=3"
-    assert identity.variant_id == "multi_sparse"
+    assert identity.run_name == "multiclass sparse_cce seed=3"
+    assert identity.variant_id == "multiclass sparse_cce"
     # The study report's label for the same variant (its group_by params, short names).
     assert identity.variant_label == "data=multiclass loss=sparse_cce"
     assert identity.tags == {
         "xent.study": "binary_vs_categorical",
-        "xent.variant": "multi_sparse",
+        "xent.variant": "multiclass sparse_cce",
         "xent.variant_label": "data=multiclass loss=sparse_cce",
     }
 
 
-def test_a_variant_config_group_and_a_param_both_name_the_variant(
+def test_a_config_group_choice_and_a_param_both_name_the_variant(
     make_config: Callable[..., Config],
 ) -> None:
     overrides = [
         "+experiment=mse_vs_ce",
-        "+variant/mse_vs_ce=binary_mse",
+        "loss=mse",
         "optimizer=sgd",
         "model.output_init=saturated",
         "seed=0",
     ]
     identity = run_identity("mse_vs_ce", make_config(*overrides), overrides)
-    assert identity.run_name == "binary_mse optimizer=sgd model.output_init=saturated seed=0"
+    assert identity.run_name == "mse sgd output_init=saturated seed=0"
     assert identity.variant_label == "data=reference loss=mse optimizer=sgd output_init=saturated"
 
 
 def test_settings_shared_by_every_job_are_not_part_of_a_study_variant() -> None:
     overrides = ["optimizer.learning_rate=0.1", "trainer.epochs=3", "data.n_samples=300", "seed=1"]
-    assert variant_parts("lr_sweep", overrides) == ["optimizer.learning_rate=0.1"]
+    assert variant_parts("lr_sweep", overrides) == ["learning_rate=0.1"]
     # Without a study nothing says which overrides vary: all but the run settings name it.
-    assert variant_parts("", overrides) == [
-        "optimizer.learning_rate=0.1",
-        "trainer.epochs=3",
-        "data.n_samples=300",
-    ]
+    assert variant_parts("", overrides) == ["learning_rate=0.1", "epochs=3", "n_samples=300"]
+    # A config group's choice is named by the option alone.
+    assert variant_parts("", ["data=digits", "loss=ce", "seed=0"]) == ["digits", "ce"]
 
 
 def test_a_single_run_without_overrides_is_named_after_its_experiment(

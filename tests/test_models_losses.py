@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from xent_tf.config import LossConfig
-from xent_tf.losses import loss_spec
+from xent_tf.losses import loss_spec, resolved_loss_name
 from xent_tf.models import build_mlp, saturate_output_layer
 
 
@@ -22,6 +22,8 @@ from xent_tf.models import build_mlp, saturate_output_layer
         ("cce", 5, 5, "softmax", 375),
         ("sparse_cce", 5, 5, "softmax", 375),
         ("mse", 5, 5, "softmax", 375),
+        ("ce", 2, 1, "sigmoid", 331),  # ce is bce on binary data
+        ("ce", 5, 5, "softmax", 375),  # and sparse_cce otherwise
     ],
 )
 def test_head_and_parameter_count(
@@ -47,6 +49,16 @@ def test_label_encodings() -> None:
     np.testing.assert_array_equal(sparse, y)
     binary = loss_spec(LossConfig(name="bce"), 2).encode_labels(np.array([0, 1]), 2)
     assert binary.shape == (2, 1) and binary.dtype == np.float32
+
+
+def test_ce_is_bce_on_binary_data_and_sparse_cce_otherwise() -> None:
+    binary, multi = loss_spec(LossConfig(name="ce"), 2), loss_spec(LossConfig(name="ce"), 5)
+    assert isinstance(binary.loss, keras.losses.BinaryCrossentropy)
+    assert (binary.label_encoding, binary.output_units) == ("binary", 1)
+    assert isinstance(multi.loss, keras.losses.SparseCategoricalCrossentropy)
+    assert (multi.label_encoding, multi.output_units) == ("sparse", 5)
+    assert resolved_loss_name("ce", 2) == "bce" and resolved_loss_name("ce", 3) == "sparse_cce"
+    assert resolved_loss_name("mse", 2) == "mse"
 
 
 def test_bce_refuses_multiclass_data() -> None:

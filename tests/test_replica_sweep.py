@@ -51,7 +51,8 @@ def test_every_job_gets_a_complete_child_run_tagged_with_its_batch(
 ) -> None:
     replicated_uri, per_job_uri, output = two_sweeps
     assert (
-        "10 jobs in 5 units (2 replicas, 2 replicas, 2 replicas, 2 replicas, 2 replicas)" in output
+        "12 jobs, 2 left out, in 5 units (2 replicas, 2 replicas, 2 replicas, 2 replicas, "
+        "2 replicas)" in output
     )
     _, replicated = _children(replicated_uri, "binary_vs_categorical")
     _, per_job = _children(per_job_uri, "binary_vs_categorical")

@@ -232,12 +232,14 @@ def _study_configs(make_config: Callable[..., Config]) -> list[Config]:
     return [
         make_config(
             "+experiment=mse_vs_ce",
-            f"+variant/mse_vs_ce={v}",
+            f"data={d}",
+            f"loss={loss}",
             f"optimizer={o}",
             f"model.output_init={i}",
             f"seed={s}",
         )
-        for v in ("binary_ce", "binary_mse", "multi_ce", "multi_mse")
+        for d in ("reference", "multiclass")
+        for loss in ("ce", "mse")
         for o in ("sgd", "adam")
         for i in ("standard", "saturated")
         for s in (0, 1)

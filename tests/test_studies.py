@@ -14,9 +14,18 @@ from mlflow import MlflowClient
 from omegaconf import OmegaConf, open_dict
 
 from tests.conftest import compose_config
-from xent_tf.config import to_config
+from xent_tf.comparison import RunRecord, Verdict
+from xent_tf.config import NotApplicableError, to_config
 from xent_tf.pipeline import run_experiment
 from xent_tf.report import publish_report
+from xent_tf.studies import (
+    STUDIES,
+    TARGET_SHARE,
+    StudyOptions,
+    accuracy_target,
+    derived_target,
+    group_variants,
+)
 from xent_tf.sweep import MlflowSweepCallback, parent_for_sweep
 
 TINY_STUDY = [
@@ -28,20 +37,39 @@ TINY_STUDY = [
 ]
 
 
-def run_study(name: str, seeds: list[int], uri: str, sweep_dir: Path) -> str:
-    """Run every variant x seed of ``+experiment=name`` and return the parent run id."""
-    base = [f"+experiment={name}", *TINY_STUDY, f"tracking.uri={uri}"]
+def tiny_overrides(dataset: str | None = None) -> list[str]:
+    """The tiny settings of a study: ``TINY_STUDY``, or on another data set than the
+    make_classification ones (which alone have rows to shrink) ``data=<it> +debug=quick``."""
+    if dataset is None:
+        return TINY_STUDY
+    return [f"data={dataset}", "+debug=quick", "trainer.verbose=false", "tracking.log_model=false"]
+
+
+def run_study(
+    name: str, seeds: list[int], uri: str, sweep_dir: Path, dataset: str | None = None
+) -> str:
+    """Run every variant x seed of ``+experiment=name`` (on ``dataset``: ``data=<it>``
+    instead of the study's own data) and return the parent run id."""
+    base = [f"+experiment={name}", *tiny_overrides(dataset), f"tracking.uri={uri}"]
     cfg = compose_config(base)
     hydra_cfg = compose_config_with_hydra(base, sweep_dir)
     callback = MlflowSweepCallback()
     callback.on_multirun_start(hydra_cfg)
-    params = {k: str(v).split(",") for k, v in cfg_sweeper_params(hydra_cfg).items() if k != "seed"}
+    pinned = {"data"} if dataset else set()
+    params = {
+        k: str(v).split(",")
+        for k, v in cfg_sweeper_params(hydra_cfg).items()
+        if k != "seed" and k not in pinned
+    }
     parent = parent_for_sweep(sweep_dir)
     assert parent is not None
     for values in itertools.product(*params.values()):
         for seed in seeds:
             overrides = [f"{k}={v}" for k, v in zip(params, values, strict=True)]
-            config = to_config(compose_config([*base, *overrides, f"seed={seed}"]))
+            try:
+                config = to_config(compose_config([*base, *overrides, f"seed={seed}"]))
+            except NotApplicableError:  # bce on 5-class data: the launchers leave it out too
+                continue
             try:
                 run_experiment(config, sweep_dir / "job", parent_run_id=parent.run_id)
             except Exception as error:  # a diverging variant is a measured outcome here
@@ -148,3 +176,117 @@ def test_report_of_unknown_or_unfinished_experiment_says_what_exists(
     client.create_run(experiment_id, tags={"xent.sweep_dir": "/x"})  # still RUNNING
     with pytest.raises(ValueError, match=r"has no finished sweep .*RUNNING"):
         publish_report(tracking_uri, tmp_path, experiment_name="half_done")
+
+
+# --- the rules on constructed runs ---------------------------------------------------------
+
+
+def _run(seed: int, accuracies: list[float], **params: str) -> RunRecord:
+    """A finished run with the given per-epoch val accuracies and params."""
+    defaults = {"data.majority_share": "0.5000", "data.n_classes": "2", "optimizer.name": "sgd"}
+    return RunRecord(
+        f"{params.get('loss.name')}-{seed}",
+        {**defaults, **params},
+        seed,
+        "FINISHED",
+        history={"val/acc": accuracies},
+    )
+
+
+def test_the_c12_target_is_the_stated_share_of_what_both_losses_reach() -> None:
+    assert TARGET_SHARE == 0.875
+    assert derived_target(0.5, 0.9569) == 0.9  # the reference data: the old hand-set target
+    assert derived_target(0.2, 0.68) == 0.62
+    assert derived_target(0.63, 0.97) == 0.927  # an imbalanced binary set
+    assert derived_target(float("nan"), 0.9) != derived_target(float("nan"), 0.9)  # nan
+    # The lower of the two losses' mean final accuracy (standard init) sets it: mse here.
+    runs = [
+        _run(s, acc, **{"loss.name": loss, "data.name": "d", "model.output_init": init})
+        for s in range(3)
+        for loss, init, acc in (
+            ("ce", "standard", [0.8, 0.97]),
+            ("mse", "standard", [0.6, 0.90 + s / 100]),  # mean 0.91
+            ("mse", "saturated", [0.5, 0.5]),  # not used for the target
+        )
+    ]
+    group_by = STUDIES["mse_vs_ce"].group_by
+    target = accuracy_target(group_variants(runs, group_by), "d", "sgd")
+    assert (target.majority, round(target.reached, 6)) == (0.5, 0.91)
+    assert target.value == round(0.5 + 0.875 * 0.41, 3) == 0.859
+    # No majority share logged (runs recorded before it was): no target, the part says why.
+    old = [_run(r.seed, list(r.history["val/acc"]), **r.params) for r in runs]
+    for record in old:
+        del record.params["data.majority_share"]  # type: ignore[attr-defined]
+    checks = STUDIES["mse_vs_ce"].evaluate(group_variants(old, group_by), StudyOptions())
+    [standard] = [p for p in checks[0].parts if "standard" in p.context]
+    assert standard.verdict.verdict == Verdict.INCONCLUSIVE
+    assert "data.majority_share" in standard.verdict.rule
+
+
+def test_c12_judges_who_reaches_the_derived_target_first() -> None:
+    # The target: 0.5 + 0.875 x (0.96 - 0.5) = 0.9025, rounded 0.902. ce reaches it at epoch 2
+    # on every seed, mse at epoch 4: ce first on all 8 seed pairs, sign test p = 0.0078: holds.
+    runs = [
+        _run(s, acc, **{"loss.name": loss, "data.name": "d", "model.output_init": "standard"})
+        for s in range(8)
+        for loss, acc in (("ce", [0.7, 0.95, 0.96, 0.96]), ("mse", [0.6, 0.7, 0.8, 0.96]))
+    ]
+    checks = STUDIES["mse_vs_ce"].evaluate(
+        group_variants(runs, STUDIES["mse_vs_ce"].group_by), StudyOptions()
+    )
+    [speed] = [p for p in checks[0].parts if p.context == "d data, sgd, standard init"]
+    assert speed.verdict.verdict == Verdict.HOLDS
+    assert "first to val acc 0.902" in speed.verdict.rule
+    assert "ce reached the target in 8/8 runs (KM median 2)" in speed.verdict.measured
+    assert "mse reached the target in 8/8 runs (KM median 4)" in speed.verdict.measured
+
+
+def test_c8_compares_the_pairs_each_data_set_has() -> None:
+    final = {"bce": 0.90, "cce": 0.905, "sparse_cce": 0.905}
+    runs = [
+        _run(
+            s,
+            [final[loss] + (0.001 * s if data == "b" else 0.0)],
+            **{"loss.name": loss, "data.name": data, "data.n_classes": n},
+        )
+        for s in range(6)
+        for data, n, losses in (("b", "2", ("bce", "cce", "sparse_cce")), ("m", "5", ("cce",)))
+        for loss in losses
+    ]
+    [check] = STUDIES["binary_vs_categorical"].evaluate(
+        group_variants(runs, STUDIES["binary_vs_categorical"].group_by), StudyOptions()
+    )
+    assert [p.context for p in check.parts] == [
+        "b data (2 classes): sigmoid+bce vs 2-unit softmax+cce",
+        "b data (2 classes): sigmoid+bce vs 2-unit softmax+sparse_cce",
+        "b data (2 classes): cce vs sparse_cce (same head)",
+        "m data (5 classes): cce vs sparse_cce (same head)",
+    ]
+    # bce - cce is exactly -0.005 on every seed: inside +-0.01 -> the same accuracy.
+    assert [p.verdict.verdict for p in check.parts[:3]] == [Verdict.HOLDS] * 3
+    assert check.parts[3].verdict.verdict == Verdict.INCONCLUSIVE  # no sparse_cce runs on m
+    assert check.verdict == Verdict.INCONCLUSIVE
+
+
+def test_a_swing_too_short_to_measure_says_so() -> None:
+    # 80 steps in all (wine: 4 steps per epoch x 20 epochs): 40 late steps, the swing needs 50.
+    runs = [
+        RunRecord(
+            f"{schedule}-{seed}",
+            {"schedule.name": schedule},
+            seed,
+            "FINISHED",
+            history={"val/loss": [0.5], "train/batch_loss": [0.5] * 80},
+        )
+        for seed in range(3)
+        for schedule in ("constant", "cosine")
+    ]
+    [check] = STUDIES["annealing"].evaluate(
+        group_variants(runs, STUDIES["annealing"].group_by), StudyOptions()
+    )
+    swing = next(p for p in check.parts if "oscillates" in p.context)
+    assert swing.verdict.verdict == Verdict.INCONCLUSIVE
+    assert swing.verdict.measured == (
+        "not measurable: the per-step swing needs >= 50 finite batch losses in the second half "
+        "of training (a small data set has few steps per epoch; a diverged run has none)"
+    )

@@ -24,14 +24,18 @@ DEVICES = ("auto", "cpu", "gpu")
 OUTPUT_INITS = ("standard", "saturated")
 
 # What each loss accepts; the Keras loss each name builds is in xent_tf.losses (its registry is
-# keyed by these names, tests/test_config.py checks they agree).
-LOSS_SMOOTHS_LABELS = {"bce": True, "cce": True, "sparse_cce": False, "mse": False}
-LOSS_TAKES_LOGITS = {"bce": True, "cce": True, "sparse_cce": True, "mse": False}
+# keyed by these names, tests/test_config.py checks they agree). "ce" is cross-entropy with the
+# head the data's class count asks for: bce on binary data, sparse_cce otherwise (so a study
+# written with loss=ce runs on any data set); it takes no label smoothing, which sparse_cce lacks.
+LOSS_SMOOTHS_LABELS = {"bce": True, "cce": True, "sparse_cce": False, "mse": False, "ce": False}
+LOSS_TAKES_LOGITS = {"bce": True, "cce": True, "sparse_cce": True, "mse": False, "ce": True}
 LOSSES = tuple(LOSS_SMOOTHS_LABELS)
 
-# scikit-learn's bundled classification sets (shipped with the package: no download); each is
-# loaded by sklearn.datasets.load_<name>.
-BUNDLED_DATASETS = ("breast_cancer", "digits", "wine", "iris")
+# scikit-learn's bundled classification sets (shipped with the package: no download), each
+# loaded by sklearn.datasets.load_<name>, with its class count (tests/test_data.py checks them
+# against the loaded sets): a loss that does not fit is refused when the config is composed.
+BUNDLED_CLASS_COUNTS = {"breast_cancer": 2, "digits": 10, "wine": 3, "iris": 3}
+BUNDLED_DATASETS = tuple(BUNDLED_CLASS_COUNTS)
 
 _OPTIONS: dict[str, dict[str, type]] = {}
 _Option = TypeVar("_Option", bound=type)
@@ -81,6 +85,15 @@ def _require(condition: bool, message: str) -> None:
 
 def _require_choice(field_name: str, value: str, allowed: tuple[str, ...]) -> None:
     _require(value in allowed, f"{field_name}={value!r} is not one of {list(allowed)}")
+
+
+class NotApplicableError(ValueError):
+    """A valid choice that does not fit the rest of the config (bce on 10-class data).
+
+    In a sweep such a job is left out with a warning, not failed: a study that sweeps heads
+    over data sets (bce, cce, sparse_cce x binary and 5-class data) asks only for the pairs
+    that exist.
+    """
 
 
 def _require_kind(group: str, field_name: str, value: str, kind: str) -> None:
@@ -203,6 +216,10 @@ class BundledDataConfig(_HeldOutTestConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _require_choice("data.name", self.name, BUNDLED_DATASETS)
+
+    @property
+    def known_n_classes(self) -> int | None:
+        return BUNDLED_CLASS_COUNTS[self.name]
 
 
 @option("data", "csv")
@@ -582,8 +599,15 @@ class ClaimsConfig:
     # Judge every training claim also on seeds seeds .. 2*seeds-1; where the two sets' verdicts
     # differ the claim is "unstable".
     stability: bool = False
+    # Data sets (configs/data/<name>.yaml) to judge every training claim on, each study run
+    # with data=<name>: a verdict per data set and "holds on N of M". Empty: each study's own
+    # data (reference, and the 5-class set where a study compares both).
+    datasets: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.datasets = [str(name).strip() for name in self.datasets]
+        repeated = sorted({name for name in self.datasets if self.datasets.count(name) > 1})
+        _require(not repeated, f"claims.datasets={self.datasets} names {repeated} twice")
         self.only = [str(claim).strip().upper() for claim in self.only]
         unknown = [claim for claim in self.only if claim not in CLAIM_IDS]
         _require(
@@ -625,11 +649,11 @@ class Config:
         _require(self.seed >= 0, f"seed={self.seed} must be >= 0")
         _require(bool(self.experiment_name.strip()), "experiment_name must not be empty")
         n_classes = self.data.known_n_classes if isinstance(self.data, DataConfig) else None
-        _require(
-            not (self.loss.name == "bce" and n_classes is not None and n_classes != 2),
-            f"loss.name='bce' needs binary data, but data.n_classes={n_classes}; "
-            "use loss=cce or loss=sparse_cce for multi-class data",
-        )
+        if self.loss.name == "bce" and n_classes is not None and n_classes != 2:
+            raise NotApplicableError(
+                f"loss.name='bce' needs binary data, but data {self.data.name!r} has "
+                f"{n_classes} classes; use loss=ce, cce or sparse_cce for multi-class data"
+            )
 
 
 def register_configs() -> None:

@@ -38,6 +38,20 @@ class Split:
         return len(self.y)
 
 
+def majority_share(labels: np.ndarray) -> float:
+    """The share of the most common class: the accuracy of always guessing it.
+
+    Args:
+        labels: integer class labels.
+
+    Returns:
+        A number in (0, 1]; nan for no labels.
+    """
+    if len(labels) == 0:
+        return float("nan")
+    return float(np.bincount(labels.astype(np.int64)).max() / len(labels))
+
+
 @dataclass(frozen=True)
 class Scaling:
     """Per-feature standardisation fitted on the training rows: ``(x - mean) / scale``."""

@@ -1,11 +1,12 @@
 """Which variant of a study a run is, and what it is called: its MLflow name and tags.
 
-A sweep job's Hydra overrides mix what defines its variant (``+variant/mse_vs_ce=binary_mse``,
-``optimizer=sgd``), its seed, and settings shared by every job of the sweep (``trainer.epochs=3``,
+A sweep job's Hydra overrides mix what defines its variant (``loss=mse``, ``optimizer=sgd``), its
+seed, and settings shared by every job of the sweep (``trainer.epochs=3``,
 ``tracking.uri=...``). ``run_identity`` keeps the first kind: the variant's id names the run
-(``binary_mse optimizer=sgd seed=0``) and is tagged, so that the MLflow UI can group runs by
-variant; the full overrides stay in the ``hydra.overrides`` tag. Pure: any launcher that makes
-runs (Hydra's task function, a launcher that trains many jobs in one process) calls it.
+(``reference mse sgd output_init=saturated seed=0``) and is tagged, so that the MLflow UI can
+group runs by variant; the full overrides stay in the ``hydra.overrides`` tag. Pure: any
+launcher that makes runs (Hydra's task function, a launcher that trains many jobs in one
+process) calls it.
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ class RunIdentity:
     """What a run is called and which variant it belongs to.
 
     Attributes:
-        variant_id: the variant's short id: the chosen ``+variant/...`` config and the other
-            overrides that define the variant (``binary_mse optimizer=sgd``); the experiment's
-            name for a run without any.
+        variant_id: the variant's short id: the overrides that define the variant, a config
+            group's choice by its name and a value by its short key (``mse sgd
+            output_init=saturated``); the experiment's name for a run without any.
         variant_label: the variant as the study report labels it (``data=reference loss=mse``),
             from the study's ``group_by`` params; the id for a plain sweep.
         run_name: ``"<variant_id> seed=<seed>"``.
@@ -53,7 +54,7 @@ class RunIdentity:
 
 
 def _key_and_value(override: str) -> tuple[str, str]:
-    """``"+variant/x=a"`` -> ("variant/x", "a"); leading ``+``, ``++``, ``~`` are dropped."""
+    """``"+trainer.x=a"`` -> ("trainer.x", "a"); leading ``+``, ``++``, ``~`` are dropped."""
     key, _, value = override.partition("=")
     return key.lstrip("+~"), value
 
@@ -85,7 +86,9 @@ def variant_parts(study: str, overrides: list[str]) -> list[str]:
         overrides: the job's Hydra overrides (``hydra.overrides.task``).
 
     Returns:
-        ``+variant/<study>=<name>`` as ``<name>``, anything else as ``key=value``, in order.
+        In order, a config group's choice as its name (``data=digits`` -> ``digits``: the
+        MLflow UI's name column is narrow) and any other value as ``short key=value``
+        (``model.output_init=saturated`` -> ``output_init=saturated``).
     """
     study_keys = _study_keys(study)
     parts = []
@@ -93,10 +96,8 @@ def variant_parts(study: str, overrides: list[str]) -> list[str]:
         key, value = _key_and_value(override)
         if _defines_no_variant(key):
             continue
-        if key.startswith("variant/"):
-            parts.append(value)
-        elif not study or _is_study_key(key, study_keys):
-            parts.append(f"{key}={value}")
+        if not study or _is_study_key(key, study_keys):
+            parts.append(value if "." not in key else f"{short_name(key)}={value}")
     return parts
 
 

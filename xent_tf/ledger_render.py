@@ -32,11 +32,31 @@ def _studies_lines(ledger: Ledger) -> list[str]:
     return lines
 
 
+def dataset_header(ledger: Ledger) -> list[str]:
+    """claim | one column per data set | holds on | verdict."""
+    return ["claim", *ledger.datasets, "holds on", "verdict"]
+
+
+def dataset_rows(ledger: Ledger) -> list[list[str]]:
+    """One row per training claim judged per data set: its verdict on each, "holds on N of M"
+    and the row's verdict ("-" where a claim was not judged on a data set)."""
+    return [
+        [
+            r.claim,
+            *(str(r.on(d) or "-") for d in ledger.datasets),
+            r.holds_on,
+            str(r.verdict),
+        ]
+        for r in ledger.results
+        if r.per_dataset
+    ]
+
+
 def stability_rows(ledger: Ledger) -> list[list[str]]:
     """claim | verdict on the first seed set | on the second | agree | ledger verdict."""
     return [
         [
-            row.claim,
+            f"{row.claim} on {row.dataset}" if row.dataset else row.claim,
             f"{row.verdicts[0]} (seeds {seed_range(row.seed_sets[0])})",
             f"{row.verdicts[1]} (seeds {seed_range(row.seed_sets[1])})",
             "yes" if row.agree else "no",
@@ -47,6 +67,10 @@ def stability_rows(ledger: Ledger) -> list[list[str]]:
 
 
 STABILITY_HEADER = ["claim", "first seed set", "second seed set", "agree", "verdict"]
+DATASETS_NOTE = (
+    "a row holds if it holds on every data set, is contradicted if contradicted on any, else "
+    "inconclusive"
+)
 
 
 def _wrap_table(header: Sequence[str], rows: Sequence[Sequence[str]], widths: Sequence[int]) -> str:
@@ -84,10 +108,19 @@ def render_terminal(ledger: Ledger, output_dir: Path | None = None) -> str:
         ),
         f"verdicts: {_count_line(ledger)}. A claim with several parts: {PARTS_RULE}.",
     ]
+    if ledger.datasets:
+        header = dataset_header(ledger)
+        widths = [5, *(max(12, len(d)) for d in ledger.datasets), 8, 12]
+        parts.append(
+            "per data set (each training claim's studies run on each; "
+            + DATASETS_NOTE
+            + "):\n"
+            + _wrap_table(header, dataset_rows(ledger), widths)
+        )
     if ledger.stability:
         parts.append(
             "stability (each training claim on two disjoint seed sets):\n"
-            + _wrap_table(STABILITY_HEADER, stability_rows(ledger), [5, 34, 34, 5, 12])
+            + _wrap_table(STABILITY_HEADER, stability_rows(ledger), [16, 34, 34, 5, 12])
         )
     details = []
     for r in ledger.results:
@@ -138,6 +171,18 @@ def render_markdown(ledger: Ledger) -> str:
             f"| {r.claim} {_md(r.title)} | {_md(r.says)} | {_md(r.measured)} | "
             f"**{r.verdict}** | {_md(r.rule)} | {_md(source)} {_md_links(ledger.links(r))} |"
         )
+    if ledger.datasets:
+        header = dataset_header(ledger)
+        lines += [
+            "",
+            "## Per data set",
+            "",
+            f"Each training claim's studies run on each data set; {DATASETS_NOTE}.",
+            "",
+            "| " + " | ".join(header) + " |",
+        ]
+        lines.append("|" + "---|" * len(header))
+        lines += ["| " + " | ".join(row) + " |" for row in dataset_rows(ledger)]
     if ledger.stability:
         lines += ["", "## Stability", "", "| " + " | ".join(STABILITY_HEADER) + " |"]
         lines.append("|" + "---|" * len(STABILITY_HEADER))
@@ -161,6 +206,9 @@ def render_markdown(ledger: Ledger) -> str:
     if ledger.run_url:
         lines += ["", f"Ledger run: [{ledger.run_id}]({ledger.run_url})"]
     return "\n".join(lines) + "\n"
+
+
+_VERDICT_NAMES = {str(v) for v in Verdict}
 
 
 def _html_links(links: Sequence[Link]) -> str:
@@ -189,6 +237,23 @@ def render_html(ledger: Ledger) -> str:
         + "".join(rows)
         + "</tbody></table>",
     ]
+    if ledger.datasets:
+        body.append(
+            f"<h2>Per data set</h2><p>Each training claim's studies run on each data set; "
+            f"{e(DATASETS_NOTE)}.</p><table><thead><tr>"
+            + "".join(f"<th>{e(h)}</th>" for h in dataset_header(ledger))
+            + "</tr></thead><tbody>"
+            + "".join(
+                "<tr>"
+                + "".join(
+                    f"<td class='{e(c)}'>{e(c)}</td>" if c in _VERDICT_NAMES else f"<td>{e(c)}</td>"
+                    for c in row
+                )
+                + "</tr>"
+                for row in dataset_rows(ledger)
+            )
+            + "</tbody></table>"
+        )
     if ledger.stability:
         body.append(
             "<h2>Stability</h2><table><thead><tr>"
@@ -248,9 +313,11 @@ def ledger_json(ledger: Ledger) -> dict[str, object]:
             "url": ledger.run_url,
         },
         "seeds_per_set": ledger.seeds,
+        "datasets": list(ledger.datasets),
         "stability": [
             {
                 "claim": row.claim,
+                "dataset": row.dataset,
                 "seed_sets": [list(seeds) for seeds in row.seed_sets],
                 "verdicts": [str(v) for v in row.verdicts],
                 "agree": row.agree,
@@ -270,6 +337,8 @@ def ledger_json(ledger: Ledger) -> dict[str, object]:
                 "source": r.source or "computed in this ledger run",
                 "links": [dataclasses.asdict(link) for link in ledger.links(r)],
                 "notes": list(r.notes),
+                "per_dataset": {d.dataset: str(d.verdict) for d in r.per_dataset},
+                "holds_on": r.holds_on,
                 "parts": [part(p) for p in r.parts],
             }
             for r in ledger.results
@@ -277,6 +346,7 @@ def ledger_json(ledger: Ledger) -> dict[str, object]:
         "studies": [
             {
                 "study": s.study,
+                "dataset": s.dataset,
                 "parent_run_id": s.parent.run_id if s.parent else None,
                 "n_seeds": s.n_seeds,
                 "seeds": list(s.seeds),

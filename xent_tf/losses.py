@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from xent_tf.config import LossConfig
+from xent_tf.config import LossConfig, NotApplicableError
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,8 @@ def _cross_entropy(
 
 
 # loss name -> (Keras loss builder, label encoding with several output units). One output unit
-# always takes "binary" labels. Keyed by config.LOSSES (tests/test_config.py checks they agree).
+# always takes "binary" labels. Keyed by config.LOSSES but "ce", which resolves to one of them
+# (``resolved_loss_name``; tests/test_config.py checks they agree).
 LOSS_BUILDERS: dict[str, tuple[Callable[[LossConfig], keras.losses.Loss], str]] = {
     "bce": (_cross_entropy(keras.losses.BinaryCrossentropy, smooths=True), "binary"),
     "cce": (_cross_entropy(keras.losses.CategoricalCrossentropy, smooths=True), "one_hot"),
@@ -71,6 +72,23 @@ LOSS_BUILDERS: dict[str, tuple[Callable[[LossConfig], keras.losses.Loss], str]] 
     ),
     "mse": (lambda config: keras.losses.MeanSquaredError(), "one_hot"),
 }
+
+
+def resolved_loss_name(name: str, n_classes: int) -> str:
+    """The loss a config name trains with: "ce" is bce on binary data, sparse_cce otherwise.
+
+    Args:
+        name: ``loss.name``.
+        n_classes: classes in the data.
+
+    Returns:
+        A key of ``LOSS_BUILDERS``.
+    """
+    if name == "ce":
+        return "bce" if n_classes == 2 else "sparse_cce"
+    return name
+
+
 # Losses that use one sigmoid unit on binary data (bce always; mse like the bce it is compared
 # with); the others use n_classes softmax units.
 _ONE_UNIT_ON_BINARY = ("bce", "mse")
@@ -80,8 +98,9 @@ def loss_spec(config: LossConfig, n_classes: int) -> LossSpec:
     """Build the loss and describe the head and labels it needs.
 
     ``bce`` uses one sigmoid unit and needs binary data; ``cce``/``sparse_cce`` use ``n_classes``
-    softmax units (two on binary data); ``mse`` uses the same heads as the cross-entropy it is
-    compared with: one sigmoid unit on binary data, a softmax over one-hot labels otherwise.
+    softmax units (two on binary data); ``ce`` is bce on binary data and sparse_cce otherwise;
+    ``mse`` uses the same heads as the cross-entropy it is compared with: one sigmoid unit on
+    binary data, a softmax over one-hot labels otherwise.
 
     Args:
         config: loss name and options.
@@ -93,14 +112,16 @@ def loss_spec(config: LossConfig, n_classes: int) -> LossSpec:
     Raises:
         ValueError: ``bce`` on data that is not binary, or an unknown loss name.
     """
-    if config.name not in LOSS_BUILDERS:
-        raise ValueError(f"loss.name={config.name!r} is not one of {list(LOSS_BUILDERS)}")
-    if config.name == "bce" and n_classes != 2:
-        raise ValueError(
-            f"loss.name='bce' needs binary data, got n_classes={n_classes}; use cce or sparse_cce"
+    name = resolved_loss_name(config.name, n_classes)
+    if name not in LOSS_BUILDERS:
+        raise ValueError(f"loss.name={config.name!r} is not one of {[*LOSS_BUILDERS, 'ce']}")
+    if name == "bce" and n_classes != 2:
+        raise NotApplicableError(
+            f"loss.name='bce' needs binary data, got n_classes={n_classes}; use ce, cce or "
+            "sparse_cce"
         )
-    build, encoding = LOSS_BUILDERS[config.name]
-    one_unit = config.name in _ONE_UNIT_ON_BINARY and n_classes == 2
+    build, encoding = LOSS_BUILDERS[name]
+    one_unit = name in _ONE_UNIT_ON_BINARY and n_classes == 2
     probability_activation = "sigmoid" if one_unit else "softmax"
     return LossSpec(
         loss=build(config),

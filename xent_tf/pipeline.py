@@ -24,8 +24,9 @@ from xent_tf import plotting, tracking
 from xent_tf.build import RunParts, build_run
 from xent_tf.comparison import BATCH_LOSS_METRIC
 from xent_tf.config import Config
-from xent_tf.data import Dataset
+from xent_tf.data import Dataset, majority_share
 from xent_tf.identity import run_identity
+from xent_tf.losses import resolved_loss_name
 from xent_tf.lr_finder import RangeTestResult, find_learning_rate, region_rates
 from xent_tf.resume import CONFIG_HASH_TAG, config_hash
 from xent_tf.runtime import DeviceChoice, configure_runtime
@@ -303,7 +304,7 @@ def _train_and_record(
     """The body of ``run_experiment`` inside an open run and device scope."""
     loop, train, val, test = parts.loop, parts.train, parts.val, parts.test
     n_params = int(parts.model.count_params())
-    log_params(config, recorder, n_params)
+    log_params(config, recorder, n_params, parts.data)
     # build_run took the process's loop for this architecture if it had one (a sweep worker's
     # next job): tracing is a third of a short run. Train and save through loop.model.
     base_rate = parts.base_rate
@@ -339,11 +340,25 @@ def _train_and_record(
     )
 
 
-def log_params(config: Config, recorder: tracking.RunRecorder, n_params: int) -> None:
-    """The whole config as dotted params plus the parameter count, in one batch (one store
-    transaction)."""
+def log_params(
+    config: Config, recorder: tracking.RunRecorder, n_params: int, data: Dataset
+) -> None:
+    """The whole config as dotted params, plus what follows from it and the data, in one batch
+    (one store transaction).
+
+    Besides the config: ``model.n_params``; ``loss.resolved`` (the loss trained with: "ce"
+    becomes bce or sparse_cce); ``data.n_classes``; ``data.majority_share``, the validation
+    rows' share of their most common class (the accuracy of always guessing it: studies
+    measure accuracy targets from it, ``studies.derived_target``).
+    """
     recorder.log_params(
-        {**tracking.flatten(dataclasses.asdict(config)), "model.n_params": str(n_params)}
+        {
+            **tracking.flatten(dataclasses.asdict(config)),
+            "model.n_params": str(n_params),
+            "loss.resolved": resolved_loss_name(config.loss.name, data.n_classes),
+            "data.n_classes": str(data.n_classes),
+            "data.majority_share": f"{majority_share(data.val.y):.4f}",
+        }
     )
 
 

@@ -105,7 +105,7 @@ class SweepProgress:
         """Start the count at 0 (a sweep re-run into the same directory counts anew)."""
         self.done = 0
         if self.state_file is not None:
-            self.state_file.write_text(json.dumps({"done": 0}))
+            self.state_file.write_text(json.dumps({"done": 0, "left_out": 0}))
 
     def job_done(self, name: str, result_text: str, seconds: float) -> str:
         """Count one finished job and print its line.
@@ -118,31 +118,49 @@ class SweepProgress:
         Returns:
             The line printed.
         """
-        done = self._count_one()
-        line = progress_line(
-            done, self.total, name, result_text, seconds, time.time() - self.started
-        )
+        done, left_out = self._count_one()
+        total = None if self.total is None else self.total - left_out
+        line = progress_line(done, total, name, result_text, seconds, time.time() - self.started)
         console = self.console or Console(highlight=False, soft_wrap=True)
         style = "red" if result_text.startswith("FAILED") else None
         console.print(escape(line), style=style)
         return line
 
-    def _count_one(self) -> int:
-        """This job's number: the shared file's count + 1 under a lock, else in memory."""
+    def _count_one(self) -> tuple[int, int]:
+        """(this job's number, jobs left out): the shared file's count + 1 under a lock, else
+        in memory."""
         if self.state_file is None:
             self.done += 1
-            return self.done
+            return self.done, 0
         try:
             with _locked(self.state_file) as handle:
                 text = handle.read()
-                done = int(json.loads(text)["done"]) + 1 if text.strip() else 1
+                state = json.loads(text) if text.strip() else {"done": 0}
+                state["done"] = int(state["done"]) + 1
                 handle.seek(0)
                 handle.truncate()
-                handle.write(json.dumps({"done": done}))
+                handle.write(json.dumps(state))
         except (OSError, ValueError, KeyError):  # e.g. a Ray node without the sweep dir
             self.done += 1
-            return self.done
-        return done
+            return self.done, 0
+        return state["done"], int(state.get("left_out", 0))
+
+
+def leave_out(state_file: Path, count: int) -> None:
+    """Take ``count`` jobs out of the sweep's total in its shared count file: jobs left out that
+    will never finish (a loss that does not fit the data, ``config.NotApplicableError``).
+
+    Args:
+        state_file: the sweep's count file (``sweep.PROGRESS_FILE`` in its directory).
+        count: jobs left out.
+    """
+    with contextlib.suppress(OSError, ValueError, KeyError), _locked(state_file) as handle:
+        text = handle.read()
+        state = json.loads(text) if text.strip() else {"done": 0}
+        state["left_out"] = int(state.get("left_out", 0)) + count
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps(state))
 
 
 @contextlib.contextmanager

@@ -410,7 +410,7 @@ def record_outcome(
     with recorded_run(
         config, batch.device, overrides, parent_run_id, run_name, log_file, tags, output_dir
     ) as recorder:
-        log_params(config, recorder, batch.n_params)
+        log_params(config, recorder, batch.n_params, batch.data)
         if outcome.range_test is not None:
             record_range_test(config, outcome.range_test, recorder, output_dir)
         if outcome.error is not None:

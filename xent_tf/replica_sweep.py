@@ -2,7 +2,9 @@
 
 The Hydra launcher plugin (``hydra_plugins.xent_tf_launcher``) receives every job's overrides at
 once and hands them here. Each job's config is composed and validated first: an invalid job
-fails, named, before anything trains, and the rest go on. Jobs that can share a graph
+fails, named, before anything trains, and the rest go on; a job whose choices do not fit
+together (``config.NotApplicableError``: bce on multi-class data, when a study sweeps heads over
+data sets) is left out with a warning. Jobs that can share a graph
 (``replica_groups.graph_key``) form batches; each batch trains once and then records one MLflow
 child run per job through Hydra's own ``run_job`` (so every job keeps its output directory,
 ``.hydra/`` files, log file and callbacks). A batch of one, or a config the replica trainer
@@ -32,10 +34,11 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict, read_write
 
-from xent_tf.config import Config, to_config
+from xent_tf import progress
+from xent_tf.config import Config, NotApplicableError, to_config
 from xent_tf.replica_groups import group_jobs
 from xent_tf.resume import FinishedJob, config_hash, read_finished
-from xent_tf.sweep import preload_job_modules
+from xent_tf.sweep import PROGRESS_FILE, preload_job_modules
 from xent_tf.worker_pool import WorkerDeath
 
 if TYPE_CHECKING:  # TensorFlow: imported by the jobs that train, not by the launcher
@@ -164,6 +167,14 @@ def _failed_job(overrides: Sequence[str], error: Exception) -> JobReturn:
     return ret
 
 
+def _not_applicable_job(overrides: Sequence[str], error: Exception) -> JobReturn:
+    """A job whose choices do not fit together (bce on 5-class data): left out, not failed."""
+    ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=math.nan)
+    ret.task_name = "not applicable"
+    log.warning("job %s left out: %s", " ".join(overrides), error)
+    return ret
+
+
 def _skipped_job(overrides: Sequence[str], done: FinishedJob) -> JobReturn:
     """A job whose config already FINISHED under the resumed parent: its recorded val loss."""
     ret = JobReturn(
@@ -202,6 +213,10 @@ def plan_units(
         try:
             sweep_configs[offset] = composer.compose(number, overrides)
             typed = _typed(sweep_configs[offset])
+        except NotApplicableError as error:
+            configs.append(None)
+            invalid[number] = _not_applicable_job(overrides, error)
+            continue
         except Exception as error:
             configs.append(None)
             invalid[number] = _failed_job(overrides, error)
@@ -210,6 +225,9 @@ def plan_units(
         configs.append(None if done is not None else typed)
         if done is not None:
             invalid[number] = _skipped_job(overrides, done)
+    left_out = sum(r.task_name == "not applicable" for r in invalid.values())
+    if left_out:
+        progress.leave_out(Path(str(config.hydra.sweep.dir)) / PROGRESS_FILE, left_out)
     skipped = sum(r.task_name == "skipped" for r in invalid.values())
     if skipped:
         log.info("%d jobs skipped: their config already FINISHED under the parent run", skipped)
@@ -445,9 +463,11 @@ def launch(
         read_finished(sweep_dir),
         memory_mb,
     )
+    left_out = sum(r.task_name == "not applicable" for r in returns.values())
     log.info(
-        "%d jobs in %d units (%s); sweep output dir: %s",
+        "%d jobs%s in %d units (%s); sweep output dir: %s",
         len(job_overrides),
+        f", {left_out} left out," if left_out else "",
         len(units),
         ", ".join(f"{len(u.jobs)}{' replicas' if u.replicated else ' job'}" for u in units),
         sweep_dir,

@@ -9,7 +9,8 @@ from __future__ import annotations
 import base64
 import html
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,12 +27,13 @@ from xent_tf.studies import (
     final_val_loss,
     get_study,
     group_variants,
+    own_target,
     short_name,
     time_to_target_summary,
 )
 
-# Params that differ between runs without defining a variant.
-_NOT_A_FACTOR = {"seed"}
+# Params that differ between runs without defining a variant (or follow from those that do).
+_NOT_A_FACTOR = {"seed", "loss.resolved", "data.n_classes", "data.majority_share"}
 _DEFAULT_PLOTS = ("train/loss", "val/loss", "val/acc", "grad_norm/output")
 
 
@@ -48,6 +50,7 @@ class StudyReport:
         options: the rule settings.
         plot_metrics: metrics drawn as overlays.
         panel_by: params that split the overlays into panels.
+        target_of: a variant's accuracy target for "epochs to target".
     """
 
     title: str
@@ -58,6 +61,7 @@ class StudyReport:
     options: StudyOptions
     plot_metrics: tuple[str, ...]
     panel_by: tuple[str, ...] = ()
+    target_of: Callable[[Variant, Sequence[Variant]], float] = own_target
 
 
 def generic_group_by(records: list[RunRecord]) -> tuple[str, ...]:
@@ -97,6 +101,7 @@ def build_report(
         options=options,
         plot_metrics=spec.plot_metrics if spec else _DEFAULT_PLOTS,
         panel_by=spec.panel_by if spec else (),
+        target_of=spec.target_of if spec else own_target,
     )
 
 
@@ -119,7 +124,7 @@ def variant_rows(report: StudyReport) -> list[list[str]]:
                 variant.param("model.n_params") or "?",
                 variant.interval(final_val_loss, conf).format(),
                 variant.interval(final_val_acc, conf).format(),
-                time_to_target_summary(variant),
+                time_to_target_summary(variant, report.target_of(variant, report.variants)),
             ]
         )
     return rows
@@ -178,7 +183,8 @@ def _notes(report: StudyReport) -> list[str]:
     notes = [
         f"Intervals: mean ± half-width of the {report.options.confidence:.0%} Student-t "
         "interval over seeds. Epochs to target: first epoch whose validation accuracy reaches "
-        "the run's trainer.target_val_acc; never reached counts as epochs + 1.",
+        "the target (the runs' trainer.target_val_acc, or the one the study measures: see its "
+        "rule); a run that never reaches it is censored at its last epoch (Kaplan-Meier).",
     ]
     if any(len(v.finished) < 2 for v in report.variants):
         notes.append(
@@ -312,12 +318,19 @@ def parent_summary_metrics(report: StudyReport, variant_ids: Mapping[str, str]) 
     ]
     if len(set(names)) < len(names):  # runs tagged without their overrides: labels differ
         names = [variant.label or "all runs" for variant in report.variants]
-    for variant, name in zip(report.variants, names, strict=True):
+    for variant, name in zip(report.variants, map(metric_segment, names), strict=True):
         for metric, value in (("final_val_loss", final_val_loss), ("final_val_acc", final_val_acc)):
             values = list(variant.per_seed(value).values())
             if values:
                 metrics[f"variants/{name}/{metric}_mean"] = sum(values) / len(values)
     return metrics
+
+
+def metric_segment(name: str) -> str:
+    """A variant's name as one segment of an MLflow metric name, which allows only letters,
+    digits, ``_ - . : /`` and spaces: ``data=reference loss=bce`` -> ``data:reference loss:bce``
+    (a ``/`` would start a new segment: it becomes ``_``, as any other character)."""
+    return re.sub(r"[^\w.\- :]", "_", name.replace("=", ":"))
 
 
 def render_html(report: StudyReport, plots: list[Path]) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from xent_tf.claims.registry import statement_of
 from xent_tf.comparison import (
     BATCH_LOSS_METRIC,
+    SWING_WINDOW,
     Finding,
     Interval,
     RunRecord,
@@ -100,6 +101,11 @@ class StudyOptions:
     equivalence_margin: float = 0.01  # accuracy points that count as "the same" (C8)
 
 
+def own_target(variant: Variant, variants: Sequence[Variant]) -> float:
+    """The accuracy target the variant's runs were given (``trainer.target_val_acc``)."""
+    return float(variant.param("trainer.target_val_acc") or 0.9)
+
+
 @dataclass(frozen=True)
 class StudySpec:
     """A comparison study."""
@@ -112,6 +118,12 @@ class StudySpec:
     evaluate: Callable[[list[Variant], StudyOptions], list[ClaimCheck]]
     extra_metrics: tuple[str, ...] = ()  # fetched with full history for the rules, not plotted
     panel_by: tuple[str, ...] = ()  # group_by keys that split the plots into panels
+    # The accuracy target of a variant's "epochs to target" (the report's table): the runs'
+    # own trainer.target_val_acc unless the study measures one (C12).
+    target_of: Callable[[Variant, Sequence[Variant]], float] = own_target
+    # Params the rules read that older versions did not log: a stored sweep without them is
+    # not used by the ledger (it runs the study again).
+    needs_params: tuple[str, ...] = ()
 
 
 # --- helpers shared by the rules ---------------------------------------------------------
@@ -170,11 +182,6 @@ def short_name(param: str) -> str:
     return group.rsplit(".", 1)[-1] if leaf == "name" and group else leaf
 
 
-def run_time_to_target(record: RunRecord) -> TimeToTarget:
-    """Epochs to the run's own ``trainer.target_val_acc``, censored when never reached."""
-    return time_to_target(record, float(record.params.get("trainer.target_val_acc", 0.9)))
-
-
 def final_val_loss(record: RunRecord) -> float:
     return final_value(record, "val/loss")
 
@@ -211,11 +218,25 @@ def _greater_part(
 ) -> ClaimPart:
     """A claim part expecting ``value`` to be larger for ``larger`` than for ``smaller``.
 
-    The verdict is ``difference_verdict`` on the paired (same seed) difference larger - smaller.
+    The verdict is ``difference_verdict`` on the paired (same seed) difference larger - smaller;
+    when no seed has the value on both sides the part is inconclusive and says why the value
+    could not be measured.
     """
     diff = paired_difference(larger.per_seed(value), smaller.per_seed(value), confidence)
-    return ClaimPart(context, difference_verdict(diff, expect_positive=True, what=what))
+    finding = difference_verdict(diff, expect_positive=True, what=what)
+    if diff.n == 0:
+        why = _UNMEASURABLE.get(value, "no seed has a finite value for both variants")
+        finding = Finding(Verdict.INCONCLUSIVE, finding.rule, f"not measurable: {why}")
+    return ClaimPart(context, finding)
 
+
+# Why a value can be missing on every seed, for the parts that compare it.
+_UNMEASURABLE: dict[Callable[[RunRecord], float], str] = {
+    late_step_swing: (
+        f"the per-step swing needs >= {2 * SWING_WINDOW} finite batch losses in the second half "
+        "of training (a small data set has few steps per epoch; a diverged run has none)"
+    ),
+}
 
 # What each claim says, as the reports print it next to its verdict.
 _EVERY_PART = "holds if every part holds, contradicted if any part is contradicted"
@@ -240,33 +261,53 @@ def _missing(context: str, what: str) -> ClaimPart:
 
 # --- C8: binary vs categorical -----------------------------------------------------------
 
+# The head pairs C8 compares on one data set: on binary data the sigmoid unit against both
+# two-unit softmax heads, and the two softmax losses against each other; on multi-class data
+# only cce vs sparse_cce (bce does not apply).
+_BINARY_PAIRS = (
+    ("bce", "cce", "sigmoid+bce vs 2-unit softmax+cce"),
+    ("bce", "sparse_cce", "sigmoid+bce vs 2-unit softmax+sparse_cce"),
+    ("cce", "sparse_cce", "cce vs sparse_cce (same head)"),
+)
+_MULTICLASS_PAIRS = (("cce", "sparse_cce", "cce vs sparse_cce (same head)"),)
+
+
+def _data_sets(variants: Sequence[Variant]) -> list[str]:
+    """The data sets of a study's variants, in first-seen order."""
+    return list(dict.fromkeys(v.param("data.name") for v in variants))
+
+
+def _class_count(variants: Sequence[Variant], data: str) -> str:
+    """ "2 classes" from the runs' ``data.n_classes`` param ("? classes" when not logged)."""
+    counts = {v.param("data.n_classes") for v in _find(variants, data__name=data)} - {""}
+    return f"{'/'.join(sorted(counts)) or '?'} classes"
+
 
 def _evaluate_binary_vs_categorical(
     variants: list[Variant], options: StudyOptions
 ) -> list[ClaimCheck]:
     parts: list[ClaimPart] = []
-    pairs = [
-        ("reference", "bce", "cce", "binary data: sigmoid+bce vs 2-unit softmax+cce"),
-        ("reference", "bce", "sparse_cce", "binary data: sigmoid+bce vs 2-unit softmax+sparse_cce"),
-        ("reference", "cce", "sparse_cce", "binary data: cce vs sparse_cce (same head)"),
-        ("multiclass", "cce", "sparse_cce", "5-class data: cce vs sparse_cce"),
-    ]
-    for data, a_loss, b_loss, context in pairs:
-        a = _find(variants, data__name=data, loss__name=a_loss)
-        b = _find(variants, data__name=data, loss__name=b_loss)
-        if not a or not b:
-            parts.append(_missing(context, f"{a_loss} or {b_loss} on {data}"))
-            continue
-        diff = paired_difference(
-            a[0].per_seed(final_val_acc), b[0].per_seed(final_val_acc), options.confidence
-        )
-        verdict = equivalence_verdict(diff, options.equivalence_margin, "final val accuracy, a - b")
-        counts = f"parameters {a[0].param('model.n_params')} vs {b[0].param('model.n_params')}"
-        parts.append(
-            ClaimPart(
-                context, Finding(verdict.verdict, verdict.rule, f"{verdict.measured}; {counts}")
+    for data in _data_sets(variants):
+        has_bce = bool(_find(variants, data__name=data, loss__name="bce"))
+        for a_loss, b_loss, heads in _BINARY_PAIRS if has_bce else _MULTICLASS_PAIRS:
+            context = f"{data} data ({_class_count(variants, data)}): {heads}"
+            a = _find(variants, data__name=data, loss__name=a_loss)
+            b = _find(variants, data__name=data, loss__name=b_loss)
+            if not a or not b:
+                parts.append(_missing(context, f"{a_loss} or {b_loss} on {data}"))
+                continue
+            diff = paired_difference(
+                a[0].per_seed(final_val_acc), b[0].per_seed(final_val_acc), options.confidence
             )
-        )
+            verdict = equivalence_verdict(
+                diff, options.equivalence_margin, "final val accuracy, a - b"
+            )
+            counts = f"parameters {a[0].param('model.n_params')} vs {b[0].param('model.n_params')}"
+            parts.append(
+                ClaimPart(
+                    context, Finding(verdict.verdict, verdict.rule, f"{verdict.measured}; {counts}")
+                )
+            )
     return [
         _claim_check(
             "C8", "holds if every pair holds, contradicted if any pair is contradicted", parts
@@ -276,17 +317,82 @@ def _evaluate_binary_vs_categorical(
 
 # --- C12: MSE vs cross-entropy -----------------------------------------------------------
 
+# The accuracy target of C12's "epochs to target", measured per data set and optimizer rather
+# than set by hand: TARGET_SHARE of the way from guessing the majority class up to the accuracy
+# both losses reach (the lower of the two losses' mean final val accuracy from the standard
+# init), so the target measures speed, not which loss ends higher, and neither loss is censored
+# by construction. Rule changed after seeing results: the targets used to be set by hand per
+# data set (0.9 on reference, 0.65 on multiclass); 0.875 was chosen because it gives 0.9 on
+# the reference data, as before (multiclass, SGD: 0.62 instead of 0.65). Tested on constructed
+# inputs in tests/test_studies.py.
+TARGET_SHARE = 0.875
+_CE_LOSSES = ("ce", "bce", "cce", "sparse_cce")
 
-def _times(variant: Variant) -> dict[int, TimeToTarget]:
-    return {r.seed: run_time_to_target(r) for r in variant.finished}
+
+def derived_target(majority: float, reached: float) -> float:
+    """The accuracy target: ``TARGET_SHARE`` of the way from ``majority`` up to ``reached``.
+
+    Args:
+        majority: the share of the most common class (the accuracy of always guessing it).
+        reached: the accuracy both losses reach (their lower mean final val accuracy).
+
+    Returns:
+        The target, rounded to 3 decimals; nan when either input is not a number.
+    """
+    if not (math.isfinite(majority) and math.isfinite(reached)):
+        return math.nan
+    return round(majority + TARGET_SHARE * (reached - majority), 3)
 
 
-def time_to_target_summary(variant: Variant) -> str:
-    """ "reached 4/5, KM median 3": how many runs reached their target, and when (censored)."""
-    times = list(_times(variant).values())
+@dataclass(frozen=True)
+class AccuracyTarget:
+    """The target of one (data set, optimizer) context, and what it was derived from."""
+
+    value: float
+    majority: float
+    reached: float
+
+    def describe(self) -> str:
+        return (
+            f"target {self.value:g} = majority {self.majority:.3f} + {TARGET_SHARE:g} x "
+            f"(reached {self.reached:.3f} - majority), reached = the lower of the two losses' "
+            "mean final val acc from the standard init"
+        )
+
+
+def accuracy_target(variants: Sequence[Variant], data: str, optimizer: str) -> AccuracyTarget:
+    """C12's target on ``data`` with ``optimizer`` (nan when a standard-init loss is missing or
+    the runs did not log ``data.majority_share``)."""
+    common = {"data__name": data, "optimizer__name": optimizer, "model__output_init": "standard"}
+    means = []
+    for losses in (("mse",), _CE_LOSSES):
+        found = _find(variants, loss__name=losses, **common)
+        values = list(found[0].per_seed(final_val_acc).values()) if found else []
+        means.append(sum(values) / len(values) if values else math.nan)
+    reached = min(means) if all(math.isfinite(m) for m in means) else math.nan
+    shares = {v.param("data.majority_share") for v in _find(variants, data__name=data)} - {""}
+    majority = float(next(iter(shares))) if len(shares) == 1 else math.nan
+    return AccuracyTarget(derived_target(majority, reached), majority, reached)
+
+
+def _mse_vs_ce_target(variant: Variant, variants: Sequence[Variant]) -> float:
+    return accuracy_target(
+        variants, variant.param("data.name"), variant.param("optimizer.name")
+    ).value
+
+
+def _times(variant: Variant, target: float) -> dict[int, TimeToTarget]:
+    return {r.seed: time_to_target(r, target) for r in variant.finished}
+
+
+def time_to_target_summary(variant: Variant, target: float) -> str:
+    """ "reached 4/5 (target 0.9), KM median 3": how many runs reached it, and when."""
+    if not math.isfinite(target):
+        return "no target"
+    times = list(_times(variant, target).values())
     median = kaplan_meier_median(times)
     when = f"KM median {median:g}" if math.isfinite(median) else "KM median not reached"
-    return f"reached {sum(t.reached for t in times)}/{len(times)}, {when}"
+    return f"reached {sum(t.reached for t in times)}/{len(times)} (target {target:g}), {when}"
 
 
 def _describe_times(label: str, times: dict[int, TimeToTarget]) -> str:
@@ -298,17 +404,18 @@ def _describe_times(label: str, times: dict[int, TimeToTarget]) -> str:
 
 def _evaluate_mse_vs_ce(variants: list[Variant], options: StudyOptions) -> list[ClaimCheck]:
     """C12 per (data, optimizer, init) context; plain SGD is the claim's setting, Adam contexts
-    are shown by name and not counted. Times to target are censored data: each seed pair is
-    won by the loss that provably reached the target first, and a sign test judges the wins.
-    C12b: per seed, the MSE-CE gap in restricted time (epochs, a censored run counted at its
-    last epoch: min(T, epochs)) grows from the standard to the saturated init."""
-    ce_losses = ("bce", "cce", "sparse_cce")
+    are shown by name and not counted. The target accuracy is measured per (data, optimizer)
+    (``accuracy_target``). Times to target are censored data: each seed pair is won by the loss
+    that provably reached the target first, and a sign test judges the wins. C12b: per seed,
+    the MSE-CE gap in restricted time (epochs, a censored run counted at its last epoch:
+    min(T, epochs)) grows from the standard to the saturated init."""
     speed_parts: list[ClaimPart] = []
     saturation_parts: list[ClaimPart] = []
     contexts = sorted(
         {(v.param("data.name"), v.param("optimizer.name")) for v in variants}, reverse=True
     )
     for data, optimizer in contexts:
+        target = accuracy_target(variants, data, optimizer)
         gaps: dict[str, dict[int, float]] = {}
         for init in ("standard", "saturated"):
             context = f"{data} data, {optimizer}, {init} init"
@@ -316,19 +423,31 @@ def _evaluate_mse_vs_ce(variants: list[Variant], options: StudyOptions) -> list[
                 context += f" ({optimizer}: a separate context, not counted)"
             common = {"data__name": data, "optimizer__name": optimizer, "model__output_init": init}
             mse = _find(variants, loss__name="mse", **common)
-            ce = _find(variants, loss__name=ce_losses, **common)
+            ce = _find(variants, loss__name=_CE_LOSSES, **common)
             if not mse or not ce:
                 speed_parts.append(_missing(context, "mse or cross-entropy"))
                 continue
-            mse_times, ce_times = _times(mse[0]), _times(ce[0])
+            if not math.isfinite(target.value):
+                speed_parts.append(
+                    ClaimPart(
+                        context,
+                        Finding(
+                            Verdict.INCONCLUSIVE,
+                            "needs a target: both losses from the standard init, and runs that "
+                            "logged data.majority_share (re-run the study)",
+                            target.describe(),
+                        ),
+                    )
+                )
+                continue
+            mse_times, ce_times = _times(mse[0], target.value), _times(ce[0], target.value)
             paired = sorted(set(mse_times) & set(ce_times))
             outcomes = [first_to_target(ce_times[s], mse_times[s]) for s in paired]
-            target = mse[0].param("trainer.target_val_acc")
             finding = sign_test(
                 outcomes.count(1),
                 outcomes.count(-1),
-                f"first to val acc {target}, ce vs mse (a censored run loses to one that "
-                "reached it)",
+                f"first to val acc {target.value:g}, ce vs mse (a censored run loses to one that "
+                f"reached it; {target.describe()})",
             )
             detail = (
                 f"; {_describe_times('ce', ce_times)}; {_describe_times('mse', mse_times)}; "
@@ -647,6 +766,8 @@ STUDIES: dict[str, StudySpec] = {
             ("train/loss", "val/loss", "val/acc", "grad_norm/output"),
             _evaluate_mse_vs_ce,
             panel_by=("data.name", "optimizer.name"),
+            target_of=_mse_vs_ce_target,
+            needs_params=("data.majority_share",),
         ),
         StudySpec(
             "lr_sweep",

@@ -17,7 +17,8 @@ from tests.integration.services import ROOT, TINY, stop_group
 PG_STUDY = [
     "-m",
     "+experiment=mse_vs_ce",
-    "+variant/mse_vs_ce=binary_ce,binary_mse",
+    "data=reference",
+    "loss=ce,mse",
     "optimizer=sgd",
     "model.output_init=standard",
     "seed=range(8)",
@@ -33,7 +34,8 @@ PG_STUDY_JOBS = 16
 UI_STUDY = [
     "-m",
     "+experiment=binary_vs_categorical",
-    "+variant/binary_vs_categorical=binary_sigmoid_bce,multi_sparse",
+    "data=reference,multiclass",
+    "loss=sparse_cce",
     "seed=0,1",
     *(o for o in TINY if not o.startswith("tracking.log_model")),
     "trainer.epochs=3",
@@ -41,7 +43,7 @@ UI_STUDY = [
     "hydra/launcher=joblib",
     "hydra.launcher.n_jobs=2",
 ]
-UI_STUDY_VARIANTS = ("binary_sigmoid_bce", "multi_sparse")
+UI_STUDY_VARIANTS = ("multiclass sparse_cce", "reference sparse_cce")
 PG_STUDY_EPOCHS = 3
 
 

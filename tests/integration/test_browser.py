@@ -58,7 +58,7 @@ def test_the_study_report_opens_from_disk_with_its_verdicts_and_plots(
     assert "Verdicts" in text and "C12" in text
     verdicts = re.findall(r'<td class="(holds|contradicted|inconclusive)">', dom)
     assert len(verdicts) >= 3  # C12's overall verdict and its parts, C12b
-    assert "loss=bce" in text and "loss=mse" in text and "8/8" in text
+    assert "loss=ce" in text and "loss=mse" in text and "8/8" in text
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', dom)
     assert {"val_loss", "train_loss"} <= set(images)
     assert shot.stat().st_size > 50_000  # tables and plots, not a blank page
@@ -87,7 +87,7 @@ def test_a_sweep_reads_as_named_runs_with_models_datasets_and_a_summary_row(
 
     # The console: one line per job, no epoch lines of the parallel jobs.
     output = ui_study.result.output
-    done_lines = re.findall(r"^\[(\d)/4\] (\S+ seed=\d)  val loss \d\.\d{4}  ", output, re.M)
+    done_lines = re.findall(r"^\[(\d)/4\] (.+? seed=\d)  val loss \d\.\d{4}  ", output, re.M)
     assert sorted(n for _, n in done_lines) == names
     assert sorted(c for c, _ in done_lines) == ["1", "2", "3", "4"]
     assert "epoch 1/3" not in output
@@ -142,7 +142,7 @@ def test_a_sweep_reads_as_named_runs_with_models_datasets_and_a_summary_row(
     (out_dir / "variant-charts.html").write_text(dom)
     text = visible_text(dom)
     assert "Group by: xent.variant" in text
-    groups = sorted(re.findall(r"Group: (\S+) (\d+)", text))
+    groups = sorted(re.findall(r"Group: (.+?) (\d+)\b", text))
     assert groups == [(variant, "2") for variant in UI_STUDY_VARIANTS]
     assert re.search(r"\bval \(\d+\) Add chart", text) and re.search(r"\btrain \(", text)
     assert shot.stat().st_size > 50_000  # charts drawn, not a blank page

@@ -25,7 +25,8 @@ EPOCHS = 300
 STUDY = [
     "-m",
     "+experiment=mse_vs_ce",
-    "+variant/mse_vs_ce=binary_ce,binary_mse",
+    "data=reference",
+    "loss=ce,mse",
     "optimizer=sgd",
     "model.output_init=standard",
     "seed=0,1",

@@ -31,7 +31,8 @@ def test_ray_launcher_runs_a_study_whose_jobs_find_their_parent_without_the_swee
     result = cli(
         "-m",
         "+experiment=mse_vs_ce",
-        "+variant/mse_vs_ce=binary_ce,binary_mse",
+        "data=reference",
+        "loss=ce,mse",
         "optimizer=sgd",
         "model.output_init=standard",
         "seed=0,1",

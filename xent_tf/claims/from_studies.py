@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from xent_tf import tracking
 from xent_tf.claims.records import ClaimResult, Link, StudyEvidence
 from xent_tf.claims.registry import CLAIMS
-from xent_tf.claims.runner import StudyRunner
+from xent_tf.claims.runner import DATA_SETS_KEY, StudyRunner
 from xent_tf.comparison import PARTS_RULE, Finding, RunRecord, Verdict, combine_verdicts
 from xent_tf.studies import STUDIES, ClaimCheck, ClaimPart, StudyOptions, group_variants
 
@@ -27,6 +27,15 @@ def config_hash(study: str, definition: Mapping[str, str]) -> str:
     """A short hash of a study and its defining params (the same config gives the same hash)."""
     text = json.dumps({"study": study, **dict(sorted(definition.items()))})
     return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def covers_datasets(records: Sequence[RunRecord], definition: Mapping[str, str]) -> bool:
+    """Whether a sweep's runs are on exactly the data sets of the study's definition (any,
+    when the definition does not name them)."""
+    wanted = definition.get(DATA_SETS_KEY)
+    return wanted is None or wanted == ",".join(
+        sorted({str(r.params.get("data.name")) for r in records})
+    )
 
 
 def study_problem(
@@ -61,11 +70,14 @@ def study_problem(
         return f"the sweep is tagged study {parent.study!r}, not {study!r}"
     if not records:
         return "no child runs"
+    if not covers_datasets(records, definition):
+        found = ",".join(sorted({str(r.params.get("data.name")) for r in records}))
+        return f"its runs are on data set(s) {found}, the study's are {definition[DATA_SETS_KEY]}"
     for record in records:
         differing = {
             name: record.params.get(name, "(not logged)")
             for name, value in definition.items()
-            if record.params.get(name) != value
+            if name != DATA_SETS_KEY and record.params.get(name) != value
         }
         if differing:
             shown = ", ".join(
@@ -75,6 +87,10 @@ def study_problem(
     # Judge the runs the study's report uses (a re-run's later attempt replaces an earlier one).
     variants = group_variants(records, STUDIES[study].group_by)
     used = [r for v in variants for r in v.runs]
+    needed = STUDIES[study].needs_params
+    lacking_params = [p for p in needed if any(p not in r.params for r in used)]
+    if lacking_params:
+        return f"its runs do not log {lacking_params}, which the rules need (an older version)"
     broken = [r for r in used if not r.finished and not r.diverged]
     if broken:
         first = (broken[0].error or "no error recorded").splitlines()[0][:160]
@@ -110,6 +126,7 @@ def _evidence(
     seeds: Sequence[int],
     ran_now: bool,
     skipped: list[str],
+    dataset: str | None,
 ) -> StudyEvidence:
     spec = STUDIES[study]
     records = tracking.fetch_children(
@@ -128,6 +145,7 @@ def _evidence(
         seeds=tuple(sorted({r.seed for r in used})),
         config_hash=config_hash(study, definition),
         date=datetime.fromtimestamp(parent.start_time / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M"),
+        dataset=dataset or "",
     )
 
 
@@ -138,6 +156,7 @@ def find_study(
     definition: Mapping[str, str],
     rerun: bool,
     runner: StudyRunner | None,
+    dataset: str | None = None,
 ) -> StudyEvidence:
     """The newest usable sweep of ``study`` in the store, run first when there is none.
 
@@ -148,6 +167,7 @@ def find_study(
         definition: the study's defining params (a sweep must match them).
         rerun: run it even when a usable sweep exists.
         runner: how to run a study; None = never run one (the claim becomes inconclusive).
+        dataset: the data set the study must be on (None: the study's own).
 
     Returns:
         The study's checks and where they come from, or the reason there are none.
@@ -157,31 +177,48 @@ def find_study(
     if not rerun:
         for parent in known:
             records = tracking.fetch_children(tracking_uri, parent, ())
+            if records and not covers_datasets(records, definition):
+                continue  # the study on another data set (claims.datasets): not worth a note
             problem = study_problem(parent, study, records, definition, seeds)
             if problem:
                 skipped.append(f"sweep {parent.run_id[:8]} not used: {problem}")
                 continue
-            return _evidence(study, parent, tracking_uri, definition, seeds, False, skipped)
+            return _evidence(
+                study, parent, tracking_uri, definition, seeds, False, skipped, dataset
+            )
     if runner is None:
         reason = "none usable in the store, and running studies is switched off"
-        return StudyEvidence(study, skipped=tuple(skipped), problem=reason)
+        return StudyEvidence(study, skipped=tuple(skipped), problem=reason, dataset=dataset or "")
     try:
-        runner.run(study, seeds, tracking_uri)
+        runner.run(study, seeds, tracking_uri, dataset)
     except Exception as error:
         log.exception("running the %s study failed", study)
-        return StudyEvidence(study, skipped=tuple(skipped), problem=f"running it failed: {error}")
+        return StudyEvidence(
+            study,
+            skipped=tuple(skipped),
+            problem=f"running it failed: {error}",
+            dataset=dataset or "",
+        )
     old_ids = {parent.run_id for parent in known}
     new = [p for p in tracking.study_parents(tracking_uri, study) if p.run_id not in old_ids]
     if not new:
         return StudyEvidence(
-            study, skipped=tuple(skipped), problem="running it left no new sweep in the store"
+            study,
+            skipped=tuple(skipped),
+            problem="running it left no new sweep in the store",
+            dataset=dataset or "",
         )
     records = tracking.fetch_children(tracking_uri, new[0], ())
     problem = study_problem(new[0], study, records, definition, seeds)
     if problem:
         skipped.append(f"sweep {new[0].run_id[:8]} (just run) not used: {problem}")
-        return StudyEvidence(study, skipped=tuple(skipped), problem=f"the new sweep: {problem}")
-    return _evidence(study, new[0], tracking_uri, definition, seeds, True, skipped)
+        return StudyEvidence(
+            study,
+            skipped=tuple(skipped),
+            problem=f"the new sweep: {problem}",
+            dataset=dataset or "",
+        )
+    return _evidence(study, new[0], tracking_uri, definition, seeds, True, skipped, dataset)
 
 
 def _checks_for(claim: str, checks: Sequence[ClaimCheck]) -> list[ClaimCheck]:

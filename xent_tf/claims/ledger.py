@@ -16,10 +16,17 @@ from pathlib import Path
 from xent_tf import semantics, tracking
 from xent_tf.claims import gradients, information, loss_functions, loss_scale, reference
 from xent_tf.claims.from_studies import evaluate_study_claim, find_study
-from xent_tf.claims.records import ClaimResult, Ledger, StabilityRow, StudyEvidence, seed_range
+from xent_tf.claims.records import (
+    ClaimResult,
+    DatasetVerdict,
+    Ledger,
+    StabilityRow,
+    StudyEvidence,
+    seed_range,
+)
 from xent_tf.claims.registry import CLAIMS
-from xent_tf.claims.runner import StudyRunner, study_definition
-from xent_tf.comparison import Verdict
+from xent_tf.claims.runner import StudyRunner, check_datasets, study_definition
+from xent_tf.comparison import Verdict, combine_verdicts
 from xent_tf.config import Config, MakeClassificationConfig, MlpConfig
 from xent_tf.ledger_render import render_terminal, write_ledger
 from xent_tf.runtime import configure_runtime
@@ -137,6 +144,10 @@ def _combine_seed_sets(
     )
 
 
+# (study, data set or None for the study's own, seeds) -> what the ledger found for it.
+StudyKey = tuple[str, str | None, tuple[int, ...]]
+
+
 def evaluate_claims(
     config: Config, out_dir: Path, runner: StudyRunner | None
 ) -> tuple[list[ClaimResult], list[StudyEvidence], list[StabilityRow]]:
@@ -144,46 +155,58 @@ def evaluate_claims(
 
     Args:
         config: the ledger's config; its training sections are the reference configuration
-            (C10 and C16), ``claims`` says which claims, how many seeds, and how studies are
-            found or run.
+            (C10 and C16), ``claims`` says which claims, how many seeds, on which data sets,
+            and how studies are found or run.
         out_dir: where any new reference run writes local files.
         runner: runs a missing study and gives a study's definition; None = never run one
             (those claims become inconclusive; definitions are composed from configs/).
 
     Returns:
         The claim rows (claim order), the studies used, and (stability mode) each training
-        claim's verdicts on the two seed sets.
+        claim's verdicts on the two seed sets (per data set with ``claims.datasets``).
+
+    Raises:
+        ValueError: ``claims.datasets`` names a data set that has no config.
     """
     settings = config.claims
+    check_datasets(settings.datasets)
     wanted = [c for c in CLAIMS if not settings.only or c in settings.only]
     sets = seed_sets(settings.seeds, settings.stability)
-    studies: dict[tuple[str, tuple[int, ...]], StudyEvidence] = {}
+    datasets: tuple[str | None, ...] = tuple(settings.datasets) or (None,)
+    studies: dict[StudyKey, StudyEvidence] = {}
     for claim in wanted:
         study = CLAIMS[claim].study
         if not study or study == reference.REFERENCE_EXPERIMENT:
             continue
-        if not config.tracking.enabled:
+        for dataset in datasets:
+            if (study, dataset, sets[0]) in studies:
+                continue
+            if not config.tracking.enabled:
+                for seeds in sets:
+                    studies[(study, dataset, seeds)] = StudyEvidence(
+                        study, problem="tracking is off: no store to read", dataset=dataset or ""
+                    )
+                continue
+            definition = (
+                runner.definition(study, dataset)
+                if runner is not None
+                else study_definition(study, dataset=dataset)
+            )
             for seeds in sets:
-                studies[(study, seeds)] = StudyEvidence(
-                    study, problem="tracking is off: no store to read"
-                )
-            continue
-        definition = runner.definition(study) if runner is not None else study_definition(study)
-        for seeds in sets:
-            if (study, seeds) not in studies:
-                studies[(study, seeds)] = find_study(
+                studies[(study, dataset, seeds)] = find_study(
                     study,
                     config.tracking.uri,
                     seeds,
                     definition,
                     settings.rerun,
                     runner if settings.run_missing else None,
+                    dataset,
                 )
     results: list[ClaimResult] = []
     stability: list[StabilityRow] = []
     for claim in wanted:
         log.info("evaluating %s", claim)
-        results.append(_evaluate(claim, config, out_dir, studies, sets, stability))
+        results.append(_evaluate(claim, config, out_dir, studies, sets, datasets, stability))
     return results, list(studies.values()), stability
 
 
@@ -191,8 +214,9 @@ def _evaluate(
     claim: str,
     config: Config,
     out_dir: Path,
-    studies: Mapping[tuple[str, tuple[int, ...]], StudyEvidence],
+    studies: Mapping[StudyKey, StudyEvidence],
     sets: Sequence[tuple[int, ...]],
+    datasets: Sequence[str | None],
     stability: list[StabilityRow],
 ) -> ClaimResult:
     study = CLAIMS[claim].study
@@ -203,14 +227,83 @@ def _evaluate(
             reference.find_or_run_reference(config, out_dir / "reference", config.claims.rerun)
         )
     exact = _exact_parts(claim)
-    per_set = [evaluate_study_claim(claim, studies[(study, seeds)], exact) for seeds in sets]
+    if datasets == (None,):
+        return _on_seed_sets(
+            claim, [studies[(study, None, s)] for s in sets], sets, exact, "", stability
+        )
+    per_dataset = {
+        str(dataset): _on_seed_sets(
+            claim, [studies[(study, dataset, s)] for s in sets], sets, (), str(dataset), stability
+        )
+        for dataset in datasets
+    }
+    return combine_datasets(claim, per_dataset, exact)
+
+
+def _on_seed_sets(
+    claim: str,
+    evidence: Sequence[StudyEvidence],
+    sets: Sequence[tuple[int, ...]],
+    exact: Sequence[ClaimPart],
+    dataset: str,
+    stability: list[StabilityRow],
+) -> ClaimResult:
+    """A training claim judged on each seed set's study (and combined, with two sets)."""
+    per_set = [evaluate_study_claim(claim, e, exact) for e in evidence]
     if len(per_set) == 1:
         return per_set[0]
-    combined = _combine_seed_sets(per_set, sets)
     stability.append(
-        StabilityRow(claim, (sets[0], sets[1]), (per_set[0].verdict, per_set[1].verdict))
+        StabilityRow(claim, (sets[0], sets[1]), (per_set[0].verdict, per_set[1].verdict), dataset)
     )
-    return combined
+    return _combine_seed_sets(per_set, sets)
+
+
+# How a training claim's verdicts on several data sets make its row's verdict: the rule the
+# parts of one claim follow (comparison.combine_verdicts), one level up.
+DATASETS_RULE = (
+    "over the data sets: holds if it holds on every one, contradicted if contradicted on any, "
+    "else inconclusive"
+)
+
+
+def combine_datasets(
+    claim: str, per_dataset: Mapping[str, ClaimResult], exact: Sequence[ClaimPart] = ()
+) -> ClaimResult:
+    """One row from a training claim judged on several data sets (``claims.datasets``).
+
+    Args:
+        claim: the claim id.
+        per_dataset: {data set: the claim's row judged on that data set's studies alone}.
+        exact: parts measured on the spot (C8's exact half), counted once.
+
+    Returns:
+        The row: the verdict by ``DATASETS_RULE`` (exact parts counted too), each data set's
+        verdict in ``per_dataset``, every part prefixed with its data set.
+    """
+    first = next(iter(per_dataset.values()))
+    verdicts = [p.verdict.verdict for p in exact] + [r.verdict for r in per_dataset.values()]
+    row = dataclasses.replace(
+        first,
+        verdict=combine_verdicts(verdicts),
+        measured=" || ".join(f"{d}: {r.verdict} — {r.measured}" for d, r in per_dataset.items()),
+        rule=f"{DATASETS_RULE}{'; the exact parts count too' if exact else ''}; on each: "
+        + first.rule,
+        parts=(
+            *exact,
+            *(
+                ClaimPart(f"[{d}] {p.context}", p.verdict)
+                for d, r in per_dataset.items()
+                for p in r.parts
+            ),
+        ),
+        source=" || ".join(r.source for r in per_dataset.values()),
+        links=tuple(link for r in per_dataset.values() for link in r.links),
+        notes=tuple(f"[{d}] {n}" for d, r in per_dataset.items() for n in r.notes),
+        per_dataset=tuple(DatasetVerdict(d, r.verdict, r.measured) for d, r in per_dataset.items()),
+        measured_here=bool(exact),
+    )
+    held = row.holds_on
+    return dataclasses.replace(row, measured=f"holds on {held} data sets. {row.measured}")
 
 
 def _verdict_counts(results: Sequence[ClaimResult]) -> dict[str, int]:
@@ -256,6 +349,7 @@ def run_ledger(config: Config, output_dir: Path, runner: StudyRunner | None) -> 
                 recorder.experiment_id,
                 time.perf_counter() - started,
                 tuple(stability),
+                tuple(config.claims.datasets),
             )
             for path in write_ledger(ledger, output_dir):
                 recorder.log_file(path)
@@ -269,6 +363,7 @@ def run_ledger(config: Config, output_dir: Path, runner: StudyRunner | None) -> 
             config.claims.seeds,
             seconds=time.perf_counter() - started,
             stability=tuple(stability),
+            datasets=tuple(config.claims.datasets),
         )
         write_ledger(ledger, output_dir)
     return ledger, render_terminal(ledger, output_dir)

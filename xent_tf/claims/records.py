@@ -24,6 +24,21 @@ class Link:
 
 
 @dataclass(frozen=True)
+class DatasetVerdict:
+    """A training claim's verdict on one data set (``claims.datasets``).
+
+    Attributes:
+        dataset: the data set's name.
+        verdict: the claim's verdict from the studies run on it.
+        measured: the key numbers, in one line.
+    """
+
+    dataset: str
+    verdict: Verdict
+    measured: str
+
+
+@dataclass(frozen=True)
 class ClaimResult:
     """One row of the ledger.
 
@@ -39,6 +54,7 @@ class ClaimResult:
         links: MLflow runs the numbers come from, besides the ledger run.
         notes: plain-language explanations, e.g. why a claim is wrong as stated.
         measured_here: some of the numbers were measured in the ledger run itself.
+        per_dataset: with ``claims.datasets``, the verdict on each data set (training claims).
     """
 
     claim: str
@@ -52,6 +68,20 @@ class ClaimResult:
     links: tuple[Link, ...] = ()
     notes: tuple[str, ...] = ()
     measured_here: bool = True
+    per_dataset: tuple[DatasetVerdict, ...] = ()
+
+    @property
+    def holds_on(self) -> str:
+        """ "3 of 4": on how many of its data sets the claim holds ("" when not judged per
+        data set)."""
+        if not self.per_dataset:
+            return ""
+        holds = sum(d.verdict == Verdict.HOLDS for d in self.per_dataset)
+        return f"{holds} of {len(self.per_dataset)}"
+
+    def on(self, dataset: str) -> Verdict | None:
+        """The verdict on ``dataset`` (None when not judged on it)."""
+        return next((d.verdict for d in self.per_dataset if d.dataset == dataset), None)
 
 
 def claim_result(
@@ -102,6 +132,7 @@ class StudyEvidence:
         seeds: the seeds the verdicts use.
         config_hash: hash of the study's defining params (``from_studies.config_hash``).
         date: when the sweep started (UTC).
+        dataset: the data set the study was run on for ``claims.datasets`` ("" = its own).
     """
 
     study: str
@@ -116,14 +147,16 @@ class StudyEvidence:
     seeds: tuple[int, ...] = ()
     config_hash: str = ""
     date: str = ""
+    dataset: str = ""
 
     def describe(self) -> str:
         """One line: which sweep, how many seeds and runs, and whether the ledger ran it."""
+        name = f"{self.study} on {self.dataset}" if self.dataset else self.study
         if self.parent is None:
-            return f"{self.study}: no usable study ({self.problem})"
+            return f"{name}: no usable study ({self.problem})"
         how = "run by this ledger" if self.ran_now else "latest finished study in the store"
         return (
-            f"{self.study}: sweep {self.parent.run_id[:8]} ({how}, {self.date}; config "
+            f"{name}: sweep {self.parent.run_id[:8]} ({how}, {self.date}; config "
             f"{self.config_hash}; seeds {seed_range(self.seeds)}, {self.n_runs} runs)"
         )
 
@@ -144,11 +177,13 @@ class StabilityRow:
         claim: the claim id.
         seed_sets: the two seed sets.
         verdicts: the verdict on each.
+        dataset: the data set (``claims.datasets``; "" = the studies' own data).
     """
 
     claim: str
     seed_sets: tuple[tuple[int, ...], tuple[int, ...]]
     verdicts: tuple[Verdict, Verdict]
+    dataset: str = ""
 
     @property
     def agree(self) -> bool:
@@ -172,6 +207,7 @@ class Ledger:
         run_id / experiment_id: the ledger's own MLflow run ("-" with tracking off).
         seconds: wall time.
         stability: with ``claims.stability``, each training claim on two disjoint seed sets.
+        datasets: with ``claims.datasets``, the data sets every training claim was judged on.
     """
 
     results: tuple[ClaimResult, ...]
@@ -182,6 +218,7 @@ class Ledger:
     experiment_id: str = "-"
     seconds: float = 0.0
     stability: tuple[StabilityRow, ...] = ()
+    datasets: tuple[str, ...] = ()
 
     @property
     def run_url(self) -> str:

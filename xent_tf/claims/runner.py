@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from omegaconf import OmegaConf, open_dict
+
 from xent_tf import tracking
 from xent_tf.config import to_config
 
@@ -41,39 +43,79 @@ DEFINING_PARAMS = (
 )
 
 
+# The key of a definition that names the study's data sets ("multiclass,reference"): a sweep's
+# runs must cover exactly these (a sweep of one data set is not the two-data-set study).
+DATA_SETS_KEY = "data.name"
+
+
 class StudyRunner(Protocol):
     """Runs a study's sweep and says what the study is."""
 
-    def run(self, study: str, seeds: Sequence[int], tracking_uri: str) -> None:
-        """Runs ``study`` with ``seeds`` into the store at ``tracking_uri``."""
+    def run(
+        self, study: str, seeds: Sequence[int], tracking_uri: str, dataset: str | None = None
+    ) -> None:
+        """Runs ``study`` with ``seeds`` into the store at ``tracking_uri`` (on ``dataset``:
+        ``data=<dataset>``; None: the study's own data)."""
         ...
 
-    def definition(self, study: str) -> Mapping[str, str]:
-        """The study's defining params (``DEFINING_PARAMS``) as its runs log them."""
+    def definition(self, study: str, dataset: str | None = None) -> Mapping[str, str]:
+        """The study's defining params (``DEFINING_PARAMS``) as its runs log them, and its
+        data sets (``DATA_SETS_KEY``)."""
         ...
 
 
-def study_definition(study: str, overrides: Sequence[str] = ()) -> dict[str, str]:
+def available_datasets() -> tuple[str, ...]:
+    """The data sets a study can be run on by name: ``configs/data/*.yaml`` but ``csv`` (whose
+    file and label column are yours to give)."""
+    return tuple(sorted(p.stem for p in (_CONFIG_DIR / "data").glob("*.yaml") if p.stem != "csv"))
+
+
+def check_datasets(names: Sequence[str]) -> None:
+    """Refuses a data set name that is not a config of ``configs/data``.
+
+    Raises:
+        ValueError: naming the unknown names and the known ones.
+    """
+    known = available_datasets()
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(
+            f"claims.datasets={list(names)} names unknown data set(s) {unknown}; known: "
+            f"{', '.join(known)} (a data set is a file configs/data/<name>.yaml)"
+        )
+
+
+def study_definition(
+    study: str, overrides: Sequence[str] = (), dataset: str | None = None
+) -> dict[str, str]:
     """Composes ``+experiment=<study>`` (plus ``overrides``) and returns its defining params.
 
     Args:
         study: the study (experiment config) name.
         overrides: extra Hydra overrides (tests: a tiny study's definition).
+        dataset: the data set the study is run on (None: its own).
 
     Returns:
-        {param: value as logged} for each of ``DEFINING_PARAMS``.
+        {param: value as logged} for each of ``DEFINING_PARAMS``, and under ``DATA_SETS_KEY``
+        the data sets its runs cover, sorted and comma-separated.
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    wanted = [f"+experiment={study}", *overrides]
+    wanted = [f"+experiment={study}", *overrides, *([f"data={dataset}"] if dataset else [])]
     if GlobalHydra.instance().is_initialized():  # inside experiments/run.py
-        cfg = compose(config_name="config", overrides=wanted)
+        cfg = compose(config_name="config", overrides=wanted, return_hydra_config=True)
     else:
         with initialize_config_dir(version_base="1.3", config_dir=str(_CONFIG_DIR)):
-            cfg = compose(config_name="config", overrides=wanted)
+            cfg = compose(config_name="config", overrides=wanted, return_hydra_config=True)
+    swept = OmegaConf.select(cfg, "hydra.sweeper.params.data", default=None)
+    datasets = [dataset] if dataset else str(swept).split(",") if swept else [str(cfg.data.name)]
+    with open_dict(cfg):
+        del cfg["hydra"]
     flat = tracking.flatten(dataclasses.asdict(to_config(cfg)))
-    return {name: flat[name] for name in DEFINING_PARAMS if name in flat}
+    definition = {name: flat[name] for name in DEFINING_PARAMS if name in flat}
+    definition[DATA_SETS_KEY] = ",".join(sorted(d.strip() for d in datasets))
+    return definition
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +132,9 @@ class SubprocessStudyRunner:
 
     overrides: tuple[str, ...] = ()
 
-    def run(self, study: str, seeds: Sequence[int], tracking_uri: str) -> None:
+    def run(
+        self, study: str, seeds: Sequence[int], tracking_uri: str, dataset: str | None = None
+    ) -> None:
         """Runs the sweep; raises RuntimeError when it exits with an error."""
         command = [
             sys.executable,
@@ -99,12 +143,16 @@ class SubprocessStudyRunner:
             f"+experiment={study}",
             f"seed={','.join(str(s) for s in seeds)}",
             f"tracking.uri={tracking_uri}",
+            *([f"data={dataset}"] if dataset else []),
             *self.overrides,
         ]
-        log.info("running the %s study with seeds %s: %s", study, list(seeds), " ".join(command))
+        where = f" on {dataset}" if dataset else ""
+        log.info(
+            "running the %s study%s, seeds %s: %s", study, where, list(seeds), " ".join(command)
+        )
         completed = subprocess.run(command, check=False)
         if completed.returncode != 0:
             raise RuntimeError(f"`{' '.join(command)}` exited with status {completed.returncode}")
 
-    def definition(self, study: str) -> Mapping[str, str]:
-        return study_definition(study, self.overrides)
+    def definition(self, study: str, dataset: str | None = None) -> Mapping[str, str]:
+        return study_definition(study, self.overrides, dataset)
