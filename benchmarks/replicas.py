@@ -7,8 +7,8 @@ Measured side by side in one process (the ratios are what count on this noisy ma
   models, one graph, range of seeds) vs the same 20 runs one after another in this warm
   process (``pipeline.run_experiment`` with tracking off, its compiled loop reused);
 - the per-run records (params, metrics, batch-loss series, model file, datasets: ``record_outcome``
-  into a SQLite store, with a study's tracking settings) as a share of a vectorised study's
-  wall time;
+  into a SQLite store that, as a study's, already holds the experiment and the parent run, with
+  a study's tracking settings) as a share of a vectorised study's wall time;
 - peak memory of a process that trains 20 replicas (a fresh subprocess).
 
     python -m benchmarks.bench --only replicas
@@ -84,6 +84,7 @@ def _time_training(configs: Sequence[Config]) -> tuple[float, float, float, floa
         schedule_rates,
         tensor_splits,
     )
+    from xent_tf.replica_batch import replicas_initial_weights
     from xent_tf.replicas import OptimizerRule, ReplicaTrainer
     from xent_tf.training import CompiledLoop, fit, steps_per_epoch
 
@@ -97,8 +98,11 @@ def _time_training(configs: Sequence[Config]) -> tuple[float, float, float, floa
     seeds = [c.seed for c in configs]
 
     started = time.perf_counter()
-    trainer = ReplicaTrainer(
-        [build_model(c.model, data, spec, c.seed) for c in configs],
+    # The replicas' initial weights as a study's batch gets them (replica_batch.train_batch).
+    template = build_model(first.model, data, spec, first.seed)
+    trainer = ReplicaTrainer.from_weights(
+        template,
+        replicas_initial_weights(template, configs, data, spec),
         spec.loss,
         OptimizerRule.of(build_optimizer(first.optimizer)),
         first.trainer.batch_size,
@@ -142,10 +146,18 @@ def _time_sweeps(configs: Sequence[Config], workdir: Path) -> tuple[float, float
 
 
 def _time_records(workdir: Path) -> tuple[float, float, tuple[float, float]]:
-    """(recording seconds, train + record seconds, val acc range) of a 20-replica batch."""
+    """(recording seconds, train + record seconds, val acc range) of a 20-replica batch.
+
+    As in a study, the store and the experiment exist before the batch's runs are recorded
+    (a sweep's callback creates them with its parent run, before any job): creating a SQLite
+    store's tables is a one-off second or two, not a per-run record. The runs are the parent's
+    children, as a study's are.
+    """
     from xent_tf.replica_batch import record_outcome, train_batch
+    from xent_tf.tracking import start_parent_run
 
     uri = f"sqlite:///{workdir / 'records.db'}"
+    parent_run_id, _ = start_parent_run(uri, "reference", "bench parent", {})
     # As a study records its children: no per-run PNG, the model file as a plain artifact.
     configs = _seed_configs(
         REPLICAS,
@@ -161,7 +173,7 @@ def _time_records(workdir: Path) -> tuple[float, float, tuple[float, float]]:
     for k in range(len(configs)):
         out = workdir / f"job-{k}"
         out.mkdir()
-        summary = record_outcome(batch, k, out, [f"seed={k}"], None, None, None, "bench#1")
+        summary = record_outcome(batch, k, out, [f"seed={k}"], parent_run_id, None, None, "bench#1")
         accs.append(summary.history[-1].val_acc)
     ended = time.perf_counter()
     return ended - trained, ended - started, (min(accs), max(accs))

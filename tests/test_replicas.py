@@ -13,8 +13,10 @@ and ``VAL_ACC_ATOL`` per epoch; and the first epoch must agree to float32 roundi
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -25,7 +27,14 @@ from xent_tf.build import build_loss, build_model, build_optimizer, tensor_split
 from xent_tf.config import Config, LossConfig, MakeClassificationConfig, MlpConfig
 from xent_tf.data import Dataset
 from xent_tf.lr_finder import find_learning_rate
-from xent_tf.replica_batch import check_memory, graph_key, group_jobs, train_batch
+from xent_tf.replica_batch import (
+    ModelFiles,
+    check_memory,
+    graph_key,
+    group_jobs,
+    initial_weights,
+    train_batch,
+)
 from xent_tf.replicas import NotReplicableError, OptimizerRule, ReplicaFit, ReplicaTrainer
 from xent_tf.runtime import configure_runtime
 from xent_tf.schedules import learning_rates
@@ -331,3 +340,101 @@ def test_the_replicated_range_test_is_each_replicas_own_range_test() -> None:
     for got_w, want_w in zip(trainer.weights(1), before, strict=True):
         np.testing.assert_array_equal(got_w, want_w)
     assert int(trainer.iterations.numpy()) == 0
+
+
+@pytest.mark.parametrize(
+    ("data_config", "loss", "units"),
+    [
+        (MakeClassificationConfig(n_samples=400, n_test=100), "bce", [10, 10]),
+        (
+            MakeClassificationConfig(n_samples=400, n_test=100, n_classes=5, n_informative=6),
+            "cce",
+            [16],
+        ),
+    ],
+)
+def test_replica_initial_weights_are_build_models_without_building_one(
+    data_config: MakeClassificationConfig, loss: str, units: list[int]
+) -> None:
+    data = make_dataset(data_config)
+    spec = build_loss(LossConfig(name=loss), data)
+    template = build_model(MlpConfig(hidden_units=units), data, spec, 7)
+    kept = template.get_weights()
+    for seed in (0, 1, 7, 123):
+        for output_init in ("standard", "saturated"):
+            model_config = MlpConfig(hidden_units=units, output_init=output_init)
+            want = build_model(model_config, data, spec, seed).get_weights()
+            got = initial_weights(template, model_config, data, seed)
+            assert len(got) == len(want) == 2 * (len(units) + 1)
+            for g, w in zip(got, want, strict=True):
+                np.testing.assert_array_equal(g, w)
+    # The template is left as it was.
+    for g, w in zip(template.get_weights(), kept, strict=True):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_a_trainer_from_weights_is_the_trainer_from_models() -> None:
+    data = make_dataset(MakeClassificationConfig(n_samples=400, n_test=100))
+    spec = build_loss(LossConfig(name="bce"), data)
+    models = [build_model(MlpConfig(), data, spec, seed) for seed in (0, 1, 2)]
+    from_models = ReplicaTrainer(models, spec.loss, OptimizerRule("adam"), 32, False)
+    from_weights = ReplicaTrainer.from_weights(
+        models[0], [m.get_weights() for m in models], spec.loss, OptimizerRule("adam"), 32, False
+    )
+    np.testing.assert_array_equal(from_models.flat.numpy(), from_weights.flat.numpy())
+    with pytest.raises(ValueError, match=r"replica 1's weights have shapes"):
+        ReplicaTrainer.from_weights(
+            models[0],
+            [models[0].get_weights(), [np.zeros(3)]],
+            spec.loss,
+            OptimizerRule("adam"),
+            32,
+            False,
+        )
+
+
+def test_replica_model_files_load_as_each_replicas_model(tmp_path: Path) -> None:
+    configure_runtime("cpu", 1, 0)
+    data = make_dataset(MakeClassificationConfig(n_samples=400, n_test=100, n_classes=3))
+    spec = build_loss(LossConfig(name="cce"), data)
+    models = [build_model(MlpConfig(hidden_units=[12, 7]), data, spec, seed) for seed in (0, 1, 2)]
+    files = ModelFiles(models[0], tmp_path)
+    assert list(tmp_path.iterdir()) == []  # the marker save is removed
+    x = data.test.x[:16]
+    for k, model in enumerate(models):
+        path = tmp_path / f"replica-{k}.keras"
+        files.save(models[0], model.get_weights(), path)
+        loaded = keras.models.load_model(path)
+        for got, want in zip(loaded.get_weights(), model.get_weights(), strict=True):
+            np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+        # The same file Keras writes for these weights, but for the save date.
+        keras_path = tmp_path / f"keras-{k}.keras"
+        model.save(keras_path)
+        with zipfile.ZipFile(path) as ours, zipfile.ZipFile(keras_path) as theirs:
+            assert ours.namelist() == theirs.namelist()
+            for name in ("config.json", "model.weights.h5"):
+                assert ours.read(name) == theirs.read(name), name
+
+
+def test_replicas_fall_back_to_building_models_when_initial_weights_disagree(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import xent_tf.replica_batch as replica_batch
+
+    data = make_dataset(MakeClassificationConfig(n_samples=400, n_test=100))
+    spec = build_loss(LossConfig(name="bce"), data)
+    configs = [Config(seed=seed, model=MlpConfig(hidden_units=[6])) for seed in (3, 4)]
+    template = build_model(configs[0].model, data, spec, configs[0].seed)
+    real = replica_batch.initial_weights
+    monkeypatch.setattr(
+        replica_batch,
+        "initial_weights",
+        lambda *args: [w + 1.0 for w in real(*args)],  # a Keras that seeds otherwise
+    )
+    got = replica_batch.replicas_initial_weights(template, configs, data, spec)
+    assert "building every replica's model" in caplog.text
+    for config, weights in zip(configs, got, strict=True):
+        want = build_model(config.model, data, spec, config.seed).get_weights()
+        for g, w in zip(weights, want, strict=True):
+            np.testing.assert_array_equal(g, w)

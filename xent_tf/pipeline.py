@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import signal
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,8 +76,13 @@ def epochs_to_target(history: list[EpochRecord], target: float) -> int | None:
     return next((r.epoch for r in history if r.val_acc >= target), None)
 
 
+@functools.cache
 def git_commit() -> str:
-    """The project's git commit (with "-dirty" for uncommitted changes), or "unknown"."""
+    """The project's git commit (with "-dirty" for uncommitted changes), or "unknown".
+
+    Asked once per process (two git commands each time were a tenth of a study run's
+    recording): the code a process runs is the code it imported when it started.
+    """
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -372,6 +378,7 @@ def finish_run(
     recorder: tracking.RunRecorder,
     output_dir: Path,
     n_params: int,
+    save_model: Callable[[Path], None] | None = None,
 ) -> RunSummary:
     """Record a trained run's test numbers, loss curve and model, and summarise it.
 
@@ -385,6 +392,8 @@ def finish_run(
         recorder: the run's MLflow record.
         output_dir: where local files go.
         n_params: trainable parameters.
+        save_model: writes the model's ``.keras`` file (default ``model.save``; a replica
+            batch writes its replicas' files faster).
 
     Returns:
         The run's summary.
@@ -401,7 +410,7 @@ def finish_run(
         final_metrics["epochs_to_target"] = float(reached)
     recorder.log_metrics(final_metrics, step=config.trainer.epochs)
     save_loss_curve(result.history, output_dir, recorder, config)
-    record_inputs_and_model(config, data, model, recorder, output_dir)
+    record_inputs_and_model(config, data, model, recorder, output_dir, save_model)
     return RunSummary(
         run_id=recorder.run_id,
         experiment_id=recorder.experiment_id,
@@ -421,10 +430,12 @@ def record_inputs_and_model(
     model: keras.Model,
     recorder: tracking.RunRecorder,
     output_dir: Path,
+    save_model: Callable[[Path], None] | None = None,
 ) -> None:
-    """Save the trained model to ``output_dir/model.keras``, then record the run's dataset
-    inputs and the model (with ``tracking.log_model``: a logged model, or with
-    ``tracking.logged_model=false`` the file as a run artifact).
+    """Save the trained model to ``output_dir/model.keras`` (with ``save_model``, default
+    ``model.save``), then record the run's dataset inputs and the model (with
+    ``tracking.log_model``: a logged model, or with ``tracking.logged_model=false`` the file
+    as a run artifact).
 
     Called once the run's metrics are logged: should the store refuse either record (full
     disk, a server that says no), the run still has its metrics and the model file, and
@@ -432,7 +443,7 @@ def record_inputs_and_model(
     """
     keep_model = config.tracking.enabled and config.tracking.log_model
     if keep_model:
-        model.save(output_dir / "model.keras")
+        (save_model or model.save)(output_dir / "model.keras")
     recorder.log_datasets(
         {
             "train": tracking.DatasetSplit(data.train.x, data.train.y),

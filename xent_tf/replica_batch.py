@@ -1,9 +1,7 @@
 """A replica batch: the runs of several configs that can share one graph, trained together.
 
-Which configs can share a graph is decided by ``graph_key``: everything of the config but the
-seed, the learning rate, the schedule, the output initialisation, the range test's choice of
-rate and the accuracy target must be equal (same data, architecture, loss, optimizer kind and
-settings, batch size, epochs, device). ``group_jobs`` never merges anything else.
+Which configs can share a graph is decided by ``replica_groups.graph_key`` (re-exported here);
+``replica_groups.group_jobs`` never merges configs that cannot.
 
 ``train_batch`` trains one batch with ``replicas.ReplicaTrainer`` and ``record_outcome`` turns
 each replica into the MLflow run its config would have had alone: the same params, per-epoch
@@ -12,10 +10,10 @@ metrics, range-test records, loss curve, model file and log, plus tags naming th
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import io
 import logging
 import os
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +30,11 @@ from xent_tf.build import (
     schedule_rates,
     tensor_splits,
 )
-from xent_tf.config import Config, MlpConfig
+from xent_tf.config import Config, ModelConfig
 from xent_tf.data import Dataset
+from xent_tf.losses import LossSpec
 from xent_tf.lr_finder import RangeTestResult, region_rates
+from xent_tf.models import saturate_output_layer
 from xent_tf.pipeline import (
     RunSummary,
     finish_run,
@@ -45,6 +45,7 @@ from xent_tf.pipeline import (
     recorded_run,
     save_loss_curve,
 )
+from xent_tf.replica_groups import PER_REPLICA_FIELDS, graph_key, group_jobs, replicable
 from xent_tf.replicas import (
     OptimizerRule,
     ReplicaFit,
@@ -58,71 +59,26 @@ from xent_tf.training import Evaluation, NonFiniteLossError, steps_per_epoch
 
 log = logging.getLogger(__name__)
 
-# Config fields a replica may have of its own; every other field must match across a batch.
-PER_REPLICA_FIELDS = (
-    "seed",
-    "optimizer.learning_rate",
-    "schedule",
-    "model.output_init",
-    "model.saturation_scale",
-    "lr_find.use",
-    "trainer.target_val_acc",
-    "trainer.verbose",
-)
+__all__ = [
+    "BATCH_SIZE_TAG",
+    "BATCH_TAG",
+    "PER_REPLICA_FIELDS",
+    "ModelFiles",
+    "ReplicaOutcome",
+    "TrainedBatch",
+    "check_memory",
+    "graph_key",
+    "group_jobs",
+    "initial_weights",
+    "record_outcome",
+    "replicable",
+    "replicas_initial_weights",
+    "train_batch",
+]
+
 # Tags that say which batch trained a run.
 BATCH_TAG = "xent.replica_batch"
 BATCH_SIZE_TAG = "xent.replicas"
-
-
-def graph_key(config: Config) -> str:
-    """What a replica batch's graph depends on: the config without its per-replica fields.
-
-    Args:
-        config: a job's validated config.
-
-    Returns:
-        A string equal for two configs exactly when they can train as replicas of one batch.
-    """
-    tree = dataclasses.asdict(config)
-    for dotted in PER_REPLICA_FIELDS:
-        *parents, leaf = dotted.split(".")
-        node = tree
-        for parent in parents:
-            node = node[parent]
-        node.pop(leaf, None)
-    return json.dumps(tree, sort_keys=True)
-
-
-def replicable(config: Config) -> bool:
-    """Whether the replica trainer can stack this config's model and optimizer (an MLP with a
-    plain Adam or SGD; ``replicas.OptimizerRule`` checks the optimizer again when it builds)."""
-    return isinstance(config.model, MlpConfig) and config.optimizer.name in ("adam", "sgd")
-
-
-def group_jobs(configs: Sequence[Config | None], max_replicas: int) -> list[list[int]]:
-    """Group job indices into replica batches.
-
-    Args:
-        configs: each job's config, None for a job that is not to be trained (invalid).
-        max_replicas: most replicas in one batch; a larger group is cut into several.
-
-    Returns:
-        Batches of indices into ``configs``, in order of first appearance; a batch may hold one.
-    """
-    if max_replicas < 1:
-        raise ValueError(f"max_replicas={max_replicas} must be >= 1")
-    groups: dict[str, list[int]] = {}
-    for index, config in enumerate(configs):
-        if config is None:
-            continue
-        # Only the MLP is stacked; a user model (model=keras) runs as a job of its own.
-        key = graph_key(config) if replicable(config) else f"job {index}"
-        groups.setdefault(key, []).append(index)
-    return [
-        members[start : start + max_replicas]
-        for members in groups.values()
-        for start in range(0, len(members), max_replicas)
-    ]
 
 
 @dataclass
@@ -146,6 +102,91 @@ class ReplicaOutcome:
     error: str | None = None
 
 
+class ModelFiles:
+    """Writes ``.keras`` files of one architecture with different weights, Keras saving once.
+
+    A ``.keras`` file is a zip of ``config.json``, ``metadata.json`` and ``model.weights.h5``;
+    for models of one architecture only the weights' bytes differ, at the same offsets of the
+    HDF5 file. Keras saves the template once, with a distinct marker value in every weight, so
+    each weight's bytes are found by their content; each model's file is then that file with
+    the weights' bytes replaced. Keras's own save cost more than all of a replica's other
+    records. When the weights file is not laid out that way (compressed or chunked datasets,
+    another Keras), every file is saved by Keras.
+    """
+
+    _WEIGHTS_FILE = "model.weights.h5"
+
+    def __init__(self, template: keras.Model, scratch: Path) -> None:
+        """Args:
+        template: a model of the architecture (its weights are restored after the marker save).
+        scratch: a directory for the marker save (the file is removed).
+        """
+        self._entries: dict[str, bytes] = {}
+        self._offsets: list[int] = []
+        kept = template.get_weights()
+        markers = [
+            (np.arange(w.size, dtype=np.float32) + 100_000 * (i + 1)).reshape(w.shape)
+            for i, w in enumerate(kept)
+        ]
+        path = scratch / "architecture.keras"
+        try:
+            template.set_weights(markers)
+            template.save(path)
+        finally:
+            template.set_weights(kept)
+        with zipfile.ZipFile(path) as archive:
+            self._entries = {name: archive.read(name) for name in archive.namelist()}
+        path.unlink()
+        offsets = self._weight_offsets(self._entries.get(self._WEIGHTS_FILE, b""), markers)
+        self._offsets = offsets if offsets is not None else []
+        self._shapes = [m.shape for m in markers]
+
+    @staticmethod
+    def _weight_offsets(h5_bytes: bytes, markers: Sequence[np.ndarray]) -> list[int] | None:
+        """Where each weight's float32 bytes start in the weights file (None: not found)."""
+        import h5py
+
+        if not h5_bytes:
+            return None
+        found: dict[int, int] = {}
+        with h5py.File(io.BytesIO(h5_bytes), "r") as weights:
+            datasets: list[h5py.Dataset] = []
+            weights.visititems(
+                lambda _, item: datasets.append(item) if isinstance(item, h5py.Dataset) else None
+            )
+            for dataset in datasets:
+                offset = dataset.id.get_offset()
+                if offset is None or dataset.dtype != np.dtype("<f4") or dataset.size == 0:
+                    return None
+                values = dataset[()]
+                index = round(float(values.reshape(-1)[0]) / 100_000) - 1
+                if not 0 <= index < len(markers) or not np.array_equal(values, markers[index]):
+                    return None
+                found[index] = offset
+        if sorted(found) != list(range(len(markers))):
+            return None
+        return [found[i] for i in range(len(markers))]
+
+    def save(self, model: keras.Model, weights: Sequence[np.ndarray], path: Path) -> None:
+        """Write ``model`` (of the template's architecture, holding ``weights``) to ``path``.
+
+        Args:
+            model: the model, saved by Keras when the fast path is not available.
+            weights: its weights in ``get_weights()`` order.
+            path: the ``.keras`` file to write.
+        """
+        if not self._offsets or [w.shape for w in weights] != self._shapes:
+            model.save(path)
+            return
+        h5 = bytearray(self._entries[self._WEIGHTS_FILE])
+        for offset, weight in zip(self._offsets, weights, strict=True):
+            data = np.ascontiguousarray(weight, dtype="<f4").tobytes()
+            h5[offset : offset + len(data)] = data
+        with zipfile.ZipFile(path, "w") as archive:
+            for name, content in self._entries.items():
+                archive.writestr(name, bytes(h5) if name == self._WEIGHTS_FILE else content)
+
+
 @dataclass
 class TrainedBatch:
     """A trained replica batch: each replica's outcome and the trainer holding its weights."""
@@ -155,11 +196,19 @@ class TrainedBatch:
     n_params: int
     trainer: ReplicaTrainer
     outcomes: list[ReplicaOutcome]
+    _files: ModelFiles | None = None
 
     def model(self, replica: int) -> keras.Model:
         """Replica ``replica``'s trained model as a Keras model (one model object serves every
         replica in turn: save it before asking for the next)."""
         return self.trainer.export(replica)
+
+    def save_model(self, replica: int, path: Path) -> None:
+        """Write replica ``replica``'s trained model to the ``.keras`` file ``path``."""
+        model = self.model(replica)
+        if self._files is None:
+            self._files = ModelFiles(model, path.parent)
+        self._files.save(model, self.trainer.weights(replica), path)
 
 
 def train_batch(configs: Sequence[Config], memory_bytes: int | None = None) -> TrainedBatch:
@@ -183,23 +232,25 @@ def train_batch(configs: Sequence[Config], memory_bytes: int | None = None) -> T
     log.info("training %d replicas in one graph on %s", len(configs), device.description)
     data = build_dataset(first.data)
     spec = build_loss(first.loss, data)
-    models = [build_model(config.model, data, spec, config.seed) for config in configs]
+    template = build_model(first.model, data, spec, first.seed)
     # All replicas live on the one device: fail now, saying how many fit, rather than mid-run.
     check_memory(
         len(configs),
         len(data.train),
         max(len(data.train), len(data.val), len(data.test)),
         data.n_features,
-        [layer.units for layer in dense_layers(models[0])],
+        [layer.units for layer in dense_layers(template)],
         memory_bytes if memory_bytes is not None else available_memory(),
     )
-    n_params = int(models[0].count_params())
+    weights = replicas_initial_weights(template, configs, data, spec)
+    n_params = int(template.count_params())
     seeds = [config.seed for config in configs]
     epochs, batch_size = first.trainer.epochs, first.trainer.batch_size
     with tf.device(device.name):
         train, val, test = tensor_splits(data, spec)
-        trainer = ReplicaTrainer(
-            models,
+        trainer = ReplicaTrainer.from_weights(
+            template,
+            weights,
             spec.loss,
             OptimizerRule.of(build_optimizer(first.optimizer)),
             batch_size,
@@ -246,6 +297,82 @@ def train_batch(configs: Sequence[Config], memory_bytes: int | None = None) -> T
             )
         )
     return TrainedBatch(device, data, n_params, trainer, outcomes)
+
+
+def initial_weights(
+    template: keras.Model, model_config: ModelConfig, data: Dataset, seed: int
+) -> list[np.ndarray]:
+    """The initial weights ``build.build_model`` gives an MLP config, without building a model.
+
+    ``build_model`` seeds Keras (``keras.utils.set_random_seed``) and builds the MLP: each Dense
+    layer creates its kernel and bias initialisers in turn (a random one draws its seed from
+    Python's generator then) and calls them once with its weight shapes. Here the same
+    initialisers are created in the same order after the same seeding and called with the same
+    shapes, then the saturated init is applied as ``build_model`` applies it. Building a Keras
+    model costs several times as much; ``replicas_initial_weights`` checks the two agree.
+
+    Args:
+        template: a model of the config's architecture (``build_model`` of a config of the
+            batch); its weights are left as they were.
+        model_config: the replica's model settings (``output_init``, ``saturation_scale``).
+        data: the data set (training labels for the saturated init).
+        seed: the replica's seed.
+
+    Returns:
+        The weights in the order of ``template.get_weights()``.
+    """
+    keras.utils.set_random_seed(seed)
+    layers = [template.get_layer(layer.name) for layer in dense_layers(template)]
+    initialisers = [
+        (
+            type(layer.kernel_initializer).from_config(layer.kernel_initializer.get_config()),
+            type(layer.bias_initializer).from_config(layer.bias_initializer.get_config()),
+        )
+        for layer in layers
+    ]
+    weights = []
+    for layer, (kernel_init, bias_init) in zip(layers, initialisers, strict=True):
+        weights += [
+            np.asarray(kernel_init(tuple(layer.kernel.shape), layer.kernel.dtype)),
+            np.asarray(bias_init(tuple(layer.bias.shape), layer.bias.dtype)),
+        ]
+    if model_config.output_init == "saturated":
+        kept = template.get_weights()
+        template.set_weights(weights)
+        saturate_output_layer(
+            template, data.train.y, model_config.saturation_scale, seed, layer=layers[-1]
+        )
+        weights = template.get_weights()
+        template.set_weights(kept)
+    return weights
+
+
+def replicas_initial_weights(
+    template: keras.Model, configs: Sequence[Config], data: Dataset, spec: LossSpec
+) -> list[list[np.ndarray]]:
+    """Every replica's initial weights, as ``build.build_model`` gives each config's model.
+
+    ``template`` was built by ``build_model`` from ``configs[0]``: its weights are compared with
+    ``initial_weights`` for that config, and should they differ (a Keras whose layers draw
+    their seeds otherwise), every replica's model is built instead.
+
+    Returns:
+        Per replica, the weights in the order of ``template.get_weights()``.
+    """
+    first = configs[0]
+    if all(
+        np.array_equal(a, b)
+        for a, b in zip(
+            initial_weights(template, first.model, data, first.seed),
+            template.get_weights(),
+            strict=True,
+        )
+    ):
+        return [template.get_weights()] + [
+            initial_weights(template, config.model, data, config.seed) for config in configs[1:]
+        ]
+    log.warning("initial weights differ from build_model's here: building every replica's model")
+    return [build_model(c.model, data, spec, c.seed).get_weights() for c in configs]
 
 
 def record_outcome(
@@ -307,6 +434,7 @@ def record_outcome(
             recorder,
             output_dir,
             batch.n_params,
+            save_model=lambda path: batch.save_model(replica, path),
         )
 
 

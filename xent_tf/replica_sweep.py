@@ -5,7 +5,7 @@ once and hands them here. Each job's config is composed and validated first: an 
 fails, named, before anything trains, and the rest go on; a job whose choices do not fit
 together (``config.NotApplicableError``: bce on multi-class data, when a study sweeps heads over
 data sets) is left out with a warning. Jobs that can share a graph
-(``replica_batch.graph_key``) form batches; each batch trains once and then records one MLflow
+(``replica_groups.graph_key``) form batches; each batch trains once and then records one MLflow
 child run per job through Hydra's own ``run_job`` (so every job keeps its output directory,
 ``.hydra/`` files, log file and callbacks). A batch of one, or a config the replica trainer
 cannot stack, runs as a plain job with the task function. Several units of work are spread over
@@ -36,6 +36,7 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from xent_tf import progress
 from xent_tf.config import Config, NotApplicableError, to_config
+from xent_tf.replica_groups import group_jobs
 from xent_tf.resume import FinishedJob, config_hash, read_finished
 from xent_tf.sweep import PROGRESS_FILE, preload_job_modules
 from xent_tf.worker_pool import WorkerDeath
@@ -56,6 +57,7 @@ class WorkUnit:
         replicated: train them as one replica batch (else: the plain task function).
         name: names the batch in its runs' tags.
         memory_bytes: memory a batch may use (None: what the machine has available).
+        configs: each job's validated config, as planning made it (None: make it again).
     """
 
     jobs: tuple[tuple[int, tuple[str, ...]], ...]
@@ -63,6 +65,7 @@ class WorkUnit:
     replicated: bool
     name: str
     memory_bytes: int | None = None
+    configs: tuple[Config, ...] | None = None
 
 
 _SEED_OVERRIDE = re.compile(r"^seed=(\d+)$")
@@ -83,13 +86,28 @@ class SweepComposer:
         self.config = config
         self._composed: dict[tuple[str, ...], DictConfig] = {}  # by seed-less overrides
         self._jobs: dict[tuple[str, ...], DictConfig] = {}  # by a job's whole overrides
+        self._handed_out: set[tuple[str, ...]] = set()
+
+    def validate(self, overrides: Sequence[str]) -> None:
+        """Compose the job's config now (Hydra's error if it does not), keeping it for
+        ``compose``; nothing is copied."""
+        if tuple(overrides) not in self._jobs:
+            self._jobs[tuple(overrides)] = self._compose(overrides)
 
     def compose(self, number: int, overrides: Sequence[str]) -> DictConfig:
         """The job's composed config, with its Hydra job id and number set."""
-        known = self._jobs.get(tuple(overrides))
+        key = tuple(overrides)
+        known = self._jobs.get(key)
         if known is None:
-            known = self._jobs[tuple(overrides)] = self._compose(overrides)
-        sweep_config = copy.deepcopy(known)
+            known = self._jobs[key] = self._compose(overrides)
+        # A job's own composition is handed out as it is the first time (a deep copy of a
+        # study config is a good part of its start-up); a template other jobs are copied
+        # from, or a job asked for again, is copied.
+        if key in self._handed_out or any(known is t for t in self._composed.values()):
+            sweep_config = copy.deepcopy(known)
+        else:
+            sweep_config = known
+            self._handed_out.add(key)
         with open_dict(sweep_config):
             sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{number}"
             sweep_config.hydra.job.num = number
@@ -213,11 +231,9 @@ def plan_units(
     skipped = sum(r.task_name == "skipped" for r in invalid.values())
     if skipped:
         log.info("%d jobs skipped: their config already FINISHED under the parent run", skipped)
-    if all(c is None for c in configs):
-        # Nothing to train (a finished study resumed): TensorFlow is not even imported.
-        return [], invalid
-    from xent_tf.replica_batch import group_jobs
-
+    # group_jobs places only the jobs to train (configs that are not None); it imports no
+    # TensorFlow, so a finished study resumed never does.
+    typed_configs = {i: c for i, c in enumerate(configs) if c is not None}
     units = []
     for index, members in enumerate(group_jobs(configs, max_replicas), start=1):
         jobs = tuple((initial_job_idx + i, tuple(job_overrides[i])) for i in members)
@@ -228,6 +244,7 @@ def plan_units(
                 len(members) > 1,
                 f"{sweep_name}#{index}",
                 memory_mb * 2**20 if memory_mb > 0 else None,
+                tuple(typed_configs[i] for i in members),
             )
         )
     return units, invalid
@@ -304,7 +321,7 @@ def execute_unit(
     sweep_configs = unit.sweep_configs
 
     def run(sweep_config: DictConfig, task: TaskFunction) -> JobReturn:
-        HydraConfig.instance().set_config(sweep_config)
+        # run_job sets the job's HydraConfig itself (a copy of the hydra node each time).
         return run_job(
             hydra_context=hydra_context,
             task_function=task,
@@ -320,7 +337,8 @@ def execute_unit(
 
     HydraConfig.instance().set_config(sweep_configs[0])
     try:
-        batch = train_batch([_typed(c) for c in sweep_configs], unit.memory_bytes)
+        configs = unit.configs or tuple(_typed(c) for c in sweep_configs)
+        batch = train_batch(list(configs), unit.memory_bytes)
     except NotReplicableError as error:
         log.warning("%s cannot train as replicas (%s): its jobs run one by one", unit.name, error)
         return [run(sweep_config, task_function) for sweep_config in sweep_configs]

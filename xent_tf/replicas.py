@@ -204,15 +204,79 @@ class ReplicaTrainer:
         """
         if not models:
             raise ValueError("models is empty: a replica batch needs at least one model")
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size} must be >= 1")
-        self.layers = dense_layers(models[0])
+        layers = dense_layers(models[0])
         for model in models[1:]:
             other = dense_layers(model)
-            if [(la.name, la.units) for la in other] != [(la.name, la.units) for la in self.layers]:
+            if [(la.name, la.units) for la in other] != [(la.name, la.units) for la in layers]:
                 raise NotReplicableError("the models' architectures differ; replicas need one")
-        self.template = models[0]
-        self.n_replicas = len(models)
+        self._setup(
+            models[0],
+            [[m.get_layer(la.name).get_weights() for la in layers] for m in models],
+            loss,
+            rule,
+            batch_size,
+            from_logits,
+        )
+
+    @classmethod
+    def from_weights(
+        cls,
+        template: keras.Model,
+        weights: Sequence[Sequence[np.ndarray]],
+        loss: keras.losses.Loss,
+        rule: OptimizerRule,
+        batch_size: int,
+        from_logits: bool,
+    ) -> ReplicaTrainer:
+        """K replicas of ``template``'s architecture starting from the given weights.
+
+        Building a Keras model per replica only to read its initial weights costs more than
+        the batch's first epoch; ``replica_batch.initial_weights`` gives them without one.
+
+        Args:
+            template: a model of the architecture (exports clone it).
+            weights: per replica, the weights in the order of ``template.get_weights()``.
+            loss, rule, batch_size, from_logits: as for the constructor.
+
+        Returns:
+            The trainer.
+
+        Raises:
+            NotReplicableError: the template is not a Dense chain.
+            ValueError: no weights, or weights of another shape than the template's.
+        """
+        if not weights:
+            raise ValueError("weights is empty: a replica batch needs at least one replica")
+        layers = dense_layers(template)
+        shapes = [tuple(w.shape) for w in template.get_weights()]
+        per_replica = []
+        for k, replica in enumerate(weights):
+            if [tuple(w.shape) for w in replica] != shapes:
+                raise ValueError(
+                    f"replica {k}'s weights have shapes {[tuple(w.shape) for w in replica]}; "
+                    f"the template's are {shapes}"
+                )
+            pairs = iter(replica)
+            per_replica.append([[next(pairs), next(pairs)] for _ in layers])
+        trainer = cls.__new__(cls)
+        trainer._setup(template, per_replica, loss, rule, batch_size, from_logits)
+        return trainer
+
+    def _setup(
+        self,
+        template: keras.Model,
+        weights: Sequence[Sequence[Sequence[np.ndarray]]],
+        loss: keras.losses.Loss,
+        rule: OptimizerRule,
+        batch_size: int,
+        from_logits: bool,
+    ) -> None:
+        """The state of K replicas of ``template``; ``weights[k][layer]`` is (kernel, bias)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        self.layers = dense_layers(template)
+        self.template = template
+        self.n_replicas = len(weights)
         self.loss = loss
         self.rule = rule
         self.batch_size = batch_size
@@ -220,14 +284,12 @@ class ReplicaTrainer:
         # All of a replica's weights in one row of one variable, (K, P): the optimizer then
         # steps once per batch, not once per kernel and bias (most of a step's op count), and
         # the forward pass views the row as each layer's kernel and bias.
-        widths = [int(models[0].inputs[0].shape[-1]), *(la.units for la in self.layers)]
+        widths = [int(template.inputs[0].shape[-1]), *(la.units for la in self.layers)]
         self._shapes = list(itertools.pairwise(widths))
         self._sizes = [size for a, b in self._shapes for size in (a * b, b)]
         rows = [
-            np.concatenate(
-                [w.reshape(-1) for la in self.layers for w in m.get_layer(la.name).get_weights()]
-            )
-            for m in models
+            np.concatenate([np.reshape(w, -1) for layer in replica for w in layer])
+            for replica in weights
         ]
         self.flat = tf.Variable(np.stack(rows).astype(np.float32))
         self.iterations = tf.Variable(0, dtype=tf.int64)

@@ -719,19 +719,7 @@ def _dataset_inputs(
     splits: Mapping[str, DatasetSplit], name: str, source: Mapping[str, str]
 ) -> list[DatasetInput]:
     """One MLflow dataset input per split (its context), digested from its arrays."""
-    inputs = []
-    for split, data in splits.items():
-        dataset = from_numpy(
-            data.features,
-            source=CodeDatasetSource(tags=dict(source)),
-            targets=data.targets,
-            name=name,
-            digest=array_digest(data.features, data.targets),
-        )
-        inputs.append(
-            DatasetInput(dataset._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, split)])
-        )
-    return inputs
+    return [_dataset_input(split, data, name, source) for split, data in splits.items()]
 
 
 # The fields of an MLflow dataset entity, as kept in a spool record.
@@ -766,6 +754,40 @@ def _log_dataset_inputs(client: MlflowClient, run_id: str, inputs: list[DatasetI
             duplicate = "unique constraint" in str(error).lower()
             if not duplicate or attempt == _DATASET_ATTEMPTS - 1:
                 raise
+
+
+# The dataset inputs this process built, by the arrays' identity and the name and source: the
+# runs of a study (a replica batch's above all) log the same arrays, and building an input
+# (hashing the arrays, inferring their schema) cost more than sending it.
+_built_dataset_inputs: dict[tuple[object, ...], tuple[DatasetSplit, DatasetInput]] = {}
+_MAX_DATASET_INPUTS = 32
+
+
+def _dataset_input(
+    split: str, data: DatasetSplit, name: str, source: Mapping[str, str]
+) -> DatasetInput:
+    """One split as an MLflow dataset input (its context is the split's name)."""
+    key = (split, id(data.features), id(data.targets), name, tuple(sorted(source.items())))
+    known = _built_dataset_inputs.get(key)
+    # The arrays are kept with the entry, so an id in a key cannot be another array's.
+    if (
+        known is not None
+        and known[0].features is data.features
+        and known[0].targets is data.targets
+    ):
+        return known[1]
+    dataset = from_numpy(
+        data.features,
+        source=CodeDatasetSource(tags=dict(source)),
+        targets=data.targets,
+        name=name,
+        digest=array_digest(data.features, data.targets),
+    )
+    built = DatasetInput(dataset._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, split)])
+    if len(_built_dataset_inputs) >= _MAX_DATASET_INPUTS:
+        _built_dataset_inputs.clear()
+    _built_dataset_inputs[key] = (data, built)
+    return built
 
 
 @dataclass
@@ -809,6 +831,19 @@ def fit_run_name(name: str) -> str:
         return name
     digest = hashlib.sha1(name.encode()).hexdigest()[:8]
     return f"{name[: _MAX_RUN_NAME - 12]}...{digest}"
+
+
+# Experiment ids this process looked up or created, by (tracking URI, name): a study's runs
+# would otherwise ask the store for the same id once per run.
+_experiment_ids: dict[tuple[str, str], str] = {}
+
+
+def _experiment_id(client: MlflowClient, tracking_uri: str, name: str, refresh: bool) -> str:
+    """``get_or_create_experiment``, asked once per process and store (``refresh``: ask again)."""
+    key = (tracking_uri, name)
+    if refresh or key not in _experiment_ids:
+        _experiment_ids[key] = get_or_create_experiment(client, name)
+    return _experiment_ids[key]
 
 
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:
@@ -943,8 +978,17 @@ def open_run(
     if parent_run_id:
         initial_tags["mlflow.parentRunId"] = parent_run_id
     with _authorised(tracking_uri, f"create a run in experiment {experiment_name!r}"):
-        experiment_id = get_or_create_experiment(client, experiment_name)
-        run = client.create_run(experiment_id, run_name=fit_run_name(run_name), tags=initial_tags)
+        experiment_id = _experiment_id(client, tracking_uri, experiment_name, refresh=False)
+        try:
+            run = client.create_run(
+                experiment_id, run_name=fit_run_name(run_name), tags=initial_tags
+            )
+        except mlflow.exceptions.MlflowException:
+            # The experiment this process knew was deleted (or the store replaced) since.
+            experiment_id = _experiment_id(client, tracking_uri, experiment_name, refresh=True)
+            run = client.create_run(
+                experiment_id, run_name=fit_run_name(run_name), tags=initial_tags
+            )
     recorder = MlflowRun(client, run.info.run_id, experiment_id, tracking_uri)
     if spool_dir is not None:
         recorder.spool = SpoolWriter(

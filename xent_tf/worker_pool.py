@@ -123,9 +123,13 @@ def run_tasks(
         worker.connection.send_bytes(cloudpickle.dumps(tasks[index]))
 
     try:
-        for _ in range(min(n_workers, len(tasks))):
-            workers.append(start_worker())
-            hand_out(workers[-1])
+        # Every worker starts (and imports what its initializer imports) before the first
+        # task is handed out: handing out blocks until the worker reads its task, which it
+        # does only once started, and a task larger than the pipe's buffer would otherwise
+        # hold the next worker's start until the previous one has imported TensorFlow.
+        workers.extend(start_worker() for _ in range(min(n_workers, len(tasks))))
+        for worker in workers:
+            hand_out(worker)
         while len(results) < len(tasks):
             busy = [w for w in workers if w.task is not None]
             ready = wait([w.connection for w in busy] + [w.process.sentinel for w in busy])

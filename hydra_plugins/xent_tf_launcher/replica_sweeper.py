@@ -43,4 +43,4 @@ class ReplicaSweeper(BasicSweeper):
         assert self.hydra_context is not None and self.config is not None
         composer = shared_composer(self.hydra_context, self.config)
         for overrides in batch:
-            composer.compose(0, overrides)
+            composer.validate(overrides)

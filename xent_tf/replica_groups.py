@@ -1,0 +1,80 @@
+"""Which of a sweep's jobs can train as replicas of one graph (no TensorFlow here).
+
+A config's ``graph_key`` is everything of it but the fields a replica may have of its own (the
+seed, the learning rate, the schedule, the output initialisation, the range test's choice of
+rate and the accuracy target): same data, architecture, loss, optimizer kind and settings,
+batch size, epochs and device. ``group_jobs`` never merges configs whose keys differ. The
+replica launcher groups a sweep's jobs in the launching process, which never imports
+TensorFlow (importing it there cost a study's start-up seconds): hence this module of its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+
+from xent_tf.config import Config, MlpConfig
+
+# Config fields a replica may have of its own; every other field must match across a batch.
+PER_REPLICA_FIELDS = (
+    "seed",
+    "optimizer.learning_rate",
+    "schedule",
+    "model.output_init",
+    "model.saturation_scale",
+    "lr_find.use",
+    "trainer.target_val_acc",
+    "trainer.verbose",
+)
+
+
+def graph_key(config: Config) -> str:
+    """What a replica batch's graph depends on: the config without its per-replica fields.
+
+    Args:
+        config: a job's validated config.
+
+    Returns:
+        A string equal for two configs exactly when they can train as replicas of one batch.
+    """
+    tree = dataclasses.asdict(config)
+    for dotted in PER_REPLICA_FIELDS:
+        *parents, leaf = dotted.split(".")
+        node = tree
+        for parent in parents:
+            node = node[parent]
+        node.pop(leaf, None)
+    return json.dumps(tree, sort_keys=True)
+
+
+def replicable(config: Config) -> bool:
+    """Whether the replica trainer can stack this config's model and optimizer (an MLP with a
+    plain Adam or SGD; ``replicas.OptimizerRule`` checks the optimizer again when it builds)."""
+    return isinstance(config.model, MlpConfig) and config.optimizer.name in ("adam", "sgd")
+
+
+def group_jobs(configs: Sequence[Config | None], max_replicas: int) -> list[list[int]]:
+    """Group job indices into replica batches.
+
+    Args:
+        configs: each job's config, None for a job that is not to be trained (invalid).
+        max_replicas: most replicas in one batch; a larger group is cut into several.
+
+    Returns:
+        Batches of indices into ``configs``, in order of first appearance; a batch may hold one.
+    """
+    if max_replicas < 1:
+        raise ValueError(f"max_replicas={max_replicas} must be >= 1")
+    groups: dict[str, list[int]] = {}
+    for index, config in enumerate(configs):
+        if config is None:
+            continue
+        # Only the MLP is stacked; a user model (model=keras) runs as a job of its own.
+        key = graph_key(config) if replicable(config) else f"job {index}"
+        groups.setdefault(key, []).append(index)
+    return [
+        members[start : start + max_replicas]
+        for members in groups.values()
+        for start in range(0, len(members), max_replicas)
+    ]
