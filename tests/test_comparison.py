@@ -176,6 +176,7 @@ def _mse_vs_ce_runs(ce_epochs: list[int], mse_epochs: list[int], init: str) -> l
                 "optimizer.name": "sgd",
                 "model.output_init": init,
                 "trainer.target_val_acc": "0.9",
+                "data.majority_share": "0.5",  # target: 0.5 + 0.875 x (0.95 - 0.5) = 0.894
             }
             runs.append(_run(seed, params, val_acc=acc))
     return runs

@@ -318,13 +318,16 @@ def _evaluate_binary_vs_categorical(
 # --- C12: MSE vs cross-entropy -----------------------------------------------------------
 
 # The accuracy target of C12's "epochs to target", measured per data set and optimizer rather
-# than set by hand: TARGET_SHARE of the way from guessing the majority class up to the accuracy
-# both losses reach (the lower of the two losses' mean final val accuracy from the standard
-# init), so the target measures speed, not which loss ends higher, and neither loss is censored
-# by construction. Rule changed after seeing results: the targets used to be set by hand per
-# data set (0.9 on reference, 0.65 on multiclass); 0.875 was chosen because it gives 0.9 on
-# the reference data, as before (multiclass, SGD: 0.62 instead of 0.65). Tested on constructed
-# inputs in tests/test_studies.py.
+# than set by hand: TARGET_SHARE of the way from guessing the majority class up to what the
+# better of the two losses reaches (the higher of their mean final val accuracies from the
+# standard init), whichever loss that is: the rule does not favour cross-entropy by name, and a
+# loss that never reaches the target is censored, as CLAIMS.md's protocol says.
+# Rules changed after seeing results: the targets used to be set by hand per data set (0.9 on
+# reference, 0.65 on multiclass); 0.875 was chosen because it gives 0.9 on the reference data.
+# A first version took the *lower* of the two means ("what both reach"); it makes the target
+# collapse to the majority share when one loss does not learn at all (every run then reaches it
+# at epoch 1: a tie that hides the claim), so it was replaced by the higher one. Tested on
+# constructed inputs in tests/test_studies.py and tests/test_comparison.py.
 TARGET_SHARE = 0.875
 _CE_LOSSES = ("ce", "bce", "cce", "sparse_cce")
 
@@ -334,7 +337,7 @@ def derived_target(majority: float, reached: float) -> float:
 
     Args:
         majority: the share of the most common class (the accuracy of always guessing it).
-        reached: the accuracy both losses reach (their lower mean final val accuracy).
+        reached: what the better loss reaches (the higher mean final val accuracy).
 
     Returns:
         The target, rounded to 3 decimals; nan when either input is not a number.
@@ -355,7 +358,7 @@ class AccuracyTarget:
     def describe(self) -> str:
         return (
             f"target {self.value:g} = majority {self.majority:.3f} + {TARGET_SHARE:g} x "
-            f"(reached {self.reached:.3f} - majority), reached = the lower of the two losses' "
+            f"(reached {self.reached:.3f} - majority), reached = the higher of the two losses' "
             "mean final val acc from the standard init"
         )
 
@@ -369,7 +372,7 @@ def accuracy_target(variants: Sequence[Variant], data: str, optimizer: str) -> A
         found = _find(variants, loss__name=losses, **common)
         values = list(found[0].per_seed(final_val_acc).values()) if found else []
         means.append(sum(values) / len(values) if values else math.nan)
-    reached = min(means) if all(math.isfinite(m) for m in means) else math.nan
+    reached = max(means) if all(math.isfinite(m) for m in means) else math.nan
     shares = {v.param("data.majority_share") for v in _find(variants, data__name=data)} - {""}
     majority = float(next(iter(shares))) if len(shares) == 1 else math.nan
     return AccuracyTarget(derived_target(majority, reached), majority, reached)

@@ -62,8 +62,8 @@ def test_ray_launcher_runs_a_study_whose_jobs_find_their_parent_without_the_swee
     assert records.parent.info.status == "FINISHED"
     assert records.statuses == {"FINISHED": 4}
     assert sorted((r.data.tags["loss"], r.data.tags["seed"]) for r in records.children) == [
-        ("bce", "0"),
-        ("bce", "1"),
+        ("ce", "0"),
+        ("ce", "1"),
         ("mse", "0"),
         ("mse", "1"),
     ]

@@ -25,7 +25,7 @@ def test_sixteen_parallel_jobs_log_every_run_point_and_artifact_to_the_server(
     assert records.parent.info.status == "FINISHED"
     assert records.statuses == {"FINISHED": PG_STUDY_JOBS}
     seeds = sorted((r.data.tags["loss"], int(r.data.tags["seed"])) for r in records.children)
-    assert seeds == [(loss, seed) for loss in ("bce", "mse") for seed in range(8)]
+    assert seeds == [(loss, seed) for loss in ("ce", "mse") for seed in range(8)]
     # The jobs really ran in parallel worker processes, each logging itself over HTTP.
     assert len({r.data.tags["pid"] for r in records.children}) == 2
     assert all(r.info.artifact_uri.startswith("mlflow-artifacts:") for r in records.children)
