@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -47,16 +48,22 @@ def tiny_overrides(dataset: str | None = None) -> list[str]:
 
 
 def run_study(
-    name: str, seeds: list[int], uri: str, sweep_dir: Path, dataset: str | None = None
+    name: str,
+    seeds: list[int],
+    uri: str,
+    sweep_dir: Path,
+    dataset: str | None = None,
+    fixed: Sequence[str] = (),
 ) -> str:
     """Run every variant x seed of ``+experiment=name`` (on ``dataset``: ``data=<it>``
-    instead of the study's own data) and return the parent run id."""
-    base = [f"+experiment={name}", *tiny_overrides(dataset), f"tracking.uri={uri}"]
+    instead of the study's own data; ``fixed``: overrides that replace a swept key) and return
+    the parent run id."""
+    base = [f"+experiment={name}", *tiny_overrides(dataset), *fixed, f"tracking.uri={uri}"]
     cfg = compose_config(base)
     hydra_cfg = compose_config_with_hydra(base, sweep_dir)
     callback = MlflowSweepCallback()
     callback.on_multirun_start(hydra_cfg)
-    pinned = {"data"} if dataset else set()
+    pinned = {o.split("=", 1)[0] for o in fixed} | ({"data"} if dataset else set())
     params = {
         k: str(v).split(",")
         for k, v in cfg_sweeper_params(hydra_cfg).items()
@@ -97,19 +104,25 @@ def cfg_sweeper_params(cfg) -> dict[str, str]:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize(
-    ("study", "n_variants", "claims"),
+    ("study", "n_variants", "claims", "fixed"),
     [
-        ("binary_vs_categorical", 5, {"C8"}),
-        ("mse_vs_ce", 16, {"C12", "C12b"}),
-        ("lr_sweep", 4, {"C13"}),
-        ("annealing", 5, {"C15"}),
-        ("lr_range_test", 3, {"C14"}),
+        ("binary_vs_categorical", 5, {"C8"}, ()),
+        # one data set: the wiring is the same for both (16 variants with both)
+        ("mse_vs_ce", 8, {"C12", "C12b"}, ("data=reference",)),
+        ("lr_sweep", 4, {"C13"}, ()),
+        ("annealing", 5, {"C15"}, ()),
+        ("lr_range_test", 3, {"C14"}, ()),
     ],
 )
 def test_study_runs_end_to_end_and_reports(
-    study: str, n_variants: int, claims: set[str], tracking_uri: str, tmp_path: Path
+    study: str,
+    n_variants: int,
+    claims: set[str],
+    fixed: tuple[str, ...],
+    tracking_uri: str,
+    tmp_path: Path,
 ) -> None:
-    parent_id = run_study(study, [0, 1], tracking_uri, tmp_path / "sweep")
+    parent_id = run_study(study, [0, 1], tracking_uri, tmp_path / "sweep", fixed=fixed)
     client = MlflowClient(tracking_uri)
     parent = client.get_run(parent_id)
     assert parent.info.status == "FINISHED"

@@ -47,7 +47,7 @@ def test_sixteen_parallel_jobs_log_every_run_point_and_artifact_to_the_server(
     assert parent_files >= PARENT_ARTIFACTS
     assert records.parent.data.tags["verdict.C12"] in {"holds", "contradicted", "inconclusive"}
     report = (pg_study.sweep_dir / "report.md").read_text()
-    assert "8/8" in report and "loss=bce" in report and "loss=mse" in report
+    assert "8/8" in report and "loss=ce" in report and "loss=mse" in report
     print(
         f"\n[pg study] {len(records.children)} runs, {records.total_points} metric points, "
         f"{len(parent_files)} parent artifacts, sweep {pg_study.result.seconds:.1f} s"
