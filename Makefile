@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-scale run test lint bench ui server sync reproduce clean
+.PHONY: install install-scale run test test-unit test-integration lint bench ui server sync reproduce clean
 
 install: $(STAMP)
 
@@ -31,10 +31,17 @@ $(SCALE_STAMP): $(STAMP)
 run: install
 	$(BIN)/python experiments/run.py $(ARGS)
 
-# Unit and integration tests (PostgreSQL, mlflow server, Ray, Chromium: see tests/integration);
-# ARGS='-m "not integration"' leaves the integration tests out.
-test: install-scale
-	$(BIN)/python -m pytest -q $(ARGS)
+# Unit tests on both cores (pytest-xdist: each test file's tests in either of two processes),
+# then the integration tests one at a time (PostgreSQL, mlflow server, Ray, Chromium: see
+# tests/integration; they time servers and killed workers, so they get the machine to
+# themselves). ARGS go to both (e.g. ARGS='-k ledger'); test-unit / test-integration run one.
+test: test-unit test-integration
+
+test-unit: install-scale
+	$(BIN)/python -m pytest -q -n 2 -m "not integration" $(ARGS)
+
+test-integration: install-scale
+	$(BIN)/python -m pytest -q -m integration $(ARGS)
 
 lint: install
 	$(BIN)/ruff check xent_tf experiments tests benchmarks hydra_plugins
