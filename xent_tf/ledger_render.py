@@ -161,16 +161,7 @@ def render_markdown(ledger: Ledger) -> str:
         "",
         f"{len(ledger.results)} claims of CLAIMS.md: {_count_line(ledger)}. Every verdict is a "
         "rule applied to the numbers measured for it; the rule is shown next to it.",
-        "",
-        "| claim | what the tutorial says | what was measured | verdict | rule | from |",
-        "|---|---|---|---|---|---|",
     ]
-    for r in ledger.results:
-        source = r.source or "computed in this ledger run"
-        lines.append(
-            f"| {r.claim} {_md(r.title)} | {_md(r.says)} | {_md(r.measured)} | "
-            f"**{r.verdict}** | {_md(r.rule)} | {_md(source)} {_md_links(ledger.links(r))} |"
-        )
     if ledger.datasets:
         header = dataset_header(ledger)
         lines += [
@@ -183,6 +174,18 @@ def render_markdown(ledger: Ledger) -> str:
         ]
         lines.append("|" + "---|" * len(header))
         lines += ["| " + " | ".join(row) + " |" for row in dataset_rows(ledger)]
+    lines += [
+        *(["", "## Every claim"] if ledger.datasets else []),
+        "",
+        "| claim | what the tutorial says | what was measured | verdict | rule | from |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in ledger.results:
+        source = r.source or "computed in this ledger run"
+        lines.append(
+            f"| {r.claim} {_md(r.title)} | {_md(r.says)} | {_md(r.measured)} | "
+            f"**{r.verdict}** | {_md(r.rule)} | {_md(source)} {_md_links(ledger.links(r))} |"
+        )
     if ledger.stability:
         lines += ["", "## Stability", "", "| " + " | ".join(STABILITY_HEADER) + " |"]
         lines.append("|" + "---|" * len(STABILITY_HEADER))
@@ -232,10 +235,6 @@ def render_html(ledger: Ledger) -> str:
         "<h1>Claims ledger</h1>",
         f"<p>{len(ledger.results)} claims of CLAIMS.md: {e(_count_line(ledger))}. Every verdict "
         "is a rule applied to the numbers measured for it; the rule is shown next to it.</p>",
-        "<table><thead><tr><th>claim</th><th>what the tutorial says</th><th>what was measured"
-        "</th><th>verdict</th><th>rule</th><th>from</th></tr></thead><tbody>"
-        + "".join(rows)
-        + "</tbody></table>",
     ]
     if ledger.datasets:
         body.append(
@@ -254,6 +253,13 @@ def render_html(ledger: Ledger) -> str:
             )
             + "</tbody></table>"
         )
+    body.append(
+        ("<h2>Every claim</h2>" if ledger.datasets else "")
+        + "<table><thead><tr><th>claim</th><th>what the tutorial says</th><th>what was measured"
+        "</th><th>verdict</th><th>rule</th><th>from</th></tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
+    )
     if ledger.stability:
         body.append(
             "<h2>Stability</h2><table><thead><tr>"

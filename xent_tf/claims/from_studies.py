@@ -243,12 +243,13 @@ def evaluate_study_claim(
     if evidence.parent is not None:
         address = tracking.ui_address(evidence.tracking_uri)
         parent = evidence.parent
+        name = f"{evidence.study} on {evidence.dataset}" if evidence.dataset else evidence.study
         links = (
             Link(
-                f"{evidence.study} sweep {parent.run_id[:8]}",
+                f"{name} sweep {parent.run_id[:8]}",
                 tracking.run_url(parent.experiment_id, parent.run_id, address),
             ),
-            Link(f"{evidence.study} runs", tracking.experiment_url(parent.experiment_id, address)),
+            Link(f"{name} runs", tracking.experiment_url(parent.experiment_id, address)),
         )
     if not checks:
         reason = evidence.problem or f"the study reported no {claim} check"
