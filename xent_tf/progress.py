@@ -133,17 +133,11 @@ class SweepProgress:
             self.done += 1
             return self.done, 0
         try:
-            with _locked(self.state_file) as handle:
-                text = handle.read()
-                state = json.loads(text) if text.strip() else {"done": 0}
-                state["done"] = int(state["done"]) + 1
-                handle.seek(0)
-                handle.truncate()
-                handle.write(json.dumps(state))
+            state = _add_to_state(self.state_file, "done", 1)
         except (OSError, ValueError, KeyError):  # e.g. a Ray node without the sweep dir
             self.done += 1
             return self.done, 0
-        return state["done"], int(state.get("left_out", 0))
+        return state["done"], int(state["left_out"])
 
 
 def leave_out(state_file: Path, count: int) -> None:
@@ -154,13 +148,27 @@ def leave_out(state_file: Path, count: int) -> None:
         state_file: the sweep's count file (``sweep.PROGRESS_FILE`` in its directory).
         count: jobs left out.
     """
-    with contextlib.suppress(OSError, ValueError, KeyError), _locked(state_file) as handle:
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        _add_to_state(state_file, "left_out", count)
+
+
+def _add_to_state(state_file: Path, key: str, count: int) -> dict[str, int]:
+    """Add ``count`` to ``key`` of the shared count file, under its lock.
+
+    Returns:
+        The state as written ({"done": ..., "left_out": ...}).
+
+    Raises:
+        OSError, ValueError, KeyError: the file cannot be read or written as a count file.
+    """
+    with _locked(state_file) as handle:
         text = handle.read()
-        state = json.loads(text) if text.strip() else {"done": 0}
-        state["left_out"] = int(state.get("left_out", 0)) + count
+        state = {"done": 0, "left_out": 0, **(json.loads(text) if text.strip() else {})}
+        state[key] = int(state[key]) + count
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps(state))
+    return state
 
 
 @contextlib.contextmanager

@@ -33,9 +33,12 @@ def covers_datasets(records: Sequence[RunRecord], definition: Mapping[str, str])
     """Whether a sweep's runs are on exactly the data sets of the study's definition (any,
     when the definition does not name them)."""
     wanted = definition.get(DATA_SETS_KEY)
-    return wanted is None or wanted == ",".join(
-        sorted({str(r.params.get("data.name")) for r in records})
-    )
+    return wanted is None or wanted == _datasets_of(records)
+
+
+def _datasets_of(records: Sequence[RunRecord]) -> str:
+    """The data sets a sweep's runs are on, as a definition names them ("multiclass,reference")."""
+    return ",".join(sorted({str(r.params.get("data.name")) for r in records}))
 
 
 def study_problem(
@@ -71,7 +74,7 @@ def study_problem(
     if not records:
         return "no child runs"
     if not covers_datasets(records, definition):
-        found = ",".join(sorted({str(r.params.get("data.name")) for r in records}))
+        found = _datasets_of(records)
         return f"its runs are on data set(s) {found}, the study's are {definition[DATA_SETS_KEY]}"
     for record in records:
         differing = {
