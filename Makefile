@@ -100,8 +100,10 @@ sync: install
 	$(BIN)/python $(ROOT)experiments/report.py --sync "$(DIR)"
 
 # Every comparison study with its default 10 seeds (replica batches), then the claims ledger, which reads those
-# studies from the same store and prints the verdict table (C1-C16).
-# ARGS go to every command, e.g. make reproduce ARGS="tracking.uri=sqlite:////abs/store.db";
+# studies from the same store and prints the verdict table (C1-C16). One process runs them all
+# (experiments/reproduce.py: each study as `run.py -m +experiment=STUDY` would, with one pool of
+# worker processes for every study), so TensorFlow is imported once per worker, not per study.
+# ARGS go to every step, e.g. make reproduce ARGS="tracking.uri=sqlite:////abs/store.db";
 # STUDY_ARGS to the study sweeps only, e.g. 3 seeds: STUDY_ARGS="seed=0,1,2" ARGS="claims.seeds=3".
 # +resume=matching: started again after an interruption (Ctrl-C, a crash, a killed process), each
 # study continues its newest sweep with the same study definition and trains only the jobs that
@@ -111,11 +113,8 @@ sync: install
 STUDIES := binary_vs_categorical mse_vs_ce lr_sweep lr_range_test annealing
 STUDY_ARGS ?=
 reproduce: install
-	set -e; for study in $(STUDIES); do \
-		$(BIN)/python $(ROOT)experiments/run.py -m +experiment=$$study +resume=matching $(ARGS) \
-			$(STUDY_ARGS); \
-	done
-	$(BIN)/python $(ROOT)experiments/run.py +experiment=claims $(ARGS)
+	$(BIN)/python $(ROOT)experiments/reproduce.py --studies "$(STUDIES)" --study-args "$(STUDY_ARGS)" \
+		$(ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache .mypy_cache .ruff_cache

@@ -28,8 +28,7 @@ from xent_tf.sweep import PROGRESS_FILE, finished_job, parent_for_sweep
 log = logging.getLogger("xent_tf.run")
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="config")
-def main(cfg: DictConfig) -> float:
+def task(cfg: DictConfig) -> float:
     """Validate the config, then train (returns the final validation loss) or, with
     ``task: claims``, build the claims ledger (returns the number of contradicted claims)."""
     hydra_config = HydraConfig.get()
@@ -83,6 +82,10 @@ def main(cfg: DictConfig) -> float:
     log.info("\n%s", summary_text(summary, config))
     return summary.history[-1].val_loss
 
+
+# The entry point. The task function stays importable undecorated: experiments/reproduce.py
+# runs it for every study in one process.
+main = hydra.main(version_base="1.3", config_path="../configs", config_name="config")(task)
 
 if __name__ == "__main__":
     main()

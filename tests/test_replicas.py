@@ -35,6 +35,7 @@ from xent_tf.replica_batch import (
     initial_weights,
     train_batch,
 )
+from xent_tf.replica_groups import spread_batches
 from xent_tf.replicas import NotReplicableError, OptimizerRule, ReplicaFit, ReplicaTrainer
 from xent_tf.runtime import configure_runtime
 from xent_tf.schedules import learning_rates
@@ -205,6 +206,35 @@ def test_a_diverging_replica_stops_alone_and_leaves_the_others_bit_for_bit_uncha
         np.testing.assert_array_equal(got.batch_losses, want.batch_losses)
         assert [r.val_loss for r in got.history] == [r.val_loss for r in want.history]
         assert [r.grad_norms for r in got.history] == [r.grad_norms for r in want.history]
+
+
+def test_a_replica_trains_the_same_in_a_batch_or_in_its_half() -> None:
+    """What lets a launcher halve a batch for an idle worker (replica_groups.spread_batches):
+    the same numbers up to float32 rounding (the batched kernels sum in another order for
+    another number of replicas; measured: 6e-8 at most over these 3 epochs, 5 of 33 losses)."""
+    configure_runtime("cpu", 1, 0)
+    _, whole = _sgd_batch([0.1, 0.2, 0.05, 0.3], [0, 1, 2, 3])
+    _, first = _sgd_batch([0.1, 0.2], [0, 1])
+    _, second = _sgd_batch([0.05, 0.3], [2, 3])
+    for got, want in zip(whole, first + second, strict=True):
+        np.testing.assert_allclose(got.result.batch_losses, want.result.batch_losses, atol=1e-6)
+        assert len(got.result.history) == len(want.result.history) == 3
+        for g, w in zip(got.result.history, want.result.history, strict=True):
+            assert g.val_loss == pytest.approx(w.val_loss, abs=1e-6)
+            assert g.val_acc == pytest.approx(w.val_acc, abs=1e-6)
+
+
+def test_a_large_batch_is_halved_while_a_worker_would_be_idle() -> None:
+    forty = list(range(40))
+    assert spread_batches([forty], 2) == [forty[:20], forty[20:]]
+    # Three workers: the largest batch is halved again; an odd batch's first half is larger.
+    assert spread_batches([forty, [40, 41]], 3) == [forty[:20], forty[20:], [40, 41]]
+    assert spread_batches([list(range(17))], 2) == [list(range(9)), list(range(9, 17))]
+    # Halves of fewer than 8 replicas are not worth a worker's start-up; one worker, no split.
+    assert spread_batches([list(range(15))], 2) == [list(range(15))]
+    assert spread_batches([forty], 1) == [forty]
+    assert spread_batches([[0], [1]], 2) == [[0], [1]]
+    assert spread_batches([], 2) == []
 
 
 def test_a_diverging_replica_stops_where_its_single_run_stops(

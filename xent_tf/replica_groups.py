@@ -78,3 +78,37 @@ def group_jobs(configs: Sequence[Config | None], max_replicas: int) -> list[list
         for members in groups.values()
         for start in range(0, len(members), max_replicas)
     ]
+
+
+# A batch is halved for an idle worker only when each half keeps at least this many replicas:
+# a smaller batch gains less from a core of its own than its worker's start-up costs.
+MIN_SPLIT_REPLICAS = 8
+
+
+def spread_batches(
+    batches: Sequence[Sequence[int]], n_workers: int, min_replicas: int = MIN_SPLIT_REPLICAS
+) -> list[list[int]]:
+    """Halve the largest batch while there are fewer batches than workers.
+
+    One replica batch trains on one core's worth of work and records its runs one after
+    another; with a second worker idle, two halves train and record side by side. A replica's
+    numbers do not depend on the batch it is in beyond float32 rounding (the batched kernels
+    sum in another order: ``tests/test_replicas.py``).
+
+    Args:
+        batches: job indices of each batch, as ``group_jobs`` makes them.
+        n_workers: processes the batches are spread over.
+        min_replicas: the fewest replicas a half may have.
+
+    Returns:
+        The batches, a halved one's halves in its place (first half first).
+    """
+    spread = [list(b) for b in batches]
+    while len(spread) < n_workers:
+        largest = max(range(len(spread)), key=lambda i: len(spread[i]), default=None)
+        if largest is None or len(spread[largest]) < 2 * min_replicas:
+            break
+        members = spread[largest]
+        half = (len(members) + 1) // 2
+        spread[largest : largest + 1] = [members[:half], members[half:]]
+    return spread

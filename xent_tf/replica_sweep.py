@@ -36,10 +36,10 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from xent_tf import progress
 from xent_tf.config import Config, NotApplicableError, to_config
-from xent_tf.replica_groups import group_jobs
+from xent_tf.replica_groups import group_jobs, spread_batches
 from xent_tf.resume import FinishedJob, config_hash, read_finished
 from xent_tf.sweep import PROGRESS_FILE, preload_job_modules
-from xent_tf.worker_pool import WorkerDeath
+from xent_tf.worker_pool import WorkerDeath, kept_pool, run_tasks
 
 if TYPE_CHECKING:  # TensorFlow: imported by the jobs that train, not by the launcher
     from xent_tf.replica_batch import TrainedBatch
@@ -139,16 +139,17 @@ class SweepComposer:
         return sweep_config
 
 
-_shared: tuple[int, SweepComposer] | None = None
+_shared: SweepComposer | None = None
 
 
 def shared_composer(hydra_context: HydraContext, config: DictConfig) -> SweepComposer:
     """The composer of this process's sweep (one per sweep config), shared by the sweeper's
-    pre-launch check and the launcher, so each job is composed once."""
+    pre-launch check and the launcher, so each job is composed once; a process that runs
+    several sweeps (experiments/reproduce.py) gets a new one for each."""
     global _shared
-    if _shared is None or _shared[0] != id(config):
-        _shared = (id(config), SweepComposer(hydra_context, config))
-    return _shared[1]
+    if _shared is None or _shared.config is not config:
+        _shared = SweepComposer(hydra_context, config)
+    return _shared
 
 
 def _typed(sweep_config: DictConfig) -> Config:
@@ -193,11 +194,14 @@ def plan_units(
     sweep_name: str,
     finished: Mapping[str, FinishedJob] | None = None,
     memory_mb: int = 0,
+    n_workers: int = 1,
 ) -> tuple[list[WorkUnit], dict[int, JobReturn]]:
     """Validate every job, set aside those already finished, group the rest into work units.
 
     Args:
         memory_mb: memory each batch may use, MiB (0: what the machine has available).
+        n_workers: processes the units will be spread over (a large batch is halved while
+            there are fewer units than that: ``replica_groups.spread_batches``).
         finished: {config hash: its FINISHED run} of a resumed parent (``resume``): those jobs
             are not run again.
 
@@ -235,7 +239,8 @@ def plan_units(
     # TensorFlow, so a finished study resumed never does.
     typed_configs = {i: c for i, c in enumerate(configs) if c is not None}
     units = []
-    for index, members in enumerate(group_jobs(configs, max_replicas), start=1):
+    batches = spread_batches(group_jobs(configs, max_replicas), n_workers)
+    for index, members in enumerate(batches, start=1):
         jobs = tuple((initial_job_idx + i, tuple(job_overrides[i])) for i in members)
         units.append(
             WorkUnit(
@@ -483,6 +488,9 @@ def launch(
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     sweep_dir = Path(str(config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    # A process that runs several sweeps keeps its workers (experiments/reproduce.py): they
+    # have TensorFlow imported already, so even a one-unit sweep goes to them.
+    pool = kept_pool()
     units, returns = plan_units(
         hydra_context,
         config,
@@ -492,6 +500,7 @@ def launch(
         sweep_dir.name,
         read_finished(sweep_dir),
         memory_mb,
+        pool.n_workers if pool is not None else n_jobs,
     )
     left_out = sum(r.task_name == "not applicable" for r in returns.values())
     log.info(
@@ -504,11 +513,9 @@ def launch(
     )
     state = Singleton.get_state()
     workers = min(n_jobs, len(units))
-    if workers <= 1:
+    if workers <= 1 and pool is None:
         results = [execute_unit(u, hydra_context, config, task_function, state) for u in units]
     else:
-        from xent_tf.worker_pool import run_tasks
-
         started_ms = int(time.time() * 1000)
 
         def lost(index: int, death: WorkerDeath) -> list[JobReturn]:
@@ -519,15 +526,14 @@ def launch(
             ]
             return record_lost_jobs(sweep_dir, death, jobs, started_ms)
 
-        results = run_tasks(
-            [
-                functools.partial(execute_unit, u, hydra_context, config, task_function, state)
-                for u in units
-            ],
-            workers,
-            lost,
-            preload_job_modules,
-        )
+        tasks = [
+            functools.partial(execute_unit, u, hydra_context, config, task_function, state)
+            for u in units
+        ]
+        if pool is not None:
+            results = pool.run(tasks, lost)
+        else:
+            results = run_tasks(tasks, workers, lost, preload_job_modules)
     for unit, unit_returns in zip(units, results, strict=True):
         for (number, _), ret in zip(unit.jobs, unit_returns, strict=True):
             returns[number] = ret

@@ -56,6 +56,7 @@ from mlflow.entities import (
 from mlflow.models import Model, ModelSignature
 from mlflow.types import Schema, TensorSpec
 from mlflow.utils.credentials import read_mlflow_creds
+from mlflow.utils.file_utils import get_local_path_or_none
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -1172,11 +1173,30 @@ def log_series_artifact(
 
 
 def _series_from_artifacts(
-    client: MlflowClient, run_id: str, wanted: Sequence[str]
+    client: MlflowClient, run_id: str, wanted: Sequence[str], artifact_uri: str = ""
 ) -> dict[str, list[float]]:
-    """The per-step series among ``wanted`` that the run logged with ``log_series_artifact``."""
+    """The per-step series among ``wanted`` that the run logged with ``log_series_artifact``.
+
+    Args:
+        client: the store's client.
+        run_id: the run.
+        wanted: the series' metric names.
+        artifact_uri: the run's artifact location; on this machine's disk (a local store), the
+            files are read where they are: MLflow's list-and-download copies each through a
+            temporary directory, which costs more than the rest of a report's reading.
+
+    Returns:
+        {metric name: its values} of the series the run has.
+    """
     files = {series_file_name(name): name for name in wanted}
     found: dict[str, list[float]] = {}
+    local_root = get_local_path_or_none(artifact_uri) if artifact_uri else None
+    if local_root is not None and Path(local_root).is_dir():
+        for file_name, name in files.items():
+            path = Path(local_root) / SERIES_DIR / file_name
+            if path.is_file():
+                found[name] = np.load(path).astype(float).tolist()
+        return found
     stored = [a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(run_id, SERIES_DIR)]
     for file_name in stored:
         if file_name in files:
@@ -1196,7 +1216,9 @@ def _record(client: MlflowClient, run: Any, history_metrics: Sequence[str]) -> R
     }
     missing = [name for name in history_metrics if name not in history]
     if missing:
-        history.update(_series_from_artifacts(client, run.info.run_id, missing))
+        history.update(
+            _series_from_artifacts(client, run.info.run_id, missing, run.info.artifact_uri)
+        )
     return RunRecord(
         run_id=run.info.run_id,
         params=dict(run.data.params),

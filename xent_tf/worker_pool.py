@@ -17,7 +17,8 @@ import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -88,6 +89,150 @@ class _Worker:
     task: int | None = None
 
 
+class WorkerPool:
+    """Worker processes that run rounds of tasks; a dead worker fails only the task it held.
+
+    ``run_tasks`` makes one for a single round. A process that runs several sweeps one after
+    another (``experiments/reproduce.py``) keeps one for all of them (``keep_workers``): each
+    worker imports TensorFlow once, and starts doing so while the first sweep is still being
+    planned.
+    """
+
+    def __init__(self, n_workers: int, initializer: Callable[[], object] | None = None) -> None:
+        """
+        Args:
+            n_workers: most worker processes at once.
+            initializer: run once in each worker as it starts (e.g. imports every task needs).
+        """
+        if n_workers < 1:
+            raise ValueError(f"n_workers={n_workers} must be >= 1")
+        self.n_workers = n_workers
+        self._initializer = initializer
+        self._idle: list[_Worker] = []
+
+    def start(self, n_workers: int | None = None) -> None:
+        """Start workers now (up to ``n_workers``, default all), without waiting for them."""
+        wanted = self.n_workers if n_workers is None else min(n_workers, self.n_workers)
+        self._idle.extend(_start_worker(self._initializer) for _ in range(wanted - len(self._idle)))
+
+    def run(
+        self, tasks: Sequence[Callable[[], T]], on_death: Callable[[int, WorkerDeath], T]
+    ) -> list[T]:
+        """Run every task in the pool's workers.
+
+        Args:
+            tasks: argument-less callables (picklable with cloudpickle).
+            on_death: the result of task ``i`` whose worker died, given how it died.
+
+        Returns:
+            Each task's result, in the order of ``tasks``.
+
+        Raises:
+            BaseException: the first exception a task raised (the pool's workers are stopped;
+                the next round starts new ones).
+        """
+        results: dict[int, T] = {}
+        pending = list(range(len(tasks)))
+        # Every worker starts (and imports what its initializer imports) before the first
+        # task is handed out: handing out blocks until the worker reads its task, which it
+        # does only once started, and a task larger than the pipe's buffer would otherwise
+        # hold the next worker's start until the previous one has imported TensorFlow.
+        _stop([w for w in self._idle if not w.process.is_alive()])  # died while idle
+        self._idle = [w for w in self._idle if w.process.is_alive()]
+        self.start(len(tasks))
+        workers, self._idle = self._idle, []
+
+        def hand_out(worker: _Worker) -> None:
+            index = pending.pop(0)
+            worker.task = index
+            worker.connection.send_bytes(cloudpickle.dumps(tasks[index]))
+
+        try:
+            for worker in workers[: len(tasks)]:
+                hand_out(worker)
+            while len(results) < len(tasks):
+                busy = [w for w in workers if w.task is not None]
+                ready = wait([w.connection for w in busy] + [w.process.sentinel for w in busy])
+                for worker in busy:
+                    if worker.connection not in ready and worker.process.sentinel not in ready:
+                        continue
+                    assert worker.task is not None
+                    index = worker.task
+                    reply = _receive(worker.connection)
+                    if reply is None:  # no answer: the process is gone
+                        death = _death_of(worker)
+                        log.error(
+                            "task %d: %s; a new worker takes its place", index, death.description
+                        )
+                        results[index] = on_death(index, death)
+                        workers.remove(worker)
+                        worker.connection.close()
+                        if pending:
+                            workers.append(_start_worker(self._initializer))
+                            hand_out(workers[-1])
+                        continue
+                    status, value = reply
+                    worker.task = None
+                    if status == "error":
+                        raise value
+                    results[index] = value
+                    if pending:
+                        hand_out(worker)
+        except BaseException:
+            _stop(workers)
+            raise
+        self._idle = workers
+        return [results[i] for i in range(len(tasks))]
+
+    def close(self) -> None:
+        """Stop the idle workers (each sees its pipe close and returns)."""
+        workers, self._idle = self._idle, []
+        _stop(workers)
+
+
+def _stop(workers: Sequence[_Worker]) -> None:
+    """Close each worker's pipe (its loop sees EOF and returns); kill any that lingers."""
+    for worker in workers:
+        worker.connection.close()
+    for worker in workers:
+        worker.process.join(timeout=10)
+        if worker.process.is_alive():
+            worker.process.kill()
+            worker.process.join()
+
+
+_kept: WorkerPool | None = None
+
+
+@contextmanager
+def keep_workers(
+    n_workers: int, initializer: Callable[[], object] | None = None
+) -> Iterator[WorkerPool]:
+    """Keep one pool of started workers for every sweep this process launches inside.
+
+    Args:
+        n_workers: worker processes.
+        initializer: run once in each worker as it starts.
+
+    Yields:
+        The pool (``kept_pool`` returns it meanwhile); its workers start at once.
+    """
+    global _kept
+    pool = WorkerPool(n_workers, initializer)
+    pool.start()
+    _kept = pool
+    try:
+        yield pool
+    finally:
+        _kept = None
+        pool.close()
+
+
+def kept_pool() -> WorkerPool | None:
+    """The pool ``keep_workers`` keeps for this process's sweeps, if any."""
+    return _kept
+
+
 def run_tasks(
     tasks: Sequence[Callable[[], T]],
     n_workers: int,
@@ -108,63 +253,11 @@ def run_tasks(
     Raises:
         BaseException: the first exception a task raised (the other workers are stopped).
     """
-    if n_workers < 1:
-        raise ValueError(f"n_workers={n_workers} must be >= 1")
-    results: dict[int, T] = {}
-    pending = list(range(len(tasks)))
-    workers: list[_Worker] = []
-
-    def start_worker() -> _Worker:
-        return _start_worker(initializer)
-
-    def hand_out(worker: _Worker) -> None:
-        index = pending.pop(0)
-        worker.task = index
-        worker.connection.send_bytes(cloudpickle.dumps(tasks[index]))
-
+    pool = WorkerPool(n_workers, initializer)
     try:
-        # Every worker starts (and imports what its initializer imports) before the first
-        # task is handed out: handing out blocks until the worker reads its task, which it
-        # does only once started, and a task larger than the pipe's buffer would otherwise
-        # hold the next worker's start until the previous one has imported TensorFlow.
-        workers.extend(start_worker() for _ in range(min(n_workers, len(tasks))))
-        for worker in workers:
-            hand_out(worker)
-        while len(results) < len(tasks):
-            busy = [w for w in workers if w.task is not None]
-            ready = wait([w.connection for w in busy] + [w.process.sentinel for w in busy])
-            for worker in busy:
-                if worker.connection not in ready and worker.process.sentinel not in ready:
-                    continue
-                assert worker.task is not None
-                index = worker.task
-                reply = _receive(worker.connection)
-                if reply is None:  # no answer: the process is gone
-                    death = _death_of(worker)
-                    log.error("task %d: %s; a new worker takes its place", index, death.description)
-                    results[index] = on_death(index, death)
-                    workers.remove(worker)
-                    worker.connection.close()
-                    if pending:
-                        workers.append(start_worker())
-                        hand_out(workers[-1])
-                    continue
-                status, value = reply
-                if status == "error":
-                    raise value
-                results[index] = value
-                worker.task = None
-                if pending:
-                    hand_out(worker)
+        return pool.run(tasks, on_death)
     finally:
-        for worker in workers:
-            worker.connection.close()  # the worker's recv sees EOF and returns
-        for worker in workers:
-            worker.process.join(timeout=10)
-            if worker.process.is_alive():
-                worker.process.kill()
-                worker.process.join()
-    return [results[i] for i in range(len(tasks))]
+        pool.close()
 
 
 def _start_worker(initializer: Callable[[], object] | None) -> _Worker:

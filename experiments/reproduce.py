@@ -1,0 +1,113 @@
+"""Every comparison study, then the claims ledger, in one process (what `make reproduce` runs).
+
+python experiments/reproduce.py                                    # 5 studies, 10 seeds, ledger
+python experiments/reproduce.py --studies "lr_sweep annealing" --study-args "seed=0,1,2" \
+    claims.seeds=3 tracking.uri=sqlite:////abs/store.db
+
+Each study is what ``python experiments/run.py -m +experiment=STUDY +resume=matching OVERRIDES
+STUDY_ARGS`` runs (the same Hydra sweep, callbacks, launcher, outputs and MLflow records), then
+the ledger is ``python experiments/run.py +experiment=claims OVERRIDES``. One process runs them
+all with one pool of worker processes for every study and the ledger: the workers import
+TensorFlow and MLflow once, not once per step, and do so while the first study is being planned.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Quiet TensorFlow's C++ start-up chatter; must be set before TensorFlow is imported.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse
+import functools
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra._internal.hydra import Hydra
+from hydra.core.global_hydra import GlobalHydra
+from hydra._internal.utils import _run_app, create_config_search_path, run_and_report
+
+from run import task  # experiments/run.py, the same task function (this script's directory)
+from xent_tf.sweep import preload_job_modules
+from xent_tf.worker_pool import WorkerDeath, keep_workers
+
+STUDIES = ("binary_vs_categorical", "mse_vs_ce", "lr_sweep", "lr_range_test", "annealing")
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# run.py's job name (Hydra names it after the script): the same log files and output paths.
+JOB_NAME = "run"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line: which studies, their own overrides, and the overrides of every step."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument(
+        "--studies",
+        default=" ".join(STUDIES),
+        help="studies to run, in order, separated by spaces or commas (default: all five)",
+    )
+    parser.add_argument(
+        "--study-args",
+        default="",
+        help='overrides for the study sweeps only, as one string (e.g. "seed=0,1,2")',
+    )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="worker processes every study shares (default 2)"
+    )
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every step")
+    args = parser.parse_args(argv)
+    args.studies = [s for s in args.studies.replace(",", " ").split() if s]
+    unknown = [s for s in args.studies if s not in STUDIES]
+    if unknown:
+        parser.error(f"unknown studies {unknown}; the studies are {list(STUDIES)}")
+    if args.workers < 1:
+        parser.error(f"--workers={args.workers} must be >= 1")
+    args.study_args = shlex.split(args.study_args)
+    return args
+
+
+def _run(app: Hydra, overrides: list[str], multirun: bool) -> None:
+    """One step as run.py's command line runs it (``-m`` for a sweep): Hydra's own driver."""
+    _run_app(
+        run=not multirun,
+        multirun=multirun,
+        mode=run_and_report(lambda: app.get_mode(config_name="config", overrides=overrides)),
+        hydra=app,
+        config_name="config",
+        task_function=task,
+        overrides=overrides,
+    )
+
+
+def _hydra_app() -> Hydra:
+    """Hydra, set up as run.py's ``@hydra.main`` sets it up (same configs, same job name)."""
+    return run_and_report(
+        lambda: Hydra.create_main_hydra2(
+            task_name=JOB_NAME, config_search_path=create_config_search_path(str(CONFIG_DIR))
+        )
+    )
+
+
+def _ledger(overrides: list[str]) -> None:
+    """The claims ledger's step (run in a worker, which has imported TensorFlow already)."""
+    GlobalHydra.instance().clear()  # the studies' jobs set the worker's Hydra to theirs
+    _run(_hydra_app(), ["+experiment=claims", *overrides], multirun=False)
+
+
+def _ledger_worker_died(_: int, death: WorkerDeath) -> None:
+    raise SystemExit(f"the claims ledger's process ended before it finished: {death.description}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the studies, then the ledger; the first failing step stops it (exit code 1)."""
+    args = parse_args(argv)
+    app = _hydra_app()
+    with keep_workers(args.workers, preload_job_modules) as pool:
+        for study in args.studies:
+            overrides = [f"+experiment={study}", "+resume=matching", *args.overrides]
+            _run(app, [*overrides, *args.study_args], multirun=True)
+        pool.run([functools.partial(_ledger, args.overrides)], _ledger_worker_died)
+
+
+if __name__ == "__main__":
+    main()

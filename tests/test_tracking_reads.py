@@ -1,0 +1,40 @@
+"""Reading runs back from the store: what reports and the ledger see of a study's children."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from xent_tf import tracking
+
+
+def test_series_read_where_a_local_store_keeps_them_equal_the_downloaded_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    parent_id, experiment_id = tracking.start_parent_run(uri, "study", "parent", {})
+    losses = np.array([0.7, 0.6931472, 1e-8, 3.25], dtype=np.float32)
+    with tracking.open_run(uri, "study", "child", parent_id, {"seed": "3"}) as run:
+        run.log_metrics({"val/loss": 0.5}, step=0)
+        tracking.log_series_artifact(run, "train/batch_loss", losses, tmp_path / "job")
+    parent = tracking.StudyRun(parent_id, experiment_id, "study", "", "RUNNING", 0)
+
+    def no_download(*args: object, **kwargs: object) -> str:
+        raise AssertionError("a local store's series are read in place, not downloaded")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(MlflowClient, "download_artifacts", no_download)
+        (record,) = tracking.fetch_children(uri, parent, ("val/loss", "train/batch_loss"))
+
+    # float32 values come back exactly, as Python floats, in step order.
+    assert record.history["train/batch_loss"] == [float(v) for v in losses]
+    assert record.history["val/loss"] == [0.5]
+    assert record.seed == 3
+    # The same values as MLflow's own list-and-download (the path a remote store takes).
+    downloaded = tracking._series_from_artifacts(
+        MlflowClient(uri), record.run_id, ["train/batch_loss", "train/absent"]
+    )
+    assert downloaded == {"train/batch_loss": record.history["train/batch_loss"]}
