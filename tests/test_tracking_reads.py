@@ -38,3 +38,31 @@ def test_series_read_where_a_local_store_keeps_them_equal_the_downloaded_ones(
         MlflowClient(uri), record.run_id, ["train/batch_loss", "train/absent"]
     )
     assert downloaded == {"train/batch_loss": record.history["train/batch_loss"]}
+
+
+def test_histories_read_in_bulk_equal_each_runs_own_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    parent_id, experiment_id = tracking.start_parent_run(uri, "study", "parent", {})
+    for seed in range(3):
+        with tracking.open_run(
+            uri, "study", f"child {seed}", parent_id, {"seed": str(seed)}
+        ) as run:
+            # Steps logged out of order, and a metric only the first run has.
+            for step in (2, 0, 1):
+                run.log_metrics({"val/loss": seed + step / 10, "train/loss": -step}, step=step)
+            if seed == 0:
+                run.log_metrics({"lr": 0.5}, step=0)
+    parent = tracking.StudyRun(parent_id, experiment_id, "study", "", "RUNNING", 0)
+    wanted = ("val/loss", "train/loss", "lr", "never/logged")
+
+    bulk = tracking.fetch_children(uri, parent, wanted)
+    with monkeypatch.context() as patch:  # the run-by-run path a tracking server takes
+        patch.setattr(tracking, "_bulk_histories", lambda *args: None)
+        one_by_one = tracking.fetch_children(uri, parent, wanted)
+
+    by_seed = {r.seed: r.history for r in bulk}
+    assert by_seed[2] == {"val/loss": [2.0, 2.1, 2.2], "train/loss": [0.0, -1.0, -2.0]}
+    assert by_seed[0]["lr"] == [0.5] and "lr" not in by_seed[1]
+    assert {r.run_id: r.history for r in bulk} == {r.run_id: r.history for r in one_by_one}

@@ -1141,7 +1141,45 @@ def fetch_children(
         filter_string=f"tags.`mlflow.parentRunId` = '{parent.run_id}'",
         max_results=10_000,
     )
-    return [_record(client, run, history_metrics) for run in children]
+    histories = _bulk_histories(
+        client,
+        [run.info.run_id for run in children],
+        [m for m in history_metrics if any(m in run.data.metrics for run in children)],
+    )
+    return [_record(client, run, history_metrics, histories) for run in children]
+
+
+# Most run ids in one bulk history query (SQLite's bound-parameter limit is far above this).
+_BULK_RUNS = 500
+_BULK_POINTS = 5_000_000
+
+
+def _bulk_histories(
+    client: MlflowClient, run_ids: Sequence[str], metrics: Sequence[str]
+) -> dict[tuple[str, str], list[Metric]] | None:
+    """Every point of ``metrics`` of every run in ``run_ids``, one query per metric and chunk.
+
+    A database store answers a metric's history for many runs at once (the call MLflow's UI
+    uses to chart many runs); a study has hundreds of children, and one query per run and
+    metric was most of a report's reading. A store without it (a tracking server) gives None:
+    ``_record`` then asks run by run.
+
+    Returns:
+        {(run id, metric): its points, in MLflow's order}, or None.
+    """
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    bulk = getattr(store, "get_metric_history_bulk", None)
+    if bulk is None or not run_ids:
+        return None
+    histories: dict[tuple[str, str], list[Metric]] = {}
+    for metric in metrics:
+        for start in range(0, len(run_ids), _BULK_RUNS):
+            points = bulk(run_ids[start : start + _BULK_RUNS], metric, _BULK_POINTS)
+            if len(points) >= _BULK_POINTS:
+                return None  # possibly cut short: ask run by run instead
+            for point in points:
+                histories.setdefault((point.run_id, metric), []).append(point)
+    return histories
 
 
 # Long per-step series (the batch loss of every step: ~4,000 values a run) are kept as one
@@ -1206,11 +1244,24 @@ def _series_from_artifacts(
     return found
 
 
-def _record(client: MlflowClient, run: Any, history_metrics: Sequence[str]) -> RunRecord:
+def _record(
+    client: MlflowClient,
+    run: Any,
+    history_metrics: Sequence[str],
+    histories: Mapping[tuple[str, str], list[Metric]] | None = None,
+) -> RunRecord:
     """A run as a RunRecord, with the full history of each of ``history_metrics`` it logged
-    (as metric points, or as a ``series/`` artifact)."""
+    (as metric points, or as a ``series/`` artifact); ``histories``: the points fetched in
+    bulk already (``_bulk_histories``), else each history is asked for."""
+    run_id = run.info.run_id
+
+    def points(name: str) -> list[Metric]:
+        if histories is not None:
+            return histories.get((run_id, name), [])
+        return client.get_metric_history(run_id, name)
+
     history = {
-        name: [m.value for m in sorted(client.get_metric_history(run.info.run_id, name), key=_step)]
+        name: [m.value for m in sorted(points(name), key=_step)]
         for name in history_metrics
         if name in run.data.metrics
     }
