@@ -1,7 +1,7 @@
 """`make bench`: the suite's costs measured side by side, against the targets of issue 6.
 
     python -m benchmarks.bench                  # everything (about 6 minutes on 2 cores)
-    python -m benchmarks.bench --quick          # 1 repeat, no sweep, no 10^6 rows (~1.5 min)
+    python -m benchmarks.bench --quick          # 1 repeat, no sweep or reproduce, no 10^6 rows
     python -m benchmarks.bench --only sweep --only mlflow --repeats 3
 
 Sections:
@@ -16,6 +16,9 @@ Sections:
     memory     peak RSS and wall time of the reference run (``experiments/run.py``), a fresh
                process per repeat: the ``make run`` target.
     scaling    training time as n_samples grows 10^4 -> 10^5 -> 10^6.
+    replicas   replica batches vs single runs, records' share, memory (benchmarks/replicas.py).
+    reproduce  `make reproduce` start to end: one process vs one process per step
+               (benchmarks/reproduce.py; about 5 minutes).
 
 Every number is printed next to its target and written to ``benchmarks/results/latest.json``.
 Nothing here asserts a time: a missed target is reported, not raised.
@@ -55,7 +58,16 @@ if TYPE_CHECKING:
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_PATH = REPO_ROOT / "benchmarks" / "results" / "latest.json"
-SECTIONS = ("reference", "wider", "sweep", "mlflow", "memory", "scaling", "replicas")
+SECTIONS = (
+    "reference",
+    "wider",
+    "sweep",
+    "mlflow",
+    "memory",
+    "scaling",
+    "replicas",
+    "reproduce",
+)
 
 # Targets of issue 6 (this machine: 2 cores, no GPU).
 REFERENCE_RATIO_TARGET = 2.0  # suite training time / NumPy training time, reference run
@@ -324,7 +336,7 @@ def select_sections(only: Sequence[str] | None, quick: bool) -> list[str]:
 
     Args:
         only: sections asked for with ``--only`` (None: all of them).
-        quick: ``--quick``; drops the sweep unless it was asked for by name.
+        quick: ``--quick``; drops the sweep and reproduce unless asked for by name.
 
     Returns:
         Section names in ``SECTIONS`` order.
@@ -337,7 +349,7 @@ def select_sections(only: Sequence[str] | None, quick: bool) -> list[str]:
         raise ValueError(f"unknown section(s) {unknown}; choose from {list(SECTIONS)}")
     if only:
         return [s for s in SECTIONS if s in only]
-    return [s for s in SECTIONS if not (quick and s == "sweep")]
+    return [s for s in SECTIONS if not (quick and s in ("sweep", "reproduce"))]
 
 
 def _pad(row: Sequence[str], width: int) -> list[str]:
@@ -1474,6 +1486,11 @@ def _run_section(name: str, repeats: int, quick: bool) -> tuple[Any, str]:
 
             replicas = bench_replicas(workdir, repeats)
             return replicas, render_replicas(replicas)
+        if name == "reproduce":
+            from benchmarks.reproduce import bench_reproduce, render_reproduce
+
+            reproduce = bench_reproduce(workdir)
+            return reproduce, render_reproduce(reproduce)
         points = bench_scaling(quick)
         return points, render_scaling(points)
 
@@ -1488,6 +1505,8 @@ _TITLES = {
     "each); median of {repeats}",
     "replicas": "7. replica batches (issue 11): K=20 replicas of the reference run vs one run; "
     "a 20-seed sweep vectorised vs serial; records; memory",
+    "reproduce": "8. make reproduce (5 studies x 10 seeds, then the ledger): one process vs "
+    "one process per step, each from an empty directory and store",
     "scaling": "6. scaling with n_samples (one run each; 20/5/2 epochs for 10^4/10^5/10^6; "
     "s/epoch excludes the first, tracing epoch)",
 }
@@ -1514,7 +1533,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--repeats", type=int, default=5, help="paired repeats (default 5)")
     parser.add_argument(
-        "--quick", action="store_true", help="1 repeat, no sweep, no 10^6-row scaling point"
+        "--quick",
+        action="store_true",
+        help="1 repeat, no sweep or reproduce, no 10^6-row scaling point",
     )
     parser.add_argument(
         "--only",

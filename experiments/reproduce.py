@@ -25,10 +25,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hydra._internal.hydra import Hydra
-from hydra.core.global_hydra import GlobalHydra
 from hydra._internal.utils import _run_app, create_config_search_path, run_and_report
-
+from hydra.core.global_hydra import GlobalHydra
 from run import task  # experiments/run.py, the same task function (this script's directory)
+
 from xent_tf.sweep import preload_job_modules
 from xent_tf.worker_pool import WorkerDeath, keep_workers
 

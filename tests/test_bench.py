@@ -172,6 +172,7 @@ def test_job_overheads_count_from_when_the_worker_became_free() -> None:
         (None, False, list(bench.SECTIONS)),
         (None, True, ["reference", "wider", "mlflow", "memory", "scaling", "replicas"]),
         (["sweep", "reference"], True, ["reference", "sweep"]),
+        (["reproduce"], True, ["reproduce"]),
     ],
 )
 def test_select_sections(only: list[str] | None, quick: bool, expected: list[str]) -> None:

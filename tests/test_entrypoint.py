@@ -92,3 +92,18 @@ def test_bad_input_fails_before_training_and_leaves_no_run(tmp_path: Path) -> No
     if db.exists():  # nothing may be left RUNNING (or recorded at all)
         client = MlflowClient(f"sqlite:///{db}")
         assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def test_reproduce_refuses_an_unknown_study_naming_the_known_ones(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "reproduce.py"), "--studies", "lr_sweep,nope"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "unknown studies ['nope']; the studies are ['binary_vs_categorical', 'mse_vs_ce', " in (
+        result.stderr
+    )
+    assert not (tmp_path / "multirun").exists()  # nothing ran

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from joblib.externals import cloudpickle
 
@@ -72,14 +72,23 @@ def _serve(connection: Connection, initializer: Callable[[], object] | None) -> 
     while True:
         try:
             message = connection.recv_bytes()
-        except EOFError:  # the pool is gone
-            return
+        except EOFError:  # the pool is done with this worker (or gone)
+            _exit_now()
         task = cloudpickle.loads(message)
         try:
             reply = ("ok", task())
         except BaseException as error:  # the pool re-raises it where the task was submitted
             reply = ("error", error)
         connection.send_bytes(cloudpickle.dumps(reply))
+
+
+def _exit_now() -> NoReturn:
+    """End an idle worker at once, its output flushed: every reply is sent, so nothing is left
+    to do, and an interpreter with TensorFlow loaded takes seconds to tear itself down."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @dataclass
