@@ -8,7 +8,9 @@ Measured side by side in one process (the ratios are what count on this noisy ma
   process (``pipeline.run_experiment`` with tracking off, its compiled loop reused);
 - the per-run records (params, metrics, batch-loss series, model file, datasets: ``record_outcome``
   into a SQLite store that, as a study's, already holds the experiment and the parent run, with
-  a study's tracking settings) as a share of a vectorised study's wall time;
+  a study's tracking settings) as a share of one batch's training + records (the strict
+  reading), and the records of a real study's runs as a share of that study's wall time, start
+  to end (the issue's words: "of a vectorised study's wall time");
 - peak memory of a process that trains 20 replicas (a fresh subprocess).
 
     python -m benchmarks.bench --only replicas
@@ -47,6 +49,11 @@ class ReplicaBench:
         val_acc_spread: (min, max) final validation accuracy over the 20 replicas.
         record_kinds: median seconds per run of the records studies may leave out
             (``benchmarks.mlflow_records``: datasets, logged_model, artifact).
+        study_record_seconds: a real study's records (``STUDY``, ``experiments/run.py -m`` in
+            a fresh process): each child run's time from its creation to its end, summed over
+            the children (runs recorded side by side in two workers both count).
+        whole_study_seconds: that study's wall time, process start to exit.
+        study_runs: its child runs.
     """
 
     replica_cold: list[float]
@@ -61,6 +68,9 @@ class ReplicaBench:
     replica_mib: float
     val_acc_spread: tuple[float, float]
     record_kinds: dict[str, float]
+    study_record_seconds: float = 0.0
+    whole_study_seconds: float = 0.0
+    study_runs: int = 0
 
 
 def _seed_configs(n: int, *overrides: str) -> list[Config]:
@@ -179,6 +189,39 @@ def _time_records(workdir: Path) -> tuple[float, float, tuple[float, float]]:
     return ended - trained, ended - started, (min(accs), max(accs))
 
 
+STUDY = "lr_sweep"
+
+
+def _time_study_records(workdir: Path) -> tuple[float, float, int]:
+    """(records summed over the children, the study's wall, its runs) of ``STUDY`` run as a
+    user runs it. A replica's run is created once its batch has trained and ended once its
+    records are written, so its start-to-end time is its records (Hydra's per-job set-up,
+    which comes before, is not counted)."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{workdir / 'study.db'}"
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve().parent.parent / "experiments" / "run.py"),
+        "-m",
+        f"+experiment={STUDY}",
+        f"tracking.uri={uri}",
+    ]
+    started = time.perf_counter()
+    subprocess.run(command, cwd=workdir, capture_output=True, check=True, timeout=900)
+    wall = time.perf_counter() - started
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(STUDY)
+    assert experiment is not None
+    children = [
+        r
+        for r in client.search_runs([experiment.experiment_id], max_results=10_000)
+        if "mlflow.parentRunId" in r.data.tags
+    ]
+    records = sum((r.info.end_time - r.info.start_time) / 1000 for r in children)
+    return records, wall, len(children)
+
+
 # The subprocess reports its own peak (ru_maxrss, KiB on Linux).
 _PEAK_SCRIPT = """
 import resource, sys
@@ -222,6 +265,7 @@ def bench_replicas(workdir: Path, repeats: int) -> ReplicaBench:
     timings = [_time_training(configs) for _ in range(repeats)]
     sweeps = [_time_sweeps(configs, workdir / f"sweep-{i}") for i in range(max(1, repeats // 2))]
     record_seconds, study_seconds, spread = _time_records(workdir)
+    study_records, study_wall, study_runs = _time_study_records(workdir)
     (workdir / "records").mkdir()
     return ReplicaBench(
         replica_cold=[t[0] for t in timings],
@@ -239,6 +283,9 @@ def bench_replicas(workdir: Path, repeats: int) -> ReplicaBench:
             name: median(values)
             for name, values in measure_records(max(3, repeats), workdir / "records").items()
         },
+        study_record_seconds=study_records,
+        whole_study_seconds=study_wall,
+        study_runs=study_runs,
     )
 
 
@@ -250,6 +297,7 @@ def render_replicas(result: ReplicaBench) -> str:
     warm = median_ratio(result.replica_warm, result.single_warm)
     sweep = median_ratio(result.vectorised_sweep, result.serial_sweep)
     share = result.record_seconds / result.study_seconds
+    study_share = result.study_record_seconds / max(result.whole_study_seconds, 1e-9)
     rows = [
         [
             f"K={REPLICAS} replicas vs one run, training, tracing included",
@@ -273,6 +321,13 @@ def render_replicas(result: ReplicaBench) -> str:
             "per-run records / study wall (20 runs into SQLite)",
             f"{100 * share:.0f}% ({result.record_seconds:.2f} s of {result.study_seconds:.2f} s)",
             f"<= {RECORD_SHARE_TARGET:.0%}: {verdict(share, RECORD_SHARE_TARGET)}",
+        ],
+        [
+            f"same, {STUDY} run as a user runs it: its {result.study_runs} runs' records "
+            "(each run's start to end, summed) / the study's wall, process start to exit",
+            f"{100 * study_share:.0f}% ({result.study_record_seconds:.2f} s of "
+            f"{result.whole_study_seconds:.2f} s)",
+            f"<= {RECORD_SHARE_TARGET:.0%}: {verdict(study_share, RECORD_SHARE_TARGET)}",
         ],
         [
             f"peak RSS of a {REPLICAS}-replica process",
