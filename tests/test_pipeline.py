@@ -203,6 +203,22 @@ def test_lr_find_runs_the_range_test_first_and_trains_with_its_rate(
     assert "plots/lr_find.png" in plots
 
 
+def test_without_plots_a_range_test_run_keeps_its_curve_and_rates_but_draws_no_png(
+    make_config: Callable[..., Config], tracking_uri: str, tmp_path: Path
+) -> None:
+    config = _with_store(
+        make_config("lr_find=on", "lr_find.num_steps=40", "tracking.plots=false"), tracking_uri
+    )
+    run_experiment(config, tmp_path)
+    run = _only_run(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    assert len(client.get_metric_history(run.info.run_id, "lr_find/loss_smoothed")) >= 10
+    used = float(run.data.params["lr_find.used_lr"])
+    assert used == pytest.approx(float(run.data.params["lr_find.steepest_lr"]))
+    assert client.list_artifacts(run.info.run_id, "plots") == []
+    assert not (tmp_path / "plots").exists()
+
+
 @pytest.mark.slow
 def test_reference_run_reaches_the_published_accuracy(
     make_config: Callable[..., Config], tmp_path: Path

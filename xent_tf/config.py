@@ -567,9 +567,9 @@ class TrackingConfig:
     # false: model.keras as a plain run artifact. Studies choose false for their children: the
     # logged model cost more than training a replica (benchmarks/replicas.py).
     logged_model: bool = True
-    # Each run's plots/loss_curve.png. Studies turn it off for their children: drawing it was
-    # most of a replica's recording time, the parent has the overlay plots, and the MLflow UI
-    # draws every run's curves from its metrics.
+    # Each run's plots/loss_curve.png (and plots/lr_find.png with the range test). Studies turn
+    # them off for their children: drawing them was most of a replica's recording time, the
+    # parent has the overlay plots, and the MLflow UI draws every run's curves from its metrics.
     plots: bool = True
 
     def __post_init__(self) -> None:

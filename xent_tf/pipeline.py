@@ -504,23 +504,27 @@ def record_range_test(
     log.info("range test (%.2f s): %s", result.seconds, result.message)
     recorder.log_series(result.step_metrics())
     regions = region_rates(result)
-    found = {f"lr_find.{k}_lr": str(v) for k, v in {**result.suggestions(), **regions}.items()}
-    recorder.log_params({**found, "lr_find.stop_reason": result.stop_reason or "(none)"})
-    marks = {name: rate for name, rate in {**result.suggestions(), **regions}.items() if rate}
-    marks.pop("suggested", None)  # the same line as the method it came from
-    path = plotting.save_range_test_curve(
-        result.lrs,
-        result.losses,
-        result.smoothed,
-        marks,
-        output_dir / "plots" / "lr_find.png",
-        title=f"range test: {config.loss.name}, {config.optimizer.name}, seed {config.seed}",
-    )
-    recorder.log_file(path, "plots")
     rate = regions[settings.use]
+    found = {f"lr_find.{k}_lr": str(v) for k, v in {**result.suggestions(), **regions}.items()}
+    used = {"lr_find.used_lr": str(rate)} if rate is not None else {}
+    recorder.log_params({**found, "lr_find.stop_reason": result.stop_reason or "(none)", **used})
+    # Like the loss curve, the PNG is drawn only with tracking.plots: a study's children leave
+    # it out (drawing it was most of a range-test replica's recording); the curve is in every
+    # run's lr_find/lr, lr_find/loss and lr_find/loss_smoothed metrics, which the UI charts.
+    if config.tracking.plots:
+        marks = {name: rate for name, rate in {**result.suggestions(), **regions}.items() if rate}
+        marks.pop("suggested", None)  # the same line as the method it came from
+        path = plotting.save_range_test_curve(
+            result.lrs,
+            result.losses,
+            result.smoothed,
+            marks,
+            output_dir / "plots" / "lr_find.png",
+            title=f"range test: {config.loss.name}, {config.optimizer.name}, seed {config.seed}",
+        )
+        recorder.log_file(path, "plots")
     if rate is None:
         raise ValueError(f"lr_find: {result.message}")
-    recorder.log_params({"lr_find.used_lr": str(rate)})
     log.info("training with the %s rate %.4g", settings.use, rate)
     return rate
 
