@@ -121,9 +121,16 @@ def study_checks(
     return tuple(spec.evaluate(group_variants(chosen, spec.group_by), StudyOptions()))
 
 
+def _history_metrics(study: str) -> tuple[str, ...]:
+    """The metrics whose per-epoch (or per-step) history the study's checks read."""
+    spec = STUDIES[study]
+    return (*spec.plot_metrics, *spec.extra_metrics)
+
+
 def _evidence(
     study: str,
     parent: tracking.StudyRun,
+    records: Sequence[RunRecord],
     tracking_uri: str,
     definition: Mapping[str, str],
     seeds: Sequence[int],
@@ -131,10 +138,6 @@ def _evidence(
     skipped: list[str],
     dataset: str | None,
 ) -> StudyEvidence:
-    spec = STUDIES[study]
-    records = tracking.fetch_children(
-        tracking_uri, parent, (*spec.plot_metrics, *spec.extra_metrics)
-    )
     used = [r for r in records if r.seed in set(seeds)]
     return StudyEvidence(
         study=study,
@@ -179,7 +182,8 @@ def find_study(
     known = tracking.study_parents(tracking_uri, study)
     if not rerun:
         for parent in known:
-            records = tracking.fetch_children(tracking_uri, parent, ())
+            # With the histories the checks read: the sweep found is read once.
+            records = tracking.fetch_children(tracking_uri, parent, _history_metrics(study))
             if records and not covers_datasets(records, definition):
                 continue  # the study on another data set (claims.datasets): not worth a note
             problem = study_problem(parent, study, records, definition, seeds)
@@ -187,7 +191,7 @@ def find_study(
                 skipped.append(f"sweep {parent.run_id[:8]} not used: {problem}")
                 continue
             return _evidence(
-                study, parent, tracking_uri, definition, seeds, False, skipped, dataset
+                study, parent, records, tracking_uri, definition, seeds, False, skipped, dataset
             )
     if runner is None:
         reason = "none usable in the store, and running studies is switched off"
@@ -211,7 +215,7 @@ def find_study(
             problem="running it left no new sweep in the store",
             dataset=dataset or "",
         )
-    records = tracking.fetch_children(tracking_uri, new[0], ())
+    records = tracking.fetch_children(tracking_uri, new[0], _history_metrics(study))
     problem = study_problem(new[0], study, records, definition, seeds)
     if problem:
         skipped.append(f"sweep {new[0].run_id[:8]} (just run) not used: {problem}")
@@ -221,7 +225,9 @@ def find_study(
             problem=f"the new sweep: {problem}",
             dataset=dataset or "",
         )
-    return _evidence(study, new[0], tracking_uri, definition, seeds, True, skipped, dataset)
+    return _evidence(
+        study, new[0], records, tracking_uri, definition, seeds, True, skipped, dataset
+    )
 
 
 def _checks_for(claim: str, checks: Sequence[ClaimCheck]) -> list[ClaimCheck]:
