@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from xent_tf.worker_pool import SupervisedWorker, WorkerDeath, run_tasks
+from xent_tf.worker_pool import (
+    SupervisedWorker,
+    WorkerDeath,
+    keep_workers,
+    kept_pool,
+    run_tasks,
+)
 
 
 def square(value: int) -> tuple[int, int]:
@@ -58,6 +64,25 @@ def test_a_killed_worker_fails_its_task_and_a_new_worker_runs_the_rest() -> None
 def test_an_exception_in_a_task_is_raised_where_the_tasks_were_run() -> None:
     with pytest.raises(ValueError, match="bad task 7"):
         run_tasks([Task(square, 1), Task(fail, 0)], 2, lambda i, d: (0, 0))
+
+
+def test_a_kept_pool_serves_every_round_with_the_same_workers_and_replaces_a_dead_one() -> None:
+    def no_death(index: int, death: WorkerDeath) -> tuple[int, int]:
+        raise AssertionError(f"task {index}: {death.description}")
+
+    with keep_workers(2) as pool:
+        assert kept_pool() is pool
+        first = pool.run([Task(square, v) for v in range(4)], no_death)
+        second = pool.run([Task(square, v) for v in range(4, 8)], no_death)
+        assert [v for v, _ in first + second] == [v * v for v in range(8)]
+        workers = {pid for _, pid in first}
+        assert {pid for _, pid in second} <= workers and len(workers) == 2  # no new process
+        os.kill(next(iter(workers)), signal.SIGKILL)  # dies while idle, between rounds
+        time.sleep(0.5)
+        third = pool.run([Task(square, v) for v in range(8, 12)], no_death)
+        assert [v for v, _ in third] == [v * v for v in range(8, 12)]
+        assert len({pid for _, pid in third} - workers) >= 1  # a new worker took its place
+    assert kept_pool() is None
 
 
 def test_an_exit_code_is_described_without_a_signal() -> None:

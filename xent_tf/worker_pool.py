@@ -194,13 +194,13 @@ class WorkerPool:
         return [results[i] for i in range(len(tasks))]
 
     def close(self) -> None:
-        """Stop the idle workers (each sees its pipe close and returns)."""
+        """Stop the idle workers (each sees its pipe close and exits)."""
         workers, self._idle = self._idle, []
         _stop(workers)
 
 
 def _stop(workers: Sequence[_Worker]) -> None:
-    """Close each worker's pipe (its loop sees EOF and returns); kill any that lingers."""
+    """Close each worker's pipe (its loop sees EOF and exits); kill any that lingers."""
     for worker in workers:
         worker.connection.close()
     for worker in workers:
