@@ -237,6 +237,26 @@ def test_a_large_batch_is_halved_while_a_worker_would_be_idle() -> None:
     assert spread_batches([], 2) == []
 
 
+def test_a_batch_is_halved_to_fill_the_workers_last_round() -> None:
+    # binary_vs_categorical: 5 batches of 10 on 2 workers would leave one worker idle for the
+    # last batch; halving the first makes 6, and each worker gets two batches and a half.
+    five = [list(range(10 * i, 10 * i + 10)) for i in range(5)]
+    assert spread_batches(five, 2) == [five[0][:5], five[0][5:], *five[1:]]
+    # Already a multiple of the workers, or halves under 4 replicas: unchanged.
+    assert spread_batches(five[:4], 2) == five[:4]
+    small = [[0, 1, 2, 3, 4, 5, 6], [7], [8]]
+    assert spread_batches(small, 2) == small
+    # Three workers, 4 batches: halved twice to make 6.
+    four = [list(range(10 * i, 10 * i + 10)) for i in range(4)]
+    assert spread_batches(four, 3) == [
+        four[0][:5],
+        four[0][5:],
+        four[1][:5],
+        four[1][5:],
+        *four[2:],
+    ]
+
+
 def test_a_diverging_replica_stops_where_its_single_run_stops(
     make_config: Callable[..., Config],
 ) -> None:

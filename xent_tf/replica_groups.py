@@ -80,35 +80,54 @@ def group_jobs(configs: Sequence[Config | None], max_replicas: int) -> list[list
     ]
 
 
-# A batch is halved for an idle worker only when each half keeps at least this many replicas:
-# a smaller batch gains less from a core of its own than its worker's start-up costs.
+# A batch is halved for a worker that would otherwise not start only when each half keeps at
+# least this many replicas: a smaller batch gains less from a core of its own than a new
+# worker's start-up (a TensorFlow import) costs.
 MIN_SPLIT_REPLICAS = 8
+# Halving a batch to fill the workers' last round costs no new worker, only the half's own
+# graph: worth it down to halves of this many replicas.
+MIN_FILL_REPLICAS = 4
 
 
 def spread_batches(
-    batches: Sequence[Sequence[int]], n_workers: int, min_replicas: int = MIN_SPLIT_REPLICAS
+    batches: Sequence[Sequence[int]],
+    n_workers: int,
+    min_replicas: int = MIN_SPLIT_REPLICAS,
+    min_fill_replicas: int = MIN_FILL_REPLICAS,
 ) -> list[list[int]]:
-    """Halve the largest batch while there are fewer batches than workers.
+    """Halve the largest batch while workers would be idle.
 
     One replica batch trains on one core's worth of work and records its runs one after
-    another; with a second worker idle, two halves train and record side by side. A replica's
-    numbers do not depend on the batch it is in beyond float32 rounding (the batched kernels
-    sum in another order: ``tests/test_replicas.py``).
+    another. With fewer batches than workers, a worker would sit idle all along: the largest
+    batch is halved (halves of at least ``min_replicas``). With more, but not a multiple of the
+    workers, the last round leaves workers idle (5 batches on 2 workers: 3 rounds, the last one
+    on one worker): the largest batch is halved until the count is a multiple (halves of at
+    least ``min_fill_replicas``; 5 batches of 10 become 6, and both workers finish after two
+    full batches and a half). A replica's numbers do not depend on the batch it is in beyond
+    float32 rounding (the batched kernels sum in another order: ``tests/test_replicas.py``).
 
     Args:
         batches: job indices of each batch, as ``group_jobs`` makes them.
         n_workers: processes the batches are spread over.
-        min_replicas: the fewest replicas a half may have.
+        min_replicas: the fewest replicas a half may have when it needs a worker of its own.
+        min_fill_replicas: the fewest replicas a half may have when it fills the last round.
 
     Returns:
         The batches, a halved one's halves in its place (first half first).
     """
     spread = [list(b) for b in batches]
-    while len(spread) < n_workers:
+
+    def halve_largest(smallest_half: int) -> bool:
         largest = max(range(len(spread)), key=lambda i: len(spread[i]), default=None)
-        if largest is None or len(spread[largest]) < 2 * min_replicas:
-            break
+        if largest is None or len(spread[largest]) < 2 * smallest_half:
+            return False
         members = spread[largest]
         half = (len(members) + 1) // 2
         spread[largest : largest + 1] = [members[:half], members[half:]]
+        return True
+
+    while len(spread) < n_workers and halve_largest(min_replicas):
+        pass
+    while len(spread) >= n_workers and len(spread) % n_workers and halve_largest(min_fill_replicas):
+        pass
     return spread
