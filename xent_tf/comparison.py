@@ -41,6 +41,7 @@ class RunRecord:
         error: why the run failed, if it did.
         start_time: when the run started (ms since the epoch; 0 if unknown): of two runs of
             the same variant and seed (a re-run sweep), the later one counts.
+        tags: the run's tags (e.g. ``xent.variant``).
     """
 
     run_id: str
@@ -51,6 +52,7 @@ class RunRecord:
     final: Mapping[str, float] = field(default_factory=dict)
     error: str | None = None
     start_time: int = 0
+    tags: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:

@@ -472,7 +472,7 @@ def publish_report(
             parent.run_id,
             {f"verdict.{c.claim}": c.verdict for c in report.checks},
         )
-        variant_ids = tracking.child_tag_values(tracking_uri, parent, VARIANT_TAG)
+        variant_ids = {r.run_id: r.tags[VARIANT_TAG] for r in records if VARIANT_TAG in r.tags}
         summary = parent_summary_metrics(report, variant_ids)
         tracking.log_run_summary(tracking_uri, parent.run_id, summary, parent_note(report))
         views = tracking.share_sweep_views(

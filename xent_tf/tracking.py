@@ -1279,6 +1279,7 @@ def _record(
         final=dict(run.data.metrics),
         error=run.data.tags.get("error"),
         start_time=int(run.info.start_time or 0),
+        tags=dict(run.data.tags),
     )
 
 
@@ -1291,17 +1292,6 @@ def log_files(tracking_uri: str, run_id: str, files: Mapping[Path, str | None]) 
     client = _client(tracking_uri)
     for path, artifact_dir in files.items():
         client.log_artifact(run_id, str(path), artifact_path=artifact_dir)
-
-
-def child_tag_values(tracking_uri: str, parent: StudyRun, tag: str) -> dict[str, str]:
-    """{child run id: its value of ``tag``} for every child of a sweep parent that has it."""
-    client = _client(tracking_uri)
-    children = client.search_runs(
-        [parent.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent.run_id}'",
-        max_results=10_000,
-    )
-    return {r.info.run_id: r.data.tags[tag] for r in children if tag in r.data.tags}
 
 
 # What MLflow allows in a metric name (colons are refused on Windows only).
