@@ -52,7 +52,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help='overrides for the study sweeps only, as one string (e.g. "seed=0,1,2")',
     )
     parser.add_argument(
-        "--workers", type=int, default=2, help="worker processes every study shares (default 2)"
+        "--workers",
+        type=int,
+        default=2,
+        help="worker processes every study and the ledger share (default 2; they replace the "
+        "replica launcher's hydra.launcher.n_jobs)",
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every step")
     args = parser.parse_args(argv)
