@@ -199,10 +199,12 @@ def _time_study_records(workdir: Path) -> tuple[float, float, int]:
     which comes before, is not counted)."""
     from mlflow import MlflowClient
 
+    from benchmarks.bench import REPO_ROOT
+
     uri = f"sqlite:///{workdir / 'study.db'}"
     command = [
         sys.executable,
-        str(Path(__file__).resolve().parent.parent / "experiments" / "run.py"),
+        str(REPO_ROOT / "experiments" / "run.py"),
         "-m",
         f"+experiment={STUDY}",
         f"tracking.uri={uri}",

@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPRODUCE_TARGET_SECONDS = 90.0
-STUDIES = ("binary_vs_categorical", "mse_vs_ce", "lr_sweep", "lr_range_test", "annealing")
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -83,15 +81,18 @@ def bench_reproduce(workdir: Path) -> ReproduceBench:
     Returns:
         The measurements.
     """
+    from benchmarks.bench import REPO_ROOT
+    from xent_tf.studies import STUDIES
+
     python = sys.executable
     one, steps = workdir / "one-process", workdir / "per-step"
     one.mkdir()
     steps.mkdir()
     uri = "tracking.uri=sqlite:///{}/mlflow.db"
     wall_one, cpu_one = _timed(
-        [[python, str(ROOT / "experiments" / "reproduce.py"), uri.format(one)]], one
+        [[python, str(REPO_ROOT / "experiments" / "reproduce.py"), uri.format(one)]], one
     )
-    run = str(ROOT / "experiments" / "run.py")
+    run = str(REPO_ROOT / "experiments" / "run.py")
     per_step = [
         [python, run, "-m", f"+experiment={study}", "+resume=matching", uri.format(steps)]
         for study in STUDIES

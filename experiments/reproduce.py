@@ -29,10 +29,11 @@ from hydra._internal.utils import _run_app, create_config_search_path, run_and_r
 from hydra.core.global_hydra import GlobalHydra
 from run import task  # experiments/run.py, the same task function (this script's directory)
 
+from xent_tf.studies import STUDIES as STUDY_SPECS
 from xent_tf.sweep import preload_job_modules
 from xent_tf.worker_pool import WorkerDeath, keep_workers
 
-STUDIES = ("binary_vs_categorical", "mse_vs_ce", "lr_sweep", "lr_range_test", "annealing")
+STUDIES = tuple(STUDY_SPECS)  # the comparison studies, in the registry's order
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 # run.py's job name (Hydra names it after the script): the same log files and output paths.
 JOB_NAME = "run"

@@ -142,12 +142,12 @@ class WorkerPool:
         """
         results: dict[int, T] = {}
         pending = list(range(len(tasks)))
+        _stop([w for w in self._idle if not w.process.is_alive()])  # died while idle
+        self._idle = [w for w in self._idle if w.process.is_alive()]
         # Every worker starts (and imports what its initializer imports) before the first
         # task is handed out: handing out blocks until the worker reads its task, which it
         # does only once started, and a task larger than the pipe's buffer would otherwise
         # hold the next worker's start until the previous one has imported TensorFlow.
-        _stop([w for w in self._idle if not w.process.is_alive()])  # died while idle
-        self._idle = [w for w in self._idle if w.process.is_alive()]
         self.start(len(tasks))
         workers, self._idle = self._idle, []
 
