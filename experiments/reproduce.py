@@ -103,13 +103,26 @@ def _ledger_worker_died(_: int, death: WorkerDeath) -> None:
     raise SystemExit(f"the claims ledger's process ended before it finished: {death.description}")
 
 
+SWEEP_DIR_KEY = "hydra.sweep.dir="
+
+
+def study_overrides(study: str, overrides: Sequence[str]) -> list[str]:
+    """The overrides of every step, for one study's sweep: a sweep directory given for all
+    (``hydra.sweep.dir=D``) becomes ``D/STUDY``, since a sweep directory holds one study."""
+    return [f"{o}/{study}" if o.startswith(SWEEP_DIR_KEY) else o for o in overrides]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the studies, then the ledger; the first failing step stops it (exit code 1)."""
     args = parse_args(argv)
     app = _hydra_app()
     with keep_workers(args.workers, preload_job_modules) as pool:
         for study in args.studies:
-            overrides = [f"+experiment={study}", "+resume=matching", *args.overrides]
+            overrides = [
+                f"+experiment={study}",
+                "+resume=matching",
+                *study_overrides(study, args.overrides),
+            ]
             _run(app, [*overrides, *args.study_args], multirun=True)
         pool.run([functools.partial(_ledger, args.overrides)], _ledger_worker_died)
 

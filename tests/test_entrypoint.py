@@ -107,3 +107,17 @@ def test_reproduce_refuses_an_unknown_study_naming_the_known_ones(tmp_path: Path
         result.stderr
     )
     assert not (tmp_path / "multirun").exists()  # nothing ran
+
+
+def test_reproduce_gives_each_study_its_own_directory_under_a_shared_sweep_dir() -> None:
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        from reproduce import study_overrides
+    finally:
+        sys.path.remove(str(ROOT / "experiments"))
+    assert study_overrides("lr_sweep", ["hydra.sweep.dir=/out", "seed=0,1", "tracking.uri=x"]) == [
+        "hydra.sweep.dir=/out/lr_sweep",
+        "seed=0,1",
+        "tracking.uri=x",
+    ]
+    assert study_overrides("annealing", ["seed=0"]) == ["seed=0"]

@@ -136,6 +136,16 @@ def test_a_resumed_sweep_runs_only_what_did_not_finish(tmp_path: Path) -> None:
     assert f"its jobs join parent run {parent.info.run_id} again" in out
     assert "3 jobs skipped: their config already FINISHED under the parent run" in out
     assert len(_children(uri)) == 5
+    # 7. Another study into the first sweep's directory is refused, naming the key: its runs
+    # would join the first study's parent (and report). Nothing runs.
+    seventh = run_cli(
+        *SWEEP, "seed=0", "trainer.epochs=3", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path
+    )
+    assert seventh.returncode == 1
+    out = seventh.stdout + seventh.stderr
+    assert f"sweep directory {sweep_dir} belongs to another study (parent run " in out
+    assert "trainer.epochs: 2 -> 3" in out
+    assert len(_children(uri)) == 5
 
 
 def test_resume_modes_are_true_matching_or_off_and_nothing_else() -> None:

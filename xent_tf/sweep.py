@@ -186,6 +186,30 @@ def _parent_to_resume(
     return ParentRun(found.run_id, found.experiment_id, uri)
 
 
+def _check_same_study(sweep_dir: Path, parent: ParentRun, definition: dict[str, str]) -> None:
+    """Refuse to continue a sweep directory's parent run with another study.
+
+    Re-running into a sweep directory continues its parent run; a different study there (for
+    example one ``hydra.sweep.dir`` given to several studies) would mix its runs into the
+    other's report and ledger.
+
+    Raises:
+        ResumeRefusedError: the parent recorded another study definition (the message lists
+            the keys that differ).
+    """
+    from xent_tf import tracking
+
+    recorded = tracking.recorded_study_definition(parent.tracking_uri, parent.run_id)
+    differences = [] if recorded is None else definition_differences(recorded, definition)
+    if differences:
+        raise ResumeRefusedError(
+            f"sweep directory {sweep_dir} belongs to another study (parent run {parent.run_id}); "
+            "keys that differ (recorded -> now): "
+            + "; ".join(differences)
+            + ". Give this sweep its own hydra.sweep.dir (or leave it out for a new one)"
+        )
+
+
 def _newest_parent_of_study(
     uri: str, experiment_name: str, definition: dict[str, str]
 ) -> ParentRun | None:
@@ -390,6 +414,8 @@ class MlflowSweepCallback(Callback):
         assert self.sweep_dir is not None
         definition = _study_definition(config)
         earlier = parent_for_sweep(self.sweep_dir)
+        if earlier is not None and earlier.tracking_uri == uri:
+            _check_same_study(self.sweep_dir, earlier, definition)
         mode = _resume_mode(OmegaConf.select(config, "resume", default=False))
         if earlier is None and mode:
             earlier = _parent_to_resume(uri, str(config.experiment_name), definition, mode)
