@@ -61,6 +61,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from xent_tf import sql_metrics
 from xent_tf.comparison import RunRecord
 from xent_tf.resume import CONFIG_HASH_TAG, FinishedJob
 from xent_tf.spool import (
@@ -167,6 +168,14 @@ def _client(tracking_uri: str) -> MlflowClient:
     if _is_http(tracking_uri):
         bound_http_retries()
     return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _send_metrics(client: MlflowClient, run_id: str, metrics: list[Metric]) -> None:
+    """``log_batch`` of metrics; into a local database store, ``sql_metrics.log_metrics`` (the
+    same rows, one insert instead of one ORM object per value)."""
+    store = sql_metrics.fast_store(client)
+    if store is None or not sql_metrics.log_metrics(store, run_id, metrics):
+        client.log_batch(run_id, metrics=metrics)
 
 
 def server_answers(tracking_uri: str, timeout_seconds: float = _PROBE_SECONDS) -> bool:
@@ -428,7 +437,7 @@ class MlflowRun:
     def _deliver_metrics(self, batch: list[Metric]) -> None:
         self._deliver(
             "sending metrics",
-            lambda: self.client.log_batch(self.run_id, metrics=batch),
+            lambda: _send_metrics(self.client, self.run_id, batch),
             "metrics",
             lambda: {"metrics": [[m.key, m.value, m.timestamp, m.step] for m in batch]},
         )
@@ -465,6 +474,10 @@ class MlflowRun:
         items = [Param(k, v) for k, v in params.items()]
 
         def send() -> None:
+            store = sql_metrics.fast_store(self.client)
+            if store is not None:
+                sql_metrics.log_params(store, self.run_id, items)
+                return
             for start in range(0, len(items), _PARAM_BATCH):
                 self.client.log_batch(self.run_id, params=items[start : start + _PARAM_BATCH])
 
