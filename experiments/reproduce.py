@@ -124,6 +124,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 *study_overrides(study, args.overrides),
             ]
             _run(app, [*overrides, *args.study_args], multirun=True)
+        try:
+            pool.drain()  # the studies' reports: the ledger reads their finished parent runs
+        except Exception as error:
+            raise SystemExit(f"a study's report could not be finished: {error}") from error
         pool.run([functools.partial(_ledger, args.overrides)], _ledger_worker_died)
 
 

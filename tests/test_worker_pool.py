@@ -149,3 +149,44 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+def append_pid(path_and_pause: tuple[str, float]) -> tuple[int, int]:
+    path, pause = path_and_pause
+    time.sleep(pause)
+    with open(path, "a") as out:
+        out.write(f"{os.getpid()}\n")
+    return 0, os.getpid()
+
+
+def test_a_background_task_runs_while_rounds_go_on_and_drain_raises_what_it_raised(
+    tmp_path: Path,
+) -> None:
+    def no_death(index: int, death: WorkerDeath) -> tuple[int, int]:
+        raise AssertionError(f"task {index}: {death.description}")
+
+    log = tmp_path / "background.txt"
+    with keep_workers(2) as pool:
+        pool.submit(Task(append_pid, (str(log), 1.0)))  # type: ignore[arg-type]
+        results = pool.run([Task(square, v) for v in range(6)], no_death)
+        assert [v for v, _ in results] == [v * v for v in range(6)]
+        pool.drain()
+        assert len(log.read_text().split()) == 1
+        assert len({pid for _, pid in results} | {int(log.read_text())}) == 2  # two workers
+        # Errors and deaths of background tasks surface at drain, and the pool goes on.
+        pool.submit(Task(fail, 0))
+        with pytest.raises(ValueError, match="bad task 7"):
+            pool.drain()
+        pool.submit(Task(die, 0))
+        with pytest.raises(RuntimeError, match=r"background task's worker died \(signal 9"):
+            pool.drain()
+        again = pool.run([Task(square, v) for v in range(4)], no_death)
+        assert [v for v, _ in again] == [0, 1, 4, 9]
+    # One worker: a second background task waits for the first; both run, in order.
+    with keep_workers(1) as pool:
+        ordered = tmp_path / "ordered.txt"
+        pool.submit(Task(append_pid, (str(ordered), 0.5)))  # type: ignore[arg-type]
+        pool.submit(Task(append_pid, (str(ordered), 0.0)))  # type: ignore[arg-type]
+        pool.drain()
+        pids = ordered.read_text().split()
+        assert len(pids) == 2 and pids[0] == pids[1]  # the same single worker, one after another

@@ -28,13 +28,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from sqlalchemy.exc import IntegrityError
 
-try:  # MLflow internals: without them, callers keep MLflow's own log_batch
-    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-    from mlflow.utils.validation import _validate_metric, _validate_param
-except ImportError:  # pragma: no cover - depends on the installed MLflow
-    SqlAlchemyStore = None  # type: ignore[assignment,misc]
-
+# Where MLflow's SQLAlchemy store lives; it and its table models are imported only once a
+# client has created such a store (a process that talks to a server never loads them).
+_STORE_MODULE = "mlflow.store.tracking.sqlalchemy_store"
 _STORE_PIECES = ("ManagedSessionMaker", "_get_run", "_check_run_is_active", "sanitize_metric_value")
 
 
@@ -46,14 +42,23 @@ def fast_store(client: MlflowClient) -> Any | None:
 
     Returns:
         The store (a local database: SQLite, PostgreSQL, ...), or None (a server, a file
-        store, or an MLflow without the store methods used here).
+        store, or an MLflow without the store methods and tables used here).
     """
-    if SqlAlchemyStore is None:
-        return None
     store = getattr(getattr(client, "_tracking_client", None), "store", None)
-    if not isinstance(store, SqlAlchemyStore):
+    if type(store).__module__ != _STORE_MODULE or type(store).__name__ != "SqlAlchemyStore":
+        return None
+    try:  # MLflow internals: without them, callers keep MLflow's own log_batch
+        _tables()
+    except ImportError:  # pragma: no cover - depends on the installed MLflow
         return None
     return store if all(hasattr(store, name) for name in _STORE_PIECES) else None
+
+
+def _tables() -> tuple[Any, Any, Any]:
+    """MLflow's metric, latest-metric and param tables (its own SQLAlchemy definitions)."""
+    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam
+
+    return SqlMetric.__table__, SqlLatestMetric.__table__, SqlParam.__table__
 
 
 def _order(row: Any) -> tuple[int, int, float]:
@@ -83,6 +88,8 @@ def log_metrics(store: Any, run_id: str, metrics: Sequence[Metric]) -> bool:
     if any(getattr(m, "model_id", None) or getattr(m, "dataset_name", None) for m in metrics):
         return False
     rows: dict[tuple[str, int, int, float, bool], dict[str, Any]] = {}
+    from mlflow.utils.validation import _validate_metric
+
     for index, metric in enumerate(metrics):
         _validate_metric(
             metric.key, metric.value, metric.timestamp, metric.step, path=f"metrics[{index}]"
@@ -123,7 +130,7 @@ def _write(
     latest: dict[str, dict[str, Any]],
 ) -> None:
     """Insert the rows and merge each key's latest value, in the session's transaction."""
-    metric_table, latest_table = SqlMetric.__table__, SqlLatestMetric.__table__
+    metric_table, latest_table, _ = _tables()
     store._check_run_is_active(store._get_run(run_uuid=run_id, session=session))
     session.execute(metric_table.insert(), rows)
     held_rows = session.execute(
@@ -165,9 +172,11 @@ def log_params(store: Any, run_id: str, params: Sequence[Param]) -> None:
     if not params:
         return
     # MLflow's own check, which also cuts an over-long value to the length the store keeps.
+    from mlflow.utils.validation import _validate_param
+
     checked = [_validate_param(p.key, p.value, path=f"params[{i}]") for i, p in enumerate(params)]
     wanted = {param.key: param.value for param in checked}
-    table = SqlParam.__table__
+    _, _, table = _tables()
     with store.ManagedSessionMaker(read_only=False) as session:
         store._check_run_is_active(store._get_run(run_uuid=run_id, session=session))
         held = dict(

@@ -19,12 +19,14 @@ it is skipped (``finished_job``, by config hash), and the report keeps one run p
 from __future__ import annotations
 
 import atexit
+import functools
 import importlib
 import json
 import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -347,6 +349,40 @@ def _wants_epoch_lines(overrides: list[str]) -> bool:
     return any(o.lstrip("+") in ("trainer.verbose=true", "trainer.verbose=True") for o in overrides)
 
 
+def _say(text: str) -> None:
+    """Print a report in a pool worker, whose logging is still set up for its last job."""
+    print(text, flush=True)
+
+
+def _report_and_end(sweep_dir: Path, parent: ParentRun, say: Callable[[str], object]) -> None:
+    """Build and publish the sweep's report, end its parent run, and say where both are.
+
+    Args:
+        sweep_dir: the sweep directory (``report.html`` goes there).
+        parent: the sweep's parent run (FINISHED, or FAILED when the report cannot be built).
+        say: prints a text for the user.
+    """
+    from xent_tf import tracking
+    from xent_tf.report import publish_report  # matplotlib only when a sweep reports
+
+    uri = parent.tracking_uri
+    status = "FINISHED"
+    try:
+        _, text = publish_report(uri, sweep_dir, parent_run_id=parent.run_id)
+        say("\n" + text)
+    except Exception as error:
+        status = "FAILED"
+        log.exception("could not build the sweep's report")
+        say(f"could not build the report of {sweep_dir}: {type(error).__name__}: {error}")
+    tracking.end_run(uri, parent.run_id, status)
+    address = tracking.ui_address(uri)
+    say(
+        f"report: {sweep_dir / 'report.html'} (and on the parent run "
+        f"{tracking.run_url(parent.experiment_id, parent.run_id, address)})\n"
+        f"runs table: {tracking.experiment_url(parent.experiment_id, address)}"
+    )
+
+
 class MlflowSweepCallback(Callback):
     """Creates the MLflow experiment and the sweep's parent run; reports and ends it at the end.
 
@@ -500,7 +536,6 @@ class MlflowSweepCallback(Callback):
         if self.parent is None or self.sweep_dir is None:
             return
         from xent_tf import tracking
-        from xent_tf.report import publish_report  # matplotlib only when a sweep reports
 
         uri = self.parent.tracking_uri
         if not tracking.server_answers(uri):
@@ -533,22 +568,18 @@ class MlflowSweepCallback(Callback):
                 len(orphans),
                 ", ".join(orphans),
             )
-        status = "FINISHED"
-        try:
-            _, text = publish_report(uri, self.sweep_dir, parent_run_id=self.parent.run_id)
-            log.info("\n%s", text)
-        except Exception:
-            status = "FAILED"
-            log.exception("could not build the sweep's report")
-        tracking.end_run(uri, self.parent.run_id, status)
-        atexit.unregister(self._end_if_still_running)
-        address = tracking.ui_address(self.parent.tracking_uri)
-        log.info(
-            "report: %s (and on the parent run %s)\nruns table: %s",
-            self.sweep_dir / "report.html",
-            tracking.run_url(self.parent.experiment_id, self.parent.run_id, address),
-            tracking.experiment_url(self.parent.experiment_id, address),
-        )
+        from xent_tf.worker_pool import kept_pool
+
+        pool = kept_pool()
+        if pool is None:
+            _report_and_end(self.sweep_dir, self.parent, log.info)
+            atexit.unregister(self._end_if_still_running)
+        else:
+            # A process that runs several sweeps (experiments/reproduce.py): a worker builds
+            # this report while the next sweep is planned and trained; the process waits for
+            # it (``drain``) before it reads the studies. Should the worker die first, the
+            # parent run is marked KILLED at exit (``_end_if_still_running``).
+            pool.submit(functools.partial(_report_and_end, self.sweep_dir, self.parent, _say))
 
     def _end_if_still_running(self) -> None:
         if self.parent is None:

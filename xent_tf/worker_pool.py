@@ -29,6 +29,8 @@ from joblib.externals import cloudpickle
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# ``_Worker.task`` of a worker running a background task (``WorkerPool.submit``).
+_BACKGROUND = -1
 # prctl(2) option: the signal a process gets when its parent dies.
 _PR_SET_PDEATHSIG = 1
 
@@ -118,11 +120,77 @@ class WorkerPool:
         self.n_workers = n_workers
         self._initializer = initializer
         self._idle: list[_Worker] = []
+        # Workers running a task handed over with ``submit``, and what those tasks raised.
+        self._background: list[_Worker] = []
+        self._background_errors: list[BaseException] = []
 
     def start(self, n_workers: int | None = None) -> None:
         """Start workers now (up to ``n_workers``, default all), without waiting for them."""
         wanted = self.n_workers if n_workers is None else min(n_workers, self.n_workers)
-        self._idle.extend(_start_worker(self._initializer) for _ in range(wanted - len(self._idle)))
+        running = len(self._idle) + len(self._background)
+        self._idle.extend(_start_worker(self._initializer) for _ in range(wanted - running))
+
+    def _drop_dead_idle(self) -> None:
+        """Forget the idle workers that died while idle (the next start replaces them)."""
+        _stop([w for w in self._idle if not w.process.is_alive()])
+        self._idle = [w for w in self._idle if w.process.is_alive()]
+
+    def submit(self, task: Callable[[], object]) -> None:
+        """Run ``task`` in a worker while the caller goes on (e.g. a sweep's report while the
+        next sweep is planned). Its result is dropped; what it raises, or its worker's death,
+        is raised by ``drain``. The next ``run`` counts the worker busy until it is done.
+
+        Args:
+            task: an argument-less callable (picklable with cloudpickle).
+        """
+        self._drop_dead_idle()
+        if not self._idle and len(self._background) >= self.n_workers:
+            self._collect_background(block=True)
+        self.start(len(self._background) + 1)
+        worker = self._idle.pop(0)
+        worker.task = _BACKGROUND
+        worker.connection.send_bytes(cloudpickle.dumps(task))
+        self._background.append(worker)
+
+    def _collect_background(self, block: bool) -> None:
+        """Take the replies of background tasks that have ended (with ``block``, at least one)."""
+        if not self._background:
+            return
+        busy = self._background
+        ready = wait(
+            [w.connection for w in busy] + [w.process.sentinel for w in busy],
+            timeout=None if block else 0,
+        )
+        for worker in list(busy):
+            if worker.connection in ready or worker.process.sentinel in ready:
+                self._finish_background(worker)
+
+    def _finish_background(self, worker: _Worker) -> None:
+        """Record how ``worker``'s background task ended; the worker is idle again (or gone)."""
+        self._background.remove(worker)
+        reply = _receive(worker.connection)
+        worker.task = None
+        if reply is None:
+            death = _death_of(worker)
+            worker.connection.close()
+            self._background_errors.append(RuntimeError(f"a background task's {death.description}"))
+            return
+        status, value = reply
+        if status == "error":
+            self._background_errors.append(value)
+        self._idle.append(worker)
+
+    def drain(self) -> None:
+        """Wait for every background task (``submit``).
+
+        Raises:
+            BaseException: the first error a background task raised, or its worker's death.
+        """
+        while self._background:
+            self._collect_background(block=True)
+        errors, self._background_errors = self._background_errors, []
+        if errors:
+            raise errors[0]
 
     def run(
         self, tasks: Sequence[Callable[[], T]], on_death: Callable[[int, WorkerDeath], T]
@@ -142,13 +210,13 @@ class WorkerPool:
         """
         results: dict[int, T] = {}
         pending = list(range(len(tasks)))
-        _stop([w for w in self._idle if not w.process.is_alive()])  # died while idle
-        self._idle = [w for w in self._idle if w.process.is_alive()]
+        self._drop_dead_idle()
         # Every worker starts (and imports what its initializer imports) before the first
         # task is handed out: handing out blocks until the worker reads its task, which it
         # does only once started, and a task larger than the pipe's buffer would otherwise
         # hold the next worker's start until the previous one has imported TensorFlow.
-        self.start(len(tasks))
+        self.start(len(tasks) + len(self._background))
+        # A worker still busy with a background task takes a task once that one is done.
         workers, self._idle = self._idle, []
 
         def hand_out(worker: _Worker) -> None:
@@ -161,7 +229,19 @@ class WorkerPool:
                 hand_out(worker)
             while len(results) < len(tasks):
                 busy = [w for w in workers if w.task is not None]
-                ready = wait([w.connection for w in busy] + [w.process.sentinel for w in busy])
+                background = self._background
+                ready = wait(
+                    [w.connection for w in busy + background]
+                    + [w.process.sentinel for w in busy + background]
+                )
+                for worker in list(background):
+                    if worker.connection in ready or worker.process.sentinel in ready:
+                        self._finish_background(worker)
+                        if worker in self._idle:
+                            self._idle.remove(worker)
+                            workers.append(worker)
+                            if pending:
+                                hand_out(worker)
                 for worker in busy:
                     if worker.connection not in ready and worker.process.sentinel not in ready:
                         continue
@@ -194,8 +274,10 @@ class WorkerPool:
         return [results[i] for i in range(len(tasks))]
 
     def close(self) -> None:
-        """Stop the idle workers (each sees its pipe close and exits)."""
-        workers, self._idle = self._idle, []
+        """Stop the workers (each sees its pipe close and exits); background tasks still
+        running are stopped with them (``drain`` first to wait for them)."""
+        workers, self._idle = self._idle + self._background, []
+        self._background = []
         _stop(workers)
 
 
