@@ -239,3 +239,25 @@ def test_the_composed_options_have_their_own_schemas(make_config: Callable[..., 
         "y",
     )
     assert config.model.kwargs == {"extra": 1}  # type: ignore[attr-defined]
+
+
+def test_to_config_converts_a_sweep_jobs_config_field_by_field_as_omegaconf_would() -> None:
+    import copy
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf, open_dict, read_write
+
+    from xent_tf.config import Config, to_config
+
+    overrides = ["+experiment=mse_vs_ce", "loss=mse", "optimizer=sgd", "+resume=matching"]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        job = compose("config", overrides, return_hydra_config=True)  # as a sweep job has it
+    reference = copy.deepcopy(job)  # the old way: a copy without Hydra's node, as a whole
+    with read_write(reference), open_dict(reference):
+        del reference["hydra"], reference["resume"]
+    expected = OmegaConf.to_object(reference)
+    assert isinstance(expected, Config)
+    assert to_config(job) == expected
+    assert to_config(job).loss.name == "mse" and "hydra" in job  # the job's config is untouched
+    with pytest.raises(TypeError, match="expected a config built on config_schema"):
+        to_config(OmegaConf.create({"seed": 1}))

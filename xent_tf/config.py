@@ -14,7 +14,7 @@ anything trains.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, TypedDict, TypeVar
 
 from hydra.core.config_store import ConfigStore
@@ -685,9 +685,16 @@ def to_config(cfg: object) -> Config:
         ValueError: a value is out of range or the parts don't fit together (the message names
             the field, the bad value and what is allowed).
     """
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, ListConfig, OmegaConf
 
-    config = OmegaConf.to_object(cfg)
-    if not isinstance(config, Config):
-        raise TypeError(f"expected a config built on config_schema, got {type(config).__name__}")
-    return config
+    if not isinstance(cfg, DictConfig) or OmegaConf.get_type(cfg) is not Config:
+        kind = OmegaConf.get_type(cfg) if isinstance(cfg, DictConfig) else type(cfg)
+        raise TypeError(f"expected a config built on config_schema, got {kind}")
+    # Field by field, as OmegaConf.to_object builds it: a sweep job's config also holds
+    # Hydra's own node (and keys such as +resume) that are not Config's, and converting only
+    # Config's fields spares copying them (a job's config was a deep copy without Hydra's node).
+    parts: dict[str, Any] = {
+        name: OmegaConf.to_object(value) if isinstance(value, DictConfig | ListConfig) else value
+        for name, value in ((f.name, cfg[f.name]) for f in fields(Config) if f.init)
+    }
+    return Config(**parts)

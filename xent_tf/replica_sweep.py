@@ -153,11 +153,8 @@ def shared_composer(hydra_context: HydraContext, config: DictConfig) -> SweepCom
 
 
 def _typed(sweep_config: DictConfig) -> Config:
-    """The job's validated config (without Hydra's own node, as the task function sees it)."""
-    task_config = copy.deepcopy(sweep_config)
-    with read_write(task_config), open_dict(task_config):
-        del task_config["hydra"]
-    return to_config(task_config)
+    """The job's validated config (what the task function sees; Hydra's node left out)."""
+    return to_config(sweep_config)
 
 
 def _failed_job(overrides: Sequence[str], error: Exception) -> JobReturn:
