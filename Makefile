@@ -110,11 +110,12 @@ sync: install
 # did not FINISH (same config hash); a finished study only re-reports; a study with no such
 # sweep (none yet, or only ad-hoc sweeps of other settings) starts one.
 # tests/integration/test_reproduce.py kills it after its first study and starts it again.
-STUDIES := binary_vs_categorical mse_vs_ce lr_sweep lr_range_test annealing
+# STUDIES (default: all five, in reproduce.py's order) picks and orders them.
+STUDIES ?=
 STUDY_ARGS ?=
 reproduce: install
-	$(BIN)/python $(ROOT)experiments/reproduce.py --studies "$(STUDIES)" --study-args "$(STUDY_ARGS)" \
-		$(ARGS)
+	$(BIN)/python $(ROOT)experiments/reproduce.py $(if $(STUDIES),--studies "$(STUDIES)") \
+		--study-args "$(STUDY_ARGS)" $(ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache .mypy_cache .ruff_cache

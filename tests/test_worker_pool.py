@@ -167,10 +167,10 @@ def test_a_background_task_runs_while_rounds_go_on_and_drain_raises_what_it_rais
 
     log = tmp_path / "background.txt"
     with keep_workers(2) as pool:
-        pool.submit(Task(append_pid, (str(log), 1.0)))  # type: ignore[arg-type]
+        token = pool.submit(Task(append_pid, (str(log), 1.0)))  # type: ignore[arg-type]
         results = pool.run([Task(square, v) for v in range(6)], no_death)
         assert [v for v, _ in results] == [v * v for v in range(6)]
-        pool.drain()
+        assert pool.drain() == {token: (0, int(log.read_text()))}
         assert len(log.read_text().split()) == 1
         assert len({pid for _, pid in results} | {int(log.read_text())}) == 2  # two workers
         # Errors and deaths of background tasks surface at drain, and the pool goes on.

@@ -98,6 +98,7 @@ class _Worker:
     process: BaseProcess
     connection: Connection
     task: int | None = None
+    token: int = 0  # of its background task (``submit``)
 
 
 class WorkerPool:
@@ -123,6 +124,8 @@ class WorkerPool:
         # Workers running a task handed over with ``submit``, and what those tasks raised.
         self._background: list[_Worker] = []
         self._background_errors: list[BaseException] = []
+        self._background_results: dict[int, Any] = {}
+        self._submitted = 0
 
     def start(self, n_workers: int | None = None) -> None:
         """Start workers now (up to ``n_workers``, default all), without waiting for them."""
@@ -135,22 +138,27 @@ class WorkerPool:
         _stop([w for w in self._idle if not w.process.is_alive()])
         self._idle = [w for w in self._idle if w.process.is_alive()]
 
-    def submit(self, task: Callable[[], object]) -> None:
+    def submit(self, task: Callable[[], object]) -> int:
         """Run ``task`` in a worker while the caller goes on (e.g. a sweep's report while the
-        next sweep is planned). Its result is dropped; what it raises, or its worker's death,
-        is raised by ``drain``. The next ``run`` counts the worker busy until it is done.
+        next sweep is planned). ``drain`` gives its result, or raises what it raised (or its
+        worker's death). The next ``run`` counts the worker busy until it is done.
 
         Args:
             task: an argument-less callable (picklable with cloudpickle).
+
+        Returns:
+            The task's token (its result's key in what ``drain`` returns).
         """
         self._drop_dead_idle()
         if not self._idle and len(self._background) >= self.n_workers:
             self._collect_background(block=True)
         self.start(len(self._background) + 1)
         worker = self._idle.pop(0)
-        worker.task = _BACKGROUND
+        self._submitted += 1
+        worker.task, worker.token = _BACKGROUND, self._submitted
         worker.connection.send_bytes(cloudpickle.dumps(task))
         self._background.append(worker)
+        return worker.token
 
     def _collect_background(self, block: bool) -> None:
         """Take the replies of background tasks that have ended (with ``block``, at least one)."""
@@ -178,10 +186,15 @@ class WorkerPool:
         status, value = reply
         if status == "error":
             self._background_errors.append(value)
+        else:
+            self._background_results[worker.token] = value
         self._idle.append(worker)
 
-    def drain(self) -> None:
+    def drain(self) -> dict[int, Any]:
         """Wait for every background task (``submit``).
+
+        Returns:
+            {token: result} of the background tasks that ended since the last drain.
 
         Raises:
             BaseException: the first error a background task raised, or its worker's death.
@@ -189,8 +202,10 @@ class WorkerPool:
         while self._background:
             self._collect_background(block=True)
         errors, self._background_errors = self._background_errors, []
+        results, self._background_results = self._background_results, {}
         if errors:
             raise errors[0]
+        return results
 
     def run(
         self, tasks: Sequence[Callable[[], T]], on_death: Callable[[int, WorkerDeath], T]

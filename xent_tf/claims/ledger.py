@@ -20,6 +20,7 @@ from xent_tf.claims.from_studies import evaluate_study_claim, find_study
 from xent_tf.claims.records import (
     ClaimResult,
     DatasetVerdict,
+    EarlyMeasurements,
     Ledger,
     StabilityRow,
     StudyEvidence,
@@ -30,6 +31,7 @@ from xent_tf.claims.runner import StudyRunner, check_datasets, study_definition
 from xent_tf.comparison import Verdict, combine_verdicts
 from xent_tf.config import Config, MakeClassificationConfig, MlpConfig
 from xent_tf.ledger_render import render_terminal, write_ledger
+from xent_tf.resume import config_hash
 from xent_tf.runtime import configure_runtime
 from xent_tf.studies import ClaimPart
 
@@ -105,6 +107,54 @@ def _measure_exact(claim: str, config: Config) -> ClaimResult:
     return EXACT_CLAIMS[claim](config)
 
 
+def measure_early(config: Config, reference_dir: Path) -> EarlyMeasurements:
+    """What a ledger of ``config`` measures without any study: its on-the-spot claims, and
+    (tracking on) the finished reference run it reads (left in the store, where the ledger
+    finds it).
+
+    Args:
+        config: the ledger's config (``+experiment=claims``).
+        reference_dir: where a reference run made here writes its local files.
+
+    Returns:
+        The on-the-spot claims' results, for ``hand_over_early``.
+    """
+    configure_runtime(config.trainer.device, config.trainer.threads, config.seed)
+    wanted = _wanted(config)
+    results = {c: _measure_exact(c, config) for c in wanted if not CLAIMS[c].study}
+    reads_reference = any(CLAIMS[c].study == reference.REFERENCE_EXPERIMENT for c in wanted)
+    if reads_reference and config.tracking.enabled and not config.claims.rerun:
+        reference.find_or_run_reference(config, reference_dir, rerun=False)
+    return EarlyMeasurements(config_hash(config), results)
+
+
+_early: EarlyMeasurements | None = None
+
+
+def hand_over_early(measurements: EarlyMeasurements | None) -> None:
+    """Give this process's next ``run_ledger`` what ``measure_early`` measured (used once)."""
+    global _early
+    _early = measurements
+
+
+def _take_early(config: Config) -> Mapping[str, ClaimResult]:
+    """The handed-over early results, if they were measured with this config (used once)."""
+    global _early
+    early, _early = _early, None
+    if early is None:
+        return {}
+    if early.config_hash != config_hash(config):
+        log.warning("claims measured ahead were measured with another config: measuring again")
+        return {}
+    log.info("claims measured ahead of the ledger, same config: %s", ", ".join(early.results))
+    return early.results
+
+
+def _wanted(config: Config) -> list[str]:
+    """The claims ``config.claims.only`` asks for (all when empty), in registry order."""
+    return [c for c in CLAIMS if not config.claims.only or c in config.claims.only]
+
+
 def _exact_parts(claim: str) -> list[ClaimPart]:
     """Parts of a training claim measured on the spot (C8's exact half)."""
     if claim != "C8":
@@ -171,7 +221,8 @@ def evaluate_claims(
     """
     settings = config.claims
     check_datasets(settings.datasets)
-    wanted = [c for c in CLAIMS if not settings.only or c in settings.only]
+    wanted = _wanted(config)
+    early = _take_early(config)
     sets = seed_sets(settings.seeds, settings.stability)
     datasets: tuple[str | None, ...] = tuple(settings.datasets) or (None,)
     # The claims measured on the spot need no study: one thread measures them, one after
@@ -181,10 +232,13 @@ def evaluate_claims(
     # runs beside it; the thread is done before anything else here trains (C16).
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="exact-claims") as executor:
         exact = {
-            c: executor.submit(_measure_exact, c, config) for c in wanted if not CLAIMS[c].study
+            c: executor.submit(_measure_exact, c, config)
+            for c in wanted
+            if not CLAIMS[c].study and c not in early
         }
         studies = _gather_studies(config, wanted, sets, datasets, runner)
         measured = {claim: future.result() for claim, future in exact.items()}
+    measured.update((c, early[c]) for c in wanted if c in early)
     results: list[ClaimResult] = []
     stability: list[StabilityRow] = []
     for claim in wanted:

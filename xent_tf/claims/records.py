@@ -6,7 +6,7 @@ import them without importing the claims' measurements.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from xent_tf import tracking
@@ -234,3 +234,18 @@ class Ledger:
         if not result.measured_here or not self.run_url:
             return result.links
         return (*result.links, Link(f"claims run {self.run_id[:8]}", self.run_url))
+
+
+@dataclass(frozen=True)
+class EarlyMeasurements:
+    """The claims a ledger measures on the spot, measured ahead of it by the same code (`make
+    reproduce` has a worker do it while the studies train), with the config they were
+    measured with: the ledger uses them only for a config of the same hash.
+
+    Attributes:
+        config_hash: ``resume.config_hash`` of the config measured with.
+        results: claim id -> its result.
+    """
+
+    config_hash: str
+    results: Mapping[str, ClaimResult]
