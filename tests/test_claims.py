@@ -5,6 +5,7 @@ stability mode, and the ledger end to end.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -725,3 +726,33 @@ def test_unknown_data_sets_are_refused_by_name(
         ledger.run_ledger(config, tmp_path, None)
     with pytest.raises(ValueError, match=r"claims.datasets=\['iris', 'iris'\] names \['iris'\]"):
         make_config(*LEDGER_TINY, "claims.datasets=[iris,iris]")
+
+
+def test_claims_measured_ahead_are_used_once_and_only_for_the_same_config(
+    make_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    from xent_tf.claims.ledger import evaluate_claims, hand_over_early, measure_early
+    from xent_tf.claims.records import EarlyMeasurements
+    from xent_tf.resume import config_hash
+
+    config = make_config("+experiment=claims", "tracking=off", "claims.only=[C1,C4]")
+    early = measure_early(config, tmp_path / "reference")
+    assert early.config_hash == config_hash(config) and early.definitions == {}
+    measured, _, _ = evaluate_claims(config, tmp_path, None)  # nothing handed over
+    assert [r.verdict for r in measured] == [Verdict.HOLDS, Verdict.HOLDS]
+    assert early.results["C1"] == measured[0]  # the same measurement, made ahead
+    # A constructed result shows which one the ledger used (the real C1 holds).
+    constructed = dataclasses.replace(measured[0], verdict=Verdict.CONTRADICTED, measured="x")
+    hand_over_early(EarlyMeasurements(config_hash(config), {"C1": constructed}))
+    used, _, _ = evaluate_claims(config, tmp_path, None)
+    assert [r.verdict for r in used] == [Verdict.CONTRADICTED, Verdict.HOLDS]
+    again, _, _ = evaluate_claims(config, tmp_path, None)  # handed over once: measured again
+    assert again[0].verdict == Verdict.HOLDS
+    other = make_config("+experiment=claims", "tracking=off", "claims.only=[C1,C4]", "seed=7")
+    hand_over_early(EarlyMeasurements(config_hash(other), {"C1": constructed}))
+    assert evaluate_claims(config, tmp_path, None)[0][0].verdict == Verdict.HOLDS
+    # A study claim's definition is composed ahead as the ledger composes it.
+    lr = measure_early(
+        make_config("+experiment=claims", "tracking=off", "claims.only=[C13]"), tmp_path
+    )
+    assert lr.results == {} and lr.definitions == {"lr_sweep": study_definition("lr_sweep")}

@@ -27,7 +27,12 @@ from xent_tf.claims.records import (
     seed_range,
 )
 from xent_tf.claims.registry import CLAIMS
-from xent_tf.claims.runner import StudyRunner, check_datasets, study_definition
+from xent_tf.claims.runner import (
+    StudyRunner,
+    SubprocessStudyRunner,
+    check_datasets,
+    study_definition,
+)
 from xent_tf.comparison import Verdict, combine_verdicts
 from xent_tf.config import Config, MakeClassificationConfig, MlpConfig
 from xent_tf.ledger_render import render_terminal, write_ledger
@@ -125,7 +130,9 @@ def measure_early(config: Config, reference_dir: Path) -> EarlyMeasurements:
     reads_reference = any(CLAIMS[c].study == reference.REFERENCE_EXPERIMENT for c in wanted)
     if reads_reference and config.tracking.enabled and not config.claims.rerun:
         reference.find_or_run_reference(config, reference_dir, rerun=False)
-    return EarlyMeasurements(config_hash(config), results)
+    studies = {CLAIMS[c].study for c in wanted} - {"", reference.REFERENCE_EXPERIMENT}
+    definitions = {study: study_definition(study) for study in sorted(studies)}
+    return EarlyMeasurements(config_hash(config), results, definitions)
 
 
 _early: EarlyMeasurements | None = None
@@ -137,17 +144,18 @@ def hand_over_early(measurements: EarlyMeasurements | None) -> None:
     _early = measurements
 
 
-def _take_early(config: Config) -> Mapping[str, ClaimResult]:
-    """The handed-over early results, if they were measured with this config (used once)."""
+def _take_early(config: Config) -> EarlyMeasurements:
+    """The handed-over early measurements, if made with this config (used once); else none."""
     global _early
     early, _early = _early, None
+    nothing = EarlyMeasurements("", {})
     if early is None:
-        return {}
+        return nothing
     if early.config_hash != config_hash(config):
         log.warning("claims measured ahead were measured with another config: measuring again")
-        return {}
+        return nothing
     log.info("claims measured ahead of the ledger, same config: %s", ", ".join(early.results))
-    return early.results
+    return early
 
 
 def _wanted(config: Config) -> list[str]:
@@ -234,11 +242,14 @@ def evaluate_claims(
         exact = {
             c: executor.submit(_measure_exact, c, config)
             for c in wanted
-            if not CLAIMS[c].study and c not in early
+            if not CLAIMS[c].study and c not in early.results
         }
-        studies = _gather_studies(config, wanted, sets, datasets, runner)
+        # Definitions composed ahead are a plain runner's (no overrides of its own).
+        plain = isinstance(runner, SubprocessStudyRunner) and not runner.overrides
+        definitions = early.definitions if plain else {}
+        studies = _gather_studies(config, wanted, sets, datasets, runner, definitions)
         measured = {claim: future.result() for claim, future in exact.items()}
-    measured.update((c, early[c]) for c in wanted if c in early)
+    measured.update((c, early.results[c]) for c in wanted if c in early.results)
     results: list[ClaimResult] = []
     stability: list[StabilityRow] = []
     for claim in wanted:
@@ -256,8 +267,10 @@ def _gather_studies(
     sets: Sequence[tuple[int, ...]],
     datasets: Sequence[str | None],
     runner: StudyRunner | None,
+    definitions: Mapping[str, Mapping[str, str]],
 ) -> dict[StudyKey, StudyEvidence]:
-    """Find (or run) every study the wanted claims read, per data set and seed set."""
+    """Find (or run) every study the wanted claims read, per data set and seed set
+    (``definitions``: study definitions composed ahead, for a study's own data set)."""
     settings = config.claims
     studies: dict[StudyKey, StudyEvidence] = {}
     for claim in wanted:
@@ -273,11 +286,13 @@ def _gather_studies(
                         study, problem="tracking is off: no store to read", dataset=dataset or ""
                     )
                 continue
-            definition = (
-                runner.definition(study, dataset)
-                if runner is not None
-                else study_definition(study, dataset=dataset)
-            )
+            definition: Mapping[str, str]
+            if dataset is None and study in definitions:
+                definition = definitions[study]
+            elif runner is not None:
+                definition = runner.definition(study, dataset)
+            else:
+                definition = study_definition(study, dataset=dataset)
             for seeds in sets:
                 studies[(study, dataset, seeds)] = find_study(
                     study,

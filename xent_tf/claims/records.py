@@ -7,7 +7,7 @@ import them without importing the claims' measurements.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from xent_tf import tracking
 from xent_tf.claims.registry import CLAIMS
@@ -245,7 +245,10 @@ class EarlyMeasurements:
     Attributes:
         config_hash: ``resume.config_hash`` of the config measured with.
         results: claim id -> its result.
+        definitions: study -> its definition (``runner.study_definition``, the study's own
+            data set): what the ledger looks for in the store.
     """
 
     config_hash: str
     results: Mapping[str, ClaimResult]
+    definitions: Mapping[str, dict[str, str]] = field(default_factory=dict)
