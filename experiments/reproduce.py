@@ -113,21 +113,30 @@ def _ledger(overrides: list[str], early: EarlyMeasurements | None) -> None:
     _run(_hydra_app(), ["+experiment=claims", *overrides], multirun=False)
 
 
-def _measure_early(app: Hydra, overrides: list[str]) -> Callable[[], EarlyMeasurements]:
-    """The ledger's measurements that need no study (``ledger.measure_early``), for a worker
-    to make while the studies train: its config composed as the ledger's step composes it."""
+def _measure_early(app: Hydra, overrides: list[str]) -> list[Callable[[], EarlyMeasurements]]:
+    """The ledger's work that needs no study, as two tasks for workers to do while the studies
+    train: its on-the-spot claims, and its reference run and study definitions
+    (``ledger.measure_exact_early``, ``ledger.prepare_reads_early``); its config composed as
+    the ledger's step composes it."""
     composed = app.compose_config(
         "config", ["+experiment=claims", *overrides], run_mode=RunMode.RUN
     )
+    config = to_config(composed)
     reference_dir = Path("outputs") / f"reference-for-claims-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
-    return functools.partial(_early, to_config(composed), reference_dir.resolve())
+    return [
+        functools.partial(_early, config, None),
+        functools.partial(_early, config, reference_dir.resolve()),
+    ]
 
 
-def _early(config: Config, reference_dir: Path) -> EarlyMeasurements:
-    """In a worker: ``ledger.measure_early`` (imported there: the claims import TensorFlow)."""
-    from xent_tf.claims.ledger import measure_early
+def _early(config: Config, reference_dir: Path | None) -> EarlyMeasurements:
+    """In a worker (the claims import TensorFlow): the on-the-spot claims (no directory), or
+    the reference run and definitions."""
+    from xent_tf.claims import ledger
 
-    return measure_early(config, reference_dir)
+    if reference_dir is None:
+        return ledger.measure_exact_early(config)
+    return ledger.prepare_reads_early(config, reference_dir)
 
 
 def _ledger_worker_died(_: int, death: WorkerDeath) -> None:
@@ -148,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     app = _hydra_app()
     with keep_workers(args.workers, preload_job_modules) as pool:
-        early = pool.submit(_measure_early(app, args.overrides))
+        early = [pool.submit(task) for task in _measure_early(app, args.overrides)]
         for study in args.studies:
             overrides = [
                 f"+experiment={study}",
@@ -159,7 +168,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         try:
             # The studies' reports (the ledger reads their finished parent runs), and the
             # ledger's own early measurements.
-            measured_early = pool.drain()[early]
+            done = pool.drain()
+            measured_early = done[early[0]].combined(done[early[1]])
         except Exception as error:
             raise SystemExit(
                 f"a study's report or the ledger's early measurements failed: {error}"

@@ -113,26 +113,52 @@ def _measure_exact(claim: str, config: Config) -> ClaimResult:
 
 
 def measure_early(config: Config, reference_dir: Path) -> EarlyMeasurements:
-    """What a ledger of ``config`` measures without any study: its on-the-spot claims, and
-    (tracking on) the finished reference run it reads (left in the store, where the ledger
-    finds it).
+    """What a ledger of ``config`` measures without any study: ``measure_exact_early`` and
+    ``prepare_reads_early`` (which two workers can make side by side), combined.
 
     Args:
         config: the ledger's config (``+experiment=claims``).
         reference_dir: where a reference run made here writes its local files.
 
     Returns:
-        The on-the-spot claims' results, for ``hand_over_early``.
+        Both, for ``hand_over_early``.
+    """
+    return measure_exact_early(config).combined(prepare_reads_early(config, reference_dir))
+
+
+def measure_exact_early(config: Config) -> EarlyMeasurements:
+    """The ledger's on-the-spot claims (those of ``config.claims.only``), measured now.
+
+    Args:
+        config: the ledger's config.
+
+    Returns:
+        Their results.
+    """
+    configure_runtime(config.trainer.device, config.trainer.threads, config.seed)
+    results = {c: _measure_exact(c, config) for c in _wanted(config) if not CLAIMS[c].study}
+    return EarlyMeasurements(config_hash(config), results)
+
+
+def prepare_reads_early(config: Config, reference_dir: Path) -> EarlyMeasurements:
+    """What the ledger reads from the store, made ready: (tracking on) a finished reference
+    run, left in the store where the ledger finds it, and the study definitions it looks for.
+
+    Args:
+        config: the ledger's config.
+        reference_dir: where a reference run made here writes its local files.
+
+    Returns:
+        The definitions.
     """
     configure_runtime(config.trainer.device, config.trainer.threads, config.seed)
     wanted = _wanted(config)
-    results = {c: _measure_exact(c, config) for c in wanted if not CLAIMS[c].study}
     reads_reference = any(CLAIMS[c].study == reference.REFERENCE_EXPERIMENT for c in wanted)
     if reads_reference and config.tracking.enabled and not config.claims.rerun:
         reference.find_or_run_reference(config, reference_dir, rerun=False)
     studies = {CLAIMS[c].study for c in wanted} - {"", reference.REFERENCE_EXPERIMENT}
     definitions = {study: study_definition(study) for study in sorted(studies)}
-    return EarlyMeasurements(config_hash(config), results, definitions)
+    return EarlyMeasurements(config_hash(config), {}, definitions)
 
 
 _early: EarlyMeasurements | None = None

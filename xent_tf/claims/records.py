@@ -252,3 +252,17 @@ class EarlyMeasurements:
     config_hash: str
     results: Mapping[str, ClaimResult]
     definitions: Mapping[str, dict[str, str]] = field(default_factory=dict)
+
+    def combined(self, other: EarlyMeasurements) -> EarlyMeasurements:
+        """Both measurements as one (made with the same config).
+
+        Raises:
+            ValueError: they were made with different configs.
+        """
+        if other.config_hash != self.config_hash:
+            raise ValueError("early measurements of different configs cannot be combined")
+        return EarlyMeasurements(
+            self.config_hash,
+            {**self.results, **other.results},
+            {**self.definitions, **other.definitions},
+        )
