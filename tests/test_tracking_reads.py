@@ -66,3 +66,15 @@ def test_histories_read_in_bulk_equal_each_runs_own_history(
     assert by_seed[2] == {"val/loss": [2.0, 2.1, 2.2], "train/loss": [0.0, -1.0, -2.0]}
     assert by_seed[0]["lr"] == [0.5] and "lr" not in by_seed[1]
     assert {r.run_id: r.history for r in bulk} == {r.run_id: r.history for r in one_by_one}
+
+
+def test_a_long_run_description_is_cut_at_a_line_end_and_says_where_the_rest_is() -> None:
+    from xent_tf.tracking import fit_note
+
+    rows = "".join(f"| row {i} | {'x' * 50} |\n" for i in range(200))
+    assert fit_note("short\n") == "short\n"
+    cut = fit_note(rows)
+    assert len(cut) <= 8000 < len(rows)
+    kept = cut.split("\n\n*(Cut here")[0]
+    assert rows.startswith(kept + "\n") and kept.endswith("|")  # whole rows only
+    assert "MLflow's 8,000-character limit" in cut and "report.html" in cut

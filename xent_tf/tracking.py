@@ -58,6 +58,7 @@ from mlflow.types import Schema, TensorSpec
 from mlflow.utils.credentials import read_mlflow_creds
 from mlflow.utils.file_utils import get_local_path_or_none
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
@@ -1326,8 +1327,30 @@ def log_run_summary(
     client.log_batch(
         run_id,
         metrics=[Metric(metric_name(k), float(v), now, 0) for k, v in metrics.items()],
-        tags=[RunTag("mlflow.note.content", note)],
+        tags=[RunTag("mlflow.note.content", fit_note(note))],
     )
+
+
+_NOTE_CUT = "\n\n*(Cut here to fit MLflow's {limit:,}-character limit: the whole report is in "
+_NOTE_CUT += "this run's Artifacts, report.html and report.md.)*\n"
+
+
+def fit_note(note: str, limit: int = MAX_TAG_VAL_LENGTH) -> str:
+    """A run description that fits MLflow's tag limit: cut at a line end, saying so (MLflow
+    itself would cut it mid-row, with a warning).
+
+    Args:
+        note: Markdown text.
+        limit: most characters kept.
+
+    Returns:
+        ``note``, or its first lines and a line saying where the rest is.
+    """
+    if len(note) <= limit:
+        return note
+    tail = _NOTE_CUT.format(limit=limit)
+    head = note[: limit - len(tail)]
+    return head[: head.rfind("\n") + 1].rstrip("\n") + tail
 
 
 # The MLflow UI's "Share" button stores a view of the runs page as this experiment tag; the
