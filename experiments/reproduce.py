@@ -103,6 +103,22 @@ def _hydra_app() -> Hydra:
     )
 
 
+# Overrides of every step that are not the studies' (the ledger's own; the study runner sets
+# the store and the seeds itself).
+_NOT_FOR_STUDIES = ("claims.", "+claims.", "tracking.uri=", "seed=", "hydra.")
+
+
+def ledger_overrides(overrides: Sequence[str]) -> list[str]:
+    """The ledger step's overrides: those of every step, and (``claims.study_overrides``) the
+    ones that shaped the studies, so the ledger looks for (and would run) the studies they
+    made; e.g. ``+debug=tiny`` studies are found as tiny ones, not run again at full size."""
+    if any(o.startswith("claims.study_overrides=") for o in overrides):
+        return list(overrides)  # the user said which
+    for_studies = [o for o in overrides if not o.startswith(_NOT_FOR_STUDIES)]
+    quoted = ["'" + o.replace("\\", "\\\\").replace("'", "\\'") + "'" for o in for_studies]
+    return [*overrides, f"claims.study_overrides=[{','.join(quoted)}]"]
+
+
 def _ledger(overrides: list[str], early: EarlyMeasurements | None) -> None:
     """The claims ledger's step (run in a worker, which has imported TensorFlow already), with
     what was measured for it ahead (used only if measured with the ledger's own config)."""
@@ -110,7 +126,7 @@ def _ledger(overrides: list[str], early: EarlyMeasurements | None) -> None:
 
     GlobalHydra.instance().clear()  # the studies' jobs set the worker's Hydra to theirs
     hand_over_early(early)
-    _run(_hydra_app(), ["+experiment=claims", *overrides], multirun=False)
+    _run(_hydra_app(), ["+experiment=claims", *ledger_overrides(overrides)], multirun=False)
 
 
 def _measure_early(app: Hydra, overrides: list[str]) -> list[Callable[[], EarlyMeasurements]]:
@@ -119,7 +135,7 @@ def _measure_early(app: Hydra, overrides: list[str]) -> list[Callable[[], EarlyM
     (``ledger.measure_exact_early``, ``ledger.prepare_reads_early``); its config composed as
     the ledger's step composes it."""
     composed = app.compose_config(
-        "config", ["+experiment=claims", *overrides], run_mode=RunMode.RUN
+        "config", ["+experiment=claims", *ledger_overrides(overrides)], run_mode=RunMode.RUN
     )
     config = to_config(composed)
     reference_dir = Path("outputs") / f"reference-for-claims-{time.strftime('%Y-%m-%d_%H-%M-%S')}"

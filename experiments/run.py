@@ -51,7 +51,9 @@ def task(cfg: DictConfig) -> float:
         from xent_tf.comparison import Verdict
 
         ledger, text = run_ledger(
-            config, Path(hydra_config.runtime.output_dir), SubprocessStudyRunner()
+            config,
+            Path(hydra_config.runtime.output_dir),
+            SubprocessStudyRunner(tuple(config.claims.study_overrides)),
         )
         log.info("\n%s", text)
         return float(sum(r.verdict == Verdict.CONTRADICTED for r in ledger.results))

@@ -121,3 +121,22 @@ def test_reproduce_gives_each_study_its_own_directory_under_a_shared_sweep_dir()
         "tracking.uri=x",
     ]
     assert study_overrides("annealing", ["seed=0"]) == ["seed=0"]
+
+
+def test_reproduce_tells_the_ledger_which_overrides_shaped_the_studies() -> None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        from reproduce import ledger_overrides
+    finally:
+        sys.path.remove(str(ROOT / "experiments"))
+    every_step = ["+debug=tiny", "tracking.uri=sqlite:////s.db", "claims.only=[C2]", "x.y=a'b"]
+    got = ledger_overrides(every_step)
+    assert got[:-1] == every_step  # the ledger's own overrides, unchanged
+    # The studies' ones (not the store, the claims' or Hydra's), as a list Hydra reads back.
+    parsed = OverridesParser.create().parse_overrides([got[-1]])[0]
+    assert parsed.key_or_group == "claims.study_overrides"
+    assert parsed.value() == ["+debug=tiny", "x.y=a'b"]
+    mine = ["claims.study_overrides=[]", "+debug=tiny"]
+    assert ledger_overrides(mine) == mine  # the user's own choice is kept

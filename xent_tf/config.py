@@ -603,6 +603,9 @@ class ClaimsConfig:
     # with data=<name>: a verdict per data set and "holds on N of M". Empty: each study's own
     # data (reference, and the 5-class set where a study compares both).
     datasets: list[str] = field(default_factory=list)
+    # Hydra overrides every study is looked for and run with (make reproduce: the ARGS its
+    # studies ran with, e.g. +debug=tiny), so the ledger finds the studies they made.
+    study_overrides: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.datasets = [str(name).strip() for name in self.datasets]

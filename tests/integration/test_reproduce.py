@@ -5,6 +5,7 @@ one exact claim keep it bounded."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -25,7 +26,13 @@ STUDIES = {"lr_sweep": 8, "lr_range_test": 6}  # study: its jobs with 2 seeds
 def _make_reproduce(store: str, cwd: Path) -> subprocess.Popen[bytes]:
     """`make -f <repo>/Makefile reproduce` with this interpreter's venv, in its own process
     group, output appended to ``cwd/make-output.log``."""
-    arguments = [*TINY, f"tracking.uri={store}", "'claims.only=[C2]'", "claims.run_missing=false"]
+    arguments = [
+        *TINY,
+        f"tracking.uri={store}",
+        "'claims.only=[C2,C13,C14]'",
+        "claims.seeds=2",
+        "claims.run_missing=false",
+    ]
     with (cwd / "make-output.log").open("ab") as out:
         return subprocess.Popen(
             [
@@ -115,6 +122,13 @@ def test_an_interrupted_make_reproduce_started_again_trains_only_what_is_missing
     for run in finished:  # every epoch once (+debug=tiny: 2 epochs)
         assert second_sweep.points[run.info.run_id]["val/loss"] == [1, 2]
     assert list(_runs(client, "claims").values()) == ["FINISHED"]
+    # The ledger judged C13 and C14 on the tiny studies make reproduce ran (ARGS has
+    # +debug=tiny): found in the store, none run again (run_missing=false would leave them out).
+    ledger = json.loads(next(tmp_path.glob("outputs/*/*/claims.json")).read_text())
+    studies = {s["study"]: s for s in ledger["studies"]}
+    for study in STUDIES:
+        assert studies[study]["problem"] == "" and not studies[study]["ran_now"], studies[study]
+        assert studies[study]["parent_run_id"] == read_sweep(store, study).parent.info.run_id
     print(
         f"\n[reproduce] killed after {first}: {first} {len(before[first]) - 1} runs, {second} "
         f"{finished_before} FINISHED of {STUDIES[second]}; started again: {first} "

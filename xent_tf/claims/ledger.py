@@ -157,7 +157,8 @@ def prepare_reads_early(config: Config, reference_dir: Path) -> EarlyMeasurement
     if reads_reference and config.tracking.enabled and not config.claims.rerun:
         reference.find_or_run_reference(config, reference_dir, rerun=False)
     studies = {CLAIMS[c].study for c in wanted} - {"", reference.REFERENCE_EXPERIMENT}
-    definitions = {study: study_definition(study) for study in sorted(studies)}
+    overrides = config.claims.study_overrides
+    definitions = {study: study_definition(study, overrides) for study in sorted(studies)}
     return EarlyMeasurements(config_hash(config), {}, definitions)
 
 
@@ -270,9 +271,11 @@ def evaluate_claims(
             for c in wanted
             if not CLAIMS[c].study and c not in early.results
         }
-        # Definitions composed ahead are a plain runner's (no overrides of its own).
-        plain = isinstance(runner, SubprocessStudyRunner) and not runner.overrides
-        definitions = early.definitions if plain else {}
+        # Definitions composed ahead are those of a runner with the config's study overrides.
+        same = isinstance(runner, SubprocessStudyRunner) and list(runner.overrides) == list(
+            config.claims.study_overrides
+        )
+        definitions = early.definitions if same else {}
         studies = _gather_studies(config, wanted, sets, datasets, runner, definitions)
         measured = {claim: future.result() for claim, future in exact.items()}
     measured.update((c, early.results[c]) for c in wanted if c in early.results)
@@ -439,7 +442,8 @@ def run_ledger(config: Config, output_dir: Path, runner: StudyRunner | None) -> 
         config: the composed config with ``task: claims`` (its training sections are the
             reference configuration).
         output_dir: where the files are written.
-        runner: runs a missing study (the entry point passes ``SubprocessStudyRunner()``);
+        runner: runs a missing study (the entry point passes a ``SubprocessStudyRunner`` with
+            ``claims.study_overrides``);
             None = use only what the store has.
 
     Returns:
