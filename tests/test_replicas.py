@@ -488,3 +488,14 @@ def test_replicas_fall_back_to_building_models_when_initial_weights_disagree(
         want = build_model(config.model, data, spec, config.seed).get_weights()
         for g, w in zip(weights, want, strict=True):
             np.testing.assert_array_equal(g, w)
+
+
+def test_an_epochs_end_in_one_call_is_the_two_evaluations_exactly() -> None:
+    trainer, _ = _sgd_batch([0.1, 0.5], [0, 1])  # trained a little: the replicas differ
+    data = make_dataset(MakeClassificationConfig(n_samples=600, n_test=100))
+    train, val, _ = tensor_splits(data, build_loss(LossConfig(name="bce"), data))
+    on_val, on_train = trainer.evaluate_epoch(val, train)
+    assert on_val == trainer.evaluate(val, with_norms=False)
+    assert on_train == trainer.evaluate(train)
+    assert on_val[0] != on_val[1] and all(n > 0 for n in on_train[0].grad_norms.values())
+    assert all(n == 0 for n in on_val[0].grad_norms.values())  # none asked for on val

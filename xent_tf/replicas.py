@@ -300,6 +300,7 @@ class ReplicaTrainer:
         self._uniform_rates = False
         self._compiled_epochs: dict[bool, tf.types.experimental.PolymorphicFunction] = {}
         self._compiled_evaluates: dict[bool, tf.types.experimental.PolymorphicFunction] = {}
+        self._compiled_epoch_end: tf.types.experimental.PolymorphicFunction | None = None
         self._exported: keras.Model | None = None
 
     # --- the maths -------------------------------------------------------------------------
@@ -500,9 +501,37 @@ class ReplicaTrainer:
                     relaxed_spec(split.labels),
                 ],
             )
-        losses, accuracy, saturated, norms = (
-            t.numpy() for t in compiled(split.x, split.targets, split.labels)
+        return self._evaluations(compiled(split.x, split.targets, split.labels))
+
+    def evaluate_epoch(
+        self, val: TensorSplit, train: TensorSplit
+    ) -> tuple[list[Evaluation], list[Evaluation]]:
+        """An epoch's end: every replica on the validation split (no gradient norms) and on
+        the training split (with them), in one compiled call (one trace, one dispatch).
+
+        Returns:
+            (on val, on train), one evaluation per replica each, as ``evaluate`` gives them.
+        """
+        if self._compiled_epoch_end is None:
+            self._compiled_epoch_end = tf.function(
+                lambda xv, tv, lv, xt, tt, lt: (
+                    self._evaluate(xv, tv, lv, with_norms=False),
+                    self._evaluate(xt, tt, lt, with_norms=True),
+                ),
+                autograph=False,
+                input_signature=[
+                    relaxed_spec(t)
+                    for t in (val.x, val.targets, val.labels, train.x, train.targets, train.labels)
+                ],
+            )
+        on_val, on_train = self._compiled_epoch_end(
+            val.x, val.targets, val.labels, train.x, train.targets, train.labels
         )
+        return self._evaluations(on_val), self._evaluations(on_train)
+
+    def _evaluations(self, measured: Sequence[tf.Tensor]) -> list[Evaluation]:
+        """Per-replica evaluations from ``_evaluate``'s stacked outputs."""
+        losses, accuracy, saturated, norms = (t.numpy() for t in measured)
         names = [layer.name for layer in self.layers]
         return [
             Evaluation(
@@ -646,8 +675,7 @@ class ReplicaTrainer:
             orders = np.stack([rng.permutation(len(train)) for rng in generators])
             training = active.copy()
             losses, active = self.run_epoch(train, orders, rates, training)
-            on_val = self.evaluate(val, with_norms=False)
-            on_train = self.evaluate(train)
+            on_val, on_train = self.evaluate_epoch(val, train)
             seconds = time.perf_counter() - epoch_started
             for k in np.flatnonzero(training):
                 state = states[k]
