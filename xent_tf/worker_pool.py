@@ -29,8 +29,6 @@ from joblib.externals import cloudpickle
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-# ``_Worker.task`` of a worker running a background task (``WorkerPool.submit``).
-_BACKGROUND = -1
 # prctl(2) option: the signal a process gets when its parent dies.
 _PR_SET_PDEATHSIG = 1
 
@@ -93,7 +91,7 @@ def _exit_now() -> NoReturn:
     os._exit(0)
 
 
-@dataclass
+@dataclass(eq=False)  # a worker is itself: found in lists by identity
 class _Worker:
     process: BaseProcess
     connection: Connection
@@ -151,44 +149,40 @@ class WorkerPool:
         """
         self._drop_dead_idle()
         if not self._idle and len(self._background) >= self.n_workers:
-            self._collect_background(block=True)
+            self._collect_background()
         self.start(len(self._background) + 1)
         worker = self._idle.pop(0)
         self._submitted += 1
-        worker.task, worker.token = _BACKGROUND, self._submitted
+        worker.token = self._submitted
         worker.connection.send_bytes(cloudpickle.dumps(task))
         self._background.append(worker)
         return worker.token
 
-    def _collect_background(self, block: bool) -> None:
-        """Take the replies of background tasks that have ended (with ``block``, at least one)."""
-        if not self._background:
-            return
-        busy = self._background
-        ready = wait(
-            [w.connection for w in busy] + [w.process.sentinel for w in busy],
-            timeout=None if block else 0,
-        )
-        for worker in list(busy):
-            if worker.connection in ready or worker.process.sentinel in ready:
-                self._finish_background(worker)
+    def _collect_background(self) -> None:
+        """Wait until at least one background task has ended; take the replies of all that have."""
+        for worker in _ready(self._background):
+            if self._finish_background(worker):
+                self._idle.append(worker)
 
-    def _finish_background(self, worker: _Worker) -> None:
-        """Record how ``worker``'s background task ended; the worker is idle again (or gone)."""
+    def _finish_background(self, worker: _Worker) -> bool:
+        """Record how ``worker``'s background task ended.
+
+        Returns:
+            Whether the worker can take another task (False: it died).
+        """
         self._background.remove(worker)
         reply = _receive(worker.connection)
-        worker.task = None
         if reply is None:
             death = _death_of(worker)
             worker.connection.close()
             self._background_errors.append(RuntimeError(f"a background task's {death.description}"))
-            return
+            return False
         status, value = reply
         if status == "error":
             self._background_errors.append(value)
         else:
             self._background_results[worker.token] = value
-        self._idle.append(worker)
+        return True
 
     def drain(self) -> dict[int, Any]:
         """Wait for every background task (``submit``).
@@ -200,7 +194,7 @@ class WorkerPool:
             BaseException: the first error a background task raised, or its worker's death.
         """
         while self._background:
-            self._collect_background(block=True)
+            self._collect_background()
         errors, self._background_errors = self._background_errors, []
         results, self._background_results = self._background_results, {}
         if errors:
@@ -244,21 +238,14 @@ class WorkerPool:
                 hand_out(worker)
             while len(results) < len(tasks):
                 busy = [w for w in workers if w.task is not None]
-                background = self._background
-                ready = wait(
-                    [w.connection for w in busy + background]
-                    + [w.process.sentinel for w in busy + background]
-                )
-                for worker in list(background):
-                    if worker.connection in ready or worker.process.sentinel in ready:
-                        self._finish_background(worker)
-                        if worker in self._idle:
-                            self._idle.remove(worker)
-                            workers.append(worker)
-                            if pending:
-                                hand_out(worker)
+                ready = _ready(busy + self._background)
+                for worker in [w for w in self._background if w in ready]:
+                    if self._finish_background(worker):
+                        workers.append(worker)
+                        if pending:
+                            hand_out(worker)
                 for worker in busy:
-                    if worker.connection not in ready and worker.process.sentinel not in ready:
+                    if worker not in ready:
                         continue
                     assert worker.task is not None
                     index = worker.task
@@ -294,6 +281,14 @@ class WorkerPool:
         workers, self._idle = self._idle + self._background, []
         self._background = []
         _stop(workers)
+
+
+def _ready(workers: Sequence[_Worker]) -> list[_Worker]:
+    """Wait until one of ``workers`` has replied or ended; those that have, in order."""
+    if not workers:
+        return []
+    ready = wait([w.connection for w in workers] + [w.process.sentinel for w in workers])
+    return [w for w in workers if w.connection in ready or w.process.sentinel in ready]
 
 
 def _stop(workers: Sequence[_Worker]) -> None:
