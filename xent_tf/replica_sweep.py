@@ -152,11 +152,6 @@ def shared_composer(hydra_context: HydraContext, config: DictConfig) -> SweepCom
     return _shared
 
 
-def _typed(sweep_config: DictConfig) -> Config:
-    """The job's validated config (what the task function sees; Hydra's node left out)."""
-    return to_config(sweep_config)
-
-
 def _failed_job(overrides: Sequence[str], error: Exception) -> JobReturn:
     """A job that never ran: NaN as its value, so Hydra's sweeper goes on with the rest."""
     ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=math.nan)
@@ -213,7 +208,7 @@ def plan_units(
         number = initial_job_idx + offset
         try:
             sweep_configs[offset] = composer.compose(number, overrides)
-            typed = _typed(sweep_configs[offset])
+            typed = to_config(sweep_configs[offset])
         except NotApplicableError as error:
             configs.append(None)
             invalid[number] = _not_applicable_job(overrides, error)
@@ -339,7 +334,7 @@ def execute_unit(
 
     HydraConfig.instance().set_config(sweep_configs[0])
     try:
-        configs = unit.configs or tuple(_typed(c) for c in sweep_configs)
+        configs = unit.configs or tuple(to_config(c) for c in sweep_configs)
         batch = train_batch(list(configs), unit.memory_bytes)
     except NotReplicableError as error:
         log.warning("%s cannot train as replicas (%s): its jobs run one by one", unit.name, error)
@@ -447,7 +442,7 @@ def record_lost_job(
         The job's result: NaN; a job whose config does not compose is only logged.
     """
     try:
-        job = _typed(compose())
+        job = to_config(compose())
     except Exception as error:  # an invalid job: nothing to record in MLflow
         log.error("job %s: %s (its config: %s)", " ".join(overrides), death.description, error)
         ret = JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=math.nan)
@@ -518,7 +513,7 @@ def launch(
         def lost(index: int, death: WorkerDeath) -> list[JobReturn]:
             unit = units[index]
             jobs = [
-                (_typed(c), list(o))
+                (to_config(c), list(o))
                 for c, (_, o) in zip(unit.sweep_configs, unit.jobs, strict=True)
             ]
             return record_lost_jobs(sweep_dir, death, jobs, started_ms)

@@ -179,6 +179,17 @@ def _send_metrics(client: MlflowClient, run_id: str, metrics: list[Metric]) -> N
         client.log_batch(run_id, metrics=metrics)
 
 
+def _send_params(client: MlflowClient, run_id: str, params: list[Param]) -> None:
+    """``log_batch`` of params in batches of MLflow's maximum size; into a local database
+    store, ``sql_metrics.log_params`` (one insert)."""
+    store = sql_metrics.fast_store(client)
+    if store is not None:
+        sql_metrics.log_params(store, run_id, params)
+        return
+    for start in range(0, len(params), _PARAM_BATCH):
+        client.log_batch(run_id, params=params[start : start + _PARAM_BATCH])
+
+
 def server_answers(tracking_uri: str, timeout_seconds: float = _PROBE_SECONDS) -> bool:
     """Whether a tracking server's /health answers now (always True for a local store)."""
     if not _is_http(tracking_uri):
@@ -474,15 +485,12 @@ class MlflowRun:
         """Log params in batches of MLflow's maximum size."""
         items = [Param(k, v) for k, v in params.items()]
 
-        def send() -> None:
-            store = sql_metrics.fast_store(self.client)
-            if store is not None:
-                sql_metrics.log_params(store, self.run_id, items)
-                return
-            for start in range(0, len(items), _PARAM_BATCH):
-                self.client.log_batch(self.run_id, params=items[start : start + _PARAM_BATCH])
-
-        self._deliver("logging params", send, "params", lambda: {"params": dict(params)})
+        self._deliver(
+            "logging params",
+            lambda: _send_params(self.client, self.run_id, items),
+            "params",
+            lambda: {"params": dict(params)},
+        )
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Set tags in one batch."""
