@@ -32,7 +32,7 @@ from hydra.types import RunMode
 from run import task  # experiments/run.py, the same task function (this script's directory)
 
 from xent_tf.claims.records import EarlyMeasurements
-from xent_tf.config import Config, to_config
+from xent_tf.config import to_config
 from xent_tf.studies import STUDIES as STUDY_SPECS
 from xent_tf.sweep import preload_job_modules
 from xent_tf.worker_pool import WorkerDeath, keep_workers
@@ -140,19 +140,18 @@ def _measure_early(app: Hydra, overrides: list[str]) -> list[Callable[[], EarlyM
     config = to_config(composed)
     reference_dir = Path("outputs") / f"reference-for-claims-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
     return [
-        functools.partial(_early, config, None),
-        functools.partial(_early, config, reference_dir.resolve()),
+        functools.partial(_in_ledger, "measure_exact_early", config),
+        functools.partial(_in_ledger, "prepare_reads_early", config, reference_dir.resolve()),
     ]
 
 
-def _early(config: Config, reference_dir: Path | None) -> EarlyMeasurements:
-    """In a worker (the claims import TensorFlow): the on-the-spot claims (no directory), or
-    the reference run and definitions."""
+def _in_ledger(function: str, *args: object) -> EarlyMeasurements:
+    """In a worker: ``xent_tf.claims.ledger.<function>(*args)`` (imported there: the claims
+    import TensorFlow, which this process never does)."""
     from xent_tf.claims import ledger
 
-    if reference_dir is None:
-        return ledger.measure_exact_early(config)
-    return ledger.prepare_reads_early(config, reference_dir)
+    measured: EarlyMeasurements = getattr(ledger, function)(*args)
+    return measured
 
 
 def _ledger_worker_died(_: int, death: WorkerDeath) -> None:

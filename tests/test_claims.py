@@ -731,12 +731,17 @@ def test_unknown_data_sets_are_refused_by_name(
 def test_claims_measured_ahead_are_used_once_and_only_for_the_same_config(
     make_config: Callable[..., Config], tmp_path: Path
 ) -> None:
-    from xent_tf.claims.ledger import evaluate_claims, hand_over_early, measure_early
+    from xent_tf.claims.ledger import (
+        evaluate_claims,
+        hand_over_early,
+        measure_exact_early,
+        prepare_reads_early,
+    )
     from xent_tf.claims.records import EarlyMeasurements
     from xent_tf.resume import config_hash
 
     config = make_config("+experiment=claims", "tracking=off", "claims.only=[C1,C4]")
-    early = measure_early(config, tmp_path / "reference")
+    early = measure_exact_early(config).combined(prepare_reads_early(config, tmp_path))
     assert early.config_hash == config_hash(config) and early.definitions == {}
     measured, _, _ = evaluate_claims(config, tmp_path, None)  # nothing handed over
     assert [r.verdict for r in measured] == [Verdict.HOLDS, Verdict.HOLDS]
@@ -752,7 +757,6 @@ def test_claims_measured_ahead_are_used_once_and_only_for_the_same_config(
     hand_over_early(EarlyMeasurements(config_hash(other), {"C1": constructed}))
     assert evaluate_claims(config, tmp_path, None)[0][0].verdict == Verdict.HOLDS
     # A study claim's definition is composed ahead as the ledger composes it.
-    lr = measure_early(
-        make_config("+experiment=claims", "tracking=off", "claims.only=[C13]"), tmp_path
-    )
+    only_c13 = make_config("+experiment=claims", "tracking=off", "claims.only=[C13]")
+    lr = measure_exact_early(only_c13).combined(prepare_reads_early(only_c13, tmp_path))
     assert lr.results == {} and lr.definitions == {"lr_sweep": study_definition("lr_sweep")}

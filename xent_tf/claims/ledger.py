@@ -112,20 +112,6 @@ def _measure_exact(claim: str, config: Config) -> ClaimResult:
     return EXACT_CLAIMS[claim](config)
 
 
-def measure_early(config: Config, reference_dir: Path) -> EarlyMeasurements:
-    """What a ledger of ``config`` measures without any study: ``measure_exact_early`` and
-    ``prepare_reads_early`` (which two workers can make side by side), combined.
-
-    Args:
-        config: the ledger's config (``+experiment=claims``).
-        reference_dir: where a reference run made here writes its local files.
-
-    Returns:
-        Both, for ``hand_over_early``.
-    """
-    return measure_exact_early(config).combined(prepare_reads_early(config, reference_dir))
-
-
 def measure_exact_early(config: Config) -> EarlyMeasurements:
     """The ledger's on-the-spot claims (those of ``config.claims.only``), measured now.
 
@@ -166,7 +152,8 @@ _early: EarlyMeasurements | None = None
 
 
 def hand_over_early(measurements: EarlyMeasurements | None) -> None:
-    """Give this process's next ``run_ledger`` what ``measure_early`` measured (used once)."""
+    """Give this process's next ``run_ledger`` what ``measure_exact_early`` and
+    ``prepare_reads_early`` measured (combined; used once)."""
     global _early
     _early = measurements
 
