@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import random
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -307,7 +308,8 @@ def initial_weights(
     ``build_model`` seeds Keras (``keras.utils.set_random_seed``) and builds the MLP: each Dense
     layer creates its kernel and bias initialisers in turn (a random one draws its seed from
     Python's generator then) and calls them once with its weight shapes. Here the same
-    initialisers are created in the same order after the same seeding and called with the same
+    initialisers are created in the same order after seeding Python's generator alike and
+    called with the same
     shapes, then the saturated init is applied as ``build_model`` applies it. Building a Keras
     model costs several times as much; ``replicas_initial_weights`` checks the two agree.
 
@@ -321,7 +323,11 @@ def initial_weights(
     Returns:
         The weights in the order of ``template.get_weights()``.
     """
-    keras.utils.set_random_seed(seed)
+    # Keras initialisers draw their seeds from Python's generator; seeding only that one, not
+    # TensorFlow's global seed as ``keras.utils.set_random_seed`` also does, keeps TensorFlow's
+    # eager kernel cache, which setting the global seed clears (every op after it re-creates
+    # its kernel). ``replicas_initial_weights`` checks the result against ``build_model``.
+    random.seed(seed)
     layers = [template.get_layer(layer.name) for layer in dense_layers(template)]
     initialisers = [
         (

@@ -54,6 +54,8 @@ from mlflow.entities import (
     RunTag,
 )
 from mlflow.models import Model, ModelSignature
+from mlflow.store.artifact.artifact_repo import ArtifactRepository
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.types import Schema, TensorSpec
 from mlflow.utils.credentials import read_mlflow_creds
 from mlflow.utils.file_utils import get_local_path_or_none
@@ -423,6 +425,29 @@ class MlflowRun:
     # Where records go once the server stopped answering (None: the run fails instead).
     spool: SpoolWriter | None = None
     _spooling: bool = False
+    # The run's artifact location, known from its creation ("": ask the store). MLflow's
+    # client reads the whole run back to find it before a run's first artifact.
+    artifact_uri: str = ""
+    _artifact_repo: ArtifactRepository | None = None
+
+    def _upload(self, path: Path, artifact_dir: str | None) -> None:
+        """Upload a file into the run's artifacts (``artifact_dir``: a folder of them)."""
+        if not self.artifact_uri:
+            self.client.log_artifact(self.run_id, str(path), artifact_path=artifact_dir)
+            return
+        if self._artifact_repo is None:
+            self._artifact_repo = get_artifact_repository(
+                self.artifact_uri, tracking_uri=self.tracking_uri
+            )
+        self._artifact_repo.log_artifact(str(path), artifact_dir)
+
+    def _upload_text(self, text: str, artifact_file: str) -> None:
+        """Store ``text`` as the artifact ``artifact_file`` (a path within the run's)."""
+        folder, name = os.path.split(artifact_file)
+        with tempfile.TemporaryDirectory() as scratch:
+            path = Path(scratch) / name
+            path.write_text(text, encoding="utf-8")
+            self._upload(path, folder or None)
 
     def _deliver(
         self,
@@ -528,7 +553,7 @@ class MlflowRun:
         spool = self.spool
         self._deliver(
             f"uploading {path.name}",
-            lambda: self.client.log_artifact(self.run_id, str(path), artifact_path=artifact_dir),
+            lambda: self._upload(path, artifact_dir),
             "artifact",
             lambda: {"file": spool.keep_file(path) if spool else "", "artifact_dir": artifact_dir},
         )
@@ -537,7 +562,7 @@ class MlflowRun:
         """Store ``text`` as the artifact ``artifact_file``."""
         self._deliver(
             f"uploading {artifact_file}",
-            lambda: self.client.log_text(self.run_id, text, artifact_file),
+            lambda: self._upload_text(text, artifact_file),
             "text",
             lambda: {"text": text, "artifact_file": artifact_file},
         )
@@ -1012,7 +1037,9 @@ def open_run(
             run = client.create_run(
                 experiment_id, run_name=fit_run_name(run_name), tags=initial_tags
             )
-    recorder = MlflowRun(client, run.info.run_id, experiment_id, tracking_uri)
+    recorder = MlflowRun(
+        client, run.info.run_id, experiment_id, tracking_uri, artifact_uri=run.info.artifact_uri
+    )
     if spool_dir is not None:
         recorder.spool = SpoolWriter(
             spool_dir,
