@@ -24,6 +24,7 @@ import shlex
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hydra._internal.hydra import Hydra
 from hydra._internal.utils import _run_app, create_config_search_path, run_and_report
@@ -36,6 +37,9 @@ from xent_tf.config import to_config
 from xent_tf.studies import STUDIES as STUDY_SPECS
 from xent_tf.sweep import preload_job_modules
 from xent_tf.worker_pool import WorkerDeath, keep_workers
+
+if TYPE_CHECKING:  # MLflow is imported once a study needs it, not before the workers start
+    from xent_tf.tracking import ChildrenRead
 
 STUDIES = tuple(STUDY_SPECS)  # the comparison studies, in the registry's order
 # The order they run in by default: the study whose 160 jobs take longest to plan first (its
@@ -119,13 +123,18 @@ def ledger_overrides(overrides: Sequence[str]) -> list[str]:
     return [*overrides, f"claims.study_overrides=[{','.join(quoted)}]"]
 
 
-def _ledger(overrides: list[str], early: EarlyMeasurements | None) -> None:
+def _ledger(
+    overrides: list[str], early: EarlyMeasurements | None, reads: Sequence[ChildrenRead] = ()
+) -> None:
     """The claims ledger's step (run in a worker, which has imported TensorFlow already), with
-    what was measured for it ahead (used only if measured with the ledger's own config)."""
+    what was measured for it ahead (used only if measured with the ledger's own config) and
+    the studies' runs as their reports read them (``tracking.hand_over_reads``)."""
     from xent_tf.claims.ledger import hand_over_early
+    from xent_tf.tracking import hand_over_reads
 
     GlobalHydra.instance().clear()  # the studies' jobs set the worker's Hydra to theirs
     hand_over_early(early)
+    hand_over_reads(reads)
     _run(_hydra_app(), ["+experiment=claims", *ledger_overrides(overrides)], multirun=False)
 
 
@@ -189,7 +198,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise SystemExit(
                 f"a study's report or the ledger's early measurements failed: {error}"
             ) from error
-        pool.run([functools.partial(_ledger, args.overrides, measured_early)], _ledger_worker_died)
+        from xent_tf.tracking import ChildrenRead
+
+        reads = [read for read in done.values() if isinstance(read, ChildrenRead)]
+        pool.run(
+            [functools.partial(_ledger, args.overrides, measured_early, reads)],
+            _ledger_worker_died,
+        )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,45 @@ def test_histories_read_in_bulk_equal_each_runs_own_history(
     assert by_seed[2] == {"val/loss": [2.0, 2.1, 2.2], "train/loss": [0.0, -1.0, -2.0]}
     assert by_seed[0]["lr"] == [0.5] and "lr" not in by_seed[1]
     assert {r.run_id: r.history for r in bulk} == {r.run_id: r.history for r in one_by_one}
+
+
+def test_a_read_handed_over_is_what_reading_the_store_gives_and_is_used_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``hand_over_reads`` (the reports' reads given to reproduce's ledger): a read covering the
+    metrics asked for gives, with only their histories, what the store gives; it is used once,
+    only for its store and parent, and not when it lacks a metric asked for."""
+    monkeypatch.setattr(tracking, "_handed_reads", {})
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    parent_id, experiment_id = tracking.start_parent_run(uri, "study", "parent", {})
+    for seed in range(2):
+        with tracking.open_run(uri, "study", f"c{seed}", parent_id, {"seed": str(seed)}) as run:
+            for step in range(3):
+                run.log_metrics({"val/loss": seed + step, "val/acc": step / 4}, step=step)
+    parent = tracking.StudyRun(parent_id, experiment_id, "study", "", "FINISHED", 0)
+    report_metrics = ("val/loss", "val/acc")
+    read = tracking.ChildrenRead(
+        uri, parent_id, report_metrics, tuple(tracking.fetch_children(uri, parent, report_metrics))
+    )
+    from_store = tracking.fetch_children(uri, parent, ("val/loss",))
+    assert [r.history for r in from_store] != [r.history for r in read.records]
+
+    tracking.hand_over_reads([read])
+    assert tracking.fetch_children(uri, parent, ("val/loss",)) == from_store
+
+    # Used, not the store: a constructed read (one record, another seed) is what comes back...
+    forged = tracking.ChildrenRead(
+        uri, parent_id, report_metrics, (dataclasses.replace(read.records[0], seed=99),)
+    )
+    tracking.hand_over_reads([forged])
+    (record,) = tracking.fetch_children(uri, parent, ("val/acc",))
+    assert record.seed == 99 and set(record.history) == {"val/acc"}
+    # ...once; and never for another store, nor when it lacks a metric asked for.
+    assert len(tracking.fetch_children(uri, parent, ("val/acc",))) == 2
+    tracking.hand_over_reads([dataclasses.replace(forged, tracking_uri=uri + "-other")])
+    assert len(tracking.fetch_children(uri, parent, ("val/acc",))) == 2
+    tracking.hand_over_reads([forged])
+    assert len(tracking.fetch_children(uri, parent, ("val/acc", "train/loss"))) == 2
 
 
 def test_a_long_run_description_is_cut_at_a_line_end_and_says_where_the_rest_is() -> None:

@@ -7,6 +7,7 @@ the end of a sweep and ``experiments/report.py`` later.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import math
 import re
@@ -51,6 +52,8 @@ class StudyReport:
         plot_metrics: metrics drawn as overlays.
         panel_by: params that split the overlays into panels.
         target_of: a variant's accuracy target for "epochs to target".
+        children: the child runs as read from the store (``publish_report``; a later reader
+            of the same finished sweep may use them: ``tracking.hand_over_reads``).
     """
 
     title: str
@@ -62,6 +65,7 @@ class StudyReport:
     plot_metrics: tuple[str, ...]
     panel_by: tuple[str, ...] = ()
     target_of: Callable[[Variant, Sequence[Variant]], float] = own_target
+    children: tracking.ChildrenRead | None = None
 
 
 def generic_group_by(records: list[RunRecord]) -> tuple[str, ...]:
@@ -457,7 +461,10 @@ def publish_report(
             f"sweep parent run {parent.run_id} of experiment {parent.experiment_name!r} has no "
             "child runs to report on"
         )
-    report = build_report(records, parent, spec, options)
+    report = dataclasses.replace(
+        build_report(records, parent, spec, options),
+        children=tracking.ChildrenRead(tracking_uri, parent.run_id, metrics, tuple(records)),
+    )
     plots = save_plots(report, out_dir)
     markdown = out_dir / "report.md"
     markdown.write_text(render_markdown(report, plots))

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
@@ -48,6 +48,9 @@ from xent_tf.resume import (
     write_finished,
 )
 from xent_tf.studies import get_study
+
+if TYPE_CHECKING:
+    from xent_tf.tracking import ChildrenRead
 
 log = logging.getLogger(__name__)
 
@@ -354,21 +357,28 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def _report_and_end(sweep_dir: Path, parent: ParentRun, say: Callable[[str], object]) -> None:
+def _report_and_end(
+    sweep_dir: Path, parent: ParentRun, say: Callable[[str], object]
+) -> ChildrenRead | None:
     """Build and publish the sweep's report, end its parent run, and say where both are.
 
     Args:
         sweep_dir: the sweep directory (``report.html`` goes there).
         parent: the sweep's parent run (FINISHED, or FAILED when the report cannot be built).
         say: prints a text for the user.
+
+    Returns:
+        The sweep's runs as the report read them (None when it could not be built).
     """
     from xent_tf import tracking
     from xent_tf.report import publish_report  # matplotlib only when a sweep reports
 
     uri = parent.tracking_uri
     status = "FINISHED"
+    read = None
     try:
-        _, text = publish_report(uri, sweep_dir, parent_run_id=parent.run_id)
+        report, text = publish_report(uri, sweep_dir, parent_run_id=parent.run_id)
+        read = report.children
         say("\n" + text)
     except Exception as error:
         status = "FAILED"
@@ -381,6 +391,7 @@ def _report_and_end(sweep_dir: Path, parent: ParentRun, say: Callable[[str], obj
         f"{tracking.run_url(parent.experiment_id, parent.run_id, address)})\n"
         f"runs table: {tracking.experiment_url(parent.experiment_id, address)}"
     )
+    return read
 
 
 class MlflowSweepCallback(Callback):

@@ -17,6 +17,7 @@ server is back (``fail_orphaned_children``).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import importlib.metadata
 import json
@@ -1171,6 +1172,55 @@ def find_study_parent(
     return _parent_from_run(client, usable[0])
 
 
+@dataclass(frozen=True)
+class ChildrenRead:
+    """A sweep parent's child runs as ``fetch_children`` read them.
+
+    Attributes:
+        tracking_uri: the store.
+        parent_run_id: the sweep's parent run.
+        history_metrics: the metrics whose histories were read.
+        records: one per child run.
+    """
+
+    tracking_uri: str
+    parent_run_id: str
+    history_metrics: tuple[str, ...]
+    records: tuple[RunRecord, ...]
+
+
+# Reads of finished sweeps handed to this process (``hand_over_reads``), by (store, parent).
+_handed_reads: dict[tuple[str, str], ChildrenRead] = {}
+
+
+def hand_over_reads(reads: Sequence[ChildrenRead]) -> None:
+    """Let this process's next ``fetch_children`` of each read's parent use the read instead
+    of the store, once: ``experiments/reproduce.py`` hands the ledger what its studies' reports
+    read of the same finished sweeps (the store holds nothing newer: the ledger runs after
+    them), so the ledger does not read every study's runs a second time.
+
+    Args:
+        reads: the reads, e.g. ``StudyReport.children`` of each study's report.
+    """
+    _handed_reads.update(((r.tracking_uri, r.parent_run_id), r) for r in reads)
+
+
+def _handed_read(
+    tracking_uri: str, parent: StudyRun, history_metrics: Sequence[str]
+) -> list[RunRecord] | None:
+    """The handed-over read of ``parent``, with the histories of ``history_metrics`` only (as
+    reading them would give), if one covers them; used once."""
+    read = _handed_reads.pop((tracking_uri, parent.run_id), None)
+    if read is None or not set(history_metrics) <= set(read.history_metrics):
+        return None
+    return [
+        dataclasses.replace(
+            record, history={m: record.history[m] for m in history_metrics if m in record.history}
+        )
+        for record in read.records
+    ]
+
+
 def fetch_children(
     tracking_uri: str, parent: StudyRun, history_metrics: Sequence[str]
 ) -> list[RunRecord]:
@@ -1184,6 +1234,9 @@ def fetch_children(
     Returns:
         One record per child run, whatever its status.
     """
+    handed = _handed_read(tracking_uri, parent, history_metrics)
+    if handed is not None:
+        return handed
     client = _client(tracking_uri)
     children = client.search_runs(
         [parent.experiment_id],
