@@ -35,7 +35,7 @@ from xent_tf.replica_batch import (
     initial_weights,
     train_batch,
 )
-from xent_tf.replica_groups import longest_first, spread_batches
+from xent_tf.replica_groups import spread_batches
 from xent_tf.replicas import NotReplicableError, OptimizerRule, ReplicaFit, ReplicaTrainer
 from xent_tf.runtime import configure_runtime
 from xent_tf.schedules import learning_rates
@@ -255,23 +255,6 @@ def test_a_batch_is_halved_to_fill_the_workers_last_round() -> None:
         four[1][5:],
         *four[2:],
     ]
-
-
-def test_batches_start_longest_looking_first() -> None:
-    """``longest_first`` (constructed configs): replicas x epochs x rows, then the class count;
-    equal batches keep their order."""
-    binary = Config(data=MakeClassificationConfig(n_samples=1000, n_test=100))
-    five = Config(
-        data=MakeClassificationConfig(n_samples=1000, n_test=100, n_classes=5, n_informative=6),
-        loss=LossConfig(name="cce"),
-    )
-    small_data = Config(data=MakeClassificationConfig(n_samples=600, n_test=100))
-    configs: list[Config | None] = [binary] * 4 + [five] * 4 + [small_data] * 2 + [None]
-    # A sweep's order: binary halves, binary, 5-class, then two replicas on 600 rows (1200
-    # replica-rows: after a pair on 1000 rows, before a single replica on 1000).
-    batches = [[0], [1], [2, 3], [4, 5], [6, 7], [8, 9]]
-    assert longest_first(batches, configs) == [[4, 5], [6, 7], [2, 3], [8, 9], [0], [1]]
-    assert longest_first([], configs) == []
 
 
 def test_a_diverging_replica_stops_where_its_single_run_stops(

@@ -131,33 +131,3 @@ def spread_batches(
     while len(spread) >= n_workers and len(spread) % n_workers and halve_largest(min_fill_replicas):
         pass
     return spread
-
-
-def longest_first(
-    batches: Sequence[Sequence[int]], configs: Sequence[Config | None]
-) -> list[list[int]]:
-    """The batches in the order a pool should start them: the largest-looking first.
-
-    A pool hands a batch to whichever worker is free, so a long batch started last leaves the
-    other workers idle at the end of a sweep (mse_vs_ce's 5-class batches, last in the sweep's
-    order, took about twice as long as its binary ones and left one worker waiting). Starting
-    the longest first and the small halves of ``spread_batches`` last evens the workers' ends.
-    The length is guessed from the config alone: replicas x epochs x generated rows (when the
-    data config says how many), then the class count (a wider output trains slower).
-
-    Args:
-        batches: job indices of each batch.
-        configs: each job's config (every index in ``batches`` has one).
-
-    Returns:
-        The same batches, longest-looking first; equal ones keep their order.
-    """
-
-    def size(batch: Sequence[int]) -> tuple[int, int]:
-        config = configs[batch[0]]
-        assert config is not None
-        rows = getattr(config.data, "n_samples", 1)
-        classes = config.data.known_n_classes or 2
-        return len(batch) * config.trainer.epochs * int(rows), classes
-
-    return sorted((list(b) for b in batches), key=size, reverse=True)

@@ -37,7 +37,7 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from xent_tf import progress
 from xent_tf.config import Config, NotApplicableError, to_config
-from xent_tf.replica_groups import group_jobs, longest_first, spread_batches
+from xent_tf.replica_groups import group_jobs, spread_batches
 from xent_tf.resume import FinishedJob, config_hash, read_finished
 from xent_tf.sweep import PROGRESS_FILE, preload_job_modules
 from xent_tf.worker_pool import WorkerDeath, kept_pool, run_tasks
@@ -252,7 +252,7 @@ def plan_units(
     # TensorFlow, so a finished study resumed never does.
     typed_configs = {i: c for i, c in enumerate(configs) if c is not None}
     units = []
-    batches = longest_first(spread_batches(group_jobs(configs, max_replicas), n_workers), configs)
+    batches = spread_batches(group_jobs(configs, max_replicas), n_workers)
     for index, members in enumerate(batches, start=1):
         jobs = tuple((initial_job_idx + i, tuple(job_overrides[i])) for i in members)
         units.append(
