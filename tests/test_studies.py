@@ -308,3 +308,32 @@ def test_a_swing_too_short_to_measure_says_so() -> None:
         "not measurable: the per-step swing needs >= 50 finite batch losses in the second half "
         "of training (a small data set has few steps per epoch; a diverged run has none)"
     )
+
+
+def test_c15_lists_its_schedules_by_name_whatever_the_order_of_the_runs() -> None:
+    """The store returns runs in an order that differs between two runs of the same study."""
+
+    def runs(schedules: tuple[str, ...]) -> list[RunRecord]:
+        return [
+            RunRecord(
+                f"{schedule}-{seed}",
+                {"schedule.name": schedule},
+                seed,
+                "FINISHED",
+                history={"val/loss": [0.5], "train/batch_loss": [0.5] * 200},
+            )
+            for seed in range(3)
+            for schedule in schedules
+        ]
+
+    contexts = []
+    for order in (
+        ("step", "constant", "cosine", "exponential"),
+        ("cosine", "exponential", "constant", "step"),
+    ):
+        [check] = STUDIES["annealing"].evaluate(
+            group_variants(runs(order), STUDIES["annealing"].group_by), StudyOptions()
+        )
+        contexts.append([p.context for p in check.parts])
+    assert contexts[0] == contexts[1]
+    assert [c.split()[0] for c in contexts[0][1::2]] == ["cosine", "exponential", "step"]

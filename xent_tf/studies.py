@@ -636,7 +636,11 @@ def _evaluate_lr_sweep(variants: list[Variant], options: StudyOptions) -> list[C
 
 def _evaluate_annealing(variants: list[Variant], options: StudyOptions) -> list[ClaimCheck]:
     constant = _find(variants, schedule__name="constant")
-    decaying = [v for v in variants if v.param("schedule.name") != "constant"]
+    # By name: the variants come in the store's order of runs, which differs between runs.
+    decaying = sorted(
+        (v for v in variants if v.param("schedule.name") != "constant"),
+        key=lambda v: v.param("schedule.name"),
+    )
     if not constant or not decaying:
         missing = _missing("study", "constant or decaying schedule")
         rule = "needs the constant schedule and at least one decaying one"
