@@ -23,6 +23,7 @@ from xent_tf.report import publish_report
 from xent_tf.studies import (
     STUDIES,
     TARGET_SHARE,
+    ClaimCheck,
     StudyOptions,
     accuracy_target,
     derived_target,
@@ -286,22 +287,29 @@ def test_c8_compares_the_pairs_each_data_set_has() -> None:
     assert check.verdict == Verdict.INCONCLUSIVE
 
 
-def test_a_swing_too_short_to_measure_says_so() -> None:
-    # 80 steps in all (wine: 4 steps per epoch x 20 epochs): 40 late steps, the swing needs 50.
+def _annealing_check(schedules: Sequence[str], steps: int) -> ClaimCheck:
+    """C15 judged on 3 seeds of each schedule, in this order, every run with a flat loss
+    (val loss 0.5, ``steps`` batch losses of 0.5)."""
     runs = [
         RunRecord(
             f"{schedule}-{seed}",
             {"schedule.name": schedule},
             seed,
             "FINISHED",
-            history={"val/loss": [0.5], "train/batch_loss": [0.5] * 80},
+            history={"val/loss": [0.5], "train/batch_loss": [0.5] * steps},
         )
         for seed in range(3)
-        for schedule in ("constant", "cosine")
+        for schedule in schedules
     ]
     [check] = STUDIES["annealing"].evaluate(
         group_variants(runs, STUDIES["annealing"].group_by), StudyOptions()
     )
+    return check
+
+
+def test_a_swing_too_short_to_measure_says_so() -> None:
+    # 80 steps in all (wine: 4 steps per epoch x 20 epochs): 40 late steps, the swing needs 50.
+    check = _annealing_check(("constant", "cosine"), 80)
     swing = next(p for p in check.parts if "oscillates" in p.context)
     assert swing.verdict.verdict == Verdict.INCONCLUSIVE
     assert swing.verdict.measured == (
@@ -312,28 +320,12 @@ def test_a_swing_too_short_to_measure_says_so() -> None:
 
 def test_c15_lists_its_schedules_by_name_whatever_the_order_of_the_runs() -> None:
     """The store returns runs in an order that differs between two runs of the same study."""
-
-    def runs(schedules: tuple[str, ...]) -> list[RunRecord]:
-        return [
-            RunRecord(
-                f"{schedule}-{seed}",
-                {"schedule.name": schedule},
-                seed,
-                "FINISHED",
-                history={"val/loss": [0.5], "train/batch_loss": [0.5] * 200},
-            )
-            for seed in range(3)
-            for schedule in schedules
-        ]
-
     contexts = []
     for order in (
         ("step", "constant", "cosine", "exponential"),
         ("cosine", "exponential", "constant", "step"),
     ):
-        [check] = STUDIES["annealing"].evaluate(
-            group_variants(runs(order), STUDIES["annealing"].group_by), StudyOptions()
-        )
+        check = _annealing_check(order, 200)
         contexts.append([p.context for p in check.parts])
     assert contexts[0] == contexts[1]
     assert [c.split()[0] for c in contexts[0][1::2]] == ["cosine", "exponential", "step"]

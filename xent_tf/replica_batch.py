@@ -309,9 +309,9 @@ def initial_weights(
     layer creates its kernel and bias initialisers in turn (a random one draws its seed from
     Python's generator then) and calls them once with its weight shapes. Here the same
     initialisers are created in the same order after seeding Python's generator alike and
-    called with the same
-    shapes, then the saturated init is applied as ``build_model`` applies it. Building a Keras
-    model costs several times as much; ``replicas_initial_weights`` checks the two agree.
+    called with the same shapes, then the saturated init is applied as ``build_model`` applies
+    it. Building a Keras model costs several times as much; ``replicas_initial_weights`` checks
+    the two agree.
 
     Args:
         template: a model of the config's architecture (``build_model`` of a config of the
