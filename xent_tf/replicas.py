@@ -305,28 +305,42 @@ class ReplicaTrainer:
 
     # --- the maths -------------------------------------------------------------------------
 
-    def _unpacked(self) -> tuple[list[tf.Tensor], list[tf.Tensor]]:
-        """Each layer's stacked kernel (K, in, out) and bias (K, 1, out), views of ``flat``."""
-        pieces = tf.split(self.flat, self._sizes, axis=1)
+    def _unpacked(self) -> tuple[tf.Tensor, list[tf.Tensor], list[tf.Tensor]]:
+        """Views of ``flat``: the first layer's kernel with its bias as one more row,
+        (K, in + 1, out), then the other layers' kernels (K, in, out) and biases (K, 1, out).
+
+        A layer's row-major kernel is followed by its bias in ``flat``, so kernel and bias
+        together are one (in + 1, out) matrix. The first layer's bias rides in its matmul (its
+        inputs carry a column of ones, appended once per call): adding a bias broadcast over
+        (K, rows, out) costs about as much as the matmul itself. The other layers' inputs would
+        need that column appended at every step, which costs more than the add it saves.
+        """
+        (first_in, first_out), rest = self._shapes[0], self._shapes[1:]
+        pieces = tf.split(self.flat, [(first_in + 1) * first_out, *self._sizes[2:]], axis=1)
+        first = tf.reshape(pieces[0], [self.n_replicas, first_in + 1, first_out])
         kernels = [
-            tf.reshape(pieces[2 * i], [self.n_replicas, a, b])
-            for i, (a, b) in enumerate(self._shapes)
+            tf.reshape(pieces[1 + 2 * i], [self.n_replicas, a, b]) for i, (a, b) in enumerate(rest)
         ]
         biases = [
-            tf.reshape(pieces[2 * i + 1], [self.n_replicas, 1, b])
-            for i, (_, b) in enumerate(self._shapes)
+            tf.reshape(pieces[2 + 2 * i], [self.n_replicas, 1, b]) for i, (_, b) in enumerate(rest)
         ]
-        return kernels, biases
+        return first, kernels, biases
 
     def _forward(self, x: tf.Tensor) -> tf.Tensor:
-        """Outputs (K, n, out) for inputs (K, n, d) or (n, d) shared by every replica."""
+        """Outputs (K, n, out) for inputs (K, n, d + 1) or (n, d + 1) shared by every replica,
+        whose last column is ones (``with_ones``)."""
         h = x if len(x.shape) == 3 else x[None]
-        kernels, biases = self._unpacked()
-        for layer, kernel, bias in zip(self.layers, kernels, biases, strict=True):
+        first, kernels, biases = self._unpacked()
+        h = self.layers[0].activation(tf.matmul(h, first))
+        for layer, kernel, bias in zip(self.layers[1:], kernels, biases, strict=True):
             # Keras activations keep the logits on the output (``_keras_logits``), so the
             # cross-entropies take the same numerically stable path as in the single run.
             h = layer.activation(tf.matmul(h, kernel) + bias)
         return h
+
+    def outputs(self, x: np.ndarray | tf.Tensor) -> np.ndarray:
+        """Every replica's outputs (K, n, out) for inputs (n, d), as its Keras model gives them."""
+        return self._forward(with_ones(tf.convert_to_tensor(x, tf.float32))).numpy()
 
     def _replica_losses(self, targets: tf.Tensor, outputs: tf.Tensor) -> tf.Tensor:
         """Mean loss per replica (K,): Keras's per-sample loss, summed over rows / rows."""
@@ -417,7 +431,7 @@ class ReplicaTrainer:
         Returns:
             (batch losses (steps taken, K), still-active mask (K,)).
         """
-        x_epoch = tf.gather(x_all, orders)  # (K, m, d): each replica's own order
+        x_epoch = tf.gather(with_ones(x_all), orders)  # (K, m, d): each replica's own order
         targets_epoch = tf.gather(targets_all, orders)
         n_rows = tf.shape(orders)[1]
         n_steps = tf.shape(rates)[1]
@@ -456,7 +470,7 @@ class ReplicaTrainer:
         (zeros unless ``with_norms``: the backward pass is most of an evaluation's cost)."""
         tiled = tf.broadcast_to(targets[None], tf.concat([[self.n_replicas], tf.shape(targets)], 0))
         with tf.GradientTape() as tape:
-            outputs = self._forward(x)
+            outputs = self._forward(with_ones(x))
             losses = self._replica_losses(tiled, outputs)
             total = tf.reduce_sum(losses)
         if with_norms:
@@ -732,6 +746,11 @@ class ReplicaTrainer:
         for layer in self.layers:
             self._exported.get_layer(layer.name).set_weights([next(by_layer), next(by_layer)])
         return self._exported
+
+
+def with_ones(x: tf.Tensor) -> tf.Tensor:
+    """``x`` with a column of ones appended on its last axis (a bias row's input)."""
+    return tf.concat([x, tf.ones(tf.concat([tf.shape(x)[:-1], [1]], 0), x.dtype)], -1)
 
 
 def _until_not_finite(losses: np.ndarray) -> np.ndarray:
