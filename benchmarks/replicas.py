@@ -21,7 +21,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,61 +82,101 @@ def _seed_configs(n: int, *overrides: str) -> list[Config]:
     ]
 
 
-def _time_training(configs: Sequence[Config]) -> tuple[float, float, float, float]:
-    """(replicas cold, single cold, replicas warm, single warm) for the reference run."""
-    import numpy as np
+class _Training:
+    """The reference run's data and rates, and its two ways of training: K replicas in one
+    graph, or one run through the single-run path (``CompiledLoop`` + ``fit``)."""
 
-    from xent_tf.build import (
-        build_dataset,
-        build_loss,
-        build_model,
-        build_optimizer,
-        schedule_rates,
-        tensor_splits,
-    )
-    from xent_tf.replica_batch import replicas_initial_weights
-    from xent_tf.replicas import OptimizerRule, ReplicaTrainer
-    from xent_tf.training import CompiledLoop, fit, steps_per_epoch
+    def __init__(self, configs: Sequence[Config]) -> None:
+        from xent_tf.build import build_dataset, build_loss, schedule_rates, tensor_splits
+        from xent_tf.training import steps_per_epoch
 
-    first = configs[0]
-    data = build_dataset(first.data)
-    spec = build_loss(first.loss, data)
-    train, val, _ = tensor_splits(data, spec)
-    epochs = first.trainer.epochs
-    n_steps = steps_per_epoch(len(train), first.trainer.batch_size)
-    rates = schedule_rates(first.schedule, first.optimizer.learning_rate, epochs, n_steps)
-    seeds = [c.seed for c in configs]
+        self.configs = configs
+        self.first = first = configs[0]
+        self.data = build_dataset(first.data)
+        self.spec = build_loss(first.loss, self.data)
+        self.train, self.val, _ = tensor_splits(self.data, self.spec)
+        self.epochs = first.trainer.epochs
+        n_steps = steps_per_epoch(len(self.train), first.trainer.batch_size)
+        self.rates = schedule_rates(
+            first.schedule, first.optimizer.learning_rate, self.epochs, n_steps
+        )
 
-    started = time.perf_counter()
-    # The replicas' initial weights as a study's batch gets them (replica_batch.train_batch).
-    template = build_model(first.model, data, spec, first.seed)
-    trainer = ReplicaTrainer.from_weights(
-        template,
-        replicas_initial_weights(template, configs, data, spec),
-        spec.loss,
-        OptimizerRule.of(build_optimizer(first.optimizer)),
-        first.trainer.batch_size,
-        first.loss.from_logits,
-    )
-    trainer.fit(train, val, np.tile(rates, (len(configs), 1)), epochs, seeds)
-    replica_cold = time.perf_counter() - started
-    started = time.perf_counter()
-    trainer.fit(train, val, np.tile(rates, (len(configs), 1)), epochs, seeds)
-    replica_warm = time.perf_counter() - started
+    def replicas(self) -> Callable[[], object]:
+        """Build the replica trainer and train it once; returns a function that trains again."""
+        import numpy as np
 
-    started = time.perf_counter()
-    loop = CompiledLoop(
-        build_model(first.model, data, spec, first.seed),
-        spec.loss,
-        build_optimizer(first.optimizer),
-        first.trainer.batch_size,
-        first.loss.from_logits,
-    )
-    fit(loop, train, val, rates, epochs, first.seed)
-    single_cold = time.perf_counter() - started
-    started = time.perf_counter()
-    fit(loop, train, val, rates, epochs, first.seed)
-    single_warm = time.perf_counter() - started
+        from xent_tf.build import build_model, build_optimizer
+        from xent_tf.replica_batch import replicas_initial_weights
+        from xent_tf.replicas import OptimizerRule, ReplicaTrainer
+
+        first, configs = self.first, self.configs
+        # The replicas' initial weights as a study's batch gets them (replica_batch.train_batch).
+        template = build_model(first.model, self.data, self.spec, first.seed)
+        trainer = ReplicaTrainer.from_weights(
+            template,
+            replicas_initial_weights(template, configs, self.data, self.spec),
+            self.spec.loss,
+            OptimizerRule.of(build_optimizer(first.optimizer)),
+            first.trainer.batch_size,
+            first.loss.from_logits,
+        )
+        rates = np.tile(self.rates, (len(configs), 1))
+        seeds = [c.seed for c in configs]
+
+        def again() -> object:
+            return trainer.fit(self.train, self.val, rates, self.epochs, seeds)
+
+        again()
+        return again
+
+    def single(self) -> Callable[[], object]:
+        """Build the first config's single run and train it once; returns a function that
+        trains it again."""
+        from xent_tf.build import build_model, build_optimizer
+        from xent_tf.training import CompiledLoop, fit
+
+        first = self.first
+        loop = CompiledLoop(
+            build_model(first.model, self.data, self.spec, first.seed),
+            self.spec.loss,
+            build_optimizer(first.optimizer),
+            first.trainer.batch_size,
+            first.loss.from_logits,
+        )
+
+        def again() -> object:
+            return fit(loop, self.train, self.val, self.rates, self.epochs, first.seed)
+
+        again()
+        return again
+
+
+def _time_training(
+    configs: Sequence[Config], single_first: bool = False
+) -> tuple[float, float, float, float]:
+    """(replicas cold, single cold, replicas warm, single warm) for the reference run.
+
+    Args:
+        configs: the replicas' configs; the single run is the first one's.
+        single_first: time the single run before the replicas (the repeats alternate, so
+            neither side always pays for what the process does the first time).
+    """
+    training = _Training(configs)
+
+    def cold_and_warm(start: Callable[[], Callable[[], object]]) -> tuple[float, float]:
+        started = time.perf_counter()
+        again = start()
+        cold = time.perf_counter() - started
+        started = time.perf_counter()
+        again()
+        return cold, time.perf_counter() - started
+
+    if single_first:
+        single_cold, single_warm = cold_and_warm(training.single)
+        replica_cold, replica_warm = cold_and_warm(training.replicas)
+    else:
+        replica_cold, replica_warm = cold_and_warm(training.replicas)
+        single_cold, single_warm = cold_and_warm(training.single)
     return replica_cold, single_cold, replica_warm, single_warm
 
 
@@ -264,7 +304,7 @@ def bench_replicas(workdir: Path, repeats: int) -> ReplicaBench:
 
     configs = _seed_configs(REPLICAS)
     configure_runtime("cpu", 1, 0)
-    timings = [_time_training(configs) for _ in range(repeats)]
+    timings = [_time_training(configs, single_first=i % 2 == 1) for i in range(repeats)]
     sweeps = [_time_sweeps(configs, workdir / f"sweep-{i}") for i in range(max(1, repeats // 2))]
     record_seconds, study_seconds, spread = _time_records(workdir)
     study_records, study_wall, study_runs = _time_study_records(workdir)

@@ -4,8 +4,10 @@ the verdict table on the parent; and the console's one line per finished job."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import statistics
+import time
 from pathlib import Path
 
 from mlflow import MlflowClient
@@ -82,6 +84,36 @@ def test_progress_lines_count_jobs_and_estimate_the_time_left() -> None:
         progress.result_text(None, "OSError: disk full\ntraceback") == "FAILED: OSError: disk full"
     )
     assert progress.format_duration(3725) == "1 h 02 min"
+
+
+def test_the_eta_of_a_replica_sweep_counts_the_jobs_trained_not_only_those_recorded(
+    tmp_path: Path,
+) -> None:
+    # 160 jobs in batches of 20: 10 s in, the first batch has trained and its first job is
+    # recorded. Counting 1 job done in 10 s the ETA would be 26 min 30 s; 20 jobs' training
+    # in 10 s leaves 140 jobs, 70 s.
+    assert progress.progress_line(1, 160, "a seed=0", "x", 0.1, 10.0, trained=20) == (
+        "[1/160] a seed=0  x  0.1 s  ETA 1 min 10 s"
+    )
+    assert progress.progress_line(1, 160, "a seed=0", "x", 0.1, 10.0) == (
+        "[1/160] a seed=0  x  0.1 s  ETA 26 min 30 s"
+    )
+    # Through the shared count file, as the launcher's workers report it.
+    out = io.StringIO()
+    state = tmp_path / "progress.json"
+    counter = progress.SweepProgress(
+        160, started=time.time() - 10.0, state_file=state, console=Console(file=out, width=200)
+    )
+    counter.reset()
+    progress.jobs_trained(state, 20)
+    line = counter.job_done("a seed=0", "val loss 0.5000", 0.1)
+    assert line.startswith("[1/160] a seed=0  val loss 0.5000  0.1 s  ETA 1 min 1")
+    assert json.loads(state.read_text()) == {"done": 1, "left_out": 0, "trained": 20}
+    # A count file that is not one is left alone, and the line still comes.
+    state.write_text("[1, 2]")
+    progress.jobs_trained(state, 20)
+    assert state.read_text() == "[1, 2]"
+    assert "] b seed=0  x  0.1 s" in counter.job_done("b seed=0", "x", 0.1)
 
 
 def test_jobs_in_several_processes_share_one_count(tmp_path: Path) -> None:

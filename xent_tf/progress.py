@@ -8,6 +8,10 @@ in its own process keeps the count in memory; Hydra's joblib launcher runs jobs 
 processes that only report back when the whole sweep has ended, so there each worker reports
 its own job and the count is kept in a small file of the sweep directory, under a lock.
 
+A replica batch trains all its jobs at once, then records them one by one: its first job's line
+comes after the whole batch has trained. The launcher reports the batch as trained
+(``jobs_trained``), and the ETA extrapolates from the jobs trained, not only those recorded.
+
 While a sweep runs, ``quiet_console`` keeps a job's INFO lines (per-epoch lines, its summary)
 off the terminal: they still go to the job's log file and MLflow, and warnings still show.
 """
@@ -49,6 +53,7 @@ def progress_line(
     result_text: str,
     seconds: float,
     elapsed: float,
+    trained: int = 0,
 ) -> str:
     """One finished job's line.
 
@@ -59,6 +64,8 @@ def progress_line(
         result_text: its key result ("val loss 0.4123", "FAILED: ...").
         seconds: the job's own wall time.
         elapsed: seconds since the sweep started: the ETA assumes the rest goes as fast.
+        trained: jobs whose training is over (replica batches: recorded or not yet); the ETA
+            counts the larger of this and ``done`` as the work done.
 
     Returns:
         ``[done/total] name  result  1.1 s  ETA 40 s`` (``all done in ...`` for the last job).
@@ -67,8 +74,9 @@ def progress_line(
     line = f"{count} {name}  {result_text}  {seconds:.1f} s"
     if total and done >= total:
         return f"{line}  all done in {format_duration(elapsed)}"
-    if total and done > 0:
-        return f"{line}  ETA {format_duration(elapsed / done * (total - done))}"
+    worked = min(max(done, trained), total or 0)
+    if total and worked > 0:
+        return f"{line}  ETA {format_duration(elapsed / worked * (total - worked))}"
     return line
 
 
@@ -105,7 +113,7 @@ class SweepProgress:
         """Start the count at 0 (a sweep re-run into the same directory counts anew)."""
         self.done = 0
         if self.state_file is not None:
-            self.state_file.write_text(json.dumps({"done": 0, "left_out": 0}))
+            self.state_file.write_text(json.dumps(dict.fromkeys(_COUNTS, 0)))
 
     def job_done(self, name: str, result_text: str, seconds: float) -> str:
         """Count one finished job and print its line.
@@ -118,26 +126,28 @@ class SweepProgress:
         Returns:
             The line printed.
         """
-        done, left_out = self._count_one()
+        done, left_out, trained = self._count_one()
         total = None if self.total is None else self.total - left_out
-        line = progress_line(done, total, name, result_text, seconds, time.time() - self.started)
+        line = progress_line(
+            done, total, name, result_text, seconds, time.time() - self.started, trained
+        )
         console = self.console or Console(highlight=False, soft_wrap=True)
         style = "red" if result_text.startswith("FAILED") else None
         console.print(escape(line), style=style)
         return line
 
-    def _count_one(self) -> tuple[int, int]:
-        """(this job's number, jobs left out): the shared file's count + 1 under a lock, else
-        in memory."""
+    def _count_one(self) -> tuple[int, int, int]:
+        """(this job's number, jobs left out, jobs trained): the shared file's count + 1 under
+        a lock, else in memory."""
         if self.state_file is None:
             self.done += 1
-            return self.done, 0
+            return self.done, 0, 0
         try:
             state = _add_to_state(self.state_file, "done", 1)
-        except (OSError, ValueError, KeyError):  # e.g. a Ray node without the sweep dir
+        except (OSError, ValueError):  # e.g. a Ray node without the sweep dir
             self.done += 1
-            return self.done, 0
-        return state["done"], int(state["left_out"])
+            return self.done, 0, 0
+        return state["done"], state["left_out"], state["trained"]
 
 
 def leave_out(state_file: Path, count: int) -> None:
@@ -148,23 +158,42 @@ def leave_out(state_file: Path, count: int) -> None:
         state_file: the sweep's count file (``sweep.PROGRESS_FILE`` in its directory).
         count: jobs left out.
     """
-    with contextlib.suppress(OSError, ValueError, KeyError):
+    with contextlib.suppress(OSError, ValueError):
         _add_to_state(state_file, "left_out", count)
+
+
+def jobs_trained(state_file: Path, count: int) -> None:
+    """Add ``count`` jobs whose training is over (a replica batch's, before its jobs are
+    recorded) to the sweep's shared count file, for the ETA.
+
+    Args:
+        state_file: the sweep's count file (``sweep.PROGRESS_FILE`` in its directory).
+        count: jobs trained.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        _add_to_state(state_file, "trained", count)
+
+
+# What the shared count file counts.
+_COUNTS = ("done", "left_out", "trained")
 
 
 def _add_to_state(state_file: Path, key: str, count: int) -> dict[str, int]:
     """Add ``count`` to ``key`` of the shared count file, under its lock.
 
     Returns:
-        The state as written ({"done": ..., "left_out": ...}).
+        The state as written (a count for each of ``_COUNTS``).
 
     Raises:
-        OSError, ValueError, KeyError: the file cannot be read or written as a count file.
+        OSError, ValueError: the file cannot be read or written as a count file.
     """
     with _locked(state_file) as handle:
         text = handle.read()
-        state = {"done": 0, "left_out": 0, **(json.loads(text) if text.strip() else {})}
-        state[key] = int(state[key]) + count
+        read = json.loads(text) if text.strip() else {}
+        if not isinstance(read, dict):
+            raise ValueError(f"{state_file} holds {type(read).__name__}, not a count file")
+        state = {name: int(read.get(name, 0)) for name in _COUNTS}
+        state[key] += count
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps(state))

@@ -365,6 +365,7 @@ def execute_unit(
         # FAILED run with the reason, as a job that fails on its own does, and the sweep goes on.
         log.error("%s failed before training: %s: %s", unit.name, type(error).__name__, error)
         return [run(sweep_config, _failed_batch_task(error)) for sweep_config in sweep_configs]
+    progress.jobs_trained(Path(str(config.hydra.sweep.dir)) / PROGRESS_FILE, len(sweep_configs))
     return [
         run(sweep_config, _record_task(batch, replica, unit.name))
         for replica, sweep_config in enumerate(sweep_configs)
