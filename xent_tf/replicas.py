@@ -431,7 +431,7 @@ class ReplicaTrainer:
         Returns:
             (batch losses (steps taken, K), still-active mask (K,)).
         """
-        x_epoch = tf.gather(with_ones(x_all), orders)  # (K, m, d): each replica's own order
+        x_epoch = tf.gather(with_ones(x_all), orders)  # (K, m, d + 1), each replica in its order
         targets_epoch = tf.gather(targets_all, orders)
         n_rows = tf.shape(orders)[1]
         n_steps = tf.shape(rates)[1]
