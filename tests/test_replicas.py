@@ -157,8 +157,7 @@ def test_each_replica_trains_what_its_single_run_trains_over_20_reference_epochs
     batch = train_batch(configs)
     for k, config in enumerate(configs):
         single = _single_run(config, data)
-        nudged = _single_run(config, data, nudged=True)
-        assert single.result is not None and nudged.result is not None
+        assert single.result is not None
         fit_k = batch.outcomes[k].fit
         assert fit_k is not None and fit_k.result.diverged_epoch is None
         got, want = fit_k.result, single.result
@@ -170,11 +169,18 @@ def test_each_replica_trains_what_its_single_run_trains_over_20_reference_epochs
         for g, w in zip(got.history, want.history, strict=True):
             assert g.learning_rate == pytest.approx(w.learning_rate, rel=1e-6)
         got_series, want_series = _series(got), _series(want)
-        nudged_series = _series(nudged.result)
-        for name, wanted in want_series.items():
-            reach = 2 * _max_abs(nudged_series[name], wanted)
-            gap = _max_abs(got_series[name], wanted)
-            assert gap <= max(_floor(name, wanted), reach), (name, gap, reach)
+        beyond = {
+            name: _max_abs(got_series[name], wanted)
+            for name, wanted in want_series.items()
+            if _max_abs(got_series[name], wanted) > _floor(name, wanted)
+        }
+        if beyond:  # only then is the nudged run needed (it costs a training run)
+            nudged = _single_run(config, data, nudged=True).result
+            assert nudged is not None
+            nudged_series = _series(nudged)
+            for name, gap in beyond.items():
+                reach = 2 * _max_abs(nudged_series[name], want_series[name])
+                assert gap <= reach, (name, gap, reach)
         # The exported model predicts what the replica's slice of the stacked weights does.
         model = batch.model(k)
         for got_w, want_w in zip(model.get_weights(), batch.trainer.weights(k), strict=True):
