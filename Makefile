@@ -74,6 +74,9 @@ ADMIN_PASSWORD_FILE ?=
 AUTH_DATABASE_URL ?= sqlite:///mlflow-auth.db
 AUTH_DEFAULT_PERMISSION ?= READ
 AUTH_CONFIG ?= .mlflow-auth-$(SERVER_PORT).ini
+# MLflow's server-side jobs (GenAI evaluation, trace roll-ups) start a task queue with ten
+# workers and cost seconds at every start; nothing here uses them, so they are off unless
+# MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true is set.
 server: install-scale
 	set -e; app=""; \
 	if [ -n "$(SERVER_AUTH)" ]; then \
@@ -90,6 +93,7 @@ server: install-scale
 		fi; \
 		app="--app-name basic-auth"; \
 	fi; \
+	export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"; \
 	exec $(BIN)/mlflow server --backend-store-uri "$(DATABASE_URL)" --serve-artifacts \
 		--artifacts-destination "$(ARTIFACTS_DIR)" --host $(SERVER_HOST) --port $(SERVER_PORT) \
 		--workers $(SERVER_WORKERS) $$app $(SERVER_ARGS)
