@@ -37,8 +37,10 @@ run: install
 # themselves). ARGS go to both (e.g. ARGS='-k ledger'); test-unit / test-integration run one.
 test: test-unit test-integration
 
+# worksteal: a worker that runs out of tests takes pending ones from the other (a few tests
+# take a minute each, and the default split can leave one worker idle at the end).
 test-unit: install-scale
-	$(BIN)/python -m pytest -q -n 2 -m "not integration" $(ARGS)
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not integration" $(ARGS)
 
 test-integration: install-scale
 	$(BIN)/python -m pytest -q -m integration $(ARGS)
