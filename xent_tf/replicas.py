@@ -13,6 +13,11 @@ A loss that turns NaN/inf stops that replica only: from the next step on its lea
 zero (the step that diverged is applied, as in the single run), and it is reported as diverged
 at that epoch. The others go on.
 
+On a CPU-only process the trainer's functions run on TensorFlow's single-threaded executor
+(kernels in turn on the calling thread: less overhead per tiny op), and ``fit`` evaluates epoch
+e's end on a copy of its weights in a second thread while epoch e + 1 trains, so the full-batch
+pass over both splits, which costs as much per replica as one model's own, uses the second core.
+
 The update rules are Keras's Adam and SGD (momentum, Nesterov) written out element-wise with a
 per-replica learning rate; the single-run path uses TensorFlow's fused kernels for the same
 formulas, so the two agree to float32 rounding (the tolerance is measured in the tests).
@@ -20,9 +25,12 @@ formulas, so the two agree to float32 rounding (the tolerance is measured in the
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import keras
@@ -176,6 +184,27 @@ class _EpochState:
     diverged_step: int | None = None
 
 
+@dataclass
+class _TrainedEpoch:
+    """An epoch ``fit`` has trained, waiting for its end's evaluation.
+
+    Attributes:
+        number: the epoch, from 1.
+        losses: batch losses (steps taken, K).
+        training: (K,) the replicas that trained in it.
+        rates: (K, steps) its learning rates.
+        train_seconds: its training's wall time.
+        ends: (on val, on train) evaluations of the weights it ended with.
+    """
+
+    number: int
+    losses: np.ndarray
+    training: np.ndarray
+    rates: np.ndarray
+    train_seconds: float
+    ends: Future[tuple[list[Evaluation], list[Evaluation]]]
+
+
 class ReplicaTrainer:
     """Compiled train-epoch and evaluate functions for K stacked copies of one MLP.
 
@@ -305,8 +334,8 @@ class ReplicaTrainer:
 
     # --- the maths -------------------------------------------------------------------------
 
-    def _unpacked(self) -> tuple[tf.Tensor, list[tf.Tensor], list[tf.Tensor]]:
-        """Views of ``flat``: the first layer's kernel with its bias as one more row,
+    def _unpacked(self, flat: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor], list[tf.Tensor]]:
+        """Views of ``flat`` (K, P): the first layer's kernel with its bias as one more row,
         (K, in + 1, out), then the other layers' kernels (K, in, out) and biases (K, 1, out).
 
         A layer's row-major kernel is followed by its bias in ``flat``, so kernel and bias
@@ -316,7 +345,7 @@ class ReplicaTrainer:
         need that column appended at every step, which costs more than the add it saves.
         """
         (first_in, first_out), rest = self._shapes[0], self._shapes[1:]
-        pieces = tf.split(self.flat, [(first_in + 1) * first_out, *self._sizes[2:]], axis=1)
+        pieces = tf.split(flat, [(first_in + 1) * first_out, *self._sizes[2:]], axis=1)
         first = tf.reshape(pieces[0], [self.n_replicas, first_in + 1, first_out])
         kernels = [
             tf.reshape(pieces[1 + 2 * i], [self.n_replicas, a, b]) for i, (a, b) in enumerate(rest)
@@ -326,11 +355,11 @@ class ReplicaTrainer:
         ]
         return first, kernels, biases
 
-    def _forward(self, x: tf.Tensor) -> tf.Tensor:
-        """Outputs (K, n, out) for inputs (K, n, d + 1) or (n, d + 1) shared by every replica,
-        whose last column is ones (``with_ones``)."""
+    def _forward(self, x: tf.Tensor, flat: tf.Tensor | tf.Variable) -> tf.Tensor:
+        """Outputs (K, n, out) of the replicas' weights ``flat`` (K, P) for inputs (K, n, d + 1)
+        or (n, d + 1) shared by every replica, whose last column is ones (``with_ones``)."""
         h = x if len(x.shape) == 3 else x[None]
-        first, kernels, biases = self._unpacked()
+        first, kernels, biases = self._unpacked(flat)
         h = self.layers[0].activation(tf.matmul(h, first))
         for layer, kernel, bias in zip(self.layers[1:], kernels, biases, strict=True):
             # Keras activations keep the logits on the output (``_keras_logits``), so the
@@ -340,7 +369,8 @@ class ReplicaTrainer:
 
     def outputs(self, x: np.ndarray | tf.Tensor) -> np.ndarray:
         """Every replica's outputs (K, n, out) for inputs (n, d), as its Keras model gives them."""
-        return self._forward(with_ones(tf.convert_to_tensor(x, tf.float32))).numpy()
+        with _cpu_executor():
+            return self._forward(with_ones(tf.convert_to_tensor(x, tf.float32)), self.flat).numpy()
 
     def _replica_losses(self, targets: tf.Tensor, outputs: tf.Tensor) -> tf.Tensor:
         """Mean loss per replica (K,): Keras's per-sample loss, summed over rows / rows."""
@@ -445,7 +475,7 @@ class ReplicaTrainer:
             start = step * self.batch_size
             stop = tf.minimum(start + self.batch_size, n_rows)
             with tf.GradientTape() as tape:
-                outputs = self._forward(x_epoch[:, start:stop])
+                outputs = self._forward(x_epoch[:, start:stop], self.flat)
                 batch_losses = self._replica_losses(targets_epoch[:, start:stop], outputs)
                 total = tf.reduce_sum(batch_losses)  # replicas are independent: d/d(each) = 1
             self._apply(tape.gradient(total, self.flat), rates[:, step], alive)
@@ -464,17 +494,24 @@ class ReplicaTrainer:
         return losses.stack()[:steps_taken], alive
 
     def _evaluate(
-        self, x: tf.Tensor, targets: tf.Tensor, labels: tf.Tensor, with_norms: bool
+        self,
+        flat: tf.Tensor,
+        x: tf.Tensor,
+        targets: tf.Tensor,
+        labels: tf.Tensor,
+        with_norms: bool,
     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-        """Per replica: loss, accuracy, saturated share (K,) and per-layer gradient norms (K, L)
-        (zeros unless ``with_norms``: the backward pass is most of an evaluation's cost)."""
+        """Per replica of the weights ``flat`` (K, P): loss, accuracy, saturated share (K,) and
+        per-layer gradient norms (K, L) (zeros unless ``with_norms``: the backward pass is most
+        of an evaluation's cost)."""
         tiled = tf.broadcast_to(targets[None], tf.concat([[self.n_replicas], tf.shape(targets)], 0))
         with tf.GradientTape() as tape:
-            outputs = self._forward(with_ones(x))
+            tape.watch(flat)
+            outputs = self._forward(with_ones(x), flat)
             losses = self._replica_losses(tiled, outputs)
             total = tf.reduce_sum(losses)
         if with_norms:
-            gradient = tape.gradient(total, self.flat)
+            gradient = tape.gradient(total, flat)
             per_layer = [a * b + b for a, b in self._shapes]  # kernel and bias, in row order
             norms = tf.stack(
                 [
@@ -507,41 +544,61 @@ class ReplicaTrainer:
         compiled = self._compiled_evaluates.get(with_norms)
         if compiled is None:
             compiled = self._compiled_evaluates[with_norms] = tf.function(
-                lambda x, targets, labels: self._evaluate(x, targets, labels, with_norms),
+                lambda flat, x, targets, labels: self._evaluate(
+                    flat, x, targets, labels, with_norms
+                ),
                 autograph=False,
                 input_signature=[
+                    self._weights_spec(),
                     relaxed_spec(split.x),
                     relaxed_spec(split.targets),
                     relaxed_spec(split.labels),
                 ],
             )
-        return self._evaluations(compiled(split.x, split.targets, split.labels))
+        with _cpu_executor():
+            measured = compiled(self.flat.read_value(), split.x, split.targets, split.labels)
+        return self._evaluations(measured)
 
     def evaluate_epoch(
-        self, val: TensorSplit, train: TensorSplit
+        self, val: TensorSplit, train: TensorSplit, weights: np.ndarray | None = None
     ) -> tuple[list[Evaluation], list[Evaluation]]:
         """An epoch's end: every replica on the validation split (no gradient norms) and on
         the training split (with them), in one compiled call (one trace, one dispatch).
+
+        Args:
+            val, train: the splits.
+            weights: (K, P) the replicas' weights to evaluate (``snapshot``), by default the
+                current ones. ``fit`` evaluates an epoch's snapshot while the next epoch trains.
 
         Returns:
             (on val, on train), one evaluation per replica each, as ``evaluate`` gives them.
         """
         if self._compiled_epoch_end is None:
             self._compiled_epoch_end = tf.function(
-                lambda xv, tv, lv, xt, tt, lt: (
-                    self._evaluate(xv, tv, lv, with_norms=False),
-                    self._evaluate(xt, tt, lt, with_norms=True),
+                lambda flat, xv, tv, lv, xt, tt, lt: (
+                    self._evaluate(flat, xv, tv, lv, with_norms=False),
+                    self._evaluate(flat, xt, tt, lt, with_norms=True),
                 ),
                 autograph=False,
                 input_signature=[
-                    relaxed_spec(t)
-                    for t in (val.x, val.targets, val.labels, train.x, train.targets, train.labels)
+                    self._weights_spec(),
+                    *(relaxed_spec(t) for t in (val.x, val.targets, val.labels)),
+                    *(relaxed_spec(t) for t in (train.x, train.targets, train.labels)),
                 ],
             )
-        on_val, on_train = self._compiled_epoch_end(
-            val.x, val.targets, val.labels, train.x, train.targets, train.labels
-        )
+        flat = self.flat.read_value() if weights is None else tf.constant(weights)
+        with _cpu_executor():
+            on_val, on_train = self._compiled_epoch_end(
+                flat, val.x, val.targets, val.labels, train.x, train.targets, train.labels
+            )
         return self._evaluations(on_val), self._evaluations(on_train)
+
+    def snapshot(self) -> np.ndarray:
+        """A copy of every replica's weights now, (K, P), for ``evaluate_epoch``."""
+        return np.array(self.flat.numpy(), copy=True)
+
+    def _weights_spec(self) -> tf.TensorSpec:
+        return tf.TensorSpec(self.flat.shape, tf.float32)
 
     def _evaluations(self, measured: Sequence[tf.Tensor]) -> list[Evaluation]:
         """Per-replica evaluations from ``_evaluate``'s stacked outputs."""
@@ -573,28 +630,31 @@ class ReplicaTrainer:
         """
         uniform = bool(np.all(rates == rates[:1]))
         compiled = self._compiled_epochs.get(uniform)
-        if compiled is None:
-            # The flag is read while tracing: one trace per value.
-            self._uniform_rates = uniform
-            compiled = self._compiled_epochs[uniform] = tf.function(
-                self._train_epoch,
-                autograph=False,
-                input_signature=[
-                    relaxed_spec(train.x),
-                    relaxed_spec(train.targets),
-                    tf.TensorSpec([self.n_replicas, None], tf.int32),
-                    tf.TensorSpec([self.n_replicas, None], tf.float32),
-                    tf.TensorSpec([self.n_replicas], tf.bool),
-                ],
+        # Traced and run under one executor: which one decides, at trace time, how the loop
+        # is built.
+        with _cpu_executor():
+            if compiled is None:
+                # The flag is read while tracing: one trace per value.
+                self._uniform_rates = uniform
+                compiled = self._compiled_epochs[uniform] = tf.function(
+                    self._train_epoch,
+                    autograph=False,
+                    input_signature=[
+                        relaxed_spec(train.x),
+                        relaxed_spec(train.targets),
+                        tf.TensorSpec([self.n_replicas, None], tf.int32),
+                        tf.TensorSpec([self.n_replicas, None], tf.float32),
+                        tf.TensorSpec([self.n_replicas], tf.bool),
+                    ],
+                )
+                compiled.get_concrete_function()
+            losses, alive = compiled(
+                train.x,
+                train.targets,
+                tf.constant(orders, tf.int32),
+                tf.constant(rates, tf.float32),
+                tf.constant(active, tf.bool),
             )
-            compiled.get_concrete_function()
-        losses, alive = compiled(
-            train.x,
-            train.targets,
-            tf.constant(orders, tf.int32),
-            tf.constant(rates, tf.float32),
-            tf.constant(active, tf.bool),
-        )
         return losses.numpy(), alive.numpy()
 
     def _state(self) -> list[tf.Variable]:
@@ -683,34 +743,32 @@ class ReplicaTrainer:
         states = [_EpochState() for _ in range(self.n_replicas)]
         active = np.ones(self.n_replicas, bool)
         started = time.perf_counter()
-        for epoch in range(1, epochs + 1):
-            epoch_started = time.perf_counter()
-            rates = learning_rates[:, (epoch - 1) * n_steps : epoch * n_steps]
-            orders = np.stack([rng.permutation(len(train)) for rng in generators])
-            training = active.copy()
-            losses, active = self.run_epoch(train, orders, rates, training)
-            on_val, on_train = self.evaluate_epoch(val, train)
-            seconds = time.perf_counter() - epoch_started
-            for k in np.flatnonzero(training):
-                state = states[k]
-                taken = _until_not_finite(losses[:, k])
-                state.losses.append(taken)
-                state.history.append(
-                    EpochRecord.measured(
-                        epoch,
-                        batch_weighted_mean(
-                            taken, self.batch_size, min(len(train), self.batch_size * len(taken))
-                        ),
-                        on_train[k],
-                        on_val[k],
-                        float(rates[k, len(taken) - 1]),
-                        seconds,
-                    )
+        # Epoch e's end (a full pass over both splits, with the training gradient) is evaluated
+        # on a copy of the weights after epoch e, on a thread of its own, while epoch e + 1
+        # trains: the same numbers as evaluating in turn, on the second core.
+        with ThreadPoolExecutor(1, thread_name_prefix="replica-epoch-end") as ends:
+            previous: _TrainedEpoch | None = None
+            for epoch in range(1, epochs + 1):
+                epoch_started = time.perf_counter()
+                rates = learning_rates[:, (epoch - 1) * n_steps : epoch * n_steps]
+                orders = np.stack([rng.permutation(len(train)) for rng in generators])
+                training = active.copy()
+                losses, active = self.run_epoch(train, orders, rates, training)
+                trained = _TrainedEpoch(
+                    epoch,
+                    losses,
+                    training,
+                    rates,
+                    time.perf_counter() - epoch_started,
+                    ends.submit(self.evaluate_epoch, val, train, self.snapshot()),
                 )
-                if not np.isfinite(taken[-1]):
-                    state.diverged_epoch, state.diverged_step = epoch, len(taken)
-            if not active.any():
-                break
+                if previous is not None:
+                    self._record(previous, states, len(train))
+                previous = trained
+                if not active.any():
+                    break
+            if previous is not None:
+                self._record(previous, states, len(train))
         train_seconds = time.perf_counter() - started
         return [
             ReplicaFit(
@@ -724,6 +782,31 @@ class ReplicaTrainer:
             )
             for state in states
         ]
+
+    def _record(self, trained: _TrainedEpoch, states: list[_EpochState], n_train: int) -> None:
+        """Add a trained epoch to each of its replicas' history, once its end is evaluated."""
+        waited = time.perf_counter()
+        on_val, on_train = trained.ends.result()
+        # The epoch's training and what of its end the next epoch's training did not hide.
+        seconds = trained.train_seconds + time.perf_counter() - waited
+        for k in np.flatnonzero(trained.training):
+            state = states[k]
+            taken = _until_not_finite(trained.losses[:, k])
+            state.losses.append(taken)
+            state.history.append(
+                EpochRecord.measured(
+                    trained.number,
+                    batch_weighted_mean(
+                        taken, self.batch_size, min(n_train, self.batch_size * len(taken))
+                    ),
+                    on_train[k],
+                    on_val[k],
+                    float(trained.rates[k, len(taken) - 1]),
+                    seconds,
+                )
+            )
+            if not np.isfinite(taken[-1]):
+                state.diverged_epoch, state.diverged_step = trained.number, len(taken)
 
     def weights(self, replica: int) -> list[np.ndarray]:
         """Replica ``replica``'s weights in the order of its Keras model's ``get_weights()``."""
@@ -746,6 +829,34 @@ class ReplicaTrainer:
         for layer in self.layers:
             self._exported.get_layer(layer.name).set_weights([next(by_layer), next(by_layer)])
         return self._exported
+
+
+try:  # TensorFlow's executor choice for function calls: not public API, so optional.
+    from tensorflow.python.eager.context import function_executor_type as _function_executor_type
+except ImportError:  # pragma: no cover - another TensorFlow layout
+    _function_executor_type = None
+
+
+@functools.cache
+def _cpu_only() -> bool:
+    return not tf.config.list_logical_devices("GPU")
+
+
+@contextlib.contextmanager
+def _cpu_executor() -> Iterator[None]:
+    """Run this thread's TensorFlow function calls on the single-threaded executor when the
+    process has no GPU.
+
+    It runs a function's kernels in turn on the calling thread, its loops unlowered; a replica
+    epoch of tiny ops trains faster so, and two threads (an epoch training, the previous
+    epoch's end evaluated) then truly run side by side. It cannot run a GPU's asynchronous
+    kernels, so with a GPU TensorFlow's default executor stays.
+    """
+    if _function_executor_type is None or not _cpu_only():
+        yield
+        return
+    with _function_executor_type("SINGLE_THREADED_EXECUTOR"):
+        yield
 
 
 def with_ones(x: tf.Tensor) -> tf.Tensor:
