@@ -538,3 +538,63 @@ def test_an_epochs_end_in_one_call_is_the_two_evaluations_exactly() -> None:
     assert on_train == trainer.evaluate(train)
     assert on_val[0] != on_val[1] and all(n > 0 for n in on_train[0].grad_norms.values())
     assert all(n == 0 for n in on_val[0].grad_norms.values())  # none asked for on val
+
+
+def test_fit_evaluates_each_epochs_end_on_the_weights_that_epoch_ended_with() -> None:
+    """``fit`` evaluates epoch e's end in a second thread while epoch e + 1 trains, on a copy
+    of the weights: its records are those of training and evaluating in turn, exactly."""
+    configure_runtime("cpu", 1, 0)
+    rates, seeds = [0.1, 0.5], [0, 1]
+    fitted_trainer, fitted = _sgd_batch(rates, seeds)
+    data = make_dataset(MakeClassificationConfig(n_samples=600, n_test=100))
+    train, val, _ = tensor_splits(data, build_loss(LossConfig(name="bce"), data))
+    n_steps = steps_per_epoch(len(train), 32)
+    generators = [np.random.default_rng(seed) for seed in seeds]
+    manual = ReplicaTrainer.from_weights(
+        fitted_trainer.template,
+        [_initial(seed) for seed in seeds],
+        fitted_trainer.loss,
+        fitted_trainer.rule,
+        32,
+        False,
+    )
+    active = np.ones(2, bool)
+    for epoch in range(3):
+        orders = np.stack([rng.permutation(len(train)) for rng in generators])
+        epoch_rates = np.stack([np.full(n_steps, r, np.float32) for r in rates])
+        losses, active = manual.run_epoch(train, orders, epoch_rates, active)
+        on_val, on_train = manual.evaluate_epoch(val, train)
+        for k in range(2):
+            record = fitted[k].result.history[epoch]
+            assert record.val_loss == on_val[k].loss and record.val_acc == on_val[k].accuracy
+            assert record.train_acc == on_train[k].accuracy
+            assert record.grad_norms == on_train[k].grad_norms
+            np.testing.assert_array_equal(
+                fitted[k].result.batch_losses[epoch * n_steps : (epoch + 1) * n_steps],
+                losses[:, k],
+            )
+
+
+def _initial(seed: int) -> list[np.ndarray]:
+    """The initial weights ``_sgd_batch`` gives the replica of ``seed``."""
+    data = make_dataset(MakeClassificationConfig(n_samples=600, n_test=100))
+    spec = build_loss(LossConfig(name="bce"), data)
+    return build_model(MlpConfig(hidden_units=[8, 8]), data, spec, seed).get_weights()
+
+
+def test_the_single_threaded_executor_is_used_only_without_a_gpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tensorflow.python.eager import context
+
+    from xent_tf import replicas
+
+    def executor_inside() -> str | None:
+        with replicas._cpu_executor():
+            return context.context().function_call_options.executor_type
+
+    monkeypatch.setattr(replicas, "_cpu_only", lambda: True)
+    assert executor_inside() == "SINGLE_THREADED_EXECUTOR"
+    monkeypatch.setattr(replicas, "_cpu_only", lambda: False)  # a GPU is visible
+    assert executor_inside() in (None, "")
+    assert context.context().function_call_options.executor_type in (None, "")  # restored
