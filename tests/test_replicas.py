@@ -40,7 +40,14 @@ from xent_tf.replica_groups import spread_batches
 from xent_tf.replicas import NotReplicableError, OptimizerRule, ReplicaFit, ReplicaTrainer
 from xent_tf.runtime import configure_runtime
 from xent_tf.schedules import learning_rates
-from xent_tf.training import CompiledLoop, FitResult, NonFiniteLossError, fit, steps_per_epoch
+from xent_tf.training import (
+    CompiledLoop,
+    FitResult,
+    NonFiniteLossError,
+    TensorSplit,
+    fit,
+    steps_per_epoch,
+)
 
 BATCH_LOSS_ATOL = 5e-2
 VAL_LOSS_ATOL = 5e-3
@@ -216,13 +223,19 @@ def test_the_single_run_itself_moves_this_much_between_two_float32_update_paths(
     assert 1e-5 < val_gap <= VAL_LOSS_ATOL
 
 
-def _sgd_batch(rates: list[float], seeds: list[int]) -> tuple[ReplicaTrainer, list[ReplicaFit]]:
-    """Three epochs of small MLPs on 500 rows, plain SGD at the given rate per replica."""
+def _sgd_trainer(seeds: list[int]) -> tuple[ReplicaTrainer, TensorSplit, TensorSplit]:
+    """Small untrained MLPs of the given seeds with plain SGD, and the 500 training and the
+    validation rows they train on."""
     data = make_dataset(MakeClassificationConfig(n_samples=600, n_test=100))
     spec = build_loss(LossConfig(name="bce"), data)
     models = [build_model(MlpConfig(hidden_units=[8, 8]), data, spec, seed) for seed in seeds]
-    trainer = ReplicaTrainer(models, spec.loss, OptimizerRule("sgd"), 32, False)
     train, val, _ = tensor_splits(data, spec)
+    return ReplicaTrainer(models, spec.loss, OptimizerRule("sgd"), 32, False), train, val
+
+
+def _sgd_batch(rates: list[float], seeds: list[int]) -> tuple[ReplicaTrainer, list[ReplicaFit]]:
+    """Three epochs of ``_sgd_trainer``'s MLPs, plain SGD at the given rate per replica."""
+    trainer, train, val = _sgd_trainer(seeds)
     n_steps = steps_per_epoch(len(train), 32)
     schedule = np.stack([np.full(3 * n_steps, r, np.float32) for r in rates])
     return trainer, trainer.fit(train, val, schedule, 3, seeds)
@@ -545,19 +558,10 @@ def test_fit_evaluates_each_epochs_end_on_the_weights_that_epoch_ended_with() ->
     of the weights: its records are those of training and evaluating in turn, exactly."""
     configure_runtime("cpu", 1, 0)
     rates, seeds = [0.1, 0.5], [0, 1]
-    fitted_trainer, fitted = _sgd_batch(rates, seeds)
-    data = make_dataset(MakeClassificationConfig(n_samples=600, n_test=100))
-    train, val, _ = tensor_splits(data, build_loss(LossConfig(name="bce"), data))
+    _, fitted = _sgd_batch(rates, seeds)
+    manual, train, val = _sgd_trainer(seeds)  # the same 3 epochs, by hand
     n_steps = steps_per_epoch(len(train), 32)
     generators = [np.random.default_rng(seed) for seed in seeds]
-    manual = ReplicaTrainer.from_weights(
-        fitted_trainer.template,
-        [_initial(seed) for seed in seeds],
-        fitted_trainer.loss,
-        fitted_trainer.rule,
-        32,
-        False,
-    )
     active = np.ones(2, bool)
     for epoch in range(3):
         orders = np.stack([rng.permutation(len(train)) for rng in generators])
@@ -573,13 +577,6 @@ def test_fit_evaluates_each_epochs_end_on_the_weights_that_epoch_ended_with() ->
                 fitted[k].result.batch_losses[epoch * n_steps : (epoch + 1) * n_steps],
                 losses[:, k],
             )
-
-
-def _initial(seed: int) -> list[np.ndarray]:
-    """The initial weights ``_sgd_batch`` gives the replica of ``seed``."""
-    data = make_dataset(MakeClassificationConfig(n_samples=600, n_test=100))
-    spec = build_loss(LossConfig(name="bce"), data)
-    return build_model(MlpConfig(hidden_units=[8, 8]), data, spec, seed).get_weights()
 
 
 def test_the_single_threaded_executor_is_used_only_without_a_gpu(
