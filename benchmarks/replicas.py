@@ -161,12 +161,16 @@ def _time_training(
         single_first: time the single run before the replicas (the repeats alternate, so
             neither side always pays for what the process does the first time).
     """
+    from benchmarks.bench import collect_garbage
+
     training = _Training(configs)
 
     def cold_and_warm(start: Callable[[], Callable[[], object]]) -> tuple[float, float]:
+        collect_garbage()
         started = time.perf_counter()
         again = start()
         cold = time.perf_counter() - started
+        collect_garbage()
         started = time.perf_counter()
         again()
         return cold, time.perf_counter() - started
@@ -182,12 +186,15 @@ def _time_training(
 
 def _time_sweeps(configs: Sequence[Config], workdir: Path) -> tuple[float, float]:
     """(vectorised, serial) wall time of the 20 seed runs, tracking off."""
+    from benchmarks.bench import collect_garbage
     from xent_tf.pipeline import run_experiment
     from xent_tf.replica_batch import train_batch
 
+    collect_garbage()
     started = time.perf_counter()
     train_batch(configs)
     vectorised = time.perf_counter() - started
+    collect_garbage()
     started = time.perf_counter()
     for i, config in enumerate(configs):
         run_experiment(config, workdir / f"serial-{i}")

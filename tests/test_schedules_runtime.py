@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -15,7 +18,7 @@ from xent_tf.config import (
     option_kinds,
     option_schema,
 )
-from xent_tf.runtime import select_device
+from xent_tf.runtime import inter_op_threads, select_device
 from xent_tf.schedules import has_formula, learning_rates
 
 
@@ -64,6 +67,23 @@ def test_device_selection_logic() -> None:
         select_device("gpu", [])
     with pytest.raises(ValueError, match=r"trainer\.device='tpu' is not one of"):
         select_device("tpu", [])
+
+
+@pytest.mark.parametrize(("threads", "pools"), [(1, "1 2"), (3, "3 3")])
+def test_the_inter_op_pool_has_room_for_two_threads_calls(threads: int, pools: str) -> None:
+    """configure_runtime sizes the process's pools (a fresh process: they are set only once)."""
+    assert [inter_op_threads(n) for n in (1, 2, 4)] == [2, 2, 4]
+    script = (
+        "import tensorflow as tf\n"
+        "from xent_tf.runtime import configure_runtime\n"
+        f"configure_runtime('cpu', {threads}, 0)\n"
+        "print(tf.config.threading.get_intra_op_parallelism_threads(),"
+        " tf.config.threading.get_inter_op_parallelism_threads())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.split("\n")[-2] == pools
 
 
 def test_every_registered_schedule_has_a_rate_formula() -> None:

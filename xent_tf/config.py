@@ -477,10 +477,11 @@ class TrainerConfig:
     epochs: int = 20
     batch_size: int = 32
     device: str = "auto"  # auto: a GPU when TensorFlow sees one, else the CPU
-    # TF intra/inter-op threads; 0 = TensorFlow's default (every core). 1 is the default: on these
-    # small models a second thread only adds hand-offs (measured: epoch 19 ms with 1 thread vs
-    # 36-56 ms with 2 on the reference run; 74 vs 101 ms on 256-256), and parallel sweep jobs
-    # then never oversubscribe the cores.
+    # TF intra-op threads (the inter-op pool gets at least 2: runtime.inter_op_threads); 0 =
+    # TensorFlow's default (every core). 1 is the default: on these small models a second
+    # intra-op thread only adds hand-offs (measured: epoch 19 ms with 1 thread vs 36-56 ms with
+    # 2 on the reference run; 74 vs 101 ms on 256-256), and parallel sweep jobs then never
+    # oversubscribe the cores.
     threads: int = 1
     target_val_acc: float = 0.9  # "epochs to reach target" diagnostic
     verbose: bool = True  # one line per epoch

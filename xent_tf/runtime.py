@@ -56,13 +56,25 @@ def select_device(requested: str, gpu_names: Sequence[str]) -> DeviceChoice:
     return DeviceChoice("/CPU:0", "cpu", f"CPU ({reason})")
 
 
+def inter_op_threads(threads: int) -> int:
+    """The inter-op pool's size for ``threads`` intra-op threads (> 0): at least two.
+
+    Function calls made from two Python threads at once took turns on a one-thread inter-op
+    pool (measured: two replica trainers' epochs in two threads, wall = serial wall); with two,
+    they run side by side. ``replicas.ReplicaTrainer.fit`` evaluates an epoch's end in a second
+    thread while the next epoch trains, so it needs two. A single run's epoch measured the same
+    with one or two.
+    """
+    return max(threads, 2)
+
+
 def _set_threads(threads: int) -> None:
     """Size TF's thread pools; a reused worker that already initialised TF keeps its pools."""
     if threads <= 0:
         return
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads(threads))
     except RuntimeError:
         current = tf.config.threading.get_intra_op_parallelism_threads()
         if current != threads:
@@ -78,7 +90,7 @@ def configure_runtime(device: str, threads: int = 0, seed: int = 0) -> DeviceCho
 
     Args:
         device: "auto", "cpu" or "gpu".
-        threads: intra/inter-op threads, 0 for TensorFlow's default.
+        threads: intra-op threads (inter-op: ``inter_op_threads``), 0 for TensorFlow's default.
         seed: global seed for weights and anything else random in TF/Keras.
 
     Returns:
