@@ -16,7 +16,8 @@ at that epoch. The others go on.
 On a CPU-only process the trainer's functions run on TensorFlow's single-threaded executor
 (kernels in turn on the calling thread: less overhead per tiny op), and ``fit`` evaluates epoch
 e's end on a copy of its weights in a second thread while epoch e + 1 trains, so the full-batch
-pass over both splits, which costs as much per replica as one model's own, uses the second core.
+pass over both splits, which costs as much per replica as one model's own, uses the second core
+(given room in TensorFlow's inter-op pool for both threads' calls: ``runtime.inter_op_threads``).
 
 The update rules are Keras's Adam and SGD (momentum, Nesterov) written out element-wise with a
 per-replica learning rate; the single-run path uses TensorFlow's fused kernels for the same
