@@ -330,7 +330,7 @@ def _train_and_record(
     return finish_run(
         config,
         parts.data,
-        loop.model,
+        lambda: loop.model,
         result,
         loop.evaluate(test),
         device,
@@ -371,7 +371,7 @@ def log_initial(recorder: tracking.RunRecorder, initial: Evaluation) -> None:
 def finish_run(
     config: Config,
     data: Dataset,
-    model: keras.Model,
+    model: Callable[[], keras.Model],
     result: FitResult,
     on_test: Evaluation,
     device: DeviceChoice,
@@ -385,7 +385,8 @@ def finish_run(
     Args:
         config: the run's config.
         data: the run's data set (recorded as its dataset inputs).
-        model: the trained model (saved and logged when tracking logs models).
+        model: gives the trained model (saved and logged when tracking logs models), asked
+            only when a record needs it: a replica batch makes each replica's on demand.
         result: what training measured.
         on_test: the trained model on the test split.
         device: where it trained.
@@ -427,15 +428,15 @@ def finish_run(
 def record_inputs_and_model(
     config: Config,
     data: Dataset,
-    model: keras.Model,
+    model: Callable[[], keras.Model],
     recorder: tracking.RunRecorder,
     output_dir: Path,
     save_model: Callable[[Path], None] | None = None,
 ) -> None:
-    """Save the trained model to ``output_dir/model.keras`` (with ``save_model``, default
-    ``model.save``), then record the run's dataset inputs and the model (with
-    ``tracking.log_model``: a logged model, or with ``tracking.logged_model=false`` the file
-    as a run artifact).
+    """Save the trained model (``model()``) to ``output_dir/model.keras`` (with
+    ``save_model``, default the model's ``save``), then record the run's dataset inputs and
+    the model (with ``tracking.log_model``: a logged model, or with
+    ``tracking.logged_model=false`` the file as a run artifact).
 
     Called once the run's metrics are logged: should the store refuse either record (full
     disk, a server that says no), the run still has its metrics and the model file, and
@@ -443,7 +444,7 @@ def record_inputs_and_model(
     """
     keep_model = config.tracking.enabled and config.tracking.log_model
     if keep_model:
-        (save_model or model.save)(output_dir / "model.keras")
+        (save_model or model().save)(output_dir / "model.keras")
     recorder.log_datasets(
         {
             "train": tracking.DatasetSplit(data.train.x, data.train.y),
@@ -454,7 +455,7 @@ def record_inputs_and_model(
         {"source": type(config.data).__name__, **_data_source(config)},
     )
     if keep_model and config.tracking.logged_model:
-        recorder.log_model(model, data.test.x[:5], step=config.trainer.epochs)
+        recorder.log_model(model(), data.test.x[:5], step=config.trainer.epochs)
     elif keep_model:
         recorder.log_file(output_dir / "model.keras", "model")
 

@@ -10,12 +10,13 @@ metrics, range-test records, loss curve, model file and log, plus tags naming th
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
 import random
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,16 +169,19 @@ class ModelFiles:
             return None
         return [found[i] for i in range(len(markers))]
 
-    def save(self, model: keras.Model, weights: Sequence[np.ndarray], path: Path) -> None:
-        """Write ``model`` (of the template's architecture, holding ``weights``) to ``path``.
+    def save(
+        self, model: Callable[[], keras.Model], weights: Sequence[np.ndarray], path: Path
+    ) -> None:
+        """Write the model of the template's architecture holding ``weights`` to ``path``.
 
         Args:
-            model: the model, saved by Keras when the fast path is not available.
+            model: gives that model, asked only when the fast path is not available (Keras
+                then saves it).
             weights: its weights in ``get_weights()`` order.
             path: the ``.keras`` file to write.
         """
         if not self._offsets or [w.shape for w in weights] != self._shapes:
-            model.save(path)
+            model().save(path)
             return
         h5 = bytearray(self._entries[self._WEIGHTS_FILE])
         for offset, weight in zip(self._offsets, weights, strict=True):
@@ -206,10 +210,11 @@ class TrainedBatch:
 
     def save_model(self, replica: int, path: Path) -> None:
         """Write replica ``replica``'s trained model to the ``.keras`` file ``path``."""
-        model = self.model(replica)
         if self._files is None:
-            self._files = ModelFiles(model, path.parent)
-        self._files.save(model, self.trainer.weights(replica), path)
+            self._files = ModelFiles(self.model(replica), path.parent)
+        self._files.save(
+            functools.partial(self.model, replica), self.trainer.weights(replica), path
+        )
 
 
 def train_batch(configs: Sequence[Config], memory_bytes: int | None = None) -> TrainedBatch:
@@ -433,7 +438,7 @@ def record_outcome(
         return finish_run(
             config,
             batch.data,
-            batch.model(replica),
+            functools.partial(batch.model, replica),
             result,
             outcome.test,
             batch.device,
