@@ -849,9 +849,10 @@ def _cpu_executor() -> Iterator[None]:
     process has no GPU.
 
     It runs a function's kernels in turn on the calling thread, its loops unlowered; a replica
-    epoch of tiny ops trains faster so, and two threads (an epoch training, the previous
-    epoch's end evaluated) then truly run side by side. It cannot run a GPU's asynchronous
-    kernels, so with a GPU TensorFlow's default executor stays.
+    epoch of tiny ops trains faster so. Two threads (an epoch training, the previous epoch's
+    end evaluated) run side by side only when the inter-op pool has a thread for each
+    (``runtime.inter_op_threads``). It cannot run a GPU's asynchronous kernels, so with a GPU
+    TensorFlow's default executor stays.
     """
     if _function_executor_type is None or not _cpu_only():
         yield
