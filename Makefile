@@ -8,25 +8,59 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-scale run test test-unit test-integration lint bench ui server sync reproduce clean
+.PHONY: install install-scale install-reference lock check-latest run test test-unit test-integration lint bench ui server sync reproduce clean
+
+# Every install comes from uv.lock (every package, transitive ones included, at an exact version
+# with its hashes): two users a month apart get the same code. `make lock` re-resolves it from
+# pyproject.toml; nothing else changes it (uv sync --frozen). uv itself is locked too: a fresh
+# venv gets pip's uv at the locked version, which then installs the lock.
+UV := $(BIN)/uv
+UV_VERSION := $(shell sed -n '/^name = "uv"$$/{n;s/^version = "\(.*\)"$$/\1/p;}' $(ROOT)uv.lock)
+# uv sync installs into $(VENV) (relative to where make runs) whatever the project directory.
+UV_SYNC = UV_PROJECT_ENVIRONMENT="$(abspath $(VENV))" $(UV) sync --frozen --project "$(ROOT)" --quiet
 
 install: $(STAMP)
 
-# Re-installs only when pyproject.toml changes (the stamp is older than it).
-$(STAMP): $(ROOT)pyproject.toml
+# Re-installs only when pyproject.toml or the lock changes (the stamp is older than either).
+# Exact: a package the lock's dev set does not hold is removed (the extras' stamps then redo).
+$(STAMP): $(ROOT)pyproject.toml $(ROOT)uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e "$(ROOT).[dev]"
+	if ! test -x $(UV); then \
+		$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"; \
+	elif [ "$$($(UV) --version | cut -d' ' -f2)" != "$(UV_VERSION)" ]; then \
+		$(UV) pip install --quiet --python $(BIN)/python "uv==$(UV_VERSION)"; \
+	fi
+	$(UV_SYNC) --extra dev
 	touch $(STAMP)
 
-# The scale-out extras (Ray launcher, psycopg2): the integration tests need them; and the
-# reference extra (PyTorch), which C7 and its test run against.
+# The reference extra (PyTorch, a CPU-or-CUDA wheel of several GB on Linux x86_64): C7 runs
+# PyTorch's own cross-entropy next to Keras's, and `make reproduce` installs it so that C7 is
+# measured (without it C7 is inconclusive, not measured).
+REFERENCE_STAMP := $(VENV)/.installed-reference
+install-reference: $(REFERENCE_STAMP)
+
+$(REFERENCE_STAMP): $(STAMP)
+	$(UV_SYNC) --inexact --extra dev --extra reference
+	touch $(REFERENCE_STAMP)
+
+# The scale-out extras (Ray launcher, psycopg2, MLflow's auth app) and the reference extra:
+# the integration tests need them all.
 SCALE_STAMP := $(VENV)/.installed-scale
 install-scale: $(SCALE_STAMP)
 
 $(SCALE_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e "$(ROOT).[dev,scale,reference]"
-	touch $(SCALE_STAMP)
+	$(UV_SYNC) --inexact --extra dev --extra scale --extra reference
+	touch $(SCALE_STAMP) $(REFERENCE_STAMP)
+
+# Re-resolve uv.lock from pyproject.toml (after changing a dependency there; commit both).
+lock: install
+	$(UV) lock --project "$(ROOT)"
+
+# Tomorrow's releases before they bite: the newest versions pyproject.toml allows, in a throw-away
+# venv, against the unit suite and a tiny study; prints which packages differ from the lock.
+# Not part of CI (it would make CI depend on the day).
+check-latest: install
+	$(BIN)/python $(ROOT)tools/check_latest.py --uv $(UV) $(ARGS)
 
 run: install
 	$(BIN)/python experiments/run.py $(ARGS)
@@ -119,7 +153,7 @@ sync: install
 # STUDIES (default: all five, in reproduce.py's order) picks and orders them.
 STUDIES ?=
 STUDY_ARGS ?=
-reproduce: install
+reproduce: install-reference
 	$(BIN)/python $(ROOT)experiments/reproduce.py $(if $(STUDIES),--studies "$(STUDIES)") \
 		--study-args "$(STUDY_ARGS)" $(ARGS)
 

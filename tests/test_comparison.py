@@ -121,9 +121,11 @@ def test_band_and_threshold_rules_reach_all_three_verdicts() -> None:
     assert one_match(["a", "b"], ["a", "b"]).verdict == INCONCLUSIVE
 
 
-def test_not_measured_parts_do_not_count() -> None:
-    assert combine_verdicts([HOLDS, Verdict.NOT_MEASURED]) == HOLDS
+def test_a_part_not_measured_caps_the_claim_at_inconclusive() -> None:
+    assert combine_verdicts([HOLDS, Verdict.NOT_MEASURED]) == INCONCLUSIVE
     assert combine_verdicts([Verdict.NOT_MEASURED]) == INCONCLUSIVE
+    # The parts that were measured can still contradict it.
+    assert combine_verdicts([CONTRADICTED, Verdict.NOT_MEASURED]) == CONTRADICTED
 
 
 def test_time_to_target_is_censored_when_never_reached() -> None:

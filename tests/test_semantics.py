@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import require_torch
 from xent_tf import semantics
 
 # Keras computes in float32; NumPy references are float64.
@@ -82,7 +83,7 @@ def test_categorical_reductions_with_sample_weight(reduction: str) -> None:
 
 
 def _torch(result: semantics.WeightedReduction) -> semantics.TorchValues:
-    pytest.importorskip("torch", reason="torch is not installed: pip install -e .[reference]")
+    require_torch()
     values = semantics.torch_reference(result)
     assert not isinstance(values, str), values
     return values

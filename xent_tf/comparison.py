@@ -180,21 +180,23 @@ def equivalence_verdict(diff: Interval, margin: float, what: str) -> Finding:
     return Finding(Verdict.INCONCLUSIVE, rule, measured)
 
 
-PARTS_RULE = "all parts hold -> holds; any contradicted -> contradicted; else inconclusive"
+PARTS_RULE = (
+    "all parts hold -> holds; any contradicted -> contradicted; else inconclusive "
+    "(a part not measured caps the claim at inconclusive)"
+)
 
 
 def combine_verdicts(verdicts: Sequence[Verdict]) -> Verdict:
     """All parts hold -> holds; any part contradicted -> contradicted; else inconclusive.
 
-    Parts that were not measured are left out (they neither support nor contradict).
+    A part that was not measured is not a pass: it caps the claim at inconclusive, so a claim
+    never holds on the parts that happened to be measured (it can still be contradicted by
+    the parts that were).
     """
-    verdicts = [v for v in verdicts if v != Verdict.NOT_MEASURED]
-    if not verdicts:
-        return Verdict.INCONCLUSIVE
-    if all(v == Verdict.HOLDS for v in verdicts):
-        return Verdict.HOLDS
     if any(v == Verdict.CONTRADICTED for v in verdicts):
         return Verdict.CONTRADICTED
+    if verdicts and all(v == Verdict.HOLDS for v in verdicts):
+        return Verdict.HOLDS
     return Verdict.INCONCLUSIVE
 
 

@@ -348,13 +348,13 @@ def torch_reference(batch: WeightedReduction) -> TorchValues | str:
 
     Returns:
         PyTorch's values, or why they could not be measured (torch not installed: the
-        ``reference`` extra, ``pip install -e .[reference]``).
+        ``reference`` extra, ``make install-reference``).
     """
     try:
         import torch
         import torch.nn.functional as F
     except ImportError as error:
-        return f"not measured (torch not installed: {error}; pip install -e .[reference])"
+        return f"not measured (PyTorch not installed: {error}; make install-reference)"
     z = torch.tensor(batch.logits, dtype=torch.float64)
     y = torch.tensor(batch.labels, dtype=torch.int64)
     w = torch.tensor(batch.class_weight, dtype=torch.float64)

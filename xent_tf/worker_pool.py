@@ -24,7 +24,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any, NoReturn, TypeVar
 
-from joblib.externals import cloudpickle
+import cloudpickle
 
 log = logging.getLogger(__name__)
 

@@ -103,7 +103,7 @@ def evaluate_c7(
         agreement: Keras CE from logits against NumPy -log_softmax.
         reduction: Keras's reductions of a weighted batch with an ignored class.
         torch_values: PyTorch's values on that batch, or why torch could not be run (then the
-            cross-framework parts are "not measured" and do not count).
+            cross-framework parts are "not measured", which caps C7 at inconclusive).
     """
     rtol = semantics.KERAS_RTOL
     scale = max(agreement.max_abs_nll, 1.0)
@@ -163,8 +163,8 @@ def evaluate_c7(
             for c in cross
         ]
         notes = [
-            f"The cross-framework parts were {torch_values}; they do not count. Nothing "
-            "computed by this project stands in for PyTorch."
+            f"The cross-framework parts were {torch_values}: C7 is inconclusive until they "
+            "are measured. Nothing computed by this project stands in for PyTorch."
         ]
         return claim_result(
             "C7",
