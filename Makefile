@@ -80,8 +80,8 @@ test-integration: install-scale
 	$(BIN)/python -m pytest -q -m integration $(ARGS)
 
 lint: install
-	$(BIN)/ruff check xent_tf experiments tests benchmarks hydra_plugins
-	$(BIN)/ruff format --check xent_tf experiments tests benchmarks hydra_plugins
+	$(BIN)/ruff check xent_tf experiments tests benchmarks hydra_plugins tools
+	$(BIN)/ruff format --check xent_tf experiments tests benchmarks hydra_plugins tools
 	$(BIN)/mypy
 
 bench: install

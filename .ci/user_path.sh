@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The README's path as a new user walks it, before `make test` adds the test extras: `make
+# install` alone (the lock, no extras), the environment checked against the lock, then a tiny
+# study sweep and a tiny `make reproduce` (which installs the reference extra itself) with its
+# ledger, from a directory outside the repository as a user's would be.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+
+make install
+.venv/bin/python -m pytest -q -p no:cacheprovider tests/test_lock.py
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+store="sqlite:///$work/mlflow.db"
+tiny=(+debug=tiny trainer.verbose=false "tracking.uri=$store")
+
+echo "== a study sweep (README: python experiments/run.py -m +experiment=binary_vs_categorical)"
+(cd "$work" && "$ROOT/.venv/bin/python" "$ROOT/experiments/run.py" -m \
+    +experiment=binary_vs_categorical seed=0,1 "${tiny[@]}")
+
+echo "== make reproduce (every study, 2 seeds, tiny; then the ledger)"
+(cd "$work" && make --no-print-directory -f "$ROOT/Makefile" reproduce VENV="$ROOT/.venv" \
+    STUDY_ARGS="seed=0,1" ARGS="${tiny[*]} claims.seeds=2")
+test -s "$work/reports/claims.md" || { echo "the ledger wrote no reports/claims.md" >&2; exit 1; }
+grep -q "C7" "$work/reports/claims.md"
+echo "== the user's path works: install from the lock, a study, make reproduce, the ledger"
