@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from xent_tf.config import Config, DataConfig
-    from xent_tf.data import Dataset
+    from xent_tf.train.data import Dataset
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_PATH = REPO_ROOT / "benchmarks" / "results" / "latest.json"
@@ -522,13 +522,6 @@ def time_suite_run(data: Dataset, case: Case, seed: int) -> RunTiming:
     """
     import tensorflow as tf
 
-    from xent_tf.build import (
-        build_loss,
-        build_model,
-        build_optimizer,
-        schedule_rates,
-        tensor_split,
-    )
     from xent_tf.config import (
         AdamConfig,
         ConstantScheduleConfig,
@@ -536,8 +529,15 @@ def time_suite_run(data: Dataset, case: Case, seed: int) -> RunTiming:
         MlpConfig,
         TrainerConfig,
     )
-    from xent_tf.runtime import configure_runtime
-    from xent_tf.training import CompiledLoop, fit, steps_per_epoch
+    from xent_tf.train.build import (
+        build_loss,
+        build_model,
+        build_optimizer,
+        schedule_rates,
+        tensor_split,
+    )
+    from xent_tf.train.runtime import configure_runtime
+    from xent_tf.train.training import CompiledLoop, fit, steps_per_epoch
 
     device = configure_runtime("auto", TrainerConfig().threads, seed)
     spec = build_loss(LossConfig(name=case.loss), data)
@@ -605,7 +605,7 @@ def compare_training(case: Case, repeats: int) -> TrainingComparison:
     Returns:
         The comparison.
     """
-    from xent_tf.data import make_dataset
+    from xent_tf.train.data import make_dataset
 
     data = make_dataset(case.data)
     suite: list[RunTiming] = []
@@ -762,7 +762,7 @@ def import_seconds(timed: str, before: str = "") -> float:
 def entry_point_import_seconds() -> float:
     """Importing what ``experiments/run.py`` imports (Hydra, TensorFlow, Keras, MLflow,
     matplotlib, scikit-learn) in a fresh interpreter: the floor of any run's start-up."""
-    return import_seconds("hydra, xent_tf.pipeline, xent_tf.sweep")
+    return import_seconds("hydra, xent_tf.train.pipeline, xent_tf.launch.callback")
 
 
 def run_command(uri: str, run_dir: Path, *overrides: str) -> list[str]:
@@ -791,7 +791,7 @@ def create_store(uri: str, experiment_name: str) -> float:
     """
     from mlflow import MlflowClient
 
-    from xent_tf.tracking import get_or_create_experiment
+    from xent_tf.track.connection import get_or_create_experiment
 
     started = time.perf_counter()
     get_or_create_experiment(MlflowClient(tracking_uri=uri), experiment_name)
@@ -1083,7 +1083,7 @@ class MlflowShare:
         mlflow_seconds: per tracked repeat, the seconds spent inside MLflow client calls.
         difference_share: (median tracked - median untracked) / median tracked, the cross-check.
         model_artifact_seconds: median tracked - median tracked without the model artifact.
-        import_seconds: importing ``xent_tf.tracking`` (MLflow) in a fresh process after the
+        import_seconds: importing ``xent_tf.track.writing`` (MLflow) in a fresh process after the
             run's other heavy imports: paid by every ``make run``, tracked or not.
         store_seconds: creating the fresh store (once per store; not in the share).
         target: the target for ``share``.
@@ -1172,7 +1172,7 @@ def bench_mlflow(workdir: Path, repeats: int) -> MlflowShare:
     Returns:
         The timings and MLflow's share.
     """
-    from xent_tf.pipeline import run_experiment
+    from xent_tf.train.pipeline import run_experiment
 
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     configs = {
@@ -1208,7 +1208,8 @@ def bench_mlflow(workdir: Path, repeats: int) -> MlflowShare:
         difference_share=(tracked - untracked) / tracked,
         model_artifact_seconds=tracked - median(walls[TRACKED_NO_MODEL]),
         import_seconds=import_seconds(
-            "xent_tf.tracking", before="tensorflow, keras, yaml, xent_tf.plotting, xent_tf.config"
+            "xent_tf.track.writing",
+            before="tensorflow, keras, yaml, xent_tf.report.plotting, xent_tf.config",
         ),
         store_seconds=store_seconds,
         verdict=verdict(share, MLFLOW_SHARE_TARGET),
@@ -1353,7 +1354,7 @@ def bench_scaling(quick: bool) -> list[ScalingPoint]:
         One point per size.
     """
     from xent_tf.config import MakeClassificationConfig
-    from xent_tf.data import make_dataset
+    from xent_tf.train.data import make_dataset
 
     points: list[ScalingPoint] = []
     for n_samples, epochs in SCALING_SIZES:

@@ -27,22 +27,22 @@ from pathlib import Path
 
 def measure(runs: int, workdir: Path) -> dict[str, list[float]]:
     """Seconds per record kind, one value per run after the first."""
-    from xent_tf import tracking
-    from xent_tf.build import build_dataset
     from xent_tf.config import MakeClassificationConfig
-    from xent_tf.models import build_mlp
+    from xent_tf.track import artifacts, writing
+    from xent_tf.train.build import build_dataset
+    from xent_tf.train.models import build_mlp
 
     data = build_dataset(MakeClassificationConfig())
     model = build_mlp(data.n_features, [10, 10], 1, "sigmoid")
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     splits = {
-        "train": tracking.DatasetSplit(data.train.x, data.train.y),
-        "val": tracking.DatasetSplit(data.val.x, data.val.y),
-        "test": tracking.DatasetSplit(data.test.x, data.test.y),
+        "train": artifacts.DatasetSplit(data.train.x, data.train.y),
+        "val": artifacts.DatasetSplit(data.val.x, data.val.y),
+        "test": artifacts.DatasetSplit(data.test.x, data.test.y),
     }
     times: dict[str, list[float]] = {"datasets": [], "logged_model": [], "artifact": []}
     for index in range(runs + 1):
-        with tracking.open_run(uri, "records", f"run {index}") as recorder:
+        with writing.open_run(uri, "records", f"run {index}") as recorder:
             recorder.log_metrics({"val/loss": 0.5, "val/acc": 0.8}, step=1)
             started = time.perf_counter()
             recorder.log_datasets(splits, "reference", {"generator": "make_classification"})

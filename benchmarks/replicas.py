@@ -87,8 +87,8 @@ class _Training:
     graph, or one run through the single-run path (``CompiledLoop`` + ``fit``)."""
 
     def __init__(self, configs: Sequence[Config]) -> None:
-        from xent_tf.build import build_dataset, build_loss, schedule_rates, tensor_splits
-        from xent_tf.training import steps_per_epoch
+        from xent_tf.train.build import build_dataset, build_loss, schedule_rates, tensor_splits
+        from xent_tf.train.training import steps_per_epoch
 
         self.configs = configs
         self.first = first = configs[0]
@@ -105,9 +105,9 @@ class _Training:
         """Build the replica trainer and train it once; returns a function that trains again."""
         import numpy as np
 
-        from xent_tf.build import build_model, build_optimizer
-        from xent_tf.replica_batch import replicas_initial_weights
-        from xent_tf.replicas import OptimizerRule, ReplicaTrainer
+        from xent_tf.train.build import build_model, build_optimizer
+        from xent_tf.train.replica_batch import replicas_initial_weights
+        from xent_tf.train.replicas import OptimizerRule, ReplicaTrainer
 
         first, configs = self.first, self.configs
         # The replicas' initial weights as a study's batch gets them (replica_batch.train_batch).
@@ -132,8 +132,8 @@ class _Training:
     def single(self) -> Callable[[], object]:
         """Build the first config's single run and train it once; returns a function that
         trains it again."""
-        from xent_tf.build import build_model, build_optimizer
-        from xent_tf.training import CompiledLoop, fit
+        from xent_tf.train.build import build_model, build_optimizer
+        from xent_tf.train.training import CompiledLoop, fit
 
         first = self.first
         loop = CompiledLoop(
@@ -187,8 +187,8 @@ def _time_training(
 def _time_sweeps(configs: Sequence[Config], workdir: Path) -> tuple[float, float]:
     """(vectorised, serial) wall time of the 20 seed runs, tracking off."""
     from benchmarks.bench import collect_garbage
-    from xent_tf.pipeline import run_experiment
-    from xent_tf.replica_batch import train_batch
+    from xent_tf.train.pipeline import run_experiment
+    from xent_tf.train.replica_batch import train_batch
 
     collect_garbage()
     started = time.perf_counter()
@@ -210,8 +210,8 @@ def _time_records(workdir: Path) -> tuple[float, float, tuple[float, float]]:
     store's tables is a one-off second or two, not a per-run record. The runs are the parent's
     children, as a study's are.
     """
-    from xent_tf.replica_batch import record_outcome, train_batch
-    from xent_tf.tracking import start_parent_run
+    from xent_tf.track.writing import start_parent_run
+    from xent_tf.train.replica_batch import record_outcome, train_batch
 
     uri = f"sqlite:///{workdir / 'records.db'}"
     parent_run_id, _ = start_parent_run(uri, "reference", "bench parent", {})
@@ -276,7 +276,7 @@ _PEAK_SCRIPT = """
 import resource, sys
 sys.path.insert(0, {root!r})
 from benchmarks.replicas import _seed_configs
-from xent_tf.replica_batch import train_batch
+from xent_tf.train.replica_batch import train_batch
 train_batch(_seed_configs({n}))
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
@@ -306,8 +306,8 @@ def bench_replicas(workdir: Path, repeats: int) -> ReplicaBench:
     """
     from benchmarks.bench import median
     from benchmarks.mlflow_records import measure as measure_records
-    from xent_tf.replicas import bytes_per_replica
-    from xent_tf.runtime import configure_runtime
+    from xent_tf.train.replicas import bytes_per_replica
+    from xent_tf.train.runtime import configure_runtime
 
     configs = _seed_configs(REPLICAS)
     configure_runtime("cpu", 1, 0)

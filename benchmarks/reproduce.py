@@ -82,7 +82,7 @@ def bench_reproduce(workdir: Path) -> ReproduceBench:
         The measurements.
     """
     from benchmarks.bench import REPO_ROOT
-    from xent_tf.studies import STUDIES
+    from xent_tf.claims.studies import STUDIES
 
     python = sys.executable
     one, steps = workdir / "one-process", workdir / "per-step"

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from xent_tf.report import publish_report
+from xent_tf.claims.study_report import publish_report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,16 +63,16 @@ def sync(directory: Path) -> int:
     Returns:
         0, or 2 when a spool was refused (damaged, another sweep's): then none was sent.
     """
-    from xent_tf import tracking
-    from xent_tf.spool import SpoolError
-    from xent_tf.sweep import parent_for_sweep
+    from xent_tf.launch.callback import parent_for_sweep
+    from xent_tf.track import recovery
+    from xent_tf.track.spool import SpoolError
 
     if not directory.is_dir():
         print(f"error: --sync {directory}: no such directory", file=sys.stderr)
         return 2
     parent = parent_for_sweep(directory)
     try:
-        replayed = tracking.replay_spools(directory, parent.run_id if parent else None)
+        replayed = recovery.replay_spools(directory, parent.run_id if parent else None)
     except SpoolError as error:
         print(f"error: nothing was sent: {error}", file=sys.stderr)
         return 2

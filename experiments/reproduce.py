@@ -33,13 +33,13 @@ from hydra.types import RunMode
 from run import task  # experiments/run.py, the same task function (this script's directory)
 
 from xent_tf.claims.records import EarlyMeasurements
+from xent_tf.claims.studies import STUDIES as STUDY_SPECS
 from xent_tf.config import to_config
-from xent_tf.studies import STUDIES as STUDY_SPECS
-from xent_tf.sweep import preload_job_modules
-from xent_tf.worker_pool import WorkerDeath, keep_workers
+from xent_tf.launch.callback import preload_job_modules
+from xent_tf.launch.worker_pool import WorkerDeath, keep_workers
 
 if TYPE_CHECKING:  # MLflow is imported once a study needs it, not before the workers start
-    from xent_tf.tracking import ChildrenRead
+    from xent_tf.track.reading import ChildrenRead
 
 STUDIES = tuple(STUDY_SPECS)  # the comparison studies, in the registry's order
 # The order they run in by default: the study whose 160 jobs take longest to plan first (its
@@ -128,9 +128,9 @@ def _ledger(
 ) -> None:
     """The claims ledger's step (run in a worker, which has imported TensorFlow already), with
     what was measured for it ahead (used only if measured with the ledger's own config) and
-    the studies' runs as their reports read them (``tracking.hand_over_reads``)."""
+    the studies' runs as their reports read them (``reading.hand_over_reads``)."""
     from xent_tf.claims.ledger import hand_over_early
-    from xent_tf.tracking import hand_over_reads
+    from xent_tf.track.reading import hand_over_reads
 
     GlobalHydra.instance().clear()  # the studies' jobs set the worker's Hydra to theirs
     hand_over_early(early)
@@ -198,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise SystemExit(
                 f"a study's report or the ledger's early measurements failed: {error}"
             ) from error
-        from xent_tf.tracking import ChildrenRead
+        from xent_tf.track.reading import ChildrenRead
 
         reads = [read for read in done.values() if isinstance(read, ChildrenRead)]
         pool.run(

@@ -22,8 +22,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from xent_tf.config import NotApplicableError, to_config
-from xent_tf.progress import leave_out
-from xent_tf.sweep import PROGRESS_FILE, finished_job, parent_for_sweep
+from xent_tf.launch.callback import PROGRESS_FILE, finished_job, parent_for_sweep
+from xent_tf.launch.progress import leave_out
 
 log = logging.getLogger("xent_tf.run")
 
@@ -39,16 +39,16 @@ def task(cfg: DictConfig) -> float:
         if not multirun:
             raise
         # A sweep over heads x data sets asks for bce on 5-class data too: left out, as the
-        # replica launcher does (xent_tf.replica_sweep).
+        # replica launcher does (xent_tf.launch.replica_sweep).
         log.warning("job left out: %s", error)
         leave_out(Path(hydra_config.sweep.dir) / PROGRESS_FILE, 1)
         return float("nan")
     # TensorFlow is imported here, not at the top: a sweep's launching process never trains,
     # so it starts ~5 s sooner, and each worker imports TensorFlow once, with its first job.
     if config.task == "claims":
+        from xent_tf.claims.comparison import Verdict
         from xent_tf.claims.ledger import run_ledger
         from xent_tf.claims.runner import SubprocessStudyRunner
-        from xent_tf.comparison import Verdict
 
         ledger, text = run_ledger(
             config,
@@ -57,7 +57,7 @@ def task(cfg: DictConfig) -> float:
         )
         log.info("\n%s", text)
         return float(sum(r.verdict == Verdict.CONTRADICTED for r in ledger.results))
-    from xent_tf.pipeline import run_experiment, summary_text
+    from xent_tf.train.pipeline import run_experiment, summary_text
 
     output_dir = Path(hydra_config.runtime.output_dir)
     parent = parent_for_sweep(Path(hydra_config.sweep.dir)) if multirun else None

@@ -126,8 +126,8 @@ def test_format_table_rejects_ragged_rows() -> None:
 
 def test_parse_job_log_reads_pid_and_time_span() -> None:
     text = (
-        "1700000000.250 4242 [xent_tf.pipeline][INFO] - training on CPU\n"
-        "1700000001.000 4242 [xent_tf.pipeline][INFO] - epoch 1/20 ...\n"
+        "1700000000.250 4242 [xent_tf.train.pipeline][INFO] - training on CPU\n"
+        "1700000001.000 4242 [xent_tf.train.pipeline][INFO] - epoch 1/20 ...\n"
         "continuation line of a multi-line message\n"
         "1700000003.500 4242 [xent_tf.run][INFO] - \n"
     )

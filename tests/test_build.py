@@ -12,15 +12,15 @@ import pytest
 import tensorflow as tf
 from mlflow import MlflowClient
 
-from xent_tf.build import build_loss, build_model, build_run, tensor_splits
 from xent_tf.config import Config, MlpConfig
-from xent_tf.data import make_dataset
-from xent_tf.losses import loss_spec
-from xent_tf.models import build_mlp
-from xent_tf.pipeline import run_experiment
-from xent_tf.runtime import configure_runtime
-from xent_tf.schedules import learning_rates
-from xent_tf.training import CompiledLoop, TensorSplit, fit, steps_per_epoch
+from xent_tf.train.build import build_loss, build_model, build_run, tensor_splits
+from xent_tf.train.data import make_dataset
+from xent_tf.train.losses import loss_spec
+from xent_tf.train.models import build_mlp
+from xent_tf.train.pipeline import run_experiment
+from xent_tf.train.runtime import configure_runtime
+from xent_tf.train.schedules import learning_rates
+from xent_tf.train.training import CompiledLoop, TensorSplit, fit, steps_per_epoch
 
 HERE = "tests.test_build"
 

@@ -16,7 +16,6 @@ from mlflow import MlflowClient
 
 from tests.conftest import require_torch
 from tests.test_studies import TINY_STUDY, run_study, tiny_overrides
-from xent_tf import semantics, tracking
 from xent_tf.claims import (
     from_studies,
     gradients,
@@ -26,12 +25,14 @@ from xent_tf.claims import (
     loss_scale,
     reference,
     registry,
+    semantics,
 )
+from xent_tf.claims.comparison import Finding, RunRecord, Verdict
 from xent_tf.claims.records import ClaimResult, StudyEvidence
 from xent_tf.claims.runner import DATA_SETS_KEY, DEFINING_PARAMS, study_definition
-from xent_tf.comparison import Finding, RunRecord, Verdict
+from xent_tf.claims.studies import ClaimCheck, ClaimPart
 from xent_tf.config import CLAIM_IDS, Config, MakeClassificationConfig
-from xent_tf.studies import ClaimCheck, ClaimPart
+from xent_tf.track import connection, reading
 
 HOLDS, CONTRADICTED, INCONCLUSIVE = Verdict.HOLDS, Verdict.CONTRADICTED, Verdict.INCONCLUSIVE
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,7 +176,7 @@ def test_c10_is_judged_on_mean_losses() -> None:
 
 
 def test_study_claim_combines_checks_and_exact_parts() -> None:
-    parent = tracking.StudyRun("abcdef123456", "7", "mse_vs_ce", "mse_vs_ce", "FINISHED", 0)
+    parent = reading.StudyRun("abcdef123456", "7", "mse_vs_ce", "mse_vs_ce", "FINISHED", 0)
     checks = (
         ClaimCheck("C12", "faster", HOLDS, "rule a"),
         ClaimCheck("C12b", "saturated", INCONCLUSIVE, "rule b"),
@@ -321,7 +322,7 @@ DEFINITION = {"trainer.epochs": "20", "data.n_samples": "10000"}
 
 def _parent(client: MlflowClient, experiment_id: str, study: str, status: str) -> str:
     run = client.create_run(
-        experiment_id, tags={"xent.sweep_dir": "/tmp/x", tracking.STUDY_TAG: study}
+        experiment_id, tags={"xent.sweep_dir": "/tmp/x", reading.STUDY_TAG: study}
     )
     if status != "RUNNING":
         client.set_terminated(run.info.run_id, status)
@@ -425,7 +426,7 @@ def test_failed_incomplete_or_debug_studies_are_named_and_not_used(
 
 
 def test_study_problem_accepts_diverged_runs() -> None:
-    parent = tracking.StudyRun("p", "1", "lr_sweep", "lr_sweep", "FINISHED", 0)
+    parent = reading.StudyRun("p", "1", "lr_sweep", "lr_sweep", "FINISHED", 0)
 
     def record(lr: str, seed: int, status: str = "FINISHED", error: str | None = None) -> RunRecord:
         return RunRecord("r", {"optimizer.learning_rate": lr}, seed, status, error=error)
@@ -435,7 +436,7 @@ def test_study_problem_accepts_diverged_runs() -> None:
     records.append(record("10", 1, "FAILED", diverged))
     assert from_studies.study_problem(parent, "lr_sweep", records, {}, (0, 1)) == ""
     assert "tagged study 'annealing'" in from_studies.study_problem(
-        tracking.StudyRun("p", "1", "lr_sweep", "annealing", "FINISHED", 0),
+        reading.StudyRun("p", "1", "lr_sweep", "annealing", "FINISHED", 0),
         "lr_sweep",
         records,
         {},
@@ -443,7 +444,7 @@ def test_study_problem_accepts_diverged_runs() -> None:
     )
     assert from_studies.study_problem(parent, "lr_sweep", [], {}, ()) == "no child runs"
     # C12's target needs each run's majority share, which older versions did not log.
-    mse_parent = tracking.StudyRun("p", "1", "mse_vs_ce", "mse_vs_ce", "FINISHED", 0)
+    mse_parent = reading.StudyRun("p", "1", "mse_vs_ce", "mse_vs_ce", "FINISHED", 0)
     old = [RunRecord("r", {"loss.name": "mse"}, seed, "FINISHED") for seed in (0, 1)]
     assert from_studies.study_problem(mse_parent, "mse_vs_ce", old, {}, (0, 1)) == (
         "its runs do not log ['data.majority_share'], which the rules need (an older version)"
@@ -527,7 +528,7 @@ def test_ledger_end_to_end_runs_missing_studies_then_reuses_the_store(
     assert f"run by this ledger, {study.date}; config {study.config_hash}; seeds 0,1, 10 runs" in (
         c8.measured
     )
-    assert c8.links[0].url == tracking.run_url(study.parent.experiment_id, study.parent.run_id)
+    assert c8.links[0].url == connection.run_url(study.parent.experiment_id, study.parent.run_id)
     # its exact parts were measured in the ledger run, so that run is linked too
     assert result.links(c8)[-1].url == result.run_url and "exact parts" in c8.source
     # C13: on the tiny config the lowest final val loss (seed 0 picks the roles) is at rate 1,
@@ -613,7 +614,7 @@ def test_disagreeing_seed_sets_make_a_claim_unstable() -> None:
         StudyEvidence(
             "lr_sweep",
             (ClaimCheck("C13", "s", verdict, "rule"),),
-            tracking.StudyRun(f"run{i}", "1", "lr_sweep", "lr_sweep", "FINISHED", 0),
+            reading.StudyRun(f"run{i}", "1", "lr_sweep", "lr_sweep", "FINISHED", 0),
             seeds=seeds,
         )
         for i, (verdict, seeds) in enumerate(((HOLDS, (0, 1, 2)), (CONTRADICTED, (3, 4, 5))))
@@ -696,7 +697,7 @@ def test_a_claims_row_over_data_sets_follows_the_stated_rule() -> None:
         evidence = StudyEvidence(
             "lr_sweep",
             (ClaimCheck("C13", "s", verdict, "rule"),),
-            tracking.StudyRun("run", "1", "lr_sweep", "lr_sweep", "FINISHED", 0),
+            reading.StudyRun("run", "1", "lr_sweep", "lr_sweep", "FINISHED", 0),
             seeds=(0, 1),
         )
         return from_studies.evaluate_study_claim("C13", evidence)
@@ -743,7 +744,7 @@ def test_claims_measured_ahead_are_used_once_and_only_for_the_same_config(
         prepare_reads_early,
     )
     from xent_tf.claims.records import EarlyMeasurements
-    from xent_tf.resume import config_hash
+    from xent_tf.track.resume import config_hash
 
     config = make_config("+experiment=claims", "tracking=off", "claims.only=[C1,C4]")
     early = measure_exact_early(config).combined(prepare_reads_early(config, tmp_path))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from xent_tf.comparison import (
+from xent_tf.claims.comparison import (
     BATCH_LOSS_METRIC,
     Interval,
     RunRecord,
@@ -30,7 +30,7 @@ from xent_tf.comparison import (
     step_swing,
     time_to_target,
 )
-from xent_tf.studies import StudyOptions, get_study, group_variants
+from xent_tf.claims.studies import StudyOptions, get_study, group_variants
 
 HOLDS, CONTRADICTED, INCONCLUSIVE = Verdict.HOLDS, Verdict.CONTRADICTED, Verdict.INCONCLUSIVE
 

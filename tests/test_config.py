@@ -22,7 +22,7 @@ from xent_tf.config import (
     option_schema,
     to_config,
 )
-from xent_tf.losses import LOSS_BUILDERS
+from xent_tf.train.losses import LOSS_BUILDERS
 
 GROUPS = ["data", "model", "loss", "optimizer", "schedule", "trainer", "tracking", "debug"]
 

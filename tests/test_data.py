@@ -10,7 +10,7 @@ import sklearn.datasets
 from sklearn.datasets import make_classification
 
 from xent_tf.config import BundledDataConfig, CsvDataConfig, MakeClassificationConfig
-from xent_tf.data import majority_share, make_dataset
+from xent_tf.train.data import majority_share, make_dataset
 
 
 def test_reference_split_sizes_and_test_rows_are_the_last_thousand() -> None:

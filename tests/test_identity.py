@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from xent_tf.config import Config
-from xent_tf.identity import run_identity, variant_parts
+from xent_tf.track.identity import run_identity, variant_parts
 
 
 def test_a_study_job_is_named_by_its_variant_and_seed(make_config: Callable[..., Config]) -> None:

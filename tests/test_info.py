@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from xent_tf import info
+from xent_tf.claims import info
 
 
 def random_distributions(seed: int, n_rows: int = 200, n: int = 6) -> np.ndarray:

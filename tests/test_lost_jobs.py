@@ -8,18 +8,18 @@ from collections.abc import Callable
 
 from mlflow import MlflowClient
 
-from xent_tf import tracking
 from xent_tf.config import Config
-from xent_tf.lost_jobs import record_worker_death
-from xent_tf.resume import CONFIG_HASH_TAG, config_hash
-from xent_tf.worker_pool import WorkerDeath
+from xent_tf.launch.lost_jobs import record_worker_death
+from xent_tf.launch.worker_pool import WorkerDeath
+from xent_tf.track import writing
+from xent_tf.track.resume import CONFIG_HASH_TAG, config_hash
 
 
 def _sweep_with_two_running_jobs(
     uri: str, first: Config, second: Config
 ) -> tuple[str, str, dict[str, str]]:
     """A parent and two RUNNING children (processes 101 and 102); returns their ids by epochs."""
-    parent, experiment = tracking.start_parent_run(uri, "lost", "sweep", {})
+    parent, experiment = writing.start_parent_run(uri, "lost", "sweep", {})
     client = MlflowClient(uri)
     runs = {}
     for config, pid in ((first, 101), (second, 102)):

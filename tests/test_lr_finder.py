@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import make_classification
 
-from xent_tf.lr_finder import (
+from xent_tf.train.lr_finder import (
     RangeTestResult,
     analyse_curve,
     divergence_index,
@@ -25,7 +25,7 @@ from xent_tf.lr_finder import (
     steepest_lr,
     valley_lr,
 )
-from xent_tf.training import CompiledLoop, TensorSplit
+from xent_tf.train.training import CompiledLoop, TensorSplit
 
 N_STEPS = 100  # every TF test uses this many steps: one trace of the compiled epoch
 BATCH = 32

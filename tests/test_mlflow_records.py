@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from xent_tf import tracking
 from xent_tf.config import Config
-from xent_tf.data import make_dataset
-from xent_tf.pipeline import run_experiment
+from xent_tf.track import artifacts, writing
+from xent_tf.train.data import make_dataset
+from xent_tf.train.pipeline import run_experiment
 
 
 def _with_store(config: Config, uri: str) -> Config:
@@ -66,7 +66,7 @@ def test_the_logged_model_predicts_what_the_runs_model_predicts(
     finally:
         mlflow.set_tracking_uri("")
     # Pinned as given, not inferred.
-    assert (files / "requirements.txt").read_text().split() == tracking.model_requirements()
+    assert (files / "requirements.txt").read_text().split() == artifacts.model_requirements()
     assert (files / "input_example.json").exists()
 
 
@@ -81,7 +81,7 @@ def test_each_split_is_a_dataset_input_with_its_digest(
     assert sorted(by_split) == ["test", "train", "val"]
     for split, arrays in (("train", data.train), ("val", data.val), ("test", data.test)):
         assert by_split[split].name == "reference"
-        assert by_split[split].digest == tracking.array_digest(arrays.x, arrays.y)
+        assert by_split[split].digest == artifacts.array_digest(arrays.x, arrays.y)
     assert len({d.digest for d in by_split.values()}) == 3
 
 
@@ -89,9 +89,9 @@ def test_array_digest_sees_every_value_and_the_shape() -> None:
     x = np.zeros((20_000, 20), np.float32)
     changed = x.copy()
     changed[-1, -1] = 1.0  # past MLflow's own digest's first 10,000 values
-    assert tracking.array_digest(x) != tracking.array_digest(changed)
-    assert tracking.array_digest(x) != tracking.array_digest(x.reshape(40_000, 10))
-    assert tracking.array_digest(x) == tracking.array_digest(x.copy())
+    assert artifacts.array_digest(x) != artifacts.array_digest(changed)
+    assert artifacts.array_digest(x) != artifacts.array_digest(x.reshape(40_000, 10))
+    assert artifacts.array_digest(x) == artifacts.array_digest(x.copy())
 
 
 @pytest.mark.parametrize("refused", ["log_model", "log_datasets"])
@@ -105,7 +105,7 @@ def test_a_store_refusing_a_record_fails_the_run_but_keeps_metrics_and_model_fil
     def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(tracking.MlflowRun, refused, disk_full)
+    monkeypatch.setattr(writing.MlflowRun, refused, disk_full)
     config = _with_store(make_config("trainer.epochs=3"), tracking_uri)
     with pytest.raises(OSError, match="No space left on device"):
         run_experiment(config, tmp_path)

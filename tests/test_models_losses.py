@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from xent_tf.config import LossConfig
-from xent_tf.losses import loss_spec, resolved_loss_name
-from xent_tf.models import build_mlp, saturate_output_layer
+from xent_tf.train.losses import loss_spec, resolved_loss_name
+from xent_tf.train.models import build_mlp, saturate_output_layer
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from xent_tf import pipeline
 from xent_tf.config import Config
-from xent_tf.pipeline import run_experiment
-from xent_tf.tracking import TrackingUnavailableError
-from xent_tf.training import NonFiniteLossError
+from xent_tf.track.connection import TrackingUnavailableError
+from xent_tf.train import pipeline
+from xent_tf.train.pipeline import run_experiment
+from xent_tf.train.training import NonFiniteLossError
 
 
 def _with_store(config: Config, uri: str) -> Config:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from xent_tf.ray_sweep import lost_worker
+from xent_tf.launch.ray_sweep import lost_worker
 
 ray_exceptions = pytest.importorskip("ray.exceptions")
 

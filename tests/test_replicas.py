@@ -23,12 +23,12 @@ import keras
 import numpy as np
 import pytest
 
-from xent_tf.build import build_dataset as make_dataset
-from xent_tf.build import build_loss, build_model, build_optimizer, tensor_splits
 from xent_tf.config import Config, LossConfig, MakeClassificationConfig, MlpConfig
-from xent_tf.data import Dataset
-from xent_tf.lr_finder import find_learning_rate
-from xent_tf.replica_batch import (
+from xent_tf.train.build import build_dataset as make_dataset
+from xent_tf.train.build import build_loss, build_model, build_optimizer, tensor_splits
+from xent_tf.train.data import Dataset
+from xent_tf.train.lr_finder import find_learning_rate
+from xent_tf.train.replica_batch import (
     ModelFiles,
     check_memory,
     graph_key,
@@ -36,11 +36,11 @@ from xent_tf.replica_batch import (
     initial_weights,
     train_batch,
 )
-from xent_tf.replica_groups import spread_batches
-from xent_tf.replicas import NotReplicableError, OptimizerRule, ReplicaFit, ReplicaTrainer
-from xent_tf.runtime import configure_runtime
-from xent_tf.schedules import learning_rates
-from xent_tf.training import (
+from xent_tf.train.replica_groups import spread_batches
+from xent_tf.train.replicas import NotReplicableError, OptimizerRule, ReplicaFit, ReplicaTrainer
+from xent_tf.train.runtime import configure_runtime
+from xent_tf.train.schedules import learning_rates
+from xent_tf.train.training import (
     CompiledLoop,
     FitResult,
     NonFiniteLossError,
@@ -199,7 +199,7 @@ def test_the_single_run_itself_moves_this_much_between_two_float32_update_paths(
     make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The yardstick of the tolerances above: fused kernel vs Keras's apply, same run."""
-    import xent_tf.training as training
+    import xent_tf.train.training as training
 
     config = make_config("optimizer.learning_rate=0.002", "seed=1", tiny=False)
     configure_runtime("cpu", 1, 0)
@@ -526,7 +526,7 @@ def test_replica_model_files_load_as_each_replicas_model(tmp_path: Path) -> None
 def test_replicas_fall_back_to_building_models_when_initial_weights_disagree(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import xent_tf.replica_batch as replica_batch
+    import xent_tf.train.replica_batch as replica_batch
 
     data = make_dataset(MakeClassificationConfig(n_samples=400, n_test=100))
     spec = build_loss(LossConfig(name="bce"), data)
@@ -588,7 +588,7 @@ def test_the_single_threaded_executor_is_used_only_without_a_gpu(
 ) -> None:
     from tensorflow.python.eager import context
 
-    from xent_tf import replicas
+    from xent_tf.train import replicas
 
     def executor_inside() -> str | None:
         with replicas._cpu_executor():

@@ -11,7 +11,8 @@ from mlflow import MlflowClient
 
 from tests.test_entrypoint import run_cli
 from xent_tf.config import Config
-from xent_tf.resume import (
+from xent_tf.launch.callback import ResumeRefusedError, _resume_mode
+from xent_tf.track.resume import (
     CONFIG_HASH_TAG,
     FinishedJob,
     config_hash,
@@ -20,7 +21,6 @@ from xent_tf.resume import (
     study_definition,
     write_finished,
 )
-from xent_tf.sweep import ResumeRefusedError, _resume_mode
 
 
 def test_the_config_hash_ignores_where_a_run_is_recorded_but_not_what_it_trains(

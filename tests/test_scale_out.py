@@ -16,13 +16,14 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 from omegaconf import OmegaConf
 
-from xent_tf import sweep, tracking
-from xent_tf.comparison import RunRecord
-from xent_tf.pipeline import sigterm_ends_run
-from xent_tf.report import build_report, render_markdown
-from xent_tf.studies import StudyOptions, get_study, group_variants, latest_per_seed
-from xent_tf.sweep import MlflowSweepCallback, ParentRun, parent_for_sweep
-from xent_tf.tracking import StudyRun
+from xent_tf.claims.comparison import RunRecord
+from xent_tf.claims.studies import StudyOptions, get_study, group_variants, latest_per_seed
+from xent_tf.claims.study_report import build_report, render_markdown
+from xent_tf.launch import callback as callback_module
+from xent_tf.launch.callback import MlflowSweepCallback, ParentRun, parent_for_sweep
+from xent_tf.track import artifacts, connection, writing
+from xent_tf.track.reading import StudyRun
+from xent_tf.train.pipeline import sigterm_ends_run
 
 
 def record(seed: int, status: str, start: int, loss: str = "bce", acc: float = 0.9) -> RunRecord:
@@ -128,7 +129,7 @@ def test_rerunning_a_sweep_dir_reuses_its_parent_and_fails_runs_left_running(
     fake_child(tracking_uri, parent, 0, "FINISHED")
     stuck = fake_child(tracking_uri, parent, 1, None)
     # Interrupted: the parent ends KILLED (what the callback's exit handler does).
-    tracking.end_run(tracking_uri, parent.run_id, "KILLED")
+    writing.end_run(tracking_uri, parent.run_id, "KILLED")
 
     second = MlflowSweepCallback()
     second.on_multirun_start(cfg)
@@ -141,7 +142,7 @@ def test_rerunning_a_sweep_dir_reuses_its_parent_and_fails_runs_left_running(
     assert client.get_run(parent.run_id).info.status == "FINISHED"
     orphan = client.get_run(stuck)
     assert orphan.info.status == "FAILED"
-    assert orphan.data.tags["error"] == tracking.ORPHAN_ERROR
+    assert orphan.data.tags["error"] == writing.ORPHAN_ERROR
     report = (sweep_dir / "report.md").read_text()
     assert "2 child runs (1 more superseded by a re-run)" in report
     assert f"| 1 | FAILED | {stuck} |" in report
@@ -153,7 +154,7 @@ def test_rerunning_a_sweep_dir_reuses_its_parent_and_fails_runs_left_running(
 def test_a_job_on_another_machine_gets_its_parent_from_the_pickled_callback(
     tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sweep, "_job_parent", None)
+    monkeypatch.setattr(callback_module, "_job_parent", None)
     driver_dir = tmp_path / "driver" / "sweep"
     callback = MlflowSweepCallback()
     callback.on_multirun_start(sweep_config(tracking_uri, driver_dir))
@@ -190,7 +191,7 @@ def test_a_sweep_whose_server_is_gone_at_the_end_exits_failing_and_says_how_to_f
 def test_sigterm_raises_in_the_main_thread_only_and_the_old_handler_comes_back() -> None:
     previous = signal.getsignal(signal.SIGTERM)
     expected = f"SIGTERM received by process {os.getpid()}"
-    with pytest.raises(tracking.Terminated, match=expected), sigterm_ends_run():
+    with pytest.raises(writing.Terminated, match=expected), sigterm_ends_run():
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)  # interrupted by the handler
     assert signal.getsignal(signal.SIGTERM) is previous
@@ -210,7 +211,7 @@ def enter_in_thread() -> object:
 @pytest.mark.parametrize(
     ("error", "status"),
     [
-        (tracking.Terminated("SIGTERM received by process 1"), "KILLED"),
+        (writing.Terminated("SIGTERM received by process 1"), "KILLED"),
         (KeyboardInterrupt(), "KILLED"),
         (RuntimeError("disk on fire"), "FAILED"),
     ],
@@ -218,7 +219,7 @@ def enter_in_thread() -> object:
 def test_open_run_ends_killed_on_sigterm_and_failed_on_errors(
     tracking_uri: str, error: BaseException, status: str
 ) -> None:
-    with pytest.raises(type(error)), tracking.open_run(tracking_uri, "faults", "r") as run:
+    with pytest.raises(type(error)), writing.open_run(tracking_uri, "faults", "r") as run:
         run.log_metrics({"val/loss": 1.0}, step=1)
         raise error
     finished = MlflowClient(tracking_uri).get_run(run.run_id)
@@ -230,10 +231,10 @@ def test_open_run_ends_killed_on_sigterm_and_failed_on_errors(
 def test_http_retries_are_bounded_unless_the_user_chose_them(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for name in tracking.HTTP_RETRY_DEFAULTS:
+    for name in connection.HTTP_RETRY_DEFAULTS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "300")
-    tracking.bound_http_retries()
+    connection.bound_http_retries()
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "3"
     assert os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] == "1"
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "300"  # the user's choice stays
@@ -247,9 +248,9 @@ class DeadClient:
 
 
 def test_a_server_that_stopped_answering_is_named_with_what_was_not_sent() -> None:
-    run = tracking.MlflowRun(DeadClient(), "run1", "1", "http://127.0.0.1:9")  # type: ignore[arg-type]
+    run = writing.MlflowRun(DeadClient(), "run1", "1", "http://127.0.0.1:9")  # type: ignore[arg-type]
     run._buffer = [Metric("val/loss", 0.5, 0, step) for step in range(1, 1501)]
-    with pytest.raises(tracking.TrackingUnavailableError) as error:
+    with pytest.raises(connection.TrackingUnavailableError) as error:
         run.flush()
     assert str(error.value).startswith(
         "MLflow tracking server http://127.0.0.1:9 stopped answering while sending metrics for "
@@ -259,9 +260,9 @@ def test_a_server_that_stopped_answering_is_named_with_what_was_not_sent() -> No
 
 
 def test_long_run_names_fit_mlflows_column_and_stay_distinct() -> None:
-    assert tracking.fit_run_name("bce-seed0") == "bce-seed0"
+    assert artifacts.fit_run_name("bce-seed0") == "bce-seed0"
     names = [",".join(["tracking.uri=http://127.0.0.1:5001"] * 8) + f",seed={s}" for s in (1, 2)]
-    fitted = [tracking.fit_run_name(name) for name in names]
+    fitted = [artifacts.fit_run_name(name) for name in names]
     assert all(len(name) <= 250 for name in fitted)
     assert fitted[0] != fitted[1]
 
@@ -270,7 +271,7 @@ def test_a_sqlite_store_is_written_in_write_ahead_log_mode(tmp_path: Path) -> No
     import sqlite3
 
     database = tmp_path / "wal.db"
-    with tracking.open_run(f"sqlite:///{database}", "wal", "run") as run:
+    with writing.open_run(f"sqlite:///{database}", "wal", "run") as run:
         run.log_metrics({"m": 1.0}, step=0)
     with sqlite3.connect(database) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

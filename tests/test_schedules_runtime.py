@@ -18,8 +18,8 @@ from xent_tf.config import (
     option_kinds,
     option_schema,
 )
-from xent_tf.runtime import inter_op_threads, select_device
-from xent_tf.schedules import has_formula, learning_rates
+from xent_tf.train.runtime import inter_op_threads, select_device
+from xent_tf.train.schedules import has_formula, learning_rates
 
 
 def _keras_values(schedule: keras.optimizers.schedules.LearningRateSchedule, n: int) -> np.ndarray:
@@ -75,7 +75,7 @@ def test_the_inter_op_pool_has_room_for_two_threads_calls(threads: int, pools: s
     assert [inter_op_threads(n) for n in (1, 2, 4)] == [2, 2, 4]
     script = (
         "import tensorflow as tf\n"
-        "from xent_tf.runtime import configure_runtime\n"
+        "from xent_tf.train.runtime import configure_runtime\n"
         f"configure_runtime('cpu', {threads}, 0)\n"
         "print(tf.config.threading.get_intra_op_parallelism_threads(),"
         " tf.config.threading.get_inter_op_parallelism_threads())\n"

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import require_torch
-from xent_tf import semantics
+from xent_tf.claims import semantics
 
 # Keras computes in float32; NumPy references are float64.
 RTOL = 1e-5

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from xent_tf import tracking
-from xent_tf.spool import REPLAYED_FILE, SPOOL_FILE, SpoolError, read_spool
+from xent_tf.track import artifacts, connection, recovery, spool, sql_metrics, writing
+from xent_tf.track.spool import REPLAYED_FILE, SPOOL_FILE, SpoolError, read_spool
 
 
 class Outage:
@@ -21,9 +21,9 @@ class Outage:
         self.down = False
         self.probes = 0
         self.up_after_probes: int | None = None
-        monkeypatch.setattr(tracking, "server_answers", self.answers)
+        monkeypatch.setattr(connection, "server_answers", self.answers)
         # The store stands in for a server: records go through the client, as to a server.
-        monkeypatch.setattr(tracking.sql_metrics, "fast_store", lambda client: None)
+        monkeypatch.setattr(sql_metrics, "fast_store", lambda client: None)
         for name in (
             "log_batch",
             "log_text",
@@ -52,20 +52,20 @@ class Outage:
         return maybe
 
 
-def _open(uri: str, spool_dir: Path, parent: str = "parent-1") -> tracking.MlflowRun:
+def _open(uri: str, spool_dir: Path, parent: str = "parent-1") -> writing.MlflowRun:
     client = MlflowClient(uri)
-    experiment_id = tracking.get_or_create_experiment(client, "spooled")
+    experiment_id = connection.get_or_create_experiment(client, "spooled")
     run = client.create_run(experiment_id, run_name="job")
-    recorder = tracking.MlflowRun(client, run.info.run_id, experiment_id, uri)
-    recorder.spool = tracking.SpoolWriter(
-        spool_dir, tracking.SpoolHeader(run.info.run_id, experiment_id, uri, parent)
+    recorder = writing.MlflowRun(client, run.info.run_id, experiment_id, uri)
+    recorder.spool = spool.SpoolWriter(
+        spool_dir, spool.SpoolHeader(run.info.run_id, experiment_id, uri, parent)
     )
     return recorder
 
 
 def _record_a_run_through_an_outage(
     uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> tuple[tracking.MlflowRun, Outage]:
+) -> tuple[writing.MlflowRun, Outage]:
     """Params and epoch 1 delivered; then the server goes away: epochs 2-4, a file, a text and
     the FINISHED status are spooled (the server stays away past the run's wait)."""
     recorder = _open(uri, tmp_path / "job")
@@ -83,7 +83,7 @@ def _record_a_run_through_an_outage(
     log.write_text("changed after the upload was spooled\n")
     recorder.log_text("a: 1\n", "config.yaml")
     monkeypatch.setenv("XENT_SPOOL_WAIT_SECONDS", "0")
-    with pytest.raises(tracking.TrackingUnavailableError, match="did not come back within 0 s"):
+    with pytest.raises(connection.TrackingUnavailableError, match="did not come back within 0 s"):
         recorder.end("FINISHED")
     return recorder, outage
 
@@ -107,7 +107,7 @@ def test_a_replayed_spool_lands_every_point_exactly_once_and_ends_the_run(
     assert _history(uri, recorder.run_id, "val/loss") == [(1, 1.0)]
 
     outage.down = False
-    first = tracking.replay_spool(spool, "parent-1")
+    first = recovery.replay_spool(spool, "parent-1")
     assert (first.records, first.points_sent, first.points_present) == (4, 6, 0)
     run = client.get_run(recorder.run_id)
     assert run.info.status == "FINISHED"
@@ -119,11 +119,11 @@ def test_a_replayed_spool_lands_every_point_exactly_once_and_ends_the_run(
     kept = Path(client.download_artifacts(recorder.run_id, "logs/run.log", str(tmp_path / "dl")))
     assert kept.read_text() == "epoch lines\n"  # the file as it was when it was logged
     assert not spool.exists() and (tmp_path / "job" / REPLAYED_FILE).exists()
-    assert tracking.replay_spools(tmp_path / "job", "parent-1") == []  # nothing left to send
+    assert recovery.replay_spools(tmp_path / "job", "parent-1") == []  # nothing left to send
 
     # The same spool replayed again (an interrupted replay, run twice): no point doubles.
     shutil.copy(tmp_path / "job" / REPLAYED_FILE, spool)
-    again = tracking.replay_spool(spool, "parent-1")
+    again = recovery.replay_spool(spool, "parent-1")
     assert (again.points_sent, again.points_present) == (0, 6)
     assert len(_history(uri, recorder.run_id, "val/loss")) == 4
 
@@ -153,7 +153,7 @@ def test_a_spool_of_another_sweep_or_a_damaged_one_is_refused_and_nothing_is_sen
     outage.down = False
     spool = tmp_path / "job" / SPOOL_FILE
     with pytest.raises(SpoolError) as other:
-        tracking.replay_spools(tmp_path, "parent-2")
+        recovery.replay_spools(tmp_path, "parent-2")
     assert str(other.value) == (
         f"spool {spool} belongs to another sweep: its run {recorder.run_id} has parent run "
         "parent-1, this sweep's parent is parent-2"
@@ -163,19 +163,19 @@ def test_a_spool_of_another_sweep_or_a_damaged_one_is_refused_and_nothing_is_sen
     lines[1] = lines[1].replace("0.25", "0.26")  # one value changed on disk
     spool.write_text("\n".join(lines) + "\n")
     with pytest.raises(SpoolError, match=f"spool {spool} is damaged at line 2: checksum mismatch"):
-        tracking.replay_spools(tmp_path, "parent-1")
+        recovery.replay_spools(tmp_path, "parent-1")
     spool.write_text("\n".join(original[:2]) + "\n{truncated")
     with pytest.raises(SpoolError, match=f"spool {spool} is damaged at line 3"):
-        tracking.replay_spools(tmp_path, "parent-1")
+        recovery.replay_spools(tmp_path, "parent-1")
     assert _history(uri, recorder.run_id, "val/loss") == [(1, 1.0)]
     assert MlflowClient(uri).get_run(recorder.run_id).info.status == "RUNNING"
     assert spool.exists()
 
 
-def _splits() -> dict[str, tracking.DatasetSplit]:
+def _splits() -> dict[str, artifacts.DatasetSplit]:
     rng = np.random.default_rng(0)
     return {
-        split: tracking.DatasetSplit(
+        split: artifacts.DatasetSplit(
             rng.normal(size=(rows, 4)).astype(np.float32), rng.integers(0, 2, rows)
         )
         for split, rows in (("train", 12), ("val", 6), ("test", 5))
@@ -192,7 +192,7 @@ def _inputs(uri: str, run_id: str) -> list[tuple[str, str]]:
     )
 
 
-def _models(uri: str, run: tracking.MlflowRun) -> list[Any]:
+def _models(uri: str, run: writing.MlflowRun) -> list[Any]:
     return list(
         MlflowClient(uri).search_logged_models(
             [run.experiment_id], filter_string=f"source_run_id = '{run.run_id}'"
@@ -218,7 +218,7 @@ def test_dataset_inputs_and_the_logged_model_are_spooled_and_replayed_once(
     recorder.log_datasets(splits, "tiny", {"generator": "normal"})
     assert recorder.log_model(model, splits["test"].features[:2], step=2) == ""  # no id yet
     monkeypatch.setenv("XENT_SPOOL_WAIT_SECONDS", "0")
-    with pytest.raises(tracking.TrackingUnavailableError):
+    with pytest.raises(connection.TrackingUnavailableError):
         recorder.end("FINISHED")
     spool = tmp_path / "job" / SPOOL_FILE
     _, records = read_spool(spool, "parent-1")
@@ -229,21 +229,21 @@ def test_dataset_inputs_and_the_logged_model_are_spooled_and_replayed_once(
     kept.rename(tmp_path / "moved")
     outage.down = False
     with pytest.raises(SpoolError, match=f"line 4: kept file {records[2].data['file']} missing"):
-        tracking.replay_spool(spool, "parent-1")
+        recovery.replay_spool(spool, "parent-1")
     (tmp_path / "moved").rename(kept)
     assert _inputs(uri, recorder.run_id) == []
     # A replay that stopped after creating the logged model (the server went away again).
     pending = recorder.client.create_logged_model(
-        recorder.experiment_id, name=tracking.MODEL_NAME, source_run_id=recorder.run_id
+        recorder.experiment_id, name=artifacts.MODEL_NAME, source_run_id=recorder.run_id
     )
 
-    first = tracking.replay_spool(spool, "parent-1")
+    first = recovery.replay_spool(spool, "parent-1")
     assert (first.points_sent, first.points_present) == (2, 0)  # the points, then the model
     shutil.copy(tmp_path / "job" / REPLAYED_FILE, spool)
-    again = tracking.replay_spool(spool, "parent-1")  # the same spool replayed twice
+    again = recovery.replay_spool(spool, "parent-1")  # the same spool replayed twice
     assert (again.points_sent, again.points_present) == (0, 2)
 
-    digests = {split: tracking.array_digest(d.features, d.targets) for split, d in splits.items()}
+    digests = {split: artifacts.array_digest(d.features, d.targets) for split, d in splits.items()}
     assert _inputs(uri, recorder.run_id) == sorted(digests.items())  # each split once
     [logged] = _models(uri, recorder)  # the interrupted one, completed: not a second model
     assert logged.model_id == pending.model_id and str(logged.status) == "READY"

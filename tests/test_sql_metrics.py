@@ -10,8 +10,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
-from xent_tf import sql_metrics
-from xent_tf.tracking import _send_metrics
+from xent_tf.track import sql_metrics
+from xent_tf.track.artifacts import send_metrics
 
 T = 1_700_000_000_000
 
@@ -76,9 +76,9 @@ def test_a_repeated_delivery_falls_back_to_log_batch_and_a_deleted_run_is_refuse
     run_id = client.create_run(experiment).info.run_id
     store = sql_metrics.fast_store(client)
     batch = _batches()[0]
-    _send_metrics(client, run_id, batch)
+    send_metrics(client, run_id, batch)
     assert sql_metrics.log_metrics(store, run_id, batch[:3]) is False  # already there
-    _send_metrics(client, run_id, batch)  # log_batch drops the repeats
+    send_metrics(client, run_id, batch)  # log_batch drops the repeats
     assert len(client.get_metric_history(run_id, "loss")) == 20
     client.delete_run(run_id)
     with pytest.raises(MlflowException, match="must be in the 'active' state"):

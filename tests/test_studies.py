@@ -16,11 +16,8 @@ from mlflow import MlflowClient
 from omegaconf import OmegaConf, open_dict
 
 from tests.conftest import compose_config
-from xent_tf.comparison import RunRecord, Verdict
-from xent_tf.config import NotApplicableError, to_config
-from xent_tf.pipeline import run_experiment
-from xent_tf.report import publish_report
-from xent_tf.studies import (
+from xent_tf.claims.comparison import RunRecord, Verdict
+from xent_tf.claims.studies import (
     STUDIES,
     TARGET_SHARE,
     ClaimCheck,
@@ -29,7 +26,10 @@ from xent_tf.studies import (
     derived_target,
     group_variants,
 )
-from xent_tf.sweep import MlflowSweepCallback, parent_for_sweep
+from xent_tf.claims.study_report import publish_report
+from xent_tf.config import NotApplicableError, to_config
+from xent_tf.launch.callback import MlflowSweepCallback, parent_for_sweep
+from xent_tf.train.pipeline import run_experiment
 
 TINY_STUDY = [
     "+debug=tiny",

@@ -15,10 +15,10 @@ from rich.console import Console
 
 from tests.conftest import compose_config
 from tests.test_studies import TINY_STUDY, compose_config_with_hydra
-from xent_tf import progress
 from xent_tf.config import to_config
-from xent_tf.pipeline import run_experiment
-from xent_tf.sweep import MlflowSweepCallback, count_sweep_jobs, parent_for_sweep
+from xent_tf.launch import progress
+from xent_tf.launch.callback import MlflowSweepCallback, count_sweep_jobs, parent_for_sweep
+from xent_tf.train.pipeline import run_experiment
 
 # Two of the study's variants, by the overrides its sweep gives their jobs.
 VARIANTS = {
@@ -149,10 +149,10 @@ def test_a_quiet_console_keeps_info_lines_for_the_log_file_only(tmp_path: Path) 
     root.setLevel(logging.INFO)
     try:
         progress.quiet_console()
-        logging.getLogger("xent_tf.pipeline").info("epoch 1/2 ...")
+        logging.getLogger("xent_tf.train.pipeline").info("epoch 1/2 ...")
         logging.getLogger("xent_tf.run").error("job failed")
         progress.restore_console()
-        logging.getLogger("xent_tf.sweep").info("the report")
+        logging.getLogger("xent_tf.launch.callback").info("the report")
     finally:
         root.removeHandler(console)
         root.removeHandler(log_file)

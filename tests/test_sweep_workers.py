@@ -11,7 +11,7 @@ from joblib import Parallel, delayed
 from joblib.externals.loky import reusable_executor
 from omegaconf import DictConfig, OmegaConf
 
-from xent_tf.sweep import _release_idle_workers, _start_workers_early
+from xent_tf.launch.callback import _release_idle_workers, _start_workers_early
 
 
 def _worker_state() -> tuple[int, bool]:

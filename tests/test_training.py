@@ -7,12 +7,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from xent_tf.build import build_dataset, build_loss, build_model, build_optimizer, tensor_splits
 from xent_tf.config import AdamConfig, LossConfig, MakeClassificationConfig, MlpConfig, SgdConfig
-from xent_tf.data import make_dataset
-from xent_tf.losses import loss_spec
-from xent_tf.models import build_mlp
-from xent_tf.training import (
+from xent_tf.train.build import (
+    build_dataset,
+    build_loss,
+    build_model,
+    build_optimizer,
+    tensor_splits,
+)
+from xent_tf.train.data import make_dataset
+from xent_tf.train.losses import loss_spec
+from xent_tf.train.models import build_mlp
+from xent_tf.train.training import (
     CompiledLoop,
     NonFiniteLossError,
     TensorSplit,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from xent_tf.updates import make_apply
+from xent_tf.train.updates import make_apply
 
 SHAPES = [(5, 3), (3,), (3, 1), (1,)]
 

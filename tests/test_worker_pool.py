@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from xent_tf.worker_pool import (
+from xent_tf.launch.worker_pool import (
     SupervisedWorker,
     WorkerDeath,
     keep_workers,
@@ -119,7 +119,7 @@ def test_a_supervised_worker_dies_with_the_process_that_supervises_it(tmp_path: 
     script = tmp_path / "supervise.py"
     script.write_text(
         "import os, time\n"
-        "from xent_tf.worker_pool import SupervisedWorker\n"
+        "from xent_tf.launch.worker_pool import SupervisedWorker\n"
         "def busy():\n"
         "    print(os.getpid(), flush=True)\n"
         "    time.sleep(60)\n"

@@ -23,10 +23,11 @@ from omegaconf import MISSING
 DEVICES = ("auto", "cpu", "gpu")
 OUTPUT_INITS = ("standard", "saturated")
 
-# What each loss accepts; the Keras loss each name builds is in xent_tf.losses (its registry is
-# keyed by these names, tests/test_config.py checks they agree). "ce" is cross-entropy with the
-# head the data's class count asks for: bce on binary data, sparse_cce otherwise (so a study
-# written with loss=ce runs on any data set); it takes no label smoothing, which sparse_cce lacks.
+# What each loss accepts; the Keras loss each name builds is in xent_tf.train.losses (its
+# registry is keyed by these names, tests/test_config.py checks they agree). "ce" is cross-entropy
+# with the head the data's class count asks for: bce on binary data, sparse_cce otherwise (so a
+# study written with loss=ce runs on any data set); it takes no label smoothing, which sparse_cce
+# lacks.
 LOSS_SMOOTHS_LABELS = {"bce": True, "cce": True, "sparse_cce": False, "mse": False, "ce": False}
 LOSS_TAKES_LOGITS = {"bce": True, "cce": True, "sparse_cce": True, "mse": False, "ce": True}
 LOSSES = tuple(LOSS_SMOOTHS_LABELS)
@@ -635,7 +636,8 @@ class Config:
     """
 
     experiment_name: str = "reference"  # the MLflow experiment
-    study: str = ""  # a comparison study (xent_tf.studies) whose report ends the sweep; "" = none
+    # A comparison study (xent_tf.claims.studies) whose report ends the sweep; "" = none.
+    study: str = ""
     seed: int = 0  # weights, shuffling; the data and its split have their own fixed seeds
     data: DataConfig = MISSING
     model: ModelConfig = MISSING

@@ -1,8 +1,8 @@
 """Worked examples of user models for ``model=keras``: builders taking (input_shape, n_outputs).
 
 A builder returns a ``keras.Model`` whose output is ``n_outputs`` logits (no final activation);
-``xent_tf.build`` adds the head the loss needs (sigmoid or softmax) and trains it with the same
-compiled loop, range test and tracking as the MLP. ``configs/model/keras.yaml`` selects
+``xent_tf.train.build`` adds the head the loss needs (sigmoid or softmax) and trains it with the
+same compiled loop, range test and tracking as the MLP. ``configs/model/keras.yaml`` selects
 ``small_convnet`` for ``data=digits``.
 """
 

@@ -1,1 +1,1 @@
-"""xent-tf's Hydra launcher plugin: sweeps as replica batches (see xent_tf.replica_sweep)."""
+"""xent-tf's Hydra launcher plugin: sweeps as replica batches (see xent_tf.launch.replica_sweep)."""

@@ -3,7 +3,7 @@
 Hydra's plugin hands every job to one ``joblib.Parallel`` call, which a single worker killed by
 SIGKILL (the OOM killer) aborts as a whole. This launcher takes the same settings
 (``configs/hydra/launcher/joblib.yaml`` selects it in place of the plugin's) and runs each job
-through ``xent_tf.joblib_sweep``.
+through ``xent_tf.launch.joblib_sweep``.
 """
 
 from collections.abc import Sequence
@@ -18,7 +18,7 @@ class ResilientJoblibLauncher(JoblibLauncher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        from xent_tf.joblib_sweep import launch
+        from xent_tf.launch.joblib_sweep import launch
 
         assert self.config is not None and self.task_function is not None
         assert self.hydra_context is not None

@@ -3,7 +3,7 @@
 Hydra's plugin ``ray.get``s every job's task at once, so one task whose worker was killed
 (SIGKILL, the OOM killer) raises there and aborts the sweep. This launcher takes the same
 settings (``configs/hydra/launcher/ray.yaml`` selects it in place of the plugin's) and runs
-each job through ``xent_tf.ray_sweep``.
+each job through ``xent_tf.launch.ray_sweep``.
 """
 
 from collections.abc import Sequence
@@ -18,7 +18,7 @@ class ResilientRayLauncher(RayLauncher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        from xent_tf.ray_sweep import launch
+        from xent_tf.launch.ray_sweep import launch
 
         assert self.config is not None and self.task_function is not None
         assert self.hydra_context is not None

@@ -3,7 +3,7 @@
 Hydra finds launchers only in the ``hydra_plugins`` package, and loads this module without
 registering it in ``sys.modules`` (so no ``from __future__ import annotations`` here: dataclasses
 need their module). The work is in
-``xent_tf.replica_sweep``. Select it with ``hydra/launcher=replicas`` (the default of
+``xent_tf.launch.replica_sweep``. Select it with ``hydra/launcher=replicas`` (the default of
 ``configs/config.yaml`` and of every study).
 """
 
@@ -38,7 +38,7 @@ ConfigStore.instance().store(
 
 
 class ReplicaLauncher(Launcher):
-    """Groups a sweep's jobs into replica batches (``xent_tf.replica_sweep``)."""
+    """Groups a sweep's jobs into replica batches (``xent_tf.launch.replica_sweep``)."""
 
     def __init__(self, n_jobs: int = 2, max_replicas: int = 64, memory_mb: int = 0) -> None:
         if n_jobs < 1:
@@ -64,7 +64,7 @@ class ReplicaLauncher(Launcher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        from xent_tf.replica_sweep import launch
+        from xent_tf.launch.replica_sweep import launch
 
         assert self.config is not None and self.task_function is not None
         assert self.hydra_context is not None

@@ -15,8 +15,9 @@ from mlflow.server import get_app_client
 from tests.conftest import compose_config
 from tests.integration.cli import CliResult
 from tests.integration.services import TINY, TrackingServer
-from xent_tf import pipeline, tracking
 from xent_tf.config import to_config
+from xent_tf.track import connection, writing
+from xent_tf.train import pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +82,7 @@ def test_a_client_without_valid_credentials_stops_before_training(
     log_in(monkeypatch, user, password)
     monkeypatch.setattr(pipeline, "configure_runtime", fail_if_trained)
     started = time.monotonic()
-    with pytest.raises(tracking.TrackingUnauthorizedError) as error:
+    with pytest.raises(connection.TrackingUnauthorizedError) as error:
         pipeline.run_experiment(tiny_config(auth_server.uri, "alice-study"), tmp_path / "out")  # type: ignore[arg-type]
     assert str(error.value).startswith(
         f"not authorised by MLflow tracking server {auth_server.uri}: it refused {refused} "
@@ -114,7 +115,7 @@ def test_a_reader_cannot_log_to_an_experiment_until_granted_edit(
     assert [r.info.run_id for r in bob.search_runs([experiment_id])] == [alice_runs[0].info.run_id]
     # ...but his run in her experiment is refused before it trains, saying so,
     monkeypatch.setattr(pipeline, "fit", fail_if_trained)
-    with pytest.raises(tracking.TrackingUnauthorizedError) as error:
+    with pytest.raises(connection.TrackingUnauthorizedError) as error:
         pipeline.run_experiment(config, tmp_path / "bob")  # type: ignore[arg-type]
     assert str(error.value).startswith(
         f"not authorised: MLflow tracking server {uri} does not let user 'bob' create a run in "
@@ -144,6 +145,6 @@ def test_a_reader_cannot_log_to_an_experiment_until_granted_edit(
         "bob", "experiment", experiment_id, "EDIT"
     )
     log_in(monkeypatch, "bob", USERS["bob"])
-    run_id, _ = tracking.start_parent_run(uri, "alice-study", "bob-granted", {})
+    run_id, _ = writing.start_parent_run(uri, "alice-study", "bob-granted", {})
     assert MlflowClient(uri).get_run(run_id).info.status == "RUNNING"
     assert len(bob.search_runs([experiment_id])) == 2

@@ -23,9 +23,9 @@ from tests.integration.services import (
     stop_group,
     wait_until,
 )
-from xent_tf import tracking
 from xent_tf.config import to_config
-from xent_tf.spool import SPOOL_FILE, read_spool
+from xent_tf.track import connection
+from xent_tf.track.spool import SPOOL_FILE, read_spool
 
 pytestmark = pytest.mark.integration
 
@@ -46,12 +46,12 @@ def fail_if_trained(*args: object, **kwargs: object) -> None:
 
 def check_fails_before_training(uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run the pipeline against ``uri``; return its error (training must not start)."""
-    from xent_tf import pipeline
+    from xent_tf.train import pipeline
 
     monkeypatch.setattr(pipeline, "configure_runtime", fail_if_trained)
     config = to_config(compose_config([*TINY, "tracking=server", f"tracking.uri={uri}"]))
     started = time.monotonic()
-    with pytest.raises(tracking.TrackingUnavailableError) as error:
+    with pytest.raises(connection.TrackingUnavailableError) as error:
         pipeline.run_experiment(config, tmp_path / "out")
     assert time.monotonic() - started < 10
     return str(error.value)

@@ -13,7 +13,7 @@ from tests.integration.records import (
     artifacts,
     read_sweep,
 )
-from xent_tf.report import publish_report
+from xent_tf.claims.study_report import publish_report
 
 pytestmark = pytest.mark.integration
 

@@ -13,12 +13,12 @@ import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-from xent_tf import tracking
+from xent_tf.claims.comparison import PARTS_RULE, Finding, RunRecord, Verdict, combine_verdicts
 from xent_tf.claims.records import ClaimResult, Link, StudyEvidence
 from xent_tf.claims.registry import CLAIMS
 from xent_tf.claims.runner import DATA_SETS_KEY, StudyRunner
-from xent_tf.comparison import PARTS_RULE, Finding, RunRecord, Verdict, combine_verdicts
-from xent_tf.studies import STUDIES, ClaimCheck, ClaimPart, StudyOptions, group_variants
+from xent_tf.claims.studies import STUDIES, ClaimCheck, ClaimPart, StudyOptions, group_variants
+from xent_tf.track import connection, reading
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def _datasets_of(records: Sequence[RunRecord]) -> str:
 
 
 def study_problem(
-    parent: tracking.StudyRun,
+    parent: reading.StudyRun,
     study: str,
     records: Sequence[RunRecord],
     definition: Mapping[str, str],
@@ -129,7 +129,7 @@ def _history_metrics(study: str) -> tuple[str, ...]:
 
 def _evidence(
     study: str,
-    parent: tracking.StudyRun,
+    parent: reading.StudyRun,
     records: Sequence[RunRecord],
     tracking_uri: str,
     definition: Mapping[str, str],
@@ -179,11 +179,11 @@ def find_study(
         The study's checks and where they come from, or the reason there are none.
     """
     skipped: list[str] = []
-    known = tracking.study_parents(tracking_uri, study)
+    known = reading.study_parents(tracking_uri, study)
     if not rerun:
         for parent in known:
             # With the histories the checks read: the sweep found is read once.
-            records = tracking.fetch_children(tracking_uri, parent, _history_metrics(study))
+            records = reading.fetch_children(tracking_uri, parent, _history_metrics(study))
             if records and not covers_datasets(records, definition):
                 continue  # the study on another data set (claims.datasets): not worth a note
             problem = study_problem(parent, study, records, definition, seeds)
@@ -207,7 +207,7 @@ def find_study(
             dataset=dataset or "",
         )
     old_ids = {parent.run_id for parent in known}
-    new = [p for p in tracking.study_parents(tracking_uri, study) if p.run_id not in old_ids]
+    new = [p for p in reading.study_parents(tracking_uri, study) if p.run_id not in old_ids]
     if not new:
         return StudyEvidence(
             study,
@@ -215,7 +215,7 @@ def find_study(
             problem="running it left no new sweep in the store",
             dataset=dataset or "",
         )
-    records = tracking.fetch_children(tracking_uri, new[0], _history_metrics(study))
+    records = reading.fetch_children(tracking_uri, new[0], _history_metrics(study))
     problem = study_problem(new[0], study, records, definition, seeds)
     if problem:
         skipped.append(f"sweep {new[0].run_id[:8]} (just run) not used: {problem}")
@@ -250,15 +250,15 @@ def evaluate_study_claim(
     verdicts = [p.verdict.verdict for p in exact_parts]
     links: tuple[Link, ...] = ()
     if evidence.parent is not None:
-        address = tracking.ui_address(evidence.tracking_uri)
+        address = connection.ui_address(evidence.tracking_uri)
         parent = evidence.parent
         name = f"{evidence.study} on {evidence.dataset}" if evidence.dataset else evidence.study
         links = (
             Link(
                 f"{name} sweep {parent.run_id[:8]}",
-                tracking.run_url(parent.experiment_id, parent.run_id, address),
+                connection.run_url(parent.experiment_id, parent.run_id, address),
             ),
-            Link(f"{name} runs", tracking.experiment_url(parent.experiment_id, address)),
+            Link(f"{name} runs", connection.experiment_url(parent.experiment_id, address)),
         )
     if not checks:
         reason = evidence.problem or f"the study reported no {claim} check"

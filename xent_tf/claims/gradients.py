@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from xent_tf import semantics
+from xent_tf.claims import semantics
+from xent_tf.claims.comparison import PARTS_RULE, at_least, band
 from xent_tf.claims.records import ClaimResult, claim_result, contradicted_in
-from xent_tf.comparison import PARTS_RULE, at_least, band
-from xent_tf.studies import ClaimPart
+from xent_tf.claims.studies import ClaimPart
 
 # --- C11: accuracy and step activations --------------------------------------------------
 

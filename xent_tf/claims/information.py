@@ -10,12 +10,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, special
 
-from xent_tf import info
+from xent_tf.claims import info
+from xent_tf.claims.comparison import PARTS_RULE, at_least, at_most, close_to
 from xent_tf.claims.records import ClaimResult, claim_result, contradicted_in
-from xent_tf.comparison import PARTS_RULE, at_least, at_most, close_to
+from xent_tf.claims.studies import ClaimPart
 from xent_tf.config import DataConfig
-from xent_tf.data import make_dataset
-from xent_tf.studies import ClaimPart
+from xent_tf.train.data import make_dataset
 
 # --- C1, C2: self-information and entropy ------------------------------------------------
 

@@ -14,9 +14,10 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from xent_tf import semantics, tracking
-from xent_tf.claims import gradients, information, loss_functions, loss_scale, reference
+from xent_tf.claims import gradients, information, loss_functions, loss_scale, reference, semantics
+from xent_tf.claims.comparison import Verdict, combine_verdicts
 from xent_tf.claims.from_studies import evaluate_study_claim, find_study
+from xent_tf.claims.ledger_render import render_terminal, write_ledger
 from xent_tf.claims.records import (
     ClaimResult,
     DatasetVerdict,
@@ -33,12 +34,11 @@ from xent_tf.claims.runner import (
     check_datasets,
     study_definition,
 )
-from xent_tf.comparison import Verdict, combine_verdicts
+from xent_tf.claims.studies import ClaimPart
 from xent_tf.config import Config, MakeClassificationConfig, MlpConfig
-from xent_tf.ledger_render import render_terminal, write_ledger
-from xent_tf.resume import config_hash
-from xent_tf.runtime import configure_runtime
-from xent_tf.studies import ClaimPart
+from xent_tf.track import connection, writing
+from xent_tf.track.resume import config_hash
+from xent_tf.train.runtime import configure_runtime
 
 log = logging.getLogger(__name__)
 
@@ -442,14 +442,14 @@ def run_ledger(config: Config, output_dir: Path, runner: StudyRunner | None) -> 
     device = configure_runtime(config.trainer.device, config.trainer.threads, config.seed)
     log.info("claims ledger: measuring on %s", device.description)
     if config.tracking.enabled:
-        tracking.check_tracking_uri(config.tracking.uri)
-        with tracking.open_run(
+        connection.check_tracking_uri(config.tracking.uri)
+        with writing.open_run(
             config.tracking.uri,
             config.experiment_name,
             "claims-ledger",
             tags={"xent.task": "claims"},
         ) as recorder:
-            recorder.log_params(tracking.flatten({"claims": dataclasses.asdict(config.claims)}))
+            recorder.log_params(writing.flatten({"claims": dataclasses.asdict(config.claims)}))
             results, studies, stability = evaluate_claims(config, output_dir, runner)
             ledger = Ledger(
                 tuple(results),

@@ -6,10 +6,18 @@ import math
 
 import numpy as np
 
-from xent_tf import semantics
+from xent_tf.claims import semantics
+from xent_tf.claims.comparison import (
+    PARTS_RULE,
+    Finding,
+    Verdict,
+    at_least,
+    at_most,
+    close_to,
+    one_match,
+)
 from xent_tf.claims.records import ClaimResult, claim_result
-from xent_tf.comparison import PARTS_RULE, Finding, Verdict, at_least, at_most, close_to, one_match
-from xent_tf.studies import ClaimPart
+from xent_tf.claims.studies import ClaimPart
 
 # --- C5-C9: the losses themselves --------------------------------------------------------
 

@@ -9,12 +9,18 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from xent_tf.build import build_dataset, build_loss, build_model, schedule_rates, tensor_splits
+from xent_tf.claims.comparison import PARTS_RULE, Finding, Verdict, at_least, band, close_to
 from xent_tf.claims.records import ClaimResult, claim_result, contradicted_in
-from xent_tf.comparison import PARTS_RULE, Finding, Verdict, at_least, band, close_to
+from xent_tf.claims.studies import ClaimPart
 from xent_tf.config import ConstantScheduleConfig, DataConfig, LossConfig, MlpConfig
-from xent_tf.studies import ClaimPart
-from xent_tf.training import CompiledLoop, fit, steps_per_epoch
+from xent_tf.train.build import (
+    build_dataset,
+    build_loss,
+    build_model,
+    schedule_rates,
+    tensor_splits,
+)
+from xent_tf.train.training import CompiledLoop, fit, steps_per_epoch
 
 # --- C10: loss scale ---------------------------------------------------------------------
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from xent_tf import tracking
+from xent_tf.claims.comparison import PARTS_RULE, Verdict, combine_verdicts
 from xent_tf.claims.registry import CLAIMS
-from xent_tf.comparison import PARTS_RULE, Verdict, combine_verdicts
-from xent_tf.studies import ClaimCheck, ClaimPart
+from xent_tf.claims.studies import ClaimCheck, ClaimPart
+from xent_tf.track import connection, reading
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ class StudyEvidence:
 
     study: str
     checks: tuple[ClaimCheck, ...] = ()
-    parent: tracking.StudyRun | None = None
+    parent: reading.StudyRun | None = None
     n_seeds: int = 0
     n_runs: int = 0
     ran_now: bool = False
@@ -225,8 +225,8 @@ class Ledger:
         """The ledger run in the MLflow UI ("" with tracking off)."""
         if self.run_id == "-":
             return ""
-        return tracking.run_url(
-            self.experiment_id, self.run_id, tracking.ui_address(self.tracking_uri)
+        return connection.run_url(
+            self.experiment_id, self.run_id, connection.ui_address(self.tracking_uri)
         )
 
     def links(self, result: ClaimResult) -> tuple[Link, ...]:

@@ -8,13 +8,13 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from xent_tf import tracking
+from xent_tf.claims.comparison import PARTS_RULE, at_least, at_most, band
 from xent_tf.claims.records import ClaimResult, Link, claim_result
-from xent_tf.comparison import PARTS_RULE, at_least, at_most, band
+from xent_tf.claims.studies import ClaimPart
 from xent_tf.config import Config
-from xent_tf.data import make_dataset
-from xent_tf.pipeline import run_experiment
-from xent_tf.studies import ClaimPart
+from xent_tf.track import connection, reading, writing
+from xent_tf.train.data import make_dataset
+from xent_tf.train.pipeline import run_experiment
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def reference_params(config: Config) -> dict[str, str]:
     """The logged params a stored run must have to count as this reference configuration."""
     keep = ("data.", "model.", "loss.", "optimizer.", "schedule.")
     exact = ("trainer.epochs", "trainer.batch_size", "lr_find.enabled")
-    flat = tracking.flatten(dataclasses.asdict(config))
+    flat = writing.flatten(dataclasses.asdict(config))
     return {k: v for k, v in flat.items() if k.startswith(keep) or k in exact}
 
 
@@ -76,7 +76,7 @@ def find_or_run_reference(config: Config, out_dir: Path, rerun: bool) -> Referen
         config, experiment_name=REFERENCE_EXPERIMENT, task="train", study=""
     )
     if config.tracking.enabled and not rerun:
-        found = tracking.latest_finished_run(
+        found = reading.latest_finished_run(
             config.tracking.uri,
             REFERENCE_EXPERIMENT,
             reference_params(reference),
@@ -158,8 +158,10 @@ def evaluate_c16(outcome: ReferenceOutcome) -> ClaimResult:
         links = (
             Link(
                 f"reference run {outcome.run_id[:8]}",
-                tracking.run_url(
-                    outcome.experiment_id, outcome.run_id, tracking.ui_address(outcome.tracking_uri)
+                connection.run_url(
+                    outcome.experiment_id,
+                    outcome.run_id,
+                    connection.ui_address(outcome.tracking_uri),
                 ),
             ),
         )

@@ -17,8 +17,8 @@ from typing import Protocol
 
 from omegaconf import OmegaConf, open_dict
 
-from xent_tf import tracking
 from xent_tf.config import to_config
+from xent_tf.track import writing
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def study_definition(
     datasets = [dataset] if dataset else str(swept).split(",") if swept else [str(cfg.data.name)]
     with open_dict(cfg):
         del cfg["hydra"]
-    flat = tracking.flatten(dataclasses.asdict(to_config(cfg)))
+    flat = writing.flatten(dataclasses.asdict(to_config(cfg)))
     definition = {name: flat[name] for name in DEFINING_PARAMS if name in flat}
     definition[DATA_SETS_KEY] = ",".join(sorted(d.strip() for d in datasets))
     return definition

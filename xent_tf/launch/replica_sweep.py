@@ -35,15 +35,15 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict, read_write
 
-from xent_tf import progress
 from xent_tf.config import Config, NotApplicableError, to_config
-from xent_tf.replica_groups import group_jobs, spread_batches
-from xent_tf.resume import FinishedJob, config_hash, read_finished
-from xent_tf.sweep import PROGRESS_FILE, preload_job_modules
-from xent_tf.worker_pool import WorkerDeath, kept_pool, run_tasks
+from xent_tf.launch import progress
+from xent_tf.launch.callback import PROGRESS_FILE, preload_job_modules
+from xent_tf.launch.worker_pool import WorkerDeath, kept_pool, run_tasks
+from xent_tf.track.resume import FinishedJob, config_hash, read_finished
+from xent_tf.train.replica_groups import group_jobs, spread_batches
 
 if TYPE_CHECKING:  # TensorFlow: imported by the jobs that train, not by the launcher
-    from xent_tf.replica_batch import TrainedBatch
+    from xent_tf.train.replica_batch import TrainedBatch
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +279,7 @@ class _CurrentJob:
 
     @classmethod
     def get(cls) -> _CurrentJob:
-        from xent_tf.sweep import parent_for_sweep
+        from xent_tf.launch.callback import parent_for_sweep
 
         hydra_config = HydraConfig.get()
         output_dir = Path(hydra_config.runtime.output_dir)
@@ -305,7 +305,7 @@ def _record_task(
     """The task function run_job calls for one replica: record its MLflow run."""
 
     def record(_: DictConfig) -> float:
-        from xent_tf.replica_batch import record_outcome
+        from xent_tf.train.replica_batch import record_outcome
 
         job = _CurrentJob.get()
         try:
@@ -350,8 +350,8 @@ def execute_unit(
 
     if not unit.replicated:
         return [run(sweep_config, task_function) for sweep_config in sweep_configs]
-    from xent_tf.replica_batch import train_batch
-    from xent_tf.replicas import NotReplicableError
+    from xent_tf.train.replica_batch import train_batch
+    from xent_tf.train.replicas import NotReplicableError
 
     HydraConfig.instance().set_config(sweep_configs[0])
     try:
@@ -376,9 +376,9 @@ def _failed_batch_task(error: Exception) -> Callable[[DictConfig], float]:
     """The task function of a job whose batch failed before training: a FAILED run saying why."""
 
     def fail(task_config: DictConfig) -> float:
-        from xent_tf import tracking
-        from xent_tf.pipeline import recorded_run
-        from xent_tf.runtime import DeviceChoice
+        from xent_tf.track import writing
+        from xent_tf.train.pipeline import recorded_run
+        from xent_tf.train.runtime import DeviceChoice
 
         job = _CurrentJob.get()
         config = to_config(task_config)
@@ -392,7 +392,7 @@ def _failed_batch_task(error: Exception) -> Callable[[DictConfig], float]:
                 job.log_file,
             ) as recorder:
                 # The report places a failed run in its variant by its params.
-                recorder.log_params(tracking.flatten(dataclasses.asdict(config)))
+                recorder.log_params(writing.flatten(dataclasses.asdict(config)))
                 raise error
         except Exception as failure:
             return _sweep_goes_on(failure)
@@ -417,11 +417,11 @@ def record_lost_jobs(
     Returns:
         One JobReturn per job: completed with NaN, as a failed job's is, so the sweep goes on.
     """
-    from xent_tf.sweep import parent_for_sweep
+    from xent_tf.launch.callback import parent_for_sweep
 
     parent = parent_for_sweep(sweep_dir)
     if parent is not None:
-        from xent_tf.lost_jobs import record_worker_death
+        from xent_tf.launch.lost_jobs import record_worker_death
 
         try:
             record_worker_death(

@@ -158,7 +158,7 @@ def make_dataset(config: DataConfig) -> Dataset:
 @singledispatch
 def _load(config: DataConfig) -> Dataset:
     """One loader per data source, registered below (the registry is this function's)."""
-    raise ValueError(f"data.source={config.source!r} has no loader in xent_tf.data")
+    raise ValueError(f"data.source={config.source!r} has no loader in xent_tf.train.data")
 
 
 @_load.register

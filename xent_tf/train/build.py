@@ -28,11 +28,11 @@ from xent_tf.config import (
     ScheduleConfig,
     SgdConfig,
 )
-from xent_tf.data import Dataset, Split, make_dataset
-from xent_tf.losses import LossSpec, loss_spec
-from xent_tf.models import ModelBuildError, build_mlp, build_user_model, saturate_output_layer
-from xent_tf.schedules import learning_rates
-from xent_tf.training import CompiledLoop, TensorSplit, reusable_loop, steps_per_epoch
+from xent_tf.train.data import Dataset, Split, make_dataset
+from xent_tf.train.losses import LossSpec, loss_spec
+from xent_tf.train.models import ModelBuildError, build_mlp, build_user_model, saturate_output_layer
+from xent_tf.train.schedules import learning_rates
+from xent_tf.train.training import CompiledLoop, TensorSplit, reusable_loop, steps_per_epoch
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class RunParts:
 
 
 def build_dataset(data_config: DataConfig) -> Dataset:
-    """Load or generate the data set, split and scaled (``xent_tf.data.make_dataset``)."""
+    """Load or generate the data set, split and scaled (``xent_tf.train.data.make_dataset``)."""
     return make_dataset(data_config)
 
 
@@ -137,7 +137,7 @@ def _build_architecture(
     model_config: ModelConfig, data: Dataset, spec: LossSpec
 ) -> tuple[keras.Model, keras.layers.Layer | None]:
     """One builder per model kind, registered below: the model and its logits layer."""
-    raise ValueError(f"model.name={model_config.name!r} has no builder in xent_tf.build")
+    raise ValueError(f"model.name={model_config.name!r} has no builder in xent_tf.train.build")
 
 
 @_build_architecture.register
@@ -170,7 +170,9 @@ def _user_model(
 @singledispatch
 def build_optimizer(optimizer_config: OptimizerConfig) -> keras.optimizers.Optimizer:
     """A fresh Keras optimizer with a float learning rate; one builder per kind (below)."""
-    raise ValueError(f"optimizer.name={optimizer_config.name!r} has no builder in xent_tf.build")
+    raise ValueError(
+        f"optimizer.name={optimizer_config.name!r} has no builder in xent_tf.train.build"
+    )
 
 
 @build_optimizer.register
@@ -188,7 +190,7 @@ def _sgd(optimizer_config: SgdConfig) -> keras.optimizers.Optimizer:
 def schedule_rates(
     schedule_config: ScheduleConfig, base_rate: float, epochs: int, steps_per_epoch: int
 ) -> np.ndarray:
-    """The learning rate of every step (``xent_tf.schedules.learning_rates``)."""
+    """The learning rate of every step (``xent_tf.train.schedules.learning_rates``)."""
     return learning_rates(schedule_config, base_rate, epochs, steps_per_epoch)
 
 

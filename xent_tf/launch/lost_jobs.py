@@ -14,11 +14,11 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 
-from xent_tf import tracking
 from xent_tf.config import Config
-from xent_tf.identity import run_identity
-from xent_tf.resume import CONFIG_HASH_TAG, config_hash
-from xent_tf.worker_pool import WorkerDeath
+from xent_tf.launch.worker_pool import WorkerDeath
+from xent_tf.track import recovery, writing
+from xent_tf.track.identity import run_identity
+from xent_tf.track.resume import CONFIG_HASH_TAG, config_hash
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def record_worker_death(
         The FAILED run of each job, in the order of ``jobs``.
     """
     error = f"WorkerDied: {death.description}; the rest of the sweep went on"
-    opened = tracking.fail_runs_of_process(
+    opened = recovery.fail_runs_of_process(
         tracking_uri,
         parent_run_id,
         experiment_id,
@@ -63,12 +63,12 @@ def record_worker_death(
             continue
         identity = run_identity(config.study, config, overrides)
         run_ids.append(
-            tracking.record_failed_run(
+            recovery.record_failed_run(
                 tracking_uri,
                 experiment_id,
                 identity.run_name,
                 parent_run_id,
-                tracking.flatten(dataclasses.asdict(config)),
+                writing.flatten(dataclasses.asdict(config)),
                 {
                     **identity.tags,
                     "seed": str(config.seed),

@@ -38,8 +38,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from xent_tf.lr_finder import RangeTestResult, analyse_curve, range_test_rates, row_order
-from xent_tf.training import (
+from xent_tf.train.lr_finder import RangeTestResult, analyse_curve, range_test_rates, row_order
+from xent_tf.train.training import (
     SATURATION_THRESHOLD,
     EpochRecord,
     Evaluation,
@@ -50,7 +50,7 @@ from xent_tf.training import (
     relaxed_spec,
     steps_per_epoch,
 )
-from xent_tf.updates import is_plain
+from xent_tf.train.updates import is_plain
 
 # Bytes of a float32.
 _FLOAT = 4

@@ -61,7 +61,9 @@ class _Steps:
 @singledispatch
 def _rates(schedule: ScheduleConfig, base_rate: float, steps: _Steps) -> np.ndarray:
     """The rate of every step, float64; one function per schedule, registered below."""
-    raise ValueError(f"schedule.name={schedule.name!r} has no rate formula in xent_tf.schedules")
+    raise ValueError(
+        f"schedule.name={schedule.name!r} has no rate formula in xent_tf.train.schedules"
+    )
 
 
 @_rates.register

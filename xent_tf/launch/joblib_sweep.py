@@ -20,9 +20,9 @@ from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_g
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from xent_tf.replica_sweep import SweepComposer, record_lost_job
-from xent_tf.sweep import preload_job_modules
-from xent_tf.worker_pool import WorkerDeath, run_tasks
+from xent_tf.launch.callback import preload_job_modules
+from xent_tf.launch.replica_sweep import SweepComposer, record_lost_job
+from xent_tf.launch.worker_pool import WorkerDeath, run_tasks
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from xent_tf.claims.registry import statement_of
-from xent_tf.comparison import (
+from xent_tf.claims.comparison import (
     BATCH_LOSS_METRIC,
     SWING_WINDOW,
     Finding,
@@ -34,6 +33,7 @@ from xent_tf.comparison import (
     sign_test,
     time_to_target,
 )
+from xent_tf.claims.registry import statement_of
 
 
 @dataclass(frozen=True)

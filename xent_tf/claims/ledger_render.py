@@ -13,10 +13,10 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+from xent_tf.claims.comparison import PARTS_RULE, Verdict
 from xent_tf.claims.records import Ledger, Link, seed_range
-from xent_tf.comparison import PARTS_RULE, Verdict
-from xent_tf.html_page import html_page
-from xent_tf.studies import ClaimPart
+from xent_tf.claims.studies import ClaimPart
+from xent_tf.report.html_page import html_page
 
 
 def _count_line(ledger: Ledger) -> str:

@@ -14,7 +14,7 @@ Ray's own retries (``hydra.launcher.ray.remote.max_retries``, 0 in
 on a healthy node is not re-run, as with the other launchers (a resumed sweep re-runs its
 FAILED jobs). With retries on, a retried job opens a run of its own; its dead attempt's run
 (its process died with the Ray worker) is marked FAILED when the sweep ends
-(``tracking.fail_orphaned_children``), and the report keeps the retry's finished run, listing
+(``writing.fail_orphaned_children``), and the report keeps the retry's finished run, listing
 the other as superseded (seen with ``max_retries=1`` and a killed Ray worker: FAILED
 "OrphanedRun" + FINISHED, report "1 more superseded by a re-run").
 """
@@ -33,9 +33,9 @@ from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_g
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from xent_tf.replica_sweep import record_lost_job
-from xent_tf.sweep import preload_job_modules
-from xent_tf.worker_pool import SupervisedWorker, WorkerDeath
+from xent_tf.launch.callback import preload_job_modules
+from xent_tf.launch.replica_sweep import record_lost_job
+from xent_tf.launch.worker_pool import SupervisedWorker, WorkerDeath
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ study is the study it claims to continue.
 Every run records ``CONFIG_HASH_TAG``: a hash of its resolved config without the fields that do
 not change what is trained (where it is recorded, how chatty it is). When a sweep continues an
 earlier parent run (the same sweep directory, or ``+resume=true``), the launching process reads
-that parent's FINISHED children once (``tracking.finished_children``) and leaves them in
+that parent's FINISHED children once (``recovery.finished_children``) and leaves them in
 ``<sweep dir>/FINISHED_FILE``; a job whose config hash is there is not run again, and returns the
 final validation loss its run recorded. The comparison is by hash, never by run name.
 """

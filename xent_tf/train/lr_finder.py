@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from xent_tf.training import CompiledLoop, TensorSplit
+from xent_tf.train.training import CompiledLoop, TensorSplit
 
 MODES = ("exponential", "linear")
 METHODS = ("steepest", "valley", "minimum")

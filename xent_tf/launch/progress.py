@@ -155,7 +155,7 @@ def leave_out(state_file: Path, count: int) -> None:
     will never finish (a loss that does not fit the data, ``config.NotApplicableError``).
 
     Args:
-        state_file: the sweep's count file (``sweep.PROGRESS_FILE`` in its directory).
+        state_file: the sweep's count file (``callback.PROGRESS_FILE`` in its directory).
         count: jobs left out.
     """
     with contextlib.suppress(OSError, ValueError):
@@ -167,7 +167,7 @@ def jobs_trained(state_file: Path, count: int) -> None:
     recorded) to the sweep's shared count file, for the ETA.
 
     Args:
-        state_file: the sweep's count file (``sweep.PROGRESS_FILE`` in its directory).
+        state_file: the sweep's count file (``callback.PROGRESS_FILE`` in its directory).
         count: jobs trained.
     """
     with contextlib.suppress(OSError, ValueError):

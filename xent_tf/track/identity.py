@@ -14,8 +14,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from xent_tf.claims.studies import get_study, short_name
 from xent_tf.config import Config
-from xent_tf.studies import get_study, short_name
 
 STUDY_TAG = "xent.study"
 VARIANT_TAG = "xent.variant"

@@ -15,11 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from xent_tf import plotting, tracking
-from xent_tf.comparison import RunRecord
-from xent_tf.html_page import html_page
-from xent_tf.identity import VARIANT_TAG
-from xent_tf.studies import (
+from xent_tf.claims.comparison import RunRecord
+from xent_tf.claims.studies import (
     ClaimCheck,
     StudyOptions,
     StudySpec,
@@ -32,6 +29,10 @@ from xent_tf.studies import (
     short_name,
     time_to_target_summary,
 )
+from xent_tf.report import plotting
+from xent_tf.report.html_page import html_page
+from xent_tf.track import connection, reading, writing
+from xent_tf.track.identity import VARIANT_TAG
 
 # Params that differ between runs without defining a variant (or follow from those that do).
 _NOT_A_FACTOR = {"seed", "loss.resolved", "data.n_classes", "data.majority_share"}
@@ -53,19 +54,19 @@ class StudyReport:
         panel_by: params that split the overlays into panels.
         target_of: a variant's accuracy target for "epochs to target".
         children: the child runs as read from the store (``publish_report``; a later reader
-            of the same finished sweep may use them: ``tracking.hand_over_reads``).
+            of the same finished sweep may use them: ``reading.hand_over_reads``).
     """
 
     title: str
     study: str
-    parent: tracking.StudyRun
+    parent: reading.StudyRun
     variants: list[Variant]
     checks: list[ClaimCheck]
     options: StudyOptions
     plot_metrics: tuple[str, ...]
     panel_by: tuple[str, ...] = ()
     target_of: Callable[[Variant, Sequence[Variant]], float] = own_target
-    children: tracking.ChildrenRead | None = None
+    children: reading.ChildrenRead | None = None
 
 
 def generic_group_by(records: list[RunRecord]) -> tuple[str, ...]:
@@ -78,7 +79,7 @@ def generic_group_by(records: list[RunRecord]) -> tuple[str, ...]:
 
 def build_report(
     records: list[RunRecord],
-    parent: tracking.StudyRun,
+    parent: reading.StudyRun,
     spec: StudySpec | None,
     options: StudyOptions,
 ) -> StudyReport:
@@ -450,12 +451,12 @@ def publish_report(
         ValueError: unknown experiment/run, or no finished runs to report on.
     """
     options = options or StudyOptions()
-    parent = tracking.find_study_parent(tracking_uri, experiment_name, parent_run_id)
+    parent = reading.find_study_parent(tracking_uri, experiment_name, parent_run_id)
     spec = get_study(parent.study) if parent.study else None
     plotted = spec.plot_metrics if spec else _DEFAULT_PLOTS
     extra = spec.extra_metrics if spec else ()
     metrics = tuple(dict.fromkeys((*plotted, *extra, "val/acc", "val/loss")))
-    records = tracking.fetch_children(tracking_uri, parent, metrics)
+    records = reading.fetch_children(tracking_uri, parent, metrics)
     if not records:
         raise ValueError(
             f"sweep parent run {parent.run_id} of experiment {parent.experiment_name!r} has no "
@@ -463,7 +464,7 @@ def publish_report(
         )
     report = dataclasses.replace(
         build_report(records, parent, spec, options),
-        children=tracking.ChildrenRead(tracking_uri, parent.run_id, metrics, tuple(records)),
+        children=reading.ChildrenRead(tracking_uri, parent.run_id, metrics, tuple(records)),
     )
     plots = save_plots(report, out_dir)
     markdown = out_dir / "report.md"
@@ -473,17 +474,17 @@ def publish_report(
     if upload:
         files: dict[Path, str | None] = {markdown: None, page: None}
         files.update({p: "plots" for p in plots})
-        tracking.log_files(tracking_uri, parent.run_id, files)
-        tracking.set_run_tags(
+        writing.log_files(tracking_uri, parent.run_id, files)
+        writing.set_run_tags(
             tracking_uri,
             parent.run_id,
             {f"verdict.{c.claim}": c.verdict for c in report.checks},
         )
         variant_ids = {r.run_id: r.tags[VARIANT_TAG] for r in records if VARIANT_TAG in r.tags}
         summary = parent_summary_metrics(report, variant_ids)
-        tracking.log_run_summary(tracking_uri, parent.run_id, summary, parent_note(report))
-        views = tracking.share_sweep_views(
-            tracking_uri, parent, VARIANT_TAG, sorted(summary), tracking.ui_address(tracking_uri)
+        writing.log_run_summary(tracking_uri, parent.run_id, summary, parent_note(report))
+        views = reading.share_sweep_views(
+            tracking_uri, parent, VARIANT_TAG, sorted(summary), connection.ui_address(tracking_uri)
         )
         return report, render_terminal(report) + (
             f"\n\nIn the MLflow UI: runs with the summary columns {views.table}\n"

@@ -4,7 +4,7 @@ When the server stops answering in the middle of a run, the run goes on and appe
 it cannot send (params, tags, metric points, artifacts, its dataset inputs, its logged model,
 its final status) to ``SPOOL_FILE`` in the job's output directory; files to upload are copied
 next to it, since the job may change them, and a logged model is saved there as an MLflow model
-directory. ``tracking.replay_spool`` sends them once the server is back. The file is JSON lines: a
+directory. ``recovery.replay_spool`` sends them once the server is back. The file is JSON lines: a
 header naming the run, its store and its sweep's parent run, then one record per line, each with
 the sha256 of its content, so a damaged file is refused rather than half-replayed.
 """

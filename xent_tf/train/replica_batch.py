@@ -24,7 +24,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from xent_tf.build import (
+from xent_tf.config import Config, ModelConfig
+from xent_tf.train.build import (
     build_dataset,
     build_loss,
     build_model,
@@ -32,12 +33,11 @@ from xent_tf.build import (
     schedule_rates,
     tensor_splits,
 )
-from xent_tf.config import Config, ModelConfig
-from xent_tf.data import Dataset
-from xent_tf.losses import LossSpec
-from xent_tf.lr_finder import RangeTestResult, region_rates
-from xent_tf.models import saturate_output_layer
-from xent_tf.pipeline import (
+from xent_tf.train.data import Dataset
+from xent_tf.train.losses import LossSpec
+from xent_tf.train.lr_finder import RangeTestResult, region_rates
+from xent_tf.train.models import saturate_output_layer
+from xent_tf.train.pipeline import (
     RunSummary,
     finish_run,
     log_epoch,
@@ -47,8 +47,8 @@ from xent_tf.pipeline import (
     recorded_run,
     save_loss_curve,
 )
-from xent_tf.replica_groups import PER_REPLICA_FIELDS, graph_key, group_jobs, replicable
-from xent_tf.replicas import (
+from xent_tf.train.replica_groups import PER_REPLICA_FIELDS, graph_key, group_jobs, replicable
+from xent_tf.train.replicas import (
     OptimizerRule,
     ReplicaFit,
     ReplicaTrainer,
@@ -56,8 +56,8 @@ from xent_tf.replicas import (
     dense_layers,
     replicas_that_fit,
 )
-from xent_tf.runtime import DeviceChoice, configure_runtime
-from xent_tf.training import Evaluation, NonFiniteLossError, steps_per_epoch
+from xent_tf.train.runtime import DeviceChoice, configure_runtime
+from xent_tf.train.training import Evaluation, NonFiniteLossError, steps_per_epoch
 
 log = logging.getLogger(__name__)
 

@@ -36,10 +36,11 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from xent_tf import progress
+from xent_tf.claims.studies import get_study
 from xent_tf.config import Config
-from xent_tf.identity import run_name
-from xent_tf.resume import (
+from xent_tf.launch import progress
+from xent_tf.track.identity import run_name
+from xent_tf.track.resume import (
     FinishedJob,
     config_hash,
     definition_differences,
@@ -47,10 +48,9 @@ from xent_tf.resume import (
     study_definition,
     write_finished,
 )
-from xent_tf.studies import get_study
 
 if TYPE_CHECKING:
-    from xent_tf.tracking import ChildrenRead
+    from xent_tf.track.reading import ChildrenRead
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class ResumeRefusedError(ValueError):
 
 def _study_definition(config: DictConfig) -> dict[str, str]:
     """The sweep's study definition: its base config and the command line's overrides."""
-    from xent_tf import tracking
+    from xent_tf.track import writing
 
     base = OmegaConf.to_container(config, resolve=False)
     assert isinstance(base, dict)
@@ -126,7 +126,7 @@ def _study_definition(config: DictConfig) -> dict[str, str]:
     for override in config.hydra.overrides.task:
         key, _, value = str(override).partition("=")
         overrides[key] = value
-    return study_definition(tracking.flatten({str(k): v for k, v in base.items()}), overrides)
+    return study_definition(writing.flatten({str(k): v for k, v in base.items()}), overrides)
 
 
 # ``+resume=`` values: the latest sweep, refused if it is another study; or the newest sweep of
@@ -164,16 +164,16 @@ def _parent_to_resume(
         ResumeRefusedError: with mode True, the latest parent recorded another definition (the
             message lists the keys).
     """
-    from xent_tf import tracking
+    from xent_tf.track import reading, recovery
 
     if mode == RESUME_MATCHING:
         return _newest_parent_of_study(uri, experiment_name, definition)
     try:
-        found = tracking.find_study_parent(uri, experiment_name, finished_only=False)
+        found = reading.find_study_parent(uri, experiment_name, finished_only=False)
     except ValueError as error:
         log.info("+resume=true: nothing to resume (%s); starting a new sweep", error)
         return None
-    recorded = tracking.recorded_study_definition(uri, found.run_id)
+    recorded = recovery.recorded_study_definition(uri, found.run_id)
     if recorded is None:
         raise ResumeRefusedError(
             f"+resume=true: parent run {found.run_id} of experiment {experiment_name!r} has no "
@@ -202,9 +202,9 @@ def _check_same_study(sweep_dir: Path, parent: ParentRun, definition: dict[str, 
         ResumeRefusedError: the parent recorded another study definition (the message lists
             the keys that differ).
     """
-    from xent_tf import tracking
+    from xent_tf.track import recovery
 
-    recorded = tracking.recorded_study_definition(parent.tracking_uri, parent.run_id)
+    recorded = recovery.recorded_study_definition(parent.tracking_uri, parent.run_id)
     differences = [] if recorded is None else definition_differences(recorded, definition)
     if differences:
         raise ResumeRefusedError(
@@ -219,11 +219,11 @@ def _newest_parent_of_study(
     uri: str, experiment_name: str, definition: dict[str, str]
 ) -> ParentRun | None:
     """The experiment's newest sweep parent that recorded this study definition, if any."""
-    from xent_tf import tracking
+    from xent_tf.track import reading, recovery
 
-    parents = tracking.study_parents(uri, experiment_name)
+    parents = reading.study_parents(uri, experiment_name)
     for parent in parents:
-        recorded = tracking.recorded_study_definition(uri, parent.run_id)
+        recorded = recovery.recorded_study_definition(uri, parent.run_id)
         if recorded is not None and not definition_differences(recorded, definition):
             return ParentRun(parent.run_id, parent.experiment_id, uri)
     if parents:
@@ -238,16 +238,16 @@ def _newest_parent_of_study(
 
 
 def _replay_spools(sweep_dir: Path, parent_run_id: str) -> None:
-    """Send what the sweep's jobs kept in their spools (``tracking.replay_spools``).
+    """Send what the sweep's jobs kept in their spools (``recovery.replay_spools``).
 
     Raises:
         SystemExit: a spool is damaged or another sweep's (the message names it; none is sent).
     """
-    from xent_tf import tracking
-    from xent_tf.spool import SpoolError
+    from xent_tf.track import recovery
+    from xent_tf.track.spool import SpoolError
 
     try:
-        replayed = tracking.replay_spools(sweep_dir, parent_run_id)
+        replayed = recovery.replay_spools(sweep_dir, parent_run_id)
     except SpoolError as error:
         log.error("the sweep's spooled records were not sent: %s", error)
         raise SystemExit(1) from error
@@ -278,7 +278,7 @@ def _release_idle_workers() -> None:
 
 def preload_job_modules() -> None:
     """Import what every training job imports (TensorFlow, Keras, MLflow, matplotlib)."""
-    for module in ("xent_tf.pipeline", "xent_tf.plotting", "xent_tf.tracking"):
+    for module in ("xent_tf.train.pipeline", "xent_tf.report.plotting", "xent_tf.track.writing"):
         importlib.import_module(module)
 
 
@@ -370,8 +370,8 @@ def _report_and_end(
     Returns:
         The sweep's runs as the report read them (None when it could not be built).
     """
-    from xent_tf import tracking
-    from xent_tf.report import publish_report  # matplotlib only when a sweep reports
+    from xent_tf.claims.study_report import publish_report  # matplotlib only when a sweep reports
+    from xent_tf.track import connection, writing
 
     uri = parent.tracking_uri
     status = "FINISHED"
@@ -384,12 +384,12 @@ def _report_and_end(
         status = "FAILED"
         log.exception("could not build the sweep's report")
         say(f"could not build the report of {sweep_dir}: {type(error).__name__}: {error}")
-    tracking.end_run(uri, parent.run_id, status)
-    address = tracking.ui_address(uri)
+    writing.end_run(uri, parent.run_id, status)
+    address = connection.ui_address(uri)
     say(
         f"report: {sweep_dir / 'report.html'} (and on the parent run "
-        f"{tracking.run_url(parent.experiment_id, parent.run_id, address)})\n"
-        f"runs table: {tracking.experiment_url(parent.experiment_id, address)}"
+        f"{connection.run_url(parent.experiment_id, parent.run_id, address)})\n"
+        f"runs table: {connection.experiment_url(parent.experiment_id, address)}"
     )
     return read
 
@@ -430,15 +430,17 @@ class MlflowSweepCallback(Callback):
         """Create (or reopen) the sweep's parent run, unless tracking is off."""
         if not config.tracking.enabled:
             return
-        from xent_tf import tracking  # MLflow: imported while the workers start
+        from xent_tf.track import (  # MLflow: imported while the workers start
+            connection,
+        )
 
         study = str(config.study)
         uri = str(config.tracking.uri)
         try:
             if study:
                 get_study(study)
-            tracking.check_tracking_uri(uri)
-        except (ValueError, tracking.TrackingUnavailableError) as error:
+            connection.check_tracking_uri(uri)
+        except (ValueError, connection.TrackingUnavailableError) as error:
             log.error("the sweep cannot start: %s", error)
             # Hydra turns a callback's exception into a warning and launches every job anyway,
             # each only to fail the same way: stop before any job, with a failing exit status.
@@ -447,7 +449,7 @@ class MlflowSweepCallback(Callback):
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._open_parent(config, uri, study)
-        except (tracking.TrackingUnavailableError, ResumeRefusedError) as error:
+        except (connection.TrackingUnavailableError, ResumeRefusedError) as error:
             log.error("the sweep cannot start: %s", error)
             raise SystemExit(1) from error
         atexit.register(self._end_if_still_running)
@@ -456,7 +458,7 @@ class MlflowSweepCallback(Callback):
         """Reopen the sweep directory's parent run (or with ``+resume=true``, the experiment's
         latest sweep parent), or create one; leave the reopened parent's FINISHED jobs for the
         jobs to skip."""
-        from xent_tf import tracking
+        from xent_tf.track import reading, recovery, writing
 
         assert self.sweep_dir is not None
         definition = _study_definition(config)
@@ -470,14 +472,14 @@ class MlflowSweepCallback(Callback):
         if (
             earlier is not None
             and earlier.tracking_uri == uri
-            and tracking.reopen_run(uri, earlier.run_id, earlier.experiment_id)
+            and writing.reopen_run(uri, earlier.run_id, earlier.experiment_id)
         ):
             self.parent = earlier
             (self.sweep_dir / PARENT_FILE).write_text(json.dumps(asdict(self.parent)))
             # What the last attempt's jobs could not send counts: a job whose spool ends
             # FINISHED is not run again.
             _replay_spools(self.sweep_dir, earlier.run_id)
-            self.finished = tracking.finished_children(uri, earlier.run_id, earlier.experiment_id)
+            self.finished = recovery.finished_children(uri, earlier.run_id, earlier.experiment_id)
             log.info(
                 "resuming sweep: its jobs join parent run %s again; %d configs that already "
                 "FINISHED there are skipped (same config hash); the report keeps the latest "
@@ -487,19 +489,19 @@ class MlflowSweepCallback(Callback):
             )
         else:
             overrides = list(config.hydra.overrides.task)
-            run_id, experiment_id = tracking.start_parent_run(
+            run_id, experiment_id = writing.start_parent_run(
                 uri,
                 str(config.experiment_name),
                 run_name=f"{config.experiment_name}-sweep-{self.sweep_dir.name}",
                 tags={
                     "xent.sweep_dir": str(self.sweep_dir),
-                    tracking.STUDY_TAG: study,
+                    reading.STUDY_TAG: study,
                     "hydra.overrides": " ".join(overrides) or "(none)",
                 },
             )
             self.parent = ParentRun(run_id, experiment_id, uri)
             (self.sweep_dir / PARENT_FILE).write_text(json.dumps(asdict(self.parent)))
-            tracking.record_study_definition(uri, run_id, definition)
+            recovery.record_study_definition(uri, run_id, definition)
             log.info("sweep parent run %s in experiment '%s'", run_id, config.experiment_name)
         write_finished(self.sweep_dir, self.finished)
 
@@ -546,10 +548,10 @@ class MlflowSweepCallback(Callback):
         _release_idle_workers()
         if self.parent is None or self.sweep_dir is None:
             return
-        from xent_tf import tracking
+        from xent_tf.track import connection, writing
 
         uri = self.parent.tracking_uri
-        if not tracking.server_answers(uri):
+        if not connection.server_answers(uri):
             atexit.unregister(self._end_if_still_running)
             log.error(
                 "the sweep ended but MLflow tracking server %s is unreachable: no report was "
@@ -569,9 +571,7 @@ class MlflowSweepCallback(Callback):
         # Every job has returned: what they could not send while the server was away is sent
         # now; a child still RUNNING after that lost its server before it could end.
         _replay_spools(self.sweep_dir, self.parent.run_id)
-        orphans = tracking.fail_orphaned_children(
-            uri, self.parent.run_id, self.parent.experiment_id
-        )
+        orphans = writing.fail_orphaned_children(uri, self.parent.run_id, self.parent.experiment_id)
         if orphans:
             log.warning(
                 "%d child runs were left RUNNING by jobs that lost the tracking server; marked "
@@ -579,7 +579,7 @@ class MlflowSweepCallback(Callback):
                 len(orphans),
                 ", ".join(orphans),
             )
-        from xent_tf.worker_pool import kept_pool
+        from xent_tf.launch.worker_pool import kept_pool
 
         pool = kept_pool()
         if pool is None:
@@ -595,10 +595,10 @@ class MlflowSweepCallback(Callback):
     def _end_if_still_running(self) -> None:
         if self.parent is None:
             return
-        from xent_tf import tracking
+        from xent_tf.track import writing
 
         try:
-            tracking.end_run(
+            writing.end_run(
                 self.parent.tracking_uri, self.parent.run_id, "KILLED", only_if_running=True
             )
         except Exception as error:  # at exit: say it, don't print a second traceback

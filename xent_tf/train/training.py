@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from xent_tf.updates import make_apply
+from xent_tf.train.updates import make_apply
 
 # A probability this close to 0 or 1 is "saturated": the sigmoid/softmax slope there is < 1%.
 SATURATION_THRESHOLD = 0.99
@@ -255,7 +255,8 @@ class CompiledLoop:
         if not isinstance(optimizer.learning_rate, keras.Variable):
             raise ValueError(
                 "the optimizer's learning_rate is a schedule object; create it with a float "
-                "learning rate: this loop sets the rate per step itself (see xent_tf.schedules)"
+                "learning rate: this loop sets the rate per step itself "
+                "(see xent_tf.train.schedules)"
             )
         self.model = model
         self.loss = loss

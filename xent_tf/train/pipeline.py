@@ -20,17 +20,18 @@ import keras
 import tensorflow as tf
 import yaml
 
-from xent_tf import plotting, tracking
-from xent_tf.build import RunParts, build_run
-from xent_tf.comparison import BATCH_LOSS_METRIC
+from xent_tf.claims.comparison import BATCH_LOSS_METRIC
 from xent_tf.config import Config
-from xent_tf.data import Dataset, majority_share
-from xent_tf.identity import run_identity
-from xent_tf.losses import resolved_loss_name
-from xent_tf.lr_finder import RangeTestResult, find_learning_rate, region_rates
-from xent_tf.resume import CONFIG_HASH_TAG, config_hash
-from xent_tf.runtime import DeviceChoice, configure_runtime
-from xent_tf.training import (
+from xent_tf.report import plotting
+from xent_tf.track import artifacts, connection, writing
+from xent_tf.track.identity import run_identity
+from xent_tf.track.resume import CONFIG_HASH_TAG, config_hash
+from xent_tf.train.build import RunParts, build_run
+from xent_tf.train.data import Dataset, majority_share
+from xent_tf.train.losses import resolved_loss_name
+from xent_tf.train.lr_finder import RangeTestResult, find_learning_rate, region_rates
+from xent_tf.train.runtime import DeviceChoice, configure_runtime
+from xent_tf.train.training import (
     CompiledLoop,
     EpochRecord,
     Evaluation,
@@ -126,7 +127,7 @@ def run_tags(config: Config, device: DeviceChoice, overrides: list[str]) -> dict
         "git.commit": git_commit(),
         "version.tensorflow": tf.__version__,
         "version.keras": keras.__version__,
-        "version.mlflow": tracking.mlflow_version(),
+        "version.mlflow": connection.mlflow_version(),
         "loss": config.loss.name,
         "data": config.data.name,
         # Which machine and process ran the job: on a Ray cluster, where to look (or what to
@@ -138,7 +139,7 @@ def run_tags(config: Config, device: DeviceChoice, overrides: list[str]) -> dict
 
 @contextmanager
 def sigterm_ends_run() -> Iterator[None]:
-    """While the block runs, SIGTERM raises ``tracking.Terminated`` (the run ends KILLED).
+    """While the block runs, SIGTERM raises ``writing.Terminated`` (the run ends KILLED).
 
     Without it SIGTERM kills the process on the spot and its MLflow run stays RUNNING forever.
     Only the main thread can own signal handlers; elsewhere this does nothing. The previous
@@ -156,7 +157,7 @@ def sigterm_ends_run() -> Iterator[None]:
             log.warning("SIGTERM again while the run is closing; closing it first")
             return
         raised = True
-        raise tracking.Terminated(f"SIGTERM received by process {os.getpid()}")
+        raise writing.Terminated(f"SIGTERM received by process {os.getpid()}")
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
@@ -192,21 +193,21 @@ def run_experiment(
         The run's summary.
 
     Raises:
-        tracking.TrackingUnavailableError: the store is unreachable (before training), or it
+        connection.TrackingUnavailableError: the store is unreachable (before training), or it
             stopped answering during the run (the run could not be ended; the sweep's end
             marks it FAILED).
-        tracking.RunTerminated: the process got SIGTERM (the run ends KILLED).
+        writing.RunTerminated: the process got SIGTERM (the run ends KILLED).
         training.NonFiniteLossError: the loss became NaN/inf (the run ends FAILED).
     """
     overrides = overrides or []
     if config.tracking.enabled:
-        tracking.check_tracking_uri(config.tracking.uri)
+        connection.check_tracking_uri(config.tracking.uri)
     with sigterm_ends_run():
         try:
             return _run_tracked(config, output_dir, overrides, parent_run_id, run_name, log_file)
-        except tracking.Terminated as signal_error:
+        except writing.Terminated as signal_error:
             # The run is KILLED already; an Exception lets a sweep job fail like any other.
-            raise tracking.RunTerminated(str(signal_error)) from signal_error
+            raise writing.RunTerminated(str(signal_error)) from signal_error
 
 
 def _run_tracked(
@@ -243,7 +244,7 @@ def recorded_run(
     log_file: Path | None,
     extra_tags: dict[str, str] | None = None,
     spool_dir: Path | None = None,
-) -> Iterator[tracking.RunRecorder]:
+) -> Iterator[writing.RunRecorder]:
     """The run's MLflow record (or none with tracking off), its config.yaml, and its log file
     uploaded at the end, also when the block fails (the run then ends FAILED/KILLED).
 
@@ -256,14 +257,14 @@ def recorded_run(
         log_file: uploaded as ``logs/`` when the block ends.
         extra_tags: more tags (e.g. which replica batch trained the run).
         spool_dir: where the run keeps what it cannot send while the server is away (the
-            job's output directory; ``tracking.open_run``).
+            job's output directory; ``writing.open_run``).
 
     Yields:
         The recorder.
     """
     identity = run_identity(config.study, config, overrides)
-    recorder_context: AbstractContextManager[tracking.RunRecorder] = (
-        tracking.open_run(
+    recorder_context: AbstractContextManager[writing.RunRecorder] = (
+        writing.open_run(
             config.tracking.uri,
             config.experiment_name,
             run_name or identity.run_name,
@@ -272,7 +273,7 @@ def recorded_run(
             spool_dir=spool_dir,
         )
         if config.tracking.enabled
-        else nullcontext(tracking.NoTracking())
+        else nullcontext(writing.NoTracking())
     )
     with recorder_context as recorder:
         recorder.log_text(
@@ -280,7 +281,7 @@ def recorded_run(
         )
         try:
             yield recorder
-        except tracking.TrackingUnavailableError:
+        except connection.TrackingUnavailableError:
             raise  # the server is gone: uploading the log would only wait out its retries again
         except BaseException:
             _upload_log(recorder, log_file)
@@ -288,17 +289,17 @@ def recorded_run(
         _upload_log(recorder, log_file)
 
 
-def _upload_log(recorder: tracking.RunRecorder, log_file: Path | None) -> None:
+def _upload_log(recorder: writing.RunRecorder, log_file: Path | None) -> None:
     """The run's log file as ``logs/``, also when the run failed (errors are only logged)."""
     if log_file is not None and log_file.exists():
-        tracking.log_file_quietly(recorder, log_file, "logs")
+        writing.log_file_quietly(recorder, log_file, "logs")
 
 
 def _train_and_record(
     config: Config,
     parts: RunParts,
     device: DeviceChoice,
-    recorder: tracking.RunRecorder,
+    recorder: writing.RunRecorder,
     output_dir: Path,
 ) -> RunSummary:
     """The body of ``run_experiment`` inside an open run and device scope."""
@@ -340,9 +341,7 @@ def _train_and_record(
     )
 
 
-def log_params(
-    config: Config, recorder: tracking.RunRecorder, n_params: int, data: Dataset
-) -> None:
+def log_params(config: Config, recorder: writing.RunRecorder, n_params: int, data: Dataset) -> None:
     """The whole config as dotted params, plus what follows from it and the data, in one batch
     (one store transaction).
 
@@ -353,7 +352,7 @@ def log_params(
     """
     recorder.log_params(
         {
-            **tracking.flatten(dataclasses.asdict(config)),
+            **writing.flatten(dataclasses.asdict(config)),
             "model.n_params": str(n_params),
             "loss.resolved": resolved_loss_name(config.loss.name, data.n_classes),
             "data.n_classes": str(data.n_classes),
@@ -362,7 +361,7 @@ def log_params(
     )
 
 
-def log_initial(recorder: tracking.RunRecorder, initial: Evaluation) -> None:
+def log_initial(recorder: writing.RunRecorder, initial: Evaluation) -> None:
     """The untrained model's validation numbers (step 0): the baseline "diverged" is judged
     against."""
     recorder.log_metrics({"val/initial_loss": initial.loss, "val/initial_acc": initial.accuracy}, 0)
@@ -375,7 +374,7 @@ def finish_run(
     result: FitResult,
     on_test: Evaluation,
     device: DeviceChoice,
-    recorder: tracking.RunRecorder,
+    recorder: writing.RunRecorder,
     output_dir: Path,
     n_params: int,
     save_model: Callable[[Path], None] | None = None,
@@ -400,7 +399,7 @@ def finish_run(
         The run's summary.
     """
     # The loss of every step (C13/C15 measure how it swings around its trend).
-    tracking.log_series_artifact(recorder, BATCH_LOSS_METRIC, result.batch_losses, output_dir)
+    writing.log_series_artifact(recorder, BATCH_LOSS_METRIC, result.batch_losses, output_dir)
     reached = epochs_to_target(result.history, config.trainer.target_val_acc)
     final_metrics = {
         "test/loss": on_test.loss,
@@ -429,7 +428,7 @@ def record_inputs_and_model(
     config: Config,
     data: Dataset,
     model: Callable[[], keras.Model],
-    recorder: tracking.RunRecorder,
+    recorder: writing.RunRecorder,
     output_dir: Path,
     save_model: Callable[[Path], None] | None = None,
 ) -> None:
@@ -447,9 +446,9 @@ def record_inputs_and_model(
         (save_model or model().save)(output_dir / "model.keras")
     recorder.log_datasets(
         {
-            "train": tracking.DatasetSplit(data.train.x, data.train.y),
-            "val": tracking.DatasetSplit(data.val.x, data.val.y),
-            "test": tracking.DatasetSplit(data.test.x, data.test.y),
+            "train": artifacts.DatasetSplit(data.train.x, data.train.y),
+            "val": artifacts.DatasetSplit(data.val.x, data.val.y),
+            "test": artifacts.DatasetSplit(data.test.x, data.test.y),
         },
         config.data.name,
         {"source": type(config.data).__name__, **_data_source(config)},
@@ -469,7 +468,7 @@ def _range_test(
     config: Config,
     loop: CompiledLoop,
     train: TensorSplit,
-    recorder: tracking.RunRecorder,
+    recorder: writing.RunRecorder,
     output_dir: Path,
 ) -> float:
     """Run the range test on the model about to be trained (its state is restored afterwards).
@@ -485,7 +484,7 @@ def _range_test(
 
 
 def record_range_test(
-    config: Config, result: RangeTestResult, recorder: tracking.RunRecorder, output_dir: Path
+    config: Config, result: RangeTestResult, recorder: writing.RunRecorder, output_dir: Path
 ) -> float:
     """Record a range test's curve, suggestions and plot; pick the rate to train with.
 
@@ -530,7 +529,7 @@ def record_range_test(
     return rate
 
 
-def log_epoch(config: Config, recorder: tracking.RunRecorder, record: EpochRecord) -> None:
+def log_epoch(config: Config, recorder: writing.RunRecorder, record: EpochRecord) -> None:
     """One epoch's metrics, and its line in the log when ``trainer.verbose``."""
     recorder.log_metrics(record.metrics(), step=record.epoch)
     if config.trainer.verbose:
@@ -538,7 +537,7 @@ def log_epoch(config: Config, recorder: tracking.RunRecorder, record: EpochRecor
 
 
 def save_loss_curve(
-    history: list[EpochRecord], output_dir: Path, recorder: tracking.RunRecorder, config: Config
+    history: list[EpochRecord], output_dir: Path, recorder: writing.RunRecorder, config: Config
 ) -> None:
     """The run's train/val loss curve as ``plots/loss_curve.png`` (unless ``tracking.plots``
     is off)."""
@@ -561,12 +560,12 @@ def summary_text(summary: RunSummary, config: Config) -> str:
         f"test loss {summary.test_loss:.4f}  test accuracy {summary.test_acc:.4f}",
     ]
     if config.tracking.enabled:
-        address = tracking.ui_address(config.tracking.uri)
-        how = "" if address != tracking.ui_address("") else "open the UI with `make ui`, then "
+        address = connection.ui_address(config.tracking.uri)
+        how = "" if address != connection.ui_address("") else "open the UI with `make ui`, then "
         lines += [
             f"MLflow run {summary.run_id} in experiment '{config.experiment_name}' "
             f"at {config.tracking.uri}",
-            how + tracking.run_url(summary.experiment_id, summary.run_id, address),
+            how + connection.run_url(summary.experiment_id, summary.run_id, address),
         ]
     else:
         lines.append("tracking=off: nothing was recorded in MLflow")
