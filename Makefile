@@ -83,6 +83,7 @@ lint: install
 	$(BIN)/ruff check xent_tf experiments tests benchmarks hydra_plugins tools
 	$(BIN)/ruff format --check xent_tf experiments tests benchmarks hydra_plugins tools
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache  # the layering contracts of pyproject.toml
 
 bench: install
 	$(BIN)/python -m benchmarks.bench $(ARGS)

@@ -74,7 +74,7 @@ class ReplicaBench:
 
 
 def _seed_configs(n: int, *overrides: str) -> list[Config]:
-    from benchmarks.bench import compose_config
+    from benchmarks.common import compose_config
 
     return [
         compose_config(["tracking=off", "trainer.verbose=false", f"seed={s}", *overrides])
@@ -161,7 +161,7 @@ def _time_training(
         single_first: time the single run before the replicas (the repeats alternate, so
             neither side always pays for what the process does the first time).
     """
-    from benchmarks.bench import collect_garbage
+    from benchmarks.common import collect_garbage
 
     training = _Training(configs)
 
@@ -186,7 +186,7 @@ def _time_training(
 
 def _time_sweeps(configs: Sequence[Config], workdir: Path) -> tuple[float, float]:
     """(vectorised, serial) wall time of the 20 seed runs, tracking off."""
-    from benchmarks.bench import collect_garbage
+    from benchmarks.common import collect_garbage
     from xent_tf.train.pipeline import run_experiment
     from xent_tf.train.replica_batch import train_batch
 
@@ -246,7 +246,7 @@ def _time_study_records(workdir: Path) -> tuple[float, float, int]:
     which comes before, is not counted)."""
     from mlflow import MlflowClient
 
-    from benchmarks.bench import REPO_ROOT
+    from benchmarks.common import REPO_ROOT
 
     uri = f"sqlite:///{workdir / 'study.db'}"
     command = [
@@ -304,7 +304,7 @@ def bench_replicas(workdir: Path, repeats: int) -> ReplicaBench:
     Returns:
         The measurements.
     """
-    from benchmarks.bench import median
+    from benchmarks.common import median
     from benchmarks.mlflow_records import measure as measure_records
     from xent_tf.train.replicas import bytes_per_replica
     from xent_tf.train.runtime import configure_runtime
@@ -340,7 +340,7 @@ def bench_replicas(workdir: Path, repeats: int) -> ReplicaBench:
 
 def render_replicas(result: ReplicaBench) -> str:
     """Section 7's table."""
-    from benchmarks.bench import format_table, median, median_ratio, verdict
+    from benchmarks.common import format_table, median, median_ratio, verdict
 
     cold = median_ratio(result.replica_cold, result.single_cold)
     warm = median_ratio(result.replica_warm, result.single_warm)

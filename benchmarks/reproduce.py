@@ -81,7 +81,7 @@ def bench_reproduce(workdir: Path) -> ReproduceBench:
     Returns:
         The measurements.
     """
-    from benchmarks.bench import REPO_ROOT
+    from benchmarks.common import REPO_ROOT
     from xent_tf.claims.studies import STUDIES
 
     python = sys.executable
@@ -105,7 +105,7 @@ def bench_reproduce(workdir: Path) -> ReproduceBench:
 
 def render_reproduce(result: ReproduceBench) -> str:
     """Section 8's table."""
-    from benchmarks.bench import format_table, verdict
+    from benchmarks.common import format_table, verdict
 
     rows = [
         [

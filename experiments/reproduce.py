@@ -26,6 +26,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+# Several multiruns in one process need Hydra's own runner: hydra.main runs one app per process
+# and the compose API runs no sweep. No public API does it (pinned by uv.lock).
 from hydra._internal.hydra import Hydra
 from hydra._internal.utils import _run_app, create_config_search_path, run_and_report
 from hydra.core.global_hydra import GlobalHydra
@@ -35,8 +37,7 @@ from run import task  # experiments/run.py, the same task function (this script'
 from xent_tf.claims.records import EarlyMeasurements
 from xent_tf.claims.studies import STUDIES as STUDY_SPECS
 from xent_tf.config import to_config
-from xent_tf.launch.callback import preload_job_modules
-from xent_tf.launch.worker_pool import WorkerDeath, keep_workers
+from xent_tf.launch.worker_pool import WorkerDeath, keep_workers, preload_job_modules
 
 if TYPE_CHECKING:  # MLflow is imported once a study needs it, not before the workers start
     from xent_tf.track.reading import ChildrenRead

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from benchmarks import bench
+from benchmarks import bench, common
 from benchmarks.bench import JobTiming, RunTiming, TrainingComparison
 
 
@@ -23,16 +23,16 @@ def test_importing_the_bench_does_not_import_tensorflow() -> None:
     # The helpers stay cheap to import: the sections import TensorFlow when they run.
     code = "import sys, benchmarks.bench; print('tensorflow' in sys.modules)"
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=bench.REPO_ROOT, capture_output=True, text=True
+        [sys.executable, "-c", code], cwd=common.REPO_ROOT, capture_output=True, text=True
     )
     assert out.stdout.strip() == "False", out.stderr
 
 
 def test_median_ratio_pairs_repeats_in_order() -> None:
-    assert bench.paired_ratios([2.0, 6.0, 3.0], [1.0, 2.0, 3.0]) == [2.0, 3.0, 1.0]
-    assert bench.median_ratio([2.0, 6.0, 3.0], [1.0, 2.0, 3.0]) == 2.0
+    assert common.paired_ratios([2.0, 6.0, 3.0], [1.0, 2.0, 3.0]) == [2.0, 3.0, 1.0]
+    assert common.median_ratio([2.0, 6.0, 3.0], [1.0, 2.0, 3.0]) == 2.0
     # Even count: the mean of the middle two.
-    assert bench.median_ratio([1.0, 4.0], [1.0, 1.0]) == 2.5
+    assert common.median_ratio([1.0, 4.0], [1.0, 1.0]) == 2.5
 
 
 @pytest.mark.parametrize(
@@ -41,12 +41,12 @@ def test_median_ratio_pairs_repeats_in_order() -> None:
 )
 def test_paired_ratios_reject_bad_input(numerators: list[float], denominators: list[float]) -> None:
     with pytest.raises(ValueError):
-        bench.paired_ratios(numerators, denominators)
+        common.paired_ratios(numerators, denominators)
 
 
 def test_median_of_nothing_is_an_error() -> None:
     with pytest.raises(ValueError, match="no values"):
-        bench.median([])
+        common.median([])
 
 
 @pytest.mark.parametrize(
@@ -69,7 +69,7 @@ def test_accuracies_agree_within_one_point(a: float, b: float, agree: bool) -> N
     ],
 )
 def test_verdict(value: float | None, limit: float | None, void: bool, expected: str) -> None:
-    assert bench.verdict(value, limit, void) == expected
+    assert common.verdict(value, limit, void) == expected
 
 
 def test_format_ratio() -> None:
@@ -110,7 +110,7 @@ def test_comparison_without_target_has_no_verdict() -> None:
 
 
 def test_format_table_aligns_columns() -> None:
-    table = bench.format_table(["case", "ratio"], [["reference", "1.50x"], ["wide", "12.00x"]])
+    table = common.format_table(["case", "ratio"], [["reference", "1.50x"], ["wide", "12.00x"]])
     assert table.splitlines() == [
         "case        ratio",
         "---------  ------",
@@ -121,7 +121,7 @@ def test_format_table_aligns_columns() -> None:
 
 def test_format_table_rejects_ragged_rows() -> None:
     with pytest.raises(ValueError, match="2 cells"):
-        bench.format_table(["a", "b", "c"], [["1", "2"]])
+        common.format_table(["a", "b", "c"], [["1", "2"]])
 
 
 def test_parse_job_log_reads_pid_and_time_span() -> None:

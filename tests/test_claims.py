@@ -27,12 +27,13 @@ from xent_tf.claims import (
     registry,
     semantics,
 )
-from xent_tf.claims.comparison import Finding, RunRecord, Verdict
+from xent_tf.claims.comparison import Finding, Verdict
 from xent_tf.claims.records import ClaimResult, StudyEvidence
 from xent_tf.claims.runner import DATA_SETS_KEY, DEFINING_PARAMS, study_definition
 from xent_tf.claims.studies import ClaimCheck, ClaimPart
 from xent_tf.config import CLAIM_IDS, Config, MakeClassificationConfig
 from xent_tf.track import connection, reading
+from xent_tf.track.run_record import RunRecord
 
 HOLDS, CONTRADICTED, INCONCLUSIVE = Verdict.HOLDS, Verdict.CONTRADICTED, Verdict.INCONCLUSIVE
 ROOT = Path(__file__).resolve().parent.parent
@@ -419,7 +420,9 @@ def test_failed_incomplete_or_debug_studies_are_named_and_not_used(
     tiny = {"trainer.epochs": "2", "data.n_samples": "400"}
     used = from_studies.find_study("lr_sweep", tracking_uri, (0, 1), tiny, False, None)
     assert used.parent is not None and used.parent.run_id == debug
-    assert used.seeds == (0, 1) and used.config_hash == from_studies.config_hash("lr_sweep", tiny)
+    assert used.seeds == (0, 1) and used.config_hash == from_studies.study_definition_hash(
+        "lr_sweep", tiny
+    )
     # ... but not for seeds it does not have
     lacking = from_studies.find_study("lr_sweep", tracking_uri, (0, 1, 2), tiny, False, None)
     assert any("lacks required seeds [2] (has [0, 1])" in s for s in lacking.skipped)
@@ -744,23 +747,23 @@ def test_claims_measured_ahead_are_used_once_and_only_for_the_same_config(
         prepare_reads_early,
     )
     from xent_tf.claims.records import EarlyMeasurements
-    from xent_tf.track.resume import config_hash
+    from xent_tf.track.resume import training_config_hash
 
     config = make_config("+experiment=claims", "tracking=off", "claims.only=[C1,C4]")
     early = measure_exact_early(config).combined(prepare_reads_early(config, tmp_path))
-    assert early.config_hash == config_hash(config) and early.definitions == {}
+    assert early.config_hash == training_config_hash(config) and early.definitions == {}
     measured, _, _ = evaluate_claims(config, tmp_path, None)  # nothing handed over
     assert [r.verdict for r in measured] == [Verdict.HOLDS, Verdict.HOLDS]
     assert early.results["C1"] == measured[0]  # the same measurement, made ahead
     # A constructed result shows which one the ledger used (the real C1 holds).
     constructed = dataclasses.replace(measured[0], verdict=Verdict.CONTRADICTED, measured="x")
-    hand_over_early(EarlyMeasurements(config_hash(config), {"C1": constructed}))
+    hand_over_early(EarlyMeasurements(training_config_hash(config), {"C1": constructed}))
     used, _, _ = evaluate_claims(config, tmp_path, None)
     assert [r.verdict for r in used] == [Verdict.CONTRADICTED, Verdict.HOLDS]
     again, _, _ = evaluate_claims(config, tmp_path, None)  # handed over once: measured again
     assert again[0].verdict == Verdict.HOLDS
     other = make_config("+experiment=claims", "tracking=off", "claims.only=[C1,C4]", "seed=7")
-    hand_over_early(EarlyMeasurements(config_hash(other), {"C1": constructed}))
+    hand_over_early(EarlyMeasurements(training_config_hash(other), {"C1": constructed}))
     assert evaluate_claims(config, tmp_path, None)[0][0].verdict == Verdict.HOLDS
     # A study claim's definition is composed ahead as the ledger composes it.
     only_c13 = make_config("+experiment=claims", "tracking=off", "claims.only=[C13]")

@@ -10,9 +10,7 @@ import pytest
 from scipy import stats
 
 from xent_tf.claims.comparison import (
-    BATCH_LOSS_METRIC,
     Interval,
-    RunRecord,
     TimeToTarget,
     Verdict,
     band,
@@ -31,6 +29,8 @@ from xent_tf.claims.comparison import (
     time_to_target,
 )
 from xent_tf.claims.studies import StudyOptions, get_study, group_variants
+from xent_tf.metrics import BATCH_LOSS_METRIC
+from xent_tf.track.run_record import RunRecord
 
 HOLDS, CONTRADICTED, INCONCLUSIVE = Verdict.HOLDS, Verdict.CONTRADICTED, Verdict.INCONCLUSIVE
 

@@ -12,7 +12,7 @@ from xent_tf.config import Config
 from xent_tf.launch.lost_jobs import record_worker_death
 from xent_tf.launch.worker_pool import WorkerDeath
 from xent_tf.track import writing
-from xent_tf.track.resume import CONFIG_HASH_TAG, config_hash
+from xent_tf.track.resume import CONFIG_HASH_TAG, training_config_hash
 
 
 def _sweep_with_two_running_jobs(
@@ -28,7 +28,7 @@ def _sweep_with_two_running_jobs(
             tags={
                 "mlflow.parentRunId": parent,
                 "pid": str(pid),
-                CONFIG_HASH_TAG: config_hash(config),
+                CONFIG_HASH_TAG: training_config_hash(config),
             },
         )
         runs[str(config.trainer.epochs)] = run.info.run_id
@@ -52,7 +52,10 @@ def test_a_dead_process_fails_its_own_runs_and_a_job_it_never_opened(
     )
     assert client.get_run(runs["6"]).info.status == "RUNNING"  # another process's job
     new = client.get_run(ids[1])
-    assert (new.info.status, new.data.tags[CONFIG_HASH_TAG]) == ("FAILED", config_hash(unopened))
+    assert (new.info.status, new.data.tags[CONFIG_HASH_TAG]) == (
+        "FAILED",
+        training_config_hash(unopened),
+    )
     assert new.data.tags["pid"] == "101"
 
 

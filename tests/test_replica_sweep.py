@@ -129,7 +129,7 @@ def test_a_copied_composition_is_the_config_hydra_composes() -> None:
     from omegaconf import OmegaConf, open_dict
 
     from tests.conftest import CONFIG_DIR
-    from xent_tf.launch.replica_sweep import SweepComposer
+    from xent_tf.launch.compose import SweepComposer
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         master = compose(

@@ -15,10 +15,10 @@ from xent_tf.launch.callback import ResumeRefusedError, _resume_mode
 from xent_tf.track.resume import (
     CONFIG_HASH_TAG,
     FinishedJob,
-    config_hash,
     definition_differences,
     read_finished,
     study_definition,
+    training_config_hash,
     write_finished,
 )
 
@@ -27,16 +27,16 @@ def test_the_config_hash_ignores_where_a_run_is_recorded_but_not_what_it_trains(
     make_config: Callable[..., Config],
 ) -> None:
     base = make_config()
-    assert len(config_hash(base)) == 64
+    assert len(training_config_hash(base)) == 64
     same_training = make_config(
         "tracking.uri=sqlite:////elsewhere/x.db",
         "experiment_name=other",
         "trainer.verbose=false",
         "tracking.plots=false",
     )
-    assert config_hash(same_training) == config_hash(base)
+    assert training_config_hash(same_training) == training_config_hash(base)
     for changed in ("seed=1", "optimizer.learning_rate=0.5", "trainer.epochs=3", "optimizer=sgd"):
-        assert config_hash(make_config(changed)) != config_hash(base), changed
+        assert training_config_hash(make_config(changed)) != training_config_hash(base), changed
 
 
 def test_finished_jobs_round_trip_through_the_sweep_directory(tmp_path: Path) -> None:

@@ -16,13 +16,13 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 from omegaconf import OmegaConf
 
-from xent_tf.claims.comparison import RunRecord
 from xent_tf.claims.studies import StudyOptions, get_study, group_variants, latest_per_seed
 from xent_tf.claims.study_report import build_report, render_markdown
 from xent_tf.launch import callback as callback_module
 from xent_tf.launch.callback import MlflowSweepCallback, ParentRun, parent_for_sweep
 from xent_tf.track import artifacts, connection, writing
 from xent_tf.track.reading import StudyRun
+from xent_tf.track.run_record import RunRecord
 from xent_tf.train.pipeline import sigterm_ends_run
 
 

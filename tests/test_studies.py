@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from omegaconf import OmegaConf, open_dict
 
 from tests.conftest import compose_config
-from xent_tf.claims.comparison import RunRecord, Verdict
+from xent_tf.claims.comparison import Verdict
 from xent_tf.claims.studies import (
     STUDIES,
     TARGET_SHARE,
@@ -29,6 +29,7 @@ from xent_tf.claims.studies import (
 from xent_tf.claims.study_report import publish_report
 from xent_tf.config import NotApplicableError, to_config
 from xent_tf.launch.callback import MlflowSweepCallback, parent_for_sweep
+from xent_tf.track.run_record import RunRecord
 from xent_tf.train.pipeline import run_experiment
 
 TINY_STUDY = [

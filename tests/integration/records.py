@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from xent_tf.claims.comparison import BATCH_LOSS_METRIC
+from xent_tf.metrics import BATCH_LOSS_METRIC
 
 # Logged every epoch by every run (training.EpochRecord.metrics, the MLP's three Dense layers);
 # every other metric a run has (test/*, train_seconds, val/initial_*, ...) is logged once.

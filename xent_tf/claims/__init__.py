@@ -11,7 +11,7 @@
   ``ledger``: ``run_ledger``, which the entry point calls with a study runner;
   ``ledger_render``: the ledger on screen and on disk; ``study_report``: one study's report.
 
-May import ``xent_tf.config``, ``xent_tf.train`` (the measurements train), ``xent_tf.track`` (runs
-are read from and written to MLflow) and ``xent_tf.report`` (figures, the HTML page); never
-``xent_tf.launch``.
+May import ``xent_tf.config``, ``xent_tf.metrics``, ``xent_tf.train`` (the measurements
+train), ``xent_tf.track`` (runs are read from and written to MLflow) and ``xent_tf.report``
+(figures, the HTML page); never ``xent_tf.launch``.
 """

@@ -10,9 +10,12 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
+
+from xent_tf.metrics import BATCH_LOSS_METRIC
+from xent_tf.track.run_record import RunRecord
 
 
 class Verdict(enum.StrEnum):
@@ -25,43 +28,6 @@ class Verdict(enum.StrEnum):
     UNSTABLE = "unstable"
     # Nothing was measured (e.g. the reference framework is not installed); never counted.
     NOT_MEASURED = "not measured"
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """One finished (or failed) child run of a study.
-
-    Attributes:
-        run_id: MLflow run id.
-        params: the run's params (dotted config keys -> string values).
-        seed: the run's seed.
-        status: MLflow status ("FINISHED", "FAILED", "KILLED", "RUNNING").
-        history: per-epoch values of each logged metric, in epoch order.
-        final: the last value of every metric (test/*, epochs_to_target, ...).
-        error: why the run failed, if it did.
-        start_time: when the run started (ms since the epoch; 0 if unknown): of two runs of
-            the same variant and seed (a re-run sweep), the later one counts.
-        tags: the run's tags (e.g. ``xent.variant``).
-    """
-
-    run_id: str
-    params: Mapping[str, str]
-    seed: int
-    status: str
-    history: Mapping[str, Sequence[float]] = field(default_factory=dict)
-    final: Mapping[str, float] = field(default_factory=dict)
-    error: str | None = None
-    start_time: int = 0
-    tags: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def finished(self) -> bool:
-        return self.status == "FINISHED"
-
-    @property
-    def diverged(self) -> bool:
-        """The run stopped because its loss became NaN/inf (a measured outcome, not a crash)."""
-        return self.error is not None and self.error.startswith("NonFiniteLossError")
 
 
 @dataclass(frozen=True)
@@ -110,8 +76,8 @@ def mean_interval(values: Iterable[float], confidence: float = 0.95) -> Interval
     sem = float(data.std(ddof=1) / math.sqrt(data.size))
     if sem == 0.0:
         return Interval(mean, mean, mean, int(data.size), confidence)
-    # Imported here: scipy.stats costs ~1 s to import, and every training job (and a sweep's
-    # launcher) imports this module for RunRecord without ever needing an interval.
+    # Imported here: scipy.stats costs ~1 s to import, and a study's report and the
+    # ledger import this module, and most of them never need an interval.
     from scipy import stats
 
     low, high = stats.t.interval(confidence, df=data.size - 1, loc=mean, scale=sem)
@@ -299,7 +265,6 @@ def final_value(record: RunRecord, metric: str) -> float:
     return float(record.final.get(metric, math.nan))
 
 
-BATCH_LOSS_METRIC = "train/batch_loss"  # the loss of every training step, logged per step
 SWING_WINDOW = 25  # steps in the moving average the per-step swing is measured around
 
 

@@ -13,17 +13,18 @@ import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-from xent_tf.claims.comparison import PARTS_RULE, Finding, RunRecord, Verdict, combine_verdicts
+from xent_tf.claims.comparison import PARTS_RULE, Finding, Verdict, combine_verdicts
 from xent_tf.claims.records import ClaimResult, Link, StudyEvidence
 from xent_tf.claims.registry import CLAIMS
 from xent_tf.claims.runner import DATA_SETS_KEY, StudyRunner
 from xent_tf.claims.studies import STUDIES, ClaimCheck, ClaimPart, StudyOptions, group_variants
 from xent_tf.track import connection, reading
+from xent_tf.track.run_record import RunRecord
 
 log = logging.getLogger(__name__)
 
 
-def config_hash(study: str, definition: Mapping[str, str]) -> str:
+def study_definition_hash(study: str, definition: Mapping[str, str]) -> str:
     """A short hash of a study and its defining params (the same config gives the same hash)."""
     text = json.dumps({"study": study, **dict(sorted(definition.items()))})
     return hashlib.sha256(text.encode()).hexdigest()[:10]
@@ -149,7 +150,7 @@ def _evidence(
         skipped=tuple(skipped),
         tracking_uri=tracking_uri,
         seeds=tuple(sorted({r.seed for r in used})),
-        config_hash=config_hash(study, definition),
+        config_hash=study_definition_hash(study, definition),
         date=datetime.fromtimestamp(parent.start_time / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M"),
         dataset=dataset or "",
     )

@@ -37,7 +37,7 @@ from xent_tf.claims.runner import (
 from xent_tf.claims.studies import ClaimPart
 from xent_tf.config import Config, MakeClassificationConfig, MlpConfig
 from xent_tf.track import connection, writing
-from xent_tf.track.resume import config_hash
+from xent_tf.track.resume import training_config_hash
 from xent_tf.train.runtime import configure_runtime
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def measure_exact_early(config: Config) -> EarlyMeasurements:
     """
     configure_runtime(config.trainer.device, config.trainer.threads, config.seed)
     results = {c: _measure_exact(c, config) for c in _wanted(config) if not CLAIMS[c].study}
-    return EarlyMeasurements(config_hash(config), results)
+    return EarlyMeasurements(training_config_hash(config), results)
 
 
 def prepare_reads_early(config: Config, reference_dir: Path) -> EarlyMeasurements:
@@ -145,7 +145,7 @@ def prepare_reads_early(config: Config, reference_dir: Path) -> EarlyMeasurement
     studies = {CLAIMS[c].study for c in wanted} - {"", reference.REFERENCE_EXPERIMENT}
     overrides = config.claims.study_overrides
     definitions = {study: study_definition(study, overrides) for study in sorted(studies)}
-    return EarlyMeasurements(config_hash(config), {}, definitions)
+    return EarlyMeasurements(training_config_hash(config), {}, definitions)
 
 
 _early: EarlyMeasurements | None = None
@@ -165,7 +165,7 @@ def _take_early(config: Config) -> EarlyMeasurements:
     nothing = EarlyMeasurements("", {})
     if early is None:
         return nothing
-    if early.config_hash != config_hash(config):
+    if early.config_hash != training_config_hash(config):
         log.warning("claims measured ahead were measured with another config: measuring again")
         return nothing
     log.info("claims measured ahead of the ledger, same config: %s", ", ".join(early.results))

@@ -130,7 +130,7 @@ class StudyEvidence:
         problem: why there are no checks (empty when there are).
         tracking_uri: the store (for links into its UI).
         seeds: the seeds the verdicts use.
-        config_hash: hash of the study's defining params (``from_studies.config_hash``).
+        config_hash: hash of the study's defining params (``from_studies.study_definition_hash``).
         date: when the sweep started (UTC).
         dataset: the data set the study was run on for ``claims.datasets`` ("" = its own).
     """
@@ -243,7 +243,7 @@ class EarlyMeasurements:
     measured with: the ledger uses them only for a config of the same hash.
 
     Attributes:
-        config_hash: ``resume.config_hash`` of the config measured with.
+        config_hash: ``resume.training_config_hash`` of the config measured with.
         results: claim id -> its result.
         definitions: study -> its definition (``runner.study_definition``, the study's own
             data set): what the ledger looks for in the store.

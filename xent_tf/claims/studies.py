@@ -13,11 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from xent_tf.claims.comparison import (
-    BATCH_LOSS_METRIC,
     SWING_WINDOW,
     Finding,
     Interval,
-    RunRecord,
     TimeToTarget,
     Verdict,
     combine_verdicts,
@@ -34,6 +32,9 @@ from xent_tf.claims.comparison import (
     time_to_target,
 )
 from xent_tf.claims.registry import statement_of
+from xent_tf.metrics import BATCH_LOSS_METRIC
+from xent_tf.track.identity import STUDY_VARIANT_KEYS, short_name
+from xent_tf.track.run_record import RunRecord
 
 
 @dataclass(frozen=True)
@@ -174,12 +175,6 @@ def group_variants(records: Sequence[RunRecord], group_by: Sequence[str]) -> lis
             )
         )
     return variants
-
-
-def short_name(param: str) -> str:
-    """ "optimizer.learning_rate" -> "learning_rate", "loss.name" -> "loss": short, readable."""
-    group, _, leaf = param.rpartition(".")
-    return group.rsplit(".", 1)[-1] if leaf == "name" and group else leaf
 
 
 def final_val_loss(record: RunRecord) -> float:
@@ -760,7 +755,7 @@ STUDIES: dict[str, StudySpec] = {
             "binary_vs_categorical",
             "Binary vs categorical cross-entropy",
             ("C8",),
-            ("data.name", "loss.name"),
+            STUDY_VARIANT_KEYS["binary_vs_categorical"],
             ("train/loss", "val/loss", "val/acc", "grad_norm/output"),
             _evaluate_binary_vs_categorical,
             panel_by=("data.name",),
@@ -769,7 +764,7 @@ STUDIES: dict[str, StudySpec] = {
             "mse_vs_ce",
             "MSE vs cross-entropy",
             ("C12",),
-            ("data.name", "loss.name", "optimizer.name", "model.output_init"),
+            STUDY_VARIANT_KEYS["mse_vs_ce"],
             ("train/loss", "val/loss", "val/acc", "grad_norm/output"),
             _evaluate_mse_vs_ce,
             panel_by=("data.name", "optimizer.name"),
@@ -780,7 +775,7 @@ STUDIES: dict[str, StudySpec] = {
             "lr_sweep",
             "Learning-rate size",
             ("C13",),
-            ("optimizer.learning_rate",),
+            STUDY_VARIANT_KEYS["lr_sweep"],
             ("train/loss", "val/loss", "val/acc", "grad_norm/output"),
             _evaluate_lr_sweep,
             extra_metrics=(BATCH_LOSS_METRIC,),
@@ -789,7 +784,7 @@ STUDIES: dict[str, StudySpec] = {
             "lr_range_test",
             "Learning-rate range test",
             ("C14",),
-            ("lr_find.use",),
+            STUDY_VARIANT_KEYS["lr_range_test"],
             ("train/loss", "val/loss", "val/acc", "lr"),
             _evaluate_lr_range_test,
             extra_metrics=("lr_find/loss_smoothed",),
@@ -798,7 +793,7 @@ STUDIES: dict[str, StudySpec] = {
             "annealing",
             "Learning-rate annealing",
             ("C15",),
-            ("schedule.name",),
+            STUDY_VARIANT_KEYS["annealing"],
             ("train/loss", "val/loss", "val/acc", "lr"),
             _evaluate_annealing,
             extra_metrics=(BATCH_LOSS_METRIC,),

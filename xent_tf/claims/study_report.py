@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from xent_tf.claims.comparison import RunRecord
 from xent_tf.claims.studies import (
     ClaimCheck,
     StudyOptions,
@@ -26,13 +25,13 @@ from xent_tf.claims.studies import (
     get_study,
     group_variants,
     own_target,
-    short_name,
     time_to_target_summary,
 )
 from xent_tf.report import plotting
 from xent_tf.report.html_page import html_page
 from xent_tf.track import connection, reading, writing
-from xent_tf.track.identity import VARIANT_TAG
+from xent_tf.track.identity import VARIANT_TAG, short_name
+from xent_tf.track.run_record import RunRecord
 
 # Params that differ between runs without defining a variant (or follow from those that do).
 _NOT_A_FACTOR = {"seed", "loss.resolved", "data.n_classes", "data.majority_share"}

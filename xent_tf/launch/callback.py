@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import atexit
 import functools
-import importlib
 import json
 import logging
-import sys
-import threading
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -42,10 +40,10 @@ from xent_tf.launch import progress
 from xent_tf.track.identity import run_name
 from xent_tf.track.resume import (
     FinishedJob,
-    config_hash,
     definition_differences,
     read_finished,
     study_definition,
+    training_config_hash,
     write_finished,
 )
 
@@ -107,7 +105,7 @@ def finished_job(sweep_dir: Path, config: Config) -> FinishedJob | None:
     finished = read_finished(sweep_dir)
     if not finished and _job_parent is not None and _job_parent[0] == sweep_dir:
         finished = _job_finished  # a job on a machine that cannot see the sweep directory
-    return finished.get(config_hash(config))
+    return finished.get(training_config_hash(config))
 
 
 class ResumeRefusedError(ValueError):
@@ -263,66 +261,6 @@ def _replay_spools(sweep_dir: Path, parent_run_id: str) -> None:
         )
 
 
-def _release_idle_workers() -> None:
-    """Stop the joblib launcher's worker processes now that every job has returned.
-
-    Left alone, loky shuts them down when the launcher exits and waits while each one tears
-    TensorFlow down: measured ~3 s at the end of every joblib sweep here. Its jobs are done and
-    their runs ended, so there is nothing left in them to lose.
-    """
-    loky = sys.modules.get("joblib.externals.loky.reusable_executor")
-    executor = getattr(loky, "_executor", None)
-    if executor is not None:
-        executor.shutdown(wait=False, kill_workers=True)
-
-
-def preload_job_modules() -> None:
-    """Import what every training job imports (TensorFlow, Keras, MLflow, matplotlib)."""
-    for module in ("xent_tf.train.pipeline", "xent_tf.report.plotting", "xent_tf.track.writing"):
-        importlib.import_module(module)
-
-
-def _start_workers_early(config: DictConfig) -> threading.Thread | None:
-    """Spawn the joblib launcher's workers and import the job modules in them, in the background.
-
-    A worker's first job otherwise starts only after Hydra launches it and it has imported
-    TensorFlow and MLflow (~6 s here); started now, that overlaps the launcher's own set-up
-    (MLflow import, parent run). The workers are loky's reusable pool, created with the
-    launcher's own joblib settings so that the launcher reuses them rather than starting anew.
-
-    Args:
-        config: the sweep's config (``hydra.launcher`` says which launcher and its settings).
-
-    Returns:
-        The thread doing it (join it before the launcher starts), or None if the launcher is
-        not joblib.
-    """
-    target = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
-    # Only Hydra's own joblib launcher uses loky's pool; the resilient one (what
-    # hydra/launcher=joblib selects here) starts workers of its own (``worker_pool``).
-    if not target.endswith("JoblibLauncher") or target.endswith("ResilientJoblibLauncher"):
-        return None
-    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
-    from joblib import Parallel, delayed, effective_n_jobs
-
-    launcher = OmegaConf.to_container(config.hydra.launcher, resolve=True)
-    assert isinstance(launcher, dict)
-    settings: dict[str, Any] = {str(k): v for k, v in launcher.items() if k != "_target_"}
-    settings["backend"] = "loky"  # as the launcher does
-    process_joblib_cfg(settings)
-    workers = effective_n_jobs(settings["n_jobs"])
-
-    def warm() -> None:
-        try:
-            Parallel(**settings)(delayed(preload_job_modules)() for _ in range(workers))
-        except Exception as error:  # the launcher starts its workers itself, only later
-            log.warning("could not start the sweep's workers early: %s", error)
-
-    thread = threading.Thread(target=warm, name="xent-start-workers", daemon=True)
-    thread.start()
-    return thread
-
-
 def count_sweep_jobs(config: DictConfig) -> int | None:
     """How many jobs Hydra's basic sweeper will launch for this multirun (None if unknown).
 
@@ -332,19 +270,28 @@ def count_sweep_jobs(config: DictConfig) -> int | None:
     sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
     if not sweeper.endswith(("BasicSweeper", "ReplicaSweeper")):  # ReplicaSweeper: a Basic one
         return None
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
     arguments = [f"{key}={value}" for key, value in params.items()]
     arguments += list(config.hydra.overrides.task)
+    # As the basic sweeper expands them (``BasicSweeper.split_arguments``): every combination
+    # of each key's values, a later override of a key replacing an earlier one; it refuses a
+    # sweep that is not a list of values (an interval), so the count is unknown.
+    values_per_key: dict[str, int] = {}
     try:
-        parsed = OverridesParser.create().parse_overrides(arguments)
-        batches = BasicSweeper.split_arguments(parsed, None)
+        for override in OverridesParser.create().parse_overrides(arguments):
+            if not override.is_sweep_override():
+                values_per_key[override.get_key_element()] = 1
+            elif override.is_discrete_sweep():
+                values = list(override.sweep_string_iterator())
+                values_per_key[override.get_key_element()] = len(values)
+            else:
+                return None
     except Exception as error:  # a sweep syntax only the sweeper's config loader resolves
         log.debug("could not count the sweep's jobs: %s", error)
         return None
-    return sum(len(batch) for batch in batches)
+    return math.prod(values_per_key.values())
 
 
 def _wants_epoch_lines(overrides: list[str]) -> bool:
@@ -409,13 +356,8 @@ class MlflowSweepCallback(Callback):
         self.progress: progress.SweepProgress | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        warming = _start_workers_early(config)
-        try:
-            self._start_progress(config)
-            self._start_parent(config)
-        finally:
-            if warming is not None:
-                warming.join()
+        self._start_progress(config)
+        self._start_parent(config)
 
     def _start_progress(self, config: DictConfig) -> None:
         """Count the sweep's jobs; each job's process reports to ``<sweep dir>/PROGRESS_FILE``."""
@@ -545,7 +487,6 @@ class MlflowSweepCallback(Callback):
             log.warning("could not print the job's progress line: %s", error)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        _release_idle_workers()
         if self.parent is None or self.sweep_dir is None:
             return
         from xent_tf.track import connection, writing

@@ -20,9 +20,9 @@ from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_g
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from xent_tf.launch.callback import preload_job_modules
-from xent_tf.launch.replica_sweep import SweepComposer, record_lost_job
-from xent_tf.launch.worker_pool import WorkerDeath, run_tasks
+from xent_tf.launch.compose import SweepComposer
+from xent_tf.launch.lost_jobs import record_lost_job
+from xent_tf.launch.worker_pool import WorkerDeath, preload_job_modules, run_tasks
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ def launch(
     Returns:
         One JobReturn per job, in order; a job whose worker died returns NaN.
     """
+    # Hydra's joblib launcher's own job runner, so a job runs as under that launcher; the
+    # plugin exports no public one (pinned by uv.lock).
     from hydra_plugins.hydra_joblib_launcher._core import execute_job
     from joblib import effective_n_jobs
 

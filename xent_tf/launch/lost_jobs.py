@@ -5,20 +5,26 @@ pool reports the death (``worker_pool.WorkerDeath``): runs the worker left RUNNI
 FAILED with ``WorkerDied: worker died (signal 9, SIGKILL) ...``, and a job it had not opened a run
 for yet gets a FAILED run of its own, so the study's report lists it either way. A worker whose
 process is not known (Ray reports a lost worker without it) is matched to its jobs' runs by
-config hash instead.
+config hash instead. ``record_lost_jobs`` / ``record_lost_job`` give every launcher the dead
+worker's jobs' results for Hydra (NaN, as a failed job's).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from xent_tf.config import Config
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import DictConfig
+
+from xent_tf.config import Config, to_config
 from xent_tf.launch.worker_pool import WorkerDeath
 from xent_tf.track import recovery, writing
 from xent_tf.track.identity import run_identity
-from xent_tf.track.resume import CONFIG_HASH_TAG, config_hash
+from xent_tf.track.resume import CONFIG_HASH_TAG, training_config_hash
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +59,11 @@ def record_worker_death(
         error,
         since_ms,
         # A worker whose process is not known: its runs are those of its jobs' configs.
-        None if death.pid else {config_hash(config) for config, _ in jobs},
+        None if death.pid else {training_config_hash(config) for config, _ in jobs},
     )
     run_ids = []
     for config, overrides in jobs:
-        key = config_hash(config)
+        key = training_config_hash(config)
         if key in opened:
             run_ids.append(opened[key])
             continue
@@ -86,3 +92,74 @@ def record_worker_death(
         ", ".join(run_ids),
     )
     return run_ids
+
+
+def record_lost_jobs(
+    sweep_dir: Path,
+    death: WorkerDeath,
+    jobs: Sequence[tuple[Config, list[str]]],
+    started_ms: int,
+) -> list[JobReturn]:
+    """The results of jobs whose worker died: FAILED runs in MLflow, NaN for the sweeper.
+
+    Args:
+        sweep_dir: the sweep directory (its parent run, if tracking is on).
+        death: how the worker died.
+        jobs: (config, overrides) of each job it held.
+        started_ms: when the sweep's jobs started (ms since the epoch).
+
+    Returns:
+        One JobReturn per job: completed with NaN, as a failed job's is, so the sweep goes on.
+    """
+    from xent_tf.launch.callback import parent_for_sweep
+
+    parent = parent_for_sweep(sweep_dir)
+    if parent is not None:
+        try:
+            record_worker_death(
+                parent.tracking_uri,
+                parent.run_id,
+                parent.experiment_id,
+                death,
+                jobs,
+                started_ms,
+            )
+        except Exception:  # the sweep goes on; the sweep's end marks orphans FAILED
+            log.exception("could not record the jobs of a dead worker in MLflow")
+    else:
+        log.error("%s: %d jobs failed", death.description, len(jobs))
+    returns = []
+    for _, overrides in jobs:
+        ret = JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=math.nan)
+        ret.task_name = "worker died"
+        returns.append(ret)
+    return returns
+
+
+def record_lost_job(
+    sweep_dir: Path,
+    death: WorkerDeath,
+    compose: Callable[[], DictConfig],
+    overrides: list[str],
+    started_ms: int,
+) -> JobReturn:
+    """``record_lost_jobs`` for one job given how to compose its config.
+
+    Args:
+        sweep_dir: the sweep directory.
+        death: how its worker died.
+        compose: gives the job's composed config (with its ``hydra`` node).
+        overrides: the job's overrides.
+        started_ms: when the sweep's jobs started (ms since the epoch).
+
+    Returns:
+        The job's result: NaN; a job whose config does not compose is only logged.
+    """
+    try:
+        job = to_config(compose())
+    except Exception as error:  # an invalid job: nothing to record in MLflow
+        log.error("job %s: %s (its config: %s)", " ".join(overrides), death.description, error)
+        ret = JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=math.nan)
+        ret.task_name = "worker died"
+        return ret
+    return record_lost_jobs(sweep_dir, death, [(job, overrides)], started_ms)[0]

@@ -33,9 +33,8 @@ from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_g
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from xent_tf.launch.callback import preload_job_modules
-from xent_tf.launch.replica_sweep import record_lost_job
-from xent_tf.launch.worker_pool import SupervisedWorker, WorkerDeath
+from xent_tf.launch.lost_jobs import record_lost_job
+from xent_tf.launch.worker_pool import SupervisedWorker, WorkerDeath, preload_job_modules
 
 log = logging.getLogger(__name__)
 

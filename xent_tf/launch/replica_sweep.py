@@ -18,28 +18,25 @@ import dataclasses
 import functools
 import logging
 import math
-import pickle
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hydra._internal.config_loader_impl import get_overrides_dirname
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig
 
 from xent_tf.config import Config, NotApplicableError, to_config
 from xent_tf.launch import progress
-from xent_tf.launch.callback import PROGRESS_FILE, preload_job_modules
-from xent_tf.launch.worker_pool import WorkerDeath, kept_pool, run_tasks
-from xent_tf.track.resume import FinishedJob, config_hash, read_finished
+from xent_tf.launch.callback import PROGRESS_FILE
+from xent_tf.launch.compose import shared_composer
+from xent_tf.launch.lost_jobs import record_lost_jobs
+from xent_tf.launch.worker_pool import WorkerDeath, kept_pool, preload_job_modules, run_tasks
+from xent_tf.track.resume import FinishedJob, read_finished, training_config_hash
 from xent_tf.train.replica_groups import group_jobs, spread_batches
 
 if TYPE_CHECKING:  # TensorFlow: imported by the jobs that train, not by the launcher
@@ -67,110 +64,6 @@ class WorkUnit:
     name: str
     memory_bytes: int | None = None
     configs: tuple[Config, ...] | None = None
-
-
-_SEED_OVERRIDE = re.compile(r"^seed=(\d+)$")
-
-
-class SweepComposer:
-    """Composes each job's config as Hydra's launchers do, composing once per seed-less set.
-
-    A Hydra composition takes a good part of a second, and a study has hundreds of jobs that
-    differ from one another only in ``seed=N``. Jobs whose overrides are equal but for that
-    one get a copy of the first one's composition with ``seed``, the task overrides and
-    ``hydra.job.override_dirname`` (computed by Hydra's own function) set to their own values:
-    the same config Hydra would compose (tests/test_replica_sweep.py compares them).
-    """
-
-    def __init__(self, hydra_context: HydraContext, config: DictConfig) -> None:
-        self.hydra_context = hydra_context
-        self.config = config
-        self._composed: dict[tuple[str, ...], DictConfig] = {}  # by seed-less overrides
-        self._jobs: dict[tuple[str, ...], DictConfig] = {}  # by a job's whole overrides
-        self._handed_out: set[tuple[str, ...]] = set()
-
-    def validate(self, overrides: Sequence[str]) -> None:
-        """Compose the job's config now (Hydra's error if it does not), keeping it for
-        ``compose``; nothing is copied."""
-        if tuple(overrides) not in self._jobs:
-            self._jobs[tuple(overrides)] = self._compose(overrides)
-
-    def compose(self, number: int, overrides: Sequence[str]) -> DictConfig:
-        """The job's composed config, with its Hydra job id and number set."""
-        key = tuple(overrides)
-        known = self._jobs.get(key)
-        if known is None:
-            known = self._jobs[key] = self._compose(overrides)
-        # A job's own composition is handed out as it is the first time (a deep copy of a
-        # study config is a good part of its start-up); a template other jobs are copied
-        # from, or a job asked for again, is copied.
-        if key in self._handed_out or any(known is t for t in self._composed.values()):
-            sweep_config = _copied(known)
-        else:
-            sweep_config = known
-            self._handed_out.add(key)
-        with open_dict(sweep_config):
-            sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{number}"
-            sweep_config.hydra.job.num = number
-        return sweep_config
-
-    def _compose(self, overrides: Sequence[str]) -> DictConfig:
-        """Compose (or copy and adjust) the job's config, without its job id and number."""
-        seeds = [m for m in (_SEED_OVERRIDE.match(o) for o in overrides) if m]
-        key = tuple(o for o in overrides if not _SEED_OVERRIDE.match(o))
-        template = self._composed.get(key) if len(seeds) == 1 else None
-        if template is None:
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(
-                self.config, list(overrides)
-            )
-            if len(seeds) == 1:
-                self._composed[key] = sweep_config
-        else:
-            sweep_config = _copied(template)
-            with read_write(sweep_config), open_dict(sweep_config):
-                sweep_config.seed = int(seeds[0].group(1))
-                sweep_config.hydra.overrides.task = list(overrides)
-                naming = sweep_config.hydra.job.config.override_dirname
-                sweep_config.hydra.job.override_dirname = get_overrides_dirname(
-                    overrides=[_parsed_override(o) for o in overrides],
-                    kv_sep=naming.kv_sep,
-                    item_sep=naming.item_sep,
-                    exclude_keys=list(naming.exclude_keys),
-                )
-        return sweep_config
-
-
-def _copied(sweep_config: DictConfig) -> DictConfig:
-    """A detached copy of a composed config: a pickle round trip, as a worker receives it
-    anyway, costs less than half of ``copy.deepcopy`` on a study's config."""
-    copied = pickle.loads(pickle.dumps(sweep_config, protocol=pickle.HIGHEST_PROTOCOL))
-    assert isinstance(copied, DictConfig)
-    return copied
-
-
-@functools.cache
-def _override_parser() -> OverridesParser:
-    return OverridesParser.create()
-
-
-@functools.cache
-def _parsed_override(text: str) -> Override:
-    """One command-line override parsed by Hydra's grammar, once per text: parsing takes
-    milliseconds, and a study's hundreds of jobs repeat the same few overrides."""
-    return _override_parser().parse_override(text)
-
-
-_shared: SweepComposer | None = None
-
-
-def shared_composer(hydra_context: HydraContext, config: DictConfig) -> SweepComposer:
-    """The composer of this process's sweep (one per sweep config), shared by the sweeper's
-    pre-launch check and the launcher, so each job is composed once; a process that runs
-    several sweeps (experiments/reproduce.py) gets a new one for each."""
-    global _shared
-    if _shared is None or _shared.config is not config:
-        _shared = SweepComposer(hydra_context, config)
-    return _shared
 
 
 def _failed_job(overrides: Sequence[str], error: Exception) -> JobReturn:
@@ -238,7 +131,7 @@ def plan_units(
             configs.append(None)
             invalid[number] = _failed_job(overrides, error)
             continue
-        done = (finished or {}).get(config_hash(typed))
+        done = (finished or {}).get(training_config_hash(typed))
         configs.append(None if done is not None else typed)
         if done is not None:
             invalid[number] = _skipped_job(overrides, done)
@@ -398,79 +291,6 @@ def _failed_batch_task(error: Exception) -> Callable[[DictConfig], float]:
             return _sweep_goes_on(failure)
 
     return fail
-
-
-def record_lost_jobs(
-    sweep_dir: Path,
-    death: WorkerDeath,
-    jobs: Sequence[tuple[Config, list[str]]],
-    started_ms: int,
-) -> list[JobReturn]:
-    """The results of jobs whose worker died: FAILED runs in MLflow, NaN for the sweeper.
-
-    Args:
-        sweep_dir: the sweep directory (its parent run, if tracking is on).
-        death: how the worker died.
-        jobs: (config, overrides) of each job it held.
-        started_ms: when the sweep's jobs started (ms since the epoch).
-
-    Returns:
-        One JobReturn per job: completed with NaN, as a failed job's is, so the sweep goes on.
-    """
-    from xent_tf.launch.callback import parent_for_sweep
-
-    parent = parent_for_sweep(sweep_dir)
-    if parent is not None:
-        from xent_tf.launch.lost_jobs import record_worker_death
-
-        try:
-            record_worker_death(
-                parent.tracking_uri,
-                parent.run_id,
-                parent.experiment_id,
-                death,
-                jobs,
-                started_ms,
-            )
-        except Exception:  # the sweep goes on; the sweep's end marks orphans FAILED
-            log.exception("could not record the jobs of a dead worker in MLflow")
-    else:
-        log.error("%s: %d jobs failed", death.description, len(jobs))
-    returns = []
-    for _, overrides in jobs:
-        ret = JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=math.nan)
-        ret.task_name = "worker died"
-        returns.append(ret)
-    return returns
-
-
-def record_lost_job(
-    sweep_dir: Path,
-    death: WorkerDeath,
-    compose: Callable[[], DictConfig],
-    overrides: list[str],
-    started_ms: int,
-) -> JobReturn:
-    """``record_lost_jobs`` for one job given how to compose its config.
-
-    Args:
-        sweep_dir: the sweep directory.
-        death: how its worker died.
-        compose: gives the job's composed config (with its ``hydra`` node).
-        overrides: the job's overrides.
-        started_ms: when the sweep's jobs started (ms since the epoch).
-
-    Returns:
-        The job's result: NaN; a job whose config does not compose is only logged.
-    """
-    try:
-        job = to_config(compose())
-    except Exception as error:  # an invalid job: nothing to record in MLflow
-        log.error("job %s: %s (its config: %s)", " ".join(overrides), death.description, error)
-        ret = JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=math.nan)
-        ret.task_name = "worker died"
-        return ret
-    return record_lost_jobs(sweep_dir, death, [(job, overrides)], started_ms)[0]
 
 
 def launch(

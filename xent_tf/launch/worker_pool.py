@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import importlib
 import logging
 import multiprocessing
 import os
@@ -443,3 +444,10 @@ def _receive(connection: Connection) -> tuple[str, Any] | None:
         return cloudpickle.loads(connection.recv_bytes())
     except (EOFError, OSError):
         return None
+
+
+def preload_job_modules() -> None:
+    """Import what every training job imports (TensorFlow, Keras, MLflow, matplotlib): the
+    initializer of the sweeps' worker processes, so a worker is ready before its first job."""
+    for module in ("xent_tf.train.pipeline", "xent_tf.report.plotting", "xent_tf.track.writing"):
+        importlib.import_module(module)

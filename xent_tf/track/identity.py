@@ -14,8 +14,17 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from xent_tf.claims.studies import get_study, short_name
 from xent_tf.config import Config
+
+# The config keys that make a variant of each comparison study: its runs' names and
+# ``VARIANT_TAG``. ``claims.studies`` groups a study's runs by the same keys (its ``group_by``).
+STUDY_VARIANT_KEYS: dict[str, tuple[str, ...]] = {
+    "binary_vs_categorical": ("data.name", "loss.name"),
+    "mse_vs_ce": ("data.name", "loss.name", "optimizer.name", "model.output_init"),
+    "lr_sweep": ("optimizer.learning_rate",),
+    "lr_range_test": ("lr_find.use",),
+    "annealing": ("schedule.name",),
+}
 
 STUDY_TAG = "xent.study"
 VARIANT_TAG = "xent.variant"
@@ -66,9 +75,23 @@ def _defines_no_variant(key: str) -> bool:
     ) or key.startswith("hydra/")
 
 
-def _study_keys(study: str) -> tuple[str, ...]:
-    """The config keys that define a variant of ``study`` (its ``group_by``), or () for none."""
-    return get_study(study).group_by if study else ()
+def study_keys(study: str) -> tuple[str, ...]:
+    """The config keys that define a variant of ``study``, or () for none ("").
+
+    Raises:
+        ValueError: ``study`` is not a known study (the message lists them).
+    """
+    if not study:
+        return ()
+    if study not in STUDY_VARIANT_KEYS:
+        raise ValueError(f"study={study!r} is not one of {sorted(STUDY_VARIANT_KEYS)}")
+    return STUDY_VARIANT_KEYS[study]
+
+
+def short_name(param: str) -> str:
+    """ "optimizer.learning_rate" -> "learning_rate", "loss.name" -> "loss": short, readable."""
+    group, _, leaf = param.rpartition(".")
+    return group.rsplit(".", 1)[-1] if leaf == "name" and group else leaf
 
 
 def _is_study_key(key: str, study_keys: tuple[str, ...]) -> bool:
@@ -90,13 +113,13 @@ def variant_parts(study: str, overrides: list[str]) -> list[str]:
         MLflow UI's name column is narrow) and any other value as ``short key=value``
         (``model.output_init=saturated`` -> ``output_init=saturated``).
     """
-    study_keys = _study_keys(study)
+    keys = study_keys(study)
     parts = []
     for override in overrides:
         key, value = _key_and_value(override)
         if _defines_no_variant(key):
             continue
-        if not study or _is_study_key(key, study_keys):
+        if not study or _is_study_key(key, keys):
             parts.append(value if "." not in key else f"{short_name(key)}={value}")
     return parts
 
@@ -138,7 +161,7 @@ def run_identity(study: str, config: Config, overrides: list[str]) -> RunIdentit
     variant = variant_id(study, config.experiment_name, overrides)
     if study:
         label = " ".join(
-            f"{short_name(key)}={config_value(config, key)}" for key in get_study(study).group_by
+            f"{short_name(key)}={config_value(config, key)}" for key in study_keys(study)
         )
     else:
         label = variant

@@ -24,9 +24,9 @@ from mlflow.entities import (
 )
 from mlflow.utils.file_utils import get_local_path_or_none
 
-from xent_tf.claims.comparison import RunRecord
 from xent_tf.track.artifacts import SERIES_DIR, metric_name, series_file_name
 from xent_tf.track.connection import UI_ADDRESS, mlflow_client
+from xent_tf.track.run_record import RunRecord
 
 log = logging.getLogger(__name__)
 

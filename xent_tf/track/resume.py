@@ -37,7 +37,7 @@ def _without(tree: dict[str, Any], dotted: str) -> None:
         tree.pop(head, None)
 
 
-def config_hash(config: Config) -> str:
+def training_config_hash(config: Config) -> str:
     """sha256 of the run's resolved config, without ``_NOT_TRAINING`` fields.
 
     Two jobs with the same hash train the same model on the same data with the same seed; the

@@ -7,6 +7,6 @@ range test), ``runtime`` (device, threads, determinism), ``build`` (a config bec
 parts), ``replicas`` / ``replica_groups`` / ``replica_batch`` (K runs trained as one graph) and
 ``pipeline`` (one run end to end: train, evaluate, record in MLflow, plot).
 
-May import ``xent_tf.config``, ``xent_tf.track`` (a run's records) and ``xent_tf.report`` (its
-plots); never ``xent_tf.claims`` or ``xent_tf.launch``.
+May import ``xent_tf.config``, ``xent_tf.metrics``, ``xent_tf.track`` (a run's records) and
+``xent_tf.report`` (its plots); never ``xent_tf.claims`` or ``xent_tf.launch``.
 """

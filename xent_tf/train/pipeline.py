@@ -20,12 +20,12 @@ import keras
 import tensorflow as tf
 import yaml
 
-from xent_tf.claims.comparison import BATCH_LOSS_METRIC
 from xent_tf.config import Config
+from xent_tf.metrics import BATCH_LOSS_METRIC
 from xent_tf.report import plotting
 from xent_tf.track import artifacts, connection, writing
 from xent_tf.track.identity import run_identity
-from xent_tf.track.resume import CONFIG_HASH_TAG, config_hash
+from xent_tf.track.resume import CONFIG_HASH_TAG, training_config_hash
 from xent_tf.train.build import RunParts, build_run
 from xent_tf.train.data import Dataset, majority_share
 from xent_tf.train.losses import resolved_loss_name
@@ -122,7 +122,7 @@ def run_tags(config: Config, device: DeviceChoice, overrides: list[str]) -> dict
         "device.description": device.description,
         "seed": str(config.seed),
         # What a resumed sweep compares to skip this job's config (not the run's name).
-        CONFIG_HASH_TAG: config_hash(config),
+        CONFIG_HASH_TAG: training_config_hash(config),
         "hydra.overrides": " ".join(overrides) or "(none)",
         "git.commit": git_commit(),
         "version.tensorflow": tf.__version__,
