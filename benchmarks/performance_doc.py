@@ -162,7 +162,7 @@ def _provenance_line(p: results.Provenance) -> str:
     quick = ", --quick" if p.quick else ""
     return (
         f"Measured {p.date} at commit {p.commit} on {p.machine}; Python {p.python}, {versions}; "
-        f"{p.repeats} repeats{quick}."
+        f"{p.repeats} repeat{'' if p.repeats == 1 else 's'}{quick}."
     )
 
 

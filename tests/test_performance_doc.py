@@ -88,7 +88,7 @@ def test_render_gives_the_summary_and_each_sections_rows() -> None:
     memory = lines.index("## " + bench.SECTION_TITLES["memory"].format(repeats=1))
     assert lines[memory + 2] == (
         "Measured 2026-11-22 03:35 UTC at commit e0b6bba on Intel Xeon, 2 CPUs; Python 3.11.7, "
-        "tensorflow 2.21.0, keras 3.15.1; 1 repeats, --quick."
+        "tensorflow 2.21.0, keras 3.15.1; 1 repeat, --quick."
     )
     assert lines[memory + 4 : memory + 10] == [
         "| measure | value | target | met? |",
