@@ -107,3 +107,17 @@ def test_every_experiment_named_exists(doc: Path) -> None:
     named = set(re.findall(r"\+experiment=([a-z][a-z0-9_]*)\b", doc.read_text()))  # not NAME
     configs = {p.stem for p in (REPO / "configs" / "experiment").glob("*.yaml")}
     assert named - configs == set(), f"{doc.name} names studies configs/experiment/ lacks"
+
+
+# Top-level folders whose files the docs name in `code spans`, e.g. `xent_tf/config.py`.
+_TREE_ROOTS = ("xent_tf", "experiments", "configs", "benchmarks", "tests", "tools", "hydra_plugins")
+_NAMED_PATH = re.compile(r"`((?:" + "|".join(_TREE_ROOTS) + r")/[\w./-]*)`")
+# DESIGN.md is left out: its "first notes" are the original plan, naming paths never built.
+_MANUALS = [doc for doc in DOCS if doc.name != "DESIGN.md"]
+
+
+@pytest.mark.parametrize("doc", _MANUALS, ids=lambda p: p.name)
+def test_every_repository_path_named_exists(doc: Path) -> None:
+    named = set(_NAMED_PATH.findall(doc.read_text()))
+    missing = sorted(path for path in named if not (REPO / path).exists())
+    assert not missing, f"{doc.name} names paths that are not in the tree: {missing}"
