@@ -142,19 +142,28 @@ def target_rows(
         provenance: who measured the section.
 
     Returns:
-        One target row per row whose verdict is met, MISSED or VOID.
+        One target row per row whose verdict is met, MISSED or VOID; a sub-row (indented) is
+        named after the row above it that is not one.
     """
     headers, rows = table
     if "target" not in headers or headers[-1] != "":
         return []
     value, target = headers.index(spec.value_column), headers.index("target")
-    return [
-        TargetRow(
-            row[0].strip() + spec.summary_suffix, row[value], row[target], row[-1], provenance
-        )
-        for row in rows
-        if row[-1] in TARGET_VERDICTS
-    ]
+    found: list[TargetRow] = []
+    parent = ""
+    for row in rows:
+        measure = row[0].strip()
+        if row[0].startswith(" "):  # a sub-row: named after the row it belongs to
+            measure = f"{parent}, {measure}"
+        else:
+            parent = measure
+        if row[-1] in TARGET_VERDICTS:
+            found.append(
+                TargetRow(
+                    measure + spec.summary_suffix, row[value], row[target], row[-1], provenance
+                )
+            )
+    return found
 
 
 def _provenance_line(p: results.Provenance) -> str:

@@ -207,3 +207,20 @@ def test_rendering_imports_neither_tensorflow_nor_mlflow() -> None:
         [sys.executable, "-c", code], cwd=bench.REPO_ROOT, capture_output=True, text=True
     )
     assert out.stdout.strip() == "False False", out.stderr
+
+
+def test_a_sub_row_with_a_target_is_named_after_its_row() -> None:
+    table = (
+        ["measure", "value", "target", ""],
+        [
+            ["wall / sum of training", "2.99x", "<= 0.6x", "MISSED"],
+            ["  best possible", "1.33x", "<= 0.6x", "MISSED"],
+            ["sweep wall time", "23.9 s", "", ""],
+        ],
+    )
+    who = results.provenance(constructed_results(), "reproduce")
+    rows = performance_doc.target_rows(performance_doc.SECTIONS["sweep"], table, who)
+    assert [(r.measure, r.value, r.verdict) for r in rows] == [
+        ("wall / sum of training", "2.99x", "MISSED"),
+        ("wall / sum of training, best possible", "1.33x", "MISSED"),
+    ]
