@@ -7,6 +7,7 @@ true; these tests say which line of which file.
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,68 @@ def test_every_repository_path_named_exists(doc: Path) -> None:
     named = set(_NAMED_PATH.findall(doc.read_text()))
     missing = sorted(path for path in named if not (REPO / path).exists())
     assert not missing, f"{doc.name} names paths that are not in the tree: {missing}"
+
+
+# --- the README's map of the tree --------------------------------------------------------
+
+_MAP_HEADING = "## Map of the tree"
+# Top-level folders a checkout has that are not the project's (virtualenv, outputs, caches).
+_NOT_THE_PROJECTS = {".git", ".venv", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
+
+
+def tree_map_entries(readme: str) -> list[str]:
+    """The paths the README's map names: a top-level entry starts a line, a child of
+    ``xent_tf/`` is indented by two spaces; deeper-indented lines are descriptions.
+
+    Args:
+        readme: the README's markdown.
+
+    Returns:
+        Repository paths, e.g. ["configs/", "xent_tf/", "xent_tf/train/", ...].
+    """
+    section = readme.split(_MAP_HEADING, 1)[1]
+    block = _FENCE.search(section)
+    assert block is not None, "the map of the tree is a code block under its heading"
+    entries: list[str] = []
+    parent = ""
+    for line in block.group(0).splitlines()[1:-1]:
+        indent = len(line) - len(line.lstrip(" "))
+        name = line.split()[0] if line.strip() else ""
+        if not name or indent > 2:
+            continue
+        if indent == 0:
+            parent = name if name.endswith("/") else ""
+            entries.append(name)
+        else:
+            entries.append(parent + name)
+    return entries
+
+
+def test_tree_map_reads_entries_and_children() -> None:
+    readme = (
+        "## Map of the tree\n\n```\nconfigs/      Hydra configs\n              more words\n"
+        "xent_tf/      the library\n  train/      training\n  config.py   schema\n```\n"
+    )
+    assert tree_map_entries(readme) == [
+        "configs/",
+        "xent_tf/",
+        "xent_tf/train/",
+        "xent_tf/config.py",
+    ]
+
+
+def test_the_readmes_map_names_what_is_in_the_tree() -> None:
+    entries = tree_map_entries((REPO / "README.md").read_text())
+    missing = [e for e in entries if not (REPO / e).exists()]
+    assert not missing, f"the README's map names paths that are not in the tree: {missing}"
+
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    top_dirs = {path.split("/")[0] + "/" for path in tracked if "/" in path}
+    library = REPO / "xent_tf"
+    parts = {f"xent_tf/{p.parent.name}/" for p in library.glob("*/__init__.py")}
+    modules = {f"xent_tf/{p.name}" for p in library.glob("*.py") if p.name != "__init__.py"}
+    wanted = (top_dirs - {d + "/" for d in _NOT_THE_PROJECTS}) | parts | modules
+    unlisted = sorted(wanted - set(entries))
+    assert not unlisted, f"the README's map of the tree leaves out {unlisted}"
