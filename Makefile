@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-scale install-reference lock check-latest run test test-unit test-integration lint bench ui server sync reproduce clean
+.PHONY: install install-scale install-reference lock check-latest run test test-unit test-integration lint bench performance-doc ui server sync reproduce clean
 
 # Every install comes from uv.lock (every package, transitive ones included, at an exact version
 # with its hashes): two users a month apart get the same code. `make lock` re-resolves it from
@@ -85,8 +85,15 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache  # the layering contracts of pyproject.toml
 
+# The bench writes benchmarks/results/latest.json (a section not run keeps its last result), then
+# docs/PERFORMANCE.md is rendered from it, also when a section failed (make's exit status is the
+# bench's). performance-doc only re-renders (after changing how the doc or a table is drawn).
 bench: install
-	$(BIN)/python -m benchmarks.bench $(ARGS)
+	status=0; $(BIN)/python -m benchmarks.bench $(ARGS) || status=$$?; \
+	$(BIN)/python -m benchmarks.performance_doc && exit $$status
+
+performance-doc: install
+	$(BIN)/python -m benchmarks.performance_doc
 
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

@@ -20,7 +20,10 @@ Sections:
     reproduce  `make reproduce` start to end: one process vs one process per step
                (benchmarks/reproduce.py; about 5 minutes).
 
-Every number is printed next to its target and written to ``benchmarks/results/latest.json``.
+Every number is printed next to its target and written to ``benchmarks/results/latest.json``
+(a section not run this time keeps its last result there, with its date and commit; see
+``benchmarks/results.py``); ``make bench`` then renders ``docs/PERFORMANCE.md`` from that file
+(``benchmarks/performance_doc.py``).
 Nothing here asserts a time: a missed target is reported, not raised.
 
 TensorFlow, MLflow and the suite are imported inside the section functions, so the pure helpers
@@ -51,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from benchmarks import results
 from benchmarks.common import (
     REPO_ROOT,
     collect_garbage,
@@ -61,12 +65,16 @@ from benchmarks.common import (
     paired_ratios,
     verdict,
 )
+from benchmarks.results import RESULTS_PATH
 
 if TYPE_CHECKING:
     from xent_tf.config import DataConfig
     from xent_tf.train.data import Dataset
 
-RESULTS_PATH = REPO_ROOT / "benchmarks" / "results" / "latest.json"
+# A section's table: its column titles and its rows of cells (the console prints it with
+# format_table, docs/PERFORMANCE.md as markdown: benchmarks/performance_doc.py).
+Table = tuple[list[str], list[list[str]]]
+
 SECTIONS = (
     "reference",
     "wider",
@@ -558,6 +566,11 @@ def bench_wider(repeats: int) -> list[TrainingComparison]:
 
 def render_training(comparisons: Sequence[TrainingComparison]) -> str:
     """The table of sections 1-2."""
+    return format_table(*training_table(comparisons))
+
+
+def training_table(comparisons: Sequence[TrainingComparison]) -> Table:
+    """The headers and rows of sections 1-2."""
     rows = [
         [
             c.case,
@@ -589,7 +602,7 @@ def render_training(comparisons: Sequence[TrainingComparison]) -> str:
         "target",
         "",
     ]
-    return format_table(headers, rows)
+    return headers, rows
 
 
 # --------------------------------------------------------------------------- child processes
@@ -907,6 +920,11 @@ def bench_sweep(workdir: Path, n_jobs: int = SWEEP_JOBS) -> SweepResult:
 
 def render_sweep(result: SweepResult) -> str:
     """The table of section 3."""
+    return format_table(*sweep_table(result))
+
+
+def sweep_table(result: SweepResult) -> Table:
+    """The headers and rows of section 3."""
     n_workers = len(result.worker_pids)
     per_worker = "/".join(map(str, result.jobs_per_worker))
     launcher = "-" if result.launcher_seconds is None else f"{result.launcher_seconds:.1f} s"
@@ -955,7 +973,7 @@ def render_sweep(result: SweepResult) -> str:
         ],
         ["fresh store creation (excluded)", f"{result.store_seconds:.1f} s"],
     ]
-    return format_table(["measure", "value", "target", ""], [_pad(row, 4) for row in rows])
+    return ["measure", "value", "target", ""], [_pad(row, 4) for row in rows]
 
 
 # --------------------------------------------------------------------------- section 4
@@ -1097,6 +1115,11 @@ def bench_mlflow(workdir: Path, repeats: int) -> MlflowShare:
 
 def render_mlflow(result: MlflowShare) -> str:
     """The table of section 4."""
+    return format_table(*mlflow_table(result))
+
+
+def mlflow_table(result: MlflowShare) -> Table:
+    """The headers and rows of section 4."""
     wall = {name: median(values) for name, values in result.wall_seconds.items()}
     train = {name: median(values) for name, values in result.train_seconds.items()}
     rows = [
@@ -1121,7 +1144,7 @@ def render_mlflow(result: MlflowShare) -> str:
         ["import of MLflow, fresh process", f"{result.import_seconds:.2f} s"],
         ["fresh store creation (once)", f"{result.store_seconds:.1f} s"],
     ]
-    return format_table(["measure", "value", "target", ""], [_pad(row, 4) for row in rows])
+    return ["measure", "value", "target", ""], [_pad(row, 4) for row in rows]
 
 
 # --------------------------------------------------------------------------- section 5
@@ -1181,6 +1204,11 @@ def bench_memory(workdir: Path, repeats: int) -> MemoryResult:
 
 def render_memory(result: MemoryResult) -> str:
     """The table of section 5."""
+    return format_table(*memory_table(result))
+
+
+def memory_table(result: MemoryResult) -> Table:
+    """The headers and rows of section 5."""
     wall, train = median(result.wall_seconds), median(result.train_seconds)
     rows = [
         ["peak RSS of a run (max over runs)", f"{max(result.peak_rss_mb):.0f} MiB"],
@@ -1194,7 +1222,7 @@ def render_memory(result: MemoryResult) -> str:
         ["  imports (timed in a fresh process)", f"{result.import_seconds:.1f} s"],
         ["  everything else", f"{wall - result.import_seconds - train:.1f} s"],
     ]
-    return format_table(["measure", "value", "target", ""], [_pad(row, 4) for row in rows])
+    return ["measure", "value", "target", ""], [_pad(row, 4) for row in rows]
 
 
 # --------------------------------------------------------------------------- section 6
@@ -1262,6 +1290,11 @@ def bench_scaling(quick: bool) -> list[ScalingPoint]:
 
 def render_scaling(points: Sequence[ScalingPoint]) -> str:
     """The table of section 6."""
+    return format_table(*scaling_table(points))
+
+
+def scaling_table(points: Sequence[ScalingPoint]) -> Table:
+    """The headers and rows of section 6."""
     rows = [
         [
             f"{p.n_samples:,}",
@@ -1289,7 +1322,7 @@ def render_scaling(points: Sequence[ScalingPoint]) -> str:
         "numpy ms/1k",
         "ratio/ep",
     ]
-    return format_table(headers, rows)
+    return headers, rows
 
 
 # --------------------------------------------------------------------------- driver
@@ -1385,7 +1418,7 @@ def _run_section(name: str, repeats: int, quick: bool) -> tuple[Any, str]:
         return points, render_scaling(points)
 
 
-_TITLES = {
+SECTION_TITLES = {
     "reference": "1. reference run: suite (CompiledLoop + fit, fresh model, tracing included) "
     "vs NumPy; median of {repeats} interleaved pairs",
     "wider": "2. more arithmetic: 5 classes and 256-256 hidden layers (trend; no target)",
@@ -1454,7 +1487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     failed = False
     for name in sections:
-        print(f"\n{_TITLES[name].format(repeats=repeats)}", flush=True)
+        print(f"\n{SECTION_TITLES[name].format(repeats=repeats)}", flush=True)
         started = time.perf_counter()
         try:
             result, table = _run_section(name, repeats, args.quick)
@@ -1466,9 +1499,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.sections[name] = _jsonable(result)
         print(f"{table}\n({time.perf_counter() - started:.0f} s)", flush=True)
 
+    try:
+        previous = results.load(args.json)
+    except ValueError as error:  # the new measurements matter more than an unreadable old file
+        print(f"replacing it: {error}", flush=True)
+        previous = None
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(dataclasses.asdict(report), indent=2) + "\n")
-    print(f"\nresults: {args.json}")
+    merged = results.merge(previous, dataclasses.asdict(report))
+    args.json.write_text(json.dumps(merged, indent=2) + "\n")
+    kept = sorted(set(merged["sections"]) - set(sections))
+    kept_note = f" (kept from earlier runs: {', '.join(kept)})" if kept else ""
+    print(f"\nresults: {args.json}{kept_note}")
     return 1 if failed else 0
 
 

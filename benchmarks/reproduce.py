@@ -105,14 +105,21 @@ def bench_reproduce(workdir: Path) -> ReproduceBench:
 
 def render_reproduce(result: ReproduceBench) -> str:
     """Section 8's table."""
-    from benchmarks.common import format_table, verdict
+    from benchmarks.common import format_table
+
+    return format_table(*reproduce_table(result))
+
+
+def reproduce_table(result: ReproduceBench) -> tuple[list[str], list[list[str]]]:
+    """Section 8's headers and rows."""
+    from benchmarks.common import verdict
 
     rows = [
         [
             "make reproduce (one process: experiments/reproduce.py)",
             f"{result.one_process:.0f} s wall, {result.one_process_cpu:.0f} s CPU",
-            f"<= {REPRODUCE_TARGET_SECONDS:.0f} s: "
-            f"{verdict(result.one_process, REPRODUCE_TARGET_SECONDS)}",
+            f"<= {REPRODUCE_TARGET_SECONDS:.0f} s",
+            verdict(result.one_process, REPRODUCE_TARGET_SECONDS),
         ],
         [
             "the same steps, one process each (run.py per study, then the ledger)",
@@ -131,4 +138,4 @@ def render_reproduce(result: ReproduceBench) -> str:
             "",
         ],
     ]
-    return format_table(["measure", "value", "target"], rows)
+    return ["measure", "value", "target", ""], [[*row, *[""] * (4 - len(row))] for row in rows]

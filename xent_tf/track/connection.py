@@ -129,7 +129,7 @@ def who() -> str:
 
 _CREDENTIALS_HINT = (
     "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account the server's "
-    "admin created (README: Accounts on the team server)"
+    "admin created (docs/SCALE_OUT.md: Accounts on the team server)"
 )
 
 

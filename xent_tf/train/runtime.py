@@ -46,9 +46,9 @@ def select_device(requested: str, gpu_names: Sequence[str]) -> DeviceChoice:
         raise ValueError(f"trainer.device={requested!r} is not one of {list(DEVICES)}")
     if requested == "gpu" and not gpu_names:
         raise ValueError(
-            "trainer.device='gpu' but TensorFlow sees no GPU; install the CUDA build with "
-            "`pip install -e '.[gpu]'` on a machine with an NVIDIA driver, or use "
-            "trainer.device=auto|cpu"
+            "trainer.device='gpu' but TensorFlow sees no GPU; on a machine with an NVIDIA "
+            "driver install the lock's gpu extra (TensorFlow's CUDA build: docs/USER_GUIDE.md, "
+            "Devices), or use trainer.device=auto|cpu"
         )
     if requested != "cpu" and gpu_names:
         return DeviceChoice("/GPU:0", "gpu", f"GPU ({gpu_names[0]}, {len(gpu_names)} visible)")
