@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 from benchmarks import results
 from benchmarks.common import (
     REPO_ROOT,
+    Table,
     collect_garbage,
     compose_config,
     format_table,
@@ -70,10 +71,6 @@ from benchmarks.results import RESULTS_PATH
 if TYPE_CHECKING:
     from xent_tf.config import DataConfig
     from xent_tf.train.data import Dataset
-
-# A section's table: its column titles and its rows of cells (the console prints it with
-# format_table, docs/PERFORMANCE.md as markdown: benchmarks/performance_doc.py).
-Table = tuple[list[str], list[list[str]]]
 
 SECTIONS = (
     "reference",

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# A section's table: its column titles and its rows of cells (the console prints it with
+# format_table, docs/PERFORMANCE.md as markdown: benchmarks/performance_doc.py).
+Table = tuple[list[str], list[list[str]]]
+
 
 def collect_garbage() -> None:
     """Free what earlier measurements left before timing the next one.

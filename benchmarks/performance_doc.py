@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import bench, results
+from benchmarks.common import REPO_ROOT, Table
 from benchmarks.replicas import ReplicaBench, replicas_table
 from benchmarks.reproduce import ReproduceBench, reproduce_table
 
-DOC_PATH = bench.REPO_ROOT / "docs" / "PERFORMANCE.md"
+DOC_PATH = REPO_ROOT / "docs" / "PERFORMANCE.md"
 # What a target row's verdict cell may say (bench.verdict); "-" and "" are rows without one.
 TARGET_VERDICTS = ("met", "MISSED", "VOID")
 
@@ -39,7 +40,7 @@ class SectionSpec:
         summary_suffix: added to a row's first cell to name it in the summary.
     """
 
-    table: Callable[[Any], bench.Table]
+    table: Callable[[Any], Table]
     value_column: str = "value"
     summary_suffix: str = ""
 
@@ -131,9 +132,7 @@ class TargetRow:
     provenance: results.Provenance
 
 
-def target_rows(
-    spec: SectionSpec, table: bench.Table, provenance: results.Provenance
-) -> list[TargetRow]:
+def target_rows(spec: SectionSpec, table: Table, provenance: results.Provenance) -> list[TargetRow]:
     """The rows of one section's table that have a target and a verdict.
 
     Args:
