@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
@@ -23,6 +24,7 @@ from xent_tf.claims import (
     ledger,
     loss_functions,
     loss_scale,
+    protocol,
     reference,
     registry,
     semantics,
@@ -179,9 +181,9 @@ def test_c10_is_judged_on_mean_losses() -> None:
 def test_study_claim_combines_checks_and_exact_parts() -> None:
     parent = reading.StudyRun("abcdef123456", "7", "mse_vs_ce", "mse_vs_ce", "FINISHED", 0)
     checks = (
-        ClaimCheck("C12", "faster", HOLDS, "rule a"),
-        ClaimCheck("C12b", "saturated", INCONCLUSIVE, "rule b"),
-        ClaimCheck("C1", "not this one", CONTRADICTED, "rule c"),
+        _check("C12", HOLDS),
+        _check("C12b", INCONCLUSIVE),
+        _check("C1", CONTRADICTED),
     )
     evidence = StudyEvidence(
         "mse_vs_ce",
@@ -200,6 +202,29 @@ def test_study_claim_combines_checks_and_exact_parts() -> None:
     assert result.links[0].url.endswith("/#/experiments/7/runs/abcdef123456/model-metrics")
     missing = from_studies.evaluate_study_claim("C13", StudyEvidence("lr_sweep", problem="gone"))
     assert missing.verdict == INCONCLUSIVE and "gone" in missing.parts[0].verdict.measured
+
+
+def test_a_study_claim_is_corrected_over_the_parts_of_all_its_checks() -> None:
+    """C12 and C12b each contradicted on its own (one-sided p = 0.02 <= 0.025); as one claim
+    of two statistical parts, Holm's first step needs 0.0125: the row is inconclusive."""
+
+    def against(claim: str, p: float) -> ClaimCheck:
+        finding = Finding(CONTRADICTED, "rule", "measured", 0.9, p)
+        return ClaimCheck(claim, "s", CONTRADICTED, "rule", [ClaimPart("part", finding)])
+
+    evidence = StudyEvidence("mse_vs_ce", (against("C12", 0.02), against("C12b", 0.02)))
+    result = from_studies.evaluate_study_claim("C12", evidence)
+    assert result.verdict == INCONCLUSIVE
+    counted = [p for p in result.parts if p.counted]
+    assert [p.verdict.verdict for p in counted] == [INCONCLUSIVE, INCONCLUSIVE]
+    assert [p.verdict.own_verdict for p in counted] == [CONTRADICTED, CONTRADICTED]
+    # the summary rows are shown, not counted
+    assert [p.context for p in result.parts if not p.counted] == [
+        "[C12 overall] s",
+        "[C12b overall] s",
+    ]
+    strong = StudyEvidence("mse_vs_ce", (against("C12", 0.001), against("C12b", 0.02)))
+    assert from_studies.evaluate_study_claim("C12", strong).verdict == CONTRADICTED
 
 
 # --- exact claims: real numbers ----------------------------------------------------------
@@ -258,6 +283,38 @@ def test_c4_code_lengths() -> None:
     assert c4.decoding_errors == 0
     assert abs(c4.bits_per_event - 2.625) < 4 * c4.standard_error
     assert information.evaluate_c4(c4).verdict == HOLDS
+
+
+def test_c4_on_a_non_dyadic_q_the_shannon_code_is_within_one_bit_of_the_cross_entropy() -> None:
+    # ceil(-log2 q) for q = (0.1, 0.2, 0.3, 0.4): 3.32 -> 4, 2.32 -> 3, 1.74 -> 2, 1.32 -> 2
+    assert information.shannon_lengths([0.1, 0.2, 0.3, 0.4]) == (4, 3, 2, 2)
+    assert information.shannon_lengths([0.5, 0.25, 0.125, 0.125]) == (1, 2, 3, 3)  # dyadic
+    code = information.canonical_code((4, 3, 2, 2))
+    assert code == ("1010", "100", "00", "01")
+    assert not any(a != b and b.startswith(a) for a in code for b in code)  # prefix-free
+    with pytest.raises(ValueError, match=r"word lengths \[1, 1, 2\] break Kraft's inequality"):
+        information.canonical_code([1, 1, 2])
+    c4 = information.measure_c4(n_events=20_000)
+    shannon = c4.shannon
+    assert shannon is not None and shannon.p == (0.4, 0.3, 0.2, 0.1)
+    # 0.4 x 4 + 0.3 x 3 + 0.2 x 2 + 0.1 x 2 = 3.1 bits; H_2(p, q) from its definition
+    assert shannon.mean_length == pytest.approx(3.1, abs=1e-12)
+    p, q = np.array(shannon.p), np.array(shannon.q)
+    assert shannon.cross_entropy_bits == pytest.approx(-(p * np.log2(q)).sum(), abs=1e-12)
+    assert shannon.cross_entropy_bits == pytest.approx(2.5049356, abs=1e-7)
+    assert shannon.decoding_errors == 0
+    assert abs(shannon.bits_per_event - 3.1) < 4 * shannon.standard_error
+    bound = next(p for p in information.evaluate_c4(c4).parts if "H_2(p, q) + 1" in p.context)
+    assert bound.verdict.verdict == HOLDS
+    # a code one bit longer per word leaves the bound: contradicted
+    longer = dataclasses.replace(shannon, mean_length=shannon.mean_length + 1)
+    result = information.evaluate_c4(dataclasses.replace(c4, shannon=longer))
+    assert result.verdict == CONTRADICTED
+    # a code shorter than the cross-entropy (impossible for Shannon's lengths) is caught too
+    shorter = dataclasses.replace(shannon, mean_length=2.4)
+    assert information.evaluate_c4(dataclasses.replace(c4, shannon=shorter)).verdict == (
+        CONTRADICTED
+    )
 
 
 def test_c5_c9_from_the_keras_losses() -> None:
@@ -551,18 +608,31 @@ def test_ledger_end_to_end_runs_missing_studies_then_reuses_the_store(
     assert run.info.status == "FINISHED"
     assert client.get_experiment(run.info.experiment_id).name == "claims"
     assert run.data.tags["verdict.C2"] == "contradicted" and run.data.tags["verdict.C1"] == "holds"
+    # the rules the verdicts follow: protocol version and rules hash, in every output
+    version, rules_hash = protocol.PROTOCOL_VERSION, registry.protocol_hash()
+    assert len(rules_hash) == 12 and (result.protocol_version, result.rules_hash) == (
+        version,
+        rules_hash,
+    )
+    assert run.data.params["protocol.protocol_version"] == version
+    assert run.data.params["protocol.rules_hash"] == rules_hash
+    assert run.data.tags["xent.rules_hash"] == rules_hash
+    assert f"rules: protocol {version}, rules hash {rules_hash}" in text
     assert {a.path for a in client.list_artifacts(result.run_id)} >= {
         "claims.md",
         "claims.html",
         "claims.json",
     }
     data = json.loads((tmp_path / "out" / "claims.json").read_text())
+    assert (data["protocol_version"], data["rules_hash"]) == (version, rules_hash)
     assert [c["claim"] for c in data["claims"]] == list(by_id)
     assert data["claims"][0]["links"][0]["url"] == result.run_url  # computed here -> this run
     assert data["studies"][0]["seeds"] == [0, 1] and data["studies"][0]["config_hash"]
     page = (tmp_path / "out" / "claims.html").read_text()
     assert f'href="{c8.links[0].url}"' in page and "class='contradicted'" in page
+    assert f"Rules: protocol {version}, rules hash {rules_hash}" in page
     markdown = (tmp_path / "out" / "claims.md").read_text()
+    assert f"Rules: protocol {version}, rules hash {rules_hash}" in markdown
     assert "| claim | what the tutorial says | what was measured | verdict | rule | from |" in (
         markdown
     )
@@ -603,7 +673,13 @@ def test_stability_mode_judges_two_disjoint_seed_sets(
     (row,) = result.stability
     assert row.claim == "C14" and row.seed_sets == ((0, 1), (2, 3))
     c14 = result.results[1]
-    assert c14.verdict == (row.verdicts[0] if row.agree else Verdict.UNSTABLE)
+    # two seeds per set settle nothing (min_seeds = 3: no interval, share or sign test
+    # concludes from 2): both sets are inconclusive, so they agree
+    assert row.verdicts == (INCONCLUSIVE, INCONCLUSIVE) and row.agree
+    assert c14.verdict == INCONCLUSIVE
+    assert all(
+        p.verdict.verdict in (INCONCLUSIVE, Verdict.NOT_MEASURED) for p in c14.parts if p.counted
+    )
     assert result.results[0].verdict == HOLDS  # C1 is exact: not judged per seed set
     assert any(p.context.startswith("[seeds 0,1]") for p in c14.parts)
     assert any(p.context.startswith("[seeds 2,3]") for p in c14.parts)
@@ -612,11 +688,56 @@ def test_stability_mode_judges_two_disjoint_seed_sets(
     assert data["stability"][0]["seed_sets"] == [[0, 1], [2, 3]]
 
 
+def _check(claim: str, verdict: Verdict) -> ClaimCheck:
+    """A study's check of ``claim`` with one (exact) part of ``verdict``."""
+    part = ClaimPart("the part", Finding(verdict, "rule", "measured"))
+    return ClaimCheck(claim, "s", verdict, "rule", [part])
+
+
+def test_data_sets_on_two_seed_sets_correct_each_set_then_compare_them() -> None:
+    def check(verdict: Verdict, p: float | None = None) -> ClaimCheck:
+        finding = (
+            Finding(verdict, "r", "m") if p is None else Finding(CONTRADICTED, "r", "m", 0.9, p)
+        )
+        return ClaimCheck("C13", "s", verdict, "rule", [ClaimPart("part", finding)])
+
+    sets = [(0, 1, 2), (3, 4, 5)]
+
+    def judge(checks: dict[tuple[str, int], ClaimCheck]) -> tuple[ClaimResult, list]:
+        evidence = {
+            (d, sets[i]): StudyEvidence("lr_sweep", (c,), seeds=sets[i])
+            for (d, i), c in checks.items()
+        }
+        stability: list = []
+        row = ledger._datasets_on_seed_sets("C13", evidence, sets, ["a", "b"], (), stability)
+        return row, stability
+
+    row, stability = judge(
+        {
+            ("a", 0): check(HOLDS),
+            ("a", 1): check(HOLDS),
+            ("b", 0): check(HOLDS),
+            ("b", 1): check(INCONCLUSIVE),
+        }
+    )
+    assert [(r.dataset, r.verdicts) for r in stability] == [
+        ("a", (HOLDS, HOLDS)),
+        ("b", (HOLDS, INCONCLUSIVE)),
+    ]
+    assert [d.verdict for d in row.per_dataset] == [HOLDS, Verdict.UNSTABLE]
+    assert row.verdict == INCONCLUSIVE and row.holds_on == "1 of 2"
+    assert any(p.context.startswith("[seeds 3-5] [b] ") for p in row.parts)
+    # on each seed set, both data sets' p = 0.02 go through Holm together: not contradicted
+    row, stability = judge({(d, i): check(CONTRADICTED, 0.02) for d in "ab" for i in (0, 1)})
+    assert [r.verdicts for r in stability] == [(INCONCLUSIVE, INCONCLUSIVE)] * 2
+    assert row.verdict == INCONCLUSIVE
+
+
 def test_disagreeing_seed_sets_make_a_claim_unstable() -> None:
     evidence = [
         StudyEvidence(
             "lr_sweep",
-            (ClaimCheck("C13", "s", verdict, "rule"),),
+            (_check("C13", verdict),),
             reading.StudyRun(f"run{i}", "1", "lr_sweep", "lr_sweep", "FINISHED", 0),
             seeds=seeds,
         )
@@ -654,13 +775,15 @@ def test_claims_on_several_data_sets_give_a_verdict_per_data_set(
     c1, c8 = result.results
     assert c1.per_dataset == () and c1.holds_on == ""  # exact: not judged per data set
     assert [d.dataset for d in c8.per_dataset] == ["breast_cancer", "iris"]
-    # cce and sparse_cce train identically (the same maths, the same init): their difference
-    # is exactly 0 on both seeds, which holds even on 2 seeds; the sigmoid head differs from
-    # the softmax one, and 2 seeds settle no equivalence of those (a 95% t-interval over 2
-    # pairs): breast_cancer is inconclusive, iris (cce vs sparse_cce only) holds.
-    assert [d.verdict for d in c8.per_dataset] == [INCONCLUSIVE, HOLDS]
-    assert [p.verdict.verdict for p in c8.parts if "cce vs sparse_cce" in p.context] == [HOLDS] * 2
-    assert c8.holds_on == "1 of 2" and c8.measured.startswith("holds on 1 of 2 data sets.")
+    # cce and sparse_cce train identically by construction (the same head and maths): that
+    # pair is not applicable, shown and not counted; iris (3 classes) has only that pair, so
+    # C8 does not apply there. 2 seeds settle no equivalence of the sigmoid head with the
+    # softmax one (min_seeds = 3): breast_cancer is inconclusive.
+    na = Verdict.NOT_APPLICABLE
+    assert [d.verdict for d in c8.per_dataset] == [INCONCLUSIVE, na]
+    assert [p.verdict.verdict for p in c8.parts if "cce vs sparse_cce" in p.context] == [na] * 2
+    assert c8.holds_on == "0 of 1 (1 not applicable)"
+    assert c8.measured.startswith("holds on 0 of 1 (1 not applicable) data sets.")
     assert c8.verdict == INCONCLUSIVE
     # breast_cancer is binary: the three head pairs; iris has 3 classes: cce vs sparse_cce.
     contexts = [p.context for p in c8.parts]
@@ -676,16 +799,19 @@ def test_claims_on_several_data_sets_give_a_verdict_per_data_set(
     iris = {s.dataset: s for s in result.studies}["iris"]
     assert iris.n_runs == 4  # cce and sparse_cce x 2 seeds: bce was left out
     assert "binary_vs_categorical on iris: sweep" in iris.describe()
-    assert "per data set" in text and "1 of 2" in text
+    assert "per data set" in text and "0 of 1 (1 not applicable)" in text
     data = json.loads((tmp_path / "out" / "claims.json").read_text())
     assert data["datasets"] == ["breast_cancer", "iris"]
     assert data["claims"][1]["per_dataset"] == {
         "breast_cancer": "inconclusive",
-        "iris": "holds",
+        "iris": "not applicable",
     }
     markdown = (tmp_path / "out" / "claims.md").read_text()
     assert "| claim | breast_cancer | iris | holds on | verdict |" in markdown
-    assert "| C8 | inconclusive | holds | 1 of 2 | inconclusive |" in markdown
+    assert "| C8 | inconclusive | not applicable | 0 of 1 (1 not applicable) | inconclusive |" in (
+        markdown
+    )
+    assert "class='not-applicable'" in (tmp_path / "out" / "claims.html").read_text()
     # The studies are in the store now: a second ledger reuses them per data set.
     again, _ = ledger.run_ledger(config, tmp_path / "again", MustNotRun(tmp_path))
     # ... and passes over the other data set's sweep without a note
@@ -699,7 +825,7 @@ def test_a_claims_row_over_data_sets_follows_the_stated_rule() -> None:
     def row(verdict: Verdict) -> ClaimResult:
         evidence = StudyEvidence(
             "lr_sweep",
-            (ClaimCheck("C13", "s", verdict, "rule"),),
+            (_check("C13", verdict),),
             reading.StudyRun("run", "1", "lr_sweep", "lr_sweep", "FINISHED", 0),
             seeds=(0, 1),
         )
@@ -710,6 +836,8 @@ def test_a_claims_row_over_data_sets_follows_the_stated_rule() -> None:
         ((HOLDS, CONTRADICTED, HOLDS), CONTRADICTED, "2 of 3"),
         ((HOLDS, INCONCLUSIVE, HOLDS), INCONCLUSIVE, "2 of 3"),
         ((INCONCLUSIVE, CONTRADICTED), CONTRADICTED, "0 of 2"),
+        ((HOLDS, Verdict.NOT_APPLICABLE), HOLDS, "1 of 1 (1 not applicable)"),
+        ((Verdict.NOT_APPLICABLE,), Verdict.NOT_APPLICABLE, "not applicable"),
     ]
     for verdicts, expected, held in cases:
         per_dataset = {f"d{i}": row(v) for i, v in enumerate(verdicts)}
@@ -717,6 +845,23 @@ def test_a_claims_row_over_data_sets_follows_the_stated_rule() -> None:
         assert (combined.verdict, combined.holds_on) == (expected, held), verdicts
         assert [d.verdict for d in combined.per_dataset] == list(verdicts)
         assert combined.on("d0") == verdicts[0] and combined.on("elsewhere") is None
+
+    # Holm's correction runs over every data set's parts: each data set contradicted on its
+    # own (p = 0.02 <= 0.025) is not, as one claim over two data sets (first step 0.0125)
+    def against(p: float) -> ClaimResult:
+        finding = Finding(CONTRADICTED, "rule", "measured", 0.9, p)
+        check = ClaimCheck("C13", "s", CONTRADICTED, "rule", [ClaimPart("part", finding)])
+        return from_studies.evaluate_study_claim("C13", StudyEvidence("lr_sweep", (check,)))
+
+    alone = {"a": against(0.02), "b": against(0.02)}
+    assert [r.verdict for r in alone.values()] == [CONTRADICTED, CONTRADICTED]
+    combined = ledger.combine_datasets("C13", alone)
+    assert combined.verdict == INCONCLUSIVE
+    assert [d.verdict for d in combined.per_dataset] == [INCONCLUSIVE, INCONCLUSIVE]
+    # a strong one is rejected at 0.0125, and Holm steps down: 0.02 <= 0.025 then is too
+    strong = ledger.combine_datasets("C13", {"a": against(0.001), "b": against(0.02)})
+    assert [d.verdict for d in strong.per_dataset] == [CONTRADICTED, CONTRADICTED]
+    assert strong.verdict == CONTRADICTED
     # C8's exact parts are counted once, and can decide the row.
     failed_exact = ClaimPart("float32", Finding(CONTRADICTED, "r", "m"))
     combined = ledger.combine_datasets("C13", {"a": row(HOLDS)}, [failed_exact])

@@ -10,18 +10,24 @@ import pytest
 from scipy import stats
 
 from xent_tf.claims.comparison import (
+    Finding,
     Interval,
     TimeToTarget,
     Verdict,
     band,
+    clopper_pearson,
     close_to,
+    combine_findings,
     combine_verdicts,
     difference_verdict,
     equivalence_verdict,
+    family_adjusted,
     first_to_target,
+    holm_rejections,
     kaplan_meier_median,
     mean_interval,
     one_match,
+    one_sided_p,
     paired_difference,
     share_rule,
     sign_test,
@@ -50,7 +56,8 @@ def test_one_value_has_no_interval_and_says_so() -> None:
     interval = mean_interval([0.9])
     assert not interval.has_interval and interval.format() == "0.9000 (n=1, no interval)"
     verdict = difference_verdict(interval, True, "x")
-    assert verdict.verdict == INCONCLUSIVE and "needs at least 2 paired seeds" in verdict.measured
+    assert verdict.verdict == INCONCLUSIVE
+    assert "needs at least 3 paired seeds, has 1" in verdict.measured
     assert mean_interval([]).format() == "n/a (no runs)"
 
 
@@ -86,7 +93,8 @@ def test_difference_rule(low: float, high: float, expect_positive: bool, verdict
     ],
 )
 def test_equivalence_rule(low: float, high: float, verdict: str) -> None:
-    assert equivalence_verdict(Interval(0, low, high, 5), 0.01, "acc").verdict == verdict
+    interval = Interval((low + high) / 2, low, high, 5)
+    assert equivalence_verdict(interval, 0.01, "acc").verdict == verdict
 
 
 def test_combine() -> None:
@@ -275,20 +283,21 @@ def test_lr_sweep_divergence_is_judged_against_the_untrained_loss() -> None:
         return out
 
     def too_large_part(finals: list[float]) -> str:
-        # six seeds: 0-2 choose the roles (good = 0.1, lowest final loss), 3-5 are judged
+        # 12 seeds: 0-5 choose the roles (good = 0.1, lowest final loss), 6-11 are judged
         runs = (
-            runs_for("0.001", [0.5, 0.52, 0.51] * 2)
-            + runs_for("0.1", [0.2, 0.21, 0.22] * 2)
-            + runs_for("1.0", [0.3, 0.35, 0.32] * 2)
-            + runs_for("10.0", [5.0, 5.0, 5.0, *finals])
+            runs_for("0.001", [0.5, 0.52, 0.51] * 4)
+            + runs_for("0.1", [0.2, 0.21, 0.22] * 4)
+            + runs_for("1.0", [0.3, 0.35, 0.32] * 4)
+            + runs_for("10.0", [5.0] * 6 + finals * 2)
         )
         checks = spec.evaluate(group_variants(runs, spec.group_by), StudyOptions())
         part = next(p for p in checks[0].parts if "diverges" in p.context)
-        return part.verdict.verdict
+        return part.verdict.own_verdict  # the part's rule alone, before Holm's correction
 
-    assert too_large_part([0.9, 0.71, 5.0]) == HOLDS  # all no better than the untrained 0.7
+    # all 6 no better than the untrained 0.7: P(6 of 6 | half diverge) = 1/64 < 0.025
+    assert too_large_part([0.9, 0.71, 5.0]) == HOLDS
     assert too_large_part([0.3, 0.4, 0.5]) == CONTRADICTED
-    assert too_large_part([0.9, 0.3, 0.4]) == INCONCLUSIVE  # 1 of 3
+    assert too_large_part([0.9, 0.3, 0.4]) == INCONCLUSIVE  # 2 of 6
 
 
 def _swinging(rate: str, seed: int, final: float, first: float, swing: float) -> RunRecord:
@@ -306,12 +315,12 @@ def _swinging(rate: str, seed: int, final: float, first: float, swing: float) ->
     )
 
 
-def _lr_sweep(swings: dict[str, float], diverging_seeds: int = 10) -> str:
+def _lr_sweep(swings: dict[str, float], diverging_seeds: int = 16) -> str:
     spec = get_study("lr_sweep")
     shape = {"0.001": (0.5, 0.65), "0.1": (0.2, 0.3), "1.0": (0.3, 0.25), "10.0": (5.0, 3.0)}
     runs = []
     for rate, (final, first) in shape.items():
-        for seed in range(10):
+        for seed in range(16):  # 8 choose the roles, 8 are judged
             if rate == "10.0" and seed >= diverging_seeds:
                 final = 0.4  # this seed did not diverge
             runs.append(_swinging(rate, seed, final, first, swings[rate]))
@@ -323,8 +332,8 @@ def test_lr_sweep_rule_reaches_each_verdict() -> None:
     assert _lr_sweep(swings) == HOLDS
     # the large rate is the smoothest: "a large one oscillates" is contradicted
     assert _lr_sweep({**swings, "1.0": 0.005}) == CONTRADICTED
-    # the too-large rate diverged in 3 of the 5 judged seeds (60%): inconclusive
-    assert _lr_sweep(swings, diverging_seeds=8) == INCONCLUSIVE
+    # the too-large rate diverged in 5 of the 8 judged seeds (62%): inconclusive
+    assert _lr_sweep(swings, diverging_seeds=13) == INCONCLUSIVE
 
 
 def test_lr_sweep_roles_are_measured_not_assumed() -> None:
@@ -347,7 +356,7 @@ def _annealing(decayed_final: float, decayed_swing: float) -> str:
         ("constant", 0.3, 0.2),
         ("cosine", decayed_final, decayed_swing),
     ):
-        for seed in range(5):
+        for seed in range(8):  # the same jitter on both: zero-variance differences, sign test
             record = _swinging(schedule, seed, final, 0.6, swing)
             runs.append(dataclasses.replace(record, params={"schedule.name": schedule}))
     return spec.evaluate(group_variants(runs, spec.group_by), StudyOptions())[0].verdict
@@ -363,7 +372,7 @@ def _range_test_runs(shaped_seeds: int) -> list[RunRecord]:
     flat_fall_explode = [1.0] * 30 + list(np.linspace(1.0, 0.3, 40)) + list(np.linspace(0.3, 3, 30))
     falling = list(np.linspace(1.0, 0.3, 100))
     runs = []
-    for seed in range(5):
+    for seed in range(8):
         curve = flat_fall_explode if seed < shaped_seeds else falling
         for use, final in (("suggested", 0.2), ("flat", 0.6), ("exploding", 2.0)):
             runs.append(
@@ -385,13 +394,127 @@ def test_lr_range_test_rule_reaches_each_verdict() -> None:
         runs = _range_test_runs(shaped_seeds)
         return spec.evaluate(group_variants(runs, spec.group_by), StudyOptions())[0].verdict
 
-    assert c14(5) == HOLDS
+    assert c14(8) == HOLDS  # 8 of 8: P(8 of 8 | half the curves) = 1/256
     assert c14(0) == CONTRADICTED  # no curve explodes
-    assert c14(3) == INCONCLUSIVE  # 60% of the seeds
+    assert c14(5) == INCONCLUSIVE  # 62% of the seeds
 
 
-def test_share_rule_needs_two_outcomes() -> None:
-    assert share_rule(1.0, 5, "x").verdict == HOLDS
-    assert share_rule(0.0, 5, "x").verdict == CONTRADICTED
-    assert share_rule(0.6, 5, "x").verdict == INCONCLUSIVE
-    assert share_rule(1.0, 1, "x").verdict == INCONCLUSIVE
+def test_share_rule_is_an_exact_binomial_test_beyond_the_stated_shares() -> None:
+    # holds: share >= 80% and P(X >= k | n, 1/2) <= 0.025 (the Clopper-Pearson 95% interval
+    # lies above one half); 5 of 5 has P = 1/32: five outcomes cannot show it.
+    assert share_rule(6, 6, "x").verdict == HOLDS  # 1/64
+    assert share_rule(5, 5, "x").verdict == INCONCLUSIVE  # 1/32
+    assert share_rule(0, 6, "x").verdict == CONTRADICTED
+    assert share_rule(9, 10, "x").verdict == HOLDS  # P(X >= 9) = 11/1024 = 0.0107
+    assert share_rule(8, 10, "x").verdict == INCONCLUSIVE  # 56/1024 = 0.055
+    assert share_rule(2, 10, "x").verdict == INCONCLUSIVE  # <= 20% but P(X <= 2) = 0.055
+    assert share_rule(1, 10, "x").verdict == CONTRADICTED
+    # 15 of 20 is significant (P = 0.021) but below the stated 80%: not a hold
+    assert share_rule(15, 20, "x").verdict == INCONCLUSIVE
+    assert share_rule(16, 20, "x").verdict == HOLDS
+    assert share_rule(2, 2, "x").verdict == INCONCLUSIVE  # below min_seeds
+    finding = share_rule(9, 10, "x")
+    assert finding.p_holds == pytest.approx(11 / 1024)
+    # Clopper-Pearson 95% for 9 of 10: (0.5550, 0.9975) (scipy's exact binomtest interval)
+    low, high = stats.binomtest(9, 10).proportion_ci(0.95, "exact")
+    assert clopper_pearson(9, 10, 0.95) == pytest.approx((low, high))
+    assert "exact CI 0.55-1.00" in finding.measured
+
+
+# --- statistics with a stated error rate (protocol 2) ---------------------------------------
+
+
+def test_one_sided_p_is_scipys_t_test() -> None:
+    values = [0.3, 0.1, 0.25, 0.05, 0.2]
+    interval = mean_interval(values)
+    greater = stats.ttest_1samp(values, 0.0, alternative="greater").pvalue
+    assert one_sided_p(interval, 0.0, greater=True) == pytest.approx(greater, rel=1e-9)
+    less = stats.ttest_1samp(values, 0.3, alternative="less").pvalue
+    assert one_sided_p(interval, 0.3, greater=False) == pytest.approx(less, rel=1e-9)
+    # Built from its bounds alone (no values): the same p-value
+    bare = Interval(interval.mean, interval.low, interval.high, interval.n)
+    assert one_sided_p(bare, 0.0, greater=True) == pytest.approx(greater, rel=1e-9)
+
+
+def test_a_zero_variance_difference_needs_the_sign_test_not_a_zero_width_interval() -> None:
+    two = paired_difference({0: 0.9, 1: 0.9}, {0: 0.8, 1: 0.8})
+    assert (two.low, two.high) == pytest.approx((0.1, 0.1))  # zero width: it used to hold
+    assert difference_verdict(two, True, "x").verdict == INCONCLUSIVE  # 2 < min_seeds
+    five = mean_interval([0.1] * 5)
+    # every seed on the claim's side: the exact sign test's P = 1/32 > 0.025
+    finding = difference_verdict(five, True, "x")
+    assert finding.verdict == INCONCLUSIVE and finding.p_holds == pytest.approx(1 / 32)
+    assert "zero variance: sign test" in finding.measured
+    six = difference_verdict(mean_interval([0.1] * 6), True, "x")
+    assert six.verdict == HOLDS and six.p_holds == pytest.approx(1 / 64)
+    assert difference_verdict(mean_interval([0.1] * 6), False, "x").verdict == CONTRADICTED
+    # float rounding is not seed-to-seed variation
+    rounded = mean_interval([0.1 + 1e-17 * i for i in range(6)] + [0.1 + 2e-16])
+    assert difference_verdict(rounded, True, "x").p_holds == pytest.approx(1 / 128)
+    assert difference_verdict(mean_interval([0.0] * 6), True, "x").verdict == INCONCLUSIVE
+
+
+def test_equivalence_on_zero_variance_uses_sign_tests_both_sides() -> None:
+    assert equivalence_verdict(mean_interval([-0.005] * 6), 0.01, "acc").verdict == HOLDS
+    assert equivalence_verdict(mean_interval([-0.005] * 5), 0.01, "acc").verdict == INCONCLUSIVE
+    assert equivalence_verdict(mean_interval([0.05] * 7), 0.01, "acc").verdict == CONTRADICTED
+
+
+def test_holm_steps_down_and_stops_at_the_first_failure() -> None:
+    # m = 4 at level 0.05: thresholds 0.0125, 0.0167, 0.025, 0.05 for the sorted p-values
+    assert holm_rejections([0.01, 0.04, 0.016, 0.03], 0.05) == [True, False, True, False]
+    assert holm_rejections([0.02, 0.001], 0.05) == [True, True]  # 0.001 <= 0.025, 0.02 <= 0.05
+    assert holm_rejections([0.03, 0.001], 0.05) == [True, True]
+    assert holm_rejections([0.03, 0.03], 0.05) == [False, False]  # 0.03 > 0.025 stops it
+    # nan = not a test: neither rejected nor counted in m
+    assert holm_rejections([0.02, math.nan], 0.05) == [True, False]
+    assert holm_rejections([], 0.05) == []
+
+
+def _stat(p_for: float, p_against: float) -> Finding:
+    verdict = HOLDS if p_for <= 0.025 else CONTRADICTED if p_against <= 0.025 else INCONCLUSIVE
+    return Finding(verdict, "r", "m", p_for, p_against)
+
+
+def test_contradicted_only_after_holm_over_every_statistical_part() -> None:
+    # one part at p = 0.02 against the claim: contradicted alone (<= 0.025) ...
+    assert combine_findings([_stat(0.5, 0.02)]) == CONTRADICTED
+    # ... but not among three statistical parts (Holm's first threshold 0.025 / 3)
+    family = [_stat(0.5, 0.02), _stat(0.3, 0.6), _stat(0.4, 0.7)]
+    assert combine_findings(family) == INCONCLUSIVE
+    adjusted = family_adjusted(family)
+    assert adjusted[0].verdict == INCONCLUSIVE
+    assert adjusted[0].before_correction == CONTRADICTED and adjusted[0].own_verdict == CONTRADICTED
+    assert (
+        "not after Holm's correction over the claim's 3 statistical parts" in adjusted[0].measured
+    )
+    # idempotent: adjusting again in a larger family starts from the part's own verdict
+    again = family_adjusted([*adjusted, _stat(0.5, 0.9)])
+    assert again[0].measured.count("(Holm:") == 1 and "4 statistical parts" in again[0].measured
+    assert family_adjusted(adjusted[:1])[0].verdict == CONTRADICTED
+    # a strong one survives: 0.001 <= 0.025 / 3
+    assert combine_findings([_stat(0.5, 0.001), _stat(0.3, 0.6), _stat(0.4, 0.7)]) == CONTRADICTED
+    # exact parts are not in the family and are never corrected
+    exact = Finding(CONTRADICTED, "exact", "m")
+    assert combine_findings([exact, _stat(0.01, 0.99)]) == CONTRADICTED
+    assert family_adjusted([exact, _stat(0.5, 0.02), _stat(0.5, 0.5)])[0] == exact
+
+
+def test_holds_needs_every_part_at_its_own_level() -> None:
+    # intersection-union: no correction, every part must hold at alpha / 2
+    assert combine_findings([_stat(0.02, 0.9), _stat(0.024, 0.9), _stat(0.001, 0.99)]) == HOLDS
+    assert combine_findings([_stat(0.02, 0.9), _stat(0.03, 0.9)]) == INCONCLUSIVE
+    assert combine_findings([_stat(0.02, 0.9), Finding(Verdict.NOT_MEASURED, "r", "m")]) == (
+        INCONCLUSIVE
+    )
+
+
+def test_not_applicable_is_never_counted() -> None:
+    na = Verdict.NOT_APPLICABLE
+    assert combine_verdicts([HOLDS, na]) == HOLDS
+    assert combine_verdicts([CONTRADICTED, na]) == CONTRADICTED
+    assert combine_verdicts([na, na]) == na
+    assert combine_verdicts([na, Verdict.NOT_MEASURED]) == INCONCLUSIVE
+    # a not-applicable part's p-values do not enter Holm's family
+    shown = Finding(na, "identical by construction", "m", 0.5, 0.0001)
+    assert combine_findings([shown, _stat(0.5, 0.02)]) == CONTRADICTED

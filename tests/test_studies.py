@@ -6,6 +6,7 @@ four studies cost seconds, not minutes; tests/test_entrypoint.py runs a real `-m
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Sequence
@@ -141,9 +142,9 @@ def test_study_runs_end_to_end_and_reports(
         k.removeprefix("verdict.") for k in parent.data.tags if k.startswith("verdict.")
     }
     assert verdict_tags == claims
-    # Two seeds cannot settle any of them: a sign test over two pairs has p >= 0.5 (C12, C12b),
-    # C13 judges on the one seed its roles were not chosen on, and the 95% t-interval over two
-    # paired seeds is 12.7 standard errors wide (C8, C14, C15: measured inconclusive here).
+    # Two seeds cannot settle any of them: no interval, sign test or share concludes from fewer
+    # than min_seeds = 3 (protocol 2), and C13 judges on the one seed its roles were not chosen
+    # on.
     assert {c: parent.data.tags[f"verdict.{c}"] for c in claims} == dict.fromkeys(
         claims, "inconclusive"
     )
@@ -282,10 +283,43 @@ def test_c8_compares_the_pairs_each_data_set_has() -> None:
         "b data (2 classes): cce vs sparse_cce (same head)",
         "m data (5 classes): cce vs sparse_cce (same head)",
     ]
-    # bce - cce is exactly -0.005 on every seed: inside +-0.01 -> the same accuracy.
-    assert [p.verdict.verdict for p in check.parts[:3]] == [Verdict.HOLDS] * 3
+    # bce - cce is exactly -0.005 on every seed: zero variance, so exact sign tests against
+    # +-0.01: all 6 seeds inside, P = 1/64 <= 0.025 each side -> the same accuracy.
+    assert [p.verdict.verdict for p in check.parts[:2]] == [Verdict.HOLDS] * 2
+    assert check.parts[0].verdict.p_holds == pytest.approx(1 / 64)
+    # cce vs sparse_cce: the same head and loss, identical by construction: shown, not counted
+    assert check.parts[2].verdict.verdict == Verdict.NOT_APPLICABLE
+    assert "difference 0.0000" in check.parts[2].verdict.measured
     assert check.parts[3].verdict.verdict == Verdict.INCONCLUSIVE  # no sparse_cce runs on m
     assert check.verdict == Verdict.INCONCLUSIVE
+    # without the data set that lacks a pair, the two counted pairs decide: holds
+    binary = [r for r in runs if r.params["data.name"] == "b"]
+    [only_b] = STUDIES["binary_vs_categorical"].evaluate(
+        group_variants(binary, STUDIES["binary_vs_categorical"].group_by), StudyOptions()
+    )
+    assert only_b.verdict == Verdict.HOLDS
+    # one seed in three 0.03 apart: no longer equivalent within 0.01 (the interval is wide)
+    wide = [
+        dataclasses.replace(r, history={"val/acc": [0.87]})
+        if r.params["loss.name"] == "bce" and r.seed % 3 == 0
+        else r
+        for r in binary
+    ]
+    [noisy] = STUDIES["binary_vs_categorical"].evaluate(
+        group_variants(wide, STUDIES["binary_vs_categorical"].group_by), StudyOptions()
+    )
+    assert [p.verdict.verdict for p in noisy.parts[:2]] == [Verdict.INCONCLUSIVE] * 2
+    # every seed 0.05 apart: a real difference beyond the margin
+    apart = [
+        dataclasses.replace(r, history={"val/acc": [0.85 + 0.003 * (r.seed % 2)]})
+        if r.params["loss.name"] == "bce"
+        else r
+        for r in binary
+    ]
+    [differs] = STUDIES["binary_vs_categorical"].evaluate(
+        group_variants(apart, STUDIES["binary_vs_categorical"].group_by), StudyOptions()
+    )
+    assert differs.verdict == Verdict.CONTRADICTED
 
 
 def _annealing_check(schedules: Sequence[str], steps: int) -> ClaimCheck:

@@ -10,6 +10,7 @@ from mlflow import MlflowClient
 
 from tests.integration.cli import PG_STUDY_JOBS, UI_STUDY_VARIANTS, FinishedStudy
 from tests.integration.services import render
+from xent_tf.claims.study_report import publish_report
 
 pytestmark = pytest.mark.integration
 
@@ -56,8 +57,20 @@ def test_the_study_report_opens_from_disk_with_its_verdicts_and_plots(
     text = visible_text(dom)
     assert "MSE vs cross-entropy" in text
     assert "Verdicts" in text and "C12" in text
-    verdicts = re.findall(r'<td class="(holds|contradicted|inconclusive)">', dom)
-    assert len(verdicts) >= 3  # C12's overall verdict and its parts, C12b
+    # The page shows exactly the verdicts the store gives: the report rebuilt from MLflow
+    # alone (a verdict cell's class is its verdict, spaces as hyphens).
+    verdicts = re.findall(r'<td class="([a-z-]+)">', dom)
+    rebuilt, _ = publish_report(
+        pg_study.uri, tmp_path / "rebuilt", experiment_name=pg_study.experiment_name, upload=False
+    )
+    expected = [
+        str(verdict).replace(" ", "-")
+        for check in rebuilt.checks
+        for verdict in (check.verdict, *(p.verdict.verdict for p in check.parts))
+    ]
+    assert verdicts == expected
+    assert [c.claim for c in rebuilt.checks] == ["C12", "C12b"]
+    assert len(verdicts) >= 3  # C12's overall verdict and its part, C12b's overall
     assert "loss=ce" in text and "loss=mse" in text and "8/8" in text
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', dom)
     assert {"val_loss", "train_loss"} <= set(images)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from dataclasses import replace as dataclass_replace
 
 import numpy as np
 
+from xent_tf.claims.protocol import statistic
 from xent_tf.metrics import BATCH_LOSS_METRIC
 from xent_tf.track.run_record import RunRecord
 
@@ -26,19 +28,37 @@ class Verdict(enum.StrEnum):
     INCONCLUSIVE = "inconclusive"
     # The two disjoint seed sets of a stability run gave different verdicts.
     UNSTABLE = "unstable"
-    # Nothing was measured (e.g. the reference framework is not installed); never counted.
+    # Nothing was measured (e.g. the reference framework is not installed): caps the claim at
+    # inconclusive (a claim never holds on the parts that happened to be measured).
     NOT_MEASURED = "not measured"
+    # The contrast is identical by construction (C8's cce vs sparse_cce: same head, same
+    # loss): shown, never counted, and not a data set a claim "holds on".
+    NOT_APPLICABLE = "not applicable"
+
+
+# A spread this small relative to the mean is float rounding, not seed-to-seed variation.
+ZERO_SPREAD = 1e-9
 
 
 @dataclass(frozen=True)
 class Interval:
-    """A mean with its confidence interval over ``n`` values (nan bounds when n < 2)."""
+    """A mean with its confidence interval over ``n`` values (nan bounds when n < 2).
+
+    ``values`` are the numbers it was computed from (empty when built from bounds alone): a
+    zero-variance set of values is judged with the exact sign test (``one_sided_p``).
+    """
 
     mean: float
     low: float
     high: float
     n: int
     confidence: float = 0.95
+    values: tuple[float, ...] = field(default=(), compare=False, repr=False)
+
+    @property
+    def zero_variance(self) -> bool:
+        """Every value the same, up to float rounding (a t statistic would be meaningless)."""
+        return self.n >= 2 and self.high - self.low <= ZERO_SPREAD * max(1.0, abs(self.mean))
 
     @property
     def has_interval(self) -> bool:
@@ -74,14 +94,15 @@ def mean_interval(values: Iterable[float], confidence: float = 0.95) -> Interval
     if data.size < 2:
         return Interval(mean, math.nan, math.nan, 1, confidence)
     sem = float(data.std(ddof=1) / math.sqrt(data.size))
+    kept = tuple(float(v) for v in data)
     if sem == 0.0:
-        return Interval(mean, mean, mean, int(data.size), confidence)
+        return Interval(mean, mean, mean, int(data.size), confidence, kept)
     # Imported here: scipy.stats costs ~1 s to import, and a study's report and the
     # ledger import this module, and most of them never need an interval.
     from scipy import stats
 
     low, high = stats.t.interval(confidence, df=data.size - 1, loc=mean, scale=sem)
-    return Interval(mean, float(low), float(high), int(data.size), confidence)
+    return Interval(mean, float(low), float(high), int(data.size), confidence, kept)
 
 
 def paired_difference(
@@ -99,11 +120,88 @@ def paired_difference(
 
 @dataclass(frozen=True)
 class Finding:
-    """A verdict, the rule that produced it, and the numbers it was applied to."""
+    """A verdict, the rule that produced it, and the numbers it was applied to.
+
+    Attributes:
+        verdict: the rule's verdict on this part alone (at ``alpha / 2`` per direction for a
+            statistical rule; see ``family_adjusted`` for the claim-wide correction).
+        rule: the rule, in words.
+        measured: the numbers it was applied to.
+        p_holds: one-sided p-value of the test for the claim's side (small: holds); nan for an
+            exact rule (no sampling error).
+        p_contradicted: one-sided p-value against it (small: contradicted); nan for an exact
+            rule. Holm's correction over a claim's parts runs on these.
+        before_correction: the part's own verdict when Holm's correction over its claim
+            changed it (None: unchanged).
+    """
 
     verdict: Verdict
     rule: str
     measured: str
+    p_holds: float = math.nan
+    p_contradicted: float = math.nan
+    before_correction: Verdict | None = None
+
+    @property
+    def statistical(self) -> bool:
+        """Judged by a test with sampling error (it has p-values), not computed exactly."""
+        return not math.isnan(self.p_contradicted)
+
+    @property
+    def own_verdict(self) -> Verdict:
+        """The part's verdict on its own, before any family-wise correction."""
+        return self.before_correction or self.verdict
+
+
+def side_level() -> float:
+    """The one-sided level every statistical part is judged at: alpha / 2."""
+    return statistic("alpha") / 2
+
+
+def min_seeds() -> int:
+    """Fewest paired seeds (or runs of a share) a statistical rule may conclude from."""
+    return int(statistic("min_seeds"))
+
+
+def one_sided_p(interval: Interval, threshold: float, greater: bool) -> float:
+    """p-value of "the mean is above (``greater``) or below ``threshold``" against its null.
+
+    A t-test from the interval (its half-width is t x standard error); with zero variance the
+    t statistic is undefined, so the exact sign test of the values against ``threshold``
+    (values equal to it left out) is used: identical values on a few seeds are not a proof.
+
+    Args:
+        interval: a mean interval (``mean_interval``/``paired_difference``).
+        threshold: the value the mean is compared with.
+        greater: True: H1 mean > threshold; False: H1 mean < threshold.
+
+    Returns:
+        The p-value; nan when no test can be made (fewer than 2 values).
+    """
+    if interval.n < 2 or not math.isfinite(interval.mean):
+        return math.nan
+    from scipy import stats  # see mean_interval: scipy.stats is slow to import
+
+    if interval.zero_variance or not interval.has_interval:
+        values = interval.values or ((interval.mean,) * interval.n if interval.n else ())
+        above = sum(v > threshold for v in values)
+        below = sum(v < threshold for v in values)
+        wins, n = (above, above + below) if greater else (below, above + below)
+        if n == 0:
+            return 1.0
+        return float(stats.binom.sf(wins - 1, n, 0.5))
+    t_crit = float(stats.t.ppf(0.5 + interval.confidence / 2, interval.n - 1))
+    sem = (interval.high - interval.low) / 2 / t_crit
+    t_value = (interval.mean - threshold) / sem
+    return float(stats.t.sf(t_value if greater else -t_value, interval.n - 1))
+
+
+def _p_text(p_for: float, p_against: float) -> str:
+    return f"p(claim's side) = {p_for:.3g}, p(other side) = {p_against:.3g}"
+
+
+def _too_few(n: int) -> str:
+    return f" — needs at least {max(2, min_seeds())} paired seeds, has {n}"
 
 
 def difference_verdict(diff: Interval, expect_positive: bool, what: str) -> Finding:
@@ -114,15 +212,28 @@ def difference_verdict(diff: Interval, expect_positive: bool, what: str) -> Find
     """
     side = "> 0" if expect_positive else "< 0"
     rule = f"{what}: holds if the {diff.confidence:.0%} CI of the paired difference is {side}, "
-    rule += "contradicted if it is entirely on the other side, else inconclusive"
+    rule += "contradicted if it is entirely on the other side, else inconclusive "
+    rule += f"(one-sided t-tests at {side_level():g}; zero variance: exact sign test; "
+    rule += f"needs >= {min_seeds()} seeds)"
     measured = f"difference {diff.format()}"
-    if not diff.has_interval:
-        return Finding(Verdict.INCONCLUSIVE, rule, measured + " — needs at least 2 paired seeds")
-    if (diff.low > 0) == expect_positive and diff.excludes_zero():
-        return Finding(Verdict.HOLDS, rule, measured)
-    if diff.excludes_zero():
-        return Finding(Verdict.CONTRADICTED, rule, measured)
-    return Finding(Verdict.INCONCLUSIVE, rule, measured)
+    if diff.n < max(2, min_seeds()) or not math.isfinite(diff.mean):
+        return Finding(Verdict.INCONCLUSIVE, rule, measured + _too_few(diff.n))
+    p_above = one_sided_p(diff, 0.0, greater=True)
+    p_below = one_sided_p(diff, 0.0, greater=False)
+    p_for, p_against = (p_above, p_below) if expect_positive else (p_below, p_above)
+    measured += f"; {_p_text(p_for, p_against)}"
+    if diff.zero_variance:
+        measured += " (zero variance: sign test)"
+    return Finding(_two_way(p_for, p_against), rule, measured, p_for, p_against)
+
+
+def _two_way(p_for: float, p_against: float) -> Verdict:
+    """holds / contradicted at ``side_level`` each way, else inconclusive."""
+    if p_for <= side_level():
+        return Verdict.HOLDS
+    if p_against <= side_level():
+        return Verdict.CONTRADICTED
+    return Verdict.INCONCLUSIVE
 
 
 def equivalence_verdict(diff: Interval, margin: float, what: str) -> Finding:
@@ -132,23 +243,33 @@ def equivalence_verdict(diff: Interval, margin: float, what: str) -> Finding:
     contradicted: the CI lies entirely outside it (a real difference larger than the margin);
     inconclusive: anything in between, or no interval.
     """
+    level = side_level()
     rule = (
         f"{what}: holds if the {diff.confidence:.0%} CI of the paired difference lies within "
-        f"±{margin:g}, contradicted if it lies entirely outside, else inconclusive"
+        f"±{margin:g} (two one-sided tests at {level:g}), contradicted if it lies entirely "
+        f"outside (the nearer side's one-sided test at {level / 2:g}: either side may reject), "
+        f"else inconclusive (zero variance: exact sign tests; needs >= {min_seeds()} seeds)"
     )
     measured = f"difference {diff.format()}"
-    if not diff.has_interval:
-        return Finding(Verdict.INCONCLUSIVE, rule, measured + " — needs at least 2 paired seeds")
-    if -margin <= diff.low and diff.high <= margin:
-        return Finding(Verdict.HOLDS, rule, measured)
-    if diff.low > margin or diff.high < -margin:
-        return Finding(Verdict.CONTRADICTED, rule, measured)
-    return Finding(Verdict.INCONCLUSIVE, rule, measured)
+    if diff.n < max(2, min_seeds()) or not math.isfinite(diff.mean):
+        return Finding(Verdict.INCONCLUSIVE, rule, measured + _too_few(diff.n))
+    # Equivalence: both "above -margin" and "below +margin" must be shown (TOST).
+    p_for = max(one_sided_p(diff, -margin, greater=True), one_sided_p(diff, margin, greater=False))
+    # A real difference: either side outside the margin; Bonferroni over the two sides.
+    p_against = min(
+        1.0,
+        2 * min(one_sided_p(diff, margin, greater=True), one_sided_p(diff, -margin, greater=False)),
+    )
+    measured += f"; {_p_text(p_for, p_against)}"
+    if diff.zero_variance:
+        measured += " (zero variance: sign tests)"
+    return Finding(_two_way(p_for, p_against), rule, measured, p_for, p_against)
 
 
 PARTS_RULE = (
-    "all parts hold -> holds; any contradicted -> contradicted; else inconclusive "
-    "(a part not measured caps the claim at inconclusive)"
+    "all parts hold -> holds; any contradicted (after Holm's correction over the statistical "
+    "parts) -> contradicted; else inconclusive (a part not measured caps the claim at "
+    "inconclusive; a part not applicable is not counted)"
 )
 
 
@@ -157,13 +278,92 @@ def combine_verdicts(verdicts: Sequence[Verdict]) -> Verdict:
 
     A part that was not measured is not a pass: it caps the claim at inconclusive, so a claim
     never holds on the parts that happened to be measured (it can still be contradicted by
-    the parts that were).
+    the parts that were). A part that is not applicable is left out; when every part is, the
+    claim is not applicable. The verdicts of statistical parts must already be corrected for
+    the family (``family_adjusted``); ``combine_findings`` does both.
     """
-    if any(v == Verdict.CONTRADICTED for v in verdicts):
+    counted = [v for v in verdicts if v != Verdict.NOT_APPLICABLE]
+    if verdicts and not counted:
+        return Verdict.NOT_APPLICABLE
+    if any(v == Verdict.CONTRADICTED for v in counted):
         return Verdict.CONTRADICTED
-    if verdicts and all(v == Verdict.HOLDS for v in verdicts):
+    if counted and all(v == Verdict.HOLDS for v in counted):
         return Verdict.HOLDS
     return Verdict.INCONCLUSIVE
+
+
+def holm_rejections(p_values: Sequence[float], level: float) -> list[bool]:
+    """Holm's step-down procedure: which hypotheses are rejected at family-wise ``level``.
+
+    Sorted ascending, p_(j) is rejected while p_(j) <= level / (m - j + 1) for it and every
+    smaller one; the first that fails stops it. It controls the chance of any false rejection
+    at ``level`` whatever the dependence between the tests.
+
+    Args:
+        p_values: one per hypothesis (nan: not a test, never rejected and not counted in m).
+        level: the family-wise error rate.
+
+    Returns:
+        One flag per p-value, in the given order.
+    """
+    tested = [(p, i) for i, p in enumerate(p_values) if not math.isnan(p)]
+    tested.sort()
+    rejected = [False] * len(p_values)
+    m = len(tested)
+    for j, (p, index) in enumerate(tested):
+        if p > level / (m - j):
+            break
+        rejected[index] = True
+    return rejected
+
+
+def family_adjusted(findings: Sequence[Finding]) -> list[Finding]:
+    """The findings of one claim (all its parts, on every data set) after Holm's correction.
+
+    A statistical part stays contradicted only if Holm's procedure over the p-values against
+    the claim of every statistical part rejects it at ``side_level``: the chance of calling a
+    true claim contradicted is then at most alpha / 2 however many parts it has. A part the
+    correction demotes becomes inconclusive and says so. Holds needs no correction (every
+    part must hold: an intersection-union test). Exact parts are left as they are.
+    Idempotent: a finding keeps its own verdict in ``before_correction``.
+    """
+    own = [f.own_verdict for f in findings]
+    p_against = [
+        f.p_contradicted if f.statistical and v != Verdict.NOT_APPLICABLE else math.nan
+        for f, v in zip(findings, own, strict=True)
+    ]
+    m = sum(not math.isnan(p) for p in p_against)
+    rejected = holm_rejections(p_against, side_level())
+    out = []
+    for finding, verdict, reject in zip(findings, own, rejected, strict=True):
+        demote = finding.statistical and verdict == Verdict.CONTRADICTED and not reject
+        if finding.before_correction is None and not demote:
+            out.append(finding)  # unchanged (the same object)
+            continue
+        base = dataclass_replace(finding, verdict=verdict, before_correction=None)
+        base = dataclass_replace(base, measured=base.measured.split(_HOLM_NOTE_START)[0])
+        if demote:
+            out.append(
+                dataclass_replace(
+                    base,
+                    verdict=Verdict.INCONCLUSIVE,
+                    before_correction=Verdict.CONTRADICTED,
+                    measured=base.measured
+                    + f"{_HOLM_NOTE_START}contradicted on its own, not after Holm's correction "
+                    f"over the claim's {m} statistical parts)",
+                )
+            )
+        else:
+            out.append(base)
+    return out
+
+
+_HOLM_NOTE_START = " (Holm: "
+
+
+def combine_findings(findings: Sequence[Finding]) -> Verdict:
+    """A claim's verdict from its parts' findings: Holm's correction, then ``combine_verdicts``."""
+    return combine_verdicts([f.verdict for f in family_adjusted(findings)])
 
 
 # --- rule primitives: one measured number against a stated one -------------------------
@@ -238,20 +438,59 @@ def one_match(matches: Sequence[str], candidates: Sequence[str]) -> Finding:
     return Finding(Verdict.CONTRADICTED if not matches else Verdict.INCONCLUSIVE, rule, measured)
 
 
-def share_rule(share: float, n: int, what: str) -> Finding:
-    """holds if >= 80% of ``n`` outcomes show it, contradicted if <= 20%, else inconclusive;
-    a single outcome is not a share (inconclusive)."""
-    rule = f"{what}: holds if >= 80%, contradicted if <= 20%, else inconclusive (needs >= 2)"
-    if not math.isfinite(share) or n < 2:
-        return Finding(Verdict.INCONCLUSIVE, rule, f"{n} outcome(s) measured: too few for a share")
-    verdict = (
-        Verdict.HOLDS
-        if share >= 0.8
-        else Verdict.CONTRADICTED
-        if share <= 0.2
-        else Verdict.INCONCLUSIVE
+def clopper_pearson(successes: int, n: int, confidence: float) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) two-sided interval of a binomial share.
+
+    Args:
+        successes: outcomes that show it.
+        n: outcomes.
+        confidence: coverage.
+
+    Returns:
+        (low, high); (nan, nan) when n == 0.
+    """
+    if n == 0:
+        return (math.nan, math.nan)
+    from scipy import stats  # see mean_interval: scipy.stats is slow to import
+
+    tail = (1 - confidence) / 2
+    low = 0.0 if successes == 0 else float(stats.beta.ppf(tail, successes, n - successes + 1))
+    high = 1.0 if successes == n else float(stats.beta.ppf(1 - tail, successes + 1, n - successes))
+    return (low, high)
+
+
+def share_rule(successes: int, n: int, what: str) -> Finding:
+    """A share of ``n`` outcomes against the protocol's shares.
+
+    holds: at least ``share_holds`` of them show it and the exact Clopper-Pearson interval
+    lies above ``share_null`` (one-sided binomial test at alpha / 2); contradicted: at most
+    ``share_contradicted`` and the interval lies below ``share_null``; else inconclusive, as
+    is any share of fewer than ``min_seeds`` outcomes.
+
+    Args:
+        successes: outcomes that show what the claim says.
+        n: outcomes measured.
+        what: what is counted, for the rule's text.
+    """
+    holds_at, contra_at = statistic("share_holds"), statistic("share_contradicted")
+    null, alpha = statistic("share_null"), statistic("alpha")
+    rule = (
+        f"{what}: holds if >= {holds_at:.0%} and the exact {1 - alpha:.0%} (Clopper-Pearson) "
+        f"interval lies above {null:.0%}, contradicted if <= {contra_at:.0%} and it lies below, "
+        f"else inconclusive (needs >= {min_seeds()})"
     )
-    return Finding(verdict, rule, f"{share:.0%} of {n}")
+    if n < max(2, min_seeds()) or not 0 <= successes <= n:
+        return Finding(Verdict.INCONCLUSIVE, rule, f"{successes} of {n}: too few for a share")
+    from scipy import stats  # see mean_interval: scipy.stats is slow to import
+
+    share = successes / n
+    low, high = clopper_pearson(successes, n, 1 - alpha)
+    # The share thresholds gate the tests: below share_holds a share never holds, whatever
+    # its p-value (p = 1), so Holm's correction sees the rule the part applies.
+    p_for = float(stats.binom.sf(successes - 1, n, null)) if share >= holds_at else 1.0
+    p_against = float(stats.binom.cdf(successes, n, null)) if share <= contra_at else 1.0
+    measured = f"{successes} of {n} ({share:.0%}; exact CI {low:.2f}-{high:.2f})"
+    return Finding(_two_way(p_for, p_against), rule, measured, p_for, p_against)
 
 
 # --- per-run derived numbers -------------------------------------------------------------
@@ -354,18 +593,18 @@ def first_to_target(a: TimeToTarget, b: TimeToTarget) -> int:
     return 1 if first(a, b) else -1 if first(b, a) else 0
 
 
-SIGN_TEST_LEVEL = 0.05
-
-
-def sign_test(wins: int, losses: int, what: str, level: float = SIGN_TEST_LEVEL) -> Finding:
+def sign_test(wins: int, losses: int, what: str, level: float | None = None) -> Finding:
     """Directional rule on paired outcomes: the claim expects ``wins`` > ``losses``.
 
     holds: more wins, and a two-sided binomial sign test over the untied pairs gives p < level;
     contradicted: more losses with p < level; inconclusive otherwise (ties are left out).
+    ``level`` defaults to the protocol's alpha; each direction is one-sided at level / 2.
     """
+    level = statistic("alpha") if level is None else level
     rule = (
         f"{what}: sign test over the seed pairs (ties left out): holds if the claim's side wins "
-        f"with two-sided p < {level:g}, contradicted if the other side does, else inconclusive"
+        f"with two-sided p < {level:g} (one-sided {level / 2:g}), contradicted if the other side "
+        f"does, else inconclusive (needs >= {min_seeds()} untied pairs)"
     )
     n = wins + losses
     if n == 0:
@@ -373,7 +612,16 @@ def sign_test(wins: int, losses: int, what: str, level: float = SIGN_TEST_LEVEL)
     from scipy import stats  # see mean_interval: scipy.stats is slow to import
 
     p_value = float(stats.binomtest(wins, n, 0.5).pvalue)
+    p_for = float(stats.binom.sf(wins - 1, n, 0.5))
+    p_against = float(stats.binom.sf(losses - 1, n, 0.5))
     measured = f"claim's side first in {wins}, other side in {losses} pairs (p = {p_value:.3g})"
-    if p_value < level:
-        return Finding(Verdict.HOLDS if wins > losses else Verdict.CONTRADICTED, rule, measured)
-    return Finding(Verdict.INCONCLUSIVE, rule, measured)
+    if n < min_seeds():
+        return Finding(Verdict.INCONCLUSIVE, rule, measured + _too_few(n))
+    verdict = (
+        Verdict.HOLDS
+        if p_for <= level / 2
+        else Verdict.CONTRADICTED
+        if p_against <= level / 2
+        else Verdict.INCONCLUSIVE
+    )
+    return Finding(verdict, rule, measured, p_for, p_against)

@@ -7,6 +7,7 @@ the required seeds; every sweep passed over is named with the reason.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -17,7 +18,14 @@ from xent_tf.claims.comparison import PARTS_RULE, Finding, Verdict, combine_verd
 from xent_tf.claims.records import ClaimResult, Link, StudyEvidence
 from xent_tf.claims.registry import CLAIMS
 from xent_tf.claims.runner import DATA_SETS_KEY, StudyRunner
-from xent_tf.claims.studies import STUDIES, ClaimCheck, ClaimPart, StudyOptions, group_variants
+from xent_tf.claims.studies import (
+    STUDIES,
+    ClaimCheck,
+    ClaimPart,
+    StudyOptions,
+    adjusted_parts,
+    group_variants,
+)
 from xent_tf.track import connection, reading
 from xent_tf.track.run_record import RunRecord
 
@@ -243,12 +251,13 @@ def evaluate_study_claim(
 ) -> ClaimResult:
     """A training claim's row from its study's checks (and, for C8, the exact parts).
 
-    The verdict combines the checks' own verdicts (each already applies its study's rules,
-    e.g. C12 shows Adam contexts without counting them) with any exact parts.
+    The verdict combines every counted part of the checks (each check's rules say which
+    count, e.g. C12 shows Adam contexts without counting them) with any exact parts, Holm's
+    correction running over all their statistical parts at once; a missing study is a part
+    that caps the claim at inconclusive.
     """
     checks = _checks_for(claim, evidence.checks)
     parts = list(exact_parts)
-    verdicts = [p.verdict.verdict for p in exact_parts]
     links: tuple[Link, ...] = ()
     if evidence.parent is not None:
         address = connection.ui_address(evidence.tracking_uri)
@@ -269,20 +278,20 @@ def evaluate_study_claim(
                 Finding(Verdict.INCONCLUSIVE, "needs a finished, complete study", reason),
             )
         )
-        verdicts.append(Verdict.INCONCLUSIVE)
     for check in checks:
-        verdicts.append(check.verdict)
+        # A summary row: its verdict is its parts', which are counted themselves.
         parts.append(
             ClaimPart(
                 f"[{check.claim} overall] {check.statement}",
                 Finding(check.verdict, check.combine_rule, f"{len(check.parts)} parts below"),
+                counted=False,
             )
         )
-        parts += [ClaimPart(f"[{check.claim}] {p.context}", p.verdict) for p in check.parts]
-    counts = {
-        v: sum(p.verdict.verdict == v for p in parts if "overall]" not in p.context)
-        for v in Verdict
-    }
+        parts += [
+            dataclasses.replace(p, context=f"[{check.claim}] {p.context}") for p in check.parts
+        ]
+    parts = adjusted_parts(parts)
+    counts = {v: sum(p.verdict.verdict == v for p in parts if p.counted) for v in Verdict}
     summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
     check_text = "; ".join(f"{c.claim} {c.verdict}" for c in checks)
     measured = f"{evidence.describe()}: {check_text or 'no checks'} (parts: {summary})"
@@ -299,7 +308,7 @@ def evaluate_study_claim(
         title=entry.title,
         says=entry.statement,
         measured=measured,
-        verdict=combine_verdicts(verdicts),
+        verdict=combine_verdicts([p.verdict.verdict for p in parts if p.counted]),
         rule=rule,
         parts=tuple(parts),
         source=source,

@@ -8,16 +8,18 @@ from collections.abc import Mapping
 from xent_tf.claims import semantics
 from xent_tf.claims.comparison import PARTS_RULE, at_least, band
 from xent_tf.claims.records import ClaimResult, claim_result, contradicted_in
+from xent_tf.claims.registry import rule_float
 from xent_tf.claims.studies import ClaimPart
 
 # --- C11: accuracy and step activations --------------------------------------------------
 
-LOSS_STILL_BELOW = 0.01  # a relative loss drop up to 1% counts as "not moving"
-LOSS_MOVED_FROM = 0.05  # from 5% it clearly moved
+# Stated in the registry (C11's rule parameters).
+LOSS_STILL_BELOW = rule_float("C11", "loss_still_below")  # relative drop: "not moving"
+LOSS_MOVED_FROM = rule_float("C11", "loss_moved_from")  # from here it clearly moved
 
 
-FLAT_SHARE = 0.1  # at most this share of tiny perturbations changing a value: flat
-NOT_FLAT_SHARE = 0.5  # from this share: the value clearly depends on the weights
+FLAT_SHARE = rule_float("C11", "flat_share")  # share of perturbations changing a value: flat
+NOT_FLAT_SHARE = rule_float("C11", "not_flat_share")  # from here it depends on the weights
 
 
 def evaluate_c11(

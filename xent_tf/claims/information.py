@@ -11,8 +11,9 @@ import numpy as np
 from scipy import optimize, special
 
 from xent_tf.claims import info
-from xent_tf.claims.comparison import PARTS_RULE, at_least, at_most, close_to
+from xent_tf.claims.comparison import PARTS_RULE, Finding, Verdict, at_least, at_most, close_to
 from xent_tf.claims.records import ClaimResult, claim_result, contradicted_in
+from xent_tf.claims.registry import rule_float, rule_floats
 from xent_tf.claims.studies import ClaimPart
 from xent_tf.config import DataConfig
 from xent_tf.train.data import make_dataset
@@ -20,7 +21,7 @@ from xent_tf.train.data import make_dataset
 # --- C1, C2: self-information and entropy ------------------------------------------------
 
 C1_STATED: dict[float, float] = {0.7: 0.36, 0.2: 1.61, 0.1: 2.30, 1.0: 0.0}
-ROUNDING_TOLERANCE = 0.005  # the tutorials give two decimals: half a unit of the last digit
+ROUNDING_TOLERANCE = rule_float("C1", "rounding_tolerance")  # C2 states the same
 
 
 def measure_c1() -> dict[float, float]:
@@ -355,15 +356,48 @@ def prefix_code(q: Sequence[float]) -> tuple[str, ...]:
     lengths = -np.log2(q_arr)
     if np.any(np.abs(lengths - np.round(lengths)) > 1e-12):
         raise ValueError(f"q={list(q_arr)} is not dyadic; every q_i must be a power of 1/2")
-    order = np.argsort(lengths, kind="stable")
-    words: list[str] = [""] * len(q_arr)
+    return canonical_code([round(float(v)) for v in lengths])
+
+
+def canonical_code(lengths: Sequence[int]) -> tuple[str, ...]:
+    """The canonical prefix code with the given word lengths (shortest words first).
+
+    Args:
+        lengths: one word length per outcome, each >= 1 (or all 0 for a single outcome).
+
+    Returns:
+        One code word per outcome.
+
+    Raises:
+        ValueError: the lengths break Kraft's inequality (sum 2^-l > 1): no prefix code has
+            them.
+    """
+    kraft = sum(2.0**-length for length in lengths)
+    if kraft > 1 + 1e-12:
+        raise ValueError(f"word lengths {list(lengths)} break Kraft's inequality (sum {kraft:g})")
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    words: list[str] = [""] * len(lengths)
     code, previous = 0, 0
     for index in order:
-        length = round(float(lengths[index]))
+        length = int(lengths[index])
         code <<= length - previous
-        words[int(index)] = format(code, f"0{length}b")
+        words[index] = format(code, f"0{length}b") if length else ""
         code, previous = code + 1, length
     return tuple(words)
+
+
+def shannon_lengths(q: Sequence[float]) -> tuple[int, ...]:
+    """Shannon's code lengths for q: ceil(-log2 q_i), so -log2 q_i <= l_i < -log2 q_i + 1.
+
+    Averaged under any p this gives H_2(p, q) <= mean length < H_2(p, q) + 1: the bound C4
+    checks on a non-dyadic q. (A Huffman code built for q is shorter on average under q, but
+    under another p its mean length can fall below H_2(p, q): q = (0.49, 0.49, 0.02) gets
+    Huffman lengths (1, 2, 2), and p = (0, 0, 1) then spends 2 bits < H_2(p, q) = 5.64; so the
+    bound is Shannon's.)
+    """
+    q_arr = info.validate_distribution(q, name="q")
+    # 1e-12: -log2 of a power of 1/2 computed in floats must not round up a whole bit
+    return tuple(math.ceil(-math.log2(float(v)) - 1e-12) for v in q_arr)
 
 
 def _decode(bits: str, words: Sequence[str]) -> list[int]:
@@ -392,6 +426,7 @@ class BitsNumbers:
         entropy_bits / bits_per_event_own_code: the same with the code built for p.
         own_standard_error: standard error of bits_per_event_own_code.
         decoding_errors: events the decoder got wrong (0 for a prefix code).
+        shannon: the non-dyadic part (a Shannon code built for a non-dyadic q).
     """
 
     max_conversion_error: float
@@ -405,6 +440,32 @@ class BitsNumbers:
     entropy_bits: float
     bits_per_event_own_code: float
     own_standard_error: float
+    decoding_errors: int
+    shannon: ShannonBits | None = None
+
+
+@dataclass(frozen=True)
+class ShannonBits:
+    """C4 on a non-dyadic pair: a Shannon code built for q, its exact mean length under p.
+
+    Attributes:
+        p / q: the distributions (``non_dyadic_p`` / ``non_dyadic_q`` in the registry).
+        lengths: the code's word lengths, ceil(-log2 q_i).
+        code: the code words.
+        mean_length: sum_i p_i l_i, exact (no sampling).
+        cross_entropy_bits: H_2(p, q).
+        bits_per_event / standard_error: the same code on a sample from p, measured.
+        decoding_errors: events of that sample decoded wrongly.
+    """
+
+    p: tuple[float, ...]
+    q: tuple[float, ...]
+    lengths: tuple[int, ...]
+    code: tuple[str, ...]
+    mean_length: float
+    cross_entropy_bits: float
+    bits_per_event: float
+    standard_error: float
     decoding_errors: int
 
 
@@ -433,6 +494,9 @@ def measure_c4(
     own_per_event, own_se, _ = encode(prefix_code(p))
     decoded = np.asarray(_decode(bits, code_q))
     errors = n_events if decoded.shape != sample.shape else int(np.sum(decoded != sample))
+    shannon = measure_shannon(
+        rule_floats("C4", "non_dyadic_p"), rule_floats("C4", "non_dyadic_q"), n_events, rng
+    )
     return BitsNumbers(
         max_conversion_error=float(np.max(np.abs(conversion))),
         p=tuple(float(v) for v in p),
@@ -446,10 +510,65 @@ def measure_c4(
         bits_per_event_own_code=own_per_event,
         own_standard_error=own_se,
         decoding_errors=errors,
+        shannon=shannon,
     )
 
 
-SAMPLING_SIGMAS = 4.0  # a sample mean this many standard errors away is not sampling noise
+def measure_shannon(
+    p: Sequence[float], q: Sequence[float], n_events: int, rng: np.random.Generator
+) -> ShannonBits:
+    """A Shannon code built for q: its exact mean length under p, and a sample encoded."""
+    p_arr = info.validate_distribution(p, name="p")
+    lengths = shannon_lengths(q)
+    code = canonical_code(lengths)
+    sample = rng.choice(len(p_arr), size=n_events, p=p_arr)
+    per_word = np.array([len(code[x]) for x in sample], dtype=np.float64)
+    bits = "".join(code[x] for x in sample)
+    decoded = np.asarray(_decode(bits, code))
+    errors = n_events if decoded.shape != sample.shape else int(np.sum(decoded != sample))
+    return ShannonBits(
+        p=tuple(float(v) for v in p_arr),
+        q=tuple(float(v) for v in q),
+        lengths=lengths,
+        code=code,
+        mean_length=float(np.dot(p_arr, lengths)),
+        cross_entropy_bits=float(info.cross_entropy(p_arr, q, base=2)),
+        bits_per_event=len(bits) / n_events,
+        standard_error=float(per_word.std(ddof=1) / math.sqrt(n_events)),
+        decoding_errors=errors,
+    )
+
+
+SAMPLING_SIGMAS = rule_float("C4", "sampling_sigmas")  # this many standard errors: not noise
+
+
+def _shannon_parts(s: ShannonBits) -> list[ClaimPart]:
+    """C4 on a non-dyadic q: the exact bound, and the code measured on a sample."""
+    h = s.cross_entropy_bits
+    within = h <= s.mean_length < h + 1
+    bound = Finding(
+        Verdict.HOLDS if within else Verdict.CONTRADICTED,
+        "exact: holds if H_2(p, q) <= sum_i p_i ceil(-log2 q_i) < H_2(p, q) + 1, else contradicted",
+        f"lengths {list(s.lengths)} for q={list(s.q)}: mean length under p={list(s.p)} "
+        f"{s.mean_length:.6g} bits, H_2(p, q) = {h:.6g}",
+    )
+    return [
+        ClaimPart("non-dyadic q: a Shannon code spends H_2(p, q) to H_2(p, q) + 1 bits", bound),
+        ClaimPart(
+            "non-dyadic q: the code on a sample spends its mean length",
+            close_to(
+                s.bits_per_event,
+                s.mean_length,
+                SAMPLING_SIGMAS * s.standard_error,
+                f"measured bits per event vs the exact mean length, tolerance "
+                f"{SAMPLING_SIGMAS:g} standard errors",
+            ),
+        ),
+        ClaimPart(
+            "non-dyadic q: the code is decodable",
+            at_most(float(s.decoding_errors), 0, "events decoded wrongly"),
+        ),
+    ]
 
 
 def evaluate_c4(m: BitsNumbers) -> ClaimResult:
@@ -483,12 +602,28 @@ def evaluate_c4(m: BitsNumbers) -> ClaimResult:
             at_most(float(m.decoding_errors), 0, "events decoded wrongly"),
         ),
     ]
+    if m.shannon is None:
+        parts.append(
+            ClaimPart(
+                "non-dyadic q: a Shannon code spends H_2(p, q) to H_2(p, q) + 1 bits",
+                Finding(Verdict.NOT_MEASURED, "needs the non-dyadic measurement", "not measured"),
+            )
+        )
+    else:
+        parts += _shannon_parts(m.shannon)
     measured = (
         f"code {list(m.code_for_q)} built for q={list(m.q)} on {m.n_events} events from "
         f"p={list(m.p)}: {m.bits_per_event:.4f} bits/event vs H_2(p,q) = "
         f"{m.cross_entropy_bits:.4f}; own code {m.bits_per_event_own_code:.4f} vs H_2(p) = "
         f"{m.entropy_bits:.4f}; nats/ln 2 error {m.max_conversion_error:.2g}"
     )
+    if m.shannon is not None:
+        measured += (
+            f"; non-dyadic q={list(m.shannon.q)}: Shannon code {list(m.shannon.code)} spends "
+            f"{m.shannon.mean_length:.4f} bits/event from p={list(m.shannon.p)} (exact; "
+            f"H_2(p,q) = {m.shannon.cross_entropy_bits:.4f}, bound < "
+            f"{m.shannon.cross_entropy_bits + 1:.4f})"
+        )
     return claim_result(
         "C4",
         parts,

@@ -18,6 +18,7 @@ from xent_tf.claims import gradients, information, loss_functions, loss_scale, r
 from xent_tf.claims.comparison import Verdict, combine_verdicts
 from xent_tf.claims.from_studies import evaluate_study_claim, find_study
 from xent_tf.claims.ledger_render import render_terminal, write_ledger
+from xent_tf.claims.protocol import PROTOCOL_VERSION
 from xent_tf.claims.records import (
     ClaimResult,
     DatasetVerdict,
@@ -27,14 +28,14 @@ from xent_tf.claims.records import (
     StudyEvidence,
     seed_range,
 )
-from xent_tf.claims.registry import CLAIMS
+from xent_tf.claims.registry import CLAIMS, protocol_hash
 from xent_tf.claims.runner import (
     StudyRunner,
     SubprocessStudyRunner,
     check_datasets,
     study_definition,
 )
-from xent_tf.claims.studies import ClaimPart
+from xent_tf.claims.studies import ClaimPart, adjusted_parts
 from xent_tf.config import Config, MakeClassificationConfig, MlpConfig
 from xent_tf.track import connection, writing
 from xent_tf.track.resume import training_config_hash
@@ -198,7 +199,7 @@ def _combine_seed_sets(
     )
     labels = [f"seeds {seed_range(s)}" for s in sets]
     parts = tuple(
-        ClaimPart(f"[{label}] {p.context}", p.verdict)
+        dataclasses.replace(p, context=f"[{label}] {p.context}")
         for label, result in zip(labels, results, strict=True)
         for p in result.parts
     )
@@ -341,13 +342,62 @@ def _evaluate(
         return _on_seed_sets(
             claim, [studies[(study, None, s)] for s in sets], sets, exact, "", stability
         )
-    per_dataset = {
-        str(dataset): _on_seed_sets(
-            claim, [studies[(study, dataset, s)] for s in sets], sets, (), str(dataset), stability
+    evidence = {(str(d), s): studies[(study, d, s)] for d in datasets for s in sets}
+    names = [str(d) for d in datasets]
+    if len(sets) == 1:
+        return combine_datasets(
+            claim, {d: evaluate_study_claim(claim, evidence[(d, sets[0])]) for d in names}, exact
         )
-        for dataset in datasets
-    }
-    return combine_datasets(claim, per_dataset, exact)
+    return _datasets_on_seed_sets(claim, evidence, sets, names, exact, stability)
+
+
+def _datasets_on_seed_sets(
+    claim: str,
+    evidence: Mapping[tuple[str, tuple[int, ...]], StudyEvidence],
+    sets: Sequence[tuple[int, ...]],
+    datasets: Sequence[str],
+    exact: Sequence[ClaimPart],
+    stability: list[StabilityRow],
+) -> ClaimResult:
+    """A training claim on several data sets and two seed sets.
+
+    Each seed set is judged over every data set first (``combine_datasets``: Holm's
+    correction over the data sets' parts of that seed set); on each data set the two sets'
+    common verdict, or unstable, is the data set's verdict; the row combines those (and the
+    exact parts) by ``DATASETS_RULE``.
+    """
+    rows = [
+        combine_datasets(
+            claim, {d: evaluate_study_claim(claim, evidence[(d, s)]) for d in datasets}
+        )
+        for s in sets
+    ]
+    labels = [f"seeds {seed_range(s)}" for s in sets]
+    per_dataset = []
+    for dataset in datasets:
+        verdicts = tuple(row.on(dataset) or Verdict.INCONCLUSIVE for row in rows)
+        stable = StabilityRow(claim, (sets[0], sets[1]), (verdicts[0], verdicts[1]), dataset)
+        stability.append(stable)
+        measured = " || ".join(
+            f"{label}: {d.verdict} — {d.measured}"
+            for label, row in zip(labels, rows, strict=True)
+            for d in row.per_dataset
+            if d.dataset == dataset
+        )
+        per_dataset.append(DatasetVerdict(dataset, stable.verdict, measured))
+    both = _combine_seed_sets(rows, sets)
+    row = dataclasses.replace(
+        both,
+        verdict=combine_verdicts(
+            [p.verdict.verdict for p in exact] + [d.verdict for d in per_dataset]
+        ),
+        rule=f"{DATASETS_RULE}{'; the exact parts count too' if exact else ''}; on each data "
+        "set: the two seed sets' common verdict, or unstable; on each seed set: " + rows[0].rule,
+        parts=(*exact, *both.parts),
+        per_dataset=tuple(per_dataset),
+        measured_here=bool(exact),
+    )
+    return dataclasses.replace(row, measured=f"holds on {row.holds_on} data sets. {both.measured}")
 
 
 def _on_seed_sets(
@@ -369,10 +419,12 @@ def _on_seed_sets(
 
 
 # How a training claim's verdicts on several data sets make its row's verdict: the rule the
-# parts of one claim follow (comparison.combine_verdicts), one level up.
+# parts of one claim follow (comparison.combine_findings), one level up, Holm's correction
+# running over the statistical parts of every data set at once.
 DATASETS_RULE = (
-    "over the data sets: holds if it holds on every one, contradicted if contradicted on any, "
-    "else inconclusive"
+    "over the data sets: holds if it holds on every one it applies to, contradicted if "
+    "contradicted on any (Holm's correction over every data set's statistical parts), else "
+    "inconclusive"
 )
 
 
@@ -388,10 +440,32 @@ def combine_datasets(
 
     Returns:
         The row: the verdict by ``DATASETS_RULE`` (exact parts counted too), each data set's
-        verdict in ``per_dataset``, every part prefixed with its data set.
+        verdict in ``per_dataset`` (after the same correction, so a data set is contradicted
+        only when the row's family says so), every part prefixed with its data set.
     """
     first = next(iter(per_dataset.values()))
-    verdicts = [p.verdict.verdict for p in exact] + [r.verdict for r in per_dataset.values()]
+    # One family: the exact parts and every data set's parts; each data set's own verdict is
+    # then recombined from its corrected parts.
+    flat = [("", p) for p in exact] + [
+        (d, p) for d, r in per_dataset.items() for p in r.parts if p.counted
+    ]
+    adjusted = adjusted_parts([p for _, p in flat])
+    by_dataset: dict[str, list[ClaimPart]] = {}
+    for (dataset, _), part in zip(flat, adjusted, strict=True):
+        by_dataset.setdefault(dataset, []).append(part)
+    per_dataset = {
+        d: r
+        if _unchanged(r, by_dataset.get(d, []))
+        else dataclasses.replace(
+            r,
+            verdict=combine_verdicts([p.verdict.verdict for p in by_dataset[d]]),
+            parts=_replace_counted(r.parts, by_dataset[d]),
+        )
+        for d, r in per_dataset.items()
+    }
+    verdicts = [p.verdict.verdict for p in by_dataset.get("", [])] + [
+        r.verdict for r in per_dataset.values()
+    ]
     row = dataclasses.replace(
         first,
         verdict=combine_verdicts(verdicts),
@@ -401,7 +475,7 @@ def combine_datasets(
         parts=(
             *exact,
             *(
-                ClaimPart(f"[{d}] {p.context}", p.verdict)
+                dataclasses.replace(p, context=f"[{d}] {p.context}")
                 for d, r in per_dataset.items()
                 for p in r.parts
             ),
@@ -414,6 +488,26 @@ def combine_datasets(
     )
     held = row.holds_on
     return dataclasses.replace(row, measured=f"holds on {held} data sets. {row.measured}")
+
+
+def _unchanged(result: ClaimResult, adjusted: Sequence[ClaimPart]) -> bool:
+    """Whether the row-wide correction left a data set's counted parts as they were."""
+    counted = [p for p in result.parts if p.counted]
+    return [p.verdict for p in counted] == [p.verdict for p in adjusted]
+
+
+def _replace_counted(
+    parts: Sequence[ClaimPart], adjusted: Sequence[ClaimPart]
+) -> tuple[ClaimPart, ...]:
+    """``parts`` with the counted ones replaced, in order, by ``adjusted``."""
+    replacements = iter(adjusted)
+    return tuple(next(replacements) if p.counted else p for p in parts)
+
+
+def protocol_params() -> dict[str, str]:
+    """The protocol version and rules hash, as the ledger's MLflow run records them (params,
+    and tags ``xent.protocol_version`` / ``xent.rules_hash``)."""
+    return {"protocol.protocol_version": PROTOCOL_VERSION, "protocol.rules_hash": protocol_hash()}
 
 
 def _verdict_counts(results: Sequence[ClaimResult]) -> dict[str, int]:
@@ -450,6 +544,11 @@ def run_ledger(config: Config, output_dir: Path, runner: StudyRunner | None) -> 
             tags={"xent.task": "claims"},
         ) as recorder:
             recorder.log_params(writing.flatten({"claims": dataclasses.asdict(config.claims)}))
+            # The rules the verdicts follow: two ledger runs with the same hash used the same.
+            recorder.log_params(protocol_params())
+            recorder.set_tags(
+                {f"xent.{k.removeprefix('protocol.')}": v for k, v in protocol_params().items()}
+            )
             results, studies, stability = evaluate_claims(config, output_dir, runner)
             ledger = Ledger(
                 tuple(results),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
+import math
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,8 +69,9 @@ def stability_rows(ledger: Ledger) -> list[list[str]]:
 
 STABILITY_HEADER = ["claim", "first seed set", "second seed set", "agree", "verdict"]
 DATASETS_NOTE = (
-    "a row holds if it holds on every data set, is contradicted if contradicted on any, else "
-    "inconclusive"
+    "a row holds if it holds on every data set it applies to, is contradicted if contradicted on "
+    "any (Holm's correction over every data set's parts), else inconclusive; 'not applicable' "
+    "data sets are not counted in 'holds on'"
 )
 
 
@@ -107,6 +109,7 @@ def render_terminal(ledger: Ledger, output_dir: Path | None = None) -> str:
             [5, 34, 50, 12, 40],
         ),
         f"verdicts: {_count_line(ledger)}. A claim with several parts: {PARTS_RULE}.",
+        f"rules: {ledger.protocol} (docs/CLAIMS.md, Protocol).",
     ]
     if ledger.datasets:
         header = dataset_header(ledger)
@@ -161,6 +164,8 @@ def render_markdown(ledger: Ledger) -> str:
         "",
         f"{len(ledger.results)} claims of CLAIMS.md: {_count_line(ledger)}. Every verdict is a "
         "rule applied to the numbers measured for it; the rule is shown next to it.",
+        "",
+        f"Rules: {ledger.protocol} (docs/CLAIMS.md, Protocol).",
     ]
     if ledger.datasets:
         header = dataset_header(ledger)
@@ -214,6 +219,11 @@ def render_markdown(ledger: Ledger) -> str:
 _VERDICT_NAMES = {str(v) for v in Verdict}
 
 
+def _css(verdict: str) -> str:
+    """A verdict's CSS class (``html_page``): spaces become hyphens."""
+    return str(verdict).replace(" ", "-")
+
+
 def _html_links(links: Sequence[Link]) -> str:
     return "<br>".join(
         f'<a href="{html.escape(link.url)}">{html.escape(link.label)}</a>' for link in links
@@ -228,13 +238,14 @@ def render_html(ledger: Ledger) -> str:
         source = e(r.source or "computed in this ledger run")
         rows.append(
             f"<tr><td><a href='#{r.claim}'>{r.claim}</a> {e(r.title)}</td><td>{e(r.says)}</td>"
-            f"<td>{e(r.measured)}</td><td class='{r.verdict}'>{r.verdict}</td>"
+            f"<td>{e(r.measured)}</td><td class='{_css(r.verdict)}'>{r.verdict}</td>"
             f"<td>{e(r.rule)}</td><td>{source}<br>{_html_links(ledger.links(r))}</td></tr>"
         )
     body = [
         "<h1>Claims ledger</h1>",
         f"<p>{len(ledger.results)} claims of CLAIMS.md: {e(_count_line(ledger))}. Every verdict "
         "is a rule applied to the numbers measured for it; the rule is shown next to it.</p>",
+        f"<p class='protocol'>Rules: {e(ledger.protocol)} (docs/CLAIMS.md, Protocol).</p>",
     ]
     if ledger.datasets:
         body.append(
@@ -245,7 +256,9 @@ def render_html(ledger: Ledger) -> str:
             + "".join(
                 "<tr>"
                 + "".join(
-                    f"<td class='{e(c)}'>{e(c)}</td>" if c in _VERDICT_NAMES else f"<td>{e(c)}</td>"
+                    f"<td class='{_css(c)}'>{e(c)}</td>"
+                    if c in _VERDICT_NAMES
+                    else f"<td>{e(c)}</td>"
                     for c in row
                 )
                 + "</tr>"
@@ -285,7 +298,7 @@ def render_html(ledger: Ledger) -> str:
         )
         body += [f"<blockquote>{e(n)}</blockquote>" for n in r.notes]
         parts = "".join(
-            f"<tr><td>{e(p.context)}</td><td class='{p.verdict.verdict}'>{p.verdict.verdict}"
+            f"<tr><td>{e(p.context)}</td><td class='{_css(p.verdict.verdict)}'>{p.verdict.verdict}"
             f"</td><td>{e(p.verdict.measured)}</td><td>{e(p.verdict.rule)}</td></tr>"
             for p in r.parts
         )
@@ -303,15 +316,23 @@ def render_html(ledger: Ledger) -> str:
 def ledger_json(ledger: Ledger) -> dict[str, object]:
     """The ledger as JSON-ready data (every number a verdict rests on is in ``parts``)."""
 
-    def part(p: ClaimPart) -> dict[str, str]:
+    def part(p: ClaimPart) -> dict[str, object]:
         return {
             "context": p.context,
             "verdict": p.verdict.verdict,
             "measured": p.verdict.measured,
             "rule": p.verdict.rule,
+            "counted": p.counted,
+            "p_holds": _json_number(p.verdict.p_holds),
+            "p_contradicted": _json_number(p.verdict.p_contradicted),
+            "before_correction": (
+                str(p.verdict.before_correction) if p.verdict.before_correction else None
+            ),
         }
 
     return {
+        "protocol_version": ledger.protocol_version,
+        "rules_hash": ledger.rules_hash,
         "tracking_uri": ledger.tracking_uri,
         "ledger_run": {
             "run_id": ledger.run_id,
@@ -367,6 +388,11 @@ def ledger_json(ledger: Ledger) -> dict[str, object]:
             for s in ledger.studies
         ],
     }
+
+
+def _json_number(value: float) -> float | None:
+    """A p-value for JSON: None for nan (an exact rule has none)."""
+    return None if math.isnan(value) else value
 
 
 def write_ledger(ledger: Ledger, output_dir: Path) -> list[Path]:

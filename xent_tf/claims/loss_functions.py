@@ -17,13 +17,15 @@ from xent_tf.claims.comparison import (
     one_match,
 )
 from xent_tf.claims.records import ClaimResult, claim_result
+from xent_tf.claims.registry import rule_float
 from xent_tf.claims.studies import ClaimPart
 
 # --- C5-C9: the losses themselves --------------------------------------------------------
 
-C5_STATED = 2.303
-C5_TOLERANCE = 0.0005  # stated to three decimals
-EQUAL_LOSS_TOLERANCE = 1e-6  # float32 Keras losses
+C5_STATED = rule_float("C5", "stated_loss")
+C5_TOLERANCE = rule_float("C5", "stated_tolerance")  # stated to three decimals
+GRADIENT_TOLERANCE = rule_float("C6", "gradient_tolerance")  # float32 gradients
+EQUAL_LOSS_TOLERANCE = rule_float("C5", "equal_loss_tolerance")  # float32 Keras losses
 
 
 def evaluate_c5(m: semantics.WorkedExample) -> ClaimResult:
@@ -62,13 +64,17 @@ def evaluate_c6(m: semantics.LogitGradients) -> ClaimResult:
     parts = [
         ClaimPart(
             "the gradient is softmax(z) - y",
-            at_most(m.max_abs_error_vs_numpy, 1e-6, "largest |Keras gradient - (softmax(z) - y)|"),
+            at_most(
+                m.max_abs_error_vs_numpy,
+                GRADIENT_TOLERANCE,
+                "largest |Keras gradient - (softmax(z) - y)|",
+            ),
         ),
         ClaimPart(
             "the two predictions' gradients differ",
             at_least(
                 m.max_abs_gradient_difference,
-                1e-6,
+                GRADIENT_TOLERANCE,
                 "largest difference between the two gradients (beyond float32 noise)",
             ),
         ),
@@ -82,8 +88,8 @@ def evaluate_c6(m: semantics.LogitGradients) -> ClaimResult:
         "C6",
         parts,
         measured,
-        "Keras gradient = softmax(z) - y within 1e-6 and the two gradients differ by >= 1e-6; "
-        + PARTS_RULE,
+        f"Keras gradient = softmax(z) - y within {GRADIENT_TOLERANCE:g} and the two gradients "
+        f"differ by >= {GRADIENT_TOLERANCE:g}; " + PARTS_RULE,
     )
 
 
@@ -113,7 +119,7 @@ def evaluate_c7(
         torch_values: PyTorch's values on that batch, or why torch could not be run (then the
             cross-framework parts are "not measured", which caps C7 at inconclusive).
     """
-    rtol = semantics.KERAS_RTOL
+    rtol = rule_float("C7", "relative_tolerance")
     scale = max(agreement.max_abs_nll, 1.0)
     total = max(reduction.candidates["sum"], 1.0)
     keras_sum = reduction.keras_values["sum"]
@@ -254,8 +260,10 @@ def evaluate_c7(
 
 
 def _precision_limit(dtype: str, max_loss: float) -> float:
-    """What "to numerical precision" allows: 8 machine epsilons of the largest loss."""
-    return 8 * float(np.finfo(np.dtype(dtype)).eps) * max(1.0, max_loss)
+    """What "to numerical precision" allows: C8's ``exact_epsilons`` (8) machine epsilons of
+    the largest loss."""
+    epsilons = rule_float("C8", "exact_epsilons")
+    return epsilons * float(np.finfo(np.dtype(dtype)).eps) * max(1.0, max_loss)
 
 
 def c8_exact_parts(
@@ -268,7 +276,8 @@ def c8_exact_parts(
             at_most(
                 m.max_abs_diff_from_logits,
                 _precision_limit(m.dtype, m.max_loss),
-                f"largest difference over {m.n_samples} random logits (limit 8 eps x the "
+                f"largest difference over {m.n_samples} random logits (limit "
+                f"{rule_float('C8', 'exact_epsilons'):g} eps x the "
                 f"largest loss {m.max_loss:.3g})",
             ),
         )

@@ -11,6 +11,7 @@ import numpy as np
 
 from xent_tf.claims.comparison import PARTS_RULE, Finding, Verdict, at_least, band, close_to
 from xent_tf.claims.records import ClaimResult, claim_result, contradicted_in
+from xent_tf.claims.registry import rule_float
 from xent_tf.claims.studies import ClaimPart
 from xent_tf.config import ConstantScheduleConfig, DataConfig, LossConfig, MlpConfig
 from xent_tf.train.build import (
@@ -137,11 +138,11 @@ def measure_loss_scale(
     )
 
 
-POOR_MODEL_TOLERANCE = 0.1  # how close to 1 "close to 1" is
+POOR_MODEL_TOLERANCE = rule_float("C10", "poor_model_tolerance")  # "close to 1"
 # A model at mean loss 1 is "poor" if its accuracy is at most this far above chance, and
 # clearly not poor from CLEARLY_ABOVE_CHANCE.
-NEAR_CHANCE = 0.1
-CLEARLY_ABOVE_CHANCE = 0.25
+NEAR_CHANCE = rule_float("C10", "near_chance")
+CLEARLY_ABOVE_CHANCE = rule_float("C10", "clearly_above_chance")
 
 
 def evaluate_c10(scales: Sequence[LossScale]) -> ClaimResult:

@@ -10,8 +10,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from xent_tf.claims.comparison import PARTS_RULE, Verdict, combine_verdicts
-from xent_tf.claims.registry import CLAIMS
-from xent_tf.claims.studies import ClaimCheck, ClaimPart
+from xent_tf.claims.protocol import PROTOCOL_VERSION
+from xent_tf.claims.registry import CLAIMS, protocol_hash
+from xent_tf.claims.studies import ClaimCheck, ClaimPart, adjusted_parts
 from xent_tf.track import connection, reading
 
 
@@ -72,12 +73,18 @@ class ClaimResult:
 
     @property
     def holds_on(self) -> str:
-        """ "3 of 4": on how many of its data sets the claim holds ("" when not judged per
-        data set)."""
+        """ "3 of 4": on how many of the data sets it applies to the claim holds ("" when not
+        judged per data set); data sets where it does not apply are named apart."""
         if not self.per_dataset:
             return ""
-        holds = sum(d.verdict == Verdict.HOLDS for d in self.per_dataset)
-        return f"{holds} of {len(self.per_dataset)}"
+        applies = [d for d in self.per_dataset if d.verdict != Verdict.NOT_APPLICABLE]
+        if not applies:
+            return "not applicable"
+        holds = sum(d.verdict == Verdict.HOLDS for d in applies)
+        text = f"{holds} of {len(applies)}"
+        if len(applies) < len(self.per_dataset):
+            text += f" ({len(self.per_dataset) - len(applies)} not applicable)"
+        return text
 
     def on(self, dataset: str) -> Verdict | None:
         """The verdict on ``dataset`` (None when not judged on it)."""
@@ -96,12 +103,13 @@ def claim_result(
 ) -> ClaimResult:
     """A claim's row whose verdict combines its parts' verdicts (see ``PARTS_RULE``)."""
     entry = CLAIMS[claim]
+    parts = adjusted_parts(parts)
     return ClaimResult(
         claim=claim,
         title=entry.title,
         says=entry.statement,
         measured=measured,
-        verdict=combine_verdicts([p.verdict.verdict for p in parts]),
+        verdict=combine_verdicts([p.verdict.verdict for p in parts if p.counted]),
         rule=rule,
         parts=tuple(parts),
         source=source,
@@ -208,6 +216,8 @@ class Ledger:
         seconds: wall time.
         stability: with ``claims.stability``, each training claim on two disjoint seed sets.
         datasets: with ``claims.datasets``, the data sets every training claim was judged on.
+        protocol_version / rules_hash: the verdict protocol the rules follow
+            (``protocol.PROTOCOL_VERSION``, ``registry.protocol_hash``).
     """
 
     results: tuple[ClaimResult, ...]
@@ -219,6 +229,13 @@ class Ledger:
     seconds: float = 0.0
     stability: tuple[StabilityRow, ...] = ()
     datasets: tuple[str, ...] = ()
+    protocol_version: str = PROTOCOL_VERSION
+    rules_hash: str = field(default_factory=protocol_hash)
+
+    @property
+    def protocol(self) -> str:
+        """ "protocol 2, rules hash 1a2b3c4d5e6f"."""
+        return f"protocol {self.protocol_version}, rules hash {self.rules_hash}"
 
     @property
     def run_url(self) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from xent_tf.claims.comparison import PARTS_RULE, at_least, at_most, band
 from xent_tf.claims.records import ClaimResult, Link, claim_result
+from xent_tf.claims.registry import rule_float, rule_floats
 from xent_tf.claims.studies import ClaimPart
 from xent_tf.config import Config
 from xent_tf.track import connection, reading, writing
@@ -21,10 +22,10 @@ log = logging.getLogger(__name__)
 REFERENCE_EXPERIMENT = "reference"
 
 
-REFERENCE_SPLIT = (6300, 2700, 1000)
-REFERENCE_MIN_TEST_ACC = 0.9  # "classifies the test set well"
-REFERENCE_GAP_HOLDS = 0.05  # final |val - train| loss: "together"
-REFERENCE_GAP_CONTRADICTED = 0.15  # ... clearly apart (over- or underfitting)
+REFERENCE_SPLIT = tuple(int(n) for n in rule_floats("C16", "split"))
+REFERENCE_MIN_TEST_ACC = rule_float("C16", "min_test_acc")  # "classifies the test set well"
+REFERENCE_GAP_HOLDS = rule_float("C16", "gap_holds")  # final |val - train| loss: "together"
+REFERENCE_GAP_CONTRADICTED = rule_float("C16", "gap_contradicted")  # clearly apart
 
 
 @dataclass(frozen=True)

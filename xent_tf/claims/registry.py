@@ -9,6 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from xent_tf.claims.protocol import (
+    PROTOCOL_CHANGES,
+    PROTOCOL_VERSION,
+    STATISTICS,
+    RuleParam,
+    RuleValue,
+    param_map,
+    rules_hash,
+)
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -22,6 +32,9 @@ class Claim:
         measured_by: how the ledger measures it.
         judged_by: how the verdict follows from the measurements.
         study: the study (MLflow experiment) whose runs feed it; "" = measured in the ledger run.
+        rules: every number its rule uses (thresholds, targets, shares, margins, grids),
+            stated before the runs it judges; the shared statistics are
+            ``protocol.STATISTICS``. Changing one is a protocol version bump.
     """
 
     id: str
@@ -31,6 +44,7 @@ class Claim:
     measured_by: str
     judged_by: str
     study: str = ""
+    rules: tuple[RuleParam, ...] = ()
 
 
 INTRO = """\
@@ -43,10 +57,12 @@ measured, repeatable runs. Each claim below has an id (C1…C16). The claims led
 (`experiment=claims`, see DESIGN.md) evaluates every one of them and gives a verdict:
 `holds`, `contradicted` or `inconclusive` (and, judged on two seed sets with
 `claims.stability=true`, `unstable` where the sets disagree), together with the numbers behind
-it. A part that could not be measured (e.g. PyTorch not installed) is `not measured` and does
-not count. A verdict is always computed from what was measured in that run; never write one
-down by hand. Some claims are stated below exactly as a tutorial states them, even where they
-may be wrong: the ledger's job is to find out, not to agree.
+it. A part that could not be measured (e.g. PyTorch not installed) is `not measured` and caps
+its claim at inconclusive; a contrast that is identical by construction is `not applicable` and
+is not counted. Every threshold a rule uses is stated below, before the runs it judges (see
+Protocol at the end). A verdict is always computed from what was measured in that run; never
+write one down by hand. Some claims are stated below exactly as a tutorial states them, even
+where they may be wrong: the ledger's job is to find out, not to agree.
 
 Logs are natural (nats) unless a claim says bits.
 """
@@ -65,6 +81,13 @@ CLAIMS: dict[str, Claim] = {
             ),
             ("info.self_information at p = 0.7, 0.2, 0.1 and 1."),
             ("Each value within half a unit of its last stated digit."),
+            rules=(
+                RuleParam(
+                    "rounding_tolerance",
+                    0.005,
+                    "half a unit of the last stated digit (the tutorials give two decimals)",
+                ),
+            ),
         ),
         Claim(
             "C2",
@@ -82,6 +105,13 @@ CLAIMS: dict[str, Claim] = {
             (
                 "Stated numbers within their rounding; the fair-coin statement against the "
                 "measured entropy."
+            ),
+            rules=(
+                RuleParam(
+                    "rounding_tolerance",
+                    0.005,
+                    "half a unit of the last stated digit (the tutorials give two decimals)",
+                ),
             ),
         ),
         Claim(
@@ -116,10 +146,35 @@ CLAIMS: dict[str, Claim] = {
                 " 2."
             ),
             (
-                "A prefix code built for q encodes 100,000 events from p; bits per event are "
-                "counted."
+                "A prefix code built for a dyadic q encodes 100,000 events from p; bits per event "
+                "are counted. On a non-dyadic pair, Shannon's code (lengths ceil(-log2 q_i)) "
+                "built for q: its exact mean length under p, and a sample encoded with it."
             ),
-            ("Code lengths within 4 standard errors of H_2(p, q) and H_2(p); conversion to 1e-12."),
+            (
+                "Dyadic: code lengths within 4 standard errors of H_2(p, q) and H_2(p). "
+                "Non-dyadic: H_2(p, q) <= mean length < H_2(p, q) + 1 exactly (Shannon's bound; "
+                "a Huffman code for q can fall below H_2(p, q) under p != q, so the bound is "
+                "checked on Shannon's lengths). Conversion to 1e-12."
+            ),
+            rules=(
+                RuleParam(
+                    "sampling_sigmas",
+                    4.0,
+                    "a sampled mean code length this many standard errors from its entropy is "
+                    "not sampling noise",
+                ),
+                RuleParam("conversion_tolerance", 1e-12, "largest |H_2 - H_e / ln 2|"),
+                RuleParam(
+                    "non_dyadic_p",
+                    (0.4, 0.3, 0.2, 0.1),
+                    "source distribution of the non-dyadic (Shannon code) part",
+                ),
+                RuleParam(
+                    "non_dyadic_q",
+                    (0.1, 0.2, 0.3, 0.4),
+                    "distribution the non-dyadic part's Shannon code is built for",
+                ),
+            ),
         ),
         Claim(
             "C5",
@@ -132,6 +187,13 @@ CLAIMS: dict[str, Claim] = {
             ),
             ("Keras CategoricalCrossentropy on the two predictions."),
             ("Each loss within 0.0005 of 2.303; the two equal to 1e-6."),
+            rules=(
+                RuleParam("stated_loss", 2.303, "the loss the tutorial states"),
+                RuleParam("stated_tolerance", 0.0005, "stated to three decimals"),
+                RuleParam(
+                    "equal_loss_tolerance", 1e-6, "the two float32 Keras losses count as equal"
+                ),
+            ),
         ),
         Claim(
             "C6",
@@ -144,6 +206,14 @@ CLAIMS: dict[str, Claim] = {
             ),
             ("Keras gradients of CE w.r.t. the logits, against softmax(z) - y."),
             ("Gradient = softmax(z) - y within 1e-6; the two gradients differ by more than 1e-6."),
+            rules=(
+                RuleParam(
+                    "gradient_tolerance",
+                    1e-6,
+                    "float32 Keras gradient vs softmax(z) - y; and the least difference between "
+                    "the two predictions' gradients that counts as different",
+                ),
+            ),
         ),
         Claim(
             "C7",
@@ -167,6 +237,13 @@ CLAIMS: dict[str, Claim] = {
                 "Relative tolerance 1e-5 between frameworks and formulas; PyTorch parts count "
                 "only when torch ran."
             ),
+            rules=(
+                RuleParam(
+                    "relative_tolerance",
+                    1e-5,
+                    "largest relative difference between frameworks and formulas (float32)",
+                ),
+            ),
         ),
         Claim(
             "C8",
@@ -185,9 +262,25 @@ CLAIMS: dict[str, Claim] = {
             ),
             (
                 "Exact parts to 8 machine epsilons; accuracies equivalent within 0.01 (95% CI of "
-                "the paired difference)."
+                "the paired difference: two one-sided tests); cce vs sparse_cce (the same head "
+                "and loss, identical by construction) is not applicable: shown, not counted, and "
+                "a multi-class data set, which has only that pair, is not applicable."
             ),
             study="binary_vs_categorical",
+            rules=(
+                RuleParam(
+                    "equivalence_margin",
+                    0.01,
+                    "final val accuracy points within which the two heads count as the same",
+                ),
+                RuleParam("exact_epsilons", 8.0, "machine epsilons the exact parts may differ by"),
+                RuleParam(
+                    "not_applicable_pairs",
+                    ("cce vs sparse_cce",),
+                    "contrasts identical by construction (same head, same loss): shown, not "
+                    "counted",
+                ),
+            ),
         ),
         Claim(
             "C9",
@@ -226,6 +319,18 @@ CLAIMS: dict[str, Claim] = {
                 "A chance-level model's mean loss within 1 ± 0.1; a model at mean loss 1 has "
                 "near-chance accuracy; training lowers the mean loss."
             ),
+            rules=(
+                RuleParam("poor_model_tolerance", 0.1, 'how close to 1 "close to 1" is'),
+                RuleParam(
+                    "near_chance",
+                    0.1,
+                    "a model at mean loss 1 is poor if its accuracy is at most this far above "
+                    "chance",
+                ),
+                RuleParam(
+                    "clearly_above_chance", 0.25, "... and clearly not poor from this far above"
+                ),
+            ),
         ),
         Claim(
             "C11",
@@ -244,6 +349,20 @@ CLAIMS: dict[str, Claim] = {
             (
                 "Share of small weight perturbations that change accuracy / the step network's "
                 "loss (<= 10% holds, >= 50% contradicted); the step network's relative loss drop."
+            ),
+            rules=(
+                RuleParam(
+                    "flat_share",
+                    0.1,
+                    "at most this share of tiny perturbations changing a value: flat",
+                ),
+                RuleParam(
+                    "not_flat_share", 0.5, "from this share the value depends on the weights"
+                ),
+                RuleParam(
+                    "loss_still_below", 0.01, 'a relative loss drop up to this is "not moving"'
+                ),
+                RuleParam("loss_moved_from", 0.05, "from this relative drop the loss moved"),
             ),
         ),
         Claim(
@@ -355,6 +474,12 @@ CLAIMS: dict[str, Claim] = {
                 "accuracy >= 0.9."
             ),
             study="reference",
+            rules=(
+                RuleParam("split", (6300.0, 2700.0, 1000.0), "train, validation, test rows"),
+                RuleParam("min_test_acc", 0.9, '"classifies the test set well"'),
+                RuleParam("gap_holds", 0.05, 'final |val - train| loss: "together"'),
+                RuleParam("gap_contradicted", 0.15, "... clearly apart from this gap"),
+            ),
         ),
     )
 }
@@ -381,6 +506,47 @@ def get_claim(claim_id: str) -> Claim:
     return CLAIMS[claim_id]
 
 
+def rule_value(claim_id: str, name: str) -> RuleValue:
+    """A claim's stated rule parameter (``Claim.rules``).
+
+    Raises:
+        ValueError: no such claim, or the claim states no parameter ``name`` (the message
+            lists the ones it states).
+    """
+    stated = param_map(get_claim(claim_id).rules)
+    if name not in stated:
+        raise ValueError(
+            f"{claim_id} states no rule parameter {name!r}; it states {sorted(stated)}"
+        )
+    return stated[name]
+
+
+def rule_float(claim_id: str, name: str) -> float:
+    """``rule_value`` of a single number, as a float (a ValueError if it is a grid or text)."""
+    value = rule_value(claim_id, name)
+    if isinstance(value, (tuple, str)):
+        raise ValueError(f"{claim_id}'s rule parameter {name!r} is {value!r}, not one number")
+    return float(value)
+
+
+def rule_floats(claim_id: str, name: str) -> tuple[float, ...]:
+    """``rule_value`` of a grid, as floats (a ValueError if it is not a grid of numbers)."""
+    value = rule_value(claim_id, name)
+    if not isinstance(value, tuple) or any(isinstance(v, str) for v in value):
+        raise ValueError(f"{claim_id}'s rule parameter {name!r} is {value!r}, not a grid")
+    return tuple(float(v) for v in value)
+
+
+def protocol_hash() -> str:
+    """``protocol.rules_hash`` of every claim's rule parameters (the ledger prints it)."""
+    return rules_hash({claim.id: claim.rules for claim in CLAIMS.values()})
+
+
+def protocol_line() -> str:
+    """ "protocol 2, rules hash 1a2b3c4d5e6f": what every ledger prints."""
+    return f"protocol {PROTOCOL_VERSION}, rules hash {protocol_hash()}"
+
+
 def render_claims_markdown() -> str:
     """docs/CLAIMS.md: the introduction, then every claim under its section."""
     lines = [INTRO.rstrip("\n")]
@@ -392,4 +558,40 @@ def render_claims_markdown() -> str:
         lines.append(f"- **{claim.id} {claim.title}.** {claim.statement}")
         lines.append(f"  *Measured:* {claim.measured_by}")
         lines.append(f"  *Judged:* {claim.judged_by}")
-    return "\n".join(lines) + "\n"
+        if claim.rules:
+            stated = "; ".join(param.describe() for param in claim.rules)
+            lines.append(f"  *Rule parameters:* {stated}.")
+    return "\n".join([*lines, "", *_protocol_markdown()]) + "\n"
+
+
+def _protocol_markdown() -> list[str]:
+    """The protocol section of docs/CLAIMS.md: version, hash, shared statistics, changes."""
+    lines = [
+        "## Protocol",
+        "",
+        f"Protocol version {PROTOCOL_VERSION}; the ledger prints it with the hash of every rule "
+        f"parameter above and below ({protocol_hash()}). Changing a rule is a new version with "
+        "a dated line below.",
+        "",
+        "Statistics every claim shares:",
+        *(f"- {param.describe()}" for param in STATISTICS),
+        "",
+        "Error rates. A part judged by an interval or a test has two one-sided p-values: "
+        "against the claim's side (small: contradicted) and for it (small: holds). A claim is "
+        "*contradicted* only if Holm's step-down procedure over the p-values against it of all "
+        "its statistical parts, on every data set it is judged on, rejects one at alpha / 2: "
+        "the chance of calling a true claim contradicted is at most alpha / 2 (family-wise, "
+        "strong control). A claim *holds* only if every part holds at alpha / 2 on its own: an "
+        "intersection-union test, whose chance of holding when any part is false is at most "
+        "alpha / 2 without a correction (a correction would only cost power). A part computed "
+        "exactly (no sampling) counts as measured. A part that is not measured caps its claim "
+        "at inconclusive; a part that is not applicable is shown and not counted.",
+        "",
+        "Changes:",
+        *(
+            f"- {change.version} ({change.date}): {line}"
+            for change in PROTOCOL_CHANGES
+            for line in change.why
+        ),
+    ]
+    return lines

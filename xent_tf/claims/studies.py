@@ -18,9 +18,10 @@ from xent_tf.claims.comparison import (
     Interval,
     TimeToTarget,
     Verdict,
-    combine_verdicts,
+    combine_findings,
     difference_verdict,
     equivalence_verdict,
+    family_adjusted,
     final_value,
     first_to_target,
     kaplan_meier_median,
@@ -31,7 +32,8 @@ from xent_tf.claims.comparison import (
     sign_test,
     time_to_target,
 )
-from xent_tf.claims.registry import statement_of
+from xent_tf.claims.protocol import statistic
+from xent_tf.claims.registry import rule_float, rule_value, statement_of
 from xent_tf.metrics import BATCH_LOSS_METRIC
 from xent_tf.track.identity import STUDY_VARIANT_KEYS, short_name
 from xent_tf.track.run_record import RunRecord
@@ -77,10 +79,19 @@ class Variant:
 
 @dataclass(frozen=True)
 class ClaimPart:
-    """One measured comparison inside a claim check (one context, one rule)."""
+    """One measured comparison inside a claim check (one context, one rule).
+
+    Attributes:
+        context: what is compared, where.
+        verdict: the rule's finding.
+        counted: False for a part shown but not judged (a separate context such as C12's
+            Adam runs, a summary row): it neither makes nor breaks the claim and is not in
+            the family Holm's correction runs over.
+    """
 
     context: str
     verdict: Finding
+    counted: bool = True
 
 
 @dataclass(frozen=True)
@@ -98,8 +109,12 @@ class ClaimCheck:
 class StudyOptions:
     """Knobs of the rules, shown next to the verdicts."""
 
-    confidence: float = 0.95
-    equivalence_margin: float = 0.01  # accuracy points that count as "the same" (C8)
+    # 1 - alpha of the protocol: the interval shown is the one the verdicts are read from
+    confidence: float = field(default_factory=lambda: 1 - statistic("alpha"))
+    # accuracy points that count as "the same" (C8; stated in the registry)
+    equivalence_margin: float = field(
+        default_factory=lambda: rule_float("C8", "equivalence_margin")
+    )
 
 
 def own_target(variant: Variant, variants: Sequence[Variant]) -> float:
@@ -243,9 +258,26 @@ def _claim_check(
     parts: list[ClaimPart],
     counted: Sequence[ClaimPart] | None = None,
 ) -> ClaimCheck:
-    """A claim's check, its verdict combined from ``counted`` (default: all of ``parts``)."""
-    verdicts = [p.verdict.verdict for p in (parts if counted is None else counted)]
-    return ClaimCheck(claim, statement_of(claim), combine_verdicts(verdicts), combine_rule, parts)
+    """A claim's check, its verdict combined from ``counted`` (default: all of ``parts``); the
+    others are marked not counted. Holm's correction runs over the counted parts."""
+    if counted is not None:
+        keep = {id(p) for p in counted}
+        parts = [p if id(p) in keep else dataclasses.replace(p, counted=False) for p in parts]
+    parts = adjusted_parts(parts)
+    verdict = combine_findings([p.verdict for p in parts if p.counted])
+    return ClaimCheck(claim, statement_of(claim), verdict, combine_rule, parts)
+
+
+def adjusted_parts(parts: Sequence[ClaimPart]) -> list[ClaimPart]:
+    """``parts`` with the counted ones' findings after Holm's correction over all of them
+    (``comparison.family_adjusted``); the uncounted ones unchanged."""
+    counted = [p for p in parts if p.counted]
+    adjusted = iter(family_adjusted([p.verdict for p in counted]))
+    out = []
+    for part in parts:
+        finding = next(adjusted) if part.counted else part.verdict
+        out.append(part if finding is part.verdict else dataclasses.replace(part, verdict=finding))
+    return out
 
 
 def _missing(context: str, what: str) -> ClaimPart:
@@ -265,6 +297,13 @@ _BINARY_PAIRS = (
     ("cce", "sparse_cce", "cce vs sparse_cce (same head)"),
 )
 _MULTICLASS_PAIRS = (("cce", "sparse_cce", "cce vs sparse_cce (same head)"),)
+
+
+def _identical_by_construction(a_loss: str, b_loss: str) -> bool:
+    """A pair the registry names as identical by construction (C8's ``not_applicable_pairs``):
+    the same head trained on the same loss, only the label encoding differs."""
+    pairs = rule_value("C8", "not_applicable_pairs")
+    return isinstance(pairs, tuple) and f"{a_loss} vs {b_loss}" in pairs
 
 
 def _data_sets(variants: Sequence[Variant]) -> list[str]:
@@ -297,15 +336,25 @@ def _evaluate_binary_vs_categorical(
             verdict = equivalence_verdict(
                 diff, options.equivalence_margin, "final val accuracy, a - b"
             )
+            if _identical_by_construction(a_loss, b_loss):
+                verdict = Finding(
+                    Verdict.NOT_APPLICABLE,
+                    "identical by construction (same head, same loss; only the label encoding "
+                    "differs): shown as a check of the set-up, not counted",
+                    verdict.measured,
+                )
             counts = f"parameters {a[0].param('model.n_params')} vs {b[0].param('model.n_params')}"
             parts.append(
                 ClaimPart(
-                    context, Finding(verdict.verdict, verdict.rule, f"{verdict.measured}; {counts}")
+                    context, dataclasses.replace(verdict, measured=f"{verdict.measured}; {counts}")
                 )
             )
     return [
         _claim_check(
-            "C8", "holds if every pair holds, contradicted if any pair is contradicted", parts
+            "C8",
+            "holds if every pair holds, contradicted if any pair is contradicted (Holm); a pair "
+            "identical by construction is not applicable",
+            parts,
         )
     ]
 
@@ -452,9 +501,7 @@ def _evaluate_mse_vs_ce(variants: list[Variant], options: StudyOptions) -> list[
                 f"{outcomes.count(0)} ties"
             )
             speed_parts.append(
-                ClaimPart(
-                    context, Finding(finding.verdict, finding.rule, finding.measured + detail)
-                )
+                ClaimPart(context, dataclasses.replace(finding, measured=finding.measured + detail))
             )
             gaps[init] = {s: mse_times[s].epochs - ce_times[s].epochs for s in paired}
         if optimizer == "sgd" and len(gaps) == 2:
@@ -490,9 +537,9 @@ def _evaluate_mse_vs_ce(variants: list[Variant], options: StudyOptions) -> list[
 # --- C13: learning-rate size -------------------------------------------------------------
 
 
-def _diverged_share(variant: Variant) -> float:
-    """Share of a variant's runs that diverged: NaN/inf loss, or a final validation loss no
-    better than the untrained model's (``val/initial_loss``, logged before the first step)."""
+def _diverged_count(variant: Variant) -> tuple[int, int]:
+    """(runs that diverged, runs judged) of a variant: NaN/inf loss, or a final validation loss
+    no better than the untrained model's (``val/initial_loss``, logged before the first step)."""
     outcomes = []
     for run in variant.runs:
         if run.diverged:
@@ -505,7 +552,7 @@ def _diverged_share(variant: Variant) -> float:
                 outcomes.append(1.0)
             elif math.isfinite(start):
                 outcomes.append(1.0 if final >= start else 0.0)
-    return float(sum(outcomes) / len(outcomes)) if outcomes else math.nan
+    return int(sum(outcomes)), len(outcomes)
 
 
 def _rate(variant: Variant) -> float:
@@ -607,13 +654,13 @@ def _evaluate_lr_sweep(variants: list[Variant], options: StudyOptions) -> list[C
             conf,
         ),
     ]
-    share = _diverged_share(too_large)
+    diverged, outcomes = _diverged_count(too_large)
     parts.append(
         ClaimPart(
             f"too large lr {rate(too_large)} diverges",
             share_rule(
-                share,
-                len(too_large.runs),
+                diverged,
+                outcomes,
                 "share of its runs that diverged (NaN/inf loss, or a final val loss no better "
                 "than the untrained model's)",
             ),
@@ -712,18 +759,18 @@ def _evaluate_lr_range_test(variants: list[Variant], options: StudyOptions) -> l
     curves = {r.seed: _curve_shape(r) for r in runs}
     if curves:
         shares = [sum(c[i] for c in curves.values()) / len(curves) for i in range(3)]
-        share = min(shares)
+        shaped = share_rule(sum(all(c) for c in curves.values()), len(curves), "")
         parts.append(
             ClaimPart(
                 "the curve is flat, then falls fast, then explodes",
-                Finding(
-                    share_rule(share, len(curves), "").verdict,
-                    "holds if >= 80% of the seeds' curves show all three (after the first 10% "
-                    "of steps: flat up to 25% within 10% of the start; fall: minimum < 80% of "
-                    "the start; explosion: back above the start after the minimum), "
-                    "contradicted if <= 20%",
-                    f"flat {shares[0]:.0%}, fall {shares[1]:.0%}, explosion {shares[2]:.0%} of "
-                    f"{len(curves)} seeds",
+                dataclasses.replace(
+                    shaped,
+                    rule="the share of the seeds' curves that show all three (after the first "
+                    "10% of steps: flat up to 25% within 10% of the start; fall: minimum < 80% "
+                    "of the start; explosion: back above the start after the minimum): "
+                    + shaped.rule.removeprefix(": "),
+                    measured=f"all three in {shaped.measured}; flat {shares[0]:.0%}, fall "
+                    f"{shares[1]:.0%}, explosion {shares[2]:.0%} of {len(curves)} seeds",
                 ),
             )
         )

@@ -278,7 +278,8 @@ def _html_table(table: _Table) -> str:
         for index, text in enumerate(row):
             if index == table.verdict_column:  # shown and styled in lower case
                 text = text.lower()
-                cells.append(f'<td class="{text}">{html.escape(text)}</td>')
+                css = text.replace(" ", "-")  # "not applicable" -> not-applicable
+                cells.append(f'<td class="{css}">{html.escape(text)}</td>')
             else:
                 cells.append(f"<td>{html.escape(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")

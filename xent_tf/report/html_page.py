@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import html
 
-# Verdict cells are styled by class: <td class="holds|contradicted|inconclusive">.
+# Verdict cells are styled by class: <td class="holds|contradicted|inconclusive|...">, the
+# verdict with spaces as hyphens ("not applicable" -> not-applicable).
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em; max-width: 1400px; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
@@ -17,6 +18,8 @@ th { background: #f3f3f3; }
 td.holds { background: #d9f2d9; font-weight: bold; }
 td.contradicted { background: #f8d0d0; font-weight: bold; }
 td.inconclusive { background: #fff1c1; font-weight: bold; }
+td.unstable { background: #f3dcf3; font-weight: bold; }
+td.not-measured, td.not-applicable { background: #ececec; color: #555; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
 blockquote { border-left: 4px solid #c33; margin: 0.5em 0; padding: 0.2em 1em;
   background: #fbf3f3; }

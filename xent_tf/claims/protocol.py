@@ -1,0 +1,172 @@
+"""The verdict protocol: its version, why it changed, and the statistical rules every claim
+shares.
+
+A rule's numbers (thresholds, targets, shares, margins, grids) are written down here and in
+each claim's registry entry (``registry.Claim.rules``) before the runs they judge, never
+derived from them. Changing any of them is a new ``PROTOCOL_VERSION`` with a dated line in
+``PROTOCOL_CHANGES`` saying why; the ledger prints the version and ``rules_hash`` (a hash of
+every rule parameter), so two ledgers with the same hash applied the same rules.
+
+This module imports nothing of the project: the rule primitives (``comparison``) and the
+registry both read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+RuleValue = float | int | str | tuple[float, ...] | tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RuleParam:
+    """One number (or grid) a rule uses, stated before the data.
+
+    Attributes:
+        name: how the code asks for it (``registry.rule_value(claim, name)``).
+        value: the stated value.
+        meaning: what it is, in a few words, for docs/CLAIMS.md and the ledger.
+    """
+
+    name: str
+    value: RuleValue
+    meaning: str
+
+    def describe(self) -> str:
+        """ "equivalence_margin = 0.01 (accuracy points ...)"."""
+        return f"{self.name} = {format_value(self.value)} ({self.meaning})"
+
+
+def format_value(value: RuleValue) -> str:
+    """A rule value as docs and ledgers show it: numbers with ``g``, grids as lists."""
+    if isinstance(value, tuple):
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class ProtocolChange:
+    """Why the protocol got a new version.
+
+    Attributes:
+        version: the version this change introduced.
+        date: ISO date (UTC) of the change.
+        why: one line per change: what changed and why (in particular, whether it was made
+            after seeing results).
+    """
+
+    version: str
+    date: str
+    why: tuple[str, ...]
+
+
+PROTOCOL_VERSION = "2"
+
+PROTOCOL_CHANGES: tuple[ProtocolChange, ...] = (
+    ProtocolChange(
+        "1",
+        "2026-12-05",
+        (
+            "The rules as of main 678afb2: per-part 95% intervals, 80%/20% point shares, a "
+            "claim contradicted if any part is, no correction over parts or data sets; "
+            "several rules (C12's target, C13's roles) had been changed after seeing results "
+            "without a version.",
+        ),
+    ),
+    ProtocolChange(
+        "2",
+        "2026-12-05",
+        (
+            "A required part that was not measured caps its claim at inconclusive (before: it "
+            "was dropped, so C7 held on its Keras parts alone without PyTorch). Made after "
+            "seeing C7 hold without its PyTorch half.",
+            "Statistics with a stated error rate (issue #27), made after reading the rules, not "
+            "after new results: contradicted only after Holm's correction over every "
+            "statistical part of the claim on every data set; holds when every part holds "
+            "(an intersection-union test, no correction needed); a part over fewer than "
+            "min_seeds seeds is inconclusive; a zero-variance difference is judged by the "
+            "exact sign test instead of a zero-width interval; share rules judged with exact "
+            "Clopper-Pearson intervals against share_null besides the 80%/20% shares.",
+            "A contrast that is identical by construction (C8's cce vs sparse_cce: the same "
+            "head and loss) is not applicable: shown, never counted toward 'holds on N of M'.",
+            "C4 also on a non-dyadic pair: Shannon code lengths ceil(-log2 q) against the "
+            "bounds H_2(p, q) <= mean length < H_2(p, q) + 1 (computed exactly, no sampling).",
+        ),
+    ),
+)
+
+
+# The statistics every claim's rules share (``comparison`` reads them as defaults).
+STATISTICS: tuple[RuleParam, ...] = (
+    RuleParam(
+        "alpha",
+        0.05,
+        "two-sided level: each part's interval is a (1 - alpha) interval, and each verdict "
+        "direction's false-alarm rate is at most alpha / 2 per claim",
+    ),
+    RuleParam(
+        "min_seeds",
+        3,
+        "fewest paired seeds (or runs of a share) an interval or test may conclude from; "
+        "fewer -> inconclusive",
+    ),
+    RuleParam("share_holds", 0.8, "a share rule holds only if at least this share shows it"),
+    RuleParam(
+        "share_contradicted", 0.2, "a share rule is contradicted only if at most this share does"
+    ),
+    RuleParam(
+        "share_null",
+        0.5,
+        "and the exact Clopper-Pearson (1 - alpha) interval of the share must lie entirely "
+        "above (holds) or below (contradicted) this share",
+    ),
+)
+
+
+def param_map(params: Iterable[RuleParam]) -> dict[str, RuleValue]:
+    """{name: value}; a ValueError names a name given twice."""
+    out: dict[str, RuleValue] = {}
+    for param in params:
+        if param.name in out:
+            raise ValueError(f"rule parameter {param.name!r} is stated twice")
+        out[param.name] = param.value
+    return out
+
+
+def statistic(name: str) -> float:
+    """A shared statistical parameter by name; a ValueError lists the known ones."""
+    values = param_map(STATISTICS)
+    if name not in values:
+        raise ValueError(f"statistic {name!r} is not one of {sorted(values)}")
+    return float(values[name])  # type: ignore[arg-type]
+
+
+def rules_hash(claim_rules: Mapping[str, Iterable[RuleParam]]) -> str:
+    """A short hash of the protocol version, the shared statistics and every claim's rule
+    parameters: two ledgers with the same hash applied the same rules.
+
+    Args:
+        claim_rules: {claim id: its rule parameters}.
+
+    Returns:
+        12 hex digits.
+    """
+    payload = {
+        "version": PROTOCOL_VERSION,
+        "statistics": {k: _jsonable(v) for k, v in param_map(STATISTICS).items()},
+        "claims": {
+            claim: {k: _jsonable(v) for k, v in param_map(params).items()}
+            for claim, params in sorted(claim_rules.items())
+        },
+    }
+    text = json.dumps(payload, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _jsonable(value: RuleValue) -> object:
+    return list(value) if isinstance(value, tuple) else value
