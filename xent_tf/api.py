@@ -145,14 +145,17 @@ def study(name: str, *overrides: str, seeds: int | Sequence[int] | None = None) 
     return load_study(run_id=parent.run_id, tracking_uri=parent.tracking_uri)
 
 
-def ledger(*overrides: str) -> Ledger:
+def ledger(*overrides: str, study_overrides: Sequence[str] | None = None) -> Ledger:
     """Build the claims ledger, as ``python experiments/run.py +experiment=claims OVERRIDES``
     does: claims measured on the spot, training claims judged on studies found in the store
     (or run when missing), one MLflow run with claims.md/.html/.json.
 
     Args:
         overrides: Hydra overrides, e.g. ``"claims.only=[C12]"``, ``"claims.seeds=3"``,
-            ``"claims.study_overrides=['+debug=tiny']"`` (look for studies made with those).
+            ``"tracking.uri=sqlite:///PATH.db"``.
+        study_overrides: the overrides the studies to judge were run with (e.g. the
+            ``"+debug=tiny"`` of a quick study): the ledger looks for (and would run) studies
+            made with them; the same as ``claims.study_overrides=[...]``.
 
     Returns:
         The ledger: one verdict row per claim, its parts, the studies it read.
@@ -163,6 +166,8 @@ def ledger(*overrides: str) -> Ledger:
     from xent_tf.claims.ledger_render import ledger_json
 
     wanted = ["+experiment=claims", *overrides]
+    if study_overrides is not None:
+        wanted.append(f"claims.study_overrides={_hydra_list(study_overrides)}")
     app = _hydra_app()
     try:
         to_config_or_explain(_compose(app, wanted, RunMode.RUN), overrides)
@@ -295,6 +300,12 @@ def _first_job_config(app: Hydra, sweep: DictConfig, overrides: Sequence[str]) -
             f"the overrides {list(overrides)} make an invalid config (first job: "
             f"{' '.join(first)}): {error}"
         ) from error
+
+
+def _hydra_list(values: Sequence[str]) -> str:
+    """A list of strings as one Hydra override value, each quoted (``['+debug=tiny']``)."""
+    quoted = ["'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in values]
+    return f"[{','.join(quoted)}]"
 
 
 def _seed_overrides(seeds: int | Sequence[int] | None, overrides: Sequence[str]) -> list[str]:
