@@ -20,6 +20,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import json
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,6 +55,12 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 # experiments/run.py's job name (Hydra names a job after its script): the same log files.
 JOB_NAME = "run"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+# In a notebook the console shows warnings and the sweep's progress lines (the job log files
+# keep every line, as on the command line): the study's tables are the result's own output.
+QUIET_CONSOLE = (
+    "++hydra.job_logging.handlers.console.level=WARNING",
+    "++hydra.hydra_logging.handlers.console.level=WARNING",
+)
 # The claims ledger's MLflow experiment and the tag its run carries (configs/experiment/claims).
 LEDGER_EXPERIMENT = "claims"
 _LEDGER_TAG = ("xent.task", "claims")
@@ -83,7 +90,7 @@ def run(*overrides: str) -> RunSummary:
             raise OverrideError(
                 f"{list(overrides)} make a claims ledger (task=claims), not a run: use ledger()"
             )
-        job = app.run("config", tasks.single_run, [*overrides, "hydra.mode=RUN"])
+        job = app.run("config", tasks.single_run, [*QUIET_CONSOLE, *overrides, "hydra.mode=RUN"])
     finally:
         GlobalHydra.instance().clear()
     uri = config.tracking.uri if config.tracking.enabled else ""
@@ -129,7 +136,12 @@ def study(name: str, *overrides: str, seeds: int | Sequence[int] | None = None) 
             app.multirun(
                 "config",
                 tasks.task,
-                [*wanted, f"hydra.sweep.dir={sweep_dir}", "hydra.mode=MULTIRUN"],
+                [
+                    *QUIET_CONSOLE,
+                    *wanted,
+                    f"hydra.sweep.dir={sweep_dir}",
+                    "hydra.mode=MULTIRUN",
+                ],
             )
         except SystemExit as stop:  # the sweep's callback refuses to start (logged above)
             raise RuntimeError(
@@ -171,7 +183,7 @@ def ledger(*overrides: str, study_overrides: Sequence[str] | None = None) -> Led
     app = _hydra_app()
     try:
         to_config_or_explain(_compose(app, wanted, RunMode.RUN), overrides)
-        job = app.run("config", tasks.claims_ledger, [*wanted, "hydra.mode=RUN"])
+        job = app.run("config", tasks.claims_ledger, [*QUIET_CONSOLE, *wanted, "hydra.mode=RUN"])
     finally:
         GlobalHydra.instance().clear()
     return Ledger.of(json.loads(json.dumps(ledger_json(job.return_value))))
@@ -256,7 +268,31 @@ def _compose(app: Hydra, overrides: list[str], mode: RunMode) -> DictConfig:
     try:
         return app.compose_config("config", overrides, run_mode=mode, with_log_configuration=False)
     except Exception as error:
-        raise OverrideError(f"the overrides {overrides} do not compose: {error}") from error
+        message = f"the overrides {overrides} do not compose: {error}"
+        raise OverrideError(message + _allowed_keys(app, overrides, str(error), mode)) from error
+
+
+_UNKNOWN_KEY = re.compile(r"Could not override '([\w.]+)'")
+
+
+def _allowed_keys(app: Hydra, overrides: list[str], message: str, mode: RunMode) -> str:
+    """For an override of a key the config does not have (``trainer.epoch=3``): the keys its
+    section does have, so the message says what is allowed ("" otherwise)."""
+    found = _UNKNOWN_KEY.search(message)
+    if found is None:
+        return ""
+    key = found.group(1)
+    section = key.rsplit(".", 1)[0] if "." in key else ""
+    others = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != key]
+    try:
+        cfg = app.compose_config("config", others, run_mode=mode, with_log_configuration=False)
+    except Exception:  # another override is bad too: Hydra's message names the first
+        return ""
+    node = OmegaConf.select(cfg, section) if section else cfg
+    if not isinstance(node, DictConfig):
+        return ""
+    keys = ", ".join(str(k) for k in node if str(k) != "hydra")
+    return f"\n{section or 'the config'} has: {keys}"
 
 
 def to_config_or_explain(cfg: DictConfig, overrides: Sequence[str]) -> Config:

@@ -13,6 +13,7 @@ import base64
 import functools
 import html
 import math
+import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,17 +30,19 @@ if TYPE_CHECKING:
 
 # Styles for the notebook output, scoped to the API's own blocks (a notebook page is shared).
 _CSS = """
-.xent-tf { font-family: system-ui, sans-serif; }
-.xent-tf table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.85em; }
-.xent-tf th, .xent-tf td { border: 1px solid #ccc; padding: 3px 7px; text-align: left;
+div.xent-tf { font-family: system-ui, sans-serif; }
+div.xent-tf table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.85em; }
+div.xent-tf th, div.xent-tf td { border: 1px solid #ccc; padding: 3px 7px; text-align: left;
   vertical-align: top; }
-.xent-tf th { background: #f3f3f3; }
-.xent-tf td.holds { background: #d9f2d9; font-weight: bold; }
-.xent-tf td.contradicted { background: #f8d0d0; font-weight: bold; }
-.xent-tf td.inconclusive { background: #fff1c1; font-weight: bold; }
-.xent-tf td.unstable { background: #e6dcf5; font-weight: bold; }
-.xent-tf .figures { display: flex; flex-wrap: wrap; gap: 6px; }
-.xent-tf .figures img { width: 49%; min-width: 380px; border: 1px solid #eee; }
+div.xent-tf th { background: #f3f3f3; }
+div.xent-tf td.col-rule, div.xent-tf td.col-says { color: #555; font-size: 0.9em;
+  min-width: 24em; }
+div.xent-tf td.holds { background: #d9f2d9; font-weight: bold; }
+div.xent-tf td.contradicted { background: #f8d0d0; font-weight: bold; }
+div.xent-tf td.inconclusive { background: #fff1c1; font-weight: bold; }
+div.xent-tf td.unstable { background: #e6dcf5; font-weight: bold; }
+div.xent-tf .figures { display: flex; flex-wrap: wrap; gap: 6px; }
+div.xent-tf .figures img { width: 49%; min-width: 380px; border: 1px solid #eee; }
 """
 _VERDICTS = {str(v) for v in Verdict}
 
@@ -83,7 +86,8 @@ def _table(frame: pd.DataFrame, verdict_column: str | None = None) -> str:
             elif column == "url" and text:
                 cells.append(f'<td><a href="{html.escape(text)}">MLflow</a></td>')
             else:
-                cells.append(f"<td>{html.escape(text)}</td>")
+                css = re.sub(r"[^a-z0-9]+", "-", str(column).lower())
+                cells.append(f'<td class="col-{css}">{html.escape(text)}</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
