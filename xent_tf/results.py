@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 _CSS = """
 div.xent-tf { font-family: system-ui, sans-serif; }
 div.xent-tf table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.85em; }
-div.xent-tf th, div.xent-tf td { border: 1px solid #ccc; padding: 3px 7px; text-align: left;
+div.xent-tf th, div.xent-tf td { border: 1px solid #ccc; padding: 3px 7px;
+  text-align: left !important;  /* Jupyter right-aligns table cells */
   vertical-align: top; }
 div.xent-tf th { background: #f3f3f3; }
 div.xent-tf td.col-rule, div.xent-tf td.col-says { color: #555; font-size: 0.9em;
