@@ -196,13 +196,12 @@ class RunSummary:
         """Train and validation loss per epoch."""
         from xent_tf.report import plotting
 
-        title = f"{self.experiment_name}: {' '.join(self.overrides) or 'defaults'}"
         with tempfile.TemporaryDirectory() as scratch:
             path = plotting.save_loss_curve(
                 list(self.epochs["train/loss"]),
                 list(self.epochs["val/loss"]),
                 Path(scratch) / "loss_curve.png",
-                title=title[:80],
+                title=f"{self.experiment_name}: loss per epoch",  # the overrides head the block
             )
             return Figure("loss per epoch", path.read_bytes())
 
