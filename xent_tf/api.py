@@ -34,9 +34,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from xent_tf import tasks
+from xent_tf.claims.studies import STUDIES
 from xent_tf.config import Config, NotApplicableError, to_config
 from xent_tf.results import EPOCH_METRICS, Figure, Ledger, RunSummary, StudyResult
-from xent_tf.claims.studies import STUDIES
 
 __all__ = [
     "Figure",

@@ -289,7 +289,8 @@ class StudyResult:
 
     @classmethod
     def of(cls, report: StudyReport, tracking_uri: str) -> StudyResult:
-        """From a study's report (``claims.study_report.read_report``) of the store at ``tracking_uri``."""
+        """From a study's report (``claims.study_report.read_report``) of the store at
+        ``tracking_uri``."""
         from xent_tf.claims.study_report import VARIANT_HEADER, variant_rows
         from xent_tf.track import connection
 
