@@ -7,6 +7,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The notebooks' Jupyter kernel (notebooks/*.ipynb ask for "xent-tf"): this venv's python,
+# registered inside the venv, so Jupyter run from it (or VS Code pointed at it) finds it.
+KERNEL := $(VENV)/share/jupyter/kernels/xent-tf/kernel.json
 
 .PHONY: install install-scale install-reference lock check-latest run test test-unit test-integration lint bench performance-doc ui server sync reproduce clean
 
@@ -19,7 +22,7 @@ UV_VERSION := $(shell sed -n '/^name = "uv"$$/{n;s/^version = "\(.*\)"$$/\1/p;}'
 # uv sync installs into $(VENV) (relative to where make runs) whatever the project directory.
 UV_SYNC = UV_PROJECT_ENVIRONMENT="$(abspath $(VENV))" $(UV) sync --frozen --project "$(ROOT)" --quiet
 
-install: $(STAMP)
+install: $(STAMP) $(KERNEL)
 
 # Re-installs only when pyproject.toml or the lock changes (the stamp is older than either).
 # Exact: a package the lock's dev set does not hold is removed (the extras' stamps then redo).
@@ -32,6 +35,10 @@ $(STAMP): $(ROOT)pyproject.toml $(ROOT)uv.lock
 	fi
 	$(UV_SYNC) --extra dev
 	touch $(STAMP)
+
+$(KERNEL): $(STAMP)
+	$(BIN)/python -m ipykernel install --sys-prefix --name xent-tf --display-name "xent-tf (.venv)" > /dev/null
+	test -f $(KERNEL)
 
 # The reference extra (PyTorch, a CPU-or-CUDA wheel of several GB on Linux x86_64): C7 runs
 # PyTorch's own cross-entropy next to Keras's, and `make reproduce` installs it so that C7 is

@@ -426,6 +426,47 @@ def _panel_and_line(variant: Variant, panel_by: tuple[str, ...]) -> tuple[str, s
     return panel, line
 
 
+def read_report(
+    tracking_uri: str,
+    experiment_name: str | None = None,
+    parent_run_id: str | None = None,
+    options: StudyOptions | None = None,
+    more_metrics: Sequence[str] = (),
+) -> StudyReport:
+    """A study's report read from MLflow alone (nothing written or uploaded).
+
+    Args:
+        tracking_uri: the store.
+        experiment_name: use the latest finished sweep of this experiment...
+        parent_run_id: ...or exactly this parent run.
+        options: rule settings.
+        more_metrics: per-epoch metrics to read in full besides those the study plots and
+            judges (e.g. ``train/acc`` for a notebook's tables).
+
+    Returns:
+        The report, with the child runs it read (``children``).
+
+    Raises:
+        ValueError: unknown experiment/run, or a sweep without child runs.
+    """
+    options = options or StudyOptions()
+    parent = reading.find_study_parent(tracking_uri, experiment_name, parent_run_id)
+    spec = get_study(parent.study) if parent.study else None
+    plotted = spec.plot_metrics if spec else _DEFAULT_PLOTS
+    extra = spec.extra_metrics if spec else ()
+    metrics = tuple(dict.fromkeys((*plotted, *extra, "val/acc", "val/loss", *more_metrics)))
+    records = reading.fetch_children(tracking_uri, parent, metrics)
+    if not records:
+        raise ValueError(
+            f"sweep parent run {parent.run_id} of experiment {parent.experiment_name!r} has no "
+            "child runs to report on"
+        )
+    return dataclasses.replace(
+        build_report(records, parent, spec, options),
+        children=reading.ChildrenRead(tracking_uri, parent.run_id, metrics, tuple(records)),
+    )
+
+
 def publish_report(
     tracking_uri: str,
     out_dir: Path,
@@ -450,22 +491,9 @@ def publish_report(
     Raises:
         ValueError: unknown experiment/run, or no finished runs to report on.
     """
-    options = options or StudyOptions()
-    parent = reading.find_study_parent(tracking_uri, experiment_name, parent_run_id)
-    spec = get_study(parent.study) if parent.study else None
-    plotted = spec.plot_metrics if spec else _DEFAULT_PLOTS
-    extra = spec.extra_metrics if spec else ()
-    metrics = tuple(dict.fromkeys((*plotted, *extra, "val/acc", "val/loss")))
-    records = reading.fetch_children(tracking_uri, parent, metrics)
-    if not records:
-        raise ValueError(
-            f"sweep parent run {parent.run_id} of experiment {parent.experiment_name!r} has no "
-            "child runs to report on"
-        )
-    report = dataclasses.replace(
-        build_report(records, parent, spec, options),
-        children=reading.ChildrenRead(tracking_uri, parent.run_id, metrics, tuple(records)),
-    )
+    report = read_report(tracking_uri, experiment_name, parent_run_id, options)
+    records = report.children.records if report.children else ()
+    parent = report.parent
     plots = save_plots(report, out_dir)
     markdown = out_dir / "report.md"
     markdown.write_text(render_markdown(report, plots))

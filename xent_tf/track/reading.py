@@ -426,3 +426,46 @@ def latest_finished_run(
             record = _record(client, run, history_metrics)
             return record, str(experiment.experiment_id)
     return None
+
+
+def latest_tagged_run(tracking_uri: str, experiment_name: str, tag: str, value: str) -> str | None:
+    """The newest FINISHED run of an experiment whose tag ``tag`` is ``value`` (e.g. the
+    newest claims ledger: ``xent.task`` = ``claims``).
+
+    Args:
+        tracking_uri: the store.
+        experiment_name: the MLflow experiment to look in.
+        tag: the tag's name.
+        value: its value.
+
+    Returns:
+        The run's id, or None (no such experiment or run).
+    """
+    client = mlflow_client(tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{tag}` = '{value}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def read_text_artifact(tracking_uri: str, run_id: str, artifact_path: str) -> str:
+    """The text of one of a run's artifacts (e.g. a ledger's ``claims.json``).
+
+    Raises:
+        ValueError: no such run, or the run has no such artifact.
+    """
+    client = mlflow_client(tracking_uri)
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            local = client.download_artifacts(run_id, artifact_path, scratch)
+            return Path(local).read_text()
+    except (mlflow.exceptions.MlflowException, OSError) as error:
+        raise ValueError(
+            f"run {run_id!r} in {tracking_uri} has no artifact {artifact_path!r}: {error}"
+        ) from error
