@@ -13,6 +13,7 @@ anything trains.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, TypedDict, TypeVar
@@ -84,6 +85,29 @@ def _require(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
+# NumPy's and scikit-learn's seeds (weights, shuffling, make_classification, the splits).
+SEED_LIMIT = 2**32
+
+
+def _require_finite_floats(config: object, group: str) -> None:
+    """Every float field of a schema must be a finite number (nan and +-inf are refused).
+
+    NaN already fails every range check; an infinite rate, scale or factor would pass a
+    one-sided one (``learning_rate > 0``) and only blow up once a run has opened.
+    """
+    for spec in fields(config):  # type: ignore[arg-type]
+        value = getattr(config, spec.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{group}.{spec.name}={value} must be a finite number")
+
+
+def _require_seed(field_name: str, value: int) -> None:
+    _require(
+        0 <= value < SEED_LIMIT,
+        f"{field_name}={value} must be >= 0 and < 2**32 (a NumPy / scikit-learn seed)",
+    )
+
+
 def _require_choice(field_name: str, value: str, allowed: tuple[str, ...]) -> None:
     _require(value in allowed, f"{field_name}={value!r} is not one of {list(allowed)}")
 
@@ -124,7 +148,9 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _require_kind("data", "source", self.source, self.KIND)
+        _require_finite_floats(self, "data")
         _require(bool(self.name.strip()), "data.name must not be empty")
+        _require_seed("data.split_seed", self.split_seed)
         _require(
             0.0 < self.val_fraction < 1.0,
             f"data.val_fraction={self.val_fraction} must be strictly between 0 and 1",
@@ -168,7 +194,13 @@ class MakeClassificationConfig(DataConfig):
             f"data.n_informative + data.n_redundant = {self.n_informative + self.n_redundant} "
             f"must be <= data.n_features={self.n_features}",
         )
+        _require(self.n_redundant >= 0, f"data.n_redundant={self.n_redundant} must be >= 0")
         _require(self.n_classes >= 2, f"data.n_classes={self.n_classes} must be >= 2")
+        _require(
+            self.n_clusters_per_class >= 1,
+            f"data.n_clusters_per_class={self.n_clusters_per_class} must be >= 1",
+        )
+        _require_seed("data.random_state", self.random_state)
         _require(
             self.n_classes * self.n_clusters_per_class <= 2**self.n_informative,
             f"data.n_classes * data.n_clusters_per_class = "
@@ -176,8 +208,9 @@ class MakeClassificationConfig(DataConfig):
             f"= {2**self.n_informative} (make_classification's limit)",
         )
         _require(
-            0 <= self.n_test < self.n_samples,
-            f"data.n_test={self.n_test} must be >= 0 and < data.n_samples={self.n_samples}",
+            self.n_classes <= self.n_test < self.n_samples,
+            f"data.n_test={self.n_test} must be >= data.n_classes={self.n_classes} (a test "
+            f"row per class at least) and < data.n_samples={self.n_samples}",
         )
         n_val = round((self.n_samples - self.n_test) * self.val_fraction)
         n_train = self.n_samples - self.n_test - n_val
@@ -255,6 +288,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _require_kind("model", "name", self.name, self.KIND)
+        _require_finite_floats(self, "model")
         _require_choice("model.output_init", self.output_init, OUTPUT_INITS)
         _require(
             self.saturation_scale > 0,
@@ -317,6 +351,7 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         _require_choice("loss.name", self.name, LOSSES)
+        _require_finite_floats(self, "loss")
         _require(
             0.0 <= self.label_smoothing < 1.0,
             f"loss.label_smoothing={self.label_smoothing} must be in [0, 1)",
@@ -349,6 +384,7 @@ class OptimizerConfig:
 
     def __post_init__(self) -> None:
         _require_kind("optimizer", "name", self.name, self.KIND)
+        _require_finite_floats(self, "optimizer")
         _require(
             self.learning_rate > 0,
             f"optimizer.learning_rate={self.learning_rate} must be > 0",
@@ -393,6 +429,7 @@ class ScheduleConfig:
 
     def __post_init__(self) -> None:
         _require_kind("schedule", "name", self.name, self.KIND)
+        _require_finite_floats(self, "schedule")
 
 
 def _require_final_fraction(value: float) -> None:
@@ -488,6 +525,7 @@ class TrainerConfig:
     verbose: bool = True  # one line per epoch
 
     def __post_init__(self) -> None:
+        _require_finite_floats(self, "trainer")
         _require(self.epochs >= 1, f"trainer.epochs={self.epochs} must be >= 1")
         _require(self.batch_size >= 1, f"trainer.batch_size={self.batch_size} must be >= 1")
         _require_choice("trainer.device", self.device, DEVICES)
@@ -541,6 +579,7 @@ class LrFindConfig:
         )
 
     def __post_init__(self) -> None:
+        _require_finite_floats(self, "lr_find")
         _require_choice("lr_find.use", self.use, LR_FIND_USES)
         _require_choice("lr_find.mode", self.mode, ("exponential", "linear"))
         _require_choice("lr_find.method", self.method, ("steepest", "valley", "minimum"))
@@ -575,10 +614,19 @@ class TrackingConfig:
     plots: bool = True
 
     def __post_init__(self) -> None:
+        if not self.enabled:
+            return
         _require(
-            not self.enabled
-            or self.uri.split(":", 1)[0] in ("sqlite", "http", "https", "postgresql"),
+            self.uri.split(":", 1)[0] in ("sqlite", "http", "https", "postgresql"),
             f"tracking.uri={self.uri!r} must start with sqlite:, http:, https: or postgresql:",
+        )
+        # sqlite://x.db (two slashes) is SQLAlchemy's in-memory store or an invalid URL.
+        _require(
+            not self.uri.startswith("sqlite")
+            or len(self.uri) > len("sqlite:///")
+            and self.uri.startswith("sqlite:///"),
+            f"tracking.uri={self.uri!r} is not a SQLite file URL: give sqlite:///relative/path.db"
+            " or sqlite:////absolute/path.db",
         )
 
 
@@ -652,7 +700,7 @@ class Config:
 
     def __post_init__(self) -> None:
         _require_choice("task", self.task, TASKS)
-        _require(self.seed >= 0, f"seed={self.seed} must be >= 0")
+        _require_seed("seed", self.seed)
         _require(bool(self.experiment_name.strip()), "experiment_name must not be empty")
         n_classes = self.data.known_n_classes if isinstance(self.data, DataConfig) else None
         if self.loss.name == "bce" and n_classes is not None and n_classes != 2:

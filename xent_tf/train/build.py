@@ -144,6 +144,13 @@ def _build_architecture(
 def _mlp(
     model_config: MlpConfig, data: Dataset, spec: LossSpec
 ) -> tuple[keras.Model, keras.layers.Layer | None]:
+    try:
+        keras.activations.get(model_config.activation)
+    except ValueError as error:
+        raise ValueError(
+            f"model.activation={model_config.activation!r} is not a Keras activation "
+            "(e.g. relu, tanh, sigmoid, elu, gelu, linear)"
+        ) from error
     model = build_mlp(
         data.n_features,
         model_config.hidden_units,
