@@ -623,8 +623,7 @@ class TrackingConfig:
         # sqlite://x.db (two slashes) is SQLAlchemy's in-memory store or an invalid URL.
         _require(
             not self.uri.startswith("sqlite")
-            or len(self.uri) > len("sqlite:///")
-            and self.uri.startswith("sqlite:///"),
+            or (self.uri.startswith("sqlite:///") and len(self.uri) > len("sqlite:///")),
             f"tracking.uri={self.uri!r} is not a SQLite file URL: give sqlite:///relative/path.db"
             " or sqlite:////absolute/path.db",
         )
