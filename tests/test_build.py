@@ -318,7 +318,7 @@ BAD_INPUTS = [
     (
         None,
         ["model=keras", f"model._target_={HERE}.softmax_head"],
-        r"last layer 'dense.*' applies 'softmax'; return logits",
+        r"last weighted layer '.*dense.*' applies 'softmax'; return logits",
     ),
     (
         None,

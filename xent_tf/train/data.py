@@ -219,16 +219,25 @@ def _csv(config: CsvDataConfig) -> Dataset:
             "path of a CSV file with a header row"
         )
     try:
+        _check_layout(path, config.path)
         table = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise ValueError(
             f"data.path={config.path!r} is not a readable CSV file: {error}"
         ) from error
     if config.label not in table.columns:
+        columns = [str(c) for c in table.columns]
+        hint = (
+            "; it looks separated by ';': the file must be comma-separated"
+            if len(columns) == 1 and ";" in columns[0]
+            else ""
+        )
         raise ValueError(
             f"data.label={config.label!r} is not a column of {config.path!r}; its columns are "
-            f"{[str(c) for c in table.columns]}"
+            f"{columns}{hint}"
         )
+    if len(table) == 0:
+        raise ValueError(f"data.path={config.path!r} has a header but no data rows")
     labels = table[config.label]
     if labels.isna().any():
         raise ValueError(
@@ -252,9 +261,30 @@ def _csv(config: CsvDataConfig) -> Dataset:
             f"{config.path!r} has NaN (empty) feature values: {with_nan} (column: rows); "
             "fill or drop them first"
         )
-    x = features.to_numpy(dtype=np.float32)
-    if not np.isfinite(x).all():
-        raise ValueError(f"{config.path!r} has infinite feature values; every value must be finite")
+    wide = features.to_numpy(dtype=np.float64)
+    infinite = [
+        str(c)
+        for c, finite in zip(features.columns, np.isfinite(wide).all(axis=0), strict=True)
+        if not finite
+    ]
+    if infinite:
+        raise ValueError(
+            f"{config.path!r} has infinite feature values in column(s) {infinite}; every value "
+            "must be finite"
+        )
+    # Features are float32 (the model's dtype): a larger magnitude would become infinite.
+    limit = float(np.finfo(np.float32).max)
+    too_large = [
+        str(c)
+        for c, peak in zip(features.columns, np.abs(wide).max(axis=0), strict=True)
+        if peak > limit
+    ]
+    if too_large:
+        raise ValueError(
+            f"{config.path!r} has feature values beyond float32's range (|x| > {limit:.4g}) in "
+            f"column(s) {too_large}; rescale them first"
+        )
+    x = wide.astype(np.float32)
     values, codes = np.unique(labels.to_numpy(), return_inverse=True)
     class_names = tuple(str(v) for v in values)
     return _held_out_split(
@@ -265,6 +295,50 @@ def _csv(config: CsvDataConfig) -> Dataset:
         config,
         source=str(path),
     )
+
+
+def _check_layout(path: Path, shown: str) -> None:
+    """Refuse a header with an empty or repeated column name, or a row of another width.
+
+    pandas would name an empty column ``Unnamed: <i>`` and a repeat ``<name>.1`` and go on (a
+    pandas index written by ``to_csv`` would become a feature, a repeated label column a
+    feature holding the labels); a first row with one field more than the header would become
+    the index, and a shorter row would be padded with NaN.
+
+    Args:
+        path: the file.
+        shown: the path as the user gave it (``data.path``), for messages.
+
+    Raises:
+        ValueError: the message names the column(s) or the line.
+    """
+    import csv
+
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        lines = csv.reader(handle)
+        header = next(lines, None)
+        if not header:
+            return  # an empty file: pandas says so
+        names = [name.strip() for name in header]
+        unnamed = [i + 1 for i, name in enumerate(names) if not name]
+        if unnamed:
+            raise ValueError(
+                f"data.path={shown!r}: column {unnamed[0]} of {len(names)} has no header name "
+                f"(columns without one: {unnamed}); name every column (a pandas index written "
+                "by to_csv has none: save with index=False)"
+            )
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(
+                f"data.path={shown!r} has repeated column name(s) {repeated}; every column "
+                "needs a name of its own"
+            )
+        for row in lines:
+            if row and len(row) != len(names):
+                raise ValueError(
+                    f"data.path={shown!r} is not a readable CSV file: line {lines.line_num} has "
+                    f"{len(row)} fields, the header {len(names)}"
+                )
 
 
 def _held_out_split(

@@ -129,9 +129,10 @@ def build_user_model(
     """Build a user model and put the loss's output activation on its logits.
 
     The builder is called as ``builder(input_shape, output_units, **kwargs)`` and must return a
-    ``keras.Model`` whose output is ``(batch, output_units)`` logits. The returned model is that
-    model followed by ``Activation(output_activation)`` (named ``output_activation``; "linear"
-    when the loss takes logits), so bce vs cce heads and the saturated init work on any model.
+    ``keras.Model`` whose output is ``(batch, output_units)`` float logits. The returned model
+    is that model followed by ``Activation(output_activation)`` (named ``output_activation``;
+    "linear" when the loss takes logits), so bce vs cce heads and the saturated init work on
+    any model.
 
     Args:
         target: dotted path of the builder (``model._target_``).
@@ -142,24 +143,32 @@ def build_user_model(
 
     Returns:
         The model to train, and the Dense-like layer that produces the logits (for the saturated
-        init), or None when the last weighted layer is not Dense-like.
+        init), or None when the logits are not made by one such layer.
 
     Raises:
-        ModelBuildError: the builder cannot be imported or called, returns something that is not
-            a Keras model, its output does not have ``output_units`` units, or its last layer
-            applies an activation.
+        ModelBuildError: the builder cannot be imported or raises, returns something that is not
+            a Keras model, a model without trainable weights, with more than one output, an
+            output that is not ``(None, output_units)`` floats, or one that does not return
+            logits (``check_returns_logits``: an activation in or after the last weighted layer,
+            or outputs that look like probabilities).
     """
     builder = resolve_builder(target)
+    call = f"{target}({tuple(input_shape)}, {output_units}, **{dict(kwargs)})"
     try:
         inner = builder(tuple(input_shape), output_units, **dict(kwargs))
-    except (TypeError, ValueError) as error:
+    except Exception as error:  # the user's code: any error is a build failure, named
         raise ModelBuildError(
-            f"model._target_={target!r} failed when called as "
-            f"{target}({tuple(input_shape)}, {output_units}, **{dict(kwargs)}): {error}"
+            f"model._target_={target!r} failed when called as {call}: "
+            f"{type(error).__name__}: {error}"
         ) from error
     if not isinstance(inner, keras.Model):
         raise ModelBuildError(
             f"model._target_={target!r} returned a {type(inner).__name__}, not a keras.Model"
+        )
+    if not inner.trainable_weights:
+        raise ModelBuildError(
+            f"model._target_={target!r}: its model {inner.name!r} has no trainable weights; "
+            "there is nothing to train (end it with a Dense layer making the logits)"
         )
     inputs = keras.Input(shape=tuple(input_shape), name="features")
     try:
@@ -169,6 +178,11 @@ def build_user_model(
             f"model._target_={target!r}: its model cannot take inputs of shape "
             f"{tuple(input_shape)}: {error}"
         ) from error
+    if isinstance(logits, list | tuple | dict):
+        raise ModelBuildError(
+            f"model._target_={target!r}: its model {inner.name!r} returns {len(logits)} outputs; "
+            f"return one tensor of (None, {output_units}) logits"
+        )
     shape = tuple(logits.shape)
     if shape != (None, output_units):
         raise ModelBuildError(
@@ -176,43 +190,178 @@ def build_user_model(
             f"{output_units}): 1 unit for bce (and mse on binary data), n_classes for cce, "
             "sparse_cce and mse on multi-class data"
         )
+    dtype = str(logits.dtype)
+    if not dtype.startswith(("float", "bfloat")):
+        raise ModelBuildError(
+            f"model._target_={target!r}: its model outputs {dtype} values; logits must be "
+            "floats (remove the cast at its end)"
+        )
+    producers = check_returns_logits(inner, target)
+    _probe_outputs(inner, input_shape, target)
     outputs = keras.layers.Activation(output_activation, name="output_activation")(logits)
-    return keras.Model(inputs, outputs, name=inner.name), logits_layer(inner, target)
+    dense_like = [layer for layer in producers if _is_dense_like(layer)]
+    layer = dense_like[0] if len(producers) == 1 and dense_like else None
+    return keras.Model(inputs, outputs, name=inner.name), layer
 
 
-def logits_layer(model: keras.Model, target: str = "model") -> keras.layers.Layer | None:
-    """The last layer with a (inputs, units) kernel and a (units,) bias: where logits are made.
+# Layers that hand the logits on unchanged at inference (noise and dropout act only while
+# training) or only rearrange them: allowed between the last weighted layer and the output.
+_IDENTITY_LIKE: tuple[type, ...] = tuple(
+    getattr(keras.layers, name)
+    for name in (
+        "Dropout",
+        "GaussianNoise",
+        "GaussianDropout",
+        "AlphaDropout",
+        "ActivityRegularization",
+        "Identity",
+        "Flatten",
+        "Reshape",
+    )
+    if hasattr(keras.layers, name)
+)
+# Weightless layers that combine their inputs linearly: each input must be logits in turn.
+_LINEAR_MERGES = (
+    keras.layers.Add,
+    keras.layers.Subtract,
+    keras.layers.Average,
+    keras.layers.Concatenate,
+)
+# Weighted layers that squash (PReLU starts as a ReLU): never where logits are made.
+_SQUASHING_WEIGHTED = (keras.layers.PReLU,)
+
+
+def _activation_name(layer: keras.layers.Layer) -> str:
+    """The name of a layer's ``activation`` ("linear" when it has none)."""
+    activation = getattr(layer, "activation", None)
+    return str(getattr(activation, "__name__", "linear"))
+
+
+def _is_dense_like(layer: keras.layers.Layer) -> bool:
+    """A (inputs, units) kernel and a (units,) bias: the saturated init can set its bias."""
+    weights = layer.get_weights()
+    return len(weights) == 2 and weights[0].ndim == 2 and weights[1].ndim == 1
+
+
+def check_returns_logits(model: keras.Model, target: str = "model") -> list[keras.layers.Layer]:
+    """Walk the model's graph back from its output to the weighted layers that make the logits.
+
+    Between those layers and the output only identity-like layers (dropout, noise, identity,
+    a linear Activation, reshapes) and linear merges (Add, Subtract, Average, Concatenate) may
+    stand; the weighted layers themselves must not apply an activation. Nested models are
+    walked into. A model without a graph (subclassed) is taken as it is: ``_probe_outputs``
+    still looks at what it returns.
 
     Args:
         model: the user's model.
         target: its dotted path, for messages.
 
     Returns:
-        The layer, or None when the model's last weighted layer is not Dense-like.
+        The weighted layers whose outputs reach the model's output (for the saturated init).
 
     Raises:
-        ModelBuildError: that layer applies an activation (the model must return logits).
+        ModelBuildError: a layer after the last weighted layer changes the logits (an
+            Activation other than linear, Softmax, ReLU, a Lambda, a layer of one's own, a nested
+            model ending in one), or the last weighted layer applies an activation; the message
+            names the layer.
     """
-    weighted = [layer for layer in _leaf_layers(model) if layer.weights]
-    if not weighted:
-        return None
-    layer = weighted[-1]
-    weights = layer.get_weights()
-    if not (len(weights) == 2 and weights[0].ndim == 2 and weights[1].ndim == 1):
-        return None
-    activation = getattr(layer, "activation", None)
-    name = getattr(activation, "__name__", "linear")
-    if name != "linear":
+    producers: list[keras.layers.Layer] = []
+    outputs = getattr(model, "outputs", None) or []
+    for tensor in outputs:
+        _walk_to_logits(tensor, target, model.name, producers)
+    return producers
+
+
+def _walk_to_logits(
+    tensor: Any, target: str, path: str, producers: list[keras.layers.Layer]
+) -> None:
+    """``check_returns_logits`` from one tensor back (``path``: the nested models so far)."""
+    history = getattr(tensor, "_keras_history", None)
+    if history is None:
+        return
+    layer, node_index, tensor_index = history
+    where = f"{path}/{layer.name}"
+    if isinstance(layer, keras.layers.InputLayer):
+        return
+    if isinstance(layer, keras.Model):
+        inner_outputs = getattr(layer, "outputs", None)
+        if inner_outputs:
+            _walk_to_logits(inner_outputs[tensor_index], target, where, producers)
+        else:  # a subclassed model: no graph to walk
+            producers.append(layer)
+        return
+    activation = _activation_name(layer)
+    if layer.weights and not isinstance(layer, _SQUASHING_WEIGHTED):
+        if activation != "linear":
+            raise ModelBuildError(
+                f"model._target_={target!r}: its last weighted layer {where!r} applies "
+                f"{activation!r}; return logits (activation=None): the loss adds its own head"
+            )
+        producers.append(layer)
+        return
+    identity = isinstance(layer, _IDENTITY_LIKE) or (
+        isinstance(layer, keras.layers.Activation) and activation == "linear"
+    )
+    if not identity and not isinstance(layer, _LINEAR_MERGES):
+        what = f" ({activation!r})" if isinstance(layer, keras.layers.Activation) else ""
         raise ModelBuildError(
-            f"model._target_={target!r}: its last layer {layer.name!r} applies {name!r}; "
-            "return logits (activation=None): the loss adds its own head"
+            f"model._target_={target!r}: layer {where!r} ({type(layer).__name__}{what}) comes "
+            "after the last weighted layer and changes the logits; the loss adds its own head "
+            "(sigmoid or softmax), so it would be applied on top of this one. Return the logits:"
+            " drop the layer or put it before the last Dense layer"
         )
-    return layer
+    node = layer._inbound_nodes[node_index]
+    for parent in node.input_tensors:
+        _walk_to_logits(parent, target, path, producers)
 
 
-def _leaf_layers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
-    """The layers of a model in order, nested models expanded."""
-    inner = getattr(layer, "layers", None)
-    if inner is None:
-        return [layer]
-    return [leaf for child in inner for leaf in _leaf_layers(child)]
+# Rows of random inputs the output probe feeds the model, and their scale (features are
+# standardised, so a few units reach well past where a linear layer's outputs change sign).
+_PROBE_ROWS = 256
+_PROBE_SCALE = 4.0
+
+
+def _probe_outputs(model: keras.Model, input_shape: tuple[int, ...], target: str) -> None:
+    """Refuse a model whose outputs look like probabilities on random inputs.
+
+    The graph walk cannot see inside a layer's own ``call`` (a custom layer that applies a
+    sigmoid to its matmul); logits of random inputs take both signs, probabilities stay in
+    [0, 1]. A constant output (all-zero weights) says nothing and is let through.
+
+    Raises:
+        ModelBuildError: every output lies in [0, 1] and they are not all equal.
+    """
+    rows = np.random.default_rng(0).normal(0.0, _PROBE_SCALE, (_PROBE_ROWS, *input_shape))
+    try:
+        values = np.asarray(model(rows.astype(np.float32), training=False), dtype=np.float64)
+    except Exception as error:
+        raise ModelBuildError(
+            f"model._target_={target!r}: its model fails on a batch of {_PROBE_ROWS} rows of "
+            f"shape {tuple(input_shape)}: {error}"
+        ) from error
+    if values.min() >= 0.0 and values.max() <= 1.0 and values.max() > values.min():
+        raise ModelBuildError(
+            f"model._target_={target!r}: its outputs look like probabilities, not logits: "
+            f"on {_PROBE_ROWS} random rows every output is in [0, 1] (from {values.min():.3g} "
+            f"to {values.max():.3g}); return the logits (no sigmoid or softmax at the end): the "
+            "loss adds its own head"
+        )
+
+
+def logits_layer(model: keras.Model, target: str = "model") -> keras.layers.Layer | None:
+    """The Dense-like layer that makes the model's logits (``check_returns_logits``).
+
+    Args:
+        model: the user's model.
+        target: its dotted path, for messages.
+
+    Returns:
+        The layer, or None when the logits are not made by a single Dense-like layer.
+
+    Raises:
+        ModelBuildError: the model does not return logits (the message names the layer).
+    """
+    producers = check_returns_logits(model, target)
+    if len(producers) == 1 and _is_dense_like(producers[0]):
+        return producers[0]
+    return None
