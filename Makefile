@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 # registered inside the venv, so Jupyter run from it (or VS Code pointed at it) finds it.
 KERNEL := $(VENV)/share/jupyter/kernels/xent-tf/kernel.json
 
-.PHONY: install install-scale install-reference lock check-latest run test test-unit test-integration lint bench performance-doc ui server sync reproduce clean
+.PHONY: install install-scale install-reference lock check-latest run test test-unit test-integration fuzz lint bench performance-doc ui server sync reproduce clean
 
 # Every install comes from uv.lock (every package, transitive ones included, at an exact version
 # with its hashes): two users a month apart get the same code. `make lock` re-resolves it from
@@ -85,6 +85,15 @@ test-unit: install-scale
 
 test-integration: install-scale
 	$(BIN)/python -m pytest -q -m integration $(ARGS)
+
+# The bad-input campaign (tests/fuzz) at length: XENT_FUZZ_SCALE (default 20) times the
+# examples `make test` runs, random instead of derandomized, failures kept in .hypothesis/;
+# prints the table of cases (kind of input -> tried -> refused -> slipped) and writes it to
+# FUZZ_TABLE.
+FUZZ_TABLE ?= reports/fuzz_table.md
+fuzz: install
+	XENT_FUZZ_PROFILE=fuzz XENT_FUZZ_TABLE=$(FUZZ_TABLE) $(BIN)/python -m pytest -q -n 2 \
+		--dist worksteal tests/fuzz $(ARGS)
 
 lint: install
 	$(BIN)/ruff check xent_tf experiments tests benchmarks hydra_plugins tools

@@ -261,3 +261,62 @@ def test_to_config_converts_a_sweep_jobs_config_field_by_field_as_omegaconf_woul
     assert to_config(job).loss.name == "mse" and "hydra" in job  # the job's config is untouched
     with pytest.raises(TypeError, match="expected a config built on config_schema"):
         to_config(OmegaConf.create({"seed": 1}))
+
+
+# Found by the fuzz campaign (tests/fuzz, issue 29): each was accepted before and failed (or
+# misreported) only once a run had opened, or was refused with a library's message that did
+# not name the key.
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optimizer.learning_rate=inf"], r"optimizer.learning_rate=inf must be a finite number"),
+        (
+            ["model.output_init=saturated", "model.saturation_scale=inf"],
+            r"model.saturation_scale=inf must be a finite number",
+        ),
+        (["lr_find=on", "lr_find.max_lr=inf"], r"lr_find.max_lr=inf must be a finite number"),
+        (
+            ["schedule=one_cycle", "schedule.div_factor=inf"],
+            r"schedule.div_factor=inf must be a finite number",
+        ),
+        (["loss=cce", "loss.label_smoothing=-inf"], r"loss.label_smoothing=-inf must be a finite"),
+    ],
+)
+def test_non_finite_numbers_are_refused_naming_the_key(overrides: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        to_config(compose_config(["+debug=tiny", *overrides]))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["seed=4294967296"], r"seed=4294967296 must be >= 0 and < 2\*\*32"),
+        (["data.split_seed=-1"], r"data.split_seed=-1 must be >= 0 and < 2\*\*32"),
+        (["data.random_state=-5"], r"data.random_state=-5 must be >= 0 and < 2\*\*32"),
+        (["data.n_redundant=-1"], r"data.n_redundant=-1 must be >= 0"),
+        (["data.n_clusters_per_class=0"], r"data.n_clusters_per_class=0 must be >= 1"),
+    ],
+)
+def test_values_numpy_or_scikit_learn_refuse_are_refused_by_the_config_naming_the_key(
+    overrides: list[str], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        to_config(compose_config(["+debug=tiny", *overrides]))
+    config = to_config(compose_config(["+debug=tiny", "seed=4294967295"]))
+    assert config.seed == 2**32 - 1  # the largest seed NumPy takes is still accepted
+
+
+def test_a_test_set_smaller_than_the_class_count_is_refused() -> None:
+    """data.n_test=0 trained and reported test loss 0.0 and accuracy 0.0 on no rows."""
+    with pytest.raises(ValueError, match=r"data.n_test=0 must be >= data.n_classes=2"):
+        to_config(compose_config(["+debug=tiny", "data.n_test=0"]))
+    config = to_config(compose_config(["+debug=tiny", "data.n_test=2"]))
+    assert config.data.n_test == 2  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("uri", ["sqlite://x.db", "sqlite:", "sqlite:///"])
+def test_a_sqlite_url_that_names_no_file_is_refused(uri: str) -> None:
+    with pytest.raises(ValueError, match=r"is not a SQLite file URL: give sqlite:///relative"):
+        to_config(compose_config(["+debug=tiny", f"tracking.uri={uri}"]))
+    off = to_config(compose_config(["+debug=tiny", "tracking=off", f"tracking.uri={uri}"]))
+    assert off.tracking.enabled is False  # with tracking off the URL is not used

@@ -181,3 +181,68 @@ def test_majority_share_is_the_accuracy_of_guessing_the_most_common_class() -> N
     # breast_cancer's validation rows: 86 benign of 137 (a stratified split keeps 357/569).
     data = make_dataset(BundledDataConfig(name="breast_cancer"))
     assert majority_share(data.val.y) == pytest.approx(86 / 137)
+
+
+# Found by the fuzz campaign (tests/fuzz, issue 29): pandas read these files without a word.
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        # a repeated label column became a feature holding the labels ("kind.1")
+        ("height,weight,kind,kind", r"has repeated column name\(s\) \['kind'\]"),
+        # an unnamed column (a pandas index) became the feature "Unnamed: 0"
+        (",weight,kind,age", r"column 1 of 4 has no header name \(columns without one: \[1\]\)"),
+    ],
+)
+def test_repeated_or_empty_header_names_are_refused(
+    tmp_path: Path, header: str, message: str
+) -> None:
+    path = _write_csv(tmp_path / "table.csv")
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([header, *lines[1:]]) + "\n")
+    with pytest.raises(ValueError, match=message):
+        make_dataset(CsvDataConfig(path=str(path), label="kind"))
+
+
+def test_a_row_of_another_width_is_refused_naming_the_line(tmp_path: Path) -> None:
+    """A first row with one field more made pandas take the first column as the index."""
+    path = _write_csv(tmp_path / "table.csv")
+    lines = path.read_text().splitlines()
+    lines[1] += ",7"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"line 2 has 5 fields, the header 4"):
+        make_dataset(CsvDataConfig(path=str(path), label="kind"))
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("inf", r"infinite feature values in column\(s\) \['weight'\]"),
+        # finite in the file, infinite as float32: was reported as "infinite feature values"
+        ("1e39", r"beyond float32's range \(\|x\| > 3.403e\+38\) in column\(s\) \['weight'\]"),
+    ],
+)
+def test_infinite_and_too_large_values_name_their_column(
+    tmp_path: Path, value: str, message: str
+) -> None:
+    path = _write_csv(tmp_path / "table.csv")
+    lines = path.read_text().splitlines()
+    cells = lines[4].split(",")
+    cells[1] = value
+    lines[4] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=message):
+        make_dataset(CsvDataConfig(path=str(path), label="kind"))
+
+
+def test_a_header_without_rows_is_refused_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "table.csv"
+    path.write_text("height,weight,kind\n")  # was "has one class (none) in 0 rows"
+    with pytest.raises(ValueError, match=r"has a header but no data rows"):
+        make_dataset(CsvDataConfig(path=str(path), label="kind"))
+
+
+def test_a_semicolon_separated_file_is_refused_with_a_hint(tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "table.csv")
+    path.write_text(path.read_text().replace(",", ";"))
+    with pytest.raises(ValueError, match=r"it looks separated by ';': the file must be comma"):
+        make_dataset(CsvDataConfig(path=str(path), label="kind"))

@@ -13,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from xent_tf.config import Config
-from xent_tf.track import artifacts, writing
+from xent_tf.track import artifacts, connection, writing
 from xent_tf.train.data import make_dataset
 from xent_tf.train.pipeline import run_experiment
 
@@ -116,3 +116,35 @@ def test_a_store_refusing_a_record_fails_the_run_but_keeps_metrics_and_model_fil
     assert [m.step for m in history] == [1, 2, 3]
     assert "test/acc" in run.data.metrics
     assert (tmp_path / "model.keras").stat().st_size > 1000
+
+
+# Found by the fuzz campaign (tests/fuzz, issue 29): a damaged, full or locked SQLite store
+# failed with SQLAlchemy's message, which does not say which store.
+def test_a_store_that_cannot_create_the_run_names_the_store(tmp_path: Path) -> None:
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"not SQLite\x00" * 200)
+    uri = f"sqlite:///{db}"
+    with (
+        pytest.raises(connection.TrackingUnavailableError) as refused,
+        writing.open_run(uri, "fuzzed", "run"),
+    ):
+        raise AssertionError("the run opened")
+    assert str(refused.value) == (
+        f"tracking.uri={uri!r}: the store cannot create a run in experiment 'fuzzed': "
+        "(sqlite3.DatabaseError) file is not a database"
+    )
+
+
+def test_a_read_only_store_file_is_refused_before_anything_is_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"")
+    real_access = connection.os.access
+
+    def access(path: object, mode: int) -> bool:  # root may write any file: say it may not
+        return False if Path(str(path)) == db.resolve() else real_access(path, mode)
+
+    monkeypatch.setattr(connection.os, "access", access)
+    with pytest.raises(connection.TrackingUnavailableError, match=r"store file .* is read-only"):
+        connection.check_tracking_uri(f"sqlite:///{db}")

@@ -157,3 +157,21 @@ def test_resume_modes_are_true_matching_or_off_and_nothing_else() -> None:
     ]
     with pytest.raises(ResumeRefusedError, match=r"\+resume='yes' is not a resume mode: use"):
         _resume_mode("yes")
+
+
+# Found by the fuzz campaign (tests/fuzz, issue 29): a truncated file raised JSONDecodeError
+# ("Expecting value: line 1 column 1") without saying which file.
+@pytest.mark.parametrize("text", ['{"a": {"run_id": "r", "val', "[1, 2]", ""])
+def test_a_damaged_finished_jobs_file_is_refused_naming_it(tmp_path: Path, text: str) -> None:
+    (tmp_path / "finished_jobs.json").write_text(text)
+    with pytest.raises(ValueError, match=r"finished_jobs.json is damaged \("):
+        read_finished(tmp_path)
+
+
+@pytest.mark.parametrize("text", ['{"run_id": "abc", "experim', '{"run_id": "abc"}', "null"])
+def test_a_damaged_parent_file_is_refused_naming_it(tmp_path: Path, text: str) -> None:
+    from xent_tf.sweep import ResumeRefusedError, parent_for_sweep
+
+    (tmp_path / "mlflow_parent.json").write_text(text)
+    with pytest.raises(ResumeRefusedError, match=r"mlflow_parent.json is damaged \(.*new hydra"):
+        parent_for_sweep(tmp_path)

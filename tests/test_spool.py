@@ -262,3 +262,31 @@ def test_dataset_inputs_and_the_logged_model_are_spooled_and_replayed_once(
     np.testing.assert_allclose(
         np.asarray(loaded.predict(x)), model.predict(x, verbose=0), rtol=1e-6
     )
+
+
+# Found by the fuzz campaign (tests/fuzz, issue 29).
+def test_a_spool_missing_a_record_in_the_middle_is_refused_and_a_cut_one_is_replayed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line dropped from the middle used to replay the rest as if nothing were missing."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    recorder, outage = _record_a_run_through_an_outage(uri, tmp_path, monkeypatch)
+    outage.down = False
+    spool = tmp_path / "job" / SPOOL_FILE
+    original = spool.read_text().splitlines()
+    spool.write_text("\n".join([original[0], *original[2:]]) + "\n")  # record 1 lost
+    with pytest.raises(SpoolError, match=f"spool {spool} line 2: record 2 where record 1 belongs"):
+        recovery.replay_spools(tmp_path, "parent-1")
+    assert _history(uri, recorder.run_id, "val/loss") == [(1, 1.0)]  # nothing was sent
+    spool.write_text("\n".join(original[:2]) + "\n")  # cut after record 1: a job stopped there
+    (replayed,) = recovery.replay_spools(tmp_path, "parent-1")
+    assert replayed.records == 1
+    assert _history(uri, recorder.run_id, "val/loss") == [(1, 1.0), (2, 0.5), (3, 1 / 3), (4, 0.25)]
+
+
+def test_a_spool_with_bytes_that_are_not_text_is_refused_as_damaged(tmp_path: Path) -> None:
+    """Bytes that are not UTF-8 raised UnicodeDecodeError instead of SpoolError."""
+    spool = tmp_path / SPOOL_FILE
+    spool.write_bytes(b'{"format": "xent-spool-1"\xff\xfe}\n')
+    with pytest.raises(SpoolError, match=f"spool {spool} is damaged: 'utf-8' codec can't decode"):
+        read_spool(spool, None)

@@ -1,7 +1,7 @@
 """How a fuzz case is run and judged: through the real entry path, stopped at the store.
 
 ``attempt`` validates a config (``to_config``) and, if that accepts it, runs
-``pipeline.run_experiment`` with ``tracking.open_run`` replaced by a tripwire: a case that gets
+``pipeline.run_experiment`` with ``writing.open_run`` replaced by a tripwire: a case that gets
 as far as opening an MLflow run has passed every input check (for a bad case, it slipped
 through). Nothing trains in a refused case, and the store is never created.
 """
@@ -18,8 +18,8 @@ from hydra import compose, initialize_config_dir
 
 from tests.conftest import CONFIG_DIR
 from tests.fuzz.tally import Outcome
-from xent_tf import tracking
 from xent_tf.config import Config, to_config
+from xent_tf.track import writing
 
 
 class ReachedTheStore(Exception):
@@ -45,19 +45,19 @@ def hydra_configs() -> Iterator[Callable[[list[str]], Any]]:
 
 @contextlib.contextmanager
 def store_tripwire() -> Iterator[list[str]]:
-    """Replace ``tracking.open_run`` with a tripwire; yields the run names it stopped."""
+    """Replace ``writing.open_run`` with a tripwire; yields the run names it stopped."""
     stopped: list[str] = []
-    original = tracking.open_run
+    original = writing.open_run
 
     def tripwire(uri: str, experiment: str, run_name: str, *args: Any, **kwargs: Any) -> Any:
         stopped.append(run_name)
         raise ReachedTheStore(f"run {run_name!r} would open in {uri}")
 
-    tracking.open_run = tripwire  # type: ignore[assignment]
+    writing.open_run = tripwire  # type: ignore[assignment]
     try:
         yield stopped
     finally:
-        tracking.open_run = original  # type: ignore[assignment]
+        writing.open_run = original  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class Attempt:
 
 def build_until_the_store(config: Config, output_dir: Path) -> Attempt:
     """Run ``run_experiment`` up to the point where it would open its MLflow run."""
-    from xent_tf.pipeline import run_experiment
+    from xent_tf.train.pipeline import run_experiment
 
     with store_tripwire():
         try:

@@ -124,7 +124,7 @@ def test_a_valid_config_trains_to_a_finished_run(
 ) -> None:
     from mlflow import MlflowClient
 
-    from xent_tf.pipeline import run_experiment
+    from xent_tf.train.pipeline import run_experiment
 
     overrides = [
         *choices.overrides(),

@@ -243,7 +243,7 @@ def test_a_corrupted_csv_is_refused_naming_the_problem_and_a_valid_one_loads(
             detail = f"{case.text[:300]!r} (names {case.names}): {attempt.error}"
             tally.check(case.kind, outcome, detail)
         else:
-            from xent_tf.data import make_dataset
+            from xent_tf.train.data import make_dataset
 
             outcome = Outcome.FINISHED if attempt.reached_store else Outcome.REJECTED_VALID
             tally.check(case.kind, outcome, f"{case.text[:300]!r}: {attempt.error}")

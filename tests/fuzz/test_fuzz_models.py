@@ -170,7 +170,7 @@ def test_a_user_model_that_returns_logits_trains_to_a_finished_run(
 ) -> None:
     from mlflow import MlflowClient
 
-    from xent_tf.pipeline import run_experiment
+    from xent_tf.train.pipeline import run_experiment
 
     store = tmp_path_factory.mktemp("fuzz-models") / "mlflow.db"
     case = ModelCase("user model: valid, trained", kwargs, loss)

@@ -83,10 +83,20 @@ def parent_for_sweep(sweep_dir: Path) -> ParentRun | None:
 
     Returns:
         From ``<sweep_dir>/mlflow_parent.json``, else what the callback handed to this job.
+
+    Raises:
+        ResumeRefusedError: the file is there but damaged (the message names it).
     """
     path = sweep_dir / PARENT_FILE
     if path.exists():
-        return ParentRun(**json.loads(path.read_text()))
+        try:
+            return ParentRun(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as error:  # truncated, or not the file this writes
+            raise ResumeRefusedError(
+                f"sweep directory {sweep_dir}: {path.name} is damaged ({error}), so the sweep's "
+                "parent run is unknown; give this sweep a new hydra.sweep.dir (or delete the "
+                "file to start a new parent run in this one)"
+            ) from error
     if _job_parent is not None and _job_parent[0] == sweep_dir:
         return _job_parent[1]
     return None

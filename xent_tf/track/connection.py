@@ -193,7 +193,7 @@ def check_tracking_uri(uri: str, timeout_seconds: float = 5.0) -> None:
 
     Raises:
         TrackingUnavailableError: the server does not answer, or the SQLite file's directory
-            does not exist or is not writable.
+            does not exist or is not writable, or the file is read-only.
         TrackingUnauthorizedError: the server has accounts and refuses this client's.
     """
     if _is_http(uri):
@@ -210,10 +210,15 @@ def check_tracking_uri(uri: str, timeout_seconds: float = 5.0) -> None:
             ) from error
         check_credentials(uri, timeout_seconds)
     elif uri.startswith("sqlite:///"):
-        directory = Path(uri.removeprefix("sqlite:///")).expanduser().resolve().parent
+        database = Path(uri.removeprefix("sqlite:///")).expanduser().resolve()
+        directory = database.parent
         if not directory.is_dir() or not os.access(directory, os.W_OK):
             raise TrackingUnavailableError(
                 f"tracking.uri={uri!r}: directory {directory} does not exist or is not writable"
+            )
+        if database.exists() and not os.access(database, os.W_OK):
+            raise TrackingUnavailableError(
+                f"tracking.uri={uri!r}: the store file {database} is read-only"
             )
 
 

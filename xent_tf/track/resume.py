@@ -90,11 +90,21 @@ def write_finished(sweep_dir: Path, finished: Mapping[str, FinishedJob]) -> None
 
 
 def read_finished(sweep_dir: Path) -> dict[str, FinishedJob]:
-    """{config hash: finished job} left by the sweep's launching process ({} when none)."""
+    """{config hash: finished job} left by the sweep's launching process ({} when none).
+
+    Raises:
+        ValueError: the file is damaged (the message names it).
+    """
     path = sweep_dir / FINISHED_FILE
     if not path.exists():
         return {}
-    return {key: FinishedJob(**job) for key, job in json.loads(path.read_text()).items()}
+    try:
+        return {key: FinishedJob(**job) for key, job in json.loads(path.read_text()).items()}
+    except (ValueError, TypeError, AttributeError) as error:  # truncated or not ours
+        raise ValueError(
+            f"{path} is damaged ({error}); re-run the sweep into its directory: the launching "
+            "process writes it afresh"
+        ) from error
 
 
 # Keys a resumed study may change: more or other seeds is the point of resuming; where and how

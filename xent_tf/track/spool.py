@@ -80,7 +80,11 @@ class SpoolWriter:
         if not self.path.exists():
             header = {"format": _FORMAT, **asdict(self.header)}
             lines.append(json.dumps({**header, "sha256": _digest(header)}))
-        content = {"kind": kind, "data": data}
+        if self.records == 0 and self.path.exists():  # appending to an earlier writer's file
+            self.records = max(0, len(self.path.read_bytes().splitlines()) - 1)
+        # The record's place in the file, checksummed with it: a line lost from the middle
+        # shows as a gap (a spool cut after a whole line is a job that stopped there).
+        content = {"kind": kind, "data": data, "n": self.records + 1}
         lines.append(json.dumps({**content, "sha256": _digest(content)}))
         with self.path.open("a") as out:
             out.write("".join(line + "\n" for line in lines))
@@ -131,7 +135,10 @@ def read_spool(path: Path, parent_run_id: str | None) -> tuple[SpoolHeader, list
             missing or of another format, a kept file is missing, or the run belongs to another
             sweep (the message names the file).
     """
-    lines = path.read_text().splitlines()
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as error:  # bytes that were never written as JSON text
+        raise SpoolError(f"spool {path} is damaged: {error}") from error
     entries = []
     for number, line in enumerate(lines, start=1):
         try:
@@ -158,6 +165,12 @@ def read_spool(path: Path, parent_run_id: str | None) -> tuple[SpoolHeader, list
     for number, entry in enumerate(entries[1:], start=2):
         if entry.get("kind") not in KINDS or not isinstance(entry.get("data"), dict):
             raise SpoolError(f"spool {path} line {number}: not a spool record")
+        # Spools written before records were numbered have no "n": they are read as they are.
+        if "n" in entry and entry["n"] != number - 1:
+            raise SpoolError(
+                f"spool {path} line {number}: record {entry['n']} where record {number - 1} "
+                "belongs: a record is missing or out of place"
+            )
         record = SpoolRecord(entry["kind"], entry["data"])
         kept = record.data.get("file") if record.kind in _KEEPS_FILES else None
         if kept is not None and not spooled_file(path, str(kept)).exists():

@@ -16,8 +16,11 @@ server is back (``fail_orphaned_children``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
+import sqlite3
 import tempfile
 import time
 import traceback
@@ -40,6 +43,7 @@ from mlflow.entities import (
 from mlflow.store.artifact.artifact_repo import ArtifactRepository
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+from sqlalchemy.exc import SQLAlchemyError
 
 from xent_tf.track import connection
 from xent_tf.track.artifacts import (
@@ -565,13 +569,18 @@ def open_run(
         the run cannot be ended: the error says so, and the sweep's end marks it later.
 
     Raises:
-        TrackingUnavailableError: the server stopped answering (the original error otherwise).
+        TrackingUnavailableError: the store cannot create the run (a locked, full or damaged
+            SQLite file: the message names the store and why), or the server stopped answering
+            (the original error otherwise).
     """
-    client = mlflow_client(tracking_uri)
     initial_tags = dict(tags or {})
     if parent_run_id:
         initial_tags["mlflow.parentRunId"] = parent_run_id
-    with authorised(tracking_uri, f"create a run in experiment {experiment_name!r}"):
+    with (
+        _store_refusal(tracking_uri, experiment_name),
+        authorised(tracking_uri, f"create a run in experiment {experiment_name!r}"),
+    ):
+        client = mlflow_client(tracking_uri)  # opening a damaged or full SQLite store fails here
         experiment_id = cached_experiment_id(client, tracking_uri, experiment_name, refresh=False)
         try:
             run = client.create_run(
@@ -600,6 +609,26 @@ def open_run(
         _close_after_error(recorder, error)
         raise
     recorder.end(RunStatus.to_string(RunStatus.FINISHED))
+
+
+@contextmanager
+def _store_refusal(tracking_uri: str, experiment_name: str) -> Iterator[None]:
+    """A store that cannot create the run (a locked, full or damaged SQLite file, a database
+    that says no) fails as ``TrackingUnavailableError`` naming the store and why."""
+    try:
+        yield
+    except TrackingUnavailableError:
+        raise
+    except (mlflow.exceptions.MlflowException, SQLAlchemyError, sqlite3.Error, OSError) as error:
+        reason = str(error).split("\n", 1)[0].split(" [SQL:", 1)[0]
+        if tracking_uri.startswith("sqlite:///") and "disk" in reason:
+            directory = Path(tracking_uri.removeprefix("sqlite:///")).expanduser().resolve().parent
+            with contextlib.suppress(OSError):
+                reason += f" ({shutil.disk_usage(directory).free} bytes free on its disk)"
+        raise TrackingUnavailableError(
+            f"tracking.uri={tracking_uri!r}: the store cannot create a run in experiment "
+            f"{experiment_name!r}: {reason}"
+        ) from error
 
 
 def _status_for(error: BaseException) -> str:
