@@ -23,6 +23,7 @@ import yaml
 from xent_tf.config import Config
 from xent_tf.metrics import BATCH_LOSS_METRIC
 from xent_tf.report import plotting
+from xent_tf.ray_placement import current_placement
 from xent_tf.track import artifacts, connection, writing
 from xent_tf.track.identity import run_identity
 from xent_tf.track.resume import CONFIG_HASH_TAG, training_config_hash
@@ -134,6 +135,8 @@ def run_tags(config: Config, device: DeviceChoice, overrides: list[str]) -> dict
         # kill) for a run that misbehaves.
         "host": socket.gethostname(),
         "pid": str(os.getpid()),
+        # On a Ray cluster: the node and GPUs the unit was given (ray_placement).
+        **current_placement(),
     }
 
 
