@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from xent_tf.config import to_config
 from xent_tf.ray_placement import (
+    GPUS_TAG,
     UnitResources,
     concurrent_units,
     init_arguments,
@@ -120,7 +121,14 @@ def run_unit_on_node(
             _supervised.close()
         _supervised = SupervisedWorker(preload_job_modules)
         _supervised_devices = devices
-    tags = placement_tags(node_id, ray.get_gpu_ids())
+    gpu_ids = ray.get_gpu_ids()
+    tags = placement_tags(node_id, gpu_ids)
+    # Ray shows a task's output on the driver's console: where each unit went.
+    print(
+        f"{unit.name}: {len(unit.jobs)} jobs on Ray node {node_id}"
+        + (f", GPUs {tags[GPUS_TAG]}" if gpu_ids else ""),
+        flush=True,
+    )
     return _supervised.run(
         functools.partial(
             _run_unit,
