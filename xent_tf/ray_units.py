@@ -81,6 +81,31 @@ class UnitPlaces:
         return self._nodes.get(unit)
 
 
+def supervised_worker(devices: str) -> SupervisedWorker:
+    """This Ray worker's supervised process for a unit that may see the GPUs ``devices``.
+
+    A process's CUDA devices are fixed when it starts (TensorFlow reads
+    ``CUDA_VISIBLE_DEVICES`` once): a process started for other GPUs, or for none, would train
+    on the wrong card, so it is replaced (the new one started with ``devices`` visible);
+    otherwise it is kept (TensorFlow imported once).
+
+    Args:
+        devices: the CUDA device ids the unit was given, comma-separated ("": none).
+
+    Returns:
+        The process to run the unit in.
+    """
+    global _supervised, _supervised_devices
+    if _supervised is None or devices != _supervised_devices:
+        if _supervised is not None:
+            _supervised.close()
+        # The supervised process is spawned (on its first task) with this environment.
+        os.environ["CUDA_VISIBLE_DEVICES"] = devices
+        _supervised = SupervisedWorker(preload_job_modules)
+        _supervised_devices = devices
+    return _supervised
+
+
 def run_unit_on_node(
     unit: WorkUnit,
     index: int,
@@ -110,18 +135,12 @@ def run_unit_on_node(
     """
     import ray
 
-    global _supervised, _supervised_devices
     node_id = ray.get_runtime_context().get_node_id()
     ray.get(places.started.remote(index, node_id))
-    # A process's CUDA devices are fixed when it starts: one started for other GPUs (or none)
-    # would train on the wrong card, so it is replaced.
-    devices = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if _supervised is None or devices != _supervised_devices:
-        if _supervised is not None:
-            _supervised.close()
-        _supervised = SupervisedWorker(preload_job_modules)
-        _supervised_devices = devices
     gpu_ids = ray.get_gpu_ids()
+    # Ray sets CUDA_VISIBLE_DEVICES for a task given GPUs and leaves it as it was for one given
+    # none: a unit without a GPU must see none (TensorFlow would take every card it sees).
+    worker = supervised_worker(os.environ.get("CUDA_VISIBLE_DEVICES", "") if gpu_ids else "")
     tags = placement_tags(node_id, gpu_ids)
     # Ray shows a task's output on the driver's console: where each unit went.
     print(
@@ -129,7 +148,7 @@ def run_unit_on_node(
         + (f", GPUs {tags[GPUS_TAG]}" if gpu_ids else ""),
         flush=True,
     )
-    return _supervised.run(
+    return worker.run(
         functools.partial(
             _run_unit,
             unit,
