@@ -5,13 +5,16 @@ a unit runs in."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import ClassVar
 
 import pytest
+from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
 from hydra_plugins.xent_tf_launcher.replica_launcher import ReplicaLauncher
 from xent_tf import ray_units
+from xent_tf.config import Config
 from xent_tf.ray_placement import (
     GPUS_TAG,
     LOCAL_OBJECT_STORE_BYTES,
@@ -28,6 +31,8 @@ from xent_tf.ray_placement import (
     unit_resources,
 )
 from xent_tf.replica_sweep import WorkUnit, spread_units
+from xent_tf.resume import FinishedJob, config_hash
+from xent_tf.sweep import ParentRun
 
 GIB = 2**30
 
@@ -192,3 +197,51 @@ def test_the_launcher_refuses_an_unknown_backend() -> None:
     with pytest.raises(ValueError, match=r"hydra.launcher.backend='slurm' is not one of"):
         ReplicaLauncher(backend="slurm")
     assert ReplicaLauncher(backend="ray").ray.remote.max_retries == 0
+
+
+def test_a_retried_unit_trains_only_the_jobs_not_finished_meanwhile(
+    make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xent_tf import tracking
+
+    configs = tuple(make_config(f"seed={seed}") for seed in range(3))
+    unit = WorkUnit(
+        tuple((seed, (f"seed={seed}",)) for seed in range(3)),
+        tuple(OmegaConf.create({"seed": seed}) for seed in range(3)),
+        True,
+        "sweep#1",
+        configs=configs,
+    )
+    parent = ParentRun("parent", "1", "http://127.0.0.1:5001")
+    asked: list[tuple[str, str, str]] = []
+
+    def finished(uri: str, run_id: str, experiment_id: str) -> dict[str, FinishedJob]:
+        asked.append((uri, run_id, experiment_id))
+        return {config_hash(configs[1]): FinishedJob("run-1", 0.25)}
+
+    ran: list[WorkUnit] = []
+
+    def execute(unit: WorkUnit, *_: object) -> list[JobReturn]:
+        ran.append(unit)
+        return [
+            JobReturn(overrides=list(o), status=JobStatus.COMPLETED, _return_value=0.5)
+            for _, o in unit.jobs
+        ]
+
+    monkeypatch.setattr(tracking, "finished_children", finished)
+    monkeypatch.setattr(ray_units, "execute_unit", execute)
+    tags = placement_tags("node-a", [])
+    returns = ray_units._run_unit(unit, tags, None, None, None, {}, parent)  # type: ignore[arg-type]
+    record_placement({})
+    assert asked == [("http://127.0.0.1:5001", "parent", "1")]
+    # Seed 1 FINISHED in the lost attempt: not trained again; seeds 0 and 2 train as one batch.
+    [rest] = ran
+    assert [n for n, _ in rest.jobs] == [0, 2] and rest.replicated
+    assert rest.configs == (configs[0], configs[2])
+    assert [r.return_value for r in returns] == [0.5, 0.25, 0.5]
+    assert returns[1].task_name == "skipped"
+    # Without retries nothing is asked: every job of the unit trains.
+    ran.clear()
+    ray_units._run_unit(unit, tags, None, None, None, {}, None)  # type: ignore[arg-type]
+    record_placement({})
+    assert [n for n, _ in ran[0].jobs] == [0, 1, 2] and len(asked) == 1
