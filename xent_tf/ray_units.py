@@ -35,7 +35,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from xent_tf.config import to_config
 from xent_tf.ray_placement import (
-    GPUS_TAG,
     UnitResources,
     concurrent_units,
     init_arguments,
@@ -55,6 +54,9 @@ from xent_tf.sweep import ParentRun, parent_for_sweep, preload_job_modules
 from xent_tf.worker_pool import SupervisedWorker, WorkerDeath
 
 log = logging.getLogger(__name__)
+
+# How often the launcher asks where units have started while it waits for them.
+_PLACES_POLL_SECONDS = 2.0
 
 # The process each Ray worker runs its units in, and the GPUs it was started with.
 _supervised: SupervisedWorker | None = None
@@ -79,6 +81,10 @@ class UnitPlaces:
     def where(self, unit: int) -> str | None:
         """The node unit ``unit`` last started on (None: it never started)."""
         return self._nodes.get(unit)
+
+    def started_units(self) -> dict[int, str]:
+        """{unit: node} of every unit that has started."""
+        return dict(self._nodes)
 
 
 def supervised_worker(devices: str) -> SupervisedWorker:
@@ -142,12 +148,6 @@ def run_unit_on_node(
     # none: a unit without a GPU must see none (TensorFlow would take every card it sees).
     worker = supervised_worker(os.environ.get("CUDA_VISIBLE_DEVICES", "") if gpu_ids else "")
     tags = placement_tags(node_id, gpu_ids)
-    # Ray shows a task's output on the driver's console: where each unit went.
-    print(
-        f"{unit.name}: {len(unit.jobs)} jobs on Ray node {node_id}"
-        + (f", GPUs {tags[GPUS_TAG]}" if gpu_ids else ""),
-        flush=True,
-    )
     return worker.run(
         functools.partial(
             _run_unit,
@@ -357,8 +357,13 @@ def launch(
             max_retries != 0,
         )
         pending[reference] = index
+    announced: set[int] = set()
     while pending:
-        [reference], _ = ray.wait(list(pending), num_returns=1)
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=_PLACES_POLL_SECONDS)
+        announced |= _announce_starts(places, units, announced)
+        if not done:
+            continue
+        [reference] = done
         index = pending.pop(reference)
         unit = units[index]
         try:
@@ -377,6 +382,27 @@ def launch(
         for (number, _), ret in zip(unit.jobs, result, strict=True):
             returns[number] = ret
     return [returns[initial_job_idx + i] for i in range(len(job_overrides))]
+
+
+def _announce_starts(places: Any, units: Sequence[WorkUnit], announced: set[int]) -> set[int]:
+    """Log where each unit not announced yet has started ("sweep#2: 20 jobs started on Ray
+    node <id>"; Ray's own log forwarding folds such lines from several workers into one).
+
+    Returns:
+        The units announced now.
+    """
+    import ray
+
+    try:
+        started = ray.get(places.started_units.remote(), timeout=30)
+    except ray.exceptions.RayError as error:
+        log.warning("could not ask where the units run: %s", error)
+        return set()
+    new = {i: node for i, node in started.items() if i not in announced}
+    for index, node in sorted(new.items()):
+        unit = units[index]
+        log.info("%s: %d jobs started on Ray node %s", unit.name, len(unit.jobs), node)
+    return set(new)
 
 
 def _started_on(places: Any, index: int) -> str | None:

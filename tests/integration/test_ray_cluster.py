@@ -177,7 +177,9 @@ def test_a_lost_node_fails_only_its_units_jobs_and_resume_trains_only_those(
     try:
         # Both units have started, one on each worker node: remove the first worker node.
         wait_until(
-            lambda: output.read_text().count(" jobs on Ray node ") == 2, 300, "both units to start"
+            lambda: output.read_text().count(" jobs started on Ray node ") == 2,
+            300,
+            "both units to start",
         )
         lost = cluster.remove(0)
         assert non_loopback_sockets([cluster.process.pid, process.pid]) == []
@@ -186,7 +188,7 @@ def test_a_lost_node_fails_only_its_units_jobs_and_resume_trains_only_those(
         stop_group(process)
     text = output.read_text()
     assert returncode == 0, text[-5000:]
-    assert f"2 jobs on Ray node {lost}" in text
+    assert f"2 jobs started on Ray node {lost}" in text
 
     records = read_sweep(pg_server.uri, "ray_units_node_lost")
     assert records.statuses == Counter({"FINISHED": 2, "FAILED": 2})
