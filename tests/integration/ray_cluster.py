@@ -27,6 +27,7 @@ import sys
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 # Set before Ray is imported (``ray_constants`` reads them at import); they override the caller's.
 LOOPBACK_ENV = {
@@ -50,20 +51,47 @@ def ray_environment(tmpdir: str, base: Mapping[str, str]) -> dict[str, str]:
     return {**environment, **LOOPBACK_ENV, "RAY_TMPDIR": tmpdir}
 
 
+def _start_cluster(
+    cluster_class: Any, n_workers: int, cpus_per_worker: int
+) -> tuple[Any, list[Any]]:
+    """A started ``Cluster`` and its worker nodes; if a node fails to start, every process
+    started so far is killed (a node that failed in its constructor cannot be shut down)."""
+    import psutil
+
+    try:
+        # The head runs no unit (0 CPUs): units go to the worker nodes, and removing one of
+        # them never removes the node the study's driver is connected to (the head).
+        cluster = cluster_class(
+            initialize_head=True,
+            head_node_args={"num_cpus": 0, "include_dashboard": False},
+        )
+        workers = [cluster.add_node(num_cpus=cpus_per_worker) for _ in range(n_workers)]
+        cluster.wait_for_nodes()
+    except Exception:
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        raise
+    return cluster, workers
+
+
 def main(n_workers: int, cpus_per_worker: int) -> None:
     """Start the cluster, say where it is, obey ``remove N`` until stdin ends, shut it down."""
     if os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") != "0":
         raise SystemExit("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 is required: nodes on loopback only")
     from ray.cluster_utils import Cluster
 
-    # The head runs no unit (0 CPUs): units go to the worker nodes, and removing one of them
-    # never removes the node the study's driver is connected to (the head).
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 0, "include_dashboard": False},
-    )
-    workers = [cluster.add_node(num_cpus=cpus_per_worker) for _ in range(n_workers)]
-    cluster.wait_for_nodes()
+    # A raylet waits a fixed ~30 s for its node's agent (a Python process) to start; on a
+    # loaded machine that can be too short ("The current node timed out during startup"):
+    # the cluster is started again, up to 3 times.
+    for attempt in range(1, 4):
+        try:
+            cluster, workers = _start_cluster(Cluster, n_workers, cpus_per_worker)
+            break
+        except Exception as error:
+            print(f"cluster start {attempt} failed: {error}", file=sys.stderr, flush=True)
+            if attempt == 3:
+                raise
     nodes = [cluster.head_node, *workers]
     print(
         json.dumps(
@@ -157,7 +185,7 @@ class LocalCluster:
                 start_new_session=True,
             )
         cluster = cls(process, tmpdir)
-        line = cluster._read_line(180)
+        line = cluster._read_line(400)
         description = json.loads(line)
         cluster.address = description["address"]
         cluster.nodes = description["nodes"]
