@@ -160,6 +160,14 @@ def test_a_lost_unit_names_its_node_and_whether_the_node_is_gone() -> None:
         error, "abc", [{"NodeID": "abc", "Alive": True, "NodeManagerAddress": "10.0.0.2"}]
     )
     assert alive.description.startswith("worker died (Ray lost the worker on node abc (10.0.0.2)")
+    # Ray says the node died before its GCS lists it as dead: the node is named as lost.
+    said = ray_units.lost_unit(
+        error,
+        "abc",
+        [{"NodeID": "abc", "Alive": True, "NodeManagerAddress": "10.0.0.2"}],
+        node_died=True,
+    )
+    assert said.description.startswith("worker died (Ray lost node abc at 10.0.0.2: ")
     unknown = ray_units.lost_unit(RuntimeError(""), None, [])
     assert unknown.description == "worker died (Ray lost the unit's worker: RuntimeError)"
 

@@ -213,7 +213,10 @@ def _finished_before(overrides: list[str], val_loss: float) -> JobReturn:
 
 
 def lost_unit(
-    error: Exception, node_id: str | None, nodes: Sequence[Mapping[str, Any]]
+    error: Exception,
+    node_id: str | None,
+    nodes: Sequence[Mapping[str, Any]],
+    node_died: bool = False,
 ) -> WorkerDeath:
     """How a unit was lost, as Ray reported it, naming its node.
 
@@ -221,6 +224,8 @@ def lost_unit(
         error: Ray's error (``NodeDiedError``, ``WorkerCrashedError``, ...).
         node_id: the node the unit started on (None: not known).
         nodes: ``ray.nodes()`` now (whether that node is still alive, its address).
+        node_died: Ray said the node died (``NodeDiedError``): its GCS may not list it as
+            dead yet.
 
     Returns:
         A death without a process ("worker died (Ray lost node <id> at <address>: ...)").
@@ -230,7 +235,7 @@ def lost_unit(
     info = next((n for n in nodes if n.get("NodeID") == node_id), None)
     if node_id is None:
         where = "Ray lost the unit's worker"
-    elif info is not None and info.get("Alive", True):
+    elif not node_died and info is not None and info.get("Alive", True):
         where = f"Ray lost the worker on node {node_id} ({info.get('NodeManagerAddress', '?')})"
     else:
         address = info.get("NodeManagerAddress", "?") if info else "?"
@@ -371,7 +376,8 @@ def launch(
         except ray.exceptions.RayTaskError:
             raise  # the unit itself raised (not a lost node or worker): as the other launchers
         except ray.exceptions.RayError as error:  # NodeDiedError, WorkerCrashedError, OOM...
-            result = lost_unit(error, _started_on(places, index), ray.nodes())
+            node_died = isinstance(error, ray.exceptions.NodeDiedError)
+            result = lost_unit(error, _started_on(places, index), ray.nodes(), node_died)
         if isinstance(result, WorkerDeath):
             log.error("%s: %s; its %d jobs FAILED", unit.name, result.description, len(unit.jobs))
             jobs = [
