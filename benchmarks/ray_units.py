@@ -62,7 +62,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="xent-bench-ray-"))
     ray_tmp = tempfile.mkdtemp(prefix="xr-", dir="/tmp")
     server = TrackingServer(f"sqlite:///{work / 'bench.db'}", work / "server")
-    server.start()
+    server.start(timeout=600)  # a loaded machine starts it slowly
     cluster = LocalCluster.start(2, 1, ray_tmp, work / "cluster.log")
     try:
         assert {n["ip"] for n in cluster.nodes} == {"127.0.0.1"}, cluster.nodes
