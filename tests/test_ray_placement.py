@@ -13,26 +13,28 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
 from hydra_plugins.xent_tf_launcher.replica_launcher import ReplicaLauncher
-from xent_tf import ray_units
 from xent_tf.config import Config
-from xent_tf.ray_placement import (
-    GPUS_TAG,
+from xent_tf.launch import ray_units
+from xent_tf.launch.callback import ParentRun
+from xent_tf.launch.ray_placement import (
     LOCAL_OBJECT_STORE_BYTES,
-    NODE_TAG,
     UnitResources,
     concurrent_units,
-    current_placement,
     init_arguments,
     joins_existing_cluster,
+    unit_resources,
+)
+from xent_tf.launch.replica_sweep import WorkUnit, spread_units
+from xent_tf.track.resume import FinishedJob, training_config_hash
+from xent_tf.train.placement import (
+    GPUS_TAG,
+    NODE_TAG,
+    current_placement,
     memory_budget,
     parse_gpu_memory,
     placement_tags,
     record_placement,
-    unit_resources,
 )
-from xent_tf.replica_sweep import WorkUnit, spread_units
-from xent_tf.resume import FinishedJob, config_hash
-from xent_tf.sweep import ParentRun
 
 GIB = 2**30
 
@@ -210,7 +212,7 @@ def test_the_launcher_refuses_an_unknown_backend() -> None:
 def test_a_retried_unit_trains_only_the_jobs_not_finished_meanwhile(
     make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from xent_tf import tracking
+    from xent_tf.track import recovery
 
     configs = tuple(make_config(f"seed={seed}") for seed in range(3))
     unit = WorkUnit(
@@ -225,7 +227,7 @@ def test_a_retried_unit_trains_only_the_jobs_not_finished_meanwhile(
 
     def finished(uri: str, run_id: str, experiment_id: str) -> dict[str, FinishedJob]:
         asked.append((uri, run_id, experiment_id))
-        return {config_hash(configs[1]): FinishedJob("run-1", 0.25)}
+        return {training_config_hash(configs[1]): FinishedJob("run-1", 0.25)}
 
     ran: list[WorkUnit] = []
 
@@ -236,7 +238,7 @@ def test_a_retried_unit_trains_only_the_jobs_not_finished_meanwhile(
             for _, o in unit.jobs
         ]
 
-    monkeypatch.setattr(tracking, "finished_children", finished)
+    monkeypatch.setattr(recovery, "finished_children", finished)
     monkeypatch.setattr(ray_units, "execute_unit", execute)
     tags = placement_tags("node-a", [])
     returns = ray_units._run_unit(unit, tags, None, None, None, {}, parent)  # type: ignore[arg-type]

@@ -5,7 +5,7 @@ registering it in ``sys.modules`` (so no ``from __future__ import annotations`` 
 need their module). The work is in
 ``xent_tf.launch.replica_sweep``. Select it with ``hydra/launcher=replicas`` (the default of
 ``configs/config.yaml`` and of every study). ``hydra.launcher.backend=ray`` runs the same units
-as Ray tasks on a Ray cluster (``xent_tf.ray_units``, docs/RAY.md).
+as Ray tasks on a Ray cluster (``xent_tf.launch.ray_units``, docs/RAY.md).
 """
 
 from collections.abc import Sequence
@@ -112,7 +112,7 @@ class ReplicaLauncher(Launcher):
         assert self.config is not None and self.task_function is not None
         assert self.hydra_context is not None
         if self.backend == "ray":
-            from xent_tf.ray_units import launch as launch_on_ray
+            from xent_tf.launch.ray_units import launch as launch_on_ray
 
             return launch_on_ray(
                 self.hydra_context,

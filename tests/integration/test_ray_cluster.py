@@ -24,8 +24,8 @@ from tests.integration.ray_cluster import LocalCluster, non_loopback_sockets
 from tests.integration.records import SweepRecords, read_sweep, report_tables
 from tests.integration.services import TINY, TrackingServer, need, stop_group, wait_until
 from tests.replica_tolerances import VAL_ACC_ATOL, VAL_LOSS_ATOL
-from xent_tf.ray_placement import GPUS_TAG, NODE_TAG
-from xent_tf.resume import CONFIG_HASH_TAG
+from xent_tf.track.resume import CONFIG_HASH_TAG
+from xent_tf.train.placement import GPUS_TAG, NODE_TAG
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""The ``ray_jobs`` launcher's work (one Ray task per job): a killed job is one failed job.
+"""``hydra/launcher=ray``'s work (one Ray task per job): a killed job is one failed job.
 
 Hydra's Ray launcher runs each job as a Ray task and then ``ray.get``s them all: one task whose
 worker process was killed (SIGKILL, the kernel's OOM killer) raises ``WorkerCrashedError`` there
@@ -35,8 +35,8 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from xent_tf.launch.lost_jobs import record_lost_job
+from xent_tf.launch.ray_placement import init_arguments
 from xent_tf.launch.worker_pool import SupervisedWorker, WorkerDeath, preload_job_modules
-from xent_tf.ray_placement import init_arguments
 
 log = logging.getLogger(__name__)
 

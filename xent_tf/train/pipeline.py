@@ -23,7 +23,6 @@ import yaml
 from xent_tf.config import Config
 from xent_tf.metrics import BATCH_LOSS_METRIC
 from xent_tf.report import plotting
-from xent_tf.ray_placement import current_placement
 from xent_tf.track import artifacts, connection, writing
 from xent_tf.track.identity import run_identity
 from xent_tf.track.resume import CONFIG_HASH_TAG, training_config_hash
@@ -31,6 +30,7 @@ from xent_tf.train.build import RunParts, build_run
 from xent_tf.train.data import Dataset, majority_share
 from xent_tf.train.losses import resolved_loss_name
 from xent_tf.train.lr_finder import RangeTestResult, find_learning_rate, region_rates
+from xent_tf.train.placement import current_placement
 from xent_tf.train.runtime import DeviceChoice, configure_runtime
 from xent_tf.train.training import (
     CompiledLoop,

@@ -47,7 +47,7 @@ from xent_tf.train.pipeline import (
     recorded_run,
     save_loss_curve,
 )
-from xent_tf.ray_placement import gpu_memory_bytes, memory_budget
+from xent_tf.train.placement import gpu_memory_bytes, memory_budget
 from xent_tf.train.replica_groups import PER_REPLICA_FIELDS, graph_key, group_jobs, replicable
 from xent_tf.train.replicas import (
     OptimizerRule,

@@ -1,20 +1,20 @@
-"""``hydra/launcher=ray``: a study's replica batches as Ray tasks, on any number of nodes.
+"""``hydra.launcher.backend=ray``: a study's replica batches as Ray tasks, on any number of nodes.
 
 The jobs are planned exactly as on one machine (``replica_sweep.plan_units``: composed once per
 seed-less override set, invalid ones named, finished ones skipped, the rest grouped into replica
 batches and spread over the units the cluster runs at once), and each unit is one Ray task that
-asks for its resources (``ray_placement.unit_resources``: CPUs, and a GPU only when
+asks for its resources (``launch.ray_placement.unit_resources``: CPUs, and a GPU only when
 ``trainer.device`` wants one and the cluster has one). On its node the task runs the unit in a
 process its Ray worker supervises (``worker_pool.SupervisedWorker``, kept for the worker's next
 units, replaced when Ray gives the worker other GPUs), which trains the batch and records each
 replica as the MLflow run its config would have had alone, tagged with the node and GPUs
-(``ray_placement.NODE_TAG``/``GPUS_TAG``).
+(``train.placement.NODE_TAG``/``GPUS_TAG``).
 
 A unit lost with its node (or its Ray worker) costs only its jobs: each one that had not
-FINISHED gets a FAILED run naming the node (``lost_jobs.record_worker_death``, matched by config
-hash), the other units go on, and ``+resume=matching`` trains only those jobs. Ray's retries stay
-off (``max_retries: 0``); with them on, a retried unit first drops the jobs that FINISHED under
-the sweep's parent meanwhile, so no job ever has two FINISHED runs.
+FINISHED gets a FAILED run naming the node (``launch.lost_jobs.record_worker_death``, matched
+by config hash), the other units go on, and ``+resume=matching`` trains only those jobs. Ray's
+retries stay off (``max_retries: 0``); with them on, a retried unit first drops the jobs that
+FINISHED under the sweep's parent meanwhile, so no job ever has two FINISHED runs.
 """
 
 from __future__ import annotations
@@ -34,24 +34,17 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from xent_tf.config import to_config
-from xent_tf.ray_placement import (
+from xent_tf.launch.callback import ParentRun, parent_for_sweep
+from xent_tf.launch.lost_jobs import record_lost_jobs
+from xent_tf.launch.ray_placement import (
     UnitResources,
     concurrent_units,
     init_arguments,
-    placement_tags,
-    record_placement,
     unit_resources,
 )
-from xent_tf.replica_sweep import (
-    WorkUnit,
-    execute_unit,
-    plan_units,
-    record_lost_jobs,
-    spread_units,
-)
-from xent_tf.resume import config_hash, read_finished
-from xent_tf.sweep import ParentRun, parent_for_sweep, preload_job_modules
-from xent_tf.worker_pool import SupervisedWorker, WorkerDeath
+from xent_tf.launch.replica_sweep import WorkUnit, execute_unit, plan_units, spread_units
+from xent_tf.launch.worker_pool import SupervisedWorker, WorkerDeath, preload_job_modules
+from xent_tf.track.resume import read_finished, training_config_hash
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +140,8 @@ def run_unit_on_node(
     # Ray sets CUDA_VISIBLE_DEVICES for a task given GPUs and leaves it as it was for one given
     # none: a unit without a GPU must see none (TensorFlow would take every card it sees).
     worker = supervised_worker(os.environ.get("CUDA_VISIBLE_DEVICES", "") if gpu_ids else "")
+    from xent_tf.train.placement import placement_tags  # no TensorFlow: a module of its own
+
     tags = placement_tags(node_id, gpu_ids)
     return worker.run(
         functools.partial(
@@ -176,20 +171,24 @@ def _run_unit(
     Args:
         finished_under: leave out the jobs that FINISHED under this parent (None: run all).
     """
+    from xent_tf.train.placement import record_placement
+
     record_placement(tags)
     if finished_under is None:
         return execute_unit(unit, hydra_context, config, task_function, singleton_state)
-    from xent_tf import tracking
+    from xent_tf.track.recovery import finished_children
 
-    done = tracking.finished_children(
+    done = finished_children(
         finished_under.tracking_uri, finished_under.run_id, finished_under.experiment_id
     )
     configs = unit.configs or tuple(to_config(c) for c in unit.sweep_configs)
-    keep = [i for i, c in enumerate(configs) if config_hash(c) not in done]
+    keep = [i for i, c in enumerate(configs) if training_config_hash(c) not in done]
     results: dict[int, JobReturn] = {}
     for i, c in enumerate(configs):
         if i not in keep:
-            results[i] = _finished_before(list(unit.jobs[i][1]), done[config_hash(c)].val_loss)
+            results[i] = _finished_before(
+                list(unit.jobs[i][1]), done[training_config_hash(c)].val_loss
+            )
     if keep:
         rest = dataclasses.replace(
             unit,
