@@ -13,6 +13,7 @@ experiment; the wall time of each command is printed, and the ratios ray_units/l
 ray_units/ray_jobs per round. The machine is shared: compare the ratios, not the seconds.
 
     .venv/bin/python -m benchmarks.ray_units --rounds 2
+    .venv/bin/python -m benchmarks.ray_units --override data.n_samples=10000 trainer.epochs=20
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ STUDY = [
 ]
 
 
-def _commands(cluster: LocalCluster, seeds: int) -> dict[str, list[str]]:
-    study = [*STUDY, f"seed=range({seeds})"]
+def _commands(cluster: LocalCluster, seeds: int, overrides: list[str]) -> dict[str, list[str]]:
+    study = [*STUDY, f"seed=range({seeds})", *overrides]
     on_cluster = [f"hydra.launcher.ray.init.address={cluster.address}"]
     return {
         "local": [*study, "hydra.launcher.n_jobs=2"],
@@ -58,6 +59,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--seeds", type=int, default=20, help="per loss: 2 x seeds runs")
     parser.add_argument("--only", nargs="*", default=None, help="launchers to run")
+    parser.add_argument(
+        "--override", nargs="*", default=[], help="more overrides, e.g. trainer.epochs=40"
+    )
     options = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="xent-bench-ray-"))
     ray_tmp = tempfile.mkdtemp(prefix="xr-", dir="/tmp")
@@ -67,7 +71,7 @@ def main() -> None:
     try:
         assert {n["ip"] for n in cluster.nodes} == {"127.0.0.1"}, cluster.nodes
         assert non_loopback_sockets([cluster.process.pid]) == []
-        commands = _commands(cluster, options.seeds)
+        commands = _commands(cluster, options.seeds, options.override)
         names = options.only or list(commands)
         for round_number in range(options.rounds):
             order = names[round_number % len(names) :] + names[: round_number % len(names)]
