@@ -167,6 +167,10 @@ class LocalCluster:
             log: where its stderr goes.
         """
         root = Path(__file__).resolve().parents[2]
+        environment = ray_environment(tmpdir, os.environ)
+        environment["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(root), environment.get("PYTHONPATH", "")) if p
+        )
         with log.open("ab") as err:
             process = subprocess.Popen(
                 [
@@ -176,8 +180,10 @@ class LocalCluster:
                     str(n_workers),
                     str(cpus_per_worker),
                 ],
-                cwd=root,
-                env=ray_environment(tmpdir, os.environ),
+                # The nodes' working directory, where jobs without a runtime_env working_dir
+                # run (a relative hydra.sweep.dir lands there): next to the log, not the repo.
+                cwd=log.parent,
+                env=environment,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=err,
