@@ -23,6 +23,12 @@ import keras
 import numpy as np
 import pytest
 
+from tests.replica_tolerances import (
+    BATCH_LOSS_ATOL,
+    FIRST_EPOCH_ATOL,
+    VAL_ACC_ATOL,
+    VAL_LOSS_ATOL,
+)
 from xent_tf.config import Config, LossConfig, MakeClassificationConfig, MlpConfig
 from xent_tf.train.build import build_dataset as make_dataset
 from xent_tf.train.build import build_loss, build_model, build_optimizer, tensor_splits
@@ -48,11 +54,6 @@ from xent_tf.train.training import (
     fit,
     steps_per_epoch,
 )
-
-BATCH_LOSS_ATOL = 5e-2
-VAL_LOSS_ATOL = 5e-3
-VAL_ACC_ATOL = 5e-3  # 13 of 2,700 validation rows
-FIRST_EPOCH_ATOL = 2e-5
 
 
 @dataclass

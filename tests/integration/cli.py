@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,9 +67,12 @@ class FinishedStudy:
     result: CliResult
 
 
-def start_cli(*args: str, cwd: Path) -> subprocess.Popen[bytes]:
+def start_cli(
+    *args: str, cwd: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """`run.py ARGS` in the background, in its own process group (so the test can end it and
-    its sweep workers), output appended to ``cwd/cli-output.log``."""
+    its sweep workers), output appended to ``cwd/cli-output.log``; ``env``: its environment
+    (default: this process's)."""
     with (cwd / "cli-output.log").open("ab") as out:
         out.write(f"$ run.py {' '.join(args)}\n".encode())
         out.flush()
@@ -77,12 +81,14 @@ def start_cli(*args: str, cwd: Path) -> subprocess.Popen[bytes]:
             cwd=cwd,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+            env={**(os.environ if env is None else env), "TF_CPP_MIN_LOG_LEVEL": "2"},
             start_new_session=True,
         )
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 600) -> CliResult:
+def run_cli(
+    *args: str, cwd: Path, timeout: float = 600, env: Mapping[str, str] | None = None
+) -> CliResult:
     """Run `run.py ARGS` in ``cwd`` and wait for it (its process group ends with it).
 
     Returns:
@@ -91,7 +97,7 @@ def run_cli(*args: str, cwd: Path, timeout: float = 600) -> CliResult:
     log = cwd / "cli-output.log"
     offset = log.stat().st_size if log.exists() else 0
     started = time.monotonic()
-    process = start_cli(*args, cwd=cwd)
+    process = start_cli(*args, cwd=cwd, env=env)
     try:
         returncode = process.wait(timeout)
     finally:

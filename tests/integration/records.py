@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.entities import Run
@@ -116,3 +118,13 @@ def artifacts(uri: str, run_ids: Sequence[str]) -> dict[str, set[str]]:
 
     with ThreadPoolExecutor(8) as pool:
         return dict(zip(run_ids, pool.map(walk, run_ids), strict=True))
+
+
+def report_tables(report: Path) -> list[str]:
+    """The lines of a report's Verdicts and Variants tables (what the study found), sorted:
+    variants are listed in the order their first run started, which faults and launchers
+    change."""
+    text = report.read_text()
+    found = re.search(r"## Verdicts\n.*?(?=\n## (?!Variants))", text, re.DOTALL)
+    assert found is not None, text
+    return sorted(found.group(0).splitlines())

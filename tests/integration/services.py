@@ -20,6 +20,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,7 +55,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(condition, timeout: float, what: str, interval: float = 0.2) -> None:  # type: ignore[no-untyped-def]
+def wait_until(
+    condition: Callable[[], object], timeout: float, what: str, interval: float = 0.2
+) -> None:
     """Poll ``condition()`` until it is true; fail the test naming ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -5,7 +5,6 @@ exactly once, and the same report tables as an undisturbed run of the same seeds
 from __future__ import annotations
 
 import os
-import re
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +14,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.integration.cli import CliResult, start_cli
-from tests.integration.records import read_sweep
+from tests.integration.records import read_sweep, report_tables
 from tests.integration.services import TINY, TrackingServer, stop_group, wait_until
 from tests.integration.test_faults import epochs_logged
 
@@ -36,15 +35,6 @@ STUDY = [
     "hydra/launcher=joblib",
     "hydra.launcher.n_jobs=2",
 ]
-
-
-def tables(report: Path) -> list[str]:
-    """The lines of the report's Verdicts and Variants tables (what the study found), sorted:
-    variants are listed in the order their first run started, which the faults change."""
-    text = report.read_text()
-    found = re.search(r"## Verdicts\n.*?(?=\n## (?!Variants))", text, re.DOTALL)
-    assert found is not None, text
-    return sorted(found.group(0).splitlines())
 
 
 @pytest.fixture
@@ -107,7 +97,7 @@ def test_a_study_survives_a_killed_worker_and_a_server_restart_then_resumes_comp
     calm = cli(*STUDY, f"tracking.uri=sqlite:///{calm_dir / 'mlflow.db'}", cwd=calm_dir)
     assert calm.returncode == 0, calm.output[-5000:]
     calm_report = next(calm_dir.glob("multirun/**/report.md"))
-    assert tables(sweep_dir / "report.md") == tables(calm_report)
+    assert report_tables(sweep_dir / "report.md") == report_tables(calm_report)
     print(
         f"\n[chaos] first attempt exit {returncode}, runs {statuses_during}, {points_during} "
         f"points; resumed {resumed.seconds:.0f} s: runs {dict(after.statuses)}, "

@@ -1,4 +1,4 @@
-"""The ``ray`` launcher's work: a killed job is one failed job, on a Ray worker too.
+"""``hydra/launcher=ray``'s work (one Ray task per job): a killed job is one failed job.
 
 Hydra's Ray launcher runs each job as a Ray task and then ``ray.get``s them all: one task whose
 worker process was killed (SIGKILL, the kernel's OOM killer) raises ``WorkerCrashedError`` there
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,13 +35,11 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from xent_tf.launch.lost_jobs import record_lost_job
+from xent_tf.launch.ray_placement import init_arguments
 from xent_tf.launch.worker_pool import SupervisedWorker, WorkerDeath, preload_job_modules
 
 log = logging.getLogger(__name__)
 
-# Ray's default ``object_store_memory`` is a share of the machine's memory, more than a CI
-# container may give it; Hydra's Ray launcher sets this value when none is configured.
-_OBJECT_STORE_BYTES = 78643200
 # The process each Ray worker runs its jobs in (started at its first job).
 _supervised: SupervisedWorker | None = None
 
@@ -122,8 +121,11 @@ def launch(
     )
     init = OmegaConf.to_container(ray_settings.init, resolve=True) or {}
     assert isinstance(init, dict)
-    init.setdefault("object_store_memory", _OBJECT_STORE_BYTES)
-    start_ray(OmegaConf.create(init))
+    # Joining a running cluster takes no start-only option (Ray refuses object_store_memory).
+    arguments, dropped = init_arguments({str(k): v for k, v in init.items()}, os.environ)
+    if dropped:
+        log.warning("joining a running Ray cluster: %s ignored", ", ".join(dropped))
+    start_ray(OmegaConf.create(arguments))
     options = OmegaConf.to_container(ray_settings.remote, resolve=True) or {}
     assert isinstance(options, dict)
     remote = ray.remote(**{str(k): v for k, v in options.items()})(run_job_supervised)

@@ -56,6 +56,8 @@ class WorkUnit:
         name: names the batch in its runs' tags.
         memory_bytes: memory a batch may use (None: what the machine has available).
         configs: each job's validated config, as planning made it (None: make it again).
+        gpu_share: the share of a GPU the unit was given (a Ray unit's ``num_gpus``): on a GPU,
+            the batch may use that share of its memory when ``memory_bytes`` is None.
     """
 
     jobs: tuple[tuple[int, tuple[str, ...]], ...]
@@ -64,6 +66,7 @@ class WorkUnit:
     name: str
     memory_bytes: int | None = None
     configs: tuple[Config, ...] | None = None
+    gpu_share: float = 1.0
 
 
 def _failed_job(overrides: Sequence[str], error: Exception) -> JobReturn:
@@ -161,6 +164,46 @@ def plan_units(
     return units, invalid
 
 
+def spread_units(units: Sequence[WorkUnit], n_workers: int, sweep_name: str) -> list[WorkUnit]:
+    """``replica_groups.spread_batches`` on planned units: halve the largest replica batch while
+    a worker (a Ray slot) would be idle; units are renamed ``<sweep>#<n>`` in their new order.
+
+    Args:
+        units: the units as ``plan_units`` made them.
+        n_workers: units that run at once.
+        sweep_name: the sweep directory's name (the units' names).
+
+    Returns:
+        The units, a halved one's halves in its place.
+    """
+    starts = [0]
+    for unit in units:
+        starts.append(starts[-1] + len(unit.jobs))
+    # Only replica batches are halved: a job that runs alone stays a unit of one.
+    batches = [list(range(starts[i], starts[i + 1])) for i in range(len(units))]
+    spread = spread_batches(
+        [b for b, u in zip(batches, units, strict=True) if u.replicated], n_workers
+    )
+    alone = [b for b, u in zip(batches, units, strict=True) if not u.replicated]
+    by_start = {b[0]: b for b in [*spread, *alone]}
+    result: list[WorkUnit] = []
+    for members in (by_start[k] for k in sorted(by_start)):
+        owner = next(i for i in range(len(units)) if starts[i] <= members[0] < starts[i + 1])
+        unit = units[owner]
+        part = slice(members[0] - starts[owner], members[-1] - starts[owner] + 1)
+        result.append(
+            dataclasses.replace(
+                unit,
+                jobs=unit.jobs[part],
+                sweep_configs=unit.sweep_configs[part],
+                replicated=unit.replicated and len(members) > 1,
+                name=f"{sweep_name}#{len(result) + 1}",
+                configs=unit.configs[part] if unit.configs is not None else None,
+            )
+        )
+    return result
+
+
 @dataclass(frozen=True)
 class _CurrentJob:
     """Where the job that Hydra's ``run_job`` is running records itself."""
@@ -249,7 +292,7 @@ def execute_unit(
     HydraConfig.instance().set_config(sweep_configs[0])
     try:
         configs = unit.configs or tuple(to_config(c) for c in sweep_configs)
-        batch = train_batch(list(configs), unit.memory_bytes)
+        batch = train_batch(list(configs), unit.memory_bytes, unit.gpu_share)
     except NotReplicableError as error:
         log.warning("%s cannot train as replicas (%s): its jobs run one by one", unit.name, error)
         return [run(sweep_config, task_function) for sweep_config in sweep_configs]

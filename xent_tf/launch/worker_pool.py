@@ -422,6 +422,12 @@ class SupervisedWorker:
             raise value
         return value
 
+    def close(self) -> None:
+        """Stop the worker (it sees its pipe close and exits); the next task starts a new one."""
+        if self._worker is not None:
+            _stop([self._worker])
+            self._worker = None
+
 
 def _die_with_parent(parent_pid: int, initializer: Callable[[], object] | None) -> None:
     """In a worker: have the kernel SIGKILL it when its parent dies (Linux's

@@ -30,6 +30,7 @@ from xent_tf.train.build import RunParts, build_run
 from xent_tf.train.data import Dataset, majority_share
 from xent_tf.train.losses import resolved_loss_name
 from xent_tf.train.lr_finder import RangeTestResult, find_learning_rate, region_rates
+from xent_tf.train.placement import current_placement
 from xent_tf.train.runtime import DeviceChoice, configure_runtime
 from xent_tf.train.training import (
     CompiledLoop,
@@ -134,6 +135,8 @@ def run_tags(config: Config, device: DeviceChoice, overrides: list[str]) -> dict
         # kill) for a run that misbehaves.
         "host": socket.gethostname(),
         "pid": str(os.getpid()),
+        # On a Ray cluster: the node and GPUs the unit was given (ray_placement).
+        **current_placement(),
     }
 
 

@@ -47,6 +47,7 @@ from xent_tf.train.pipeline import (
     recorded_run,
     save_loss_curve,
 )
+from xent_tf.train.placement import gpu_memory_bytes, memory_budget
 from xent_tf.train.replica_groups import PER_REPLICA_FIELDS, graph_key, group_jobs, replicable
 from xent_tf.train.replicas import (
     OptimizerRule,
@@ -217,12 +218,16 @@ class TrainedBatch:
         )
 
 
-def train_batch(configs: Sequence[Config], memory_bytes: int | None = None) -> TrainedBatch:
+def train_batch(
+    configs: Sequence[Config], memory_bytes: int | None = None, gpu_share: float = 1.0
+) -> TrainedBatch:
     """Train the configs of one batch as replicas of one graph.
 
     Args:
         configs: configs with one ``graph_key``.
-        memory_bytes: memory the batch may use (None: what the machine has available).
+        memory_bytes: memory the batch may use (None: on a GPU, its memory times
+            ``gpu_share``; on a CPU, what the machine has available).
+        gpu_share: the share of the GPU this batch was given (a Ray unit's ``num_gpus``).
 
     Returns:
         Every replica's outcome.
@@ -246,7 +251,7 @@ def train_batch(configs: Sequence[Config], memory_bytes: int | None = None) -> T
         max(len(data.train), len(data.val), len(data.test)),
         data.n_features,
         [layer.units for layer in dense_layers(template)],
-        memory_bytes if memory_bytes is not None else available_memory(),
+        memory_bytes if memory_bytes is not None else device_memory(device, gpu_share),
     )
     weights = replicas_initial_weights(template, configs, data, spec)
     n_params = int(template.count_params())
@@ -479,6 +484,18 @@ def check_memory(
             f"replica) but {available_bytes / 2**20:.0f} MiB are available: at most {fit} "
             f"replicas fit; set hydra.launcher.max_replicas={max(fit, 1)}"
         )
+
+
+def device_memory(device: DeviceChoice, gpu_share: float = 1.0) -> int:
+    """Bytes a batch may use on ``device`` when no budget is given: on a GPU its memory (times
+    the share of it the batch was given), else the machine's available memory."""
+    gpu_bytes = gpu_memory_bytes() if device.kind == "gpu" else None
+    if device.kind == "gpu" and gpu_bytes is None:
+        log.warning(
+            "the GPU's memory is unknown (no nvidia-smi): the batch is checked against "
+            "the machine's memory; set hydra.launcher.memory_mb to the card's"
+        )
+    return memory_budget(0, device.kind, gpu_bytes, gpu_share, available_memory())
 
 
 def available_memory() -> int:
