@@ -27,9 +27,23 @@ OUTPUT_INITS = ("standard", "saturated")
 # registry is keyed by these names, tests/test_config.py checks they agree). "ce" is cross-entropy
 # with the head the data's class count asks for: bce on binary data, sparse_cce otherwise (so a
 # study written with loss=ce runs on any data set); it takes no label smoothing, which sparse_cce
-# lacks.
-LOSS_SMOOTHS_LABELS = {"bce": True, "cce": True, "sparse_cce": False, "mse": False, "ce": False}
-LOSS_TAKES_LOGITS = {"bce": True, "cce": True, "sparse_cce": True, "mse": False, "ce": True}
+# lacks. "mse_raw" is the square loss on the raw outputs (no sigmoid/softmax; C12's control arm).
+LOSS_SMOOTHS_LABELS = {
+    "bce": True,
+    "cce": True,
+    "sparse_cce": False,
+    "mse": False,
+    "mse_raw": False,
+    "ce": False,
+}
+LOSS_TAKES_LOGITS = {
+    "bce": True,
+    "cce": True,
+    "sparse_cce": True,
+    "mse": False,
+    "mse_raw": False,
+    "ce": True,
+}
 LOSSES = tuple(LOSS_SMOOTHS_LABELS)
 
 # scikit-learn's bundled classification sets (shipped with the package: no download), each
@@ -486,12 +500,19 @@ class TrainerConfig:
     threads: int = 1
     target_val_acc: float = 0.9  # "epochs to reach target" diagnostic
     verbose: bool = True  # one line per epoch
+    # Training rows whose loss is measured after every step (the same rows each time, so the
+    # curve moves only when the weights do: C13/C15's oscillation); 0 = off (no extra forward
+    # pass). Logged as the per-step series train/probe_loss.
+    probe_rows: int = 0
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, f"trainer.epochs={self.epochs} must be >= 1")
         _require(self.batch_size >= 1, f"trainer.batch_size={self.batch_size} must be >= 1")
         _require_choice("trainer.device", self.device, DEVICES)
         _require(self.threads >= 0, f"trainer.threads={self.threads} must be >= 0 (0 = default)")
+        _require(
+            self.probe_rows >= 0, f"trainer.probe_rows={self.probe_rows} must be >= 0 (0 = off)"
+        )
         _require(
             0 < self.target_val_acc <= 1,
             f"trainer.target_val_acc={self.target_val_acc} must be in (0, 1]",

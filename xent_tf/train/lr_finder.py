@@ -361,7 +361,7 @@ def find_learning_rate(
     # Copies, not views: a NumPy view of a TF buffer is not guaranteed to survive later updates.
     snapshot = [np.array(variable.numpy(), copy=True) for variable in variables]
     try:
-        losses, _ = loop.run_epoch(train, order, rates)
+        losses, _, _ = loop.run_epoch(train, order, rates)
     finally:
         for variable, value in zip(variables, snapshot, strict=True):
             variable.assign(value)

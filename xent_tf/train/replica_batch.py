@@ -57,7 +57,7 @@ from xent_tf.train.replicas import (
     replicas_that_fit,
 )
 from xent_tf.train.runtime import DeviceChoice, configure_runtime
-from xent_tf.train.training import Evaluation, NonFiniteLossError, steps_per_epoch
+from xent_tf.train.training import Evaluation, NonFiniteLossError, probe_split, steps_per_epoch
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +283,9 @@ def train_batch(configs: Sequence[Config], memory_bytes: int | None = None) -> T
             ]
         )
         initial = trainer.evaluate(val, with_norms=False)
-        fits = trainer.fit(train, val, rates, epochs, seeds)
+        fits = trainer.fit(
+            train, val, rates, epochs, seeds, probe_split(train, first.trainer.probe_rows)
+        )
         on_test = trainer.evaluate(test, with_norms=False)
     outcomes = []
     for k, config in enumerate(configs):
