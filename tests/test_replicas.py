@@ -616,8 +616,8 @@ def test_the_probe_loss_of_a_replica_is_its_single_runs_probe_loss(
     """trainer.probe_rows: the loss on the same training rows after every step, in both
     training paths; the replica's curve equals its single run's to float32 rounding (measured
     here: relative differences <= 7e-7 over the tiny runs' 2 epochs; raw-output MSE from the
-    saturated start climbs to a loss of ~700 on its second step), and the curve's last value is the loss the
-    full-split evaluation gives on those rows at the end."""
+    saturated start climbs to a loss of ~700 on its second step), and the curve's last value is
+    the loss the full-split evaluation gives on those rows at the end."""
     configs = [
         make_config(*shared, "trainer.probe_rows=64", "model.output_init=standard"),
         make_config(*shared, "trainer.probe_rows=64", "model.output_init=saturated", "seed=1"),
@@ -660,6 +660,37 @@ def test_the_probe_loss_of_a_replica_is_its_single_runs_probe_loss(
         plain = fit(loop_plain, train, val, rates, 2, config.seed)
         np.testing.assert_array_equal(plain.batch_losses, single.batch_losses)
         assert plain.probe_losses.size == 0
+
+
+def test_the_probe_measured_late_only_is_the_tail_of_the_full_curve(
+    make_config: Callable[..., Config],
+) -> None:
+    """probe_from_epoch: the same steps' probe losses, only those of the later epochs, in both
+    paths (the probe only reads the weights: training is the same either way)."""
+    config = make_config("optimizer=sgd", "optimizer.learning_rate=0.5", "trainer.epochs=3")
+    configure_runtime("cpu", 1, 0)
+    data = make_dataset(config.data)
+    spec = build_loss(config.loss, data)
+    train, val, _ = tensor_splits(data, spec)
+    probe = probe_split(train, 64)
+    n_steps = steps_per_epoch(len(train), 32)
+    rates = np.full(3 * n_steps, 0.5, np.float32)
+
+    def single(start: int) -> np.ndarray:
+        model = build_model(config.model, data, spec, config.seed)
+        loop = CompiledLoop(model, spec.loss, build_optimizer(config.optimizer), 32, False)
+        return fit(loop, train, val, rates, 3, 0, probe=probe, probe_from_epoch=start).probe_losses
+
+    def replica(start: int) -> np.ndarray:
+        model = build_model(config.model, data, spec, config.seed)
+        trainer = ReplicaTrainer([model], spec.loss, OptimizerRule("sgd"), 32, False)
+        [outcome] = trainer.fit(train, val, rates[None], 3, [0], probe, start)
+        return outcome.result.probe_losses
+
+    full, late = single(1), single(3)
+    assert late.shape == (n_steps,)
+    np.testing.assert_array_equal(late, full[2 * n_steps :])
+    np.testing.assert_allclose(replica(3), late, rtol=1e-5, atol=1e-6)
 
 
 def test_a_frozen_model_has_a_flat_probe_curve_but_swinging_batch_losses(

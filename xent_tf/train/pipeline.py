@@ -29,7 +29,12 @@ from xent_tf.track.resume import CONFIG_HASH_TAG, training_config_hash
 from xent_tf.train.build import RunParts, build_run
 from xent_tf.train.data import Dataset, majority_share, prior_loss
 from xent_tf.train.losses import resolved_loss_name
-from xent_tf.train.lr_finder import RangeTestResult, find_learning_rate, region_rates
+from xent_tf.train.lr_finder import (
+    RangeTestResult,
+    find_learning_rate,
+    rate_to_train_with,
+    region_rates,
+)
 from xent_tf.train.runtime import DeviceChoice, configure_runtime
 from xent_tf.train.training import (
     CompiledLoop,
@@ -39,6 +44,7 @@ from xent_tf.train.training import (
     TensorSplit,
     fit,
     probe_split,
+    probe_start_epoch,
 )
 
 log = logging.getLogger(__name__)
@@ -330,6 +336,7 @@ def _train_and_record(
             config.seed,
             on_epoch_end,
             probe_split(train, config.trainer.probe_rows),
+            probe_start_epoch(config.trainer.epochs, config.trainer.probe_late_fraction),
         )
     except Exception as error:
         history = getattr(getattr(error, "result", None), "history", None)
@@ -488,7 +495,7 @@ def _range_test(
     """Run the range test on the model about to be trained (its state is restored afterwards).
 
     Returns:
-        The rate to train with (``lr_find.use``: suggested, flat or exploding).
+        The rate to train with (``lr_find.use``: suggested, flat, exploding or given).
 
     Raises:
         ValueError: the curve gave no suggestion (the message says what to try).
@@ -518,7 +525,7 @@ def record_range_test(
     log.info("range test (%.2f s): %s", result.seconds, result.message)
     recorder.log_series(result.step_metrics())
     regions = region_rates(result)
-    rate = regions[settings.use]
+    rate = rate_to_train_with(result, settings.use, config.optimizer.learning_rate)
     found = {f"lr_find.{k}_lr": str(v) for k, v in {**result.suggestions(), **regions}.items()}
     used = {"lr_find.used_lr": str(rate)} if rate is not None else {}
     recorder.log_params({**found, "lr_find.stop_reason": result.stop_reason or "(none)", **used})

@@ -759,6 +759,7 @@ class ReplicaTrainer:
         epochs: int,
         seeds: Sequence[int],
         probe: TensorSplit | None = None,
+        probe_from_epoch: int = 1,
     ) -> list[ReplicaFit]:
         """Train every replica for ``epochs`` epochs, validating after each one.
 
@@ -770,6 +771,7 @@ class ReplicaTrainer:
             seeds: each replica's shuffle seed (its run's ``seed``).
             probe: fixed rows whose loss every replica measures after every step
                 (``training.probe_split``), or None.
+            probe_from_epoch: the first epoch measured on ``probe``.
 
         Returns:
             One outcome per replica: the history and batch losses its single run would record,
@@ -798,7 +800,8 @@ class ReplicaTrainer:
                 rates = learning_rates[:, (epoch - 1) * n_steps : epoch * n_steps]
                 orders = np.stack([rng.permutation(len(train)) for rng in generators])
                 training = active.copy()
-                losses, active, probes = self.run_epoch(train, orders, rates, training, probe)
+                probing = probe if epoch >= probe_from_epoch else None
+                losses, active, probes = self.run_epoch(train, orders, rates, training, probing)
                 trained = _TrainedEpoch(
                     epoch,
                     losses,

@@ -11,6 +11,7 @@ determinism under a seed.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -169,6 +170,21 @@ def probe_split(train: TensorSplit, rows: int) -> TensorSplit | None:
         return None
     n = min(rows, len(train))
     return TensorSplit(train.x[:n], train.targets[:n], train.labels[:n])
+
+
+def probe_start_epoch(epochs: int, late_fraction: float) -> int:
+    """The first epoch of the last ``late_fraction`` of ``epochs`` (at least the last epoch).
+
+    Args:
+        epochs: epochs in the run.
+        late_fraction: ``trainer.probe_late_fraction``, in (0, 1].
+
+    Returns:
+        An epoch number in 1..epochs: 20 epochs at 0.5 -> 11.
+    """
+    if not 0 < late_fraction <= 1:
+        raise ValueError(f"trainer.probe_late_fraction={late_fraction} must be in (0, 1]")
+    return epochs - max(1, math.ceil(late_fraction * epochs - 1e-9)) + 1
 
 
 class NonFiniteLossError(RuntimeError):
@@ -550,6 +566,7 @@ def fit(
     seed: int,
     on_epoch_end: Callable[[EpochRecord], None] | None = None,
     probe: TensorSplit | None = None,
+    probe_from_epoch: int = 1,
 ) -> FitResult:
     """Train for ``epochs`` epochs, validating after each one.
 
@@ -564,6 +581,8 @@ def fit(
             that diverged, before the error is raised).
         probe: fixed rows whose loss is measured after every step (``probe_split``; C13/C15's
             oscillation), or None.
+        probe_from_epoch: the first epoch measured on ``probe`` (``probe_start_epoch``): the
+            claims read only the late curve, and the extra forward pass is the probe's cost.
 
     Returns:
         The history and the loss of every step.
@@ -586,7 +605,7 @@ def fit(
         epoch_started = time.perf_counter()
         rates = learning_rates[(epoch - 1) * n_steps : epoch * n_steps]
         losses, train_loss, probes = loop.run_epoch(
-            train, rng.permutation(len(train)), rates, probe
+            train, rng.permutation(len(train)), rates, probe if epoch >= probe_from_epoch else None
         )
         on_val = loop.evaluate(val)
         on_train = loop.evaluate(train)
