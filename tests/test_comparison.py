@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -12,6 +11,7 @@ from scipy import stats
 from xent_tf.claims.comparison import (
     Finding,
     Interval,
+    RunOutcome,
     TimeToTarget,
     Verdict,
     band,
@@ -29,13 +29,14 @@ from xent_tf.claims.comparison import (
     one_match,
     one_sided_p,
     paired_difference,
+    probe_oscillation,
+    run_outcome,
     share_rule,
     sign_test,
     step_swing,
     time_to_target,
 )
 from xent_tf.claims.studies import StudyOptions, get_study, group_variants
-from xent_tf.metrics import BATCH_LOSS_METRIC
 from xent_tf.track.run_record import RunRecord
 
 HOLDS, CONTRADICTED, INCONCLUSIVE = Verdict.HOLDS, Verdict.CONTRADICTED, Verdict.INCONCLUSIVE
@@ -175,7 +176,8 @@ def test_step_swing_measures_the_swing_around_the_trend() -> None:
 
 
 def _mse_vs_ce_runs(ce_epochs: list[int], mse_epochs: list[int], init: str) -> list[RunRecord]:
-    """Runs whose val accuracy reaches 0.95 at the given epoch (> 10: never, censored)."""
+    """Runs whose val accuracy jumps from 0.5 to 0.95 at the given epoch (> 10: never): an
+    epoch later is 0.045 less area under the 10-epoch curve."""
     runs = []
     for loss, reach in (("bce", ce_epochs), ("mse", mse_epochs)):
         for seed, epoch in enumerate(reach):
@@ -186,7 +188,7 @@ def _mse_vs_ce_runs(ce_epochs: list[int], mse_epochs: list[int], init: str) -> l
                 "optimizer.name": "sgd",
                 "model.output_init": init,
                 "trainer.target_val_acc": "0.9",
-                "data.majority_share": "0.5",  # target: 0.5 + 0.875 x (0.95 - 0.5) = 0.894
+                "data.majority_share": "0.5",  # the fixed target: 0.5 + 0.5 x (1 - 0.5) = 0.75
             }
             runs.append(_run(seed, params, val_acc=acc))
     return runs
@@ -204,14 +206,18 @@ def test_mse_vs_ce_rule_reaches_each_verdict_on_censored_times() -> None:
     def c12(ce: list[int], mse: list[int]) -> str:
         return _c12((ce, mse), (ce, mse))[0].verdict
 
-    assert c12(fast, slow) == HOLDS
-    assert c12(fast, never) == HOLDS  # MSE never got there: censored, and ce was first
+    assert c12(fast, slow) == HOLDS  # area difference 0.18 on every seed
+    assert c12(fast, never) == HOLDS  # MSE never learned: 0.405 less area
     assert c12(slow, fast) == CONTRADICTED
-    assert c12(fast[:5] + slow[:5], slow[:5] + fast[:5]) == INCONCLUSIVE  # 5 wins each
+    assert c12(fast[:5] + slow[:5], slow[:5] + fast[:5]) == INCONCLUSIVE  # +-0.18, mean 0
     assert c12(never, never) == INCONCLUSIVE  # all ties: nothing is known
     part = _c12((fast, never), (fast, never))[0].parts[0]
-    assert "mse reached the target in 0/10 runs (KM median not reached)" in part.verdict.measured
-    assert "ce reached the target in 10/10 runs (KM median 2)" in part.verdict.measured
+    # The times to the fixed target are reported beside the judged area.
+    assert "difference 0.4050" in part.verdict.measured
+    assert (
+        "target 0.75 (share 0.5): ce 10/10 (KM median 2), mse 0/10 (KM median not reached); "
+        "ce first in 10, mse first in 0, 0 ties"
+    ) in part.verdict.measured
 
 
 def test_c12b_saturation_rule_reaches_each_verdict() -> None:
@@ -261,142 +267,6 @@ def test_c8_rule_and_failed_runs_are_not_averaged() -> None:
 def test_unknown_study_lists_the_known_ones() -> None:
     with pytest.raises(ValueError, match=r"study='nope' is not one of \['annealing'"):
         get_study("nope")
-
-
-def test_lr_sweep_divergence_is_judged_against_the_untrained_loss() -> None:
-    spec = get_study("lr_sweep")
-
-    def runs_for(rate: str, finals: list[float], initial: float = 0.7) -> list[RunRecord]:
-        out = []
-        for seed, final in enumerate(finals):
-            record = _run(seed, {"optimizer.learning_rate": rate}, val_loss=[0.6, final])
-            out.append(
-                RunRecord(
-                    record.run_id,
-                    record.params,
-                    seed,
-                    "FINISHED",
-                    record.history,
-                    {"val/initial_loss": initial},
-                )
-            )
-        return out
-
-    def too_large_part(finals: list[float]) -> str:
-        # 12 seeds: 0-5 choose the roles (good = 0.1, lowest final loss), 6-11 are judged
-        runs = (
-            runs_for("0.001", [0.5, 0.52, 0.51] * 4)
-            + runs_for("0.1", [0.2, 0.21, 0.22] * 4)
-            + runs_for("1.0", [0.3, 0.35, 0.32] * 4)
-            + runs_for("10.0", [5.0] * 6 + finals * 2)
-        )
-        checks = spec.evaluate(group_variants(runs, spec.group_by), StudyOptions())
-        part = next(p for p in checks[0].parts if "diverges" in p.context)
-        return part.verdict.own_verdict  # the part's rule alone, before Holm's correction
-
-    # all 6 no better than the untrained 0.7: P(6 of 6 | half diverge) = 1/64 < 0.025
-    assert too_large_part([0.9, 0.71, 5.0]) == HOLDS
-    assert too_large_part([0.3, 0.4, 0.5]) == CONTRADICTED
-    assert too_large_part([0.9, 0.3, 0.4]) == INCONCLUSIVE  # 2 of 6
-
-
-def _swinging(rate: str, seed: int, final: float, first: float, swing: float) -> RunRecord:
-    """A run whose batch loss follows a smooth trend plus a zigzag of amplitude ``swing``."""
-    steps = np.arange(400)
-    batch = final + (first - final) / (1 + steps / 20) + swing * (-1.0) ** steps
-    jitter = 0.002 * seed  # seeds differ a little, so intervals have a width
-    return RunRecord(
-        f"{rate}-{seed}",
-        {"optimizer.learning_rate": rate, "schedule.name": rate},
-        seed,
-        "FINISHED",
-        {"val/loss": [first + jitter, final + jitter], BATCH_LOSS_METRIC: list(batch + jitter)},
-        {"val/initial_loss": 0.7},
-    )
-
-
-def _lr_sweep(swings: dict[str, float], diverging_seeds: int = 16) -> str:
-    spec = get_study("lr_sweep")
-    shape = {"0.001": (0.5, 0.65), "0.1": (0.2, 0.3), "1.0": (0.3, 0.25), "10.0": (5.0, 3.0)}
-    runs = []
-    for rate, (final, first) in shape.items():
-        for seed in range(16):  # 8 choose the roles, 8 are judged
-            if rate == "10.0" and seed >= diverging_seeds:
-                final = 0.4  # this seed did not diverge
-            runs.append(_swinging(rate, seed, final, first, swings[rate]))
-    return spec.evaluate(group_variants(runs, spec.group_by), StudyOptions())[0].verdict
-
-
-def test_lr_sweep_rule_reaches_each_verdict() -> None:
-    swings = {"0.001": 0.01, "0.1": 0.02, "1.0": 0.2, "10.0": 0.5}
-    assert _lr_sweep(swings) == HOLDS
-    # the large rate is the smoothest: "a large one oscillates" is contradicted
-    assert _lr_sweep({**swings, "1.0": 0.005}) == CONTRADICTED
-    # the too-large rate diverged in 5 of the 8 judged seeds (62%): inconclusive
-    assert _lr_sweep(swings, diverging_seeds=13) == INCONCLUSIVE
-
-
-def test_lr_sweep_roles_are_measured_not_assumed() -> None:
-    spec = get_study("lr_sweep")
-    runs = [
-        _swinging(rate, seed, final, 0.6, 0.02)
-        for rate, final in (("0.001", 0.1), ("0.1", 0.2), ("1.0", 0.3), ("10.0", 0.4))
-        for seed in range(4)
-    ]
-    check = spec.evaluate(group_variants(runs, spec.group_by), StudyOptions())[0]
-    # the smallest rate had the lowest loss on seeds 0-1: the sweep does not bracket it
-    assert check.verdict == INCONCLUSIVE
-    assert "good rate 0.001" in check.parts[0].verdict.measured
-
-
-def _annealing(decayed_final: float, decayed_swing: float) -> str:
-    spec = get_study("annealing")
-    runs = []
-    for schedule, final, swing in (
-        ("constant", 0.3, 0.2),
-        ("cosine", decayed_final, decayed_swing),
-    ):
-        for seed in range(8):  # the same jitter on both: zero-variance differences, sign test
-            record = _swinging(schedule, seed, final, 0.6, swing)
-            runs.append(dataclasses.replace(record, params={"schedule.name": schedule}))
-    return spec.evaluate(group_variants(runs, spec.group_by), StudyOptions())[0].verdict
-
-
-def test_annealing_rule_reaches_each_verdict() -> None:
-    assert _annealing(0.2, 0.02) == HOLDS
-    assert _annealing(0.2, 0.5) == CONTRADICTED  # decayed but swings more
-    assert _annealing(0.3, 0.02) == INCONCLUSIVE  # same final loss: the CI holds 0
-
-
-def _range_test_runs(shaped_seeds: int) -> list[RunRecord]:
-    flat_fall_explode = [1.0] * 30 + list(np.linspace(1.0, 0.3, 40)) + list(np.linspace(0.3, 3, 30))
-    falling = list(np.linspace(1.0, 0.3, 100))
-    runs = []
-    for seed in range(8):
-        curve = flat_fall_explode if seed < shaped_seeds else falling
-        for use, final in (("suggested", 0.2), ("flat", 0.6), ("exploding", 2.0)):
-            runs.append(
-                RunRecord(
-                    f"{use}-{seed}",
-                    {"lr_find.use": use},
-                    seed,
-                    "FINISHED",
-                    {"lr_find/loss_smoothed": curve, "val/loss": [final * (1 + 0.01 * seed)]},
-                )
-            )
-    return runs
-
-
-def test_lr_range_test_rule_reaches_each_verdict() -> None:
-    spec = get_study("lr_range_test")
-
-    def c14(shaped_seeds: int) -> str:
-        runs = _range_test_runs(shaped_seeds)
-        return spec.evaluate(group_variants(runs, spec.group_by), StudyOptions())[0].verdict
-
-    assert c14(8) == HOLDS  # 8 of 8: P(8 of 8 | half the curves) = 1/256
-    assert c14(0) == CONTRADICTED  # no curve explodes
-    assert c14(5) == INCONCLUSIVE  # 62% of the seeds
 
 
 def test_share_rule_is_an_exact_binomial_test_beyond_the_stated_shares() -> None:
@@ -518,3 +388,45 @@ def test_not_applicable_is_never_counted() -> None:
     # a not-applicable part's p-values do not enter Holm's family
     shown = Finding(na, "identical by construction", "m", 0.5, 0.0001)
     assert combine_findings([shown, _stat(0.5, 0.02)]) == CONTRADICTED
+
+
+def test_probe_oscillation_is_zero_for_monotone_or_frozen_curves_and_the_relative_bounce() -> None:
+    falling = list(np.linspace(1.0, 0.2, 200))
+    assert probe_oscillation(falling) == 0.0  # falls fast or slow: no oscillation
+    assert probe_oscillation([0.5] * 200) == 0.0  # frozen weights: the same rows, one loss
+    # A bounce of +-0.05 around 0.5 on every step: about 0.05 / 0.5 (exactly: 99 moves of 0.1
+    # less the net change 0.1 between the late half's first and last step, over 2 x 99 x 0.5).
+    bounce = [0.5 + (0.05 if i % 2 else -0.05) for i in range(200)]
+    assert probe_oscillation(bounce) == pytest.approx((99 * 0.1 - 0.1) / 99, rel=1e-9)
+    # Only the late half counts: an early bounce followed by a smooth fall scores 0.
+    assert probe_oscillation(bounce[:100] + list(np.linspace(0.5, 0.3, 100))) == 0.0
+    assert math.isnan(probe_oscillation([0.5, math.inf, 0.4, 0.3]))
+    assert math.isnan(probe_oscillation([0.5, 0.4]))
+
+
+def test_run_outcome_calls_a_stuck_run_diverged_or_collapsed_never_smooth() -> None:
+    params = {"data.prior_loss": "0.693147", "data.majority_share": "0.5000"}
+
+    def run(train_loss: float, val_acc: float, error: str | None = None) -> RunRecord:
+        return RunRecord(
+            "r",
+            params,
+            0,
+            "FAILED" if error else "FINISHED",
+            history={"train/loss": [train_loss], "val/acc": [val_acc]},
+            error=error,
+        )
+
+    assert run_outcome(run(0.3, 0.9), 0.01) == RunOutcome.LEARNED
+    # A constant prediction cannot beat the prior's loss (Gibbs): ln 2 on balanced labels.
+    assert run_outcome(run(0.6932, 0.5), 0.01) == RunOutcome.DIVERGED
+    assert run_outcome(run(5.0, 0.49), 0.01) == RunOutcome.DIVERGED  # exploded, finite
+    # Still above the prior's loss (a slow rate from a poor start), but it classifies: learning.
+    assert run_outcome(run(0.75, 0.62), 0.01) == RunOutcome.LEARNED
+    assert run_outcome(run(math.nan, 0.5), 0.01) == RunOutcome.DIVERGED
+    nan_error = "NonFiniteLossError: training loss became NaN/inf"
+    assert run_outcome(run(0.3, 0.9, nan_error), 0.01) == RunOutcome.DIVERGED
+    # Below the prior's loss but the accuracy never left the majority share.
+    assert run_outcome(run(0.68, 0.505), 0.01) == RunOutcome.COLLAPSED
+    assert run_outcome(run(0.68, 0.505), 0.01).failed
+    assert not RunOutcome.LEARNED.failed

@@ -202,7 +202,7 @@ def test_option_kinds_and_schemas() -> None:
 
 
 def test_every_loss_name_has_a_builder() -> None:
-    assert (*LOSS_BUILDERS, "ce") == LOSSES == ("bce", "cce", "sparse_cce", "mse", "ce")
+    assert (*LOSS_BUILDERS, "ce") == LOSSES == ("bce", "cce", "sparse_cce", "mse", "mse_raw", "ce")
 
 
 def test_the_composed_options_have_their_own_schemas(make_config: Callable[..., Config]) -> None:

@@ -48,6 +48,18 @@ def test_a_config_group_choice_and_a_param_both_name_the_variant(
     assert identity.variant_label == "data=reference loss=mse optimizer=sgd output_init=saturated"
 
 
+def test_a_rate_arm_names_the_lr_sweep_variant(make_config: Callable[..., Config]) -> None:
+    """lr_sweep's arms are config-group choices that set its two variant keys at once."""
+    for arm, label in (
+        ("grid3", "use=given learning_rate=0.01"),
+        ("valley", "use=valley learning_rate=0.1"),
+    ):
+        overrides = ["+experiment=lr_sweep", f"+rate_arm={arm}", "seed=2"]
+        identity = run_identity("lr_sweep", make_config(*overrides), overrides)
+        assert identity.run_name == f"{arm} seed=2"
+        assert identity.variant_label == label
+
+
 def test_settings_shared_by_every_job_are_not_part_of_a_study_variant() -> None:
     overrides = ["optimizer.learning_rate=0.1", "trainer.epochs=3", "data.n_samples=300", "seed=1"]
     assert variant_parts("lr_sweep", overrides) == ["learning_rate=0.1"]

@@ -355,7 +355,7 @@ def test_weights_and_optimizer_state_are_bit_identical_afterwards(
     before = _state(loop)
     assert int(loop.optimizer.iterations.numpy()) == 16
     order = rng.permutation(len(train))
-    reference_losses, _ = loop.run_epoch(train, order, np.full(16, 0.05))
+    reference_losses, _, _ = loop.run_epoch(train, order, np.full(16, 0.05))
     _set_state(loop, before)
 
     for kwargs in ({}, {"min_lr": 1.0, "max_lr": 1e12}):  # a normal curve, one that blows up
@@ -364,7 +364,7 @@ def test_weights_and_optimizer_state_are_bit_identical_afterwards(
     assert int(loop.optimizer.iterations.numpy()) == 16
     assert loop.optimizer.learning_rate.numpy() == np.float32(0.05)
     # And training carries on exactly as if no test had run.
-    losses, _ = loop.run_epoch(train, order, np.full(16, 0.05))
+    losses, _, _ = loop.run_epoch(train, order, np.full(16, 0.05))
     np.testing.assert_array_equal(losses, reference_losses)
 
 

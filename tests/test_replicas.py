@@ -52,6 +52,7 @@ from xent_tf.train.training import (
     NonFiniteLossError,
     TensorSplit,
     fit,
+    probe_split,
     steps_per_epoch,
 )
 
@@ -571,7 +572,7 @@ def test_fit_evaluates_each_epochs_end_on_the_weights_that_epoch_ended_with() ->
     for epoch in range(3):
         orders = np.stack([rng.permutation(len(train)) for rng in generators])
         epoch_rates = np.stack([np.full(n_steps, r, np.float32) for r in rates])
-        losses, active = manual.run_epoch(train, orders, epoch_rates, active)
+        losses, active, _ = manual.run_epoch(train, orders, epoch_rates, active)
         on_val, on_train = manual.evaluate_epoch(val, train)
         for k in range(2):
             record = fitted[k].result.history[epoch]
@@ -600,3 +601,119 @@ def test_the_single_threaded_executor_is_used_only_without_a_gpu(
     monkeypatch.setattr(replicas, "_cpu_only", lambda: False)  # a GPU is visible
     assert executor_inside() in (None, "")
     assert context.context().function_call_options.executor_type in (None, "")  # restored
+
+
+@pytest.mark.parametrize(
+    "shared",
+    [
+        ["optimizer=sgd", "optimizer.learning_rate=0.5"],  # bce, one sigmoid unit
+        ["loss=mse_raw", "optimizer=sgd", "optimizer.learning_rate=0.05"],  # C12's control arm
+        ["data=multiclass", "loss=mse_raw", "optimizer=sgd", "optimizer.learning_rate=0.05"],
+    ],
+)
+def test_the_probe_loss_of_a_replica_is_its_single_runs_probe_loss(
+    shared: list[str], make_config: Callable[..., Config]
+) -> None:
+    """trainer.probe_rows: the loss on the same training rows after every step, in both
+    training paths; the replica's curve equals its single run's to float32 rounding (measured
+    here: relative differences <= 7e-7 over the tiny runs' 2 epochs; raw-output MSE from the
+    saturated start climbs to a loss of ~700 on its second step), and the curve's last value is
+    the loss the full-split evaluation gives on those rows at the end."""
+    configs = [
+        make_config(*shared, "trainer.probe_rows=64", "model.output_init=standard"),
+        make_config(*shared, "trainer.probe_rows=64", "model.output_init=saturated", "seed=1"),
+    ]
+    configure_runtime("cpu", 1, 0)
+    data = make_dataset(configs[0].data)
+    batch = train_batch(configs)
+    for k, config in enumerate(configs):
+        spec = build_loss(config.loss, data)
+        model = build_model(config.model, data, spec, config.seed)
+        train, val, _ = tensor_splits(data, spec)
+        loop = CompiledLoop(
+            model,
+            spec.loss,
+            build_optimizer(config.optimizer),
+            config.trainer.batch_size,
+            config.loss.from_logits,
+        )
+        n_steps = steps_per_epoch(len(train), config.trainer.batch_size)
+        rates = np.full(2 * n_steps, config.optimizer.learning_rate, np.float32)
+        probe = probe_split(train, 64)
+        assert probe is not None and len(probe) == 64
+        single = fit(loop, train, val, rates, 2, config.seed, probe=probe)
+        fit_k = batch.outcomes[k].fit
+        assert fit_k is not None
+        assert single.probe_losses.shape == fit_k.result.probe_losses.shape == (2 * n_steps,)
+        np.testing.assert_allclose(
+            fit_k.result.probe_losses, single.probe_losses, rtol=1e-5, atol=1e-6
+        )
+        # The last probe loss is the trained model's loss on those rows.
+        assert single.probe_losses[-1] == pytest.approx(loop.evaluate(probe).loss, abs=1e-6)
+        # And the batch losses are those of a run without a probe (the probe only reads).
+        loop_plain = CompiledLoop(
+            build_model(config.model, data, spec, config.seed),
+            spec.loss,
+            build_optimizer(config.optimizer),
+            config.trainer.batch_size,
+            config.loss.from_logits,
+        )
+        plain = fit(loop_plain, train, val, rates, 2, config.seed)
+        np.testing.assert_array_equal(plain.batch_losses, single.batch_losses)
+        assert plain.probe_losses.size == 0
+
+
+def test_the_probe_measured_late_only_is_the_tail_of_the_full_curve(
+    make_config: Callable[..., Config],
+) -> None:
+    """probe_from_epoch: the same steps' probe losses, only those of the later epochs, in both
+    paths (the probe only reads the weights: training is the same either way)."""
+    config = make_config("optimizer=sgd", "optimizer.learning_rate=0.5", "trainer.epochs=3")
+    configure_runtime("cpu", 1, 0)
+    data = make_dataset(config.data)
+    spec = build_loss(config.loss, data)
+    train, val, _ = tensor_splits(data, spec)
+    probe = probe_split(train, 64)
+    n_steps = steps_per_epoch(len(train), 32)
+    rates = np.full(3 * n_steps, 0.5, np.float32)
+
+    def single(start: int) -> np.ndarray:
+        model = build_model(config.model, data, spec, config.seed)
+        loop = CompiledLoop(model, spec.loss, build_optimizer(config.optimizer), 32, False)
+        return fit(loop, train, val, rates, 3, 0, probe=probe, probe_from_epoch=start).probe_losses
+
+    def replica(start: int) -> np.ndarray:
+        model = build_model(config.model, data, spec, config.seed)
+        trainer = ReplicaTrainer([model], spec.loss, OptimizerRule("sgd"), 32, False)
+        [outcome] = trainer.fit(train, val, rates[None], 3, [0], probe, start)
+        return outcome.result.probe_losses
+
+    full, late = single(1), single(3)
+    assert late.shape == (n_steps,)
+    np.testing.assert_array_equal(late, full[2 * n_steps :])
+    np.testing.assert_allclose(replica(3), late, rtol=1e-5, atol=1e-6)
+
+
+def test_a_frozen_model_has_a_flat_probe_curve_but_swinging_batch_losses(
+    make_config: Callable[..., Config],
+) -> None:
+    """At learning rate 0 the weights never move: the probe loss is one number at every step,
+    while the mini-batch losses still swing (sampling noise, what the old swing measured)."""
+    config = make_config("optimizer=sgd", "trainer.probe_rows=64")
+    configure_runtime("cpu", 1, 0)
+    data = make_dataset(config.data)
+    spec = build_loss(config.loss, data)
+    train, val, _ = tensor_splits(data, spec)
+    loop = CompiledLoop(
+        build_model(config.model, data, spec, config.seed),
+        spec.loss,
+        build_optimizer(config.optimizer),
+        config.trainer.batch_size,
+        False,
+    )
+    n_steps = steps_per_epoch(len(train), config.trainer.batch_size)
+    result = fit(
+        loop, train, val, np.zeros(2 * n_steps, np.float32), 2, 0, probe=probe_split(train, 64)
+    )
+    assert np.ptp(result.probe_losses) == 0.0
+    assert np.ptp(result.batch_losses) > 0.01

@@ -68,7 +68,7 @@ def test_compiled_epoch_matches_a_plain_gradient_tape_loop(
     n_steps = steps_per_epoch(len(train), 32)  # 350 rows -> 11 steps, the last of 30 rows
     rates = np.full(n_steps, 1e-2, np.float32)
 
-    losses, mean_loss = loop.run_epoch(train, order, rates)
+    losses, mean_loss, _ = loop.run_epoch(train, order, rates)
 
     x, targets = train.x.numpy()[order], train.targets.numpy()[order]
     expected = []

@@ -28,9 +28,23 @@ OUTPUT_INITS = ("standard", "saturated")
 # registry is keyed by these names, tests/test_config.py checks they agree). "ce" is cross-entropy
 # with the head the data's class count asks for: bce on binary data, sparse_cce otherwise (so a
 # study written with loss=ce runs on any data set); it takes no label smoothing, which sparse_cce
-# lacks.
-LOSS_SMOOTHS_LABELS = {"bce": True, "cce": True, "sparse_cce": False, "mse": False, "ce": False}
-LOSS_TAKES_LOGITS = {"bce": True, "cce": True, "sparse_cce": True, "mse": False, "ce": True}
+# lacks. "mse_raw" is the square loss on the raw outputs (no sigmoid/softmax; C12's control arm).
+LOSS_SMOOTHS_LABELS = {
+    "bce": True,
+    "cce": True,
+    "sparse_cce": False,
+    "mse": False,
+    "mse_raw": False,
+    "ce": False,
+}
+LOSS_TAKES_LOGITS = {
+    "bce": True,
+    "cce": True,
+    "sparse_cce": True,
+    "mse": False,
+    "mse_raw": False,
+    "ce": True,
+}
 LOSSES = tuple(LOSS_SMOOTHS_LABELS)
 
 # scikit-learn's bundled classification sets (shipped with the package: no download), each
@@ -523,6 +537,14 @@ class TrainerConfig:
     threads: int = 1
     target_val_acc: float = 0.9  # "epochs to reach target" diagnostic
     verbose: bool = True  # one line per epoch
+    # Training rows whose loss is measured after every step (the same rows each time, so the
+    # curve moves only when the weights do: C13/C15's oscillation); 0 = off (no extra forward
+    # pass). Logged as the per-step series train/probe_loss.
+    probe_rows: int = 0
+    # The share of the last epochs the probe is measured in (the claims read only the late
+    # curve; the forward pass over the probe rows is the probe's whole cost): 0.5 of 20 epochs
+    # = epochs 11-20.
+    probe_late_fraction: float = 1.0
 
     def __post_init__(self) -> None:
         _require_finite_floats(self, "trainer")
@@ -531,12 +553,21 @@ class TrainerConfig:
         _require_choice("trainer.device", self.device, DEVICES)
         _require(self.threads >= 0, f"trainer.threads={self.threads} must be >= 0 (0 = default)")
         _require(
+            self.probe_rows >= 0, f"trainer.probe_rows={self.probe_rows} must be >= 0 (0 = off)"
+        )
+        _require(
+            0 < self.probe_late_fraction <= 1,
+            f"trainer.probe_late_fraction={self.probe_late_fraction} must be in (0, 1]",
+        )
+        _require(
             0 < self.target_val_acc <= 1,
             f"trainer.target_val_acc={self.target_val_acc} must be in (0, 1]",
         )
 
 
-LR_FIND_USES = ("suggested", "flat", "exploding")
+# "steepest", "valley", "minimum": that rule's suggestion (C14's regret of each rule); "given": run
+# and record the range test, train with optimizer.learning_rate (C13/C14's grid).
+LR_FIND_USES = ("suggested", "flat", "exploding", "steepest", "valley", "minimum", "given")
 
 
 class RangeTestSettings(TypedDict):
@@ -556,7 +587,10 @@ class LrFindConfig:
     """The learning-rate range test (C14) run before training, and which rate to train with."""
 
     enabled: bool = False
-    use: str = "suggested"  # suggested | flat | exploding: where on the curve to take the rate
+    # suggested | flat | exploding: where on the curve to take the rate; steepest | valley |
+    # minimum: that rule's suggestion; given: train with optimizer.learning_rate (the test is
+    # only recorded)
+    use: str = "suggested"
     min_lr: float = 1e-6
     max_lr: float = 10.0
     num_steps: int = 300  # mini-batches; may span several epochs

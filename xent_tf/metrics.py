@@ -5,3 +5,5 @@ Every layer reads them: ``train.pipeline`` logs them, ``track`` reads them back,
 """
 
 BATCH_LOSS_METRIC = "train/batch_loss"  # the loss of every training step, logged per step
+# The loss on a fixed set of training rows after every step (``trainer.probe_rows``).
+PROBE_LOSS_METRIC = "train/probe_loss"

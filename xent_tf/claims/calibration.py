@@ -138,9 +138,11 @@ ARMS: dict[str, str] = {
     "binary_vs_categorical": "loss.name",
     "mse_vs_ce": "loss.name",
     "lr_sweep": "optimizer.learning_rate",
-    "lr_range_test": "lr_find.use",
     "annealing": "schedule.name",
 }
+# The runs whose arms are relabelled, where a study has runs of another kind: lr_sweep's grid
+# (its suggestion arms train at the range test's rates, not at an arm's value).
+ARM_RUNS: dict[str, tuple[str, str]] = {"lr_sweep": ("lr_find.use", "given")}
 
 
 def stored_null_rates(
@@ -172,6 +174,9 @@ def stored_null_rates(
         tracking_uri, parents[0], (*spec.plot_metrics, *spec.extra_metrics)
     )
     finished = [r for r in records if r.finished]
+    if study in ARM_RUNS:
+        param, value = ARM_RUNS[study]
+        finished = [r for r in finished if str(r.params.get(param, "")) == value]
     key = ARMS[study]
     labels = sorted({str(r.params.get(key, "")) for r in finished})
     rates = null_rates(spec, finished, key, labels, draws, seed)

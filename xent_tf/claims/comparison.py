@@ -537,6 +537,83 @@ def late_step_swing(record: RunRecord) -> float:
     return step_swing(record.history.get(BATCH_LOSS_METRIC, []))
 
 
+def probe_oscillation(probe_losses: Sequence[float], late_fraction: float = 0.5) -> float:
+    """How much the probe loss goes up and comes back down, late in training.
+
+    Over the last ``late_fraction`` of the steps: the total variation of the probe curve less
+    its net change, per step, as a share of its mean level,
+    ``(sum |diff| - |last - first|) / (2 (n - 1) mean)``. A curve that only falls (or only
+    rises), however fast, scores 0; a curve bouncing by +-a around a level L scores about a / L.
+    The probe loss is measured on the same rows at every step (``trainer.probe_rows``), so a
+    model whose weights do not move scores exactly 0: mini-batch sampling noise cannot pass for
+    oscillation here (the batch-loss swing, ``step_swing``, is large for a frozen model).
+
+    Args:
+        probe_losses: the probe loss after every step, in order.
+        late_fraction: the share of the last steps measured (the claims' "late").
+
+    Returns:
+        The oscillation (>= 0); nan with fewer than 3 late values or a non-finite one.
+    """
+    if not 0 < late_fraction <= 1:
+        raise ValueError(f"late_fraction={late_fraction} must be in (0, 1]")
+    values = np.asarray(probe_losses, dtype=np.float64)
+    late = values[round(values.size * (1 - late_fraction)) :]
+    if late.size < 3 or not np.all(np.isfinite(late)):
+        return math.nan
+    level = float(np.mean(late))
+    if level <= 0:
+        return math.nan
+    travelled = float(np.sum(np.abs(np.diff(late))))
+    net = abs(float(late[-1] - late[0]))
+    return (travelled - net) / (2 * (late.size - 1) * level)
+
+
+class RunOutcome(enum.StrEnum):
+    """How a training run ended, for the rules that treat failures apart (C13, C15)."""
+
+    LEARNED = "learned"
+    # The loss went NaN/inf, or the run learned nothing: a final training loss no better than
+    # predicting the class frequencies (``data.prior_loss``) with the val accuracy at the
+    # majority share (a network collapsed to a constant prediction lands here; a slow run that
+    # started above the prior's loss and has not got below it yet, but classifies, does not).
+    DIVERGED = "diverged"
+    # Finite loss below the prior's, but the val accuracy never left the majority share.
+    COLLAPSED = "collapsed"
+
+    @property
+    def failed(self) -> bool:
+        return self is not RunOutcome.LEARNED
+
+
+def run_outcome(record: RunRecord, collapse_margin: float) -> RunOutcome:
+    """Diverged, collapsed or learned (see ``RunOutcome``): a run whose final val accuracy is
+    above the majority share by more than ``collapse_margin`` learned (whatever its loss).
+
+    Args:
+        record: the run (its ``train/loss`` and ``val/acc`` histories, the params
+            ``data.prior_loss`` and ``data.majority_share``).
+        collapse_margin: a final val accuracy at most this above the majority share is
+            "stays at the majority share".
+
+    Returns:
+        The outcome. A run without ``data.prior_loss`` is judged on non-finite losses alone.
+    """
+    if record.diverged:
+        return RunOutcome.DIVERGED
+    final_loss = final_value(record, "train/loss")
+    if not math.isfinite(final_loss):
+        return RunOutcome.DIVERGED
+    majority = float(record.params.get("data.majority_share", "nan") or "nan")
+    accuracy = final_value(record, "val/acc")
+    if not (math.isfinite(majority) and accuracy <= majority + collapse_margin):
+        return RunOutcome.LEARNED
+    prior = float(record.params.get("data.prior_loss", "nan") or "nan")
+    if math.isfinite(prior) and final_loss >= prior:
+        return RunOutcome.DIVERGED
+    return RunOutcome.COLLAPSED
+
+
 # --- censored times: epochs to a target that some runs never reach -----------------------
 
 

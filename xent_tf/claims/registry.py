@@ -371,26 +371,92 @@ CLAIMS: dict[str, Claim] = {
             "Training behaviour (needs runs over several seeds)",
             (
                 "With a sigmoid (or softmax) output, the MSE gradient carries the factor "
-                "sigma'(z), "
-                "which vanishes when the output saturates; the cross-entropy gradient is (a - "
-                "y)·x without it. So cross-entropy learns faster than MSE, most of all when the "
-                "model starts confidently wrong. (Measure epochs to reach a target validation "
-                "accuracy, the loss curves, and the gradient norm of the last layer per epoch; "
-                "from the standard initialisation and from a deliberately saturated one. The "
-                "argument is made for plain gradient descent; other optimizers are separate, "
-                "named contexts. A run that never reaches the target is censored, not a run that "
-                "took epochs + 1.)"
+                "sigma'(z), which vanishes when the output saturates; the cross-entropy gradient "
+                "is (a - y)·x without it. So cross-entropy learns faster than MSE, most of all "
+                "when the model starts confidently wrong. (Measure the learning curves, epochs "
+                "to reach a target validation accuracy fixed before any run, and the gradient "
+                "norm of the last layer per epoch; from the standard initialisation and from a "
+                "deliberately saturated one. Judge speed with a measure that needs no target "
+                "taken from the runs being judged, such as the area under the "
+                "validation-accuracy curve. The argument is made for plain gradient descent; "
+                "other optimizers are separate, named contexts. A run that never reaches the "
+                "target is censored, not a run that took epochs + 1. The argument names its "
+                "mechanism, the sigma'(z) factor: test it too — the last-layer gradient ratio, "
+                "and square loss on the raw outputs, without the sigmoid/softmax, for which the "
+                "argument predicts no saturated-start stall.)"
             ),
             (
-                "The mse_vs_ce study: epochs to the target validation accuracy per run, censored "
-                "when never reached."
+                "The mse_vs_ce study (loss ce, mse and mse_raw = square loss on the raw outputs, "
+                "x standard/saturated output init x SGD/Adam): per run the area under the "
+                "validation-accuracy curve (mean val acc over epochs 1..E), epochs to the fixed "
+                "targets (censored when never reached), and the last layer's full-batch gradient "
+                "norm per epoch."
             ),
             (
-                "Plain SGD contexts counted, Adam contexts shown by name: per seed pair, which "
-                "loss reached the target first (a censored run loses to one that reached it); "
-                "sign test at 5%."
+                "C12: per plain-SGD context (data set x init), the paired per-seed difference of "
+                "the accuracy areas, ce - mse, > 0 (Adam contexts shown, not counted); times to "
+                "the fixed targets reported, not judged. C12b: the area gap grows from the "
+                "standard to the saturated init. C12c (mechanism): from the saturated init the "
+                "last layer's gradient norm, mse over ce, over the first epochs is << 1; and the "
+                "control mse_raw slows down less from the saturated init than mse does, and by "
+                "no more than the stated margin."
             ),
             study="mse_vs_ce",
+            rules=(
+                RuleParam(
+                    "primary_endpoint",
+                    "mean val acc over epochs 1..E",
+                    "the area under the validation-accuracy curve (a run that stopped early "
+                    "counts the majority share for its missing epochs); judged on the paired "
+                    "per-seed difference ce - mse",
+                ),
+                RuleParam(
+                    "counted_optimizers",
+                    ("sgd",),
+                    "plain gradient descent, the claim's setting; other optimizers are shown "
+                    "as named contexts, not counted",
+                ),
+                RuleParam(
+                    "target_share",
+                    0.5,
+                    "secondary (reported, not judged): target val acc = majority share + this "
+                    "x (1 - majority share)",
+                ),
+                RuleParam(
+                    "target_share_sensitivity",
+                    (0.25, 0.75),
+                    "the same target with these shares, reported as sensitivity",
+                ),
+                RuleParam(
+                    "mechanism_epochs",
+                    3,
+                    "epochs 1..this whose last-layer gradient norms form the mechanism's ratio "
+                    "(mean norm of mse over mean norm of ce, per seed; judged in log10)",
+                ),
+                RuleParam(
+                    "mechanism_ratio_holds",
+                    0.1,
+                    "the ratio is << 1 when the upper end of its (1 - alpha) interval is "
+                    "below this",
+                ),
+                RuleParam(
+                    "mechanism_ratio_contradicted",
+                    0.5,
+                    "the ratio is not << 1 when the lower end of its interval is above this",
+                ),
+                RuleParam(
+                    "control_loss",
+                    "mse_raw",
+                    "the control arm: square loss on the raw outputs (linear head, 0/1 or "
+                    "one-hot targets; Hui & Belkin, ICLR 2021)",
+                ),
+                RuleParam(
+                    "control_slowdown_margin",
+                    0.05,
+                    "the control's saturated-start slowdown (accuracy area, standard - "
+                    "saturated init) counts as none when its interval lies below this",
+                ),
+            ),
         ),
         Claim(
             "C13",
@@ -400,18 +466,73 @@ CLAIMS: dict[str, Claim] = {
                 "A small learning rate converges slowly with a smooth loss curve; a good one "
                 "drops fast; a large one drops fast at first but oscillates, and too large "
                 'diverges. The tutorial\'s "oscillation" is the swing of the training loss curve '
-                'step by step; "good" must be shown to be good (measured), not assumed from where'
-                " a rate sits in a list."
+                "step by step — measured so that mini-batch sampling noise cannot pass for it "
+                '(e.g. on the same rows at every step); "good" must be shown to be good '
+                "(measured), not assumed from where a rate sits in a list, and the rates span the "
+                "range from too small to too large by a rule stated in advance."
             ),
             (
-                "The lr_sweep study: final validation loss, loss after epoch 1, divergence, and "
-                "the per-step swing of the training batch loss around its moving average."
+                "The lr_sweep study: plain SGD at every rate of a fixed log-spaced grid, each run "
+                "with its seed's range test recorded; per run the final validation loss, the "
+                "loss after epoch 1, its outcome (diverged: non-finite loss, or a final training "
+                "loss at or above the class-prior loss at a val accuracy at the majority share; "
+                "collapsed: val accuracy at the majority share with a lower loss) and the "
+                "oscillation of the probe loss (the loss on 64 fixed training rows after every "
+                "step of the second half of training)."
             ),
             (
-                "Roles measured: the good rate has the lowest final validation loss on half the "
-                "seeds, the claim is judged on the other half; paired 95% CIs; divergence share."
+                "Roles measured on the first half of the seeds (good = lowest mean final val "
+                "loss; too large = the rates from the first one where at least half the runs "
+                "diverged), the claim judged on the other half: per seed, rank correlations "
+                "with the rate (of the final val loss over the rates up to the good one, of the "
+                "epoch-1 val loss below the too-large rates, of the oscillation and of "
+                "divergence over all rates; a failed run oscillates without bound), each "
+                "tested over the seeds; the next rate above the good one oscillates more than "
+                "it (sign test); the too-large rates diverge (share rule)."
             ),
             study="lr_sweep",
+            rules=(
+                RuleParam(
+                    "rate_grid",
+                    (1e-4, 4.64e-4, 2.15e-3, 1e-2, 4.64e-2, 0.215, 1.0, 4.64, 21.5, 100.0),
+                    "SGD rates, 10 log-spaced (x 10^(2/3)) over the upper six decades of the "
+                    "range test's window (min_lr 1e-6 to max_lr 100), from its flat start to "
+                    "where it explodes; every data set",
+                ),
+                RuleParam(
+                    "probe_rows",
+                    64,
+                    "training rows whose loss is measured after every step (trainer.probe_rows)",
+                ),
+                RuleParam(
+                    "late_fraction",
+                    0.5,
+                    "the share of the last epochs the probe loss is measured in, and its "
+                    "oscillation over (trainer.probe_late_fraction)",
+                ),
+                RuleParam(
+                    "collapse_margin",
+                    0.01,
+                    "a final val accuracy at most this above the majority share has stayed "
+                    "there (a failure, never smooth)",
+                ),
+                RuleParam(
+                    "too_large_share",
+                    0.5,
+                    "a rate is too large (on the seeds that pick the roles) from the first grid "
+                    "rate where at least this share of the runs diverged",
+                ),
+                RuleParam(
+                    "min_trend_rates",
+                    3,
+                    "fewest rates a rank correlation is computed over (else inconclusive)",
+                ),
+                RuleParam(
+                    "role_split",
+                    "first half of the sorted seeds picks, second half judges",
+                    "good and too large are measured, then judged on other seeds",
+                ),
+            ),
         ),
         Claim(
             "C14",
@@ -422,17 +543,75 @@ CLAIMS: dict[str, Claim] = {
                 "(exponentially or linearly) while recording the loss. The loss first barely "
                 "moves, then falls fast, then explodes. The best learning rate lies where the "
                 "loss falls fastest (the steepest negative slope), and training with it works "
-                "better than with rates from the flat or exploding parts of the curve."
+                "better than with rates from the flat or exploding parts of the curve. (Test "
+                '"best" against a grid of rates trained to the end: how far is each suggestion '
+                "from the grid's best?)"
             ),
             (
-                "The lr_range_test study: the shape of each seed's range-test curve, and training"
-                " with the suggested, flat and exploding rates."
+                "The lr_sweep study (C13's grid, plus one arm per suggestion rule): each seed's "
+                "range test (1e-6 to 100 over 300 steps, stopped when the smoothed loss exceeds "
+                "4 x its best), the final validation loss of every grid rate trained to the "
+                "end, and of training with each rule's suggested rate (steepest, valley, "
+                "minimum / 10). A run that diverged by C13's rule has an unbounded loss."
             ),
             (
-                "Curve shape in >= 80% of seeds; the suggested rate beats the others (95% CI of "
-                "the paired log-loss difference)."
+                "Curve shape in >= 80% of seeds (explodes = the range test's own stop rule "
+                "fired); per seed, regret = final val loss of training with the steepest rate - "
+                "the grid's best (the best grid rate by mean loss, interpolated in log-rate by "
+                "a parabola through it and its neighbours): within noise (<= the seed SD of the "
+                "loss at the best grid rate) in >= 80% of seeds; the steepest rate's trained "
+                "loss below the flat and the exploding rates' (their losses interpolated on the "
+                "grid; paired interval, a sign test when a run failed). Each rule's regret is "
+                "reported, and which rule does best."
             ),
-            study="lr_range_test",
+            study="lr_sweep",
+            rules=(
+                RuleParam(
+                    "grid",
+                    "C13's rate_grid",
+                    "the rates trained to the end (the lr_sweep study)",
+                ),
+                RuleParam(
+                    "skip_fraction",
+                    0.1,
+                    "the range-test curve's first steps left out of its shape (moving average "
+                    "of too few batches)",
+                ),
+                RuleParam(
+                    "flat_span",
+                    0.25,
+                    "the curve is flat if it stays within flat_tolerance of its start up to "
+                    "this share of the steps",
+                ),
+                RuleParam("flat_tolerance", 0.1, "relative change that still counts as flat"),
+                RuleParam(
+                    "fall_depth",
+                    0.8,
+                    "the curve falls if its minimum is below this share of its start",
+                ),
+                RuleParam(
+                    "explosion",
+                    "the range test's stop rule fired",
+                    "smoothed loss > divergence_factor x its best, or a non-finite loss "
+                    "(lr_find.stop_reason)",
+                ),
+                RuleParam(
+                    "noise",
+                    "seed SD of the final val loss at the grid's best rate",
+                    "a regret at most this is within noise",
+                ),
+                RuleParam(
+                    "grid_best",
+                    "parabola in log-rate through the best grid rate and its neighbours",
+                    "its minimum when convex with the vertex between them, else the grid "
+                    "point's loss",
+                ),
+                RuleParam(
+                    "suggestions",
+                    ("steepest", "valley", "minimum"),
+                    "suggestion rules whose regret is reported (the claim judges steepest)",
+                ),
+            ),
         ),
         Claim(
             "C15",
@@ -440,17 +619,45 @@ CLAIMS: dict[str, Claim] = {
             "Training behaviour (needs runs over several seeds)",
             (
                 "Starting with a large learning rate and decaying it during training reaches a "
-                "low loss quickly and avoids the late oscillation of a constant large rate."
+                "low loss quickly and avoids the late oscillation of a constant large rate. "
+                '("Quickly" is measured too, not only the final loss.)'
             ),
             (
-                "The annealing study: final validation loss and the per-step swing of the "
-                "training batch loss, each schedule against the constant large rate."
+                "The annealing study: per run the final validation loss, the area under the "
+                "validation-loss curve (mean over epochs 1..E: low and early), and the "
+                "oscillation of the probe loss (64 fixed training rows, every step of the second "
+                "half of training); each schedule against the constant large rate."
             ),
             (
-                "Paired 95% CIs of final validation loss and of the late per-step swing, decayed "
-                "vs constant."
+                "Per schedule, paired per seed against the constant rate: lower final val loss, "
+                "lower loss area, less late oscillation. Paired 95% interval of the difference; "
+                "when a run failed (diverged, or stayed at the majority share: an unbounded "
+                "loss and oscillation), a sign test instead."
             ),
             study="annealing",
+            rules=(
+                RuleParam(
+                    "probe_rows",
+                    64,
+                    "training rows whose loss is measured after every step (trainer.probe_rows)",
+                ),
+                RuleParam(
+                    "late_fraction",
+                    0.5,
+                    "the share of the last epochs called late: the probe loss is measured in "
+                    "them (trainer.probe_late_fraction)",
+                ),
+                RuleParam(
+                    "collapse_margin",
+                    0.01,
+                    "a final val accuracy at most this above the majority share is a failure",
+                ),
+                RuleParam(
+                    "quickly",
+                    "mean val loss over epochs 1..E",
+                    "the area under the validation-loss curve",
+                ),
+            ),
         ),
         Claim(
             "C16",
@@ -489,6 +696,9 @@ CLAIMS: dict[str, Claim] = {
 SUB_CLAIMS: dict[str, str] = {
     "C12b": "C12's second half: the advantage of cross-entropy is largest when the model starts "
     "confidently wrong (saturated output).",
+    "C12c": "C12's mechanism: from a saturated start the sigma'(z) factor makes the last layer's "
+    "MSE gradient << its cross-entropy gradient, and the square loss on the raw outputs (no "
+    "sigma') does not stall there.",
 }
 
 

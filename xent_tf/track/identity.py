@@ -21,10 +21,14 @@ from xent_tf.config import Config
 STUDY_VARIANT_KEYS: dict[str, tuple[str, ...]] = {
     "binary_vs_categorical": ("data.name", "loss.name"),
     "mse_vs_ce": ("data.name", "loss.name", "optimizer.name", "model.output_init"),
-    "lr_sweep": ("optimizer.learning_rate",),
+    "lr_sweep": ("lr_find.use", "optimizer.learning_rate"),
     "lr_range_test": ("lr_find.use",),
     "annealing": ("schedule.name",),
 }
+
+# Config groups whose choice sets a study's variant keys at once (lr_sweep's rate arms set
+# optimizer.learning_rate and lr_find.use): their choice names the variant too.
+STUDY_VARIANT_GROUPS: dict[str, tuple[str, ...]] = {"lr_sweep": ("rate_arm",)}
 
 STUDY_TAG = "xent.study"
 VARIANT_TAG = "xent.variant"
@@ -119,7 +123,7 @@ def variant_parts(study: str, overrides: list[str]) -> list[str]:
         key, value = _key_and_value(override)
         if _defines_no_variant(key):
             continue
-        if not study or _is_study_key(key, keys):
+        if not study or _is_study_key(key, keys) or key in STUDY_VARIANT_GROUPS.get(study, ()):
             parts.append(value if "." not in key else f"{short_name(key)}={value}")
     return parts
 

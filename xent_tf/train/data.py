@@ -52,6 +52,23 @@ def majority_share(labels: np.ndarray) -> float:
     return float(np.bincount(labels.astype(np.int64)).max() / len(labels))
 
 
+def prior_loss(labels: np.ndarray) -> float:
+    """The cross-entropy of always predicting the labels' class frequencies: their entropy in
+    nats. A model whose loss ends at or above it learned nothing (C13's "diverged").
+
+    Args:
+        labels: integer class labels.
+
+    Returns:
+        -sum(p log p) over the classes present; nan without labels.
+    """
+    if len(labels) == 0:
+        return float("nan")
+    shares = np.bincount(labels.astype(np.int64)) / len(labels)
+    shares = shares[shares > 0]
+    return float(-np.sum(shares * np.log(shares)))
+
+
 @dataclass(frozen=True)
 class Scaling:
     """Per-feature standardisation fitted on the training rows: ``(x - mean) / scale``."""

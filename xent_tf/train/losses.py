@@ -71,6 +71,9 @@ LOSS_BUILDERS: dict[str, tuple[Callable[[LossConfig], keras.losses.Loss], str]] 
         "sparse",
     ),
     "mse": (lambda config: keras.losses.MeanSquaredError(), "one_hot"),
+    # The square loss on the raw outputs (a linear head, one-hot targets; Hui & Belkin, ICLR
+    # 2021): no sigmoid/softmax, so no sigma'(z) factor in its gradient (C12's control arm).
+    "mse_raw": (lambda config: keras.losses.MeanSquaredError(), "one_hot"),
 }
 
 
@@ -89,9 +92,13 @@ def resolved_loss_name(name: str, n_classes: int) -> str:
     return name
 
 
-# Losses that use one sigmoid unit on binary data (bce always; mse like the bce it is compared
-# with); the others use n_classes softmax units.
-_ONE_UNIT_ON_BINARY = ("bce", "mse")
+# Losses that use one output unit on binary data (bce always; mse and mse_raw like the bce they
+# are compared with); the others use n_classes units.
+_ONE_UNIT_ON_BINARY = ("bce", "mse", "mse_raw")
+# Losses on the raw outputs: a linear head whatever from_logits says (the square loss compares
+# the outputs themselves with the 0/1 targets; a class is predicted by output > 0.5 on one unit,
+# by the largest output on several).
+_RAW_OUTPUT = ("mse_raw",)
 
 
 def loss_spec(config: LossConfig, n_classes: int) -> LossSpec:
@@ -100,7 +107,8 @@ def loss_spec(config: LossConfig, n_classes: int) -> LossSpec:
     ``bce`` uses one sigmoid unit and needs binary data; ``cce``/``sparse_cce`` use ``n_classes``
     softmax units (two on binary data); ``ce`` is bce on binary data and sparse_cce otherwise;
     ``mse`` uses the same heads as the cross-entropy it is compared with: one sigmoid unit on
-    binary data, a softmax over one-hot labels otherwise.
+    binary data, a softmax over one-hot labels otherwise; ``mse_raw`` the same units with no
+    activation (the square loss on the raw outputs, 0/1 or one-hot targets).
 
     Args:
         config: loss name and options.
@@ -126,7 +134,9 @@ def loss_spec(config: LossConfig, n_classes: int) -> LossSpec:
     return LossSpec(
         loss=build(config),
         output_units=1 if one_unit else n_classes,
-        output_activation="linear" if config.from_logits else probability_activation,
+        output_activation=(
+            "linear" if config.from_logits or name in _RAW_OUTPUT else probability_activation
+        ),
         probability_activation=probability_activation,
         label_encoding="binary" if one_unit else encoding,
     )

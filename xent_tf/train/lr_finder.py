@@ -241,6 +241,27 @@ def region_rates(result: RangeTestResult) -> dict[str, float | None]:
     }
 
 
+def rate_to_train_with(result: RangeTestResult, use: str, given: float) -> float | None:
+    """The rate a run trains with after its range test.
+
+    Args:
+        result: the range test.
+        use: ``lr_find.use``: "suggested", "flat" or "exploding" (``region_rates``);
+            "steepest", "valley" or "minimum": that rule's suggestion, whatever ``method`` says;
+            "given": ``given``, whatever the curve says (the test is only recorded: C13/C14's
+            rate grid keeps each seed's curve beside the rates it trained).
+        given: ``optimizer.learning_rate``.
+
+    Returns:
+        The rate, or None when the curve gives none for ``use``.
+    """
+    if use == "given":
+        return given
+    if use in METHODS:
+        return result.suggestions()[use]
+    return region_rates(result)[use]
+
+
 def valley_lr(lrs: np.ndarray, smoothed: np.ndarray) -> float | None:
     """fastai's "valley" suggestion (the default of ``Learner.lr_find`` since fastai 2.4).
 
@@ -361,7 +382,7 @@ def find_learning_rate(
     # Copies, not views: a NumPy view of a TF buffer is not guaranteed to survive later updates.
     snapshot = [np.array(variable.numpy(), copy=True) for variable in variables]
     try:
-        losses, _ = loop.run_epoch(train, order, rates)
+        losses, _, _ = loop.run_epoch(train, order, rates)
     finally:
         for variable, value in zip(variables, snapshot, strict=True):
             variable.assign(value)

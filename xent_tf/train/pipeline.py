@@ -21,15 +21,20 @@ import tensorflow as tf
 import yaml
 
 from xent_tf.config import Config
-from xent_tf.metrics import BATCH_LOSS_METRIC
+from xent_tf.metrics import BATCH_LOSS_METRIC, PROBE_LOSS_METRIC
 from xent_tf.report import plotting
 from xent_tf.track import artifacts, connection, writing
 from xent_tf.track.identity import run_identity
 from xent_tf.track.resume import CONFIG_HASH_TAG, training_config_hash
 from xent_tf.train.build import RunParts, build_run
-from xent_tf.train.data import Dataset, majority_share
+from xent_tf.train.data import Dataset, majority_share, prior_loss
 from xent_tf.train.losses import resolved_loss_name
-from xent_tf.train.lr_finder import RangeTestResult, find_learning_rate, region_rates
+from xent_tf.train.lr_finder import (
+    RangeTestResult,
+    find_learning_rate,
+    rate_to_train_with,
+    region_rates,
+)
 from xent_tf.train.placement import current_placement
 from xent_tf.train.runtime import DeviceChoice, configure_runtime
 from xent_tf.train.training import (
@@ -39,6 +44,8 @@ from xent_tf.train.training import (
     FitResult,
     TensorSplit,
     fit,
+    probe_split,
+    probe_start_epoch,
 )
 
 log = logging.getLogger(__name__)
@@ -324,7 +331,15 @@ def _train_and_record(
 
     try:
         result: FitResult = fit(
-            loop, train, val, rates, config.trainer.epochs, config.seed, on_epoch_end
+            loop,
+            train,
+            val,
+            rates,
+            config.trainer.epochs,
+            config.seed,
+            on_epoch_end,
+            probe_split(train, config.trainer.probe_rows),
+            probe_start_epoch(config.trainer.epochs, config.trainer.probe_late_fraction),
         )
     except Exception as error:
         history = getattr(getattr(error, "result", None), "history", None)
@@ -350,8 +365,10 @@ def log_params(config: Config, recorder: writing.RunRecorder, n_params: int, dat
 
     Besides the config: ``model.n_params``; ``loss.resolved`` (the loss trained with: "ce"
     becomes bce or sparse_cce); ``data.n_classes``; ``data.majority_share``, the validation
-    rows' share of their most common class (the accuracy of always guessing it: studies
-    measure accuracy targets from it, ``studies.derived_target``).
+    rows' share of their most common class (the accuracy of always guessing it: C12's fixed
+    accuracy targets and C13's "stays at the majority share" start from it);
+    ``data.prior_loss``, the entropy of the training labels (the loss of predicting the class
+    frequencies: C13's "diverged").
     """
     recorder.log_params(
         {
@@ -360,6 +377,7 @@ def log_params(config: Config, recorder: writing.RunRecorder, n_params: int, dat
             "loss.resolved": resolved_loss_name(config.loss.name, data.n_classes),
             "data.n_classes": str(data.n_classes),
             "data.majority_share": f"{majority_share(data.val.y):.4f}",
+            "data.prior_loss": f"{prior_loss(data.train.y):.6f}",
         }
     )
 
@@ -403,6 +421,9 @@ def finish_run(
     """
     # The loss of every step (C13/C15 measure how it swings around its trend).
     writing.log_series_artifact(recorder, BATCH_LOSS_METRIC, result.batch_losses, output_dir)
+    if result.probe_losses.size:
+        # The loss on the fixed probe rows after every step (trainer.probe_rows).
+        writing.log_series_artifact(recorder, PROBE_LOSS_METRIC, result.probe_losses, output_dir)
     reached = epochs_to_target(result.history, config.trainer.target_val_acc)
     final_metrics = {
         "test/loss": on_test.loss,
@@ -477,7 +498,7 @@ def _range_test(
     """Run the range test on the model about to be trained (its state is restored afterwards).
 
     Returns:
-        The rate to train with (``lr_find.use``: suggested, flat or exploding).
+        The rate to train with (``lr_find.use``: suggested, flat, exploding or given).
 
     Raises:
         ValueError: the curve gave no suggestion (the message says what to try).
@@ -507,7 +528,7 @@ def record_range_test(
     log.info("range test (%.2f s): %s", result.seconds, result.message)
     recorder.log_series(result.step_metrics())
     regions = region_rates(result)
-    rate = regions[settings.use]
+    rate = rate_to_train_with(result, settings.use, config.optimizer.learning_rate)
     found = {f"lr_find.{k}_lr": str(v) for k, v in {**result.suggestions(), **regions}.items()}
     used = {"lr_find.used_lr": str(rate)} if rate is not None else {}
     recorder.log_params({**found, "lr_find.stop_reason": result.stop_reason or "(none)", **used})

@@ -35,7 +35,7 @@ from xent_tf.train.build import (
 )
 from xent_tf.train.data import Dataset
 from xent_tf.train.losses import LossSpec
-from xent_tf.train.lr_finder import RangeTestResult, region_rates
+from xent_tf.train.lr_finder import RangeTestResult, rate_to_train_with
 from xent_tf.train.models import saturate_output_layer
 from xent_tf.train.pipeline import (
     RunSummary,
@@ -58,7 +58,13 @@ from xent_tf.train.replicas import (
     replicas_that_fit,
 )
 from xent_tf.train.runtime import DeviceChoice, configure_runtime
-from xent_tf.train.training import Evaluation, NonFiniteLossError, steps_per_epoch
+from xent_tf.train.training import (
+    Evaluation,
+    NonFiniteLossError,
+    probe_split,
+    probe_start_epoch,
+    steps_per_epoch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +279,7 @@ def train_batch(
             tested = trainer.range_test(train, seeds, **first.lr_find.curve_settings())
             range_tests = list(tested)
             base_rates = [
-                region_rates(result)[config.lr_find.use]
+                rate_to_train_with(result, config.lr_find.use, config.optimizer.learning_rate)
                 for config, result in zip(configs, tested, strict=True)
             ]
         n_steps = steps_per_epoch(len(train), batch_size)
@@ -288,7 +294,15 @@ def train_batch(
             ]
         )
         initial = trainer.evaluate(val, with_norms=False)
-        fits = trainer.fit(train, val, rates, epochs, seeds)
+        fits = trainer.fit(
+            train,
+            val,
+            rates,
+            epochs,
+            seeds,
+            probe_split(train, first.trainer.probe_rows),
+            probe_start_epoch(epochs, first.trainer.probe_late_fraction),
+        )
         on_test = trainer.evaluate(test, with_norms=False)
     outcomes = []
     for k, config in enumerate(configs):

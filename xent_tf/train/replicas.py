@@ -181,6 +181,7 @@ class _EpochState:
 
     history: list[EpochRecord] = field(default_factory=list)
     losses: list[np.ndarray] = field(default_factory=list)
+    probes: list[np.ndarray] = field(default_factory=list)
     diverged_epoch: int | None = None
     diverged_step: int | None = None
 
@@ -192,6 +193,7 @@ class _TrainedEpoch:
     Attributes:
         number: the epoch, from 1.
         losses: batch losses (steps taken, K).
+        probes: probe losses (steps taken, K), or (0, K) without a probe.
         training: (K,) the replicas that trained in it.
         rates: (K, steps) its learning rates.
         train_seconds: its training's wall time.
@@ -200,6 +202,7 @@ class _TrainedEpoch:
 
     number: int
     losses: np.ndarray
+    probes: np.ndarray
     training: np.ndarray
     rates: np.ndarray
     train_seconds: float
@@ -328,7 +331,9 @@ class ReplicaTrainer:
         self.slots = [tf.Variable(tf.zeros_like(self.flat)) for _ in range(slot_count)]
         # Traced per (uniform rates?, with gradient norms?): see run_epoch and evaluate.
         self._uniform_rates = False
-        self._compiled_epochs: dict[bool, tf.types.experimental.PolymorphicFunction] = {}
+        self._compiled_epochs: dict[
+            tuple[bool, bool], tf.types.experimental.PolymorphicFunction
+        ] = {}
         self._compiled_evaluates: dict[bool, tf.types.experimental.PolymorphicFunction] = {}
         self._compiled_epoch_end: tf.types.experimental.PolymorphicFunction | None = None
         self._exported: keras.Model | None = None
@@ -456,23 +461,35 @@ class ReplicaTrainer:
         orders: tf.Tensor,
         rates: tf.Tensor,
         active: tf.Tensor,
-    ) -> tuple[tf.Tensor, tf.Tensor]:
+        probe_x: tf.Tensor | None = None,
+        probe_targets: tf.Tensor | None = None,
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """One step per column of ``rates`` (K, S) over each replica's own row order (K, m).
 
+        With probe rows (shared by every replica), each step ends with one forward pass of
+        every replica over them, as ``training.CompiledLoop`` does for one model.
+
         Returns:
-            (batch losses (steps taken, K), still-active mask (K,)).
+            (batch losses (steps taken, K), still-active mask (K,), probe losses (steps taken,
+            K): empty without probe rows).
         """
         x_epoch = tf.gather(with_ones(x_all), orders)  # (K, m, d + 1), each replica in its order
         targets_epoch = tf.gather(targets_all, orders)
         n_rows = tf.shape(orders)[1]
         n_steps = tf.shape(rates)[1]
+        if probe_x is not None and probe_targets is not None:
+            probe_inputs = with_ones(probe_x)  # once per epoch, shared by every step
+            probe_tiled = tf.broadcast_to(
+                probe_targets[None],
+                tf.concat([[self.n_replicas], tf.shape(probe_targets)], 0),
+            )
 
         def keep_going(step: tf.Tensor, alive: tf.Tensor, *_: object) -> tf.Tensor:
             return tf.logical_and(step < n_steps, tf.reduce_any(alive))
 
         def train_step(
-            step: tf.Tensor, alive: tf.Tensor, losses: tf.TensorArray
-        ) -> tuple[tf.Tensor, tf.Tensor, tf.TensorArray]:
+            step: tf.Tensor, alive: tf.Tensor, losses: tf.TensorArray, probes: tf.TensorArray
+        ) -> tuple[tf.Tensor, tf.Tensor, tf.TensorArray, tf.TensorArray]:
             start = step * self.batch_size
             stop = tf.minimum(start + self.batch_size, n_rows)
             with tf.GradientTape() as tape:
@@ -480,19 +497,30 @@ class ReplicaTrainer:
                 batch_losses = self._replica_losses(targets_epoch[:, start:stop], outputs)
                 total = tf.reduce_sum(batch_losses)  # replicas are independent: d/d(each) = 1
             self._apply(tape.gradient(total, self.flat), rates[:, step], alive)
+            if probe_x is not None:
+                # Reads the weights the update just wrote (automatic control dependencies).
+                probe_losses = self._replica_losses(
+                    probe_tiled, self._forward(probe_inputs, self.flat)
+                )
+                probes = probes.write(step, probe_losses)
             alive = tf.logical_and(alive, tf.math.is_finite(batch_losses))
-            return step + 1, alive, losses.write(step, batch_losses)
+            return step + 1, alive, losses.write(step, batch_losses), probes
 
-        steps_taken, alive, losses = tf.while_loop(
+        probe_steps = n_steps if probe_x is not None else 0
+        steps_taken, alive, losses, probes = tf.while_loop(
             keep_going,
             train_step,
             (
                 tf.constant(0),
                 active,
                 tf.TensorArray(tf.float32, size=n_steps, element_shape=[self.n_replicas]),
+                tf.TensorArray(tf.float32, size=probe_steps, element_shape=[self.n_replicas]),
             ),
         )
-        return losses.stack()[:steps_taken], alive
+        probe_losses = (
+            probes.stack()[:steps_taken] if probe_x is not None else tf.zeros([0, self.n_replicas])
+        )
+        return losses.stack()[:steps_taken], alive, probe_losses
 
     def _evaluate(
         self,
@@ -616,8 +644,13 @@ class ReplicaTrainer:
         ]
 
     def run_epoch(
-        self, train: TensorSplit, orders: np.ndarray, rates: np.ndarray, active: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self,
+        train: TensorSplit,
+        orders: np.ndarray,
+        rates: np.ndarray,
+        active: np.ndarray,
+        probe: TensorSplit | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One epoch of every active replica.
 
         Args:
@@ -625,38 +658,46 @@ class ReplicaTrainer:
             orders: (K, m) row indices, each replica's order.
             rates: (K, S) learning rate per replica and step; S is the number of steps.
             active: (K,) bool, replicas still training (the others take zero-rate steps).
+            probe: fixed rows whose loss every replica measures after every step
+                (``training.probe_split``), or None.
 
         Returns:
-            (batch losses (steps taken, K), still-active mask (K,)).
+            (batch losses (steps taken, K), still-active mask (K,), probe losses (steps taken,
+            K): empty without ``probe``).
         """
         uniform = bool(np.all(rates == rates[:1]))
-        compiled = self._compiled_epochs.get(uniform)
+        key = (uniform, probe is not None)
+        compiled = self._compiled_epochs.get(key)
         # Traced and run under one executor: which one decides, at trace time, how the loop
         # is built.
         with _cpu_executor():
             if compiled is None:
                 # The flag is read while tracing: one trace per value.
                 self._uniform_rates = uniform
-                compiled = self._compiled_epochs[uniform] = tf.function(
-                    self._train_epoch,
-                    autograph=False,
-                    input_signature=[
-                        relaxed_spec(train.x),
-                        relaxed_spec(train.targets),
-                        tf.TensorSpec([self.n_replicas, None], tf.int32),
-                        tf.TensorSpec([self.n_replicas, None], tf.float32),
-                        tf.TensorSpec([self.n_replicas], tf.bool),
-                    ],
+                specs = [
+                    relaxed_spec(train.x),
+                    relaxed_spec(train.targets),
+                    tf.TensorSpec([self.n_replicas, None], tf.int32),
+                    tf.TensorSpec([self.n_replicas, None], tf.float32),
+                    tf.TensorSpec([self.n_replicas], tf.bool),
+                ]
+                if probe is not None:
+                    specs += [relaxed_spec(probe.x), relaxed_spec(probe.targets)]
+                compiled = self._compiled_epochs[key] = tf.function(
+                    self._train_epoch, autograph=False, input_signature=specs
                 )
                 compiled.get_concrete_function()
-            losses, alive = compiled(
+            args = [
                 train.x,
                 train.targets,
                 tf.constant(orders, tf.int32),
                 tf.constant(rates, tf.float32),
                 tf.constant(active, tf.bool),
-            )
-        return losses.numpy(), alive.numpy()
+            ]
+            if probe is not None:
+                args += [probe.x, probe.targets]
+            losses, alive, probes = compiled(*args)
+        return losses.numpy(), alive.numpy(), probes.numpy()
 
     def _state(self) -> list[tf.Variable]:
         return [self.flat, *self.slots, self.iterations]
@@ -687,7 +728,7 @@ class ReplicaTrainer:
         started = time.perf_counter()
         snapshot = [np.array(v.numpy(), copy=True) for v in self._state()]
         try:
-            losses, _ = self.run_epoch(
+            losses, _, _ = self.run_epoch(
                 train,
                 orders,
                 np.tile(rates, (self.n_replicas, 1)),
@@ -717,6 +758,8 @@ class ReplicaTrainer:
         learning_rates: np.ndarray,
         epochs: int,
         seeds: Sequence[int],
+        probe: TensorSplit | None = None,
+        probe_from_epoch: int = 1,
     ) -> list[ReplicaFit]:
         """Train every replica for ``epochs`` epochs, validating after each one.
 
@@ -726,6 +769,9 @@ class ReplicaTrainer:
             learning_rates: (K, epochs * steps_per_epoch) rate of every step of every replica.
             epochs: number of epochs.
             seeds: each replica's shuffle seed (its run's ``seed``).
+            probe: fixed rows whose loss every replica measures after every step
+                (``training.probe_split``), or None.
+            probe_from_epoch: the first epoch measured on ``probe``.
 
         Returns:
             One outcome per replica: the history and batch losses its single run would record,
@@ -754,10 +800,12 @@ class ReplicaTrainer:
                 rates = learning_rates[:, (epoch - 1) * n_steps : epoch * n_steps]
                 orders = np.stack([rng.permutation(len(train)) for rng in generators])
                 training = active.copy()
-                losses, active = self.run_epoch(train, orders, rates, training)
+                probing = probe if epoch >= probe_from_epoch else None
+                losses, active, probes = self.run_epoch(train, orders, rates, training, probing)
                 trained = _TrainedEpoch(
                     epoch,
                     losses,
+                    probes,
                     training,
                     rates,
                     time.perf_counter() - epoch_started,
@@ -778,6 +826,7 @@ class ReplicaTrainer:
                     batch_losses=np.concatenate(state.losses),
                     diverged_epoch=state.diverged_epoch,
                     train_seconds=train_seconds,
+                    probe_losses=np.concatenate(state.probes),
                 ),
                 state.diverged_step,
             )
@@ -794,6 +843,7 @@ class ReplicaTrainer:
             state = states[k]
             taken = _until_not_finite(trained.losses[:, k])
             state.losses.append(taken)
+            state.probes.append(trained.probes[: len(taken), k])
             state.history.append(
                 EpochRecord.measured(
                     trained.number,

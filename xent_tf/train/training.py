@@ -11,6 +11,7 @@ determinism under a seed.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -138,12 +139,52 @@ class FitResult:
         batch_losses: the loss of every step taken, in order.
         diverged_epoch: the epoch whose loss became NaN/inf, or None.
         train_seconds: wall time of the whole loop, validation included.
+        probe_losses: the loss on the fixed probe rows after every step taken (empty when
+            training had no probe): the same rows each time, so the curve moves only when the
+            weights do.
     """
 
     history: list[EpochRecord] = field(default_factory=list)
     batch_losses: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     diverged_epoch: int | None = None
     train_seconds: float = 0.0
+    probe_losses: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+
+def probe_split(train: TensorSplit, rows: int) -> TensorSplit | None:
+    """The fixed probe batch: the first ``rows`` training rows (all of them when fewer).
+
+    The training split is already a random sample of the data (the split shuffles), so its
+    first rows are too; every run on the data set, whatever its seed, probes the same rows.
+
+    Args:
+        train: the training split.
+        rows: probe rows; 0 = no probe.
+
+    Returns:
+        The probe rows, or None when ``rows`` is 0.
+    """
+    if rows < 0:
+        raise ValueError(f"trainer.probe_rows={rows} must be >= 0 (0 = no probe)")
+    if rows == 0:
+        return None
+    n = min(rows, len(train))
+    return TensorSplit(train.x[:n], train.targets[:n], train.labels[:n])
+
+
+def probe_start_epoch(epochs: int, late_fraction: float) -> int:
+    """The first epoch of the last ``late_fraction`` of ``epochs`` (at least the last epoch).
+
+    Args:
+        epochs: epochs in the run.
+        late_fraction: ``trainer.probe_late_fraction``, in (0, 1].
+
+    Returns:
+        An epoch number in 1..epochs: 20 epochs at 0.5 -> 11.
+    """
+    if not 0 < late_fraction <= 1:
+        raise ValueError(f"trainer.probe_late_fraction={late_fraction} must be in (0, 1]")
+    return epochs - max(1, math.ceil(late_fraction * epochs - 1e-9)) + 1
 
 
 class NonFiniteLossError(RuntimeError):
@@ -268,7 +309,8 @@ class CompiledLoop:
         # TensorFlow's fused kernel for the optimizer's update rule when it has one (same maths,
         # a fraction of the graph); else the optimizer's own apply.
         self._apply_gradients, _ = make_apply(optimizer, model.trainable_variables)
-        self._compiled_train_epoch: tf.types.experimental.PolymorphicFunction | None = None
+        # One trace with the probe and one without (``run_epoch``).
+        self._compiled_train_epochs: dict[bool, tf.types.experimental.PolymorphicFunction] = {}
         self._compiled_evaluate: tf.types.experimental.PolymorphicFunction | None = None
 
     def _train_epoch(
@@ -277,15 +319,19 @@ class CompiledLoop:
         targets_all: tf.Tensor,
         order: tf.Tensor,
         learning_rates: tf.Tensor,
-    ) -> tuple[tf.Tensor, tf.Tensor]:
+        probe_x: tf.Tensor | None = None,
+        probe_targets: tf.Tensor | None = None,
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """Run one step per entry of ``learning_rates`` over ``order``'s mini-batches.
 
         Written as an explicit ``tf.while_loop`` (traced with autograph off): it traces in about
         half the time of the autograph version. Stops after the first step whose loss is not
-        finite.
+        finite. With probe rows, each step ends with one forward pass over them (the weights
+        just updated).
 
         Returns:
-            (batch losses of the steps taken, number of rows seen).
+            (batch losses of the steps taken, number of rows seen, probe losses after each step
+            taken: empty without probe rows).
         """
         variables = self.model.trainable_variables
         # One gather per epoch, then contiguous slices: fewer ops per step than a gather per step.
@@ -298,8 +344,12 @@ class CompiledLoop:
             return tf.logical_and(step < n_steps, tf.math.is_finite(last_loss))
 
         def train_step(
-            step: tf.Tensor, last_loss: tf.Tensor, losses: tf.TensorArray, seen: tf.Tensor
-        ) -> tuple[tf.Tensor, tf.Tensor, tf.TensorArray, tf.Tensor]:
+            step: tf.Tensor,
+            last_loss: tf.Tensor,
+            losses: tf.TensorArray,
+            seen: tf.Tensor,
+            probes: tf.TensorArray,
+        ) -> tuple[tf.Tensor, tf.Tensor, tf.TensorArray, tf.Tensor, tf.TensorArray]:
             start = step * self.batch_size
             stop = tf.minimum(start + self.batch_size, n_rows)
             self.optimizer.learning_rate.assign(learning_rates[step])
@@ -307,9 +357,20 @@ class CompiledLoop:
                 outputs = self.model(x_epoch[start:stop], training=True)
                 batch_loss = self.loss(targets_epoch[start:stop], outputs)
             self._apply_gradients(tape.gradient(batch_loss, variables))
-            return step + 1, batch_loss, losses.write(step, batch_loss), seen + (stop - start)
+            if probe_x is not None:
+                # Reads the variables the update just wrote (automatic control dependencies).
+                probe_loss = self.loss(probe_targets, self.model(probe_x, training=False))
+                probes = probes.write(step, probe_loss)
+            return (
+                step + 1,
+                batch_loss,
+                losses.write(step, batch_loss),
+                seen + (stop - start),
+                probes,
+            )
 
-        steps_taken, _, losses, seen = tf.while_loop(
+        probe_steps = n_steps if probe_x is not None else 0
+        steps_taken, _, losses, seen, probes = tf.while_loop(
             keep_going,
             train_step,
             (
@@ -317,10 +378,12 @@ class CompiledLoop:
                 tf.constant(0.0),
                 tf.TensorArray(tf.float32, size=n_steps, element_shape=[]),
                 tf.constant(0),
+                tf.TensorArray(tf.float32, size=probe_steps, element_shape=[]),
             ),
         )
         # After an early stop only the first steps_taken entries were written.
-        return losses.stack()[:steps_taken], seen
+        probe_losses = probes.stack()[:steps_taken] if probe_x is not None else tf.zeros([0])
+        return losses.stack()[:steps_taken], seen, probe_losses
 
     def _evaluate(
         self, x: tf.Tensor, targets: tf.Tensor, labels: tf.Tensor
@@ -369,37 +432,53 @@ class CompiledLoop:
         )
 
     def run_epoch(
-        self, train: TensorSplit, order: np.ndarray, learning_rates: np.ndarray
-    ) -> tuple[np.ndarray, float]:
+        self,
+        train: TensorSplit,
+        order: np.ndarray,
+        learning_rates: np.ndarray,
+        probe: TensorSplit | None = None,
+    ) -> tuple[np.ndarray, float, np.ndarray]:
         """One epoch: train over ``order`` with one learning rate per step.
 
         Args:
             train: the training split.
             order: row indices in the order to visit them (a permutation, or any subset).
             learning_rates: one rate per step; its length is the number of steps.
+            probe: fixed rows whose loss is measured after every step (``probe_split``).
 
         Returns:
-            (batch losses of the steps taken, their sample-weighted mean, as Keras reports it).
+            (batch losses of the steps taken, their sample-weighted mean, as Keras reports it,
+            the probe loss after each step taken: empty without ``probe``).
         """
-        if self._compiled_train_epoch is None:
-            self._compiled_train_epoch = tf.function(
-                self._train_epoch,
-                autograph=False,
-                input_signature=[
-                    relaxed_spec(train.x),
-                    relaxed_spec(train.targets),
-                    tf.TensorSpec([None], tf.int32),
-                    tf.TensorSpec([None], tf.float32),
-                ],
+        with_probe = probe is not None
+        compiled = self._compiled_train_epochs.get(with_probe)
+        if compiled is None:
+            specs = [
+                relaxed_spec(train.x),
+                relaxed_spec(train.targets),
+                tf.TensorSpec([None], tf.int32),
+                tf.TensorSpec([None], tf.float32),
+            ]
+            if probe is not None:
+                specs += [relaxed_spec(probe.x), relaxed_spec(probe.targets)]
+            compiled = self._compiled_train_epochs[with_probe] = tf.function(
+                self._train_epoch, autograph=False, input_signature=specs
             )
-        losses_t, seen_t = self._compiled_train_epoch(
+        args = [
             train.x,
             train.targets,
             tf.constant(order, tf.int32),
             tf.constant(learning_rates, tf.float32),
-        )
+        ]
+        if probe is not None:
+            args += [probe.x, probe.targets]
+        losses_t, seen_t, probes_t = compiled(*args)
         losses = losses_t.numpy()
-        return losses, batch_weighted_mean(losses, self.batch_size, int(seen_t.numpy()))
+        return (
+            losses,
+            batch_weighted_mean(losses, self.batch_size, int(seen_t.numpy())),
+            probes_t.numpy(),
+        )
 
 
 _reusable_loops: OrderedDict[str, CompiledLoop] = OrderedDict()
@@ -486,6 +565,8 @@ def fit(
     epochs: int,
     seed: int,
     on_epoch_end: Callable[[EpochRecord], None] | None = None,
+    probe: TensorSplit | None = None,
+    probe_from_epoch: int = 1,
 ) -> FitResult:
     """Train for ``epochs`` epochs, validating after each one.
 
@@ -498,6 +579,10 @@ def fit(
         seed: seed of the per-epoch shuffles.
         on_epoch_end: called with each epoch's record as soon as it exists (also for the epoch
             that diverged, before the error is raised).
+        probe: fixed rows whose loss is measured after every step (``probe_split``; C13/C15's
+            oscillation), or None.
+        probe_from_epoch: the first epoch measured on ``probe`` (``probe_start_epoch``): the
+            claims read only the late curve, and the extra forward pass is the probe's cost.
 
     Returns:
         The history and the loss of every step.
@@ -514,11 +599,14 @@ def fit(
     rng = np.random.default_rng(seed)
     result = FitResult()
     all_losses: list[np.ndarray] = []
+    all_probes: list[np.ndarray] = []
     started = time.perf_counter()
     for epoch in range(1, epochs + 1):
         epoch_started = time.perf_counter()
         rates = learning_rates[(epoch - 1) * n_steps : epoch * n_steps]
-        losses, train_loss = loop.run_epoch(train, rng.permutation(len(train)), rates)
+        losses, train_loss, probes = loop.run_epoch(
+            train, rng.permutation(len(train)), rates, probe if epoch >= probe_from_epoch else None
+        )
         on_val = loop.evaluate(val)
         on_train = loop.evaluate(train)
         record = EpochRecord.measured(
@@ -531,12 +619,14 @@ def fit(
         )
         result.history.append(record)
         all_losses.append(losses)
+        all_probes.append(probes)
         if on_epoch_end is not None:
             on_epoch_end(record)
         if not np.isfinite(losses[-1]):
             result.diverged_epoch = epoch
             break
     result.batch_losses = np.concatenate(all_losses)
+    result.probe_losses = np.concatenate(all_probes)
     result.train_seconds = time.perf_counter() - started
     if result.diverged_epoch is not None:
         raise NonFiniteLossError(result.diverged_epoch, len(all_losses[-1]), result)
