@@ -136,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
             (f"resolved with every extra ({ALL_EXTRAS})", compiled_versions(args.uv, ALL_EXTRAS)),
         ]:
             rows = differences(locked, latest)
-            print(f"\n{what}: {len(rows)} package(s) newer than uv.lock (locked -> newest):")
+            print(
+                f"\n{what}: {len(rows)} package(s) differ from uv.lock (locked -> newest allowed):"
+            )
             for name, pinned, have in rows:
                 print(f"  {name}: {pinned} -> {have}")
 
