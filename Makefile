@@ -174,7 +174,7 @@ sync: install
 # did not FINISH (same config hash); a finished study only re-reports; a study with no such
 # sweep (none yet, or only ad-hoc sweeps of other settings) starts one.
 # tests/integration/test_reproduce.py kills it after its first study and starts it again.
-# STUDIES (default: all five, in reproduce.py's order) picks and orders them.
+# STUDIES (default: the four studies the ledger judges, in reproduce.py's order) picks and orders them.
 STUDIES ?=
 STUDY_ARGS ?=
 reproduce: install-reference

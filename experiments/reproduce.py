@@ -46,7 +46,7 @@ STUDIES = tuple(STUDY_SPECS)  # the comparison studies, in the registry's order
 # The studies the ledger judges claims on (lr_range_test trains with the range test's own
 # rates, a study of its own: `--studies lr_range_test` runs it).
 CLAIM_STUDIES = tuple(name for name, spec in STUDY_SPECS.items() if spec.claims)
-# The order they run in by default: the study whose 160 jobs take longest to plan first (its
+# The order they run in by default: the study whose 240 jobs take longest to plan first (its
 # planning overlaps the workers' start), the one whose report is quickest last (the ledger
 # waits for the last report; the others are built while the next study trains).
 DEFAULT_ORDER = ("mse_vs_ce", "binary_vs_categorical", "annealing", "lr_sweep")
@@ -62,7 +62,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--studies",
         default=" ".join(DEFAULT_ORDER),
-        help="studies to run, in order, separated by spaces or commas (default: all five, "
+        help="studies to run, in order, separated by spaces or commas (default: the ledger's, "
         f"{', '.join(DEFAULT_ORDER)})",
     )
     parser.add_argument(
