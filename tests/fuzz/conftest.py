@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from tests.fuzz import tally
@@ -53,11 +53,20 @@ PROFILE = os.environ.get(PROFILE_ENV, "ci")
 settings.load_profile(PROFILE)
 
 
-def examples(n: int) -> settings:
+def examples(n: int, shrink: bool = True) -> settings:
     """Settings for a property that runs ``n`` examples under the ``ci`` profile (and
-    ``XENT_FUZZ_SCALE`` times as many under ``fuzz``)."""
+    ``XENT_FUZZ_SCALE`` times as many under ``fuzz``).
+
+    Args:
+        n: examples under the ``ci`` profile.
+        shrink: False reports a failing case as found, without shrinking it (each try of a
+            command-line case costs a process).
+    """
     scale = int(os.environ.get(SCALE_ENV, "20")) if PROFILE == "fuzz" else 1
-    return settings(max_examples=n * scale)
+    if shrink:
+        return settings(max_examples=n * scale)
+    phases = [Phase.explicit, Phase.reuse, Phase.generate]
+    return settings(max_examples=n * scale, phases=phases)
 
 
 def _table_path(config: pytest.Config) -> Path | None:
