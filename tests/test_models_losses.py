@@ -22,6 +22,8 @@ from xent_tf.train.models import build_mlp, saturate_output_layer
         ("cce", 5, 5, "softmax", 375),
         ("sparse_cce", 5, 5, "softmax", 375),
         ("mse", 5, 5, "softmax", 375),
+        ("mse_raw", 2, 1, "linear", 331),  # the square loss on the raw output (C12's control)
+        ("mse_raw", 5, 5, "linear", 375),
         ("ce", 2, 1, "sigmoid", 331),  # ce is bce on binary data
         ("ce", 5, 5, "softmax", 375),  # and sparse_cce otherwise
     ],
