@@ -38,7 +38,7 @@ from omegaconf import DictConfig, open_dict
 from xent_tf.config import Config, to_config
 from xent_tf.launch import progress
 from xent_tf.launch.callback import PROGRESS_FILE
-from xent_tf.launch.compose import builds_on_the_schema, shared_composer
+from xent_tf.launch.compose import shared_composer
 from xent_tf.launch.jobs import (
     JobOutcome,
     count_outcomes,
@@ -341,10 +341,6 @@ def launch(
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     sweep_dir = Path(str(config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    if not builds_on_the_schema(config):
-        return launch_one_by_one(
-            hydra_context, task_function, config, job_overrides, initial_job_idx
-        )
     # A process that runs several sweeps keeps its workers (experiments/reproduce.py): they
     # have TensorFlow imported already, so even a one-unit sweep goes to them.
     pool = kept_pool()
