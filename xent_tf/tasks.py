@@ -17,9 +17,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from xent_tf.config import Config, NotApplicableError, to_config
+from xent_tf.config import Config, to_config
 from xent_tf.launch.callback import PROGRESS_FILE, finished_job, parent_for_sweep
+from xent_tf.launch.jobs import JobOutcome, decide_job, sweep_goes_on
 from xent_tf.launch.progress import leave_out
+from xent_tf.track.resume import FinishedJob
 
 if TYPE_CHECKING:
     from xent_tf.claims.records import Ledger
@@ -38,36 +40,40 @@ def task(cfg: DictConfig) -> float:
     """
     hydra_config = HydraConfig.get()
     multirun = hydra_config.mode == RunMode.MULTIRUN
-    try:
-        config = to_config(cfg)
-    except NotApplicableError as error:
-        if not multirun:
-            raise
-        # A sweep over heads x data sets asks for bce on 5-class data too: left out, as the
-        # replica launcher does (xent_tf.launch.replica_sweep).
-        log.warning("job left out: %s", error)
-        leave_out(Path(hydra_config.sweep.dir) / PROGRESS_FILE, 1)
-        return float("nan")
+    sweep_dir = Path(hydra_config.sweep.dir)
+    parent = parent_for_sweep(sweep_dir) if multirun else None
+
+    def finished_run(config: Config) -> FinishedJob | None:
+        if parent is None or config.task == "claims":
+            return None
+        return finished_job(sweep_dir, config)
+
+    # The same decision as every launcher's (xent_tf.launch.jobs).
+    decision = decide_job(lambda: to_config(cfg), finished_run)
+    if decision.outcome == JobOutcome.NOT_APPLICABLE and multirun:
+        # A sweep over heads x data sets asks for bce on 5-class data too: left out.
+        log.warning("job left out: %s", decision.error)
+        leave_out(sweep_dir / PROGRESS_FILE, 1)
+        return decision.value
+    if decision.error is not None:  # invalid, or not applicable outside a sweep
+        raise decision.error
+    if decision.outcome == JobOutcome.SKIPPED:
+        assert decision.finished is not None
+        log.info("skipped: run %s FINISHED with this config already", decision.finished.run_id)
+        return decision.value
+    config = decision.config
+    assert config is not None
     if config.task == "claims":
         from xent_tf.claims.comparison import Verdict
 
         ledger = _claims_ledger(config)
         return float(sum(r.verdict == Verdict.CONTRADICTED for r in ledger.results))
-    parent = parent_for_sweep(Path(hydra_config.sweep.dir)) if multirun else None
-    if parent is not None:
-        done = finished_job(Path(hydra_config.sweep.dir), config)
-        if done is not None:
-            log.info("skipped: run %s FINISHED with this config already", done.run_id)
-            return done.val_loss
     try:
         summary = _train(config, parent.run_id if parent else None)
     except Exception as error:
         if not multirun:
             raise
-        # Hydra's sweeper aborts the whole sweep on the first failed job. The run is already
-        # FAILED in MLflow with its reason, and the study report lists it, so the sweep goes on.
-        log.error("job failed, the sweep goes on: %s: %s", type(error).__name__, error)
-        return float("nan")
+        return sweep_goes_on(error)
     return summary.history[-1].val_loss
 
 

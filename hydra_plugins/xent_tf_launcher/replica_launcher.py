@@ -111,6 +111,16 @@ class ReplicaLauncher(Launcher):
     ) -> Sequence[JobReturn]:
         assert self.config is not None and self.task_function is not None
         assert self.hydra_context is not None
+        from xent_tf.launch.compose import builds_on_the_schema
+
+        if not builds_on_the_schema(self.config):
+            # Another app than xent-tf's (any Hydra app can select this launcher): its jobs run
+            # one by one in this process, as under Hydra's basic launcher.
+            from xent_tf.launch.replica_sweep import launch_one_by_one
+
+            return launch_one_by_one(
+                self.hydra_context, self.task_function, self.config, job_overrides, initial_job_idx
+            )
         if self.backend == "ray":
             from xent_tf.launch.ray_units import launch as launch_on_ray
 

@@ -19,7 +19,9 @@ from hydra._internal.config_loader_impl import get_overrides_dirname
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.types import HydraContext
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from xent_tf.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -126,3 +128,12 @@ def shared_composer(hydra_context: HydraContext, config: DictConfig) -> SweepCom
     if _shared is None or _shared.config is not config:
         _shared = SweepComposer(hydra_context, config)
     return _shared
+
+
+def builds_on_the_schema(config: DictConfig) -> bool:
+    """Whether the sweep's app is xent-tf's: its primary config is built on ``config_schema``.
+
+    The launcher is installed in Hydra's shared ``hydra_plugins`` namespace, so any Hydra app
+    can select it; only xent-tf's jobs can be validated, grouped and trained as replicas.
+    """
+    return OmegaConf.get_type(config) is Config

@@ -20,7 +20,7 @@ from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_g
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from xent_tf.launch.compose import SweepComposer
+from xent_tf.launch.compose import SweepComposer, builds_on_the_schema
 from xent_tf.launch.lost_jobs import record_lost_job
 from xent_tf.launch.worker_pool import WorkerDeath, preload_job_modules, run_tasks
 
@@ -93,4 +93,6 @@ def launch(
         )
         for index, overrides in enumerate(job_overrides)
     ]
-    return run_tasks(tasks, max(1, workers), lost, preload_job_modules)
+    # A worker imports what xent-tf's jobs need as it starts; another app's jobs need none of it.
+    preload = preload_job_modules if builds_on_the_schema(config) else None
+    return run_tasks(tasks, max(1, workers), lost, preload)

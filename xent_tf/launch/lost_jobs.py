@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from hydra.core.utils import JobReturn, JobStatus
+from hydra.core.utils import JobReturn
 from omegaconf import DictConfig
 
 from xent_tf.config import Config, to_config
+from xent_tf.launch.jobs import JobOutcome, decided_job
 from xent_tf.launch.worker_pool import WorkerDeath
 from xent_tf.track import recovery, writing
 from xent_tf.track.identity import run_identity
@@ -128,11 +128,9 @@ def record_lost_jobs(
             log.exception("could not record the jobs of a dead worker in MLflow")
     else:
         log.error("%s: %d jobs failed", death.description, len(jobs))
-    returns = []
-    for _, overrides in jobs:
-        ret = JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=math.nan)
-        ret.task_name = "worker died"
-        returns.append(ret)
+    returns: list[JobReturn] = [
+        decided_job(overrides, JobOutcome.WORKER_DIED) for _, overrides in jobs
+    ]
     return returns
 
 
@@ -159,7 +157,5 @@ def record_lost_job(
         job = to_config(compose())
     except Exception as error:  # an invalid job: nothing to record in MLflow
         log.error("job %s: %s (its config: %s)", " ".join(overrides), death.description, error)
-        ret = JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=math.nan)
-        ret.task_name = "worker died"
-        return ret
+        return decided_job(overrides, JobOutcome.WORKER_DIED)
     return record_lost_jobs(sweep_dir, death, [(job, overrides)], started_ms)[0]

@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
+from hydra.core.utils import JobReturn, configure_log, setup_globals
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from xent_tf.config import to_config
 from xent_tf.launch.callback import ParentRun, parent_for_sweep
+from xent_tf.launch.jobs import JobOutcome, decided_job
 from xent_tf.launch.lost_jobs import record_lost_jobs
 from xent_tf.launch.ray_placement import (
     UnitResources,
@@ -206,9 +207,7 @@ def _run_unit(
 
 def _finished_before(overrides: list[str], val_loss: float) -> JobReturn:
     """A retried unit's job that had FINISHED: its recorded val loss, not a second run."""
-    ret = JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=val_loss)
-    ret.task_name = "skipped"
-    return ret
+    return decided_job(overrides, JobOutcome.SKIPPED, val_loss)
 
 
 def lost_unit(

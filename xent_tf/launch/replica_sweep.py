@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,14 +25,27 @@ from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
+from hydra.core.utils import (
+    JobReturn,
+    configure_log,
+    filter_overrides,
+    run_job,
+    setup_globals,
+)
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
-from xent_tf.config import Config, NotApplicableError, to_config
+from xent_tf.config import Config, to_config
 from xent_tf.launch import progress
 from xent_tf.launch.callback import PROGRESS_FILE
 from xent_tf.launch.compose import shared_composer
+from xent_tf.launch.jobs import (
+    JobOutcome,
+    count_outcomes,
+    decide_job,
+    decided_job,
+    sweep_goes_on,
+)
 from xent_tf.launch.lost_jobs import record_lost_jobs
 from xent_tf.launch.worker_pool import WorkerDeath, kept_pool, preload_job_modules, run_tasks
 from xent_tf.track.resume import FinishedJob, read_finished, training_config_hash
@@ -69,31 +81,6 @@ class WorkUnit:
     gpu_share: float = 1.0
 
 
-def _failed_job(overrides: Sequence[str], error: Exception) -> JobReturn:
-    """A job that never ran: NaN as its value, so Hydra's sweeper goes on with the rest."""
-    ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=math.nan)
-    ret.task_name = "invalid"
-    log.error("job %s is invalid and was not run: %s", " ".join(overrides), error)
-    return ret
-
-
-def _not_applicable_job(overrides: Sequence[str], error: Exception) -> JobReturn:
-    """A job whose choices do not fit together (bce on 5-class data): left out, not failed."""
-    ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=math.nan)
-    ret.task_name = "not applicable"
-    log.warning("job %s left out: %s", " ".join(overrides), error)
-    return ret
-
-
-def _skipped_job(overrides: Sequence[str], done: FinishedJob) -> JobReturn:
-    """A job whose config already FINISHED under the resumed parent: its recorded val loss."""
-    ret = JobReturn(
-        overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=done.val_loss
-    )
-    ret.task_name = "skipped"
-    return ret
-
-
 def plan_units(
     hydra_context: HydraContext,
     config: DictConfig,
@@ -123,25 +110,21 @@ def plan_units(
     invalid: dict[int, JobReturn] = {}
     for offset, overrides in enumerate(job_overrides):
         number = initial_job_idx + offset
-        try:
-            sweep_configs[offset] = composer.compose(number, overrides)
-            typed = to_config(sweep_configs[offset])
-        except NotApplicableError as error:
-            configs.append(None)
-            invalid[number] = _not_applicable_job(overrides, error)
-            continue
-        except Exception as error:
-            configs.append(None)
-            invalid[number] = _failed_job(overrides, error)
-            continue
-        done = (finished or {}).get(training_config_hash(typed))
-        configs.append(None if done is not None else typed)
-        if done is not None:
-            invalid[number] = _skipped_job(overrides, done)
-    left_out = sum(r.task_name == "not applicable" for r in invalid.values())
+
+        def validate(offset: int = offset, overrides: Sequence[str] = overrides) -> Config:
+            sweep_configs[offset] = composer.compose(initial_job_idx + offset, overrides)
+            return to_config(sweep_configs[offset])
+
+        decision = decide_job(
+            validate, lambda typed: (finished or {}).get(training_config_hash(typed))
+        )
+        configs.append(decision.config if decision.outcome == JobOutcome.TRAINED else None)
+        if decision.outcome != JobOutcome.TRAINED:
+            invalid[number] = decided_job(overrides, decision)
+    left_out = count_outcomes(list(invalid.values()), JobOutcome.NOT_APPLICABLE)
     if left_out:
         progress.leave_out(Path(str(config.hydra.sweep.dir)) / PROGRESS_FILE, left_out)
-    skipped = sum(r.task_name == "skipped" for r in invalid.values())
+    skipped = count_outcomes(list(invalid.values()), JobOutcome.SKIPPED)
     if skipped:
         log.info("%d jobs skipped: their config already FINISHED under the parent run", skipped)
     # group_jobs places only the jobs to train (configs that are not None); it imports no
@@ -228,13 +211,6 @@ class _CurrentJob:
         )
 
 
-def _sweep_goes_on(error: Exception) -> float:
-    """As run.py does for a failed job: its run is FAILED in MLflow with the reason, the report
-    lists it, and the sweep goes on (NaN as the job's value)."""
-    log.error("job failed, the sweep goes on: %s: %s", type(error).__name__, error)
-    return math.nan
-
-
 def _record_task(
     batch: TrainedBatch, replica: int, unit_name: str
 ) -> Callable[[DictConfig], float]:
@@ -256,7 +232,7 @@ def _record_task(
                 unit_name,
             )
         except Exception as error:
-            return _sweep_goes_on(error)
+            return sweep_goes_on(error)
         return summary.history[-1].val_loss
 
     return record
@@ -331,7 +307,7 @@ def _failed_batch_task(error: Exception) -> Callable[[DictConfig], float]:
                 recorder.log_params(writing.flatten(dataclasses.asdict(config)))
                 raise error
         except Exception as failure:
-            return _sweep_goes_on(failure)
+            return sweep_goes_on(failure)
 
     return fail
 
@@ -379,7 +355,7 @@ def launch(
         memory_mb,
         pool.n_workers if pool is not None else n_jobs,
     )
-    left_out = sum(r.task_name == "not applicable" for r in returns.values())
+    left_out = count_outcomes(list(returns.values()), JobOutcome.NOT_APPLICABLE)
     log.info(
         "%d jobs%s in %d units (%s); sweep output dir: %s",
         len(job_overrides),
@@ -415,3 +391,47 @@ def launch(
         for (number, _), ret in zip(unit.jobs, unit_returns, strict=True):
             returns[number] = ret
     return [returns[initial_job_idx + i] for i in range(len(job_overrides))]
+
+
+def launch_one_by_one(
+    hydra_context: HydraContext,
+    task_function: TaskFunction,
+    config: DictConfig,
+    job_overrides: Sequence[Sequence[str]],
+    initial_job_idx: int,
+) -> list[JobReturn]:
+    """Every job in this process, one after another, as Hydra's basic launcher runs them.
+
+    For an app that is not xent-tf's: its task function runs each job, its return value and
+    status are the job's own, and a job that does not compose raises Hydra's error.
+
+    Args:
+        hydra_context: Hydra's context (config loader, callbacks).
+        task_function: the app's task function.
+        config: the sweep's config.
+        job_overrides: every job's overrides.
+        initial_job_idx: the first job's number.
+
+    Returns:
+        One JobReturn per job, in order.
+    """
+    log.info("Launching %d jobs locally", len(job_overrides))
+    returns = []
+    for offset, overrides in enumerate(job_overrides):
+        number = initial_job_idx + offset
+        log.info("\t#%d : %s", number, " ".join(filter_overrides(overrides)))
+        sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = number
+            sweep_config.hydra.job.num = number
+        returns.append(
+            run_job(
+                hydra_context=hydra_context,
+                task_function=task_function,
+                config=sweep_config,
+                job_dir_key="hydra.sweep.dir",
+                job_subdir_key="hydra.sweep.subdir",
+            )
+        )
+        configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    return returns
