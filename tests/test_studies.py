@@ -113,7 +113,8 @@ def cfg_sweeper_params(cfg) -> dict[str, str]:  # type: ignore[no-untyped-def]
         ("binary_vs_categorical", 5, {"C8"}, ()),
         # one data set: the wiring is the same for both (16 variants with both)
         ("mse_vs_ce", 12, {"C12", "C12b", "C12c"}, ("data=reference",)),
-        ("lr_sweep", 10, {"C13", "C14"}, ()),
+        # the 10 grid rates and the 3 suggestion arms (steepest, valley, minimum)
+        ("lr_sweep", 13, {"C13", "C14"}, ()),
         ("annealing", 5, {"C15"}, ()),
         ("lr_range_test", 3, set(), ()),
     ],
