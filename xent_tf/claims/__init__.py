@@ -7,6 +7,8 @@
   one family per module.
 - ``studies``: the comparison studies and how each training claim is judged from their runs;
   ``comparison``: the ``Verdict`` enum and the rule primitives every rule is built from.
+- ``protocol``: the verdict protocol's version, why it changed, the statistical rules every
+  claim shares; ``calibration``: how often the rules call a verdict on relabelled null data.
 - ``records``: the ledger's record types; ``runner``: how a study is run and defined;
   ``ledger``: ``run_ledger``, which the entry point calls with a study runner;
   ``ledger_render``: the ledger on screen and on disk; ``study_report``: one study's report.
