@@ -386,14 +386,6 @@ def _parent(client: MlflowClient, experiment_id: str, study: str, status: str) -
     return run.info.run_id
 
 
-# The params lr_sweep's rules read, which older runs did not log (``StudySpec.needs_params``).
-LR_SWEEP_NEEDS = {
-    "data.prior_loss": "0.69",
-    "data.majority_share": "0.5",
-    "lr_find.steepest_lr": "0.1",
-}
-
-
 def _child(
     client: MlflowClient,
     experiment_id: str,
@@ -413,9 +405,18 @@ def _child(
         },
     )
     client.log_param(run.info.run_id, "optimizer.learning_rate", lr)
-    for name, value in {**LR_SWEEP_NEEDS, **params}.items():
+    for name, value in {**LR_SWEEP_PARAMS, **params}.items():
         client.log_param(run.info.run_id, name, value)
     client.set_terminated(run.info.run_id, status)
+
+
+# The params lr_sweep's rules read besides the rate (``StudySpec.needs_params``): a grid run.
+LR_SWEEP_PARAMS = {
+    "lr_find.use": "given",
+    "data.prior_loss": "0.693147",
+    "data.majority_share": "0.5000",
+    "lr_find.steepest_lr": "0.1",
+}
 
 
 class RecordingRunner:
@@ -470,11 +471,8 @@ def test_failed_incomplete_or_debug_studies_are_named_and_not_used(
             "trainer.epochs=2 (study: 20), data.n_samples=400 (study: 10000)"
         ) in skipped
         # a diverged child is a measured outcome; the missing seed is what makes it incomplete
-        # (lr_sweep's variants are (lr_find.use, learning rate): a grid rate has use "")
-        assert (
-            f"{gap[:8]} not used: incomplete: variant 'use= learning_rate=10.0' lacks seeds [1]"
-            in skipped
-        )
+        incomplete = "incomplete: variant 'use=given learning_rate=10.0' lacks seeds [1]"
+        assert f"{gap[:8]} not used: {incomplete}" in skipped
         assert f"{crashed[:8]} not used: 1 of 3 child runs FAILED (first: RuntimeError: disk" in (
             skipped
         )
@@ -498,7 +496,7 @@ def test_study_problem_accepts_diverged_runs() -> None:
     parent = reading.StudyRun("p", "1", "lr_sweep", "lr_sweep", "FINISHED", 0)
 
     def record(lr: str, seed: int, status: str = "FINISHED", error: str | None = None) -> RunRecord:
-        params = {"optimizer.learning_rate": lr, **LR_SWEEP_NEEDS}
+        params = {"optimizer.learning_rate": lr, **LR_SWEEP_PARAMS}
         return RunRecord("r", params, seed, status, error=error)
 
     diverged = "NonFiniteLossError: training loss became NaN/inf at epoch 2"
@@ -513,7 +511,8 @@ def test_study_problem_accepts_diverged_runs() -> None:
         (0, 1),
     )
     assert from_studies.study_problem(parent, "lr_sweep", [], {}, ()) == "no child runs"
-    # C12's target needs each run's majority share, which older versions did not log.
+    # C12's fixed target needs each run's majority share, its accuracy area the epoch count,
+    # which older versions did not log.
     mse_parent = reading.StudyRun("p", "1", "mse_vs_ce", "mse_vs_ce", "FINISHED", 0)
     old = [RunRecord("r", {"loss.name": "mse"}, seed, "FINISHED") for seed in (0, 1)]
     assert from_studies.study_problem(mse_parent, "mse_vs_ce", old, {}, (0, 1)) == (

@@ -152,8 +152,7 @@ def test_study_runs_end_to_end_and_reports(
     )
     html = (tmp_path / "sweep" / "report.html").read_text()
     assert "data:image/png;base64," in html
-    # A study that judges no claim (the range test alone: C14 is judged on lr_sweep's arms)
-    # has no verdicts section.
+    # lr_range_test judges no claim (C14 is judged on lr_sweep): no verdicts section
     assert ("<h2>Verdicts</h2>" in html) == bool(claims)
 
     # The report rebuilds from MLflow alone, by experiment name, with the same verdicts.
