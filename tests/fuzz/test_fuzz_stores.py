@@ -192,16 +192,18 @@ def test_a_read_only_or_damaged_store_refuses_the_run_naming_the_store(
 
 _RLIMIT_RUN = """
 import json, resource, signal, sys
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)
-limit = int(sys.argv[1])
-resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+from pathlib import Path
 from tests.conftest import compose_config
 from xent_tf.config import to_config
 from xent_tf.train.pipeline import run_experiment
 config = to_config(compose_config(["+debug=tiny", "trainer.verbose=false",
                                    "tracking.uri=sqlite:///" + sys.argv[2]]))
+# Imported first: TensorFlow's import needs a temporary file of its own.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 try:
-    run_experiment(config, output_dir=__import__("pathlib").Path(sys.argv[3]))
+    run_experiment(config, output_dir=Path(sys.argv[3]))
     print(json.dumps({"error": None}))
 except Exception as error:
     print(json.dumps({"error": f"{type(error).__name__}: {error}"}))
@@ -237,7 +239,7 @@ def _full_disk_case(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     """The store and the run's files on a small tmpfs with ``free_kb`` left (or, not root, a
-    subprocess whose files may not grow past the store's size + ``free_kb``)."""
+    subprocess whose files may not grow past ``free_kb``: RLIMIT_FSIZE)."""
     where = tmp_path_factory.mktemp("full")
     disk = where / "disk"
     if mount_tmpfs(disk, 6144):
@@ -255,7 +257,9 @@ def _full_disk_case(
     else:
         disk.mkdir()
         db = copy_store(template, disk / "mlflow.db")
-        limit = db.stat().st_size + free_kb * 1024
+        # Per file, not per disk: no file (the store, its journal, the run's files) may grow
+        # past free_kb, and the store already exceeds it, so it cannot grow at all.
+        limit = free_kb * 1024
         done = subprocess.run(
             [sys.executable, "-c", _RLIMIT_RUN, str(limit), str(db), str(disk / "out")],
             cwd=ROOT,
