@@ -16,6 +16,7 @@ from hydra_plugins.xent_tf_launcher.replica_launcher import ReplicaLauncher
 from xent_tf.config import Config
 from xent_tf.launch import ray_units
 from xent_tf.launch.callback import ParentRun
+from xent_tf.launch.jobs import DecidedJob, JobOutcome
 from xent_tf.launch.ray_placement import (
     LOCAL_OBJECT_STORE_BYTES,
     UnitResources,
@@ -249,7 +250,7 @@ def test_a_retried_unit_trains_only_the_jobs_not_finished_meanwhile(
     assert [n for n, _ in rest.jobs] == [0, 2] and rest.replicated
     assert rest.configs == (configs[0], configs[2])
     assert [r.return_value for r in returns] == [0.5, 0.25, 0.5]
-    assert returns[1].task_name == "skipped"
+    assert isinstance(returns[1], DecidedJob) and returns[1].outcome == JobOutcome.SKIPPED
     # Without retries nothing is asked: every job of the unit trains.
     ran.clear()
     ray_units._run_unit(unit, tags, None, None, None, {}, None)  # type: ignore[arg-type]
