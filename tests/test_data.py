@@ -306,6 +306,7 @@ def test_label_noise_and_class_weights_reach_make_classification() -> None:
         n_samples=10000, n_informative=10, weights=[0.9], flip_y=0.01, random_state=2022
     )
     np.testing.assert_array_equal(imbalanced.test.y, y[9000:])
+    np.testing.assert_array_equal(imbalanced.test.x, x[9000:].astype(np.float32))
     noisy = make_dataset(MakeClassificationConfig(name="label_noise", flip_y=0.2))
     _, y = make_classification(n_samples=10000, n_informative=10, flip_y=0.2, random_state=2022)
     np.testing.assert_array_equal(noisy.test.y, y[9000:])

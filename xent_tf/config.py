@@ -218,9 +218,7 @@ class MakeClassificationConfig(DataConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _require(
-            0.0 <= self.flip_y <= 1.0, f"data.flip_y={self.flip_y} must be between 0 and 1"
-        )
+        _require(0.0 <= self.flip_y <= 1.0, f"data.flip_y={self.flip_y} must be between 0 and 1")
         if self.weights is not None:
             weights = [float(w) for w in self.weights]
             _require(

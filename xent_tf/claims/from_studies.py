@@ -316,3 +316,4 @@ def evaluate_study_claim(
         notes=tuple(evidence.skipped),
         measured_here=bool(exact_parts),
     )
+

@@ -468,7 +468,7 @@ def combine_datasets(
     ]
     row = dataclasses.replace(
         first,
-        verdict=combine_verdicts(verdicts),
+        verdict=combine_verdicts(verdicts) if verdicts else Verdict.NOT_APPLICABLE,
         measured=" || ".join(f"{d}: {r.verdict} — {r.measured}" for d, r in per_dataset.items()),
         rule=f"{DATASETS_RULE}{'; the exact parts count too' if exact else ''}; on each: "
         + first.rule,
@@ -483,7 +483,10 @@ def combine_datasets(
         source=" || ".join(r.source for r in per_dataset.values()),
         links=tuple(link for r in per_dataset.values() for link in r.links),
         notes=tuple(f"[{d}] {n}" for d, r in per_dataset.items() for n in r.notes),
-        per_dataset=tuple(DatasetVerdict(d, r.verdict, r.measured) for d, r in per_dataset.items()),
+        per_dataset=tuple(
+            DatasetVerdict(d, r.verdict, r.measured, r.links[0] if r.links else None)
+            for d, r in per_dataset.items()
+        ),
         measured_here=bool(exact),
     )
     held = row.holds_on
@@ -508,6 +511,17 @@ def protocol_params() -> dict[str, str]:
     """The protocol version and rules hash, as the ledger's MLflow run records them (params,
     and tags ``xent.protocol_version`` / ``xent.rules_hash``)."""
     return {"protocol.protocol_version": PROTOCOL_VERSION, "protocol.rules_hash": protocol_hash()}
+
+
+def dataset_tags(results: Sequence[ClaimResult]) -> dict[str, str]:
+    """The per-data-set table as the ledger run's tags: ``holds_on.C12`` ("2 of 8") and
+    ``verdict.C12.<data set>`` for every training claim judged per data set."""
+    tags = {}
+    for r in results:
+        if r.per_dataset:
+            tags[f"holds_on.{r.claim}"] = r.holds_on
+            tags.update({f"verdict.{r.claim}.{d.dataset}": str(d.verdict) for d in r.per_dataset})
+    return tags
 
 
 def _verdict_counts(results: Sequence[ClaimResult]) -> dict[str, int]:
@@ -564,6 +578,7 @@ def run_ledger(config: Config, output_dir: Path, runner: StudyRunner | None) -> 
             for path in write_ledger(ledger, output_dir):
                 recorder.log_file(path)
             recorder.set_tags({f"verdict.{r.claim}": str(r.verdict) for r in results})
+            recorder.set_tags(dataset_tags(results))
             recorder.log_metrics(_verdict_counts(results), step=0)
     else:
         results, studies, stability = evaluate_claims(config, output_dir, runner)

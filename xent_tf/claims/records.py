@@ -30,13 +30,16 @@ class DatasetVerdict:
 
     Attributes:
         dataset: the data set's name.
-        verdict: the claim's verdict from the studies run on it.
+        verdict: the claim's verdict from the studies run on it (NOT_APPLICABLE: the claim
+            does not apply to it).
         measured: the key numbers, in one line.
+        link: the sweep parent run of the claim's study on this data set (None: no study).
     """
 
     dataset: str
     verdict: Verdict
     measured: str
+    link: Link | None = None
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,16 @@ class StudyEvidence:
     config_hash: str = ""
     date: str = ""
     dataset: str = ""
+
+    def parent_link(self) -> Link | None:
+        """A link to the sweep's parent run in the MLflow UI (None: no usable sweep)."""
+        if self.parent is None:
+            return None
+        address = tracking.ui_address(self.tracking_uri)
+        return Link(
+            f"sweep {self.parent.run_id[:8]}",
+            tracking.run_url(self.parent.experiment_id, self.parent.run_id, address),
+        )
 
     def describe(self) -> str:
         """One line: which sweep, how many seeds and runs, and whether the ledger ran it."""
