@@ -145,8 +145,19 @@ def prepare_reads_early(config: Config, reference_dir: Path) -> EarlyMeasurement
         reference.find_or_run_reference(config, reference_dir, rerun=False)
     studies = {CLAIMS[c].study for c in wanted} - {"", reference.REFERENCE_EXPERIMENT}
     overrides = config.claims.study_overrides
-    definitions = {study: study_definition(study, overrides) for study in sorted(studies)}
+    datasets: tuple[str | None, ...] = tuple(config.claims.datasets) or (None,)
+    definitions = {
+        definition_key(study, dataset): study_definition(study, overrides, dataset)
+        for study in sorted(studies)
+        for dataset in datasets
+    }
     return EarlyMeasurements(training_config_hash(config), {}, definitions)
+
+
+def definition_key(study: str, dataset: str | None) -> str:
+    """Where ``EarlyMeasurements.definitions`` keeps a study's definition on a data set
+    ("lr_sweep" on its own data, "lr_sweep@wine" on wine)."""
+    return study if dataset is None else f"{study}@{dataset}"
 
 
 _early: EarlyMeasurements | None = None
@@ -287,7 +298,7 @@ def _gather_studies(
     definitions: Mapping[str, Mapping[str, str]],
 ) -> dict[StudyKey, StudyEvidence]:
     """Find (or run) every study the wanted claims read, per data set and seed set
-    (``definitions``: study definitions composed ahead, for a study's own data set)."""
+    (``definitions``: study definitions composed ahead, by ``definition_key``)."""
     settings = config.claims
     studies: dict[StudyKey, StudyEvidence] = {}
     for claim in wanted:
@@ -304,8 +315,8 @@ def _gather_studies(
                     )
                 continue
             definition: Mapping[str, str]
-            if dataset is None and study in definitions:
-                definition = definitions[study]
+            if definition_key(study, dataset) in definitions:
+                definition = definitions[definition_key(study, dataset)]
             elif runner is not None:
                 definition = runner.definition(study, dataset)
             else:

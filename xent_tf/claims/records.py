@@ -275,8 +275,9 @@ class EarlyMeasurements:
     Attributes:
         config_hash: ``resume.training_config_hash`` of the config measured with.
         results: claim id -> its result.
-        definitions: study -> its definition (``runner.study_definition``, the study's own
-            data set): what the ledger looks for in the store.
+        definitions: study -> its definition (``runner.study_definition``) on its own data
+            set, and "study@data set" -> on each of ``claims.datasets``
+            (``ledger.definition_key``): what the ledger looks for in the store.
     """
 
     config_hash: str
