@@ -1,6 +1,6 @@
 """`make bench`: the suite's costs measured side by side, against the targets of issue 6.
 
-    python -m benchmarks.bench                  # everything (about 25 minutes on 2 cores)
+    python -m benchmarks.bench                  # everything (reproduce and evidence: minutes each)
     python -m benchmarks.bench --quick          # 1 repeat, no sweep/reproduce/evidence or 10^6 rows
     python -m benchmarks.bench --only sweep --only mlflow --repeats 3
 
