@@ -1422,7 +1422,7 @@ def _run_section(name: str, repeats: int, quick: bool) -> tuple[Any, str]:
         if name in ("evidence", "evidence-full"):
             from benchmarks.evidence import bench_evidence, render_evidence
 
-            evidence = bench_evidence(workdir, full=name == "evidence-full")
+            evidence = bench_evidence(workdir, full=name == "evidence-full", repeats=repeats)
             return evidence, render_evidence(evidence)
         points = bench_scaling(quick)
         return points, render_scaling(points)
@@ -1441,7 +1441,8 @@ SECTION_TITLES = {
     "reproduce": "8. make reproduce (5 studies x 10 seeds, then the ledger): one process vs "
     "one process per step, each from an empty directory and store",
     "evidence": "9. every study x 4 data sets x 10 seeds + ledger (issue 28): the ledger's "
-    "subprocess per study vs one process (reproduce.py --datasets), each from an empty store",
+    "subprocess per study vs one process (reproduce.py --datasets), each from an empty store; "
+    "a replica batch with a kept trainer vs a fresh one, {repeats} interleaved pairs",
     "evidence-full": "10. make evidence: every study x 8 data sets x seeds 0-19 + ledger, "
     "from an empty store",
     "scaling": "6. scaling with n_samples (one run each; 20/5/2 epochs for 10^4/10^5/10^6; "

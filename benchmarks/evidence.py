@@ -8,6 +8,9 @@ Section 9 (``evidence``): every study x 4 data sets (reference, breast_cancer, d
   study and data set);
 - now: ``experiments/reproduce.py --datasets ...`` (``make evidence`` without the second seed
   set): every study on every data set in one process with one worker pool.
+Section 9 also trains one batch of 10 replicas (wine, reference) with a fresh trainer and with
+a kept one (``replicas.reusable_trainer``), alternately in one process: what a worker's later
+batches of the same graph save.
 Section 10 (``evidence-full``): ``make evidence`` itself (8 data sets, seeds 0-19, the ledger)
 from an empty store; there is no "before" for it (the ledger's way runs 80 subprocess sweeps).
 
@@ -23,9 +26,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import statistics
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 EVIDENCE_4_TARGET_SECONDS = 150.0  # 4 data sets x 10 seeds + ledger, fresh store
@@ -58,9 +62,10 @@ class EvidenceRun:
 
 @dataclass(frozen=True)
 class EvidenceBench:
-    """Section 9 (before and now) or 10 (now only)."""
+    """Section 9 (before and now, and the kept trainers) or 10 (now only)."""
 
     runs: list[EvidenceRun]
+    trainers: list[TrainerReuse] = field(default_factory=list)
 
 
 def training_seconds(batches: Mapping[tuple[str, str], float], single: Sequence[float]) -> float:
@@ -125,12 +130,13 @@ def _measure(how: str, command: list[str], directory: Path) -> EvidenceRun:
     )
 
 
-def bench_evidence(workdir: Path, full: bool = False) -> EvidenceBench:
+def bench_evidence(workdir: Path, full: bool = False, repeats: int = 3) -> EvidenceBench:
     """Section 9 (``full``: 10); see the module docstring.
 
     Args:
         workdir: an empty scratch directory.
         full: ``make evidence`` itself (8 data sets, two seed sets), now only.
+        repeats: pairs of the kept-trainer measure (section 9).
 
     Returns:
         The measurements.
@@ -164,7 +170,7 @@ def bench_evidence(workdir: Path, full: bool = False) -> EvidenceBench:
             now,
         ),
     ]
-    return EvidenceBench(runs)
+    return EvidenceBench(runs, bench_trainer_reuse(repeats))
 
 
 def render_evidence(result: EvidenceBench) -> str:
@@ -205,6 +211,93 @@ def render_evidence(result: EvidenceBench) -> str:
                 "",
             ]
         )
+    for reuse in result.trainers:
+        ratios = [r / f for f, r in zip(reuse.fresh, reuse.reused, strict=True)]
+        rows.append(
+            [
+                f"a batch of 10 replicas on {reuse.dataset}, 20 epochs: kept trainer / fresh",
+                f"{statistics.median(ratios):.2f}x (fresh {statistics.median(reuse.fresh):.2f} s,"
+                f" kept {statistics.median(reuse.reused):.2f} s; median of {len(ratios)})",
+                "",
+            ]
+        )
     last = result.runs[-1]
     rows += [[f"  {claim} holds on", held, ""] for claim, held in last.per_dataset.items() if held]
     return format_table(["measure", "value", "target"], rows)
+
+
+@dataclass(frozen=True)
+class TrainerReuse:
+    """A replica batch trained by a fresh trainer (tracing its functions) vs by a kept one
+    restarted from the batch's weights, interleaved in one process.
+
+    Attributes:
+        dataset: the data set.
+        fresh: seconds per batch, fresh trainer, each repeat.
+        reused: the same, kept trainer.
+    """
+
+    dataset: str
+    fresh: list[float]
+    reused: list[float]
+
+
+def bench_trainer_reuse(
+    repeats: int, datasets: Sequence[str] = ("wine", "reference")
+) -> list[TrainerReuse]:
+    """Section 9's trainer measure: one batch of 10 replicas (MLP 10-10, SGD 0.1, 20 epochs,
+    batch 32) of each data set, ``repeats`` times a fresh trainer and a kept one, alternately.
+
+    Args:
+        repeats: pairs per data set.
+        datasets: data set presets (configs/data).
+
+    Returns:
+        One measurement per data set.
+    """
+    import functools
+    import gc
+    import time
+
+    import numpy as np
+    from hydra import compose, initialize_config_dir
+
+    from benchmarks.bench import REPO_ROOT
+    from xent_tf.build import build_dataset, build_loss, build_model, tensor_splits
+    from xent_tf.config import MlpConfig, to_config
+    from xent_tf.replicas import OptimizerRule, ReplicaTrainer, reusable_trainer
+    from xent_tf.runtime import configure_runtime
+    from xent_tf.training import steps_per_epoch
+
+    device = configure_runtime("cpu", 1, 0)
+    results = []
+    for name in datasets:
+        with initialize_config_dir(version_base="1.3", config_dir=str(REPO_ROOT / "configs")):
+            config = to_config(compose("config", [f"data={name}", "loss=ce"]))
+        data = build_dataset(config.data)
+        spec = build_loss(config.loss, data)
+        train, val, _ = tensor_splits(data, spec)
+        mlp = MlpConfig(hidden_units=[10, 10])
+        template = build_model(mlp, data, spec, 0)
+        weights = [build_model(mlp, data, spec, s).get_weights() for s in range(10)]
+        seeds = list(range(10))
+        rates = np.full((10, 20 * steps_per_epoch(len(train), 32)), 0.1, np.float32)
+        rule = OptimizerRule("sgd")
+        kept = reusable_trainer(template, weights, spec.loss, rule, 32, False, device.name)
+        kept.fit(train, val, rates, 20, seeds)  # traced once: what a worker's later batches find
+        fresh: list[float] = []
+        reused: list[float] = []
+        makers = (
+            (fresh, functools.partial(ReplicaTrainer.from_weights, template, weights)),
+            (reused, functools.partial(reusable_trainer, template, weights, device=device.name)),
+        )
+        for _ in range(repeats):
+            for times, make in makers:
+                gc.collect()
+                started = time.perf_counter()
+                trainer = make(spec.loss, rule, 32, False)
+                trainer.evaluate(val, with_norms=False)
+                trainer.fit(train, val, rates, 20, seeds)
+                times.append(time.perf_counter() - started)
+        results.append(TrainerReuse(name, fresh, reused))
+    return results

@@ -213,3 +213,21 @@ def test_evidence_training_counts_each_replica_batch_once(tmp_path: Path) -> Non
     assert not_training_share(8.5, 10.0, 2) == pytest.approx(0.575)
     with pytest.raises(ValueError, match="must be positive"):
         not_training_share(1.0, 0.0, 2)
+
+
+def test_the_evidence_table_gives_ratios_and_the_not_training_share() -> None:
+    from benchmarks.evidence import EvidenceBench, EvidenceRun, TrainerReuse, render_evidence
+
+    before = EvidenceRun("before", 400.0, 700.0, 200.0, 0.75, {"C13": "1 of 4"})
+    now = EvidenceRun("now", 100.0, 150.0, 120.0, 0.4, {"C13": "1 of 4"})
+    table = render_evidence(
+        EvidenceBench([before, now], [TrainerReuse("wine", [4.0, 6.0], [1.0, 1.5])])
+    )
+    assert "0.25x wall, 0.21x CPU" in table
+    assert "100 s wall, 150 s CPU, 120 s training" in table and "<= 150 s: met" in table
+    assert "40%" in table and "<= 25%: MISSED" in table
+    assert (
+        "kept trainer / fresh" in table
+        and "0.25x (fresh 5.00 s, kept 1.25 s; median of 2)" in table
+    )
+    assert "same 'holds on N of M' both ways" in table
