@@ -878,15 +878,20 @@ def test_a_claims_row_over_data_sets_follows_the_stated_rule() -> None:
 
 
 def test_unknown_data_sets_are_refused_by_name(
-    make_config: Callable[..., Config], tmp_path: Path
+    make_config: Callable[..., Config], tmp_path: Path, tracking_uri: str
 ) -> None:
-    config = make_config(*LEDGER_TINY, "tracking=off", "claims.datasets=[iris,mnist]")
+    config = make_config(
+        *LEDGER_TINY, f"tracking.uri={tracking_uri}", "claims.datasets=[iris,mnist]"
+    )
     with pytest.raises(
         ValueError,
-        match=r"unknown data set\(s\) \['mnist'\]; known: "
-        r"breast_cancer, digits, iris, multiclass, reference, wine",
+        match=r"unknown data set\(s\) \['mnist'\]; known: breast_cancer, circles, digits, "
+        r"imbalanced, iris, label_noise, moons, multiclass, reference, wine",
     ):
         ledger.run_ledger(config, tmp_path, None)
+    # refused before anything is recorded: no ledger run, no files
+    assert not (tmp_path / "claims.md").exists()
+    assert not Path(tracking_uri.removeprefix("sqlite:///")).exists()
     with pytest.raises(ValueError, match=r"claims.datasets=\['iris', 'iris'\] names \['iris'\]"):
         make_config(*LEDGER_TINY, "claims.datasets=[iris,iris]")
 

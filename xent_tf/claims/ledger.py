@@ -556,6 +556,7 @@ def run_ledger(config: Config, output_dir: Path, runner: StudyRunner | None) -> 
         The ledger and its terminal text.
     """
     started = time.perf_counter()
+    check_datasets(config.claims.datasets)  # before anything runs or is recorded
     output_dir.mkdir(parents=True, exist_ok=True)
     # Seeds, op determinism and the device for the in-process measurements (C10, C11).
     device = configure_runtime(config.trainer.device, config.trainer.threads, config.seed)
