@@ -253,18 +253,23 @@ def _unit_overrides(study: str, dataset: str, args: argparse.Namespace, stamp: s
 def plan_units(
     app: Hydra, args: argparse.Namespace, stamp: str, seeds: Sequence[str]
 ) -> list[tuple[Unit, list[str]]]:
-    """Every study on every data set (data set by data set, studies in ``args.studies``'s
-    order), each with its jobs and steps per job (for the time left) and its overrides."""
+    """Every study on every data set, each with its jobs and steps per job (for the time left)
+    and its overrides: data set by data set, studies in ``args.studies``'s order, and data sets
+    of one shape (features, classes) next to each other, in order of first appearance: their
+    replica batches share graphs, which a worker's kept trainers then reuse
+    (``replicas.reusable_trainer``) before other graphs push them out."""
     from xent_tf.train.data import make_dataset
 
     steps = {}
+    shapes: dict[str, tuple[int, int]] = {}
     for dataset in args.datasets:
         composed = app.compose_config(
             "config", [f"data={dataset}", "loss=ce", *args.overrides], run_mode=RunMode.RUN
         )
         config = to_config(composed)
-        rows = len(make_dataset(config.data).train)
-        steps[dataset] = -(-rows // config.trainer.batch_size) * config.trainer.epochs
+        data = make_dataset(config.data)
+        steps[dataset] = -(-len(data.train) // config.trainer.batch_size) * config.trainer.epochs
+        shapes[dataset] = (data.n_features, data.n_classes)
     units = []
     for study in args.studies:
         first = _unit_overrides(study, args.datasets[0], args, stamp)
@@ -275,8 +280,16 @@ def plan_units(
         for dataset in args.datasets:
             overrides = [*_unit_overrides(study, dataset, args, stamp), *args.study_args, *seeds]
             units.append((Unit(study, dataset, jobs, steps[dataset]), overrides))
-    order = {d: i for i, d in enumerate(args.datasets)}
-    return sorted(units, key=lambda u: order[u[0].dataset])
+    return sorted(units, key=lambda u: dataset_order(args.datasets, shapes).index(u[0].dataset))
+
+
+def dataset_order(datasets: Sequence[str], shapes: dict[str, tuple[int, int]]) -> list[str]:
+    """``datasets`` with those of one shape next to each other, in order of first appearance
+    (reference, label_noise, imbalanced: 20 features, 2 classes)."""
+    first: dict[tuple[int, int], int] = {}
+    for dataset in datasets:
+        first.setdefault(shapes[dataset], len(first))
+    return sorted(datasets, key=lambda d: first[shapes[d]])
 
 
 def _run_units(app: Hydra, units: Sequence[tuple[Unit, list[str]]]) -> None:

@@ -817,8 +817,12 @@ def test_claims_on_several_data_sets_give_a_verdict_per_data_set(
     }
     markdown = (tmp_path / "out" / "claims.md").read_text()
     assert "| claim | breast_cancer | iris | holds on | verdict |" in markdown
-    assert "| C8 | inconclusive | not applicable | 0 of 1 (1 not applicable) | inconclusive |" in (
-        markdown
+    # each verdict links to the sweep (parent run) of its data set's study
+    sweeps = {s.dataset: s.parent_link() for s in result.studies}
+    assert sweeps["breast_cancer"] is not None and sweeps["iris"] is not None
+    assert (
+        f"| C8 | [inconclusive]({sweeps['breast_cancer'].url}) | [not applicable]"
+        f"({sweeps['iris'].url}) | 0 of 1 (1 not applicable) | inconclusive |" in markdown
     )
     assert "class='not-applicable'" in (tmp_path / "out" / "claims.html").read_text()
     # The studies are in the store now: a second ledger reuses them per data set.

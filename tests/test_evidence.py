@@ -196,3 +196,20 @@ def test_the_per_data_set_table_is_the_headline_with_links_to_the_sweeps() -> No
         "verdict.C13.moons": "holds",
         "verdict.C13.wine": "not applicable",
     }
+
+
+def test_data_sets_of_one_shape_run_next_to_each_other(reproduce: ModuleType) -> None:
+    shapes = {
+        "reference": (20, 2),
+        "wine": (13, 3),
+        "moons": (2, 2),
+        "label_noise": (20, 2),
+        "circles": (2, 2),
+    }
+    assert reproduce.dataset_order(list(shapes), shapes) == [
+        "reference",
+        "label_noise",
+        "wine",
+        "moons",
+        "circles",
+    ]

@@ -966,11 +966,12 @@ def _until_not_finite(losses: np.ndarray) -> np.ndarray:
 
 
 # A worker's trainers by graph (``reusable_trainer``): tracing a batch's functions (an epoch,
-# its end, the evaluation, the range test) cost about as much as the batch's training on
-# small data sets, and a study's batches, and the same study on data sets of one shape, share
-# graphs. A few, since each holds its replicas' weights.
+# its end, the evaluation, the range test) cost about half of the batches' training time in a
+# profile of small studies, and a study's batches, the studies that train one model with one
+# loss and rule, and one study on data sets of one shape, share graphs. Bounded, since each
+# holds its replicas' weights and traced graphs (a few MB).
 _TRAINERS: OrderedDict[tuple[object, ...], ReplicaTrainer] = OrderedDict()
-MAX_KEPT_TRAINERS = 8
+MAX_KEPT_TRAINERS = 16
 
 
 def trainer_key(
