@@ -141,7 +141,7 @@ def bench_evidence(workdir: Path, full: bool = False, repeats: int = 3) -> Evide
     Returns:
         The measurements.
     """
-    from benchmarks.bench import REPO_ROOT
+    from benchmarks.common import REPO_ROOT
 
     python = sys.executable
     reproduce = str(REPO_ROOT / "experiments" / "reproduce.py")
@@ -175,7 +175,7 @@ def bench_evidence(workdir: Path, full: bool = False, repeats: int = 3) -> Evide
 
 def render_evidence(result: EvidenceBench) -> str:
     """Section 9's or 10's table."""
-    from benchmarks.bench import format_table, verdict
+    from benchmarks.common import format_table, verdict
 
     full = len(result.runs) == 1
     target = EVIDENCE_FULL_TARGET_SECONDS if full else EVIDENCE_4_TARGET_SECONDS
@@ -262,12 +262,12 @@ def bench_trainer_reuse(
     import numpy as np
     from hydra import compose, initialize_config_dir
 
-    from benchmarks.bench import REPO_ROOT
-    from xent_tf.build import build_dataset, build_loss, build_model, tensor_splits
+    from benchmarks.common import REPO_ROOT
     from xent_tf.config import MlpConfig, to_config
-    from xent_tf.replicas import OptimizerRule, ReplicaTrainer, reusable_trainer
-    from xent_tf.runtime import configure_runtime
-    from xent_tf.training import steps_per_epoch
+    from xent_tf.train.build import build_dataset, build_loss, build_model, tensor_splits
+    from xent_tf.train.replicas import OptimizerRule, ReplicaTrainer, reusable_trainer
+    from xent_tf.train.runtime import configure_runtime
+    from xent_tf.train.training import steps_per_epoch
 
     device = configure_runtime("cpu", 1, 0)
     results = []

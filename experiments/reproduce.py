@@ -9,8 +9,8 @@ With ``--datasets`` every study runs once per data set (``data=<name>``; "all": 
 ``config.EVIDENCE_DATASETS``) and the ledger judges every training claim per data set
 (``claims.datasets``); with ``--stability`` every study runs seeds 0 .. 2 x claims.seeds - 1 and
 the ledger judges both halves (``claims.stability=true``). Each study on each data set is a
-unit: the terminal gets one line per unit with the time left (``xent_tf.evidence``), the jobs'
-lines and reports go to their logs and MLflow.
+unit: the terminal gets one line per unit with the time left (``xent_tf.launch.evidence``),
+the jobs' lines and reports go to their logs and MLflow.
 
 Each study is what ``python experiments/run.py -m +experiment=STUDY +resume=matching OVERRIDES
 STUDY_ARGS`` runs (the same Hydra sweep, callbacks, launcher, outputs and MLflow records), then

@@ -12,14 +12,14 @@ from types import ModuleType
 
 import pytest
 
-from xent_tf import tracking
 from xent_tf.claims import from_studies, ledger
+from xent_tf.claims.comparison import Verdict
+from xent_tf.claims.ledger_render import ledger_json, render_html, render_markdown, render_terminal
 from xent_tf.claims.records import ClaimResult, Ledger, StudyEvidence
-from xent_tf.comparison import Verdict
+from xent_tf.claims.studies import ClaimCheck
 from xent_tf.config import EVIDENCE_DATASETS, ClaimsConfig, expand_datasets
-from xent_tf.evidence import EvidenceClock, Unit, UnitOutcome, read_outcome, unit_line
-from xent_tf.ledger_render import ledger_json, render_html, render_markdown, render_terminal
-from xent_tf.studies import ClaimCheck
+from xent_tf.launch.evidence import EvidenceClock, Unit, UnitOutcome, read_outcome, unit_line
+from xent_tf.track.reading import StudyRun
 
 ROOT = Path(__file__).resolve().parent.parent
 HOLDS, CONTRADICTED, NOT_APPLICABLE = Verdict.HOLDS, Verdict.CONTRADICTED, Verdict.NOT_APPLICABLE
@@ -134,7 +134,7 @@ def _row(verdict: Verdict, run: str = "run") -> ClaimResult:
     evidence = StudyEvidence(
         "lr_sweep",
         (ClaimCheck("C13", "s", verdict, "rule"),),
-        tracking.StudyRun(run, "7", "lr_sweep", "lr_sweep", "FINISHED", 0),
+        StudyRun(run, "7", "lr_sweep", "lr_sweep", "FINISHED", 0),
         seeds=(0, 1),
     )
     return from_studies.evaluate_study_claim("C13", evidence)
@@ -159,7 +159,7 @@ def test_the_per_data_set_table_is_the_headline_with_links_to_the_sweeps() -> No
     studies = tuple(
         StudyEvidence(
             "lr_sweep",
-            parent=tracking.StudyRun(run, "7", "lr_sweep", "lr_sweep", "FINISHED", 0),
+            parent=StudyRun(run, "7", "lr_sweep", "lr_sweep", "FINISHED", 0),
             tracking_uri="sqlite:///x.db",
             dataset=dataset,
         )

@@ -316,4 +316,3 @@ def evaluate_study_claim(
         notes=tuple(evidence.skipped),
         measured_here=bool(exact_parts),
     )
-

@@ -164,10 +164,10 @@ class StudyEvidence:
         """A link to the sweep's parent run in the MLflow UI (None: no usable sweep)."""
         if self.parent is None:
             return None
-        address = tracking.ui_address(self.tracking_uri)
+        address = connection.ui_address(self.tracking_uri)
         return Link(
             f"sweep {self.parent.run_id[:8]}",
-            tracking.run_url(self.parent.experiment_id, self.parent.run_id, address),
+            connection.run_url(self.parent.experiment_id, self.parent.run_id, address),
         )
 
     def describe(self) -> str:
