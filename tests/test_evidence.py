@@ -213,3 +213,38 @@ def test_data_sets_of_one_shape_run_next_to_each_other(reproduce: ModuleType) ->
         "moons",
         "circles",
     ]
+
+
+def test_the_ledger_reads_each_sweep_once_across_data_sets_and_seed_sets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from xent_tf.track import reading
+    from xent_tf.track.run_record import RunRecord
+
+    # Three sweeps of lr_sweep, newest first, on data sets c, b, a (none usable: 1 seed each).
+    parents = [
+        StudyRun(f"p{d}", "7", "lr_sweep", "lr_sweep", "FINISHED", 3 - i)
+        for i, d in enumerate("cba")
+    ]
+    fetched: list[str] = []
+
+    def fetch(uri: str, parent: StudyRun, metrics: object) -> list[RunRecord]:
+        fetched.append(parent.run_id)
+        params = {"data.name": parent.run_id[1], "optimizer.learning_rate": "0.1"}
+        return [RunRecord(f"{parent.run_id}-0", params, 0, "FINISHED", {}, {})]
+
+    monkeypatch.setattr(reading, "study_parents", lambda uri, study: parents)
+    monkeypatch.setattr(reading, "fetch_children", fetch)
+    reads: dict[str, list[RunRecord]] = {}
+    for dataset in "abc":
+        for seeds in ((0, 1), (2, 3)):
+            definition = {"data.name": dataset}
+            evidence = from_studies.find_study(
+                "lr_sweep", "sqlite:///x.db", seeds, definition, False, None, dataset, reads
+            )
+            assert evidence.parent is None  # 1 seed: not usable, named in skipped
+            assert len(evidence.skipped) == 1 and f"sweep p{dataset}" in evidence.skipped[0]
+    assert sorted(fetched) == ["pa", "pb", "pc"]  # once each, not once per lookup (12)
+    fetched.clear()
+    from_studies.find_study("lr_sweep", "sqlite:///x.db", (0, 1), {"data.name": "a"}, False, None)
+    assert fetched == ["pc", "pb", "pa"]  # without the shared reads: every sweep again

@@ -39,6 +39,7 @@ from xent_tf.claims.studies import ClaimPart, adjusted_parts
 from xent_tf.config import Config, MakeClassificationConfig, MlpConfig
 from xent_tf.track import connection, writing
 from xent_tf.track.resume import training_config_hash
+from xent_tf.track.run_record import RunRecord
 from xent_tf.train.runtime import configure_runtime
 
 log = logging.getLogger(__name__)
@@ -301,6 +302,8 @@ def _gather_studies(
     (``definitions``: study definitions composed ahead, by ``definition_key``)."""
     settings = config.claims
     studies: dict[StudyKey, StudyEvidence] = {}
+    # Each sweep read once: every lookup passes over the other data sets' newer sweeps.
+    reads: dict[str, list[RunRecord]] = {}
     for claim in wanted:
         study = CLAIMS[claim].study
         if not study or study == reference.REFERENCE_EXPERIMENT:
@@ -330,6 +333,7 @@ def _gather_studies(
                     settings.rerun,
                     runner if settings.run_missing else None,
                     dataset,
+                    reads,
                 )
     return studies
 
