@@ -13,10 +13,10 @@ from types import ModuleType
 import pytest
 
 from xent_tf.claims import from_studies, ledger
-from xent_tf.claims.comparison import Verdict
+from xent_tf.claims.comparison import Finding, Verdict
 from xent_tf.claims.ledger_render import ledger_json, render_html, render_markdown, render_terminal
 from xent_tf.claims.records import ClaimResult, Ledger, StudyEvidence
-from xent_tf.claims.studies import ClaimCheck
+from xent_tf.claims.studies import ClaimCheck, ClaimPart
 from xent_tf.config import EVIDENCE_DATASETS, ClaimsConfig, expand_datasets
 from xent_tf.launch.evidence import EvidenceClock, Unit, UnitOutcome, read_outcome, unit_line
 from xent_tf.track.reading import StudyRun
@@ -131,9 +131,11 @@ def test_a_units_outcome_comes_from_its_sweep_directory(tmp_path: Path) -> None:
 
 
 def _row(verdict: Verdict, run: str = "run") -> ClaimResult:
+    """C13 on one data set from a study whose one (exact) part has ``verdict``."""
+    part = ClaimPart("a rate", Finding(verdict, "rule", "measured"))
     evidence = StudyEvidence(
         "lr_sweep",
-        (ClaimCheck("C13", "s", verdict, "rule"),),
+        (ClaimCheck("C13", "s", verdict, "rule", [part]),),
         StudyRun(run, "7", "lr_sweep", "lr_sweep", "FINISHED", 0),
         seeds=(0, 1),
     )
@@ -144,13 +146,13 @@ def test_a_data_set_the_claim_does_not_apply_to_is_not_counted() -> None:
     per_dataset = {"a": _row(HOLDS), "b": _row(NOT_APPLICABLE), "c": _row(HOLDS)}
     combined = ledger.combine_datasets("C13", per_dataset)
     assert per_dataset["b"].verdict == NOT_APPLICABLE  # every check of it: not applicable
-    assert (combined.verdict, combined.holds_on) == (HOLDS, "2 of 2")
-    assert combined.measured.startswith("holds on 2 of 2 data sets.")
+    assert (combined.verdict, combined.holds_on) == (HOLDS, "2 of 2 (1 not applicable)")
+    assert combined.measured.startswith("holds on 2 of 2 (1 not applicable) data sets.")
     with_contradiction = {**per_dataset, "d": _row(CONTRADICTED)}
     combined = ledger.combine_datasets("C13", with_contradiction)
-    assert (combined.verdict, combined.holds_on) == (CONTRADICTED, "2 of 3")
+    assert (combined.verdict, combined.holds_on) == (CONTRADICTED, "2 of 3 (1 not applicable)")
     nowhere = ledger.combine_datasets("C13", {"a": _row(NOT_APPLICABLE)})
-    assert (nowhere.verdict, nowhere.holds_on) == (NOT_APPLICABLE, "0 of 0")
+    assert (nowhere.verdict, nowhere.holds_on) == (NOT_APPLICABLE, "not applicable")
 
 
 def test_the_per_data_set_table_is_the_headline_with_links_to_the_sweeps() -> None:
@@ -176,7 +178,7 @@ def test_the_per_data_set_table_is_the_headline_with_links_to_the_sweeps() -> No
     assert markdown.index("## Per data set") < markdown.index("## Every claim")
     assert (
         f"| C13 | [holds]({url.format('aaaa1111')}) | [not applicable]({url.format('bbbb2222')})"
-        " | 1 of 1 | holds |" in markdown
+        " | 1 of 1 (1 not applicable) | holds |" in markdown
     )
     assert (
         f"| lr_sweep | [sweep aaaa1111]({url.format('aaaa1111')}) | "
@@ -184,6 +186,7 @@ def test_the_per_data_set_table_is_the_headline_with_links_to_the_sweeps() -> No
     )
     page = render_html(result)
     assert f"<td class='holds'><a href=\"{url.format('aaaa1111')}\">holds</a></td>" in page
+    assert f"<td class='not-applicable'><a href=\"{url.format('bbbb2222')}\">" in page
     data = ledger_json(result)
     claims = data["claims"]
     assert isinstance(claims, list)
@@ -192,7 +195,7 @@ def test_the_per_data_set_table_is_the_headline_with_links_to_the_sweeps() -> No
         "wine": url.format("bbbb2222"),
     }
     assert ledger.dataset_tags([c13]) == {
-        "holds_on.C13": "1 of 1",
+        "holds_on.C13": "1 of 1 (1 not applicable)",
         "verdict.C13.moons": "holds",
         "verdict.C13.wine": "not applicable",
     }
