@@ -2,7 +2,7 @@
 console line per finished unit with the time left.
 
 A unit is one study's sweep on one data set (``data=<name>``). Units differ a lot in cost (a
-study on the 10,000-row reference data trains ~60 times the steps of one on wine), so the time
+study on the 10,000-row reference data trains ~50 times the steps of one on wine), so the time
 left is not extrapolated from a count of units: each unit's wall time is modelled as
 ``per_job * jobs + per_step * jobs * steps`` (a job's fixed cost: composing, recording, its
 share of the report; and its training, proportional to its mini-batch steps), the two rates
