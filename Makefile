@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 # registered inside the venv, so Jupyter run from it (or VS Code pointed at it) finds it.
 KERNEL := $(VENV)/share/jupyter/kernels/xent-tf/kernel.json
 
-.PHONY: install install-scale install-reference lock check-latest run test test-unit test-integration fuzz lint bench performance-doc ui server sync reproduce clean
+.PHONY: install install-scale install-reference lock check-latest run test test-unit test-integration fuzz lint bench performance-doc ui server sync reproduce evidence clean
 
 # Every install comes from uv.lock (every package, transitive ones included, at an exact version
 # with its hashes): two users a month apart get the same code. `make lock` re-resolves it from
@@ -180,6 +180,19 @@ STUDY_ARGS ?=
 reproduce: install-reference
 	$(BIN)/python $(ROOT)experiments/reproduce.py $(if $(STUDIES),--studies "$(STUDIES)") \
 		--study-args "$(STUDY_ARGS)" $(ARGS)
+
+# The full evidence: every study on every data set of claims.datasets=all (configs/data: the
+# reference, breast_cancer, digits, wine, moons, circles, label_noise, imbalanced), seeds
+# 0 .. 2 x claims.seeds - 1 (two disjoint seed sets), then the ledger, whose headline is the
+# claim x data set table. One process and one worker pool for all of it (experiments/reproduce.py
+# --datasets all --stability), one line per study and data set with the time left;
+# +resume=matching: started again, it trains only what did not finish. docs/EVIDENCE.md.
+# DATASETS picks data sets (names from configs/data); ARGS and STUDY_ARGS as for reproduce,
+# e.g. make evidence DATASETS="reference moons" ARGS="claims.seeds=3".
+DATASETS ?= all
+evidence: install-reference
+	$(BIN)/python $(ROOT)experiments/reproduce.py --datasets "$(DATASETS)" --stability \
+		$(if $(STUDIES),--studies "$(STUDIES)") --study-args "$(STUDY_ARGS)" $(ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,7 @@
 """`make bench`: the suite's costs measured side by side, against the targets of issue 6.
 
-    python -m benchmarks.bench                  # everything (about 6 minutes on 2 cores)
-    python -m benchmarks.bench --quick          # 1 repeat, no sweep or reproduce, no 10^6 rows
+    python -m benchmarks.bench                  # everything (reproduce and evidence: minutes each)
+    python -m benchmarks.bench --quick          # 1 repeat, no sweep/reproduce/evidence or 10^6 rows
     python -m benchmarks.bench --only sweep --only mlflow --repeats 3
 
 Sections:
@@ -19,6 +19,10 @@ Sections:
     replicas   replica batches vs single runs, records' share, memory (benchmarks/replicas.py).
     reproduce  `make reproduce` start to end: one process vs one process per step
                (benchmarks/reproduce.py; about 5 minutes).
+    evidence   every study x 4 data sets x 10 seeds + ledger: the ledger's subprocess per
+               study vs reproduce.py --datasets; share of the wall not training
+               (benchmarks/evidence.py; issue 28).
+    evidence-full  `make evidence` (8 data sets, seeds 0-19, ledger) from an empty store.
 
 Every number is printed next to its target and written to ``benchmarks/results/latest.json``
 (a section not run this time keeps its last result there, with its date and commit; see
@@ -81,7 +85,11 @@ SECTIONS = (
     "scaling",
     "replicas",
     "reproduce",
+    "evidence",
+    "evidence-full",
 )
+# The sections --quick leaves out unless asked for by name (minutes each).
+SLOW_SECTIONS = ("sweep", "reproduce", "evidence", "evidence-full")
 
 # Targets of issue 6 (this machine: 2 cores, no GPU).
 REFERENCE_RATIO_TARGET = 2.0  # suite training time / NumPy training time, reference run
@@ -249,7 +257,7 @@ def select_sections(only: Sequence[str] | None, quick: bool) -> list[str]:
 
     Args:
         only: sections asked for with ``--only`` (None: all of them).
-        quick: ``--quick``; drops the sweep and reproduce unless asked for by name.
+        quick: ``--quick``; drops ``SLOW_SECTIONS`` unless asked for by name.
 
     Returns:
         Section names in ``SECTIONS`` order.
@@ -262,7 +270,7 @@ def select_sections(only: Sequence[str] | None, quick: bool) -> list[str]:
         raise ValueError(f"unknown section(s) {unknown}; choose from {list(SECTIONS)}")
     if only:
         return [s for s in SECTIONS if s in only]
-    return [s for s in SECTIONS if not (quick and s in ("sweep", "reproduce"))]
+    return [s for s in SECTIONS if not (quick and s in SLOW_SECTIONS)]
 
 
 def _pad(row: Sequence[str], width: int) -> list[str]:
@@ -1411,6 +1419,11 @@ def _run_section(name: str, repeats: int, quick: bool) -> tuple[Any, str]:
 
             reproduce = bench_reproduce(workdir)
             return reproduce, render_reproduce(reproduce)
+        if name in ("evidence", "evidence-full"):
+            from benchmarks.evidence import bench_evidence, render_evidence
+
+            evidence = bench_evidence(workdir, full=name == "evidence-full", repeats=repeats)
+            return evidence, render_evidence(evidence)
         points = bench_scaling(quick)
         return points, render_scaling(points)
 
@@ -1427,6 +1440,11 @@ SECTION_TITLES = {
     "a 20-seed sweep vectorised vs serial; records; memory",
     "reproduce": "8. make reproduce (5 studies x 10 seeds, then the ledger): one process vs "
     "one process per step, each from an empty directory and store",
+    "evidence": "9. every study x 4 data sets x 10 seeds + ledger (issue 28): the ledger's "
+    "subprocess per study vs one process (reproduce.py --datasets), each from an empty store; "
+    "a replica batch with a kept trainer vs a fresh one, {repeats} interleaved pairs",
+    "evidence-full": "10. make evidence: every study x 8 data sets x seeds 0-19 + ledger, "
+    "from an empty store",
     "scaling": "6. scaling with n_samples (one run each; 20/5/2 epochs for 10^4/10^5/10^6; "
     "s/epoch excludes the first, tracing epoch)",
 }
@@ -1455,7 +1473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="1 repeat, no sweep or reproduce, no 10^6-row scaling point",
+        help="1 repeat, no sweep, reproduce or evidence, no 10^6-row scaling point",
     )
     parser.add_argument(
         "--only",

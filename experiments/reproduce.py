@@ -3,6 +3,14 @@
 python experiments/reproduce.py                                    # 5 studies, 10 seeds, ledger
 python experiments/reproduce.py --studies "lr_sweep annealing" --study-args "seed=0,1,2" \
     claims.seeds=3 tracking.uri=sqlite:////abs/store.db
+python experiments/reproduce.py --datasets all --stability         # make evidence
+
+With ``--datasets`` every study runs once per data set (``data=<name>``; "all": the eight of
+``config.EVIDENCE_DATASETS``) and the ledger judges every training claim per data set
+(``claims.datasets``); with ``--stability`` every study runs seeds 0 .. 2 x claims.seeds - 1 and
+the ledger judges both halves (``claims.stability=true``). Each study on each data set is a
+unit: the terminal gets one line per unit with the time left (``xent_tf.launch.evidence``),
+the jobs' lines and reports go to their logs and MLflow.
 
 Each study is what ``python experiments/run.py -m +experiment=STUDY +resume=matching OVERRIDES
 STUDY_ARGS`` runs (the same Hydra sweep, callbacks, launcher, outputs and MLflow records), then
@@ -35,8 +43,11 @@ from hydra.types import RunMode
 from run import task  # experiments/run.py, the same task function (this script's directory)
 
 from xent_tf.claims.records import EarlyMeasurements
+from xent_tf.claims.runner import check_datasets
 from xent_tf.claims.studies import STUDIES as STUDY_SPECS
-from xent_tf.config import to_config
+from xent_tf.config import EVIDENCE_DATASETS, Config, expand_datasets, to_config
+from xent_tf.launch.callback import count_sweep_jobs
+from xent_tf.launch.evidence import EvidenceClock, Unit, read_outcome, unit_line
 from xent_tf.launch.worker_pool import WorkerDeath, keep_workers, preload_job_modules
 
 if TYPE_CHECKING:  # MLflow is imported once a study needs it, not before the workers start
@@ -77,12 +88,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="worker processes every study and the ledger share (default 2; they replace the "
         "replica launcher's hydra.launcher.n_jobs)",
     )
+    parser.add_argument(
+        "--datasets",
+        default="",
+        help="run every study once per data set (data=NAME), separated by spaces or commas, "
+        f"and judge every training claim per data set; 'all': {', '.join(EVIDENCE_DATASETS)}",
+    )
+    parser.add_argument(
+        "--stability",
+        action="store_true",
+        help="run seeds 0 .. 2 x claims.seeds - 1 and judge each half (claims.stability=true)",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every step")
     args = parser.parse_args(argv)
     args.studies = [s for s in args.studies.replace(",", " ").split() if s]
     unknown = [s for s in args.studies if s not in STUDIES]
     if unknown:
         parser.error(f"unknown studies {unknown}; the studies are {list(STUDIES)}")
+    args.datasets = expand_datasets(args.datasets.replace(",", " ").split())
+    try:  # before anything runs: an unknown name, and the data sets that exist
+        check_datasets(args.datasets)
+    except ValueError as error:
+        parser.error(str(error).replace("claims.datasets=", "--datasets "))
+    if len(set(args.datasets)) < len(args.datasets):
+        parser.error(f"--datasets names a data set twice: {args.datasets}")
     if args.workers < 1:
         parser.error(f"--workers={args.workers} must be >= 1")
     args.study_args = shlex.split(args.study_args)
@@ -142,11 +171,13 @@ def _ledger(
     _run(_hydra_app(), ["+experiment=claims", *ledger_overrides(overrides)], multirun=False)
 
 
-def _measure_early(app: Hydra, overrides: list[str]) -> list[Callable[[], EarlyMeasurements]]:
+def _measure_early(
+    app: Hydra, overrides: list[str]
+) -> tuple[list[Callable[[], EarlyMeasurements]], Config]:
     """The ledger's work that needs no study, as two tasks for workers to do while the studies
     train: its on-the-spot claims, and its reference run and study definitions
-    (``ledger.measure_exact_early``, ``ledger.prepare_reads_early``); its config composed as
-    the ledger's step composes it."""
+    (``ledger.measure_exact_early``, ``ledger.prepare_reads_early``); and its config, composed
+    as the ledger's step composes it."""
     composed = app.compose_config(
         "config", ["+experiment=claims", *ledger_overrides(overrides)], run_mode=RunMode.RUN
     )
@@ -155,7 +186,7 @@ def _measure_early(app: Hydra, overrides: list[str]) -> list[Callable[[], EarlyM
     return [
         functools.partial(_in_ledger, "measure_exact_early", config),
         functools.partial(_in_ledger, "prepare_reads_early", config, reference_dir.resolve()),
-    ]
+    ], config
 
 
 def _in_ledger(function: str, *args: object) -> EarlyMeasurements:
@@ -180,19 +211,121 @@ def study_overrides(study: str, overrides: Sequence[str]) -> list[str]:
     return [f"{o}/{study}" if o.startswith(SWEEP_DIR_KEY) else o for o in overrides]
 
 
+def ledger_step_overrides(args: argparse.Namespace) -> list[str]:
+    """The overrides of every step, plus what the ledger needs to know about the studies'
+    data sets and seed sets (``--datasets``, ``--stability``)."""
+    extra = []
+    if args.datasets:
+        extra.append(f"claims.datasets=[{','.join(args.datasets)}]")
+    if args.stability:
+        extra.append("claims.stability=true")
+    return [*args.overrides, *extra]
+
+
+def seed_override(ledger: Config, study_args: Sequence[str]) -> list[str]:
+    """The studies' seeds as the ledger will judge them (``seed=range(n)``: claims.seeds, twice
+    that with claims.stability), unless the study arguments name seeds themselves."""
+    if any(a.startswith("seed=") for a in study_args):
+        return []
+    sets = 2 if ledger.claims.stability else 1
+    return [f"seed=range({sets * ledger.claims.seeds})"]
+
+
+def _unit_overrides(study: str, dataset: str, args: argparse.Namespace, stamp: str) -> list[str]:
+    """One unit's sweep: the study on the data set, in a sweep directory of its own, the
+    jobs' lines and report off the terminal."""
+    base = next(
+        (o.removeprefix(SWEEP_DIR_KEY) for o in args.overrides if o.startswith(SWEEP_DIR_KEY)),
+        f"multirun/evidence/{stamp}",
+    )
+    every = [o for o in args.overrides if not o.startswith(SWEEP_DIR_KEY)]
+    return [
+        f"+experiment={study}",
+        "+resume=matching",
+        f"data={dataset}",
+        f"{SWEEP_DIR_KEY}{base}/{dataset}/{study}",
+        "+hydra.callbacks.mlflow_sweep.job_lines=false",
+        "hydra/hydra_logging=warnings",
+        *every,
+    ]
+
+
+def plan_units(
+    app: Hydra, args: argparse.Namespace, stamp: str, seeds: Sequence[str]
+) -> list[tuple[Unit, list[str]]]:
+    """Every study on every data set, each with its jobs and steps per job (for the time left)
+    and its overrides: data set by data set, studies in ``args.studies``'s order, and data sets
+    of one shape (features, classes) next to each other, in order of first appearance: their
+    replica batches share graphs, which a worker's kept trainers then reuse
+    (``replicas.reusable_trainer``) before other graphs push them out."""
+    from xent_tf.train.data import make_dataset
+
+    steps = {}
+    shapes: dict[str, tuple[int, int]] = {}
+    for dataset in args.datasets:
+        composed = app.compose_config(
+            "config", [f"data={dataset}", "loss=ce", *args.overrides], run_mode=RunMode.RUN
+        )
+        config = to_config(composed)
+        data = make_dataset(config.data)
+        steps[dataset] = -(-len(data.train) // config.trainer.batch_size) * config.trainer.epochs
+        shapes[dataset] = (data.n_features, data.n_classes)
+    units = []
+    for study in args.studies:
+        first = _unit_overrides(study, args.datasets[0], args, stamp)
+        composed = app.compose_config(
+            "config", [*first, *args.study_args, *seeds], run_mode=RunMode.MULTIRUN
+        )
+        jobs = count_sweep_jobs(composed) or 0
+        for dataset in args.datasets:
+            overrides = [*_unit_overrides(study, dataset, args, stamp), *args.study_args, *seeds]
+            units.append((Unit(study, dataset, jobs, steps[dataset]), overrides))
+    return sorted(units, key=lambda u: dataset_order(args.datasets, shapes).index(u[0].dataset))
+
+
+def dataset_order(datasets: Sequence[str], shapes: dict[str, tuple[int, int]]) -> list[str]:
+    """``datasets`` with those of one shape next to each other, in order of first appearance
+    (reference, label_noise, imbalanced: 20 features, 2 classes)."""
+    first: dict[tuple[int, int], int] = {}
+    for dataset in datasets:
+        first.setdefault(shapes[dataset], len(first))
+    return sorted(datasets, key=lambda d: first[shapes[d]])
+
+
+def _run_units(app: Hydra, units: Sequence[tuple[Unit, list[str]]]) -> None:
+    """Run each unit's sweep, printing its line with the time left."""
+    clock = EvidenceClock([unit for unit, _ in units])
+    for number, (unit, overrides) in enumerate(units, start=1):
+        started = time.perf_counter()
+        _run(app, overrides, multirun=True)
+        seconds = time.perf_counter() - started
+        sweep_dir = next(o for o in overrides if o.startswith(SWEEP_DIR_KEY))
+        outcome = read_outcome(Path(sweep_dir.removeprefix(SWEEP_DIR_KEY)), unit.jobs)
+        clock.finish(outcome.trained, unit.steps, seconds)
+        print(unit_line(number, clock, unit, outcome, seconds), flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the studies, then the ledger; the first failing step stops it (exit code 1)."""
     args = parse_args(argv)
     app = _hydra_app()
+    ledger_args = ledger_step_overrides(args)
     with keep_workers(args.workers, preload_job_modules) as pool:
-        early = [pool.submit(task) for task in _measure_early(app, args.overrides)]
-        for study in args.studies:
+        early_tasks, ledger_config = _measure_early(app, ledger_args)
+        early = [pool.submit(task) for task in early_tasks]
+        seeds = (
+            seed_override(ledger_config, args.study_args) if args.stability or args.datasets else []
+        )
+        if args.datasets:
+            stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+            _run_units(app, plan_units(app, args, stamp, seeds))
+        for study in [] if args.datasets else args.studies:
             overrides = [
                 f"+experiment={study}",
                 "+resume=matching",
                 *study_overrides(study, args.overrides),
             ]
-            _run(app, [*overrides, *args.study_args], multirun=True)
+            _run(app, [*overrides, *args.study_args, *seeds], multirun=True)
         try:
             # The studies' reports (the ledger reads their finished parent runs), and the
             # ledger's own early measurements.
@@ -206,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         reads = [read for read in done.values() if isinstance(read, ChildrenRead)]
         pool.run(
-            [functools.partial(_ledger, args.overrides, measured_early, reads)],
+            [functools.partial(_ledger, ledger_args, measured_early, reads)],
             _ledger_worker_died,
         )
 

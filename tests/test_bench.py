@@ -5,8 +5,10 @@ No timing is measured or asserted here; the numbers are synthetic.
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -173,6 +175,7 @@ def test_job_overheads_count_from_when_the_worker_became_free() -> None:
         (None, True, ["reference", "wider", "mlflow", "memory", "scaling", "replicas"]),
         (["sweep", "reference"], True, ["reference", "sweep"]),
         (["reproduce"], True, ["reproduce"]),
+        (["evidence-full"], True, ["evidence-full"]),
     ],
 )
 def test_select_sections(only: list[str] | None, quick: bool, expected: list[str]) -> None:
@@ -182,3 +185,49 @@ def test_select_sections(only: list[str] | None, quick: bool, expected: list[str
 def test_select_sections_rejects_unknown_names() -> None:
     with pytest.raises(ValueError, match="bogus"):
         bench.select_sections(["bogus"], quick=False)
+
+
+def test_evidence_training_counts_each_replica_batch_once(tmp_path: Path) -> None:
+    from benchmarks.evidence import not_training_share, read_training
+
+    store = tmp_path / "mlflow.db"
+    with sqlite3.connect(store) as db:
+        db.execute("create table runs (run_uuid text)")
+        db.execute("create table tags (run_uuid text, key text, value text)")
+        db.execute("create table latest_metrics (run_uuid text, key text, value real)")
+        rows = [  # run, parent, batch tag, train_seconds
+            ("a1", "p1", "lr_sweep#1", 4.0),  # one batch of two runs: 4 s once
+            ("a2", "p1", "lr_sweep#1", 4.0),
+            ("b1", "p2", "lr_sweep#1", 3.0),  # the same tag under another sweep: its own
+            ("c1", "p2", None, 1.5),  # a job trained alone
+        ]
+        for run, parent, batch, seconds in rows:
+            db.execute("insert into runs values (?)", (run,))
+            db.execute("insert into tags values (?, 'mlflow.parentRunId', ?)", (run, parent))
+            if batch:
+                db.execute("insert into tags values (?, 'xent.replica_batch', ?)", (run, batch))
+            db.execute("insert into latest_metrics values (?, 'train_seconds', ?)", (run, seconds))
+        db.execute("insert into runs values ('ref')")  # the ledger's reference run: no parent
+        db.execute("insert into latest_metrics values ('ref', 'train_seconds', 9.0)")
+    assert read_training(store) == 8.5
+    assert not_training_share(8.5, 10.0, 2) == pytest.approx(0.575)
+    with pytest.raises(ValueError, match="must be positive"):
+        not_training_share(1.0, 0.0, 2)
+
+
+def test_the_evidence_table_gives_ratios_and_the_not_training_share() -> None:
+    from benchmarks.evidence import EvidenceBench, EvidenceRun, TrainerReuse, render_evidence
+
+    before = EvidenceRun("before", 400.0, 700.0, 200.0, 0.75, {"C13": "1 of 4"})
+    now = EvidenceRun("now", 100.0, 150.0, 120.0, 0.4, {"C13": "1 of 4"})
+    table = render_evidence(
+        EvidenceBench([before, now], [TrainerReuse("wine", [4.0, 6.0], [1.0, 1.5])])
+    )
+    assert "0.25x wall, 0.21x CPU" in table
+    assert "100 s wall, 150 s CPU, 120 s training" in table and "<= 150 s: met" in table
+    assert "40%" in table and "<= 25%: MISSED" in table
+    assert (
+        "kept trainer / fresh" in table
+        and "0.25x (fresh 5.00 s, kept 1.25 s; median of 2)" in table
+    )
+    assert "same 'holds on N of M' both ways" in table

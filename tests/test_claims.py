@@ -816,8 +816,12 @@ def test_claims_on_several_data_sets_give_a_verdict_per_data_set(
     }
     markdown = (tmp_path / "out" / "claims.md").read_text()
     assert "| claim | breast_cancer | iris | holds on | verdict |" in markdown
-    assert "| C8 | inconclusive | not applicable | 0 of 1 (1 not applicable) | inconclusive |" in (
-        markdown
+    # each verdict links to the sweep (parent run) of its data set's study
+    sweeps = {s.dataset: s.parent_link() for s in result.studies}
+    assert sweeps["breast_cancer"] is not None and sweeps["iris"] is not None
+    assert (
+        f"| C8 | [inconclusive]({sweeps['breast_cancer'].url}) | [not applicable]"
+        f"({sweeps['iris'].url}) | 0 of 1 (1 not applicable) | inconclusive |" in markdown
     )
     assert "class='not-applicable'" in (tmp_path / "out" / "claims.html").read_text()
     # The studies are in the store now: a second ledger reuses them per data set.
@@ -877,15 +881,20 @@ def test_a_claims_row_over_data_sets_follows_the_stated_rule() -> None:
 
 
 def test_unknown_data_sets_are_refused_by_name(
-    make_config: Callable[..., Config], tmp_path: Path
+    make_config: Callable[..., Config], tmp_path: Path, tracking_uri: str
 ) -> None:
-    config = make_config(*LEDGER_TINY, "tracking=off", "claims.datasets=[iris,mnist]")
+    config = make_config(
+        *LEDGER_TINY, f"tracking.uri={tracking_uri}", "claims.datasets=[iris,mnist]"
+    )
     with pytest.raises(
         ValueError,
-        match=r"unknown data set\(s\) \['mnist'\]; known: "
-        r"breast_cancer, digits, iris, multiclass, reference, wine",
+        match=r"unknown data set\(s\) \['mnist'\]; known: breast_cancer, circles, digits, "
+        r"imbalanced, iris, label_noise, moons, multiclass, reference, wine",
     ):
         ledger.run_ledger(config, tmp_path, None)
+    # refused before anything is recorded: no ledger run, no files
+    assert not (tmp_path / "claims.md").exists()
+    assert not Path(tracking_uri.removeprefix("sqlite:///")).exists()
     with pytest.raises(ValueError, match=r"claims.datasets=\['iris', 'iris'\] names \['iris'\]"):
         make_config(*LEDGER_TINY, "claims.datasets=[iris,iris]")
 

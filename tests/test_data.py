@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,17 @@ import pytest
 import sklearn.datasets
 from sklearn.datasets import make_classification
 
-from xent_tf.config import BundledDataConfig, CsvDataConfig, MakeClassificationConfig
-from xent_tf.train.data import majority_share, make_dataset
+from tests.conftest import CONFIG_DIR, compose_config
+from xent_tf.config import (
+    EVIDENCE_DATASETS,
+    BundledDataConfig,
+    CsvDataConfig,
+    MakeCirclesConfig,
+    MakeClassificationConfig,
+    MakeMoonsConfig,
+    to_config,
+)
+from xent_tf.train.data import Split, majority_share, make_dataset
 
 
 def test_reference_split_sizes_and_test_rows_are_the_last_thousand() -> None:
@@ -246,3 +256,61 @@ def test_a_semicolon_separated_file_is_refused_with_a_hint(tmp_path: Path) -> No
     path.write_text(path.read_text().replace(",", ";"))
     with pytest.raises(ValueError, match=r"it looks separated by ';': the file must be comma"):
         make_dataset(CsvDataConfig(path=str(path), label="kind"))
+
+
+# Every preset states its class count, its rows per class and its majority share in a comment
+# line ("# Classes: 2; rows per class: 5009 / 4991 of 10000 (majority share 0.5009)."): the
+# generated data must have exactly those counts.
+_STATED = re.compile(
+    r"^# Classes: (\d+); rows per class: ([\d / ]+) of (\d+) \(majority share ([\d.]+)\)\.$",
+    re.MULTILINE,
+)
+_PRESETS = sorted(p.stem for p in (Path(CONFIG_DIR) / "data").glob("*.yaml") if p.stem != "csv")
+
+
+@pytest.mark.parametrize("name", _PRESETS)
+def test_every_preset_states_its_exact_class_counts_and_majority_share(name: str) -> None:
+    stated = _STATED.findall((Path(CONFIG_DIR) / "data" / f"{name}.yaml").read_text())
+    assert len(stated) == 1, f"configs/data/{name}.yaml states no (or several) class counts"
+    n_classes, per_class, n_rows, share = stated[0]
+    config = to_config(compose_config([f"data={name}", "loss=ce"]))
+    data = make_dataset(config.data)
+    labels = np.concatenate([data.train.y, data.val.y, data.test.y])
+    counts = np.bincount(labels, minlength=data.n_classes).tolist()
+    assert data.n_classes == int(n_classes) == config.data.known_n_classes
+    assert counts == [int(c) for c in per_class.split(" / ")]
+    assert len(labels) == int(n_rows)
+    assert f"{majority_share(labels):.4f}" == share
+
+
+def test_the_evidence_data_sets_are_presets_two_class_generators_included() -> None:
+    assert set(EVIDENCE_DATASETS) <= set(_PRESETS) and len(EVIDENCE_DATASETS) == 8
+    moons = make_dataset(MakeMoonsConfig(noise=0.3))
+    x, y = sklearn.datasets.make_moons(n_samples=2000, noise=0.3, random_state=2022)
+    # the last 400 generated rows are the test set (standardised with the training rows)
+    assert (len(moons.train), len(moons.val), len(moons.test)) == (1120, 480, 400)
+    np.testing.assert_array_equal(moons.test.y, y[1600:])
+    assert moons.scaling is not None
+    np.testing.assert_allclose(
+        moons.scaling.apply(Split(x[1600:], y[1600:])).x, moons.test.x, atol=1e-6
+    )
+    circles = make_dataset(MakeCirclesConfig(noise=0.0, factor=0.5, standardize=False))
+    radius = np.linalg.norm(circles.train.x, axis=1)
+    # no noise: the outer ring (class 0) has radius 1, the inner one (class 1) 0.5
+    np.testing.assert_allclose(radius, np.where(circles.train.y == 0, 1.0, 0.5), atol=1e-6)
+
+
+def test_label_noise_and_class_weights_reach_make_classification() -> None:
+    imbalanced = make_dataset(MakeClassificationConfig(name="imbalanced", weights=[0.9]))
+    x, y = make_classification(
+        n_samples=10000, n_informative=10, weights=[0.9], flip_y=0.01, random_state=2022
+    )
+    np.testing.assert_array_equal(imbalanced.test.y, y[9000:])
+    np.testing.assert_array_equal(imbalanced.test.x, x[9000:].astype(np.float32))
+    noisy = make_dataset(MakeClassificationConfig(name="label_noise", flip_y=0.2))
+    _, y = make_classification(n_samples=10000, n_informative=10, flip_y=0.2, random_state=2022)
+    np.testing.assert_array_equal(noisy.test.y, y[9000:])
+    with pytest.raises(ValueError, match=r"data.weights=\[0.9, 0.3\] must give n_classes=2"):
+        MakeClassificationConfig(weights=[0.9, 0.3])
+    with pytest.raises(ValueError, match=r"data.flip_y=1.5 must be between 0 and 1"):
+        MakeClassificationConfig(flip_y=1.5)

@@ -14,6 +14,7 @@ moves beyond those bounds) is held to twice that change instead.
 
 from __future__ import annotations
 
+import dataclasses
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from tests.replica_tolerances import (
     VAL_LOSS_ATOL,
 )
 from xent_tf.config import Config, LossConfig, MakeClassificationConfig, MlpConfig
+from xent_tf.train import replicas
 from xent_tf.train.build import build_dataset as make_dataset
 from xent_tf.train.build import build_loss, build_model, build_optimizer, tensor_splits
 from xent_tf.train.data import Dataset
@@ -43,7 +45,13 @@ from xent_tf.train.replica_batch import (
     train_batch,
 )
 from xent_tf.train.replica_groups import spread_batches
-from xent_tf.train.replicas import NotReplicableError, OptimizerRule, ReplicaFit, ReplicaTrainer
+from xent_tf.train.replicas import (
+    NotReplicableError,
+    OptimizerRule,
+    ReplicaFit,
+    ReplicaTrainer,
+    reusable_trainer,
+)
 from xent_tf.train.runtime import configure_runtime
 from xent_tf.train.schedules import learning_rates
 from xent_tf.train.training import (
@@ -717,3 +725,39 @@ def test_a_frozen_model_has_a_flat_probe_curve_but_swinging_batch_losses(
     )
     assert np.ptp(result.probe_losses) == 0.0
     assert np.ptp(result.batch_losses) > 0.01
+
+
+def test_a_kept_trainer_restarted_trains_what_a_fresh_one_trains() -> None:
+    configure_runtime("cpu", 1, 0)
+    data = make_dataset(MakeClassificationConfig(n_samples=600, n_test=100))
+    spec = build_loss(LossConfig(name="bce"), data)
+    train, val, _ = tensor_splits(data, spec)
+    mlp = MlpConfig(hidden_units=[8, 8])
+    template = build_model(mlp, data, spec, 0)
+
+    def weights(seeds: list[int]) -> list[list[np.ndarray]]:
+        return [build_model(mlp, data, spec, seed).get_weights() for seed in seeds]
+
+    rates = np.full((2, 3 * steps_per_epoch(len(train), 32)), 0.01, np.float32)
+    adam = OptimizerRule("adam")
+    replicas._TRAINERS.clear()
+    first = reusable_trainer(template, weights([0, 1]), spec.loss, adam, 32, False, "cpu")
+    first.fit(train, val, rates, 3, [0, 1])  # moves its weights, Adam's slots and step count
+    again = reusable_trainer(template, weights([2, 3]), spec.loss, adam, 32, False, "cpu")
+    assert again is first  # the same graph: kept, restarted
+    reused = again.fit(train, val, rates, 3, [2, 3])
+    fresh = ReplicaTrainer.from_weights(template, weights([2, 3]), spec.loss, adam, 32, False)
+    for got, want in zip(reused, fresh.fit(train, val, rates, 3, [2, 3]), strict=True):
+        np.testing.assert_array_equal(got.result.batch_losses, want.result.batch_losses)
+        assert [dataclasses.replace(e, seconds=0.0) for e in got.result.history] == [
+            dataclasses.replace(e, seconds=0.0) for e in want.result.history
+        ]
+    np.testing.assert_array_equal(again.flat.numpy(), fresh.flat.numpy())
+    # Another replica count or rule is another graph: a trainer of its own.
+    three = reusable_trainer(template, weights([0, 1, 2]), spec.loss, adam, 32, False, "cpu")
+    sgd = reusable_trainer(
+        template, weights([0, 1]), spec.loss, OptimizerRule("sgd"), 32, False, "cpu"
+    )
+    assert three is not first and sgd is not first
+    with pytest.raises(ValueError, match="3 replicas given to a trainer of 2"):
+        first.restart(template, weights([0, 1, 2]))

@@ -53,6 +53,21 @@ LOSSES = tuple(LOSS_SMOOTHS_LABELS)
 BUNDLED_CLASS_COUNTS = {"breast_cancer": 2, "digits": 10, "wine": 3, "iris": 3}
 BUNDLED_DATASETS = tuple(BUNDLED_CLASS_COUNTS)
 
+# The data sets the full evidence (`make evidence`, ``claims.datasets=all``) judges every training
+# claim on (configs/data/<name>.yaml): the reference, three real tables, two non-linear
+# boundaries, label noise and class imbalance.
+EVIDENCE_DATASETS = (
+    "reference",
+    "breast_cancer",
+    "digits",
+    "wine",
+    "moons",
+    "circles",
+    "label_noise",
+    "imbalanced",
+)
+ALL_DATASETS = "all"  # claims.datasets=all: EVIDENCE_DATASETS
+
 _OPTIONS: dict[str, dict[str, type]] = {}
 _Option = TypeVar("_Option", bound=type)
 
@@ -194,9 +209,26 @@ class MakeClassificationConfig(DataConfig):
     n_clusters_per_class: int = 2
     random_state: int = 2022
     n_test: int = 1_000  # the LAST n_test rows are the test set
+    # Share of the rows whose label is drawn at random (label noise); 0.01 is scikit-learn's
+    # default, the one the reference data (C16) was made with.
+    flip_y: float = 0.01
+    # Each class's share of the rows before label noise (the last may be left out: the rest);
+    # None: balanced classes.
+    weights: list[float] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _require(0.0 <= self.flip_y <= 1.0, f"data.flip_y={self.flip_y} must be between 0 and 1")
+        if self.weights is not None:
+            weights = [float(w) for w in self.weights]
+            _require(
+                len(weights) in (self.n_classes - 1, self.n_classes)
+                and all(0.0 < w < 1.0 for w in weights)
+                and sum(weights) <= 1.0 + 1e-9,
+                f"data.weights={weights} must give n_classes={self.n_classes} (or one fewer) "
+                "shares, each between 0 and 1, summing to at most 1",
+            )
+            self.weights = weights
         _require(self.n_features >= 1, f"data.n_features={self.n_features} must be >= 1")
         _require(
             1 <= self.n_informative <= self.n_features,
@@ -237,6 +269,61 @@ class MakeClassificationConfig(DataConfig):
     @property
     def known_n_classes(self) -> int | None:
         return self.n_classes
+
+
+@dataclass
+class _TwoFeatureGeneratorConfig(DataConfig):
+    """A two-feature, two-class scikit-learn generator: ``n_samples`` shuffled rows, the last
+    ``n_test`` of them the test set, the rest split into train and validation (as the
+    reference data)."""
+
+    n_samples: int = 2_000
+    noise: float = 0.2  # standard deviation of the Gaussian noise added to every point
+    random_state: int = 2022  # the generator's seed
+    n_test: int = 400  # the LAST n_test rows are the test set
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.noise >= 0.0, f"data.noise={self.noise} must be >= 0")
+        _require(
+            0 <= self.n_test < self.n_samples,
+            f"data.n_test={self.n_test} must be >= 0 and < data.n_samples={self.n_samples}",
+        )
+        n_val = round((self.n_samples - self.n_test) * self.val_fraction)
+        n_train = self.n_samples - self.n_test - n_val
+        _require(
+            n_train >= 2 and n_val >= 2,
+            f"data.n_samples={self.n_samples} leaves {n_train} train and {n_val} validation "
+            "rows; each needs at least 2 (one per class)",
+        )
+
+    @property
+    def known_n_classes(self) -> int | None:
+        return 2
+
+
+@option("data", "make_moons")
+@dataclass
+class MakeMoonsConfig(_TwoFeatureGeneratorConfig):
+    """scikit-learn's ``make_moons``: two interleaving half circles (a non-linear boundary)."""
+
+    name: str = "moons"
+    source: str = "make_moons"
+
+
+@option("data", "make_circles")
+@dataclass
+class MakeCirclesConfig(_TwoFeatureGeneratorConfig):
+    """scikit-learn's ``make_circles``: a small circle inside a large one (no linear boundary
+    separates them at all)."""
+
+    name: str = "circles"
+    source: str = "make_circles"
+    factor: float = 0.5  # the inner circle's radius over the outer one's
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(0.0 < self.factor < 1.0, f"data.factor={self.factor} must be between 0 and 1")
 
 
 @dataclass
@@ -668,6 +755,26 @@ CLAIM_IDS = tuple(f"C{i}" for i in range(1, 17))
 TASKS = ("train", "claims")
 
 
+def expand_datasets(names: object) -> list[str]:
+    """``claims.datasets`` as a list of names: "all" (alone or in a list) is EVIDENCE_DATASETS
+    in their order; a single name is a list of one.
+
+    Raises:
+        ValueError: a value that is neither a name nor a list of names.
+    """
+    if isinstance(names, str):
+        names = [names] if names.strip() else []
+    if not isinstance(names, list | tuple):
+        raise ValueError(
+            f"claims.datasets={names!r} must be a data set name, a list of names, or "
+            f"{ALL_DATASETS!r}"
+        )
+    expanded: list[str] = []
+    for name in (str(n).strip() for n in names):
+        expanded += list(EVIDENCE_DATASETS) if name == ALL_DATASETS else [name]
+    return expanded
+
+
 @dataclass
 class ClaimsConfig:
     """The claims ledger (``task: claims``): which claims, and how to get the study runs."""
@@ -684,14 +791,16 @@ class ClaimsConfig:
     stability: bool = False
     # Data sets (configs/data/<name>.yaml) to judge every training claim on, each study run
     # with data=<name>: a verdict per data set and "holds on N of M". Empty: each study's own
-    # data (reference, and the 5-class set where a study compares both).
-    datasets: list[str] = field(default_factory=list)
+    # data (reference, and the 5-class set where a study compares both). "all": the eight of
+    # EVIDENCE_DATASETS. (Typed Any so that the bare word `claims.datasets=all` composes; a list
+    # of names after __post_init__.)
+    datasets: Any = field(default_factory=list)
     # Hydra overrides every study is looked for and run with (make reproduce: the ARGS its
     # studies ran with, e.g. +debug=tiny), so the ledger finds the studies they made.
     study_overrides: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.datasets = [str(name).strip() for name in self.datasets]
+        self.datasets = expand_datasets(self.datasets)
         repeated = sorted({name for name in self.datasets if self.datasets.count(name) > 1})
         _require(not repeated, f"claims.datasets={self.datasets} names {repeated} twice")
         self.only = [str(claim).strip().upper() for claim in self.only]

@@ -11,7 +11,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime
 
 from xent_tf.claims.comparison import PARTS_RULE, Finding, Verdict, combine_verdicts
@@ -172,6 +172,7 @@ def find_study(
     rerun: bool,
     runner: StudyRunner | None,
     dataset: str | None = None,
+    reads: MutableMapping[str, list[RunRecord]] | None = None,
 ) -> StudyEvidence:
     """The newest usable sweep of ``study`` in the store, run first when there is none.
 
@@ -183,6 +184,9 @@ def find_study(
         rerun: run it even when a usable sweep exists.
         runner: how to run a study; None = never run one (the claim becomes inconclusive).
         dataset: the data set the study must be on (None: the study's own).
+        reads: {parent run id: its children} already read by this ledger, filled as sweeps are
+            read: with several data sets and seed sets, every lookup passes over the newer
+            sweeps of the other data sets, and each sweep is read from the store once.
 
     Returns:
         The study's checks and where they come from, or the reason there are none.
@@ -192,7 +196,7 @@ def find_study(
     if not rerun:
         for parent in known:
             # With the histories the checks read: the sweep found is read once.
-            records = reading.fetch_children(tracking_uri, parent, _history_metrics(study))
+            records = _children(tracking_uri, parent, study, reads)
             if records and not covers_datasets(records, definition):
                 continue  # the study on another data set (claims.datasets): not worth a note
             problem = study_problem(parent, study, records, definition, seeds)
@@ -205,6 +209,8 @@ def find_study(
     if runner is None:
         reason = "none usable in the store, and running studies is switched off"
         return StudyEvidence(study, skipped=tuple(skipped), problem=reason, dataset=dataset or "")
+    if reads is not None:
+        reads.clear()  # running a study may change the store: read afresh
     try:
         runner.run(study, seeds, tracking_uri, dataset)
     except Exception as error:
@@ -237,6 +243,21 @@ def find_study(
     return _evidence(
         study, new[0], records, tracking_uri, definition, seeds, True, skipped, dataset
     )
+
+
+def _children(
+    tracking_uri: str,
+    parent: reading.StudyRun,
+    study: str,
+    reads: MutableMapping[str, list[RunRecord]] | None,
+) -> list[RunRecord]:
+    """A sweep's children with the histories ``study``'s checks read, from ``reads`` when this
+    ledger read them before."""
+    if reads is None:
+        return reading.fetch_children(tracking_uri, parent, _history_metrics(study))
+    if parent.run_id not in reads:
+        reads[parent.run_id] = reading.fetch_children(tracking_uri, parent, _history_metrics(study))
+    return reads[parent.run_id]
 
 
 def _checks_for(claim: str, checks: Sequence[ClaimCheck]) -> list[ClaimCheck]:

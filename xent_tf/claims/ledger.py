@@ -39,6 +39,7 @@ from xent_tf.claims.studies import ClaimPart, adjusted_parts
 from xent_tf.config import Config, MakeClassificationConfig, MlpConfig
 from xent_tf.track import connection, writing
 from xent_tf.track.resume import training_config_hash
+from xent_tf.track.run_record import RunRecord
 from xent_tf.train.runtime import configure_runtime
 
 log = logging.getLogger(__name__)
@@ -145,8 +146,19 @@ def prepare_reads_early(config: Config, reference_dir: Path) -> EarlyMeasurement
         reference.find_or_run_reference(config, reference_dir, rerun=False)
     studies = {CLAIMS[c].study for c in wanted} - {"", reference.REFERENCE_EXPERIMENT}
     overrides = config.claims.study_overrides
-    definitions = {study: study_definition(study, overrides) for study in sorted(studies)}
+    datasets: tuple[str | None, ...] = tuple(config.claims.datasets) or (None,)
+    definitions = {
+        definition_key(study, dataset): study_definition(study, overrides, dataset)
+        for study in sorted(studies)
+        for dataset in datasets
+    }
     return EarlyMeasurements(training_config_hash(config), {}, definitions)
+
+
+def definition_key(study: str, dataset: str | None) -> str:
+    """Where ``EarlyMeasurements.definitions`` keeps a study's definition on a data set
+    ("lr_sweep" on its own data, "lr_sweep@wine" on wine)."""
+    return study if dataset is None else f"{study}@{dataset}"
 
 
 _early: EarlyMeasurements | None = None
@@ -287,9 +299,11 @@ def _gather_studies(
     definitions: Mapping[str, Mapping[str, str]],
 ) -> dict[StudyKey, StudyEvidence]:
     """Find (or run) every study the wanted claims read, per data set and seed set
-    (``definitions``: study definitions composed ahead, for a study's own data set)."""
+    (``definitions``: study definitions composed ahead, by ``definition_key``)."""
     settings = config.claims
     studies: dict[StudyKey, StudyEvidence] = {}
+    # Each sweep read once: every lookup passes over the other data sets' newer sweeps.
+    reads: dict[str, list[RunRecord]] = {}
     for claim in wanted:
         study = CLAIMS[claim].study
         if not study or study == reference.REFERENCE_EXPERIMENT:
@@ -304,8 +318,8 @@ def _gather_studies(
                     )
                 continue
             definition: Mapping[str, str]
-            if dataset is None and study in definitions:
-                definition = definitions[study]
+            if definition_key(study, dataset) in definitions:
+                definition = definitions[definition_key(study, dataset)]
             elif runner is not None:
                 definition = runner.definition(study, dataset)
             else:
@@ -319,6 +333,7 @@ def _gather_studies(
                     settings.rerun,
                     runner if settings.run_missing else None,
                     dataset,
+                    reads,
                 )
     return studies
 
@@ -468,7 +483,7 @@ def combine_datasets(
     ]
     row = dataclasses.replace(
         first,
-        verdict=combine_verdicts(verdicts),
+        verdict=combine_verdicts(verdicts) if verdicts else Verdict.NOT_APPLICABLE,
         measured=" || ".join(f"{d}: {r.verdict} — {r.measured}" for d, r in per_dataset.items()),
         rule=f"{DATASETS_RULE}{'; the exact parts count too' if exact else ''}; on each: "
         + first.rule,
@@ -483,7 +498,10 @@ def combine_datasets(
         source=" || ".join(r.source for r in per_dataset.values()),
         links=tuple(link for r in per_dataset.values() for link in r.links),
         notes=tuple(f"[{d}] {n}" for d, r in per_dataset.items() for n in r.notes),
-        per_dataset=tuple(DatasetVerdict(d, r.verdict, r.measured) for d, r in per_dataset.items()),
+        per_dataset=tuple(
+            DatasetVerdict(d, r.verdict, r.measured, r.links[0] if r.links else None)
+            for d, r in per_dataset.items()
+        ),
         measured_here=bool(exact),
     )
     held = row.holds_on
@@ -510,6 +528,17 @@ def protocol_params() -> dict[str, str]:
     return {"protocol.protocol_version": PROTOCOL_VERSION, "protocol.rules_hash": protocol_hash()}
 
 
+def dataset_tags(results: Sequence[ClaimResult]) -> dict[str, str]:
+    """The per-data-set table as the ledger run's tags: ``holds_on.C12`` ("2 of 8") and
+    ``verdict.C12.<data set>`` for every training claim judged per data set."""
+    tags = {}
+    for r in results:
+        if r.per_dataset:
+            tags[f"holds_on.{r.claim}"] = r.holds_on
+            tags.update({f"verdict.{r.claim}.{d.dataset}": str(d.verdict) for d in r.per_dataset})
+    return tags
+
+
 def _verdict_counts(results: Sequence[ClaimResult]) -> dict[str, int]:
     return {
         f"claims/{v.value.replace(' ', '_')}": sum(r.verdict == v for r in results) for v in Verdict
@@ -531,6 +560,7 @@ def run_ledger(config: Config, output_dir: Path, runner: StudyRunner | None) -> 
         The ledger and its terminal text.
     """
     started = time.perf_counter()
+    check_datasets(config.claims.datasets)  # before anything runs or is recorded
     output_dir.mkdir(parents=True, exist_ok=True)
     # Seeds, op determinism and the device for the in-process measurements (C10, C11).
     device = configure_runtime(config.trainer.device, config.trainer.threads, config.seed)
@@ -564,6 +594,7 @@ def run_ledger(config: Config, output_dir: Path, runner: StudyRunner | None) -> 
             for path in write_ledger(ledger, output_dir):
                 recorder.log_file(path)
             recorder.set_tags({f"verdict.{r.claim}": str(r.verdict) for r in results})
+            recorder.set_tags(dataset_tags(results))
             recorder.log_metrics(_verdict_counts(results), step=0)
     else:
         results, studies, stability = evaluate_claims(config, output_dir, runner)

@@ -11,7 +11,7 @@ import html
 import json
 import math
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from xent_tf.claims.comparison import PARTS_RULE, Verdict
@@ -67,6 +67,25 @@ def stability_rows(ledger: Ledger) -> list[list[str]]:
     ]
 
 
+def sweep_links(ledger: Ledger) -> dict[str, dict[str, tuple[Link, ...]]]:
+    """{study: {data set: links to its sweep parent run(s)}}: the runs the per-data-set table
+    rests on (one sweep usually holds both seed sets; a study with no usable sweep has none)."""
+    table: dict[str, dict[str, tuple[Link, ...]]] = {}
+    for evidence in ledger.studies:
+        if not evidence.dataset:
+            continue
+        links = table.setdefault(evidence.study, {}).setdefault(evidence.dataset, ())
+        link = evidence.parent_link()
+        if link is not None and link not in links:
+            table[evidence.study][evidence.dataset] = (*links, link)
+    return table
+
+
+def sweep_header(ledger: Ledger) -> list[str]:
+    """study | one column per data set."""
+    return ["study", *ledger.datasets]
+
+
 STABILITY_HEADER = ["claim", "first seed set", "second seed set", "agree", "verdict"]
 DATASETS_NOTE = (
     "a row holds if it holds on every data set it applies to, is contradicted if contradicted on "
@@ -94,14 +113,37 @@ def _wrap_table(header: Sequence[str], rows: Sequence[Sequence[str]], widths: Se
     return "\n".join(lines)
 
 
+def _terminal_headline(ledger: Ledger) -> list[str]:
+    """The per-data-set table and the sweeps it rests on (with ``claims.datasets``)."""
+    header = dataset_header(ledger)
+    widths = [5, *(max(12, len(d)) for d in ledger.datasets), 8, 12]
+    sweeps = [
+        f"  {study} on {dataset}: " + ", ".join(f"{link.label} {link.url}" for link in links)
+        if links
+        else f"  {study} on {dataset}: no usable sweep"
+        for study, row in sweep_links(ledger).items()
+        for dataset, links in row.items()
+    ]
+    return [
+        f"== Claims per data set ({len(ledger.datasets)} data sets) ==\n"
+        + "each training claim's studies run on each data set; "
+        + DATASETS_NOTE
+        + ":\n"
+        + _wrap_table(header, dataset_rows(ledger), widths),
+        "the sweeps (parent runs) each column rests on:\n" + "\n".join(sweeps),
+    ]
+
+
 def render_terminal(ledger: Ledger, output_dir: Path | None = None) -> str:
-    """The ledger table (claim | says | measured | verdict | rule) and what it rests on."""
+    """The ledger table (claim | says | measured | verdict | rule) and what it rests on; with
+    ``claims.datasets`` the per-data-set table comes first, as the headline."""
     # The combination rule is the same for every claim: say it once, under the table.
     rows = [
         [r.claim, r.says, r.measured, r.verdict.upper(), r.rule.removesuffix("; " + PARTS_RULE)]
         for r in ledger.results
     ]
     parts = [
+        *(_terminal_headline(ledger) if ledger.datasets else []),
         "== Claims ledger ==",
         _wrap_table(
             ["claim", "what the tutorial says", "what was measured", "verdict", "rule"],
@@ -111,15 +153,6 @@ def render_terminal(ledger: Ledger, output_dir: Path | None = None) -> str:
         f"verdicts: {_count_line(ledger)}. A claim with several parts: {PARTS_RULE}.",
         f"rules: {ledger.protocol} (docs/CLAIMS.md, Protocol).",
     ]
-    if ledger.datasets:
-        header = dataset_header(ledger)
-        widths = [5, *(max(12, len(d)) for d in ledger.datasets), 8, 12]
-        parts.append(
-            "per data set (each training claim's studies run on each; "
-            + DATASETS_NOTE
-            + "):\n"
-            + _wrap_table(header, dataset_rows(ledger), widths)
-        )
     if ledger.stability:
         parts.append(
             "stability (each training claim on two disjoint seed sets):\n"
@@ -157,6 +190,24 @@ def _md_links(links: Sequence[Link]) -> str:
     return ", ".join(f"[{link.label}]({link.url})" for link in links)
 
 
+def _md_link(text: str, link: Link | None) -> str:
+    return f"[{text}]({link.url})" if link is not None else text
+
+
+def _linked_dataset_rows(
+    ledger: Ledger, linked: Callable[[str, Link | None], str]
+) -> list[list[str]]:
+    """``dataset_rows`` with each data set's verdict linked to its study's sweep."""
+    rows = []
+    for r, row in zip(
+        [r for r in ledger.results if r.per_dataset], dataset_rows(ledger), strict=True
+    ):
+        links = {d.dataset: d.link for d in r.per_dataset}
+        cells = [linked(c, links.get(d)) for c, d in zip(row[1:-2], ledger.datasets, strict=True)]
+        rows.append([row[0], *cells, *row[-2:]])
+    return rows
+
+
 def render_markdown(ledger: Ledger) -> str:
     """The ledger as Markdown: summary table, then each claim's parts with their rules."""
     lines = [
@@ -173,12 +224,22 @@ def render_markdown(ledger: Ledger) -> str:
             "",
             "## Per data set",
             "",
-            f"Each training claim's studies run on each data set; {DATASETS_NOTE}.",
+            f"Each training claim's studies run on each data set; {DATASETS_NOTE}. Each verdict "
+            "links to the sweep it comes from.",
             "",
             "| " + " | ".join(header) + " |",
         ]
         lines.append("|" + "---|" * len(header))
-        lines += ["| " + " | ".join(row) + " |" for row in dataset_rows(ledger)]
+        lines += ["| " + " | ".join(row) + " |" for row in _linked_dataset_rows(ledger, _md_link)]
+        sweeps = sweep_links(ledger)
+        lines += ["", "Sweeps:", "", "| " + " | ".join(sweep_header(ledger)) + " |"]
+        lines.append("|" + "---|" * len(sweep_header(ledger)))
+        lines += [
+            f"| {study} | "
+            + " | ".join(_md_links(row.get(d, ())) or "-" for d in ledger.datasets)
+            + " |"
+            for study, row in sweeps.items()
+        ]
     lines += [
         *(["", "## Every claim"] if ledger.datasets else []),
         "",
@@ -248,21 +309,35 @@ def render_html(ledger: Ledger) -> str:
         f"<p class='protocol'>Rules: {e(ledger.protocol)} (docs/CLAIMS.md, Protocol).</p>",
     ]
     if ledger.datasets:
+        links = {r.claim: {d.dataset: d.link for d in r.per_dataset} for r in ledger.results}
+
+        def cell(claim: str, column: str, text: str) -> str:
+            link = links.get(claim, {}).get(column)
+            shown = f'<a href="{e(link.url)}">{e(text)}</a>' if link is not None else e(text)
+            kind = f" class='{_css(text)}'" if text in _VERDICT_NAMES else ""
+            return f"<td{kind}>{shown}</td>"
+
+        columns = ["claim", *ledger.datasets, "holds on", "verdict"]
         body.append(
             f"<h2>Per data set</h2><p>Each training claim's studies run on each data set; "
-            f"{e(DATASETS_NOTE)}.</p><table><thead><tr>"
+            f"{e(DATASETS_NOTE)}. Each verdict links to the sweep it comes from.</p>"
+            "<table><thead><tr>"
             + "".join(f"<th>{e(h)}</th>" for h in dataset_header(ledger))
             + "</tr></thead><tbody>"
             + "".join(
                 "<tr>"
-                + "".join(
-                    f"<td class='{_css(c)}'>{e(c)}</td>"
-                    if c in _VERDICT_NAMES
-                    else f"<td>{e(c)}</td>"
-                    for c in row
-                )
+                + "".join(cell(row[0], c, t) for c, t in zip(columns, row, strict=True))
                 + "</tr>"
                 for row in dataset_rows(ledger)
+            )
+            + "</tbody></table><h3>Sweeps</h3><table><thead><tr>"
+            + "".join(f"<th>{e(h)}</th>" for h in sweep_header(ledger))
+            + "</tr></thead><tbody>"
+            + "".join(
+                f"<tr><td>{e(study)}</td>"
+                + "".join(f"<td>{_html_links(row.get(d, ())) or '-'}</td>" for d in ledger.datasets)
+                + "</tr>"
+                for study, row in sweep_links(ledger).items()
             )
             + "</tbody></table>"
         )
@@ -365,6 +440,7 @@ def ledger_json(ledger: Ledger) -> dict[str, object]:
                 "links": [dataclasses.asdict(link) for link in ledger.links(r)],
                 "notes": list(r.notes),
                 "per_dataset": {d.dataset: str(d.verdict) for d in r.per_dataset},
+                "per_dataset_sweeps": {d.dataset: d.link.url for d in r.per_dataset if d.link},
                 "holds_on": r.holds_on,
                 "parts": [part(p) for p in r.parts],
             }
@@ -375,6 +451,7 @@ def ledger_json(ledger: Ledger) -> dict[str, object]:
                 "study": s.study,
                 "dataset": s.dataset,
                 "parent_run_id": s.parent.run_id if s.parent else None,
+                "parent_run_url": link.url if (link := s.parent_link()) else None,
                 "n_seeds": s.n_seeds,
                 "seeds": list(s.seeds),
                 "config_hash": s.config_hash,

@@ -30,13 +30,16 @@ class DatasetVerdict:
 
     Attributes:
         dataset: the data set's name.
-        verdict: the claim's verdict from the studies run on it.
+        verdict: the claim's verdict from the studies run on it (NOT_APPLICABLE: the claim
+            does not apply to it).
         measured: the key numbers, in one line.
+        link: the sweep parent run of the claim's study on this data set (None: no study).
     """
 
     dataset: str
     verdict: Verdict
     measured: str
+    link: Link | None = None
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,16 @@ class StudyEvidence:
     date: str = ""
     dataset: str = ""
 
+    def parent_link(self) -> Link | None:
+        """A link to the sweep's parent run in the MLflow UI (None: no usable sweep)."""
+        if self.parent is None:
+            return None
+        address = connection.ui_address(self.tracking_uri)
+        return Link(
+            f"sweep {self.parent.run_id[:8]}",
+            connection.run_url(self.parent.experiment_id, self.parent.run_id, address),
+        )
+
     def describe(self) -> str:
         """One line: which sweep, how many seeds and runs, and whether the ledger ran it."""
         name = f"{self.study} on {self.dataset}" if self.dataset else self.study
@@ -262,8 +275,9 @@ class EarlyMeasurements:
     Attributes:
         config_hash: ``resume.training_config_hash`` of the config measured with.
         results: claim id -> its result.
-        definitions: study -> its definition (``runner.study_definition``, the study's own
-            data set): what the ledger looks for in the store.
+        definitions: study -> its definition (``runner.study_definition``) on its own data
+            set, and "study@data set" -> on each of ``claims.datasets``
+            (``ledger.definition_key``): what the ledger looks for in the store.
     """
 
     config_hash: str

@@ -18,7 +18,6 @@ from typing import Protocol
 from omegaconf import OmegaConf, open_dict
 
 from xent_tf.config import to_config
-from xent_tf.track import writing
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +111,8 @@ def study_definition(
     datasets = [dataset] if dataset else str(swept).split(",") if swept else [str(cfg.data.name)]
     with open_dict(cfg):
         del cfg["hydra"]
+    from xent_tf.track import writing  # MLflow: not imported by a launcher checking names
+
     flat = writing.flatten(dataclasses.asdict(to_config(cfg)))
     definition = {name: flat[name] for name in DEFINING_PARAMS if name in flat}
     definition[DATA_SETS_KEY] = ",".join(sorted(d.strip() for d in datasets))

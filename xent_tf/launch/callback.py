@@ -356,9 +356,16 @@ class MlflowSweepCallback(Callback):
 
     An interrupted sweep (Ctrl-C, a crash in the launcher) ends its parent KILLED at exit
     rather than leaving it RUNNING.
+
+    Args:
+        job_lines: print a line per finished job and the report's text (false: a process that
+            runs many sweeps prints a line per sweep itself, ``experiments/reproduce.py
+            --datasets``; both still go to the jobs' logs and MLflow). Set with
+            ``+hydra.callbacks.mlflow_sweep.job_lines=false``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, job_lines: bool = True) -> None:
+        self.job_lines = job_lines
         self.parent: ParentRun | None = None
         # {config hash: its FINISHED run} of a resumed parent: those jobs are skipped.
         self.finished: dict[str, FinishedJob] = {}
@@ -476,7 +483,8 @@ class MlflowSweepCallback(Callback):
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         """Print the job's progress line (from the process that ran it)."""
-        progress.restore_console()
+        if self.job_lines:  # else the worker stays quiet between jobs too (replica batches)
+            progress.restore_console()
         if self.progress is None:
             return
         if job_return.status == JobStatus.FAILED:
@@ -491,6 +499,9 @@ class MlflowSweepCallback(Callback):
             int(config.seed),
             list(config.hydra.overrides.task),
         )
+        if not self.job_lines:
+            self.progress.count_only()
+            return
         try:
             self.progress.job_done(name, text, time.monotonic() - _job_started)
         except Exception as error:  # a progress line is never worth failing a job for
@@ -541,7 +552,8 @@ class MlflowSweepCallback(Callback):
             # this report while the next sweep is planned and trained; the process waits for
             # it (``drain``) before it reads the studies. Should the worker die first, the
             # parent run is marked KILLED at exit (``_end_if_still_running``).
-            pool.submit(functools.partial(_report_and_end, self.sweep_dir, self.parent, _say))
+            say = _say if self.job_lines else log.debug  # the caller prints a line per sweep
+            pool.submit(functools.partial(_report_and_end, self.sweep_dir, self.parent, say))
 
     def _end_if_still_running(self) -> None:
         if self.parent is None:

@@ -136,6 +136,12 @@ class SweepProgress:
         console.print(escape(line), style=style)
         return line
 
+    def count_only(self) -> None:
+        """Count one finished job without printing its line (the sweep's caller prints its
+        own)."""
+        with contextlib.suppress(Exception):  # a count is never worth failing a job for
+            self._count_one()
+
     def _count_one(self) -> tuple[int, int, int]:
         """(this job's number, jobs left out, jobs trained): the shared file's count + 1 under
         a lock, else in memory."""

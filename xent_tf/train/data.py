@@ -1,4 +1,5 @@
-"""Data sources (make_classification, scikit-learn's bundled sets, CSV files) and their splits.
+"""Data sources (make_classification, make_moons, make_circles, scikit-learn's bundled sets, CSV
+files) and their splits.
 
 Every source gives a table of features and integer class labels 0..k-1; the split protocol and
 the scaling are shared: held-out test rows first, then train/validation; features standardised
@@ -16,14 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import sklearn.datasets
-from sklearn.datasets import make_classification
+from sklearn.datasets import make_circles, make_classification, make_moons
 from sklearn.model_selection import train_test_split
 
 from xent_tf.config import (
     BundledDataConfig,
     CsvDataConfig,
     DataConfig,
+    MakeCirclesConfig,
     MakeClassificationConfig,
+    MakeMoonsConfig,
 )
 
 
@@ -180,9 +183,7 @@ def _load(config: DataConfig) -> Dataset:
 
 @_load.register
 def _make_classification(config: MakeClassificationConfig) -> Dataset:
-    """C16's protocol: the last ``n_test`` rows are the test set; the rest are split into train
-    and validation with ``train_test_split(test_size=val_fraction, random_state=split_seed)``.
-    """
+    """C16's data (``_last_rows_test_split``), with label noise and class weights."""
     x, y = make_classification(
         n_samples=config.n_samples,
         n_features=config.n_features,
@@ -190,8 +191,44 @@ def _make_classification(config: MakeClassificationConfig) -> Dataset:
         n_redundant=config.n_redundant,
         n_classes=config.n_classes,
         n_clusters_per_class=config.n_clusters_per_class,
+        weights=config.weights,
+        flip_y=config.flip_y,
         random_state=config.random_state,
     )
+    return _last_rows_test_split(x, y, config.n_classes, config, "make_classification")
+
+
+@_load.register
+def _make_moons(config: MakeMoonsConfig) -> Dataset:
+    """Two interleaving half circles; split as ``make_classification``'s rows are."""
+    x, y = make_moons(
+        n_samples=config.n_samples, noise=config.noise, random_state=config.random_state
+    )
+    return _last_rows_test_split(x, y, 2, config, "make_moons")
+
+
+@_load.register
+def _make_circles(config: MakeCirclesConfig) -> Dataset:
+    """A circle inside another; split as ``make_classification``'s rows are."""
+    x, y = make_circles(
+        n_samples=config.n_samples,
+        noise=config.noise,
+        factor=config.factor,
+        random_state=config.random_state,
+    )
+    return _last_rows_test_split(x, y, 2, config, "make_circles")
+
+
+def _last_rows_test_split(
+    x: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    config: MakeClassificationConfig | MakeMoonsConfig | MakeCirclesConfig,
+    source: str,
+) -> Dataset:
+    """C16's protocol for generated rows: the last ``n_test`` rows are the test set; the rest
+    are split into train and validation with ``train_test_split(test_size=val_fraction,
+    random_state=split_seed)``."""
     x = x.astype(np.float32)
     y = y.astype(np.int32)
     n_fit = config.n_samples - config.n_test
@@ -202,11 +239,11 @@ def _make_classification(config: MakeClassificationConfig) -> Dataset:
         train=Split(x_train, y_train),
         val=Split(x_val, y_val),
         test=Split(x[n_fit:], y[n_fit:]),
-        n_classes=config.n_classes,
+        n_classes=n_classes,
         name=config.name,
-        source="make_classification",
-        class_names=tuple(str(c) for c in range(config.n_classes)),
-        feature_names=tuple(f"x{i}" for i in range(config.n_features)),
+        source=source,
+        class_names=tuple(str(c) for c in range(n_classes)),
+        feature_names=tuple(f"x{i}" for i in range(x.shape[1])),
     )
 
 

@@ -56,6 +56,7 @@ from xent_tf.train.replicas import (
     bytes_per_replica,
     dense_layers,
     replicas_that_fit,
+    reusable_trainer,
 )
 from xent_tf.train.runtime import DeviceChoice, configure_runtime
 from xent_tf.train.training import (
@@ -265,13 +266,14 @@ def train_batch(
     epochs, batch_size = first.trainer.epochs, first.trainer.batch_size
     with tf.device(device.name):
         train, val, test = tensor_splits(data, spec)
-        trainer = ReplicaTrainer.from_weights(
+        trainer = reusable_trainer(
             template,
             weights,
             spec.loss,
             OptimizerRule.of(build_optimizer(first.optimizer)),
             batch_size,
             first.loss.from_logits,
+            device.name,
         )
         range_tests: list[RangeTestResult | None] = [None] * len(configs)
         base_rates: list[float | None] = [c.optimizer.learning_rate for c in configs]

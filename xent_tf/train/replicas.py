@@ -29,7 +29,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import json
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -209,6 +211,30 @@ class _TrainedEpoch:
     ends: Future[tuple[list[Evaluation], list[Evaluation]]]
 
 
+def _by_layer(
+    template: keras.Model, weights: Sequence[Sequence[np.ndarray]]
+) -> list[list[list[np.ndarray]]]:
+    """``weights[k]`` (in ``template.get_weights()``'s order) as [[kernel, bias] per layer].
+
+    Raises:
+        ValueError: no weights, or weights of another shape than the template's.
+    """
+    if not weights:
+        raise ValueError("weights is empty: a replica batch needs at least one replica")
+    layers = dense_layers(template)
+    shapes = [tuple(w.shape) for w in template.get_weights()]
+    per_replica = []
+    for k, replica in enumerate(weights):
+        if [tuple(w.shape) for w in replica] != shapes:
+            raise ValueError(
+                f"replica {k}'s weights have shapes {[tuple(w.shape) for w in replica]}; "
+                f"the template's are {shapes}"
+            )
+        pairs = iter(replica)
+        per_replica.append([[next(pairs), next(pairs)] for _ in layers])
+    return per_replica
+
+
 class ReplicaTrainer:
     """Compiled train-epoch and evaluate functions for K stacked copies of one MLP.
 
@@ -278,21 +304,8 @@ class ReplicaTrainer:
             NotReplicableError: the template is not a Dense chain.
             ValueError: no weights, or weights of another shape than the template's.
         """
-        if not weights:
-            raise ValueError("weights is empty: a replica batch needs at least one replica")
-        layers = dense_layers(template)
-        shapes = [tuple(w.shape) for w in template.get_weights()]
-        per_replica = []
-        for k, replica in enumerate(weights):
-            if [tuple(w.shape) for w in replica] != shapes:
-                raise ValueError(
-                    f"replica {k}'s weights have shapes {[tuple(w.shape) for w in replica]}; "
-                    f"the template's are {shapes}"
-                )
-            pairs = iter(replica)
-            per_replica.append([[next(pairs), next(pairs)] for _ in layers])
         trainer = cls.__new__(cls)
-        trainer._setup(template, per_replica, loss, rule, batch_size, from_logits)
+        trainer._setup(template, _by_layer(template, weights), loss, rule, batch_size, from_logits)
         return trainer
 
     def _setup(
@@ -337,6 +350,36 @@ class ReplicaTrainer:
         self._compiled_evaluates: dict[bool, tf.types.experimental.PolymorphicFunction] = {}
         self._compiled_epoch_end: tf.types.experimental.PolymorphicFunction | None = None
         self._exported: keras.Model | None = None
+
+    def restart(self, template: keras.Model, weights: Sequence[Sequence[np.ndarray]]) -> None:
+        """Start again from new weights, as a new trainer of the same graph would: the
+        replicas' weights replaced, the optimizer's state and step count zero, the traced
+        functions kept (``reusable_trainer``: a worker's next batch skips their tracing).
+
+        Args:
+            template: a model of the same architecture (the exports clone it).
+            weights: per replica, the weights in the order of ``template.get_weights()``.
+
+        Raises:
+            ValueError: another number of replicas, or weights of another shape.
+        """
+        if len(weights) != self.n_replicas:
+            raise ValueError(
+                f"{len(weights)} replicas given to a trainer of {self.n_replicas}: its graph "
+                "is traced for that many"
+            )
+        per_replica = _by_layer(template, weights)
+        rows = [
+            np.concatenate([np.reshape(w, -1) for layer in replica for w in layer])
+            for replica in per_replica
+        ]
+        self.flat.assign(np.stack(rows).astype(np.float32))
+        self.iterations.assign(0)
+        for slot in self.slots:
+            slot.assign(tf.zeros_like(slot))
+        self.layers = dense_layers(template)
+        self.template = template
+        self._exported = None
 
     # --- the maths -------------------------------------------------------------------------
 
@@ -920,3 +963,72 @@ def _until_not_finite(losses: np.ndarray) -> np.ndarray:
     """The losses up to and including the first non-finite one (what the single run takes)."""
     bad = np.flatnonzero(~np.isfinite(losses))
     return losses[: bad[0] + 1] if len(bad) else losses
+
+
+# A worker's trainers by graph (``reusable_trainer``): tracing a batch's functions (an epoch,
+# its end, the evaluation, the range test) cost about half of the batches' training time in a
+# profile of small studies, and a study's batches, the studies that train one model with one
+# loss and rule, and one study on data sets of one shape, share graphs. Bounded, since each
+# holds its replicas' weights and traced graphs (a few MB).
+_TRAINERS: OrderedDict[tuple[object, ...], ReplicaTrainer] = OrderedDict()
+MAX_KEPT_TRAINERS = 16
+
+
+def trainer_key(
+    template: keras.Model,
+    n_replicas: int,
+    loss: keras.losses.Loss,
+    rule: OptimizerRule,
+    batch_size: int,
+    from_logits: bool,
+    device: str,
+) -> tuple[object, ...]:
+    """What a trainer's traced functions depend on: the architecture (input width, each
+    layer's units and activation function), the replica count, the loss (class and
+    settings), the update rule, the batch size, the output kind and the device."""
+    layers = dense_layers(template)
+    return (
+        int(template.inputs[0].shape[-1]),
+        tuple((la.units, la.activation) for la in layers),
+        n_replicas,
+        type(loss).__qualname__,
+        json.dumps(loss.get_config(), sort_keys=True, default=str),
+        rule,
+        batch_size,
+        from_logits,
+        device,
+    )
+
+
+def reusable_trainer(
+    template: keras.Model,
+    weights: Sequence[Sequence[np.ndarray]],
+    loss: keras.losses.Loss,
+    rule: OptimizerRule,
+    batch_size: int,
+    from_logits: bool,
+    device: str,
+) -> ReplicaTrainer:
+    """``ReplicaTrainer.from_weights``, or this process's trainer of the same graph
+    (``trainer_key``) restarted from ``weights``: the same numbers, without tracing again.
+
+    Args:
+        template, weights, loss, rule, batch_size, from_logits: as for ``from_weights``.
+        device: the device the caller builds the trainer under (``tf.device``).
+
+    Returns:
+        The trainer, valid until the next call (which may restart it): a worker trains and
+        records a batch before it starts the next.
+    """
+    key = trainer_key(template, len(weights), loss, rule, batch_size, from_logits, device)
+    trainer = _TRAINERS.pop(key, None)
+    if trainer is None:
+        trainer = ReplicaTrainer.from_weights(
+            template, weights, loss, rule, batch_size, from_logits
+        )
+    else:
+        trainer.restart(template, weights)
+    _TRAINERS[key] = trainer
+    while len(_TRAINERS) > MAX_KEPT_TRAINERS:
+        _TRAINERS.popitem(last=False)
+    return trainer
