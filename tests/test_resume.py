@@ -170,7 +170,7 @@ def test_a_damaged_finished_jobs_file_is_refused_naming_it(tmp_path: Path, text:
 
 @pytest.mark.parametrize("text", ['{"run_id": "abc", "experim', '{"run_id": "abc"}', "null"])
 def test_a_damaged_parent_file_is_refused_naming_it(tmp_path: Path, text: str) -> None:
-    from xent_tf.sweep import ResumeRefusedError, parent_for_sweep
+    from xent_tf.launch.callback import ResumeRefusedError, parent_for_sweep
 
     (tmp_path / "mlflow_parent.json").write_text(text)
     with pytest.raises(ResumeRefusedError, match=r"mlflow_parent.json is damaged \(.*new hydra"):
