@@ -20,7 +20,9 @@ from tests.integration.services import ROOT, TINY, stop_group, wait_until
 
 pytestmark = pytest.mark.integration
 
-STUDIES = {"lr_sweep": 8, "lr_range_test": 6}  # study: its jobs with 2 seeds
+# study: its jobs with 2 seeds (annealing's 5 schedules; lr_sweep's 10 grid rates and 3
+# suggestion arms)
+STUDIES = {"annealing": 10, "lr_sweep": 26}
 
 
 def _make_reproduce(store: str, cwd: Path) -> subprocess.Popen[bytes]:
@@ -29,7 +31,7 @@ def _make_reproduce(store: str, cwd: Path) -> subprocess.Popen[bytes]:
     arguments = [
         *TINY,
         f"tracking.uri={store}",
-        "'claims.only=[C2,C13,C14]'",
+        "'claims.only=[C2,C13,C14,C15]'",
         "claims.seeds=2",
         "claims.run_missing=false",
     ]
@@ -122,7 +124,7 @@ def test_an_interrupted_make_reproduce_started_again_trains_only_what_is_missing
     for run in finished:  # every epoch once (+debug=tiny: 2 epochs)
         assert second_sweep.points[run.info.run_id]["val/loss"] == [1, 2]
     assert list(_runs(client, "claims").values()) == ["FINISHED"]
-    # The ledger judged C13 and C14 on the tiny studies make reproduce ran (ARGS has
+    # The ledger judged C13, C14 and C15 on the tiny studies make reproduce ran (ARGS has
     # +debug=tiny): found in the store, none run again (run_missing=false would leave them out).
     ledger = json.loads(next(tmp_path.glob("outputs/*/*/claims.json")).read_text())
     studies = {s["study"]: s for s in ledger["studies"]}
