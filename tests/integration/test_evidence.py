@@ -19,11 +19,11 @@ from tests.integration.services import ROOT, TINY
 pytestmark = pytest.mark.integration
 
 DATASETS = ("reference", "moons")  # +debug=tiny shrinks generated sets only
-JOBS = 16  # lr_sweep: 4 rates x seeds 0-3 (two seed sets of 2)
+JOBS = 20  # annealing: 5 schedules x seeds 0-3 (two seed sets of 2)
 
 
 def _make_evidence(store: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    arguments = [*TINY, f"tracking.uri={store}", "'claims.only=[C13]'", "claims.seeds=2"]
+    arguments = [*TINY, f"tracking.uri={store}", "'claims.only=[C15]'", "claims.seeds=2"]
     return subprocess.run(
         [
             "make",
@@ -36,7 +36,7 @@ def _make_evidence(store: str, cwd: Path) -> subprocess.CompletedProcess[str]:
             "-o",
             f"{sys.prefix}/.installed-reference",
             f"DATASETS={' '.join(DATASETS)}",
-            "STUDIES=lr_sweep",
+            "STUDIES=annealing",
             f"ARGS={' '.join(arguments)}",
         ],
         cwd=cwd,
@@ -53,27 +53,27 @@ def test_make_evidence_judges_each_data_set_and_resumes_without_training(tmp_pat
     assert first.returncode == 0, (first.stdout + first.stderr)[-5000:]
     lines = [line for line in first.stdout.splitlines() if re.match(r"\[\d+/2\] ", line)]
     assert [line.split(":")[0] for line in lines] == [
-        "[1/2] lr_sweep on reference",
-        "[2/2] lr_sweep on moons",
+        "[1/2] annealing on reference",
+        "[2/2] annealing on moons",
     ]
     assert all(f": {JOBS} jobs trained in " in line for line in lines), lines
     assert "ETA" in lines[0] and lines[1].endswith("all units done")
     client = MlflowClient(store)
-    experiment = client.get_experiment_by_name("lr_sweep")
+    experiment = client.get_experiment_by_name("annealing")
     assert experiment is not None
     parents = client.search_runs([experiment.experiment_id], "tags.`xent.sweep_dir` != ''")
     assert len(parents) == 2  # one sweep per data set, both seed sets in it
     (claims_json,) = tmp_path.glob("outputs/claims/*/claims.json")
     ledger = json.loads(claims_json.read_text())
     assert ledger["datasets"] == list(DATASETS)
-    (c13,) = ledger["claims"]
-    assert set(c13["per_dataset"]) == set(DATASETS)
-    # each data set's verdict links to the parent run of lr_sweep on it
+    (c15,) = ledger["claims"]
+    assert set(c15["per_dataset"]) == set(DATASETS)
+    # each data set's verdict links to the parent run of annealing on it
     by_dataset = {s["dataset"]: s for s in ledger["studies"]}
     for dataset in DATASETS:
         parent = by_dataset[dataset]["parent_run_id"]
         assert f"data={dataset}" in client.get_run(parent).data.tags["hydra.overrides"]
-        assert c13["per_dataset_sweeps"][dataset].endswith(f"/runs/{parent}/model-metrics")
+        assert c15["per_dataset_sweeps"][dataset].endswith(f"/runs/{parent}/model-metrics")
     assert ledger["stability"] and {row["dataset"] for row in ledger["stability"]} == set(DATASETS)
     assert "== Claims per data set (2 data sets) ==" in first.stdout
     runs_before = len(client.search_runs([experiment.experiment_id]))
