@@ -63,7 +63,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     # Short: Ray's socket paths live under it and must fit in 107 characters.
     tmpdir = tempfile.mkdtemp(prefix="xr-", dir="/tmp")
     log = tmp_path_factory.mktemp("ray-cluster") / "cluster.log"
-    started = LocalCluster.start(2, 1, tmpdir, log)
+    try:
+        started = LocalCluster.start(2, 1, tmpdir, log)
+    except BaseException:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        raise
     try:
         assert [n["ip"] for n in started.nodes] == ["127.0.0.1"] * 3, started.nodes
         assert non_loopback_sockets([started.process.pid]) == []
