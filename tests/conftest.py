@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Ray reports usage to its makers' server by default: tests send traffic to loopback only
+# (inherited by every Ray process a test starts).
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 
 from collections.abc import Callable
 from pathlib import Path
