@@ -193,7 +193,13 @@ def test_every_option_file_extends_a_registered_schema_and_every_schema_is_used(
 
 
 def test_option_kinds_and_schemas() -> None:
-    assert option_kinds("data") == ("make_classification", "sklearn", "csv")
+    assert option_kinds("data") == (
+        "make_classification",
+        "make_moons",
+        "make_circles",
+        "sklearn",
+        "csv",
+    )
     assert option_kinds("model") == ("mlp", "keras")
     assert option_kinds("optimizer") == ("adam", "sgd")
     assert option_schema("optimizer", "sgd") is SgdConfig

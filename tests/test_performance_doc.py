@@ -81,7 +81,7 @@ def test_render_gives_the_summary_and_each_sections_rows() -> None:
     ]
     assert lines[summary + 6 : summary + 8] == [
         "",
-        "Not in the results file: reference, wider, sweep, scaling "
+        "Not in the results file: reference, wider, sweep, scaling, evidence, evidence-full "
         '(`make bench ARGS="--only NAME"` measures one section).',
     ]
 

@@ -142,7 +142,7 @@ def test_without_torch_nothing_is_labelled_pytorch(monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
     result = semantics.weighted_reduction_semantics(seed=0)
     reason = semantics.torch_reference(result)
-    assert isinstance(reason, str) and reason.startswith("not measured (torch not installed")
+    assert isinstance(reason, str) and reason.startswith("not measured (PyTorch not installed")
 
 
 def test_ignore_class_is_validated() -> None:
