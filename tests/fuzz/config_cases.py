@@ -279,8 +279,9 @@ def _make_classification(draw: st.DrawFn, n_classes_max: int) -> dict[str, Any]:
     """make_classification's counts, consistent with each other and with the split."""
     n_features = draw(st.integers(2, 12))
     n_informative = draw(st.integers(1, n_features))
-    clusters = draw(st.integers(1, 2))
-    n_classes = draw(st.integers(2, max(2, min(n_classes_max, 2**n_informative // clusters))))
+    # n_classes * clusters <= 2**n_informative, with n_classes >= 2
+    clusters = draw(st.integers(1, min(2, 2**n_informative // 2)))
+    n_classes = draw(st.integers(2, min(n_classes_max, 2**n_informative // clusters)))
     return {
         "data.n_samples": draw(st.integers(200, 500)),
         "data.n_features": n_features,
@@ -515,6 +516,11 @@ def _cross_field(draw: st.DrawFn, choices: Choices) -> Case:
         values["data.n_clusters_per_class"] = 2
         values["data.n_classes"] = draw(st.integers(2**informative // 2 + 1, 2**informative + 3))
         return Case("config: cross-field", choices.overrides(), ("data.n_clusters_per_class",))
+    # Only n_test may be wrong: the other counts valid for any n_features (the default
+    # n_informative=10 is not, and its own check would fire first).
+    values["data.n_informative"] = 1
+    values["data.n_redundant"] = 0
+    values["data.n_clusters_per_class"] = 1
     samples = draw(st.integers(10, 400))
     values["data.n_samples"] = samples
     values["data.n_test"] = draw(st.integers(samples, samples + 100))
