@@ -63,10 +63,10 @@ def tiny_study(store: Path, uri: str) -> api.StudyResult:
 def test_study_runs_table_is_what_mlflow_holds(tiny_study: api.StudyResult, uri: str) -> None:
     runs = tiny_study.runs
     assert list(runs.columns) == RUN_COLUMNS
-    assert len(runs) == 8 and set(runs["status"]) == {"FINISHED"}
+    assert len(runs) == 12 and set(runs["status"]) == {"FINISHED"}
     assert sorted(zip(runs["loss.name"], runs["model.output_init"], runs["seed"], strict=True)) == [
         (loss, init, seed)
-        for loss in ("ce", "mse")
+        for loss in ("ce", "mse", "mse_raw")
         for init in ("saturated", "standard")
         for seed in (0, 1)
     ]
@@ -90,19 +90,25 @@ def test_study_runs_table_is_what_mlflow_holds(tiny_study: api.StudyResult, uri:
             f"{row.run_id}/model-metrics"
         )
     assert set(tiny_study.epochs.columns) >= {"train/loss", "val/acc", "grad_norm/output", "lr"}
-    # mse_vs_ce's plain SGD rate, logged as float32: 8 runs x 2 epochs.
-    assert tiny_study.epochs["lr"].tolist() == pytest.approx([0.1] * 16, rel=1e-7)
+    # mse_vs_ce's plain SGD rate, logged as float32: 12 runs x 2 epochs.
+    assert tiny_study.epochs["lr"].tolist() == pytest.approx([0.1] * 24, rel=1e-7)
 
 
 def test_study_verdicts_are_the_reports(tiny_study: api.StudyResult, uri: str) -> None:
     verdicts = tiny_study.verdicts
     assert list(verdicts.columns) == ["claim", "context", "verdict", "measured", "rule"]
     overall = verdicts[verdicts["context"] == "overall"].set_index("claim")["verdict"]
-    assert list(overall.index) == ["C12", "C12b"]
+    assert list(overall.index) == ["C12", "C12b", "C12c"]
     # The sweep's report tagged its parent run with the same verdicts.
     tags = mlflow.MlflowClient(uri).get_run(tiny_study.parent_run_id).data.tags
-    assert overall.to_dict() == {"C12": tags["verdict.C12"], "C12b": tags["verdict.C12b"]}
+    assert overall.to_dict() == {c: tags[f"verdict.{c}"] for c in ("C12", "C12b", "C12c")}
     parts = verdicts[verdicts["context"] != "overall"]
+    mechanism = parts[parts["claim"] == "C12c"]
+    assert len(mechanism) == 4  # the gradient ratio (both inits) and the mse_raw control's two
+    assert mechanism["context"].iloc[0] == (
+        "reference data, sgd, saturated init: last-layer gradient norm, mse / ce, is << 1"
+    )
+    parts = parts[parts["claim"] != "C12c"]
     assert list(parts["context"]) == [
         "reference data, sgd, standard init",
         "reference data, sgd, saturated init",
