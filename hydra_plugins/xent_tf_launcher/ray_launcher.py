@@ -22,7 +22,7 @@ try:
 
     _MISSING = ""
 except ImportError as error:  # the scale extra is not installed
-    from hydra.plugins.launcher import Launcher as _RayLauncher  # type: ignore[assignment]
+    from hydra.plugins.launcher import Launcher as _RayLauncher  # type: ignore[assignment,unused-ignore]
 
     _MISSING = str(error)
 
