@@ -399,7 +399,12 @@ def _datasets_on_seed_sets(
             for d in row.per_dataset
             if d.dataset == dataset
         )
-        per_dataset.append(DatasetVerdict(dataset, stable.verdict, measured))
+        # The sweep the data set's verdict rests on (make evidence: both seed sets in one).
+        link = next(
+            (d.link for row in rows for d in row.per_dataset if d.dataset == dataset and d.link),
+            None,
+        )
+        per_dataset.append(DatasetVerdict(dataset, stable.verdict, measured, link))
     both = _combine_seed_sets(rows, sets)
     row = dataclasses.replace(
         both,
