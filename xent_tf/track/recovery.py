@@ -24,6 +24,7 @@ from mlflow.entities import (
 )
 from mlflow.models import Model
 
+from xent_tf.metrics import VAL_LOSS_METRIC
 from xent_tf.track.artifacts import (
     METRIC_BATCH,
     MODEL_NAME,
@@ -44,10 +45,6 @@ from xent_tf.track.spool import (
 )
 
 log = logging.getLogger(__name__)
-
-
-# The final validation loss of a run: the last value of this metric (a job's return value).
-VAL_LOSS_METRIC = "val/loss"
 
 
 _DEFINITION_FILE = "study_definition.json"

@@ -21,7 +21,16 @@ import tensorflow as tf
 import yaml
 
 from xent_tf.config import Config
-from xent_tf.metrics import BATCH_LOSS_METRIC, PROBE_LOSS_METRIC
+from xent_tf.metrics import (
+    BATCH_LOSS_METRIC,
+    EPOCHS_TO_TARGET_METRIC,
+    INITIAL_VAL_ACC_METRIC,
+    INITIAL_VAL_LOSS_METRIC,
+    PROBE_LOSS_METRIC,
+    TEST_ACC_METRIC,
+    TEST_LOSS_METRIC,
+    TRAIN_SECONDS_METRIC,
+)
 from xent_tf.report import plotting
 from xent_tf.track import artifacts, connection, writing
 from xent_tf.track.identity import run_identity
@@ -385,7 +394,9 @@ def log_params(config: Config, recorder: writing.RunRecorder, n_params: int, dat
 def log_initial(recorder: writing.RunRecorder, initial: Evaluation) -> None:
     """The untrained model's validation numbers (step 0): the baseline "diverged" is judged
     against."""
-    recorder.log_metrics({"val/initial_loss": initial.loss, "val/initial_acc": initial.accuracy}, 0)
+    recorder.log_metrics(
+        {INITIAL_VAL_LOSS_METRIC: initial.loss, INITIAL_VAL_ACC_METRIC: initial.accuracy}, 0
+    )
 
 
 def finish_run(
@@ -426,12 +437,12 @@ def finish_run(
         writing.log_series_artifact(recorder, PROBE_LOSS_METRIC, result.probe_losses, output_dir)
     reached = epochs_to_target(result.history, config.trainer.target_val_acc)
     final_metrics = {
-        "test/loss": on_test.loss,
-        "test/acc": on_test.accuracy,
-        "train_seconds": result.train_seconds,
+        TEST_LOSS_METRIC: on_test.loss,
+        TEST_ACC_METRIC: on_test.accuracy,
+        TRAIN_SECONDS_METRIC: result.train_seconds,
     }
     if reached is not None:
-        final_metrics["epochs_to_target"] = float(reached)
+        final_metrics[EPOCHS_TO_TARGET_METRIC] = float(reached)
     recorder.log_metrics(final_metrics, step=config.trainer.epochs)
     save_loss_curve(result.history, output_dir, recorder, config)
     record_inputs_and_model(config, data, model, recorder, output_dir, save_model)
