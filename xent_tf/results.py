@@ -35,6 +35,7 @@ from xent_tf.metrics import (
     VAL_SATURATED_METRIC,
     grad_norm_metric,
 )
+from xent_tf.track.run_record import RunStatus
 
 if TYPE_CHECKING:
     from xent_tf.claims.study_report import StudyReport
@@ -317,7 +318,7 @@ class StudyResult:
                     "run_id": record.run_id,
                     "variant": variant.label,
                     "seed": record.seed,
-                    "status": record.status,
+                    "status": str(record.status),  # plain text in the table
                 }
                 row.update({p: record.params.get(p, "") for p in group_by})
                 row.update({c: record.final.get(m, math.nan) for c, m in _FINAL_COLUMNS.items()})
@@ -383,7 +384,7 @@ class StudyResult:
 
     def _repr_html_(self) -> str:
         n_runs = len(self.runs)
-        finished = int((self.runs["status"] == "FINISHED").sum()) if n_runs else 0
+        finished = int((self.runs["status"] == RunStatus.FINISHED).sum()) if n_runs else 0
         parts = [
             f"<h4>{html.escape(self.title)}: {finished}/{n_runs} runs finished</h4>",
             f"<p>Sweep parent run {_link(self.url, self.parent_run_id)} "

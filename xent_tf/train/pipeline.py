@@ -35,6 +35,7 @@ from xent_tf.report import plotting
 from xent_tf.track import artifacts, connection, writing
 from xent_tf.track.identity import run_identity
 from xent_tf.track.resume import CONFIG_HASH_TAG, training_config_hash
+from xent_tf.track.run_record import divergence_tags
 from xent_tf.train.build import RunParts, build_run
 from xent_tf.train.data import Dataset, majority_share, prior_loss
 from xent_tf.train.losses import resolved_loss_name
@@ -51,6 +52,7 @@ from xent_tf.train.training import (
     EpochRecord,
     Evaluation,
     FitResult,
+    NonFiniteLossError,
     TensorSplit,
     fit,
     probe_split,
@@ -216,7 +218,8 @@ def run_experiment(
             stopped answering during the run (the run could not be ended; the sweep's end
             marks it FAILED).
         writing.RunTerminated: the process got SIGTERM (the run ends KILLED).
-        training.NonFiniteLossError: the loss became NaN/inf (the run ends FAILED).
+        training.NonFiniteLossError: the loss became NaN/inf (the run ends FAILED, tagged
+            with where: ``record_divergence``).
     """
     overrides = overrides or []
     if config.tracking.enabled:
@@ -351,6 +354,8 @@ def _train_and_record(
             probe_start_epoch(config.trainer.epochs, config.trainer.probe_late_fraction),
         )
     except Exception as error:
+        if isinstance(error, NonFiniteLossError):
+            record_divergence(recorder, error.epoch, error.step)
         history = getattr(getattr(error, "result", None), "history", None)
         if history:
             save_loss_curve(history, output_dir, recorder, config)
@@ -397,6 +402,20 @@ def log_initial(recorder: writing.RunRecorder, initial: Evaluation) -> None:
     recorder.log_metrics(
         {INITIAL_VAL_LOSS_METRIC: initial.loss, INITIAL_VAL_ACC_METRIC: initial.accuracy}, 0
     )
+
+
+def record_divergence(recorder: writing.RunRecorder, epoch: int, step: int) -> None:
+    """Mark the run as one whose training loss became NaN/inf (``run_record.divergence_tags``).
+
+    The rules count such a run as a measured outcome (diverged), not a crash: they read these
+    tags, never the error's text.
+
+    Args:
+        recorder: the run's MLflow record.
+        epoch: the epoch the loss became NaN/inf in (from 1).
+        step: the step within that epoch (from 1).
+    """
+    recorder.set_tags(divergence_tags(epoch, step))
 
 
 def finish_run(
