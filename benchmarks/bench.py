@@ -738,16 +738,18 @@ def recorded_runs(uri: str) -> list[RecordedRun]:
     """
     from mlflow import MlflowClient
 
+    from xent_tf.metrics import TRAIN_SECONDS_METRIC
+
     client = MlflowClient(tracking_uri=uri)
     experiment_ids = [e.experiment_id for e in client.search_experiments()]
     runs = [
         RecordedRun(
             str(run.data.tags.get("seed")),
             int(run.info.start_time),
-            float(run.data.metrics["train_seconds"]),
+            float(run.data.metrics[TRAIN_SECONDS_METRIC]),
         )
         for run in client.search_runs(experiment_ids, max_results=1000)
-        if "train_seconds" in run.data.metrics
+        if TRAIN_SECONDS_METRIC in run.data.metrics
     ]
     return sorted(runs, key=lambda r: r.start_ms)
 

@@ -28,6 +28,7 @@ from pathlib import Path
 def measure(runs: int, workdir: Path) -> dict[str, list[float]]:
     """Seconds per record kind, one value per run after the first."""
     from xent_tf.config import MakeClassificationConfig
+    from xent_tf.metrics import VAL_ACC_METRIC, VAL_LOSS_METRIC
     from xent_tf.track import artifacts, writing
     from xent_tf.train.build import build_dataset
     from xent_tf.train.models import build_mlp
@@ -43,7 +44,7 @@ def measure(runs: int, workdir: Path) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {"datasets": [], "logged_model": [], "artifact": []}
     for index in range(runs + 1):
         with writing.open_run(uri, "records", f"run {index}") as recorder:
-            recorder.log_metrics({"val/loss": 0.5, "val/acc": 0.8}, step=1)
+            recorder.log_metrics({VAL_LOSS_METRIC: 0.5, VAL_ACC_METRIC: 0.8}, step=1)
             started = time.perf_counter()
             recorder.log_datasets(splits, "reference", {"generator": "make_classification"})
             datasets = time.perf_counter() - started

@@ -35,7 +35,7 @@ from xent_tf.claims.runner import DATA_SETS_KEY, DEFINING_PARAMS, study_definiti
 from xent_tf.claims.studies import ClaimCheck, ClaimPart
 from xent_tf.config import CLAIM_IDS, Config, MakeClassificationConfig
 from xent_tf.track import connection, reading
-from xent_tf.track.run_record import RunRecord
+from xent_tf.track.run_record import RunRecord, divergence_tags
 
 HOLDS, CONTRADICTED, INCONCLUSIVE = Verdict.HOLDS, Verdict.CONTRADICTED, Verdict.INCONCLUSIVE
 ROOT = Path(__file__).resolve().parent.parent
@@ -395,6 +395,7 @@ def _child(
     status: str,
     error: str,
     params: dict[str, str] = DEFINITION,
+    diverged_epoch: int | None = None,
 ) -> None:
     run = client.create_run(
         experiment_id,
@@ -402,6 +403,7 @@ def _child(
             "mlflow.parentRunId": parent,
             "seed": str(seed),
             **({"error": error} if error else {}),
+            **(divergence_tags(diverged_epoch, 3) if diverged_epoch else {}),
         },
     )
     client.log_param(run.info.run_id, "optimizer.learning_rate", lr)
@@ -447,7 +449,9 @@ def test_failed_incomplete_or_debug_studies_are_named_and_not_used(
     for lr, seeds in (("0.1", (0, 1)), ("10.0", (0,))):
         for seed in seeds:
             error = "NonFiniteLossError: training loss became NaN/inf" if lr == "10.0" else ""
-            _child(client, experiment_id, gap, lr, seed, "FAILED" if error else "FINISHED", error)
+            status = "FAILED" if error else "FINISHED"
+            diverged = 1 if error else None
+            _child(client, experiment_id, gap, lr, seed, status, error, diverged_epoch=diverged)
     # A +debug=tiny sweep: complete and finished, but not the study as defined.
     debug = _parent(client, experiment_id, "lr_sweep", "FINISHED")
     for lr in ("0.1", "10.0"):
@@ -497,7 +501,9 @@ def test_study_problem_accepts_diverged_runs() -> None:
 
     def record(lr: str, seed: int, status: str = "FINISHED", error: str | None = None) -> RunRecord:
         params = {"optimizer.learning_rate": lr, **LR_SWEEP_PARAMS}
-        return RunRecord("r", params, seed, status, error=error)
+        return RunRecord(
+            "r", params, seed, status, error=error, diverged_epoch=2 if error else None
+        )
 
     diverged = "NonFiniteLossError: training loss became NaN/inf at epoch 2"
     records = [record("0.1", 0), record("0.1", 1), record("10", 0, "FAILED", diverged)]

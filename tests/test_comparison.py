@@ -407,7 +407,12 @@ def test_probe_oscillation_is_zero_for_monotone_or_frozen_curves_and_the_relativ
 def test_run_outcome_calls_a_stuck_run_diverged_or_collapsed_never_smooth() -> None:
     params = {"data.prior_loss": "0.693147", "data.majority_share": "0.5000"}
 
-    def run(train_loss: float, val_acc: float, error: str | None = None) -> RunRecord:
+    def run(
+        train_loss: float,
+        val_acc: float,
+        error: str | None = None,
+        diverged_epoch: int | None = None,
+    ) -> RunRecord:
         return RunRecord(
             "r",
             params,
@@ -415,6 +420,7 @@ def test_run_outcome_calls_a_stuck_run_diverged_or_collapsed_never_smooth() -> N
             "FAILED" if error else "FINISHED",
             history={"train/loss": [train_loss], "val/acc": [val_acc]},
             error=error,
+            diverged_epoch=diverged_epoch,
         )
 
     assert run_outcome(run(0.3, 0.9), 0.01) == RunOutcome.LEARNED
@@ -425,7 +431,7 @@ def test_run_outcome_calls_a_stuck_run_diverged_or_collapsed_never_smooth() -> N
     assert run_outcome(run(0.75, 0.62), 0.01) == RunOutcome.LEARNED
     assert run_outcome(run(math.nan, 0.5), 0.01) == RunOutcome.DIVERGED
     nan_error = "NonFiniteLossError: training loss became NaN/inf"
-    assert run_outcome(run(0.3, 0.9, nan_error), 0.01) == RunOutcome.DIVERGED
+    assert run_outcome(run(0.3, 0.9, nan_error, diverged_epoch=1), 0.01) == RunOutcome.DIVERGED
     # Below the prior's loss but the accuracy never left the majority share.
     assert run_outcome(run(0.68, 0.505), 0.01) == RunOutcome.COLLAPSED
     assert run_outcome(run(0.68, 0.505), 0.01).failed

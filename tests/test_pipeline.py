@@ -12,7 +12,9 @@ import pytest
 from mlflow import MlflowClient
 
 from xent_tf.config import Config
+from xent_tf.track import reading, writing
 from xent_tf.track.connection import TrackingUnavailableError
+from xent_tf.track.run_record import RunStatus
 from xent_tf.train import pipeline
 from xent_tf.train.pipeline import run_experiment
 from xent_tf.train.training import NonFiniteLossError
@@ -143,6 +145,39 @@ def test_nan_loss_ends_the_run_failed_with_a_message(
     assert run.info.status == "FAILED"
     assert "NaN/inf at epoch 1" in run.data.tags["error"]
     assert "plots" in {a.path for a in MlflowClient(tracking_uri).list_artifacts(run.info.run_id)}
+
+
+def test_a_diverged_run_is_tagged_where_and_read_back_as_diverged(
+    make_config: Callable[..., Config], tracking_uri: str, tmp_path: Path
+) -> None:
+    config = _with_store(
+        make_config(
+            "optimizer=sgd", "optimizer.learning_rate=1e30", "loss=mse", "trainer.epochs=2"
+        ),
+        tracking_uri,
+    )
+    parent_id, experiment_id = writing.start_parent_run(tracking_uri, "reference", "sweep", {})
+    with pytest.raises(NonFiniteLossError) as raised:
+        run_experiment(config, tmp_path, parent_run_id=parent_id)
+    assert raised.value.epoch == 1 and raised.value.step >= 1
+    client = MlflowClient(tracking_uri)
+    (child,) = client.search_runs(
+        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'"
+    )
+    assert child.info.status == "FAILED"
+    assert child.data.tags["xent.diverged_epoch"] == "1"
+    assert child.data.tags["xent.diverged_step"] == str(raised.value.step)
+    parent = reading.StudyRun(parent_id, experiment_id, "reference", "", RunStatus.RUNNING, 0)
+    (record,) = reading.fetch_children(tracking_uri, parent, ("val/loss",))
+    assert record.status is RunStatus.FAILED
+    assert record.diverged_epoch == 1 and record.diverged
+    # A run that trains to the end carries no divergence tag.
+    finished = _with_store(make_config("trainer.epochs=1"), tracking_uri)
+    run_experiment(finished, tmp_path / "finished", parent_run_id=parent_id)
+    records = reading.fetch_children(tracking_uri, parent, ("val/loss",))
+    (ok,) = [r for r in records if r.run_id != record.run_id]
+    assert ok.status is RunStatus.FINISHED and ok.diverged_epoch is None and not ok.diverged
+    assert "xent.diverged_epoch" not in ok.tags
 
 
 def test_unreachable_tracking_server_is_reported_before_training(

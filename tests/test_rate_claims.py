@@ -78,6 +78,7 @@ def _grid_run(
             "FAILED",
             {"val/loss": [math.nan], "train/loss": [math.nan]},
             error=NAN_ERROR,
+            diverged_epoch=1,
         )
     return RunRecord(f"{rate}-{seed}", params, seed, "FINISHED", history)
 
@@ -232,6 +233,7 @@ def _c14(
                     record.status,
                     record.history,
                     error=record.error,
+                    diverged_epoch=record.diverged_epoch,
                 )
             )
     spec = STUDIES["lr_sweep"]
@@ -302,6 +304,7 @@ def _annealing(
                     record.status,
                     record.history,
                     error=record.error,
+                    diverged_epoch=record.diverged_epoch,
                 )
             )
     spec = STUDIES["annealing"]

@@ -31,6 +31,8 @@ from tests.replica_tolerances import (
     VAL_LOSS_ATOL,
 )
 from xent_tf.config import Config, LossConfig, MakeClassificationConfig, MlpConfig
+from xent_tf.track import reading, writing
+from xent_tf.track.run_record import RunStatus
 from xent_tf.train import replicas
 from xent_tf.train.build import build_dataset as make_dataset
 from xent_tf.train.build import build_loss, build_model, build_optimizer, tensor_splits
@@ -42,6 +44,7 @@ from xent_tf.train.replica_batch import (
     graph_key,
     group_jobs,
     initial_weights,
+    record_outcome,
     train_batch,
 )
 from xent_tf.train.replica_groups import spread_batches
@@ -337,6 +340,33 @@ def test_a_diverging_replica_stops_where_its_single_run_stops(
         single.error.step,
     )
     assert batch.outcomes[1].test is None and batch.outcomes[0].test is not None
+
+
+def test_a_diverging_replicas_run_is_tagged_where_and_read_back_as_diverged(
+    make_config: Callable[..., Config], tracking_uri: str, tmp_path: Path
+) -> None:
+    store = ("tracking=sqlite", f"tracking.uri={tracking_uri}", "tracking.log_model=false")
+    configs = [
+        make_config("optimizer=sgd", "optimizer.learning_rate=0.1", *store),
+        make_config("optimizer=sgd", "optimizer.learning_rate=1e30", "seed=1", *store),
+    ]
+    configure_runtime("cpu", 1, 0)
+    batch = train_batch(configs)
+    parent_id, experiment_id = writing.start_parent_run(tracking_uri, "reference", "sweep", {})
+    record_outcome(batch, 0, tmp_path / "0", [], parent_id, "lr=0.1", None, "batch#1")
+    with pytest.raises(NonFiniteLossError) as raised:
+        record_outcome(batch, 1, tmp_path / "1", [], parent_id, "lr=1e30", None, "batch#1")
+    fit_1 = batch.outcomes[1].fit
+    assert fit_1 is not None and fit_1.result.diverged_epoch == 1
+    assert (raised.value.epoch, raised.value.step) == (1, fit_1.diverged_step)
+    parent = reading.StudyRun(parent_id, experiment_id, "reference", "", RunStatus.RUNNING, 0)
+    records = {r.seed: r for r in reading.fetch_children(tracking_uri, parent, ("val/loss",))}
+    assert records[1].status is RunStatus.FAILED
+    assert records[1].tags["xent.diverged_epoch"] == "1"
+    assert records[1].tags["xent.diverged_step"] == str(fit_1.diverged_step)
+    assert records[1].diverged_epoch == 1 and records[1].diverged
+    assert records[0].status is RunStatus.FINISHED
+    assert records[0].diverged_epoch is None and "xent.diverged_step" not in records[0].tags
 
 
 def _study_configs(make_config: Callable[..., Config]) -> list[Config]:

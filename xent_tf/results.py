@@ -23,6 +23,19 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from xent_tf.claims.comparison import Verdict, time_to_target
+from xent_tf.metrics import (
+    LEARNING_RATE_METRIC,
+    OUTPUT_GRAD_NORM_METRIC,
+    TEST_ACC_METRIC,
+    TEST_LOSS_METRIC,
+    TRAIN_ACC_METRIC,
+    TRAIN_LOSS_METRIC,
+    VAL_ACC_METRIC,
+    VAL_LOSS_METRIC,
+    VAL_SATURATED_METRIC,
+    grad_norm_metric,
+)
+from xent_tf.track.run_record import RunStatus
 
 if TYPE_CHECKING:
     from xent_tf.claims.study_report import StudyReport
@@ -166,13 +179,13 @@ class RunSummary:
         rows = [
             {
                 "epoch": r.epoch,
-                "train/loss": r.train_loss,
-                "train/acc": r.train_acc,
-                "val/loss": r.val_loss,
-                "val/acc": r.val_acc,
-                "val/saturated_fraction": r.val_saturated,
-                "lr": r.learning_rate,
-                **{f"grad_norm/{layer}": norm for layer, norm in r.grad_norms.items()},
+                TRAIN_LOSS_METRIC: r.train_loss,
+                TRAIN_ACC_METRIC: r.train_acc,
+                VAL_LOSS_METRIC: r.val_loss,
+                VAL_ACC_METRIC: r.val_acc,
+                VAL_SATURATED_METRIC: r.val_saturated,
+                LEARNING_RATE_METRIC: r.learning_rate,
+                **{grad_norm_metric(layer): norm for layer, norm in r.grad_norms.items()},
             }
             for r in trained.history
         ]
@@ -198,8 +211,8 @@ class RunSummary:
 
         with tempfile.TemporaryDirectory() as scratch:
             path = plotting.save_loss_curve(
-                list(self.epochs["train/loss"]),
-                list(self.epochs["val/loss"]),
+                list(self.epochs[TRAIN_LOSS_METRIC]),
+                list(self.epochs[VAL_LOSS_METRIC]),
                 Path(scratch) / "loss_curve.png",
                 title=f"{self.experiment_name}: loss per epoch",  # the overrides head the block
             )
@@ -234,20 +247,20 @@ class RunSummary:
 
 # Per-epoch metrics every run logs (step = epoch), besides those a study plots.
 EPOCH_METRICS = (
-    "train/loss",
-    "train/acc",
-    "val/loss",
-    "val/acc",
-    "val/saturated_fraction",
-    "lr",
-    "grad_norm/output",
+    TRAIN_LOSS_METRIC,
+    TRAIN_ACC_METRIC,
+    VAL_LOSS_METRIC,
+    VAL_ACC_METRIC,
+    VAL_SATURATED_METRIC,
+    LEARNING_RATE_METRIC,
+    OUTPUT_GRAD_NORM_METRIC,
 )
 # Final values every run logs (its last metric values).
 _FINAL_COLUMNS = {
-    "final_val_loss": "val/loss",
-    "final_val_acc": "val/acc",
-    "test_loss": "test/loss",
-    "test_acc": "test/acc",
+    "final_val_loss": VAL_LOSS_METRIC,
+    "final_val_acc": VAL_ACC_METRIC,
+    "test_loss": TEST_LOSS_METRIC,
+    "test_acc": TEST_ACC_METRIC,
 }
 
 
@@ -305,7 +318,7 @@ class StudyResult:
                     "run_id": record.run_id,
                     "variant": variant.label,
                     "seed": record.seed,
-                    "status": record.status,
+                    "status": str(record.status),  # plain text in the table
                 }
                 row.update({p: record.params.get(p, "") for p in group_by})
                 row.update({c: record.final.get(m, math.nan) for c, m in _FINAL_COLUMNS.items()})
@@ -357,7 +370,7 @@ class StudyResult:
                 for metric, path in zip(_plotted(self.report, paths), paths, strict=True)
             }
 
-    def curves(self, metric: str = "val/acc") -> Figure:
+    def curves(self, metric: str = VAL_ACC_METRIC) -> Figure:
         """The overlay of one plotted metric (mean per variant, band = min-max over seeds).
 
         Raises:
@@ -371,7 +384,7 @@ class StudyResult:
 
     def _repr_html_(self) -> str:
         n_runs = len(self.runs)
-        finished = int((self.runs["status"] == "FINISHED").sum()) if n_runs else 0
+        finished = int((self.runs["status"] == RunStatus.FINISHED).sum()) if n_runs else 0
         parts = [
             f"<h4>{html.escape(self.title)}: {finished}/{n_runs} runs finished</h4>",
             f"<p>Sweep parent run {_link(self.url, self.parent_run_id)} "
@@ -408,7 +421,7 @@ def _epoch_rows(
     run_id: str, variant: str, seed: int, history: Mapping[str, Sequence[float]]
 ) -> list[dict[str, Any]]:
     """One row per epoch of a run: its per-epoch metrics (step = epoch, from 1)."""
-    n_epochs = len(history.get("val/loss", ()))
+    n_epochs = len(history.get(VAL_LOSS_METRIC, ()))
     per_epoch = {m: v for m, v in history.items() if len(v) == n_epochs}  # not per-step series
     return [
         {

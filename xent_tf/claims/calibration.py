@@ -19,7 +19,7 @@ import numpy as np
 
 from xent_tf.claims.comparison import Verdict
 from xent_tf.claims.studies import StudyOptions, StudySpec, group_variants
-from xent_tf.track.run_record import RunRecord
+from xent_tf.track.run_record import RunRecord, RunStatus
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,9 @@ def stored_null_rates(
     from xent_tf.track import reading  # only here: the rules above need no store
 
     spec = STUDIES[study]
-    parents = [p for p in reading.study_parents(tracking_uri, study) if p.status == "FINISHED"]
+    parents = [
+        p for p in reading.study_parents(tracking_uri, study) if p.status == RunStatus.FINISHED
+    ]
     if not parents:
         raise ValueError(f"no finished sweep of {study!r} in {tracking_uri}")
     records = reading.fetch_children(

@@ -16,7 +16,7 @@ from dataclasses import replace as dataclass_replace
 import numpy as np
 
 from xent_tf.claims.protocol import statistic
-from xent_tf.metrics import BATCH_LOSS_METRIC
+from xent_tf.metrics import BATCH_LOSS_METRIC, TRAIN_LOSS_METRIC, VAL_ACC_METRIC
 from xent_tf.track.run_record import RunRecord
 
 
@@ -601,11 +601,11 @@ def run_outcome(record: RunRecord, collapse_margin: float) -> RunOutcome:
     """
     if record.diverged:
         return RunOutcome.DIVERGED
-    final_loss = final_value(record, "train/loss")
+    final_loss = final_value(record, TRAIN_LOSS_METRIC)
     if not math.isfinite(final_loss):
         return RunOutcome.DIVERGED
     majority = float(record.params.get("data.majority_share", "nan") or "nan")
-    accuracy = final_value(record, "val/acc")
+    accuracy = final_value(record, VAL_ACC_METRIC)
     if not (math.isfinite(majority) and accuracy <= majority + collapse_margin):
         return RunOutcome.LEARNED
     prior = float(record.params.get("data.prior_loss", "nan") or "nan")
@@ -632,7 +632,7 @@ class TimeToTarget:
 
 def time_to_target(record: RunRecord, target: float) -> TimeToTarget:
     """The first epoch with val/acc >= target, or the run censored at its last epoch."""
-    accuracies = record.history.get("val/acc", [])
+    accuracies = record.history.get(VAL_ACC_METRIC, [])
     for epoch, value in enumerate(accuracies, start=1):
         if value >= target:
             return TimeToTarget(epoch, True)

@@ -27,7 +27,7 @@ from xent_tf.claims.studies import (
     group_variants,
 )
 from xent_tf.track import connection, reading
-from xent_tf.track.run_record import RunRecord
+from xent_tf.track.run_record import RunRecord, RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,8 @@ def study_problem(
     Returns:
         The reason, or "".
     """
-    if parent.status != "FINISHED":
-        if parent.status == "RUNNING":
+    if parent.status != RunStatus.FINISHED:
+        if parent.status == RunStatus.RUNNING:
             return "parent run still RUNNING (in progress, or its sweep died without ending it)"
         return f"parent run ended {parent.status}"
     if parent.study != study:

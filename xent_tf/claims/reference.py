@@ -13,6 +13,7 @@ from xent_tf.claims.records import ClaimResult, Link, claim_result
 from xent_tf.claims.registry import rule_float, rule_floats
 from xent_tf.claims.studies import ClaimPart
 from xent_tf.config import Config
+from xent_tf.metrics import TEST_ACC_METRIC, TEST_LOSS_METRIC, TRAIN_LOSS_METRIC, VAL_LOSS_METRIC
 from xent_tf.track import connection, reading, writing
 from xent_tf.train.data import make_dataset
 from xent_tf.train.pipeline import run_experiment
@@ -81,16 +82,16 @@ def find_or_run_reference(config: Config, out_dir: Path, rerun: bool) -> Referen
             config.tracking.uri,
             REFERENCE_EXPERIMENT,
             reference_params(reference),
-            ("train/loss", "val/loss"),
+            (TRAIN_LOSS_METRIC, VAL_LOSS_METRIC),
         )
         if found is not None:
             record, experiment_id = found
             return ReferenceOutcome(
                 split=split,
-                train_loss=tuple(record.history.get("train/loss", ())),
-                val_loss=tuple(record.history.get("val/loss", ())),
-                test_loss=float(record.final.get("test/loss", math.nan)),
-                test_acc=float(record.final.get("test/acc", math.nan)),
+                train_loss=tuple(record.history.get(TRAIN_LOSS_METRIC, ())),
+                val_loss=tuple(record.history.get(VAL_LOSS_METRIC, ())),
+                test_loss=float(record.final.get(TEST_LOSS_METRIC, math.nan)),
+                test_acc=float(record.final.get(TEST_ACC_METRIC, math.nan)),
                 run_id=record.run_id,
                 experiment_id=experiment_id,
                 source="latest finished reference run in the store",

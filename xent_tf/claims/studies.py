@@ -37,7 +37,16 @@ from xent_tf.claims.comparison import (
 )
 from xent_tf.claims.protocol import statistic
 from xent_tf.claims.registry import rule_float, rule_floats, rule_value, statement_of
-from xent_tf.metrics import PROBE_LOSS_METRIC
+from xent_tf.metrics import (
+    FIRST_HIDDEN_GRAD_NORM_METRIC,
+    LEARNING_RATE_METRIC,
+    LR_FIND_SMOOTHED_METRIC,
+    OUTPUT_GRAD_NORM_METRIC,
+    PROBE_LOSS_METRIC,
+    TRAIN_LOSS_METRIC,
+    VAL_ACC_METRIC,
+    VAL_LOSS_METRIC,
+)
 from xent_tf.track.identity import STUDY_VARIANT_KEYS, short_name
 from xent_tf.track.run_record import RunRecord
 
@@ -196,15 +205,15 @@ def group_variants(records: Sequence[RunRecord], group_by: Sequence[str]) -> lis
 
 
 def final_val_loss(record: RunRecord) -> float:
-    return final_value(record, "val/loss")
+    return final_value(record, VAL_LOSS_METRIC)
 
 
 def final_val_acc(record: RunRecord) -> float:
-    return final_value(record, "val/acc")
+    return final_value(record, VAL_ACC_METRIC)
 
 
 def first_epoch_val_loss(record: RunRecord) -> float:
-    values = record.history.get("val/loss", [])
+    values = record.history.get(VAL_LOSS_METRIC, [])
     return float(values[0]) if values else math.nan
 
 
@@ -367,9 +376,6 @@ CONTROL_LOSS = str(rule_value("C12", "control_loss"))
 CONTROL_MARGIN = rule_float("C12", "control_slowdown_margin")
 _COUNTED = rule_value("C12", "counted_optimizers")
 _COUNTED_OPTIMIZERS = _COUNTED if isinstance(_COUNTED, tuple) else (str(_COUNTED),)
-# The last layer of build_mlp's models (``grad_norm/<layer>``).
-OUTPUT_GRAD_NORM = "grad_norm/output"
-FIRST_HIDDEN_GRAD_NORM = "grad_norm/hidden_1"
 
 
 def fixed_target(majority: float, share: float = TARGET_SHARE) -> float:
@@ -401,7 +407,7 @@ def accuracy_area(record: RunRecord) -> float:
     Returns:
         The area in [0, 1]; nan without val accuracies or a stated epoch count.
     """
-    values = [float(v) for v in record.history.get("val/acc", [])]
+    values = [float(v) for v in record.history.get(VAL_ACC_METRIC, [])]
     epochs = int(record.params.get("trainer.epochs", "0") or 0) or len(values)
     if not values or epochs < 1:
         return math.nan
@@ -413,7 +419,7 @@ def accuracy_area(record: RunRecord) -> float:
 
 def early_output_grad_norm(record: RunRecord) -> float:
     """The mean full-batch gradient norm of the last layer over epochs 1..MECHANISM_EPOCHS."""
-    values = list(record.history.get(OUTPUT_GRAD_NORM, []))[:MECHANISM_EPOCHS]
+    values = list(record.history.get(OUTPUT_GRAD_NORM_METRIC, []))[:MECHANISM_EPOCHS]
     finite = [float(v) for v in values if math.isfinite(v)]
     if len(finite) < MECHANISM_EPOCHS:
         return math.nan
@@ -422,7 +428,7 @@ def early_output_grad_norm(record: RunRecord) -> float:
 
 def _first_hidden_grad_norm(record: RunRecord) -> float:
     """The first hidden layer's full-batch gradient norm after epoch 1 (0: its units are dead)."""
-    values = list(record.history.get(FIRST_HIDDEN_GRAD_NORM, []))
+    values = list(record.history.get(FIRST_HIDDEN_GRAD_NORM_METRIC, []))
     return float(values[0]) if values else math.nan
 
 
@@ -723,7 +729,7 @@ def val_loss_area(record: RunRecord) -> float:
     early both count: C15's "quickly"); infinite for a run that went NaN/inf."""
     if record.diverged:
         return math.inf
-    values = [float(v) for v in record.history.get("val/loss", [])]
+    values = [float(v) for v in record.history.get(VAL_LOSS_METRIC, [])]
     if not record.finished or not values:
         return math.nan
     area = sum(values) / len(values)
@@ -1112,7 +1118,7 @@ def _curve_shape(run: RunRecord) -> tuple[bool, bool, bool]:
     rule fired (smoothed loss > divergence_factor x its best, or a non-finite loss: the run's
     ``lr_find.stop_reason``).
     """
-    curve = list(run.history.get("lr_find/loss_smoothed", []))
+    curve = list(run.history.get(LR_FIND_SMOOTHED_METRIC, []))
     if len(curve) < 10:
         return (False, False, False)
     skipped = int(len(curve) * SKIP_FRACTION)
@@ -1218,7 +1224,7 @@ def _evaluate_range_grid(variants: list[Variant], options: StudyOptions) -> list
     # Every job of a seed ran the same range test (same initial weights and rows).
     curves: dict[int, RunRecord] = {}
     for run in runs:
-        if run.history.get("lr_find/loss_smoothed") and run.seed not in curves:
+        if run.history.get(LR_FIND_SMOOTHED_METRIC) and run.seed not in curves:
             curves[run.seed] = run
     shapes = {seed: _curve_shape(run) for seed, run in curves.items()}
     shape_context = "the curve is flat, then falls fast, then explodes"
@@ -1348,7 +1354,7 @@ STUDIES: dict[str, StudySpec] = {
             "Binary vs categorical cross-entropy",
             ("C8",),
             STUDY_VARIANT_KEYS["binary_vs_categorical"],
-            ("train/loss", "val/loss", "val/acc", "grad_norm/output"),
+            (TRAIN_LOSS_METRIC, VAL_LOSS_METRIC, VAL_ACC_METRIC, OUTPUT_GRAD_NORM_METRIC),
             _evaluate_binary_vs_categorical,
             panel_by=("data.name",),
         ),
@@ -1357,9 +1363,9 @@ STUDIES: dict[str, StudySpec] = {
             "MSE vs cross-entropy",
             ("C12",),
             STUDY_VARIANT_KEYS["mse_vs_ce"],
-            ("train/loss", "val/loss", "val/acc", "grad_norm/output"),
+            (TRAIN_LOSS_METRIC, VAL_LOSS_METRIC, VAL_ACC_METRIC, OUTPUT_GRAD_NORM_METRIC),
             _evaluate_mse_vs_ce,
-            extra_metrics=(FIRST_HIDDEN_GRAD_NORM,),
+            extra_metrics=(FIRST_HIDDEN_GRAD_NORM_METRIC,),
             panel_by=("data.name", "optimizer.name"),
             target_of=_mse_vs_ce_target,
             needs_params=("data.majority_share", "trainer.epochs"),
@@ -1369,9 +1375,9 @@ STUDIES: dict[str, StudySpec] = {
             "Learning-rate size and the range test, on a rate grid",
             ("C13", "C14"),
             STUDY_VARIANT_KEYS["lr_sweep"],
-            ("train/loss", "val/loss", "val/acc", "grad_norm/output"),
+            (TRAIN_LOSS_METRIC, VAL_LOSS_METRIC, VAL_ACC_METRIC, OUTPUT_GRAD_NORM_METRIC),
             _evaluate_rate_grid,
-            extra_metrics=(PROBE_LOSS_METRIC, "lr_find/loss_smoothed"),
+            extra_metrics=(PROBE_LOSS_METRIC, LR_FIND_SMOOTHED_METRIC),
             needs_params=("data.prior_loss", "data.majority_share", "lr_find.steepest_lr"),
         ),
         StudySpec(
@@ -1382,16 +1388,16 @@ STUDIES: dict[str, StudySpec] = {
             "Learning-rate range test: training with its rates",
             (),
             STUDY_VARIANT_KEYS["lr_range_test"],
-            ("train/loss", "val/loss", "val/acc", "lr"),
+            (TRAIN_LOSS_METRIC, VAL_LOSS_METRIC, VAL_ACC_METRIC, LEARNING_RATE_METRIC),
             lambda variants, options: [],
-            extra_metrics=("lr_find/loss_smoothed",),
+            extra_metrics=(LR_FIND_SMOOTHED_METRIC,),
         ),
         StudySpec(
             "annealing",
             "Learning-rate annealing",
             ("C15",),
             STUDY_VARIANT_KEYS["annealing"],
-            ("train/loss", "val/loss", "val/acc", "lr"),
+            (TRAIN_LOSS_METRIC, VAL_LOSS_METRIC, VAL_ACC_METRIC, LEARNING_RATE_METRIC),
             _evaluate_annealing,
             extra_metrics=(PROBE_LOSS_METRIC,),
             needs_params=("data.prior_loss", "data.majority_share"),

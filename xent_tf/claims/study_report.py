@@ -27,6 +27,14 @@ from xent_tf.claims.studies import (
     own_target,
     time_to_target_summary,
 )
+from xent_tf.metrics import (
+    GRAD_NORM_PREFIX,
+    LEARNING_RATE_METRIC,
+    OUTPUT_GRAD_NORM_METRIC,
+    TRAIN_LOSS_METRIC,
+    VAL_ACC_METRIC,
+    VAL_LOSS_METRIC,
+)
 from xent_tf.report import plotting
 from xent_tf.report.html_page import html_page
 from xent_tf.track import connection, reading, writing
@@ -35,7 +43,7 @@ from xent_tf.track.run_record import RunRecord
 
 # Params that differ between runs without defining a variant (or follow from those that do).
 _NOT_A_FACTOR = {"seed", "loss.resolved", "data.n_classes", "data.majority_share"}
-_DEFAULT_PLOTS = ("train/loss", "val/loss", "val/acc", "grad_norm/output")
+_DEFAULT_PLOTS = (TRAIN_LOSS_METRIC, VAL_LOSS_METRIC, VAL_ACC_METRIC, OUTPUT_GRAD_NORM_METRIC)
 
 
 @dataclass(frozen=True)
@@ -403,7 +411,9 @@ def save_plots(report: StudyReport, out_dir: Path) -> list[Path]:
         values = [x for lines in panels.values() for ss in lines.values() for s in ss for x in s]
         if not values:
             continue
-        log_y = metric.endswith("loss") or metric.startswith(("grad_norm", "lr"))
+        log_y = metric.endswith("loss") or metric.startswith(
+            (GRAD_NORM_PREFIX, LEARNING_RATE_METRIC)
+        )
         log_y = log_y and all(math.isfinite(x) and x > 0 for x in values)
         plots.append(
             plotting.save_band_overlay(
@@ -454,7 +464,9 @@ def read_report(
     spec = get_study(parent.study) if parent.study else None
     plotted = spec.plot_metrics if spec else _DEFAULT_PLOTS
     extra = spec.extra_metrics if spec else ()
-    metrics = tuple(dict.fromkeys((*plotted, *extra, "val/acc", "val/loss", *more_metrics)))
+    metrics = tuple(
+        dict.fromkeys((*plotted, *extra, VAL_ACC_METRIC, VAL_LOSS_METRIC, *more_metrics))
+    )
     records = reading.fetch_children(tracking_uri, parent, metrics)
     if not records:
         raise ValueError(

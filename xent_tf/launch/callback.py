@@ -46,6 +46,7 @@ from xent_tf.track.resume import (
     training_config_hash,
     write_finished,
 )
+from xent_tf.track.run_record import RunStatus
 
 if TYPE_CHECKING:
     from xent_tf.track.reading import ChildrenRead
@@ -331,14 +332,14 @@ def _report_and_end(
     from xent_tf.track import connection, writing
 
     uri = parent.tracking_uri
-    status = "FINISHED"
+    status = RunStatus.FINISHED
     read = None
     try:
         report, text = publish_report(uri, sweep_dir, parent_run_id=parent.run_id)
         read = report.children
         say("\n" + text)
     except Exception as error:
-        status = "FAILED"
+        status = RunStatus.FAILED
         log.exception("could not build the sweep's report")
         say(f"could not build the report of {sweep_dir}: {type(error).__name__}: {error}")
     writing.end_run(uri, parent.run_id, status)
@@ -562,7 +563,7 @@ class MlflowSweepCallback(Callback):
 
         try:
             writing.end_run(
-                self.parent.tracking_uri, self.parent.run_id, "KILLED", only_if_running=True
+                self.parent.tracking_uri, self.parent.run_id, RunStatus.KILLED, only_if_running=True
             )
         except Exception as error:  # at exit: say it, don't print a second traceback
             log.error("could not mark sweep parent run %s KILLED: %s", self.parent.run_id, error)

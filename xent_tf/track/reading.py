@@ -26,7 +26,7 @@ from mlflow.utils.file_utils import get_local_path_or_none
 
 from xent_tf.track.artifacts import SERIES_DIR, metric_name, series_file_name
 from xent_tf.track.connection import UI_ADDRESS, mlflow_client
-from xent_tf.track.run_record import RunRecord
+from xent_tf.track.run_record import RunRecord, RunStatus, diverged_epoch_of
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class StudyRun:
     experiment_id: str
     experiment_name: str
     study: str
-    status: str
+    status: RunStatus
     start_time: int
 
 
@@ -53,7 +53,7 @@ def _parent_from_run(client: MlflowClient, run: Any) -> StudyRun:
         run.info.experiment_id,
         experiment.name,
         run.data.tags.get(STUDY_TAG, ""),
-        run.info.status,
+        RunStatus(run.info.status),
         int(run.info.start_time or 0),
     )
 
@@ -98,7 +98,7 @@ def find_study_parent(
         filter_string="tags.`xent.sweep_dir` != ''",
         order_by=["attributes.start_time DESC"],
     )
-    usable = [p for p in parents if p.info.status == "FINISHED" or not finished_only]
+    usable = [p for p in parents if p.info.status == RunStatus.FINISHED or not finished_only]
     if not usable:
         states = [f"{p.info.run_id[:8]} {p.info.status}" for p in parents]
         raise ValueError(
@@ -287,12 +287,13 @@ def _record(
         run_id=run.info.run_id,
         params=dict(run.data.params),
         seed=int(run.data.tags.get("seed", run.data.params.get("seed", -1))),
-        status=run.info.status,
+        status=RunStatus(run.info.status),
         history=history,
         final=dict(run.data.metrics),
         error=run.data.tags.get("error"),
         start_time=int(run.info.start_time or 0),
         tags=dict(run.data.tags),
+        diverged_epoch=diverged_epoch_of(run.data.tags),
     )
 
 
@@ -415,7 +416,7 @@ def latest_finished_run(
         return None
     runs = client.search_runs(
         [experiment.experiment_id],
-        filter_string="attributes.status = 'FINISHED'",
+        filter_string=f"attributes.status = '{RunStatus.FINISHED}'",
         order_by=["attributes.start_time DESC"],
         max_results=1000,
     )
@@ -447,7 +448,7 @@ def latest_tagged_run(tracking_uri: str, experiment_name: str, tag: str, value: 
         return None
     runs = client.search_runs(
         [experiment.experiment_id],
-        filter_string=f"tags.`{tag}` = '{value}' and attributes.status = 'FINISHED'",
+        filter_string=f"tags.`{tag}` = '{value}' and attributes.status = '{RunStatus.FINISHED}'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )

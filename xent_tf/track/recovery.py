@@ -24,6 +24,7 @@ from mlflow.entities import (
 )
 from mlflow.models import Model
 
+from xent_tf.metrics import VAL_LOSS_METRIC
 from xent_tf.track.artifacts import (
     METRIC_BATCH,
     MODEL_NAME,
@@ -35,6 +36,7 @@ from xent_tf.track.artifacts import (
 )
 from xent_tf.track.connection import mlflow_client
 from xent_tf.track.resume import CONFIG_HASH_TAG, FinishedJob
+from xent_tf.track.run_record import RunStatus
 from xent_tf.track.spool import (
     SpoolHeader,
     find_spools,
@@ -44,10 +46,6 @@ from xent_tf.track.spool import (
 )
 
 log = logging.getLogger(__name__)
-
-
-# The final validation loss of a run: the last value of this metric (a job's return value).
-VAL_LOSS_METRIC = "val/loss"
 
 
 _DEFINITION_FILE = "study_definition.json"
@@ -71,7 +69,8 @@ def finished_children(
     children = client.search_runs(
         [experiment_id],
         filter_string=(
-            f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'FINISHED'"
+            f"tags.`mlflow.parentRunId` = '{parent_run_id}' "
+            f"and attributes.status = '{RunStatus.FINISHED}'"
         ),
         order_by=["attributes.start_time ASC"],
         max_results=10_000,
@@ -145,9 +144,9 @@ def fail_runs_of_process(
         if config_hashes is None or run.data.tags.get(CONFIG_HASH_TAG) in config_hashes
     ]
     for run in runs:
-        if run.info.status == "RUNNING":
+        if run.info.status == RunStatus.RUNNING:
             client.set_tag(run.info.run_id, "error", error)
-            client.set_terminated(run.info.run_id, status="FAILED")
+            client.set_terminated(run.info.run_id, status=RunStatus.FAILED)
     return {run.data.tags.get(CONFIG_HASH_TAG, ""): run.info.run_id for run in runs}
 
 
@@ -183,7 +182,7 @@ def record_failed_run(
     items = [Param(k, v) for k, v in params.items()]
     for start in range(0, len(items), PARAM_BATCH):
         client.log_batch(run.info.run_id, params=items[start : start + PARAM_BATCH])
-    client.set_terminated(run.info.run_id, status="FAILED")
+    client.set_terminated(run.info.run_id, status=RunStatus.FAILED)
     return str(run.info.run_id)
 
 
@@ -196,14 +195,14 @@ class Replayed:
         records: records in the spool.
         points_sent: metric points sent.
         points_present: metric points the store had already (an earlier, interrupted replay).
-        status: the final status it set ("" when the spool had none).
+        status: the final status it set (None when the spool had none).
     """
 
     run_id: str
     records: int
     points_sent: int
     points_present: int
-    status: str
+    status: RunStatus | None
 
 
 def replay_spool(path: Path, parent_run_id: str | None) -> Replayed:
@@ -229,7 +228,7 @@ def replay_spool(path: Path, parent_run_id: str | None) -> Replayed:
     client = mlflow_client(header.tracking_uri)
     points: dict[str, list[Metric]] = {}
     models: list[dict[str, Any]] = []
-    status = ""
+    status: RunStatus | None = None
     for record in records:
         if record.kind == "params":
             items = [Param(k, v) for k, v in record.data["params"].items()]
@@ -257,7 +256,7 @@ def replay_spool(path: Path, parent_run_id: str | None) -> Replayed:
         elif record.kind == "model":
             models.append(record.data)  # after the metric points: it links to some of them
         else:
-            status = str(record.data["status"])
+            status = RunStatus(record.data["status"])
     sent = present = 0
     for key, metrics in points.items():
         have = {
@@ -271,7 +270,7 @@ def replay_spool(path: Path, parent_run_id: str | None) -> Replayed:
         sent += len(missing)
     for model in models:
         _publish_spooled_model(client, header, spooled_file(path, model["file"]), model)
-    if status:
+    if status is not None:
         client.set_terminated(header.run_id, status=status)
     mark_replayed(path)
     return Replayed(header.run_id, len(records), sent, present, status)

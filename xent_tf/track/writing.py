@@ -37,7 +37,6 @@ from mlflow import MlflowClient
 from mlflow.entities import (
     Metric,
     Param,
-    RunStatus,
     RunTag,
 )
 from mlflow.store.artifact.artifact_repo import ArtifactRepository
@@ -74,6 +73,7 @@ from xent_tf.track.connection import (
     who,
 )
 from xent_tf.track.recovery import replay_spool
+from xent_tf.track.run_record import RunStatus
 from xent_tf.track.spool import (
     SpoolHeader,
     SpoolWriter,
@@ -391,7 +391,7 @@ class MlflowRun:
             del self._buffer[: len(batch)]
         self._last_flush = time.monotonic()
 
-    def end(self, status: str) -> None:
+    def end(self, status: RunStatus) -> None:
         """Set the run's final status; a spooling run waits for the server, then replays.
 
         Raises:
@@ -493,7 +493,7 @@ def reopen_run(tracking_uri: str, run_id: str, experiment_id: str) -> bool:
     if run.info.experiment_id != experiment_id or run.info.lifecycle_stage != "active":
         return False
     with authorised(tracking_uri, f"reopen run {run_id}"):
-        client.update_run(run_id, status="RUNNING")
+        client.update_run(run_id, status=RunStatus.RUNNING)
     return True
 
 
@@ -516,18 +516,21 @@ def fail_orphaned_children(tracking_uri: str, parent_run_id: str, experiment_id:
     stuck = client.search_runs(
         [experiment_id],
         filter_string=(
-            f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'"
+            f"tags.`mlflow.parentRunId` = '{parent_run_id}' "
+            f"and attributes.status = '{RunStatus.RUNNING}'"
         ),
         max_results=10_000,
     )
     for run in stuck:
         client.set_tag(run.info.run_id, "error", ORPHAN_ERROR)
-        client.set_terminated(run.info.run_id, status="FAILED")
+        client.set_terminated(run.info.run_id, status=RunStatus.FAILED)
     return [run.info.run_id for run in stuck]
 
 
-def end_run(tracking_uri: str, run_id: str, status: str, only_if_running: bool = False) -> None:
-    """Set a run's final status ("FINISHED", "FAILED", "KILLED").
+def end_run(
+    tracking_uri: str, run_id: str, status: RunStatus, only_if_running: bool = False
+) -> None:
+    """Set a run's final status (FINISHED, FAILED or KILLED).
 
     Args:
         tracking_uri: the store.
@@ -536,7 +539,7 @@ def end_run(tracking_uri: str, run_id: str, status: str, only_if_running: bool =
         only_if_running: leave a run that already ended as it is.
     """
     client = mlflow_client(tracking_uri)
-    if only_if_running and client.get_run(run_id).info.status != "RUNNING":
+    if only_if_running and client.get_run(run_id).info.status != RunStatus.RUNNING:
         return
     client.set_terminated(run_id, status=status)
 
@@ -608,7 +611,7 @@ def open_run(
     except BaseException as error:
         _close_after_error(recorder, error)
         raise
-    recorder.end(RunStatus.to_string(RunStatus.FINISHED))
+    recorder.end(RunStatus.FINISHED)
 
 
 @contextmanager
@@ -631,10 +634,10 @@ def _store_refusal(tracking_uri: str, experiment_name: str) -> Iterator[None]:
         ) from error
 
 
-def _status_for(error: BaseException) -> str:
+def _status_for(error: BaseException) -> RunStatus:
     """KILLED for an interrupt or termination, FAILED for anything else."""
     killed = isinstance(error, KeyboardInterrupt | SystemExit | Terminated | RunTerminated)
-    return RunStatus.to_string(RunStatus.KILLED if killed else RunStatus.FAILED)
+    return RunStatus.KILLED if killed else RunStatus.FAILED
 
 
 def _close_after_error(recorder: MlflowRun, error: BaseException) -> None:

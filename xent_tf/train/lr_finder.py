@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from xent_tf.metrics import LR_FIND_LOSS_METRIC, LR_FIND_LR_METRIC, LR_FIND_SMOOTHED_METRIC
 from xent_tf.train.training import CompiledLoop, TensorSplit
 
 MODES = ("exponential", "linear")
@@ -84,9 +85,9 @@ class RangeTestResult:
     def step_metrics(self) -> dict[str, np.ndarray]:
         """The per-step series under their MLflow names (step = index in the curve)."""
         return {
-            "lr_find/lr": self.lrs,
-            "lr_find/loss": self.losses,
-            "lr_find/loss_smoothed": self.smoothed,
+            LR_FIND_LR_METRIC: self.lrs,
+            LR_FIND_LOSS_METRIC: self.losses,
+            LR_FIND_SMOOTHED_METRIC: self.smoothed,
         }
 
     def smoothed_loss_at(self, lr: float) -> float:

@@ -21,11 +21,21 @@ import tensorflow as tf
 import yaml
 
 from xent_tf.config import Config
-from xent_tf.metrics import BATCH_LOSS_METRIC, PROBE_LOSS_METRIC
+from xent_tf.metrics import (
+    BATCH_LOSS_METRIC,
+    EPOCHS_TO_TARGET_METRIC,
+    INITIAL_VAL_ACC_METRIC,
+    INITIAL_VAL_LOSS_METRIC,
+    PROBE_LOSS_METRIC,
+    TEST_ACC_METRIC,
+    TEST_LOSS_METRIC,
+    TRAIN_SECONDS_METRIC,
+)
 from xent_tf.report import plotting
 from xent_tf.track import artifacts, connection, writing
 from xent_tf.track.identity import run_identity
 from xent_tf.track.resume import CONFIG_HASH_TAG, training_config_hash
+from xent_tf.track.run_record import divergence_tags
 from xent_tf.train.build import RunParts, build_run
 from xent_tf.train.data import Dataset, majority_share, prior_loss
 from xent_tf.train.losses import resolved_loss_name
@@ -42,6 +52,7 @@ from xent_tf.train.training import (
     EpochRecord,
     Evaluation,
     FitResult,
+    NonFiniteLossError,
     TensorSplit,
     fit,
     probe_split,
@@ -207,7 +218,8 @@ def run_experiment(
             stopped answering during the run (the run could not be ended; the sweep's end
             marks it FAILED).
         writing.RunTerminated: the process got SIGTERM (the run ends KILLED).
-        training.NonFiniteLossError: the loss became NaN/inf (the run ends FAILED).
+        training.NonFiniteLossError: the loss became NaN/inf (the run ends FAILED, tagged
+            with where: ``record_divergence``).
     """
     overrides = overrides or []
     if config.tracking.enabled:
@@ -342,6 +354,8 @@ def _train_and_record(
             probe_start_epoch(config.trainer.epochs, config.trainer.probe_late_fraction),
         )
     except Exception as error:
+        if isinstance(error, NonFiniteLossError):
+            record_divergence(recorder, error.epoch, error.step)
         history = getattr(getattr(error, "result", None), "history", None)
         if history:
             save_loss_curve(history, output_dir, recorder, config)
@@ -385,7 +399,23 @@ def log_params(config: Config, recorder: writing.RunRecorder, n_params: int, dat
 def log_initial(recorder: writing.RunRecorder, initial: Evaluation) -> None:
     """The untrained model's validation numbers (step 0): the baseline "diverged" is judged
     against."""
-    recorder.log_metrics({"val/initial_loss": initial.loss, "val/initial_acc": initial.accuracy}, 0)
+    recorder.log_metrics(
+        {INITIAL_VAL_LOSS_METRIC: initial.loss, INITIAL_VAL_ACC_METRIC: initial.accuracy}, 0
+    )
+
+
+def record_divergence(recorder: writing.RunRecorder, epoch: int, step: int) -> None:
+    """Mark the run as one whose training loss became NaN/inf (``run_record.divergence_tags``).
+
+    The rules count such a run as a measured outcome (diverged), not a crash: they read these
+    tags, never the error's text.
+
+    Args:
+        recorder: the run's MLflow record.
+        epoch: the epoch the loss became NaN/inf in (from 1).
+        step: the step within that epoch (from 1).
+    """
+    recorder.set_tags(divergence_tags(epoch, step))
 
 
 def finish_run(
@@ -426,12 +456,12 @@ def finish_run(
         writing.log_series_artifact(recorder, PROBE_LOSS_METRIC, result.probe_losses, output_dir)
     reached = epochs_to_target(result.history, config.trainer.target_val_acc)
     final_metrics = {
-        "test/loss": on_test.loss,
-        "test/acc": on_test.accuracy,
-        "train_seconds": result.train_seconds,
+        TEST_LOSS_METRIC: on_test.loss,
+        TEST_ACC_METRIC: on_test.accuracy,
+        TRAIN_SECONDS_METRIC: result.train_seconds,
     }
     if reached is not None:
-        final_metrics["epochs_to_target"] = float(reached)
+        final_metrics[EPOCHS_TO_TARGET_METRIC] = float(reached)
     recorder.log_metrics(final_metrics, step=config.trainer.epochs)
     save_loss_curve(result.history, output_dir, recorder, config)
     record_inputs_and_model(config, data, model, recorder, output_dir, save_model)

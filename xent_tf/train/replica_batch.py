@@ -43,6 +43,7 @@ from xent_tf.train.pipeline import (
     log_epoch,
     log_initial,
     log_params,
+    record_divergence,
     record_range_test,
     recorded_run,
     save_loss_curve,
@@ -433,7 +434,8 @@ def record_outcome(
         The run's summary.
 
     Raises:
-        NonFiniteLossError: the replica's loss became NaN/inf (its run ends FAILED).
+        NonFiniteLossError: the replica's loss became NaN/inf (its run ends FAILED, tagged
+            with where: ``pipeline.record_divergence``).
         ValueError: its range test found no rate to train with (its run ends FAILED).
     """
     outcome = batch.outcomes[replica]
@@ -453,8 +455,10 @@ def record_outcome(
         for record in result.history:
             log_epoch(config, recorder, record)
         if result.diverged_epoch is not None:
+            step = outcome.fit.diverged_step or 0
+            record_divergence(recorder, result.diverged_epoch, step)
             save_loss_curve(result.history, output_dir, recorder, config)
-            raise NonFiniteLossError(result.diverged_epoch, outcome.fit.diverged_step or 0, result)
+            raise NonFiniteLossError(result.diverged_epoch, step, result)
         assert outcome.test is not None
         return finish_run(
             config,

@@ -21,6 +21,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from xent_tf.metrics import (
+    EPOCH_SECONDS_METRIC,
+    LEARNING_RATE_METRIC,
+    TRAIN_ACC_METRIC,
+    TRAIN_LOSS_METRIC,
+    VAL_ACC_METRIC,
+    VAL_LOSS_METRIC,
+    VAL_SATURATED_METRIC,
+    grad_norm_metric,
+)
 from xent_tf.train.updates import make_apply
 
 # A probability this close to 0 or 1 is "saturated": the sigmoid/softmax slope there is < 1%.
@@ -118,15 +128,15 @@ class EpochRecord:
     def metrics(self) -> dict[str, float]:
         """The record as MLflow-style metric names (``train/loss``, ``grad_norm/output`` ...)."""
         out = {
-            "train/loss": self.train_loss,
-            "train/acc": self.train_acc,
-            "val/loss": self.val_loss,
-            "val/acc": self.val_acc,
-            "val/saturated_fraction": self.val_saturated,
-            "lr": self.learning_rate,
-            "epoch_seconds": self.seconds,
+            TRAIN_LOSS_METRIC: self.train_loss,
+            TRAIN_ACC_METRIC: self.train_acc,
+            VAL_LOSS_METRIC: self.val_loss,
+            VAL_ACC_METRIC: self.val_acc,
+            VAL_SATURATED_METRIC: self.val_saturated,
+            LEARNING_RATE_METRIC: self.learning_rate,
+            EPOCH_SECONDS_METRIC: self.seconds,
         }
-        out.update({f"grad_norm/{layer}": norm for layer, norm in self.grad_norms.items()})
+        out.update({grad_norm_metric(layer): norm for layer, norm in self.grad_norms.items()})
         return out
 
 
