@@ -137,6 +137,13 @@ def test_the_callback_counts_the_sweeps_jobs(tmp_path: Path) -> None:
     # 2 data sets x 3 losses x 10 seeds in the experiment's sweep params; the launcher leaves
     # out the 10 jobs of bce on 5-class data and takes them off the count (progress.leave_out)
     assert count_sweep_jobs(cfg) == 60
+    # The sweeper is known by its class (Hydra's basic sweeper or a subclass), not its name.
+    basic = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+    for target, count in ((basic, 60), ("elsewhere.NotBasicSweeper", None)):
+        cfg.hydra.sweeper._target_ = target
+        assert count_sweep_jobs(cfg) == count, target
+    cfg.hydra.sweeper._target_ = "hydra_plugins.xent_tf_launcher.replica_launcher.ReplicaLauncher"
+    assert count_sweep_jobs(cfg) is None
 
 
 def test_a_quiet_console_keeps_info_lines_for_the_log_file_only(tmp_path: Path) -> None:

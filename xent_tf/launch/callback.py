@@ -272,14 +272,26 @@ def _replay_spools(sweep_dir: Path, parent_run_id: str) -> None:
         )
 
 
+def _sweeps_as_basic(target: str) -> bool:
+    """Whether the sweeper class ``target`` names is Hydra's basic sweeper or a subclass of it
+    (the ``replicas`` sweeper), which expand a sweep as ``count_sweep_jobs`` does."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.utils import get_class
+
+    try:
+        sweeper = get_class(target)
+    except (ImportError, ValueError):  # not installed, or not a class: Hydra says so itself
+        return False
+    return issubclass(sweeper, BasicSweeper)
+
+
 def count_sweep_jobs(config: DictConfig) -> int | None:
     """How many jobs Hydra's basic sweeper will launch for this multirun (None if unknown).
 
     The sweeper's own expansion of its params and the command line's sweep overrides
     (``seed=0,1,2``, ``range(8)``), done once more in the launching process.
     """
-    sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
-    if not sweeper.endswith(("BasicSweeper", "ReplicaSweeper")):  # ReplicaSweeper: a Basic one
+    if not _sweeps_as_basic(str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))):
         return None
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
