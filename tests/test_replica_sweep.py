@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from hydra.core.utils import JobReturn
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
@@ -109,15 +111,129 @@ def test_an_invalid_job_is_named_and_the_rest_of_the_sweep_runs(tmp_path: Path) 
         "seed=0,1",
         cwd=tmp_path,
     )
-    assert result.returncode == 0, result.stderr
-    out = result.stdout + result.stderr
-    assert out.count("is invalid and was not run") == 2
-    assert "optimizer.learning_rate=-1 seed=0 is invalid" in out
-    assert "optimizer.learning_rate=-1.0 must be > 0" in out
-    _, children = _children(f"sqlite:///{tmp_path / 'mlflow.db'}", "reference")
+    # Exit status 1 since issue 26: a job that did not run is not reported COMPLETED (it was
+    # 0, the invalid jobs returning NaN as if they had run).
+    assert result.returncode == 1, result.stderr
+    assert (
+        "2 of the sweep's 4 jobs are invalid and were not run (the other jobs ran and are "
+        "recorded):\n"
+        "  +debug=tiny optimizer=sgd optimizer.learning_rate=-1 seed=0: "
+        "optimizer.learning_rate=-1.0 must be > 0\n"
+        "  +debug=tiny optimizer=sgd optimizer.learning_rate=-1 seed=1: "
+        "optimizer.learning_rate=-1.0 must be > 0\n"
+    ) in result.stderr
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent, children = _children(uri, "reference")
     assert sorted(children) == [("bce/reference", "0"), ("bce/reference", "1")]
     assert all(run.info.status == "FINISHED" for run in children.values())
     assert all(math.isfinite(run.data.metrics["val/loss"]) for run in children.values())
+    # The sweep ended before it failed: its parent FINISHED with its report.
+    assert parent.info.status == "FINISHED"
+    artifacts = {a.path for a in MlflowClient(uri).list_artifacts(parent.info.run_id)}
+    assert {"report.md", "report.html"} <= artifacts, artifacts
+
+
+def test_a_per_job_launchers_invalid_job_fails_in_its_task(tmp_path: Path) -> None:
+    """Under the basic, joblib and Ray launchers the job's task decides: FAILED, as the
+    replica launcher's decision (the sweeper then names it)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    from tests.test_studies import compose_config_with_hydra
+    from xent_tf.launch.jobs import InvalidJobError
+    from xent_tf.tasks import task
+
+    overrides = ["+debug=tiny", "optimizer=sgd", "optimizer.learning_rate=-1", "seed=0"]
+    cfg = compose_config_with_hydra([*overrides, "tracking=off"], tmp_path)
+    with open_dict(cfg):
+        cfg.hydra.mode = RunMode.MULTIRUN
+    HydraConfig.instance().set_config(cfg)
+    try:
+        with pytest.raises(InvalidJobError) as raised:
+            task(cfg)
+    finally:
+        HydraConfig.instance().cfg = None  # type: ignore[assignment]
+    assert raised.value.overrides == (*overrides, "tracking=off")
+    assert raised.value.reason == "optimizer.learning_rate=-1.0 must be > 0"
+
+
+class _Launcher:
+    """Returns what it is told for each job; counts its batches."""
+
+    def __init__(self, returns: dict[str, JobReturn]) -> None:
+        self.returns = returns
+        self.batches: list[list[str]] = []
+
+    def launch(self, batch: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+        self.batches.append([" ".join(job) for job in batch])
+        return [self.returns[" ".join(job)] for job in batch]
+
+
+def _sweep(tmp_path: Path, returns: dict[str, JobReturn], max_batch_size: int) -> tuple:  # type: ignore[type-arg]
+    """Runs the replicas sweeper over ``a=1,2,3`` with a stand-in launcher and callbacks."""
+    from hydra._internal.callbacks import Callbacks
+    from hydra.types import HydraContext
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.xent_tf_launcher.replica_sweeper import ReplicaSweeper
+
+    events: list[str] = []
+
+    class Ends:
+        def on_multirun_end(self, config: object, config_name: str) -> None:
+            events.append(f"on_multirun_end {config_name}")
+
+    callbacks = Callbacks()
+    callbacks.callbacks = [Ends()]
+    sweeper = ReplicaSweeper(max_batch_size=max_batch_size, params=None)
+    launcher = _Launcher(returns)
+    sweeper.launcher = launcher  # type: ignore[assignment]
+    sweeper.config = OmegaConf.create(
+        {"hydra": {"sweep": {"dir": str(tmp_path)}, "job": {"config_name": "config"}}}
+    )
+    sweeper.hydra_context = HydraContext(config_loader=None, callbacks=callbacks)  # type: ignore[arg-type]
+    sweeper.validate_batch_is_legal = lambda batch: None  # type: ignore[method-assign]
+    return sweeper, launcher, events
+
+
+def test_the_sweeper_runs_every_batch_ends_the_sweep_then_names_its_invalid_jobs(
+    tmp_path: Path,
+) -> None:
+    from hydra.core.utils import JobStatus
+
+    from xent_tf.launch.jobs import (
+        InvalidJobError,
+        InvalidJobsError,
+        JobDecision,
+        JobOutcome,
+        decided_job,
+    )
+
+    ran = JobReturn(overrides=["a=1"], status=JobStatus.COMPLETED, _return_value=0.5)
+    invalid = decided_job(["a=2"], JobDecision(JobOutcome.INVALID, error=ValueError("a=2 < 3")))
+    from_task = JobReturn(
+        overrides=["a=3"],
+        status=JobStatus.FAILED,
+        _return_value=InvalidJobError(["a=3"], "a=3 is odd"),
+    )
+    jobs = {"a=1": ran, "a=2": invalid, "a=3": from_task}
+    sweeper, launcher, events = _sweep(tmp_path, jobs, max_batch_size=1)
+    with pytest.raises(InvalidJobsError) as raised:
+        sweeper.sweep(["a=1,2,3"])
+    # Every batch ran, the sweep's callbacks ended it once, then it failed naming both.
+    assert launcher.batches == [["a=1"], ["a=2"], ["a=3"]]
+    assert events == ["on_multirun_end config"]
+    assert str(raised.value).endswith("\n  a=2: a=2 < 3\n  a=3: a=3 is odd")
+    # Without invalid jobs Hydra ends the sweep (the sweeper returns every batch's returns).
+    sweeper, launcher, events = _sweep(tmp_path, {"a=1": ran}, max_batch_size=1)
+    assert sweeper.sweep(["a=1"]) == [[ran]] and events == []
+    # Another failed job stops the sweep after its batch, as under Hydra's basic sweeper.
+    crashed = JobReturn(overrides=["a=2"], status=JobStatus.FAILED, _return_value=OSError("x"))
+    sweeper, launcher, events = _sweep(tmp_path, {**jobs, "a=2": crashed}, max_batch_size=1)
+    with pytest.raises(OSError, match="x"):
+        sweeper.sweep(["a=1,2,3"])
+    assert launcher.batches == [["a=1"], ["a=2"]] and events == []
 
 
 def test_a_copied_composition_is_the_config_hydra_composes() -> None:

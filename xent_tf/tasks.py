@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from xent_tf.config import Config, to_config
 from xent_tf.launch.callback import PROGRESS_FILE, finished_job, parent_for_sweep
-from xent_tf.launch.jobs import JobOutcome, decide_job, sweep_goes_on
+from xent_tf.launch.jobs import JobOutcome, decide_job, invalid_job, sweep_goes_on
 from xent_tf.launch.progress import leave_out
 from xent_tf.track.resume import FinishedJob
 
@@ -36,7 +36,8 @@ def task(cfg: DictConfig) -> float:
     ``task: claims``, build the claims ledger (returns the number of contradicted claims).
 
     In a sweep, a job whose choices do not fit together is left out and a job that fails is
-    logged (its run is FAILED in MLflow): both return NaN so the sweep goes on.
+    logged (its run is FAILED in MLflow): both return NaN so the sweep goes on. A job whose
+    config does not validate raises ``jobs.InvalidJobError`` (its job is FAILED).
     """
     hydra_config = HydraConfig.get()
     multirun = hydra_config.mode == RunMode.MULTIRUN
@@ -55,6 +56,10 @@ def task(cfg: DictConfig) -> float:
         log.warning("job left out: %s", decision.error)
         leave_out(sweep_dir / PROGRESS_FILE, 1)
         return decision.value
+    if decision.outcome == JobOutcome.INVALID and multirun and decision.error is not None:
+        # FAILED, as every launcher reports it: the replicas sweeper runs the rest of the sweep
+        # and then names the invalid jobs (jobs.sweep_outcome).
+        raise invalid_job(list(hydra_config.overrides.task), decision.error) from decision.error
     if decision.error is not None:  # invalid, or not applicable outside a sweep
         raise decision.error
     if decision.outcome == JobOutcome.SKIPPED:

@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from xent_tf.claims.studies import get_study
 from xent_tf.config import Config
 from xent_tf.launch import progress
+from xent_tf.launch.jobs import InvalidJobError
 from xent_tf.track.identity import run_name
 from xent_tf.track.resume import (
     FinishedJob,
@@ -501,8 +502,11 @@ class MlflowSweepCallback(Callback):
         if self.progress is None:
             return
         if job_return.status == JobStatus.FAILED:
-            error = job_return.return_value
-            text = progress.result_text(None, f"{type(error).__name__}: {error}")
+            error = job_return._return_value  # return_value raises it
+            if isinstance(error, InvalidJobError):
+                text = progress.result_text(None, f"invalid, not run: {error.reason}")
+            else:
+                text = progress.result_text(None, f"{type(error).__name__}: {error}")
         else:
             value = job_return.return_value
             text = progress.result_text(float(value) if isinstance(value, int | float) else None)

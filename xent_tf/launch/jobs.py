@@ -1,7 +1,9 @@
 """A sweep job's fate, decided in one place for experiments/run.py and for every launcher.
 
 Before a job of a sweep trains (``decide_job``): a config that does not validate is INVALID
-(it never runs; the rest of the sweep goes on); a config whose choices do not fit together
+(it never runs; its ``JobReturn`` is FAILED with an ``InvalidJobError``; the rest of the sweep
+goes on, and the ``replicas`` sweeper fails the command when the sweep has ended and been
+reported: ``sweep_outcome``); a config whose choices do not fit together
 (``config.NotApplicableError``: bce on 5-class data, when a study sweeps heads over data sets) is
 NOT_APPLICABLE (left out, not failed); a config that already FINISHED under the resumed parent
 is SKIPPED (its recorded validation loss is its value). Every other job trains: TRAINED, its
@@ -9,7 +11,10 @@ value its final validation loss, or NaN if it failed (``sweep_goes_on``: its run
 MLflow with the reason and the sweep goes on). A job whose worker process died is WORKER_DIED.
 
 A launcher hands Hydra a ``DecidedJob`` for a job it did not run: a ``JobReturn`` whose
-``outcome`` says why, counted by that field rather than by its task name.
+``outcome`` says why, counted by that field rather than by its task name. Only INVALID is
+FAILED: a SKIPPED job's run FINISHED before (its recorded value is its value), a NOT_APPLICABLE
+one is left out of the study by design (NaN), and a job whose worker died ran, like a job that
+failed in training (NaN; its run is FAILED in MLflow).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import CompactHydraException
 
 from xent_tf.config import Config, NotApplicableError
 from xent_tf.track.resume import FinishedJob
@@ -82,10 +88,52 @@ def decide_job(
     return JobDecision(JobOutcome.TRAINED, config)
 
 
+class InvalidJobError(ValueError):
+    """A sweep job whose config does not validate: it was not run.
+
+    The failed ``JobReturn`` of such a job carries it, whichever process decided (the launcher,
+    or ``xent_tf.tasks.task`` in a worker): pickled with the job's overrides and the reason.
+
+    Attributes:
+        overrides: the job's overrides.
+        reason: the validation error's message (it names the bad value and what is allowed).
+    """
+
+    def __init__(self, overrides: Sequence[str], reason: str) -> None:
+        self.overrides = tuple(overrides)
+        self.reason = reason
+        super().__init__(f"job {' '.join(overrides)} is invalid and was not run: {reason}")
+
+    def __reduce__(self) -> tuple[type[InvalidJobError], tuple[tuple[str, ...], str]]:
+        return InvalidJobError, (self.overrides, self.reason)
+
+
+def invalid_job(overrides: Sequence[str], error: Exception) -> InvalidJobError:
+    """The error an INVALID job fails with, logged as the job's line.
+
+    Args:
+        overrides: the job's overrides.
+        error: why its config does not validate.
+    """
+    invalid = InvalidJobError(overrides, str(error))
+    log.error("%s", invalid)
+    return invalid
+
+
+class InvalidJobsError(CompactHydraException):
+    """A sweep ran and was recorded, but some of its jobs were invalid and never ran.
+
+    Hydra prints a ``CompactHydraException`` as its message alone and exits with status 1.
+    """
+
+
 @dataclass
 class DecidedJob(JobReturn):
-    """The ``JobReturn`` of a job that did not train: Hydra's sweeper reads its value (COMPLETED,
-    so the sweep goes on); the launchers count it by ``outcome``."""
+    """The ``JobReturn`` of a job that did not train; the launchers count it by ``outcome``.
+
+    An INVALID job's is FAILED (its value an ``InvalidJobError``); the others' COMPLETED, so
+    Hydra's sweeper reads their value and goes on.
+    """
 
     outcome: JobOutcome = JobOutcome.INVALID
 
@@ -101,20 +149,56 @@ def decided_job(
         value: the job's value for an outcome given without a decision.
 
     Returns:
-        A COMPLETED ``DecidedJob``: NaN, or a SKIPPED job's recorded value.
+        An INVALID job's FAILED ``DecidedJob`` (its value the ``InvalidJobError``); the others'
+        COMPLETED: NaN, or a SKIPPED job's recorded value.
     """
     if isinstance(decision, JobOutcome):
         decision = JobDecision(decision, value=value)
-    job = " ".join(overrides)
     if decision.outcome == JobOutcome.INVALID:
-        log.error("job %s is invalid and was not run: %s", job, decision.error)
-    elif decision.outcome == JobOutcome.NOT_APPLICABLE:
-        log.warning("job %s left out: %s", job, decision.error)
+        error = decision.error if decision.error is not None else ValueError("(no reason given)")
+        return DecidedJob(
+            overrides=list(overrides),
+            status=JobStatus.FAILED,
+            _return_value=invalid_job(overrides, error),
+            outcome=decision.outcome,
+        )
+    if decision.outcome == JobOutcome.NOT_APPLICABLE:
+        log.warning("job %s left out: %s", " ".join(overrides), decision.error)
     return DecidedJob(
         overrides=list(overrides),
         status=JobStatus.COMPLETED,
         _return_value=decision.value,
         outcome=decision.outcome,
+    )
+
+
+def invalid_error(job: JobReturn) -> InvalidJobError | None:
+    """The ``InvalidJobError`` a job failed with, or None (it ran, or failed otherwise)."""
+    if job.status == JobStatus.FAILED and isinstance(job._return_value, InvalidJobError):
+        return job._return_value
+    return None
+
+
+def sweep_outcome(returns: Sequence[JobReturn]) -> InvalidJobsError | None:
+    """What a sweep's end says about its jobs: the error naming its invalid jobs, if any.
+
+    Hydra's sweeper reads every job's value after each batch and stops at the first FAILED
+    one; the ``replicas`` sweeper reads the others' and raises this once the sweep has ended
+    (its callbacks have reported it).
+
+    Args:
+        returns: every job's ``JobReturn``, all batches.
+
+    Returns:
+        An error naming each invalid job and why (None: every job ran or was decided).
+    """
+    invalid = [e for e in map(invalid_error, returns) if e is not None]
+    if not invalid:
+        return None
+    lines = "\n".join(f"  {' '.join(e.overrides)}: {e.reason}" for e in invalid)
+    return InvalidJobsError(
+        f"{len(invalid)} of the sweep's {len(returns)} jobs are invalid and were not run (the "
+        f"other jobs ran and are recorded):\n{lines}"
     )
 
 
