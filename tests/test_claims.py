@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +31,11 @@ from xent_tf.claims import (
 )
 from xent_tf.claims.comparison import Finding, Verdict
 from xent_tf.claims.records import ClaimResult, StudyEvidence
-from xent_tf.claims.runner import DATA_SETS_KEY, DEFINING_PARAMS, study_definition
+from xent_tf.claims.runner import DEFINING_PARAMS, StudyDefinition, define_study
 from xent_tf.claims.studies import ClaimCheck, ClaimPart
 from xent_tf.config import CLAIM_IDS, Config, MakeClassificationConfig
 from xent_tf.track import connection, reading
+from xent_tf.track.resume import definition_differences
 from xent_tf.track.run_record import RunRecord, divergence_tags
 
 HOLDS, CONTRADICTED, INCONCLUSIVE = Verdict.HOLDS, Verdict.CONTRADICTED, Verdict.INCONCLUSIVE
@@ -374,7 +375,9 @@ def test_unknown_claim_id_names_it_and_lists_the_known_ones(
 
 # --- studies in the store ----------------------------------------------------------------
 
-DEFINITION = {"trainer.epochs": "20", "data.n_samples": "10000"}
+PARAMS = {"trainer.epochs": "20", "data.n_samples": "10000"}
+# Parents made here record no study definition: they are judged by their runs' params.
+DEFINITION = StudyDefinition(sweep={}, params=PARAMS, datasets="")
 
 
 def _parent(client: MlflowClient, experiment_id: str, study: str, status: str) -> str:
@@ -394,7 +397,7 @@ def _child(
     seed: int,
     status: str,
     error: str,
-    params: dict[str, str] = DEFINITION,
+    params: dict[str, str] = PARAMS,
     diverged_epoch: int | None = None,
 ) -> None:
     run = client.create_run(
@@ -432,7 +435,7 @@ class RecordingRunner:
     ) -> None:
         self.calls.append((study, tuple(seeds)))
 
-    def definition(self, study: str, dataset: str | None = None) -> Mapping[str, str]:
+    def definition(self, study: str, dataset: str | None = None) -> StudyDefinition:
         return DEFINITION
 
 
@@ -485,7 +488,7 @@ def test_failed_incomplete_or_debug_studies_are_named_and_not_used(
     assert recording.calls == [("lr_sweep", (0, 1))]
     assert evidence.problem == "running it left no new sweep in the store"
     # the debug sweep is used once the definition it must match is its own
-    tiny = {"trainer.epochs": "2", "data.n_samples": "400"}
+    tiny = StudyDefinition({}, {"trainer.epochs": "2", "data.n_samples": "400"}, "")
     used = from_studies.find_study("lr_sweep", tracking_uri, (0, 1), tiny, False, None)
     assert used.parent is not None and used.parent.run_id == debug
     assert used.seeds == (0, 1) and used.config_hash == from_studies.study_definition_hash(
@@ -494,6 +497,81 @@ def test_failed_incomplete_or_debug_studies_are_named_and_not_used(
     # ... but not for seeds it does not have
     lacking = from_studies.find_study("lr_sweep", tracking_uri, (0, 1, 2), tiny, False, None)
     assert any("lacks required seeds [2] (has [0, 1])" in s for s in lacking.skipped)
+
+
+def _launching_config(overrides: list[str]):  # type: ignore[no-untyped-def]
+    """The config a multirun's launching process composes (what its callback records)."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    from tests.conftest import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        hydra = GlobalHydra.instance().hydra
+        assert hydra is not None
+        return hydra.compose_config("config", overrides, run_mode=RunMode.MULTIRUN)
+
+
+@pytest.mark.parametrize(
+    ("study", "dataset", "extra"),
+    [("lr_sweep", None, TINY_STUDY), ("mse_vs_ce", "wine", ["+debug=quick"])],
+)
+def test_the_sweep_a_study_records_is_the_study_the_ledger_defines(
+    study: str, dataset: str | None, extra: list[str]
+) -> None:
+    """The definition the sweep's callback records on its parent (what ``+resume`` compares) is
+    the one the ledger composes for the study: seeds, store and launcher do not change it."""
+    from xent_tf.claims.runner import study_command
+    from xent_tf.launch.callback import _study_definition
+
+    wanted = define_study(study, extra, dataset)
+    command = study_command(study, extra, dataset)
+    launched = [*command, "seed=0,1,2", "tracking.uri=sqlite:///elsewhere.db", "+resume=matching"]
+    assert _study_definition(_launching_config(launched)) == wanted.sweep
+    assert _study_definition(_launching_config([*launched, "hydra/launcher=basic"])) == (
+        wanted.sweep
+    )
+    # A setting no run param of DEFINING_PARAMS shows makes another study all the same.
+    other = _study_definition(_launching_config([*launched, "trainer.probe_rows=7"]))
+    assert definition_differences(other, wanted.sweep) == [
+        f"trainer.probe_rows: 7 -> {wanted.sweep['trainer.probe_rows']}"
+    ]
+
+
+def test_a_study_resumed_is_the_study_the_ledger_reads(tracking_uri: str) -> None:
+    """Of two finished, complete sweeps of lr_sweep, the newer recorded another study
+    definition: ``+resume=matching`` continues the older, and the ledger reads the older."""
+    from xent_tf.launch.callback import _newest_parent_of_study
+    from xent_tf.track.recovery import record_study_definition
+
+    definition = define_study("lr_sweep")
+    client = MlflowClient(tracking_uri)
+    experiment_id = client.create_experiment("lr_sweep")
+    other = {**definition.sweep, "trainer.probe_rows": "7"}
+    parents = []
+    for started, recorded in ((1000, definition.sweep), (2000, other)):
+        run = client.create_run(
+            experiment_id,
+            start_time=started,
+            tags={"xent.sweep_dir": "/tmp/x", reading.STUDY_TAG: "lr_sweep"},
+        )
+        client.set_terminated(run.info.run_id, "FINISHED")
+        record_study_definition(tracking_uri, run.info.run_id, recorded)
+        for lr in ("0.1", "10.0"):
+            for seed in (0, 1):
+                params = {**definition.params, "data.name": "reference"}
+                _child(client, experiment_id, run.info.run_id, lr, seed, "FINISHED", "", params)
+        parents.append(run.info.run_id)
+    older, newer = parents
+    resumed = _newest_parent_of_study(tracking_uri, "lr_sweep", dict(definition.sweep))
+    assert resumed is not None and resumed.run_id == older
+    read = from_studies.find_study("lr_sweep", tracking_uri, (0, 1), definition, False, None)
+    assert read.parent is not None and read.parent.run_id == older
+    assert read.skipped == (
+        f"sweep {newer[:8]} not used: another study definition (recorded -> the study's): "
+        "trainer.probe_rows: 7 -> 64",
+    )
 
 
 def test_study_problem_accepts_diverged_runs() -> None:
@@ -508,39 +586,49 @@ def test_study_problem_accepts_diverged_runs() -> None:
     diverged = "NonFiniteLossError: training loss became NaN/inf at epoch 2"
     records = [record("0.1", 0), record("0.1", 1), record("10", 0, "FAILED", diverged)]
     records.append(record("10", 1, "FAILED", diverged))
-    assert from_studies.study_problem(parent, "lr_sweep", records, {}, (0, 1)) == ""
+    anything = StudyDefinition({}, {}, "")
+    assert from_studies.study_problem(parent, "lr_sweep", records, anything, (0, 1)) == ""
     assert "tagged study 'annealing'" in from_studies.study_problem(
         reading.StudyRun("p", "1", "lr_sweep", "annealing", "FINISHED", 0),
         "lr_sweep",
         records,
-        {},
+        anything,
         (0, 1),
     )
-    assert from_studies.study_problem(parent, "lr_sweep", [], {}, ()) == "no child runs"
+    assert from_studies.study_problem(parent, "lr_sweep", [], anything, ()) == "no child runs"
     # C12's fixed target needs each run's majority share, its accuracy area the epoch count,
     # which older versions did not log.
     mse_parent = reading.StudyRun("p", "1", "mse_vs_ce", "mse_vs_ce", "FINISHED", 0)
     old = [RunRecord("r", {"loss.name": "mse"}, seed, "FINISHED") for seed in (0, 1)]
-    assert from_studies.study_problem(mse_parent, "mse_vs_ce", old, {}, (0, 1)) == (
+    assert from_studies.study_problem(mse_parent, "mse_vs_ce", old, anything, (0, 1)) == (
         "its runs do not log ['data.majority_share', 'trainer.epochs'], which the rules need (an "
         "older version)"
     )
     logged = {"data.majority_share": "0.5", "trainer.epochs": "20"}
     new = [RunRecord("r", {**r.params, **logged}, r.seed, "FINISHED") for r in old]
-    assert from_studies.study_problem(mse_parent, "mse_vs_ce", new, {}, (0, 1)) == ""
+    assert from_studies.study_problem(mse_parent, "mse_vs_ce", new, anything, (0, 1)) == ""
 
 
 def test_study_definition_comes_from_the_study_config() -> None:
-    definition = study_definition("lr_sweep")
-    assert set(definition) == {*DEFINING_PARAMS, DATA_SETS_KEY}
-    assert definition[DATA_SETS_KEY] == "reference"
+    definition = define_study("lr_sweep")
+    assert set(definition.params) == set(DEFINING_PARAMS)
+    assert definition.datasets == "reference"
     # A study that sweeps two data sets needs both; pinned to one, only that one.
-    assert study_definition("mse_vs_ce")[DATA_SETS_KEY] == "multiclass,reference"
-    on_wine = study_definition("mse_vs_ce", ["+debug=quick"], dataset="wine")
-    assert on_wine[DATA_SETS_KEY] == "wine" and "data.n_samples" not in on_wine
-    assert (definition["trainer.epochs"], definition["data.n_samples"]) == ("20", "10000")
-    tiny = study_definition("lr_sweep", TINY_STUDY)
-    assert (tiny["trainer.epochs"], tiny["data.n_samples"]) == ("2", "300")
+    assert define_study("mse_vs_ce").datasets == "multiclass,reference"
+    on_wine = define_study("mse_vs_ce", ["+debug=quick"], dataset="wine")
+    assert on_wine.datasets == "wine" and "data.n_samples" not in on_wine.params
+    assert (on_wine.sweep["experiment"], on_wine.sweep["data"], on_wine.sweep["debug"]) == (
+        "mse_vs_ce",
+        "wine",
+        "quick",
+    )
+    assert (definition.params["trainer.epochs"], definition.params["data.n_samples"]) == (
+        "20",
+        "10000",
+    )
+    assert definition.sweep["trainer.epochs"] == "20" and "seed" not in definition.sweep
+    tiny = define_study("lr_sweep", TINY_STUDY)
+    assert (tiny.params["trainer.epochs"], tiny.params["data.n_samples"]) == ("2", "300")
 
 
 # --- end to end --------------------------------------------------------------------------
@@ -562,10 +650,10 @@ class TinyRunner:
         sweep_dir = self.tmp_path / f"sweep-{study}-{len(self.calls)}"
         run_study(study, list(seeds), tracking_uri, sweep_dir, dataset)
 
-    def definition(self, study: str, dataset: str | None = None) -> Mapping[str, str]:
+    def definition(self, study: str, dataset: str | None = None) -> StudyDefinition:
         if dataset is None:
-            return study_definition(study, TINY_STUDY)
-        return study_definition(study, tiny_overrides(dataset)[1:], dataset)
+            return define_study(study, TINY_STUDY)
+        return define_study(study, tiny_overrides(dataset)[1:], dataset)
 
 
 class MustNotRun(TinyRunner):
@@ -936,4 +1024,4 @@ def test_claims_measured_ahead_are_used_once_and_only_for_the_same_config(
     # A study claim's definition is composed ahead as the ledger composes it.
     only_c13 = make_config("+experiment=claims", "tracking=off", "claims.only=[C13]")
     lr = measure_exact_early(only_c13).combined(prepare_reads_early(only_c13, tmp_path))
-    assert lr.results == {} and lr.definitions == {"lr_sweep": study_definition("lr_sweep")}
+    assert lr.results == {} and lr.definitions == {"lr_sweep": define_study("lr_sweep")}

@@ -16,6 +16,7 @@ from xent_tf.claims import from_studies, ledger
 from xent_tf.claims.comparison import Finding, Verdict
 from xent_tf.claims.ledger_render import ledger_json, render_html, render_markdown, render_terminal
 from xent_tf.claims.records import ClaimResult, Ledger, StudyEvidence
+from xent_tf.claims.runner import StudyDefinition
 from xent_tf.claims.studies import ClaimCheck, ClaimPart
 from xent_tf.config import EVIDENCE_DATASETS, ClaimsConfig, expand_datasets
 from xent_tf.launch.evidence import EvidenceClock, Unit, UnitOutcome, read_outcome, unit_line
@@ -241,7 +242,7 @@ def test_the_ledger_reads_each_sweep_once_across_data_sets_and_seed_sets(
     reads: dict[str, list[RunRecord]] = {}
     for dataset in "abc":
         for seeds in ((0, 1), (2, 3)):
-            definition = {"data.name": dataset}
+            definition = StudyDefinition(sweep={}, params={}, datasets=dataset)
             evidence = from_studies.find_study(
                 "lr_sweep", "sqlite:///x.db", seeds, definition, False, None, dataset, reads
             )
@@ -249,5 +250,6 @@ def test_the_ledger_reads_each_sweep_once_across_data_sets_and_seed_sets(
             assert len(evidence.skipped) == 1 and f"sweep p{dataset}" in evidence.skipped[0]
     assert sorted(fetched) == ["pa", "pb", "pc"]  # once each, not once per lookup (12)
     fetched.clear()
-    from_studies.find_study("lr_sweep", "sqlite:///x.db", (0, 1), {"data.name": "a"}, False, None)
+    only_a = StudyDefinition(sweep={}, params={}, datasets="a")
+    from_studies.find_study("lr_sweep", "sqlite:///x.db", (0, 1), only_a, False, None)
     assert fetched == ["pc", "pb", "pa"]  # without the shared reads: every sweep again

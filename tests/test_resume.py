@@ -48,12 +48,16 @@ def test_finished_jobs_round_trip_through_the_sweep_directory(tmp_path: Path) ->
 
 def test_a_study_definition_leaves_out_seeds_and_recording_and_lists_each_difference() -> None:
     flat = {"seed": "0", "optimizer.learning_rate": "0.1", "tracking.uri": "sqlite:///a.db"}
-    overrides = {"seed": "range(8)", "+variant/x": "a,b", "hydra/launcher": "joblib"}
+    overrides = ["seed=range(8)", "+variant/x=a,b", "hydra/launcher=joblib"]
     definition = study_definition(flat, overrides)
     assert definition == {"optimizer.learning_rate": "0.1", "variant/x": "a,b"}
+    # A nested config is flattened as its runs' params are.
+    assert study_definition({"optimizer": {"learning_rate": 0.1}}, []) == {
+        "optimizer.learning_rate": "0.1"
+    }
     other = study_definition(
         {**flat, "optimizer.learning_rate": "0.5", "seed": "3"},
-        {"seed": "range(10)", "trainer.epochs": "5"},
+        ["seed=range(10)", "trainer.epochs=5"],
     )
     assert definition_differences(definition, other) == [
         "optimizer.learning_rate: 0.1 -> 0.5",

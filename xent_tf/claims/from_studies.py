@@ -1,8 +1,10 @@
 """The training claims (C8's training half, C12-C15) from studies in the MLflow store.
 
 A stored sweep is used only when it is finished and complete, its runs' config matches the
-study's definition (``runner.DEFINING_PARAMS``: a ``+debug=tiny`` sweep is refused) and it has
-the required seeds; every sweep passed over is named with the reason.
+study's definition (the definition its parent recorded, as ``+resume`` compares it:
+``track.resume.study_definition``; and every run's ``runner.DEFINING_PARAMS``: a ``+debug=tiny``
+sweep is refused) and it has the required seeds; every sweep passed over is named with the
+reason.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from datetime import UTC, datetime
 from xent_tf.claims.comparison import PARTS_RULE, Finding, Verdict, combine_verdicts
 from xent_tf.claims.records import ClaimResult, Link, StudyEvidence
 from xent_tf.claims.registry import CLAIMS
-from xent_tf.claims.runner import DATA_SETS_KEY, StudyRunner
+from xent_tf.claims.runner import StudyDefinition, StudyRunner
 from xent_tf.claims.studies import (
     STUDIES,
     ClaimCheck,
@@ -26,23 +28,26 @@ from xent_tf.claims.studies import (
     adjusted_parts,
     group_variants,
 )
-from xent_tf.track import connection, reading
+from xent_tf.track import connection, reading, recovery
+from xent_tf.track.resume import definition_differences
 from xent_tf.track.run_record import RunRecord, RunStatus
 
 log = logging.getLogger(__name__)
 
 
-def study_definition_hash(study: str, definition: Mapping[str, str]) -> str:
-    """A short hash of a study and its defining params (the same config gives the same hash)."""
-    text = json.dumps({"study": study, **dict(sorted(definition.items()))})
+def study_definition_hash(study: str, definition: StudyDefinition) -> str:
+    """A short hash of a study and its definition (the same definition gives the same hash)."""
+    text = json.dumps(
+        {"study": study, "sweep": dict(definition.sweep), "params": dict(definition.params)},
+        sort_keys=True,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-def covers_datasets(records: Sequence[RunRecord], definition: Mapping[str, str]) -> bool:
+def covers_datasets(records: Sequence[RunRecord], definition: StudyDefinition) -> bool:
     """Whether a sweep's runs are on exactly the data sets of the study's definition (any,
     when the definition does not name them)."""
-    wanted = definition.get(DATA_SETS_KEY)
-    return wanted is None or wanted == _datasets_of(records)
+    return not definition.datasets or definition.datasets == _datasets_of(records)
 
 
 def _datasets_of(records: Sequence[RunRecord]) -> str:
@@ -54,22 +59,26 @@ def study_problem(
     parent: reading.StudyRun,
     study: str,
     records: Sequence[RunRecord],
-    definition: Mapping[str, str],
+    definition: StudyDefinition,
     required_seeds: Sequence[int],
+    recorded: Mapping[str, str] | None = None,
 ) -> str:
     """Why a sweep in the store cannot be used for ``study`` ("" when it can).
 
     A child run whose loss went NaN/inf is a measured outcome (a diverging learning rate), not
-    a failure; any other child the study's report would use that did not finish, a variant
-    missing seeds the others have, a run whose config differs from the study's definition, or
-    a required seed missing makes the sweep unusable.
+    a failure; a parent that recorded another study definition than ``definition.sweep`` (the
+    test ``+resume`` applies), any other child the study's report would use that did not
+    finish, a variant missing seeds the others have, a run whose defining params differ from
+    the study's, or a required seed missing makes the sweep unusable.
 
     Args:
         parent: the sweep's parent run.
         study: the study the ledger needs.
         records: the sweep's child runs (params, statuses and errors suffice).
-        definition: the study's defining params (``runner.study_definition``).
+        definition: what the study is (``runner.define_study``).
         required_seeds: seeds every variant must have.
+        recorded: the study definition the sweep's parent recorded (None: none, a parent
+            made before definitions were recorded; judged by its runs).
 
     Returns:
         The reason, or "".
@@ -84,16 +93,22 @@ def study_problem(
         return "no child runs"
     if not covers_datasets(records, definition):
         found = _datasets_of(records)
-        return f"its runs are on data set(s) {found}, the study's are {definition[DATA_SETS_KEY]}"
+        return f"its runs are on data set(s) {found}, the study's are {definition.datasets}"
+    if recorded is not None and definition.sweep:
+        differences = definition_differences(recorded, definition.sweep)
+        if differences:
+            shown = "; ".join(differences[:5]) + ("; ..." if len(differences) > 5 else "")
+            return f"another study definition (recorded -> the study's): {shown}"
     for record in records:
         differing = {
             name: record.params.get(name, "(not logged)")
-            for name, value in definition.items()
-            if name != DATA_SETS_KEY and record.params.get(name) != value
+            for name, value in definition.params.items()
+            if record.params.get(name) != value
         }
         if differing:
             shown = ", ".join(
-                f"{name}={got} (study: {definition[name]})" for name, got in differing.items()
+                f"{name}={got} (study: {definition.params[name]})"
+                for name, got in differing.items()
             )
             return f"config differs from the study's definition: {shown}"
     # Judge the runs the study's report uses (a re-run's later attempt replaces an earlier one).
@@ -141,7 +156,7 @@ def _evidence(
     parent: reading.StudyRun,
     records: Sequence[RunRecord],
     tracking_uri: str,
-    definition: Mapping[str, str],
+    definition: StudyDefinition,
     seeds: Sequence[int],
     ran_now: bool,
     skipped: list[str],
@@ -168,7 +183,7 @@ def find_study(
     study: str,
     tracking_uri: str,
     seeds: Sequence[int],
-    definition: Mapping[str, str],
+    definition: StudyDefinition,
     rerun: bool,
     runner: StudyRunner | None,
     dataset: str | None = None,
@@ -180,7 +195,7 @@ def find_study(
         study: the study's name.
         tracking_uri: the store.
         seeds: the seeds the verdict uses (a sweep must have them all; others are left out).
-        definition: the study's defining params (a sweep must match them).
+        definition: what the study is (a sweep must be it: ``study_problem``).
         rerun: run it even when a usable sweep exists.
         runner: how to run a study; None = never run one (the claim becomes inconclusive).
         dataset: the data set the study must be on (None: the study's own).
@@ -199,7 +214,8 @@ def find_study(
             records = _children(tracking_uri, parent, study, reads)
             if records and not covers_datasets(records, definition):
                 continue  # the study on another data set (claims.datasets): not worth a note
-            problem = study_problem(parent, study, records, definition, seeds)
+            recorded = _recorded_definition(tracking_uri, parent, definition)
+            problem = study_problem(parent, study, records, definition, seeds, recorded)
             if problem:
                 skipped.append(f"sweep {parent.run_id[:8]} not used: {problem}")
                 continue
@@ -231,7 +247,8 @@ def find_study(
             dataset=dataset or "",
         )
     records = reading.fetch_children(tracking_uri, new[0], _history_metrics(study))
-    problem = study_problem(new[0], study, records, definition, seeds)
+    recorded = _recorded_definition(tracking_uri, new[0], definition)
+    problem = study_problem(new[0], study, records, definition, seeds, recorded)
     if problem:
         skipped.append(f"sweep {new[0].run_id[:8]} (just run) not used: {problem}")
         return StudyEvidence(
@@ -243,6 +260,15 @@ def find_study(
     return _evidence(
         study, new[0], records, tracking_uri, definition, seeds, True, skipped, dataset
     )
+
+
+def _recorded_definition(
+    tracking_uri: str, parent: reading.StudyRun, definition: StudyDefinition
+) -> dict[str, str] | None:
+    """The study definition ``parent`` recorded (None: none, or none to compare it with)."""
+    if not definition.sweep:
+        return None
+    return recovery.recorded_study_definition(tracking_uri, parent.run_id)
 
 
 def _children(

@@ -30,10 +30,11 @@ from xent_tf.claims.records import (
 )
 from xent_tf.claims.registry import CLAIMS, protocol_hash
 from xent_tf.claims.runner import (
+    StudyDefinition,
     StudyRunner,
     SubprocessStudyRunner,
     check_datasets,
-    study_definition,
+    define_study,
 )
 from xent_tf.claims.studies import ClaimPart, adjusted_parts
 from xent_tf.config import Config, MakeClassificationConfig, MlpConfig
@@ -148,7 +149,7 @@ def prepare_reads_early(config: Config, reference_dir: Path) -> EarlyMeasurement
     overrides = config.claims.study_overrides
     datasets: tuple[str | None, ...] = tuple(config.claims.datasets) or (None,)
     definitions = {
-        definition_key(study, dataset): study_definition(study, overrides, dataset)
+        definition_key(study, dataset): define_study(study, overrides, dataset)
         for study in sorted(studies)
         for dataset in datasets
     }
@@ -296,7 +297,7 @@ def _gather_studies(
     sets: Sequence[tuple[int, ...]],
     datasets: Sequence[str | None],
     runner: StudyRunner | None,
-    definitions: Mapping[str, Mapping[str, str]],
+    definitions: Mapping[str, StudyDefinition],
 ) -> dict[StudyKey, StudyEvidence]:
     """Find (or run) every study the wanted claims read, per data set and seed set
     (``definitions``: study definitions composed ahead, by ``definition_key``)."""
@@ -317,13 +318,13 @@ def _gather_studies(
                         study, problem="tracking is off: no store to read", dataset=dataset or ""
                     )
                 continue
-            definition: Mapping[str, str]
+            definition: StudyDefinition
             if definition_key(study, dataset) in definitions:
                 definition = definitions[definition_key(study, dataset)]
             elif runner is not None:
                 definition = runner.definition(study, dataset)
             else:
-                definition = study_definition(study, dataset=dataset)
+                definition = define_study(study, dataset=dataset)
             for seeds in sets:
                 studies[(study, dataset, seeds)] = find_study(
                     study,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from xent_tf.claims.comparison import PARTS_RULE, Verdict, combine_verdicts
 from xent_tf.claims.protocol import PROTOCOL_VERSION
 from xent_tf.claims.registry import CLAIMS, protocol_hash
+from xent_tf.claims.runner import StudyDefinition
 from xent_tf.claims.studies import ClaimCheck, ClaimPart, adjusted_parts
 from xent_tf.track import connection, reading
 
@@ -275,14 +276,14 @@ class EarlyMeasurements:
     Attributes:
         config_hash: ``resume.training_config_hash`` of the config measured with.
         results: claim id -> its result.
-        definitions: study -> its definition (``runner.study_definition``) on its own data
+        definitions: study -> its definition (``runner.define_study``) on its own data
             set, and "study@data set" -> on each of ``claims.datasets``
             (``ledger.definition_key``): what the ledger looks for in the store.
     """
 
     config_hash: str
     results: Mapping[str, ClaimResult]
-    definitions: Mapping[str, dict[str, str]] = field(default_factory=dict)
+    definitions: Mapping[str, StudyDefinition] = field(default_factory=dict)
 
     def combined(self, other: EarlyMeasurements) -> EarlyMeasurements:
         """Both measurements as one (made with the same config).

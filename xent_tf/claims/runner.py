@@ -42,9 +42,23 @@ DEFINING_PARAMS = (
 )
 
 
-# The key of a definition that names the study's data sets ("multiclass,reference"): a sweep's
-# runs must cover exactly these (a sweep of one data set is not the two-data-set study).
-DATA_SETS_KEY = "data.name"
+@dataclasses.dataclass(frozen=True)
+class StudyDefinition:
+    """What a stored sweep must be to count as a study for the ledger.
+
+    Attributes:
+        sweep: the study's definition (``track.resume.study_definition`` of the command line
+            that runs it): a sweep parent that recorded another one is another study, as
+            ``+resume`` judges it. Empty: unknown (only the runs' params are checked).
+        params: the defining params (``DEFINING_PARAMS``) as its runs log them (every run is
+            checked against them; a parent made before definitions were recorded is judged by
+            them alone).
+        datasets: the data sets its runs cover, sorted and comma-separated.
+    """
+
+    sweep: Mapping[str, str]
+    params: Mapping[str, str]
+    datasets: str
 
 
 class StudyRunner(Protocol):
@@ -57,9 +71,8 @@ class StudyRunner(Protocol):
         ``data=<dataset>``; None: the study's own data)."""
         ...
 
-    def definition(self, study: str, dataset: str | None = None) -> Mapping[str, str]:
-        """The study's defining params (``DEFINING_PARAMS``) as its runs log them, and its
-        data sets (``DATA_SETS_KEY``)."""
+    def definition(self, study: str, dataset: str | None = None) -> StudyDefinition:
+        """What a stored sweep must be to be the study the runner runs (``define_study``)."""
         ...
 
 
@@ -84,10 +97,18 @@ def check_datasets(names: Sequence[str]) -> None:
         )
 
 
-def study_definition(
+def study_command(
     study: str, overrides: Sequence[str] = (), dataset: str | None = None
-) -> dict[str, str]:
-    """Composes ``+experiment=<study>`` (plus ``overrides``) and returns its defining params.
+) -> list[str]:
+    """The overrides a study's sweep runs with (``SubprocessStudyRunner``, without its seeds
+    and store, which do not change what the study is)."""
+    return [f"+experiment={study}", *([f"data={dataset}"] if dataset else []), *overrides]
+
+
+def define_study(
+    study: str, overrides: Sequence[str] = (), dataset: str | None = None
+) -> StudyDefinition:
+    """Composes the study's command line (``study_command``) and says what its sweep is.
 
     Args:
         study: the study (experiment config) name.
@@ -95,13 +116,16 @@ def study_definition(
         dataset: the data set the study is run on (None: its own).
 
     Returns:
-        {param: value as logged} for each of ``DEFINING_PARAMS``, and under ``DATA_SETS_KEY``
-        the data sets its runs cover, sorted and comma-separated.
+        Its study definition as its sweep's parent records it, its defining params as its
+        runs log them, and the data sets its runs cover.
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    wanted = [f"+experiment={study}", *overrides, *([f"data={dataset}"] if dataset else [])]
+    from xent_tf.track import writing  # MLflow: not imported by a launcher checking names
+    from xent_tf.track.resume import study_definition
+
+    wanted = study_command(study, overrides, dataset)
     if GlobalHydra.instance().is_initialized():  # inside experiments/run.py
         cfg = compose(config_name="config", overrides=wanted, return_hydra_config=True)
     else:
@@ -111,12 +135,14 @@ def study_definition(
     datasets = [dataset] if dataset else str(swept).split(",") if swept else [str(cfg.data.name)]
     with open_dict(cfg):
         del cfg["hydra"]
-    from xent_tf.track import writing  # MLflow: not imported by a launcher checking names
-
+    base = OmegaConf.to_container(cfg, resolve=False)
+    assert isinstance(base, dict)
     flat = writing.flatten(dataclasses.asdict(to_config(cfg)))
-    definition = {name: flat[name] for name in DEFINING_PARAMS if name in flat}
-    definition[DATA_SETS_KEY] = ",".join(sorted(d.strip() for d in datasets))
-    return definition
+    return StudyDefinition(
+        sweep=study_definition({str(k): v for k, v in base.items()}, wanted),
+        params={name: flat[name] for name in DEFINING_PARAMS if name in flat},
+        datasets=",".join(sorted(d.strip() for d in datasets)),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,11 +167,9 @@ class SubprocessStudyRunner:
             sys.executable,
             str(_RUN_SCRIPT),
             "-m",
-            f"+experiment={study}",
+            *study_command(study, self.overrides, dataset),
             f"seed={','.join(str(s) for s in seeds)}",
             f"tracking.uri={tracking_uri}",
-            *([f"data={dataset}"] if dataset else []),
-            *self.overrides,
         ]
         where = f" on {dataset}" if dataset else ""
         log.info(
@@ -155,5 +179,5 @@ class SubprocessStudyRunner:
         if completed.returncode != 0:
             raise RuntimeError(f"`{' '.join(command)}` exited with status {completed.returncode}")
 
-    def definition(self, study: str, dataset: str | None = None) -> Mapping[str, str]:
-        return study_definition(study, self.overrides, dataset)
+    def definition(self, study: str, dataset: str | None = None) -> StudyDefinition:
+        return define_study(study, self.overrides, dataset)

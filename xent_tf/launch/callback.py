@@ -127,16 +127,11 @@ class ResumeRefusedError(ValueError):
 
 def _study_definition(config: DictConfig) -> dict[str, str]:
     """The sweep's study definition: its base config and the command line's overrides."""
-    from xent_tf.track import writing
-
     base = OmegaConf.to_container(config, resolve=False)
     assert isinstance(base, dict)
     base.pop("hydra", None)
-    overrides: dict[str, str] = {}
-    for override in config.hydra.overrides.task:
-        key, _, value = str(override).partition("=")
-        overrides[key] = value
-    return study_definition(writing.flatten({str(k): v for k, v in base.items()}), overrides)
+    overrides = [str(o) for o in config.hydra.overrides.task]
+    return study_definition({str(k): v for k, v in base.items()}, overrides)
 
 
 # ``+resume=`` values: the latest sweep, refused if it is another study; or the newest sweep of

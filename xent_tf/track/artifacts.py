@@ -47,6 +47,19 @@ _DATASET_ATTEMPTS = 3
 MAX_PARAM_LENGTH = 6000
 
 
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mapping -> {"a.b.c": "value"} as MLflow takes params (``writing.flatten``, and
+    ``resume.study_definition``'s keys); lists become their string form."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, prefix=f"{name}."))
+        else:
+            flat[name] = str(value)[:MAX_PARAM_LENGTH]
+    return flat
+
+
 # A run name is VARCHAR(250) in MLflow's SQL schema: PostgreSQL rejects a longer one (a sweep
 # job's name is its Hydra overrides, easily longer); SQLite would have kept it.
 _MAX_RUN_NAME = 250

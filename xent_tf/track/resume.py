@@ -1,5 +1,6 @@
 """Resuming a sweep: which jobs already FINISHED with the same config, and whether a resumed
-study is the study it claims to continue.
+study is the study it claims to continue (``study_definition``, which the claims ledger uses
+too).
 
 Every run records ``CONFIG_HASH_TAG``: a hash of its resolved config without the fields that do
 not change what is trained (where it is recorded, how chatty it is). When a sweep continues an
@@ -14,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,8 @@ def read_finished(sweep_dir: Path) -> dict[str, FinishedJob]:
 
 
 # Keys a resumed study may change: more or other seeds is the point of resuming; where and how
-# visibly it is recorded does not change what it trains.
+# visibly it is recorded, and what a claims ledger would do with it, do not change what it
+# trains (the ledger's settings: a study is the same whichever ledger reads it).
 _MAY_CHANGE = (
     "seed",
     "resume",
@@ -116,22 +118,32 @@ _MAY_CHANGE = (
     "tracking.",
     "tracking",
     "trainer.verbose",
+    "claims.",
+    "claims",
     "hydra.",
     "hydra/",
 )
 
 
-def study_definition(flat_config: Mapping[str, str], sweep_overrides: Mapping[str, str]) -> dict:
-    """What a sweep trains: its base config and its sweep overrides, as {dotted key: text}.
+def study_definition(base_config: Mapping[str, Any], task_overrides: Sequence[str]) -> dict:
+    """What a sweep trains, as {dotted key: text}: the one definition of "the same study".
+
+    ``+resume`` continues a parent run only if its recorded definition is this one; the
+    claims ledger uses a stored sweep only if its parent recorded the definition of the study
+    it needs (``claims.runner.define_study`` composes that study's command line).
 
     Args:
-        flat_config: the launching process's config, flattened (sweep overrides not applied).
-        sweep_overrides: {key: value text} of the command line's overrides (``a=1,2``).
+        base_config: the launching process's config without its ``hydra`` node, as nested
+            mappings (interpolations unresolved; dotted keys are kept as they are).
+        task_overrides: the command line's overrides (``a=1,2``, ``+experiment=x``).
 
     Returns:
         Both merged, without the keys a resumed study may change (``_MAY_CHANGE``).
     """
-    merged = {**flat_config, **{k.lstrip("+~"): v for k, v in sweep_overrides.items()}}
+    from xent_tf.track.artifacts import flatten  # MLflow: not before a sweep needs it
+
+    overrides = dict(str(o).partition("=")[::2] for o in task_overrides)
+    merged = {**flatten(base_config), **{k.lstrip("+~"): v for k, v in overrides.items()}}
     return {
         key: value
         for key, value in sorted(merged.items())

@@ -46,7 +46,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from xent_tf.track import connection
 from xent_tf.track.artifacts import (
-    MAX_PARAM_LENGTH,
     METRIC_BATCH,
     MODEL_NAME,
     SERIES_DIR,
@@ -62,6 +61,7 @@ from xent_tf.track.artifacts import (
     send_params,
     series_file_name,
 )
+from xent_tf.track.artifacts import flatten as flatten  # a run's params (writing.flatten)
 from xent_tf.track.connection import (
     TrackingUnauthorizedError,
     TrackingUnavailableError,
@@ -106,18 +106,6 @@ class Terminated(BaseException):
     A ``BaseException`` so that no ``except Exception`` on the way catches or converts it
     (TensorFlow turns an exception raised while it binds a function's inputs into a TypeError).
     """
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested mapping -> {"a.b.c": "value"}; lists become their string form."""
-    flat: dict[str, str] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, prefix=f"{name}."))
-        else:
-            flat[name] = str(value)[:MAX_PARAM_LENGTH]
-    return flat
 
 
 def log_file_quietly(recorder: RunRecorder, path: Path, artifact_dir: str) -> None:
