@@ -2,19 +2,21 @@
 
 ``replicas`` is in Hydra's shared ``hydra_plugins`` namespace, where any Hydra app can select it:
 a task that is not xent-tf's runs job by job, as under Hydra's basic launcher. The resilient
-joblib launcher (what ``hydra/launcher=joblib`` selects in configs/) runs the suite with Hydra's
-joblib settings and its own class.
+joblib and Ray launchers (what ``hydra/launcher=joblib`` and ``hydra/launcher=ray`` select in
+configs/) run the suites with Hydra's plugins' settings and their own class; the Ray ones on a
+local Ray instance of their own (skipped without the scale extra).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
-from pytest import mark
+from pytest import mark, param
 
 # Hydra's in-process suite needs a process whose Hydra state no other test has touched (Hydra
 # keeps process-wide state, e.g. the version base of the last app initialised: after another
@@ -23,6 +25,26 @@ from pytest import mark
 IN_FRESH_PROCESS = "XENT_CONFORMANCE_PROCESS"
 
 RESILIENT_JOBLIB = "hydra_plugins.xent_tf_launcher.joblib_launcher.ResilientJoblibLauncher"
+RESILIENT_RAY = "hydra_plugins.xent_tf_launcher.ray_launcher.ResilientRayLauncher"
+HAS_RAY = importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is not None
+# A local Ray instance is a real service (pyproject's ``integration`` marker): each of Hydra's
+# integration cases starts one in its app's process (~30 s each here, 11 cases), the
+# in-process suite one for its 9 cases (~40 s).
+needs_ray = [
+    mark.integration,
+    mark.skipif(not HAS_RAY, reason="Ray is in the scale extra: make install-scale"),
+]
+if HAS_RAY:
+    # Hydra's Ray plugin stores its ``hydra/launcher/ray`` config from a private module, which
+    # Hydra's plugin scan imports once: the suite's fixtures restore the ConfigStore each test
+    # started with, so it is stored here, before the first test, for every test to find.
+    importlib.import_module("hydra_plugins.hydra_ray_launcher._config")
+# A local Ray instance of two CPUs, without its dashboard (a test serves nothing).
+RAY_LOCAL = [
+    f"hydra.launcher._target_={RESILIENT_RAY}",
+    "+hydra.launcher.ray.init.num_cpus=2",
+    "+hydra.launcher.ray.init.include_dashboard=false",
+]
 
 
 @mark.parametrize(
@@ -30,6 +52,7 @@ RESILIENT_JOBLIB = "hydra_plugins.xent_tf_launcher.joblib_launcher.ResilientJobl
     [
         ("replicas", []),
         ("joblib", [f"hydra.launcher._target_={RESILIENT_JOBLIB}", "hydra.launcher.n_jobs=2"]),
+        param("ray", RAY_LOCAL, marks=needs_ray, id="ray"),
     ],
 )
 @mark.skipif(
@@ -40,10 +63,15 @@ class TestProjectLaunchers(LauncherTestSuite):
     """Hydra's ``LauncherTestSuite``: sweeps of its test app through each launcher."""
 
 
-def test_hydras_launcher_suite_passes_in_a_fresh_process() -> None:
+def _suite_in_a_fresh_process(selected: str) -> str:
+    """Runs ``TestProjectLaunchers``'s cases ``-k selected`` in a fresh pytest process.
+
+    Returns:
+        Its last line (the counts).
+    """
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-         f"{Path(__file__)}::TestProjectLaunchers"],
+         f"{Path(__file__)}::TestProjectLaunchers", "-k", selected],
         capture_output=True,
         text=True,
         timeout=900,
@@ -51,8 +79,20 @@ def test_hydras_launcher_suite_passes_in_a_fresh_process() -> None:
         cwd=Path(__file__).resolve().parent.parent,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-5000:]
+    return done.stdout.splitlines()[-1]
+
+
+def test_hydras_launcher_suite_passes_in_a_fresh_process() -> None:
     # Hydra's suite: 9 tests for each of the two launchers, none skipped.
-    assert "18 passed" in done.stdout.splitlines()[-1], done.stdout[-2000:]
+    counts = _suite_in_a_fresh_process("not ray")
+    assert "18 passed" in counts and "skipped" not in counts, counts
+
+
+@needs_ray[0]
+@needs_ray[1]
+def test_hydras_launcher_suite_passes_for_ray_in_a_fresh_process() -> None:
+    counts = _suite_in_a_fresh_process("ray")
+    assert "9 passed" in counts and "skipped" not in counts, counts
 
 
 def _app_config(launcher: str) -> dict[str, object]:
@@ -73,6 +113,7 @@ def _app_config(launcher: str) -> dict[str, object]:
     [
         (_app_config("replicas"), ["-m"]),
         (_app_config("joblib"), ["-m", f"hydra.launcher._target_={RESILIENT_JOBLIB}"]),
+        param(_app_config("ray"), ["-m", *RAY_LOCAL], marks=needs_ray, id="ray"),
     ],
 )
 class TestProjectLaunchersIntegration(IntegrationTestSuite):

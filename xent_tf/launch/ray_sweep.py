@@ -34,14 +34,16 @@ from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_g
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from xent_tf.launch.compose import builds_on_the_schema
 from xent_tf.launch.lost_jobs import record_lost_job
 from xent_tf.launch.ray_placement import init_arguments
 from xent_tf.launch.worker_pool import SupervisedWorker, WorkerDeath, preload_job_modules
 
 log = logging.getLogger(__name__)
 
-# The process each Ray worker runs its jobs in (started at its first job).
-_supervised: SupervisedWorker | None = None
+# The process each Ray worker runs its jobs in (started at its first job), by whether it
+# imported xent-tf's training modules as it started.
+_supervised: dict[bool, SupervisedWorker] = {}
 
 
 def run_job_supervised(
@@ -49,6 +51,7 @@ def run_job_supervised(
     sweep_config: DictConfig,
     task_function: TaskFunction,
     singleton_state: dict[Any, Any],
+    preload: bool = False,
 ) -> JobReturn | WorkerDeath:
     """The Ray task: run one Hydra job (as Hydra's Ray launcher does) in a supervised process.
 
@@ -57,17 +60,18 @@ def run_job_supervised(
         sweep_config: the job's composed config.
         task_function: the entry point's task function.
         singleton_state: Hydra's singletons of the launching process.
+        preload: the process imports what xent-tf's jobs need as it starts (only for
+            xent-tf's own app: another app's jobs need none of it).
 
     Returns:
         The job's result, or how its process died.
     """
     from hydra_plugins.hydra_ray_launcher._launcher_util import _run_job
 
-    global _supervised
-    if _supervised is None:
-        _supervised = SupervisedWorker(preload_job_modules)
+    if preload not in _supervised:
+        _supervised[preload] = SupervisedWorker(preload_job_modules if preload else None)
     job = functools.partial(_run_job, hydra_context, sweep_config, task_function, singleton_state)
-    return _supervised.run(job)
+    return _supervised[preload].run(job)
 
 
 def lost_worker(error: Exception) -> WorkerDeath:
@@ -128,9 +132,15 @@ def launch(
     start_ray(OmegaConf.create(arguments))
     options = OmegaConf.to_container(ray_settings.remote, resolve=True) or {}
     assert isinstance(options, dict)
-    remote = ray.remote(**{str(k): v for k, v in options.items()})(run_job_supervised)
+    # As Hydra's Ray launcher: ray.remote refuses an empty set of options (its plugin's
+    # default ``remote: {}``).
+    if options:
+        remote = ray.remote(**{str(k): v for k, v in options.items()})(run_job_supervised)
+    else:
+        remote = ray.remote(run_job_supervised)
     started_ms = int(time.time() * 1000)
     state = Singleton.get_state()
+    preload = builds_on_the_schema(config)
     jobs = []
     for index, overrides in enumerate(job_overrides):
         number = initial_job_idx + index
@@ -140,7 +150,7 @@ def launch(
             # As Hydra's Ray launcher: a scheduler's job id is only known where the job runs.
             sweep_config.hydra.job.id = f"job_id_for_{number}"
             sweep_config.hydra.job.num = number
-        reference = remote.remote(hydra_context, sweep_config, task_function, state)
+        reference = remote.remote(hydra_context, sweep_config, task_function, state, preload)
         jobs.append((reference, sweep_config, list(overrides)))
 
     # Each job's result as it comes: a dead job's run is marked FAILED at once, not after the
