@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 # registered inside the venv, so Jupyter run from it (or VS Code pointed at it) finds it.
 KERNEL := $(VENV)/share/jupyter/kernels/xent-tf/kernel.json
 
-.PHONY: install install-scale install-reference lock check-latest run test test-unit test-integration fuzz lint bench performance-doc ui server sync reproduce evidence clean
+.PHONY: install install-scale install-reference lock check-latest run test test-unit test-integration conformance fuzz lint bench performance-doc ui server sync reproduce evidence clean
 
 # Every install comes from uv.lock (every package, transitive ones included, at an exact version
 # with its hashes): two users a month apart get the same code. `make lock` re-resolves it from
@@ -73,9 +73,10 @@ run: install
 	$(BIN)/python experiments/run.py $(ARGS)
 
 # Unit tests on both cores (pytest-xdist: each test file's tests in either of two processes),
-# then the integration tests one at a time (PostgreSQL, mlflow server, Ray, Chromium: see
-# tests/integration; they time servers and killed workers, so they get the machine to
-# themselves). ARGS go to both (e.g. ARGS='-k ledger'); test-unit / test-integration run one.
+# then the integration tests (PostgreSQL, mlflow server, Ray, Chromium: see tests/integration),
+# also on two workers: most of their time is waiting for processes they start, and their
+# timeouts allow for a loaded machine. ARGS go to both (e.g. ARGS='-k ledger'); test-unit /
+# test-integration run one.
 test: test-unit test-integration
 
 # worksteal: a worker that runs out of tests takes pending ones from the other (a few tests
@@ -83,8 +84,17 @@ test: test-unit test-integration
 test-unit: install-scale
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not integration" $(ARGS)
 
+# loadgroup: the tests of one xdist_group run in one worker, one after another: every Ray test
+# ("ray": one Ray instance at a time) and the readers of the session's PostgreSQL-backed study
+# ("pg_study": it is trained once).
 test-integration: install-scale
-	$(BIN)/python -m pytest -q -m integration $(ARGS)
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m integration $(ARGS)
+
+# Hydra's launcher conformance suites in full: every case of IntegrationTestSuite for every
+# launcher (`make test` runs a sample of them, see tests/test_launcher_conformance.py).
+conformance: install-scale
+	XENT_CONFORMANCE=full $(BIN)/python -m pytest -q -n 2 --dist loadgroup \
+		tests/test_launcher_conformance.py $(ARGS)
 
 # The bad-input campaign (tests/fuzz) at length: XENT_FUZZ_SCALE (default 20) times the
 # examples `make test` runs, random instead of derandomized, failures kept in .hypothesis/;

@@ -12,7 +12,7 @@ from tests.integration.cli import PG_STUDY_JOBS, UI_STUDY_VARIANTS, FinishedStud
 from tests.integration.services import render
 from xent_tf.claims.study_report import publish_report
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("pg_study")]
 
 
 def visible_text(dom: str) -> str:

@@ -12,7 +12,7 @@ from tests.integration.cli import CliResult
 from tests.integration.records import CHILD_ARTIFACTS, PARENT_ARTIFACTS, artifacts, read_sweep
 from tests.integration.services import TINY, TrackingServer, need
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("ray")]
 
 EPOCHS = 2
 

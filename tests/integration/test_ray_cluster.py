@@ -27,7 +27,7 @@ from tests.replica_tolerances import VAL_ACC_ATOL, VAL_LOSS_ATOL
 from xent_tf.track.resume import CONFIG_HASH_TAG
 from xent_tf.train.placement import GPUS_TAG, NODE_TAG
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("ray")]
 
 # 2 losses x 2 seeds of the MSE-vs-CE comparison: two replica units of two runs.
 STUDY = [

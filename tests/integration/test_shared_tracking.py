@@ -15,7 +15,7 @@ from tests.integration.records import (
 )
 from xent_tf.claims.study_report import publish_report
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("pg_study")]
 
 
 def test_sixteen_parallel_jobs_log_every_run_point_and_artifact_to_the_server(

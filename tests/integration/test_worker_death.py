@@ -111,6 +111,7 @@ def _busy_worker(launcher_pid: int) -> int:
     return busiest
 
 
+@pytest.mark.xdist_group("ray")
 def test_a_killed_ray_job_fails_alone_and_the_sweep_finishes(tmp_path: Path) -> None:
     """hydra/launcher=ray, 4 jobs on 2 CPUs: the two long jobs are killed, one in its job
     process (SIGKILL, as the OOM killer does: the signal is known), one with its Ray worker
