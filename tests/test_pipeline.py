@@ -130,24 +130,7 @@ def test_ctrl_c_ends_the_run_killed(
     assert _only_run(tracking_uri).info.status == "KILLED"
 
 
-def test_nan_loss_ends_the_run_failed_with_a_message(
-    make_config: Callable[..., Config], tracking_uri: str, tmp_path: Path
-) -> None:
-    config = _with_store(
-        make_config(
-            "optimizer=sgd", "optimizer.learning_rate=1e30", "loss=mse", "trainer.epochs=2"
-        ),
-        tracking_uri,
-    )
-    with pytest.raises(NonFiniteLossError):
-        run_experiment(config, tmp_path)
-    run = _only_run(tracking_uri)
-    assert run.info.status == "FAILED"
-    assert "NaN/inf at epoch 1" in run.data.tags["error"]
-    assert "plots" in {a.path for a in MlflowClient(tracking_uri).list_artifacts(run.info.run_id)}
-
-
-def test_a_diverged_run_is_tagged_where_and_read_back_as_diverged(
+def test_nan_loss_ends_the_run_failed_tagged_where_and_read_back_as_diverged(
     make_config: Callable[..., Config], tracking_uri: str, tmp_path: Path
 ) -> None:
     config = _with_store(
@@ -165,6 +148,8 @@ def test_a_diverged_run_is_tagged_where_and_read_back_as_diverged(
         [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'"
     )
     assert child.info.status == "FAILED"
+    assert "NaN/inf at epoch 1" in child.data.tags["error"]
+    assert "plots" in {a.path for a in client.list_artifacts(child.info.run_id)}
     assert child.data.tags["xent.diverged_epoch"] == "1"
     assert child.data.tags["xent.diverged_step"] == str(raised.value.step)
     parent = reading.StudyRun(parent_id, experiment_id, "reference", "", RunStatus.RUNNING, 0)
