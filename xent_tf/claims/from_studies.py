@@ -65,11 +65,13 @@ def study_problem(
 ) -> str:
     """Why a sweep in the store cannot be used for ``study`` ("" when it can).
 
-    A child run whose loss went NaN/inf is a measured outcome (a diverging learning rate), not
-    a failure; a parent that recorded another study definition than ``definition.sweep`` (the
-    test ``+resume`` applies), any other child the study's report would use that did not
-    finish, a variant missing seeds the others have, a run whose defining params differ from
-    the study's, or a required seed missing makes the sweep unusable.
+    A child run whose loss went NaN/inf (a diverging learning rate) or whose range test gave
+    no rate to train with (a curve without the falling part its rule reads) is a measured
+    outcome, not a failure (both known by their tags); a parent that recorded another study
+    definition than ``definition.sweep`` (the test ``+resume`` applies), any other child the
+    study's report would use that did not finish, a variant missing seeds the others have, a
+    run whose defining params differ from the study's, or a required seed missing makes the
+    sweep unusable.
 
     Args:
         parent: the sweep's parent run.
@@ -118,7 +120,7 @@ def study_problem(
     lacking_params = [p for p in needed if any(p not in r.params for r in used)]
     if lacking_params:
         return f"its runs do not log {lacking_params}, which the rules need (an older version)"
-    broken = [r for r in used if not r.finished and not r.diverged]
+    broken = [r for r in used if not (r.finished or r.diverged or r.no_suggestion)]
     if broken:
         first = (broken[0].error or "no error recorded").splitlines()[0][:160]
         statuses = sorted({r.status for r in broken})

@@ -26,7 +26,7 @@ from mlflow.utils.file_utils import get_local_path_or_none
 
 from xent_tf.track.artifacts import SERIES_DIR, metric_name, series_file_name
 from xent_tf.track.connection import UI_ADDRESS, mlflow_client
-from xent_tf.track.run_record import RunRecord, RunStatus, diverged_epoch_of
+from xent_tf.track.run_record import RunRecord, RunStatus, diverged_epoch_of, no_suggestion_of
 
 log = logging.getLogger(__name__)
 
@@ -294,6 +294,7 @@ def _record(
         start_time=int(run.info.start_time or 0),
         tags=dict(run.data.tags),
         diverged_epoch=diverged_epoch_of(run.data.tags),
+        no_suggestion=no_suggestion_of(run.data.tags),
     )
 
 

@@ -2,7 +2,8 @@
 
 Plain data (no MLflow here), so the rules can be tested on constructed records;
 ``reading.fetch_children`` builds them from the store. Also the run statuses, and the tags a
-run that diverged carries (written by ``train.pipeline``, read by ``reading``).
+run that diverged or whose range test gave no rate carries (written by ``train.pipeline``,
+read by ``reading``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,41 @@ class RunStatus(enum.StrEnum):
 # tags, never by the error's text.
 DIVERGED_EPOCH_TAG = "xent.diverged_epoch"
 DIVERGED_STEP_TAG = "xent.diverged_step"
+
+
+# A run whose range test gave no rate to train with (``lr_finder.NoSuggestionError``): also a
+# measured outcome (C14's suggestion arms), told apart from a crash by this tag.
+NO_SUGGESTION_TAG = "xent.lr_find_no_suggestion"
+
+
+def no_suggestion_tags() -> dict[str, str]:
+    """The tag that marks a run whose range test gave no rate to train with.
+
+    Returns:
+        {tag: value} to set on the run.
+    """
+    return {NO_SUGGESTION_TAG: "true"}
+
+
+def no_suggestion_of(tags: Mapping[str, str]) -> bool:
+    """Whether a run's range test gave no rate to train with, from its tags
+    (``no_suggestion_tags``; never from the error's text).
+
+    Args:
+        tags: the run's tags.
+
+    Returns:
+        True when the run carries the tag.
+
+    Raises:
+        ValueError: the tag is there with another value than "true".
+    """
+    value = tags.get(NO_SUGGESTION_TAG)
+    if value is None:
+        return False
+    if value != "true":
+        raise ValueError(f"tag {NO_SUGGESTION_TAG}={value!r} is not 'true'")
+    return True
 
 
 def divergence_tags(epoch: int, step: int) -> dict[str, str]:
@@ -83,6 +119,7 @@ class RunRecord:
         tags: the run's tags (e.g. ``xent.variant``).
         diverged_epoch: the epoch whose training loss became NaN/inf (``DIVERGED_EPOCH_TAG``),
             or None.
+        no_suggestion: its range test gave no rate to train with (``NO_SUGGESTION_TAG``).
     """
 
     run_id: str
@@ -95,6 +132,7 @@ class RunRecord:
     start_time: int = 0
     tags: Mapping[str, str] = field(default_factory=dict)
     diverged_epoch: int | None = None
+    no_suggestion: bool = False
 
     @property
     def finished(self) -> bool:

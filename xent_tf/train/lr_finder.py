@@ -242,6 +242,12 @@ def region_rates(result: RangeTestResult) -> dict[str, float | None]:
     }
 
 
+class NoSuggestionError(ValueError):
+    """The range test gave no rate for ``lr_find.use`` (its curve had no falling part, or not
+    the one that rule reads): a measured outcome of the test, not a crash. The run ends FAILED,
+    tagged ``run_record.NO_SUGGESTION_TAG`` (``pipeline.record_no_suggestion``)."""
+
+
 def rate_to_train_with(result: RangeTestResult, use: str, given: float) -> float | None:
     """The rate a run trains with after its range test.
 

@@ -35,11 +35,12 @@ from xent_tf.report import plotting
 from xent_tf.track import artifacts, connection, writing
 from xent_tf.track.identity import run_identity
 from xent_tf.track.resume import CONFIG_HASH_TAG, training_config_hash
-from xent_tf.track.run_record import divergence_tags
+from xent_tf.track.run_record import divergence_tags, no_suggestion_tags
 from xent_tf.train.build import RunParts, build_run
 from xent_tf.train.data import Dataset, majority_share, prior_loss
 from xent_tf.train.losses import resolved_loss_name
 from xent_tf.train.lr_finder import (
+    NoSuggestionError,
     RangeTestResult,
     find_learning_rate,
     rate_to_train_with,
@@ -418,6 +419,17 @@ def record_divergence(recorder: writing.RunRecorder, epoch: int, step: int) -> N
     recorder.set_tags(divergence_tags(epoch, step))
 
 
+def record_no_suggestion(recorder: writing.RunRecorder) -> None:
+    """Mark the run as one whose range test gave no rate to train with
+    (``run_record.no_suggestion_tags``): like a divergence, a measured outcome the rules and
+    the ledger's check of a stored sweep read from this tag, never from the error's text.
+
+    Args:
+        recorder: the run's MLflow record.
+    """
+    recorder.set_tags(no_suggestion_tags())
+
+
 def finish_run(
     config: Config,
     data: Dataset,
@@ -531,7 +543,8 @@ def _range_test(
         The rate to train with (``lr_find.use``: suggested, flat, exploding or given).
 
     Raises:
-        ValueError: the curve gave no suggestion (the message says what to try).
+        NoSuggestionError: the curve gave no suggestion (the message says what to try; the
+            run is tagged: ``record_no_suggestion``).
     """
     result = find_learning_rate(loop, train, seed=config.seed, **config.lr_find.curve_settings())
     return record_range_test(config, result, recorder, output_dir)
@@ -552,7 +565,8 @@ def record_range_test(
         The rate to train with.
 
     Raises:
-        ValueError: the curve gave no rate for ``lr_find.use`` (the message says what to try).
+        NoSuggestionError: the curve gave no rate for ``lr_find.use`` (the message says what
+            to try; the run is tagged first: ``record_no_suggestion``).
     """
     settings = config.lr_find
     log.info("range test (%.2f s): %s", result.seconds, result.message)
@@ -578,7 +592,8 @@ def record_range_test(
         )
         recorder.log_file(path, "plots")
     if rate is None:
-        raise ValueError(f"lr_find: {result.message}")
+        record_no_suggestion(recorder)
+        raise NoSuggestionError(f"lr_find: {result.message}")
     log.info("training with the %s rate %.4g", settings.use, rate)
     return rate
 

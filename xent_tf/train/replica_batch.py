@@ -35,7 +35,7 @@ from xent_tf.train.build import (
 )
 from xent_tf.train.data import Dataset
 from xent_tf.train.losses import LossSpec
-from xent_tf.train.lr_finder import RangeTestResult, rate_to_train_with
+from xent_tf.train.lr_finder import NoSuggestionError, RangeTestResult, rate_to_train_with
 from xent_tf.train.models import saturate_output_layer
 from xent_tf.train.pipeline import (
     RunSummary,
@@ -44,6 +44,7 @@ from xent_tf.train.pipeline import (
     log_initial,
     log_params,
     record_divergence,
+    record_no_suggestion,
     record_range_test,
     recorded_run,
     save_loss_curve,
@@ -436,7 +437,8 @@ def record_outcome(
     Raises:
         NonFiniteLossError: the replica's loss became NaN/inf (its run ends FAILED, tagged
             with where: ``pipeline.record_divergence``).
-        ValueError: its range test found no rate to train with (its run ends FAILED).
+        NoSuggestionError: its range test found no rate to train with (its run ends FAILED,
+            tagged: ``pipeline.record_no_suggestion``).
     """
     outcome = batch.outcomes[replica]
     config = outcome.config
@@ -448,7 +450,9 @@ def record_outcome(
         if outcome.range_test is not None:
             record_range_test(config, outcome.range_test, recorder, output_dir)
         if outcome.error is not None:
-            raise ValueError(outcome.error)
+            # record_range_test raised already for the same missing rate; kept as a guard.
+            record_no_suggestion(recorder)
+            raise NoSuggestionError(outcome.error)
         assert outcome.fit is not None
         log_initial(recorder, outcome.initial)
         result = outcome.fit.result
