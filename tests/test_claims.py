@@ -36,7 +36,13 @@ from xent_tf.claims.studies import ClaimCheck, ClaimPart
 from xent_tf.config import CLAIM_IDS, Config, MakeClassificationConfig
 from xent_tf.track import connection, reading
 from xent_tf.track.resume import definition_differences
-from xent_tf.track.run_record import RunRecord, divergence_tags
+from xent_tf.track.run_record import (
+    RunRecord,
+    RunStatus,
+    divergence_tags,
+    no_suggestion_of,
+    no_suggestion_tags,
+)
 
 HOLDS, CONTRADICTED, INCONCLUSIVE = Verdict.HOLDS, Verdict.CONTRADICTED, Verdict.INCONCLUSIVE
 ROOT = Path(__file__).resolve().parent.parent
@@ -607,6 +613,41 @@ def test_study_problem_accepts_diverged_runs() -> None:
     logged = {"data.majority_share": "0.5", "trainer.epochs": "20"}
     new = [RunRecord("r", {**r.params, **logged}, r.seed, "FINISHED") for r in old]
     assert from_studies.study_problem(mse_parent, "mse_vs_ce", new, anything, (0, 1)) == ""
+
+
+def test_study_problem_accepts_runs_whose_range_test_gave_no_rate_but_not_crashes() -> None:
+    parent = reading.StudyRun("p", "1", "lr_sweep", "lr_sweep", "FINISHED", 0)
+    no_rate = (
+        "NoSuggestionError: lr_find: no suggestion: the smoothed loss never fell below the "
+        "first batch's loss 0.7"
+    )
+
+    def record(use: str, seed: int, tags: dict[str, str] | None = None) -> RunRecord:
+        params = {**LR_SWEEP_PARAMS, "optimizer.learning_rate": "0.1", "lr_find.use": use}
+        if tags is None:
+            return RunRecord(f"{use}{seed}", params, seed, RunStatus.FINISHED)
+        return RunRecord(
+            f"{use}{seed}",
+            params,
+            seed,
+            RunStatus.FAILED,
+            error=no_rate,
+            tags=tags,
+            no_suggestion=no_suggestion_of(tags),
+        )
+
+    grid = [record("given", seed) for seed in (0, 1)]
+    # Seed 1's range test gave no rate: its steepest and valley arms failed, tagged.
+    measured = [record("steepest", 0), record("valley", 0)]
+    measured += [record(use, 1, no_suggestion_tags()) for use in ("steepest", "valley")]
+    anything = StudyDefinition({}, {}, "")
+    assert from_studies.study_problem(parent, "lr_sweep", grid + measured, anything, (0, 1)) == ""
+    # The same failure with the tag missing (the error text alone) is a crash: the sweep is
+    # not used, so the ledger re-runs it.
+    untagged = [*grid, *measured[:3], record("valley", 1, {})]
+    assert from_studies.study_problem(parent, "lr_sweep", untagged, anything, (0, 1)) == (
+        f"1 of 6 child runs FAILED (first: {no_rate})"
+    )
 
 
 def test_study_definition_comes_from_the_study_config() -> None:

@@ -21,10 +21,14 @@ from xent_tf.claims.studies import (
     rank_correlation,
 )
 from xent_tf.metrics import PROBE_LOSS_METRIC
-from xent_tf.track.run_record import RunRecord
+from xent_tf.track.run_record import RunRecord, no_suggestion_tags
 
 HOLDS, CONTRADICTED, INCONCLUSIVE = Verdict.HOLDS, Verdict.CONTRADICTED, Verdict.INCONCLUSIVE
 NAN_ERROR = "NonFiniteLossError: training loss became NaN/inf at epoch 1"
+NO_RATE_ERROR = (
+    "NoSuggestionError: lr_find: no suggestion: the smoothed loss never fell below the first "
+    "batch's loss 0.7"
+)
 RATES = ("0.001", "0.01", "0.1", "1.0", "10.0")
 # 8 pick the roles, 8 are judged: a sign test over 8 of 8 has p = 0.004, below Holm's
 # 0.025 / 6 for C13's six parts.
@@ -196,10 +200,22 @@ SUGGESTED = {"steepest": 0.2, "valley": 0.05, "minimum": 0.01, "flat": 1e-5, "ex
 def _c14(
     steepest: Sequence[float], stop_reason: str = "smoothed loss above 4x its best"
 ) -> ClaimCheck:
-    """C14 on the tutorial's grid (best rate 0.1) and the three suggestion arms: the steepest
-    arm ends at val loss ``steepest[seed % len]``, valley at 0.25, minimum at 0.45 (plus the
-    seed jitter every run has); each seed's range test puts its flat part at 1e-5 (below the
-    grid) and its explosion at 30 (above it)."""
+    """C14 of ``_lr_sweep_checks``."""
+    return next(c for c in _lr_sweep_checks(steepest, stop_reason) if c.claim == "C14")
+
+
+def _lr_sweep_checks(
+    steepest: Sequence[float],
+    stop_reason: str = "smoothed loss above 4x its best",
+    no_rate_seeds: Sequence[int] = (),
+    tagged: bool = True,
+) -> list[ClaimCheck]:
+    """lr_sweep's checks on the tutorial's grid (best rate 0.1) and the three suggestion arms:
+    the steepest arm ends at val loss ``steepest[seed % len]``, valley at 0.25, minimum at 0.45
+    (plus the seed jitter every run has); each seed's range test puts its flat part at 1e-5
+    (below the grid) and its explosion at 30 (above it). On ``no_rate_seeds`` every arm's run
+    ends FAILED as the pipeline records a range test without a rate (its curve, no training),
+    carrying the no-suggestion tag when ``tagged``."""
     runs = []
     for seed in range(SEEDS):
         arms = {
@@ -223,6 +239,20 @@ def _c14(
             )
             use = arm if arm in arms else "given"
             params = {**record.params, "lr_find.use": use}
+            if use != "given" and seed in no_rate_seeds:
+                runs.append(
+                    RunRecord(
+                        record.run_id + use,
+                        params,
+                        seed,
+                        "FAILED",
+                        {"lr_find/loss_smoothed": FLAT_FALL_EXPLODE},
+                        error=NO_RATE_ERROR,
+                        tags=no_suggestion_tags() if tagged else {},
+                        no_suggestion=tagged,
+                    )
+                )
+                continue
             if use != "given":
                 params["lr_find.used_lr"] = str(SUGGESTED[use])
             runs.append(
@@ -237,8 +267,7 @@ def _c14(
                 )
             )
     spec = STUDIES["lr_sweep"]
-    checks = spec.evaluate(group_variants(runs, spec.group_by), StudyOptions())
-    return next(c for c in checks if c.claim == "C14")
+    return list(spec.evaluate(group_variants(runs, spec.group_by), StudyOptions()))
 
 
 def test_the_grids_best_is_interpolated_by_a_parabola_in_log_rate() -> None:
@@ -271,6 +300,22 @@ def test_c14_is_contradicted_far_from_the_best_and_inconclusive_half_way() -> No
     [within] = [p for p in half.parts if "within seed noise" in p.context]
     assert within.verdict.verdict == INCONCLUSIVE
     assert half.verdict == INCONCLUSIVE
+
+
+def test_runs_without_a_suggested_rate_are_judged_alike_tagged_or_not() -> None:
+    # The tag makes a stored sweep usable (``from_studies``); the rules judge the same FAILED
+    # records either way: no train loss, so C14 counts such an arm's seed as unbounded regret
+    # ("diverged"), and C13 (the grid, which trains every seed) is untouched.
+    tagged = _lr_sweep_checks([0.2], no_rate_seeds=(3, 11))
+    assert tagged == _lr_sweep_checks([0.2], no_rate_seeds=(3, 11), tagged=False)
+    c13, c14 = (next(c for c in tagged if c.claim == claim) for claim in ("C13", "C14"))
+    assert c13 == next(c for c in _lr_sweep_checks([0.2]) if c.claim == "C13")
+    [table] = [p.verdict.measured for p in c14.parts if "shown, not counted" in p.context]
+    assert "steepest: median regret 0.004167, mean 0.004167, within noise 14/16, diverged 2" in (
+        table
+    )
+    [within] = [p.verdict for p in c14.parts if "within seed noise" in p.context]
+    assert "14 of 16" in within.measured
 
 
 def test_c14_explodes_only_when_the_range_tests_stop_rule_fired() -> None:

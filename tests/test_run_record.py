@@ -1,4 +1,5 @@
-"""A run as read back: its status is MLflow's, its divergence is a tag, never the error's text."""
+"""A run as read back: its status is MLflow's, its divergence and its range test's missing rate
+are tags, never the error's text."""
 
 from __future__ import annotations
 
@@ -11,14 +12,21 @@ from xent_tf.claims.comparison import RunOutcome, run_outcome
 from xent_tf.claims.studies import val_loss_area
 from xent_tf.track.run_record import (
     DIVERGED_EPOCH_TAG,
+    NO_SUGGESTION_TAG,
     RunRecord,
     RunStatus,
     diverged_epoch_of,
     divergence_tags,
+    no_suggestion_of,
+    no_suggestion_tags,
 )
 
 PARAMS = {"data.prior_loss": "0.693147", "data.majority_share": "0.5000"}
 NAN_ERROR = "NonFiniteLossError: training loss became NaN/inf at epoch 2 (step 5 of that epoch)"
+NO_RATE_ERROR = (
+    "NoSuggestionError: lr_find: no suggestion: the smoothed loss never fell below the first "
+    "batch's loss 0.7 and its own value 0.9 at step 4 (lr 0.01)"
+)
 
 
 def _failed(error: str | None, tags: dict[str, str]) -> RunRecord:
@@ -33,6 +41,7 @@ def _failed(error: str | None, tags: dict[str, str]) -> RunRecord:
         error=error,
         tags=tags,
         diverged_epoch=diverged_epoch_of(tags),
+        no_suggestion=no_suggestion_of(tags),
     )
 
 
@@ -73,3 +82,17 @@ def test_a_run_is_diverged_by_its_tag_whatever_its_error_text_says() -> None:
     assert val_loss_area(tagged) == math.inf and math.isnan(val_loss_area(untagged))
     assert run_outcome(tagged, 0.01) == RunOutcome.DIVERGED
     assert run_outcome(untagged, 0.01) == RunOutcome.LEARNED
+
+
+def test_a_run_without_a_suggested_rate_is_known_by_its_tag_whatever_its_error_text_says() -> None:
+    assert no_suggestion_tags() == {"xent.lr_find_no_suggestion": "true"}
+    tagged = _failed(NO_RATE_ERROR, no_suggestion_tags())
+    assert tagged.no_suggestion and not tagged.diverged and not tagged.finished
+    # The same error text without the tag is a crash; the tag without the text still counts.
+    assert not _failed(NO_RATE_ERROR, {}).no_suggestion
+    assert _failed(None, no_suggestion_tags()).no_suggestion
+    assert not _failed(NAN_ERROR, divergence_tags(2, 5)).no_suggestion
+    assert not RunRecord("r", {}, 0, RunStatus.FAILED).no_suggestion  # the default
+    for bad in ("false", "True", "1", ""):
+        with pytest.raises(ValueError, match=f"xent.lr_find_no_suggestion='{bad}' is not 'true'"):
+            no_suggestion_of({NO_SUGGESTION_TAG: bad})
