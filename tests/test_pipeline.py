@@ -16,6 +16,7 @@ from xent_tf.track import reading, writing
 from xent_tf.track.connection import TrackingUnavailableError
 from xent_tf.track.run_record import RunStatus
 from xent_tf.train import pipeline
+from xent_tf.train.lr_finder import MIN_STEPS, NoSuggestionError
 from xent_tf.train.pipeline import run_experiment
 from xent_tf.train.training import NonFiniteLossError
 
@@ -130,7 +131,7 @@ def test_ctrl_c_ends_the_run_killed(
     assert _only_run(tracking_uri).info.status == "KILLED"
 
 
-def test_nan_loss_ends_the_run_failed_tagged_where_and_read_back_as_diverged(
+def test_nan_loss_or_no_suggested_rate_ends_the_run_failed_tagged_and_read_back_so(
     make_config: Callable[..., Config], tracking_uri: str, tmp_path: Path
 ) -> None:
     config = _with_store(
@@ -163,6 +164,32 @@ def test_nan_loss_ends_the_run_failed_tagged_where_and_read_back_as_diverged(
     (ok,) = [r for r in records if r.run_id != record.run_id]
     assert ok.status is RunStatus.FINISHED and ok.diverged_epoch is None and not ok.diverged
     assert "xent.diverged_epoch" not in ok.tags
+    assert not ok.no_suggestion and not record.no_suggestion
+    # A range test that diverges from its first steps gives no rate: the run trains nothing and
+    # ends FAILED, tagged, its curve kept.
+    no_rate = _with_store(
+        make_config(
+            "optimizer=sgd",
+            "lr_find=on",
+            "lr_find.min_lr=1e3",
+            "lr_find.max_lr=1e8",
+            "lr_find.num_steps=20",
+            "tracking.plots=false",
+        ),
+        tracking_uri,
+    )
+    with pytest.raises(NoSuggestionError, match=r"^lr_find: no suggestion: the test stopped"):
+        run_experiment(no_rate, tmp_path / "no_rate", parent_run_id=parent_id)
+    records = reading.fetch_children(tracking_uri, parent, ("val/loss",))
+    (untrained,) = [r for r in records if r.run_id not in {record.run_id, ok.run_id}]
+    assert untrained.status is RunStatus.FAILED and untrained.no_suggestion
+    assert not untrained.diverged and untrained.tags["xent.lr_find_no_suggestion"] == "true"
+    assert untrained.error is not None
+    assert untrained.error.startswith("NoSuggestionError: lr_find: no suggestion")
+    assert untrained.params["lr_find.steepest_lr"] == "None"
+    assert "lr_find.used_lr" not in untrained.params and "val/loss" not in untrained.history
+    smoothed = client.get_metric_history(untrained.run_id, "lr_find/loss_smoothed")
+    assert 1 <= len(smoothed) < MIN_STEPS  # the test stopped before it could suggest
 
 
 def test_unreachable_tracking_server_is_reported_before_training(

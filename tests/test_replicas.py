@@ -37,7 +37,7 @@ from xent_tf.train import replicas
 from xent_tf.train.build import build_dataset as make_dataset
 from xent_tf.train.build import build_loss, build_model, build_optimizer, tensor_splits
 from xent_tf.train.data import Dataset
-from xent_tf.train.lr_finder import find_learning_rate
+from xent_tf.train.lr_finder import NoSuggestionError, find_learning_rate
 from xent_tf.train.replica_batch import (
     ModelFiles,
     check_memory,
@@ -342,13 +342,18 @@ def test_a_diverging_replica_stops_where_its_single_run_stops(
     assert batch.outcomes[1].test is None and batch.outcomes[0].test is not None
 
 
-def test_a_diverging_replicas_run_is_tagged_where_and_read_back_as_diverged(
+def test_a_diverging_or_rateless_replicas_run_is_tagged_and_read_back_so(
     make_config: Callable[..., Config], tracking_uri: str, tmp_path: Path
 ) -> None:
     store = ("tracking=sqlite", f"tracking.uri={tracking_uri}", "tracking.log_model=false")
+    # A range test that diverges from its first steps: recorded only by the first two (their
+    # given rates), the third's rate to train with (seed 2, lr_find.use=steepest).
+    no_rate = ("lr_find=on", "lr_find.min_lr=1e3", "lr_find.max_lr=1e8", "lr_find.num_steps=20")
+    given = (*no_rate, "lr_find.use=given")
     configs = [
-        make_config("optimizer=sgd", "optimizer.learning_rate=0.1", *store),
-        make_config("optimizer=sgd", "optimizer.learning_rate=1e30", "seed=1", *store),
+        make_config("optimizer=sgd", "optimizer.learning_rate=0.1", *given, *store),
+        make_config("optimizer=sgd", "optimizer.learning_rate=1e30", "seed=1", *given, *store),
+        make_config("optimizer=sgd", "seed=2", *no_rate, "lr_find.use=steepest", *store),
     ]
     configure_runtime("cpu", 1, 0)
     batch = train_batch(configs)
@@ -356,6 +361,8 @@ def test_a_diverging_replicas_run_is_tagged_where_and_read_back_as_diverged(
     record_outcome(batch, 0, tmp_path / "0", [], parent_id, "lr=0.1", None, "batch#1")
     with pytest.raises(NonFiniteLossError) as raised:
         record_outcome(batch, 1, tmp_path / "1", [], parent_id, "lr=1e30", None, "batch#1")
+    with pytest.raises(NoSuggestionError, match=r"^lr_find: no suggestion: the test stopped"):
+        record_outcome(batch, 2, tmp_path / "2", [], parent_id, "steepest", None, "batch#1")
     fit_1 = batch.outcomes[1].fit
     assert fit_1 is not None and fit_1.result.diverged_epoch == 1
     assert (raised.value.epoch, raised.value.step) == (1, fit_1.diverged_step)
@@ -367,6 +374,10 @@ def test_a_diverging_replicas_run_is_tagged_where_and_read_back_as_diverged(
     assert records[1].diverged_epoch == 1 and records[1].diverged
     assert records[0].status is RunStatus.FINISHED
     assert records[0].diverged_epoch is None and "xent.diverged_step" not in records[0].tags
+    assert records[2].status is RunStatus.FAILED and records[2].no_suggestion
+    assert records[2].tags["xent.lr_find_no_suggestion"] == "true" and not records[2].diverged
+    assert not records[0].no_suggestion and not records[1].no_suggestion
+    assert "lr_find.used_lr" not in records[2].params and "val/loss" not in records[2].history
 
 
 def _study_configs(make_config: Callable[..., Config]) -> list[Config]:
