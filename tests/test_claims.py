@@ -616,7 +616,7 @@ def test_study_problem_accepts_diverged_runs() -> None:
 
 
 def test_study_problem_accepts_runs_whose_range_test_gave_no_rate_but_not_crashes() -> None:
-    parent = reading.StudyRun("p", "1", "lr_sweep", "lr_sweep", "FINISHED", 0)
+    parent = reading.StudyRun("p", "1", "lr_sweep", "lr_sweep", RunStatus.FINISHED, 0)
     no_rate = (
         "NoSuggestionError: lr_find: no suggestion: the smoothed loss never fell below the "
         "first batch's loss 0.7"

@@ -21,7 +21,7 @@ from xent_tf.claims.studies import (
     rank_correlation,
 )
 from xent_tf.metrics import PROBE_LOSS_METRIC
-from xent_tf.track.run_record import RunRecord, no_suggestion_tags
+from xent_tf.track.run_record import RunRecord, RunStatus, no_suggestion_tags
 
 HOLDS, CONTRADICTED, INCONCLUSIVE = Verdict.HOLDS, Verdict.CONTRADICTED, Verdict.INCONCLUSIVE
 NAN_ERROR = "NonFiniteLossError: training loss became NaN/inf at epoch 1"
@@ -245,7 +245,7 @@ def _lr_sweep_checks(
                         record.run_id + use,
                         params,
                         seed,
-                        "FAILED",
+                        RunStatus.FAILED,
                         {"lr_find/loss_smoothed": FLAT_FALL_EXPLODE},
                         error=NO_RATE_ERROR,
                         tags=no_suggestion_tags() if tagged else {},
