@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 from xent_tf.claims.comparison import (
+    SIGN_FLIP_SAMPLES,
     Finding,
     Interval,
     RunOutcome,
@@ -32,6 +33,7 @@ from xent_tf.claims.comparison import (
     probe_oscillation,
     run_outcome,
     share_rule,
+    sign_flip_p,
     sign_test,
     step_swing,
     time_to_target,
@@ -78,10 +80,12 @@ def test_paired_difference_uses_common_seeds_only() -> None:
     ],
 )
 def test_difference_rule(low: float, high: float, expect_positive: bool, verdict: str) -> None:
+    # built from its bounds alone (no values): the t-test the bounds imply
     interval = Interval((low + high) / 2, low, high, 5)
     result = difference_verdict(interval, expect_positive, "metric")
     assert result.verdict == verdict
-    assert "95% CI of the paired difference" in result.rule
+    assert "exact one-sided sign-flip (permutation) test at 0.025" in result.rule
+    assert "t-test from the interval's bounds" in result.measured
 
 
 @pytest.mark.parametrize(
@@ -250,18 +254,23 @@ def test_adam_is_a_named_context_that_is_not_counted() -> None:
 def test_c8_rule_and_failed_runs_are_not_averaged() -> None:
     spec = get_study("binary_vs_categorical")
     runs = []
-    for loss, accs in (("bce", [0.95, 0.951, 0.949]), ("cce", [0.951, 0.950, 0.949])):
+    bce = [0.95, 0.951, 0.949, 0.95, 0.952, 0.948]
+    cce = [0.951, 0.950, 0.949, 0.951, 0.95, 0.949]
+    for loss, accs in (("bce", bce), ("cce", cce)):
         for seed, acc in enumerate(accs):
             runs.append(_run(seed, {"data.name": "reference", "loss.name": loss}, val_acc=[acc]))
     failed = RunRecord(
-        "x", {"data.name": "reference", "loss.name": "cce"}, 3, "FAILED", error="RuntimeError: boom"
+        "x", {"data.name": "reference", "loss.name": "cce"}, 6, "FAILED", error="RuntimeError: boom"
     )
     variants = group_variants([*runs, failed], spec.group_by)
-    cce = next(v for v in variants if v.param("loss.name") == "cce")
-    assert len(cce.runs) == 4 and len(cce.finished) == 3 and cce.failed == [failed]
+    cce_variant = next(v for v in variants if v.param("loss.name") == "cce")
+    assert len(cce_variant.runs) == 7 and len(cce_variant.finished) == 6
+    assert cce_variant.failed == [failed]
     check = spec.evaluate(variants, StudyOptions())[0]
     part = next(p for p in check.parts if "sigmoid+bce vs 2-unit softmax+cce" in p.context)
-    assert part.verdict.verdict == HOLDS  # mean diff 0, CI within ±0.01
+    # every difference within ±0.002 of 0, inside ±0.01 on all 6 seeds: P = 1/64 each side
+    assert part.verdict.verdict == HOLDS
+    assert part.verdict.p_holds == pytest.approx(1 / 64)
 
 
 def test_unknown_study_lists_the_known_ones() -> None:
@@ -294,16 +303,58 @@ def test_share_rule_is_an_exact_binomial_test_beyond_the_stated_shares() -> None
 # --- statistics with a stated error rate (protocol 2) ---------------------------------------
 
 
-def test_one_sided_p_is_scipys_t_test() -> None:
-    values = [0.3, 0.1, 0.25, 0.05, 0.2]
+def test_one_sided_p_is_the_exact_sign_flip_test_scipy_computes() -> None:
+    values = [0.3, -0.1, 0.25, 0.05, 0.2, -0.02, 0.4]
     interval = mean_interval(values)
-    greater = stats.ttest_1samp(values, 0.0, alternative="greater").pvalue
-    assert one_sided_p(interval, 0.0, greater=True) == pytest.approx(greater, rel=1e-9)
-    less = stats.ttest_1samp(values, 0.3, alternative="less").pvalue
-    assert one_sided_p(interval, 0.3, greater=False) == pytest.approx(less, rel=1e-9)
-    # Built from its bounds alone (no values): the same p-value
+    for threshold, greater in ((0.0, True), (0.3, False), (0.05, True)):
+        alternative = "greater" if greater else "less"
+        shifted = np.asarray(values) - threshold
+        expected = stats.permutation_test(
+            (shifted,),
+            np.mean,
+            permutation_type="samples",
+            alternative=alternative,
+            n_resamples=np.inf,
+        ).pvalue
+        assert one_sided_p(interval, threshold, greater) == pytest.approx(expected, rel=1e-12)
+    # The observed sum is 1.08 of at most 1.32: the patterns that reach it flip a set of |v|
+    # summing to <= 0.12: none, {0.02}, {0.05}, {0.1}, {0.02, 0.05}, {0.02, 0.1} (counted by
+    # hand): 6 of 128.
+    assert sign_flip_p(values, 0.0, greater=True) == pytest.approx(6 / 128)
+    # Built from its bounds alone (no values): the t-test the bounds imply
     bare = Interval(interval.mean, interval.low, interval.high, interval.n)
-    assert one_sided_p(bare, 0.0, greater=True) == pytest.approx(greater, rel=1e-9)
+    t_p = stats.ttest_1samp(values, 0.0, alternative="greater").pvalue
+    assert one_sided_p(bare, 0.0, greater=True) == pytest.approx(t_p, rel=1e-9)
+
+
+def test_sign_flip_above_sixteen_values_samples_a_fixed_set_of_patterns() -> None:
+    rng = np.random.default_rng(4)
+    values = list(rng.normal(0.3, 1.0, 18))
+    # exact over all 2^18 patterns, computed here independently
+    signs = 1 - 2 * ((np.arange(1 << 18)[:, None] >> np.arange(18)) & 1)
+    sizes = np.abs(values)
+    exact = float(np.mean(signs @ sizes >= np.sum(values) - 1e-12))
+    sampled = sign_flip_p(values, 0.0, greater=True)
+    # 65,536 samples: the binomial SD of the estimate is <= 0.002
+    assert sampled == pytest.approx(exact, abs=0.008)
+    assert sampled == sign_flip_p(values, 0.0, greater=True)  # the same every time
+    assert sampled >= 1 / (1 + SIGN_FLIP_SAMPLES)
+
+
+def test_sign_flip_keeps_its_level_where_the_t_test_does_not() -> None:
+    """Four seeds whose pair includes a stalled run (|d| = 0.3) and six whose does not
+    (|d| = 0.01), as relabelled real runs give: with random signs (the null) the t-test
+    rejects whenever the four agree, 2.5 times its 2.5%; the sign-flip test stays within its
+    level (every one of the 1024 sign patterns enumerated)."""
+    sizes = np.array([0.3] * 4 + [0.01] * 6)
+    signs = 1 - 2 * ((np.arange(1 << 10)[:, None] >> np.arange(10)) & 1)
+    t_rejects = flip_rejects = 0
+    for pattern in signs:
+        values = pattern * sizes
+        t_rejects += stats.ttest_1samp(values, 0.0, alternative="greater").pvalue <= 0.025
+        flip_rejects += sign_flip_p(values, 0.0, greater=True) <= 0.025
+    assert t_rejects == 63  # 6.2% of the patterns
+    assert flip_rejects == 22  # 2.1%: the 22 patterns whose p (own rank) is <= 25/1024
 
 
 def test_a_zero_variance_difference_needs_the_sign_test_not_a_zero_width_interval() -> None:
@@ -314,7 +365,7 @@ def test_a_zero_variance_difference_needs_the_sign_test_not_a_zero_width_interva
     # every seed on the claim's side: the exact sign test's P = 1/32 > 0.025
     finding = difference_verdict(five, True, "x")
     assert finding.verdict == INCONCLUSIVE and finding.p_holds == pytest.approx(1 / 32)
-    assert "zero variance: sign test" in finding.measured
+    assert "exact sign-flip test" in finding.measured
     six = difference_verdict(mean_interval([0.1] * 6), True, "x")
     assert six.verdict == HOLDS and six.p_holds == pytest.approx(1 / 64)
     assert difference_verdict(mean_interval([0.1] * 6), False, "x").verdict == CONTRADICTED

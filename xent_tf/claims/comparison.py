@@ -8,6 +8,7 @@ measured numbers, and carries the text of its rule.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,8 +45,8 @@ ZERO_SPREAD = 1e-9
 class Interval:
     """A mean with its confidence interval over ``n`` values (nan bounds when n < 2).
 
-    ``values`` are the numbers it was computed from (empty when built from bounds alone): a
-    zero-variance set of values is judged with the exact sign test (``one_sided_p``).
+    ``values`` are the numbers it was computed from (empty when built from bounds alone): the
+    rules judge them with the exact sign-flip test (``one_sided_p``).
     """
 
     mean: float
@@ -163,12 +164,68 @@ def min_seeds() -> int:
     return int(statistic("min_seeds"))
 
 
+# Up to this many values every sign pattern is enumerated (2^16 sums); above it, a fixed,
+# seeded sample of SIGN_FLIP_SAMPLES patterns (p = (1 + at least as extreme) / (1 + samples),
+# still a valid p-value).
+EXACT_SIGN_FLIP_VALUES = 16
+SIGN_FLIP_SAMPLES = 1 << 16
+
+
+@functools.cache
+def _sign_patterns(n: int) -> np.ndarray:
+    """Every +-1 pattern of n signs, one per row (2^n rows)."""
+    bits = (np.arange(1 << n)[:, None] >> np.arange(n)[None, :]) & 1
+    return (1 - 2 * bits).astype(np.float64)
+
+
+@functools.cache
+def _sampled_sign_patterns(n: int) -> np.ndarray:
+    """SIGN_FLIP_SAMPLES random +-1 patterns of n signs, from a fixed seed: a verdict never
+    depends on the draw."""
+    return np.random.default_rng(0).choice((-1.0, 1.0), size=(SIGN_FLIP_SAMPLES, n))
+
+
+def sign_flip_p(values: Sequence[float], threshold: float, greater: bool) -> float:
+    """The exact one-sided p-value of the paired sign-flip (permutation) test.
+
+    Under the null each value - ``threshold`` is as likely to have either sign (what a seed's
+    two relabelled arms give); the p-value is the share of the 2^n sign patterns of
+    |value - threshold| whose sum is at least (``greater``; at most otherwise) the observed
+    sum. It is exact whatever the values' distribution, so relabelled arms cannot raise more
+    false alarms than its level (the Student-t test does, when a few seeds differ by much more
+    than the others). With n values it cannot go below 1 / 2^n: below 6 values nothing is
+    significant at 0.025.
+
+    Args:
+        values: one paired difference per seed (finite).
+        threshold: the value the mean is compared with.
+        greater: True: H1 mean > threshold; False: H1 mean < threshold.
+
+    Returns:
+        The p-value in (0, 1]; nan without values.
+    """
+    deviations = np.asarray(values, dtype=np.float64) - threshold
+    if deviations.size == 0:
+        return math.nan
+    if not greater:
+        deviations = -deviations
+    observed = float(deviations.sum())
+    sizes = np.abs(deviations)
+    # Sums that differ from the observed one by float rounding only count as ties.
+    slack = 1e-12 * max(1.0, float(sizes.sum()))
+    if sizes.size <= EXACT_SIGN_FLIP_VALUES:
+        sums = _sign_patterns(int(sizes.size)) @ sizes
+        return float(np.mean(sums >= observed - slack))
+    extreme = int(np.sum(_sampled_sign_patterns(int(sizes.size)) @ sizes >= observed - slack))
+    return (1 + extreme) / (1 + SIGN_FLIP_SAMPLES)
+
+
 def one_sided_p(interval: Interval, threshold: float, greater: bool) -> float:
     """p-value of "the mean is above (``greater``) or below ``threshold``" against its null.
 
-    A t-test from the interval (its half-width is t x standard error); with zero variance the
-    t statistic is undefined, so the exact sign test of the values against ``threshold``
-    (values equal to it left out) is used: identical values on a few seeds are not a proof.
+    The exact sign-flip test of the interval's values (``sign_flip_p``); with identical values
+    it equals the exact sign test (1 / 2^n when all lie on one side). An interval built from
+    bounds alone (no values) falls back to the t-test its half-width implies.
 
     Args:
         interval: a mean interval (``mean_interval``/``paired_difference``).
@@ -180,16 +237,12 @@ def one_sided_p(interval: Interval, threshold: float, greater: bool) -> float:
     """
     if interval.n < 2 or not math.isfinite(interval.mean):
         return math.nan
+    if interval.values:
+        return sign_flip_p(interval.values, threshold, greater)
+    if not interval.has_interval or interval.zero_variance:
+        return math.nan
     from scipy import stats  # see mean_interval: scipy.stats is slow to import
 
-    if interval.zero_variance or not interval.has_interval:
-        values = interval.values or ((interval.mean,) * interval.n if interval.n else ())
-        above = sum(v > threshold for v in values)
-        below = sum(v < threshold for v in values)
-        wins, n = (above, above + below) if greater else (below, above + below)
-        if n == 0:
-            return 1.0
-        return float(stats.binom.sf(wins - 1, n, 0.5))
     t_crit = float(stats.t.ppf(0.5 + interval.confidence / 2, interval.n - 1))
     sem = (interval.high - interval.low) / 2 / t_crit
     t_value = (interval.mean - threshold) / sem
@@ -200,6 +253,11 @@ def _p_text(p_for: float, p_against: float) -> str:
     return f"p(claim's side) = {p_for:.3g}, p(other side) = {p_against:.3g}"
 
 
+def _test_name(interval: Interval) -> str:
+    """Which test ``one_sided_p`` ran on the interval."""
+    return "exact sign-flip test" if interval.values else "t-test from the interval's bounds"
+
+
 def _too_few(n: int) -> str:
     return f" — needs at least {max(2, min_seeds())} paired seeds, has {n}"
 
@@ -207,23 +265,22 @@ def _too_few(n: int) -> str:
 def difference_verdict(diff: Interval, expect_positive: bool, what: str) -> Finding:
     """Directional rule: the claim expects ``diff`` (a - b) to be > 0 (or < 0).
 
-    holds: the CI of the paired difference lies entirely on the expected side of 0;
-    contradicted: entirely on the other side; inconclusive: it contains 0 or cannot be given.
+    holds: the exact one-sided sign-flip test of the paired differences (``sign_flip_p``) finds
+    them on the expected side of 0 at ``side_level``; contradicted: on the other side;
+    inconclusive otherwise. The t interval is shown beside it, not judged.
     """
     side = "> 0" if expect_positive else "< 0"
-    rule = f"{what}: holds if the {diff.confidence:.0%} CI of the paired difference is {side}, "
-    rule += "contradicted if it is entirely on the other side, else inconclusive "
-    rule += f"(one-sided t-tests at {side_level():g}; zero variance: exact sign test; "
-    rule += f"needs >= {min_seeds()} seeds)"
+    rule = f"{what}: holds if the paired differences are {side} by the exact one-sided "
+    rule += f"sign-flip (permutation) test at {side_level():g}, contradicted if they are on the "
+    rule += "other side, else inconclusive (the t interval is shown, not judged; "
+    rule += f"needs >= {min_seeds()} seeds, and 6 for p <= {side_level():g})"
     measured = f"difference {diff.format()}"
     if diff.n < max(2, min_seeds()) or not math.isfinite(diff.mean):
         return Finding(Verdict.INCONCLUSIVE, rule, measured + _too_few(diff.n))
     p_above = one_sided_p(diff, 0.0, greater=True)
     p_below = one_sided_p(diff, 0.0, greater=False)
     p_for, p_against = (p_above, p_below) if expect_positive else (p_below, p_above)
-    measured += f"; {_p_text(p_for, p_against)}"
-    if diff.zero_variance:
-        measured += " (zero variance: sign test)"
+    measured += f"; {_p_text(p_for, p_against)} ({_test_name(diff)})"
     return Finding(_two_way(p_for, p_against), rule, measured, p_for, p_against)
 
 
@@ -239,16 +296,16 @@ def _two_way(p_for: float, p_against: float) -> Verdict:
 def equivalence_verdict(diff: Interval, margin: float, what: str) -> Finding:
     """Equivalence rule: the claim says a and b are the same within ``margin``.
 
-    holds: the CI of the paired difference lies inside [-margin, +margin];
-    contradicted: the CI lies entirely outside it (a real difference larger than the margin);
-    inconclusive: anything in between, or no interval.
+    holds: the paired differences lie inside [-margin, +margin] (two one-sided exact sign-flip
+    tests, ``sign_flip_p``, at ``side_level``); contradicted: outside it (a real difference
+    larger than the margin, either side at ``side_level / 2``); inconclusive otherwise.
     """
     level = side_level()
     rule = (
-        f"{what}: holds if the {diff.confidence:.0%} CI of the paired difference lies within "
-        f"±{margin:g} (two one-sided tests at {level:g}), contradicted if it lies entirely "
-        f"outside (the nearer side's one-sided test at {level / 2:g}: either side may reject), "
-        f"else inconclusive (zero variance: exact sign tests; needs >= {min_seeds()} seeds)"
+        f"{what}: holds if the paired differences lie within ±{margin:g} (two one-sided exact "
+        f"sign-flip tests at {level:g}), contradicted if they lie outside (the nearer side's "
+        f"one-sided test at {level / 2:g}: either side may reject), else inconclusive (the t "
+        f"interval is shown, not judged; needs >= {min_seeds()} seeds)"
     )
     measured = f"difference {diff.format()}"
     if diff.n < max(2, min_seeds()) or not math.isfinite(diff.mean):
@@ -260,9 +317,7 @@ def equivalence_verdict(diff: Interval, margin: float, what: str) -> Finding:
         1.0,
         2 * min(one_sided_p(diff, margin, greater=True), one_sided_p(diff, -margin, greater=False)),
     )
-    measured += f"; {_p_text(p_for, p_against)}"
-    if diff.zero_variance:
-        measured += " (zero variance: sign tests)"
+    measured += f"; {_p_text(p_for, p_against)} ({_test_name(diff)})"
     return Finding(_two_way(p_for, p_against), rule, measured, p_for, p_against)
 
 

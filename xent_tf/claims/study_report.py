@@ -194,9 +194,11 @@ def claim_rows(report: StudyReport) -> list[list[str]]:
 def _notes(report: StudyReport) -> list[str]:
     notes = [
         f"Intervals: mean ± half-width of the {report.options.confidence:.0%} Student-t "
-        "interval over seeds. Epochs to target: first epoch whose validation accuracy reaches "
-        "the target (the runs' trainer.target_val_acc, or the one the study measures: see its "
-        "rule); a run that never reaches it is censored at its last epoch (Kaplan-Meier).",
+        "interval over seeds (shown; the verdicts come from exact sign-flip tests of the "
+        "per-seed differences, docs/CLAIMS.md). Epochs to target: first epoch whose validation "
+        "accuracy reaches the target (the runs' trainer.target_val_acc, or the one the study "
+        "measures: see its rule); a run that never reaches it is censored at its last epoch "
+        "(Kaplan-Meier).",
     ]
     if any(len(v.finished) < 2 for v in report.variants):
         notes.append(
