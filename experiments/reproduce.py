@@ -222,13 +222,15 @@ def ledger_step_overrides(args: argparse.Namespace) -> list[str]:
     return [*args.overrides, *extra]
 
 
-def seed_override(ledger: Config, study_args: Sequence[str]) -> list[str]:
-    """The studies' seeds as the ledger will judge them (``seed=range(n)``: claims.seeds, twice
-    that with claims.stability), unless the study arguments name seeds themselves."""
+def seed_override(ledger: Config, study_args: Sequence[str], study: str) -> list[str]:
+    """A study's seeds as the ledger will judge them (``seed=range(n)``: claims.seeds, twice
+    that with claims.stability, times the study's ``seed_factor``: lr_sweep's C13 picks its
+    roles on half of them), unless the study arguments name seeds themselves."""
     if any(a.startswith("seed=") for a in study_args):
         return []
     sets = 2 if ledger.claims.stability else 1
-    return [f"seed=range({sets * ledger.claims.seeds})"]
+    factor = STUDY_SPECS[study].seed_factor
+    return [f"seed=range({sets * ledger.claims.seeds * factor})"]
 
 
 def _unit_overrides(study: str, dataset: str, args: argparse.Namespace, stamp: str) -> list[str]:
@@ -251,7 +253,7 @@ def _unit_overrides(study: str, dataset: str, args: argparse.Namespace, stamp: s
 
 
 def plan_units(
-    app: Hydra, args: argparse.Namespace, stamp: str, seeds: Sequence[str]
+    app: Hydra, args: argparse.Namespace, stamp: str, seeds: Callable[[str], list[str]]
 ) -> list[tuple[Unit, list[str]]]:
     """Every study on every data set, each with its jobs and steps per job (for the time left)
     and its overrides: data set by data set, studies in ``args.studies``'s order, and data sets
@@ -274,11 +276,15 @@ def plan_units(
     for study in args.studies:
         first = _unit_overrides(study, args.datasets[0], args, stamp)
         composed = app.compose_config(
-            "config", [*first, *args.study_args, *seeds], run_mode=RunMode.MULTIRUN
+            "config", [*first, *args.study_args, *seeds(study)], run_mode=RunMode.MULTIRUN
         )
         jobs = count_sweep_jobs(composed) or 0
         for dataset in args.datasets:
-            overrides = [*_unit_overrides(study, dataset, args, stamp), *args.study_args, *seeds]
+            overrides = [
+                *_unit_overrides(study, dataset, args, stamp),
+                *args.study_args,
+                *seeds(study),
+            ]
             units.append((Unit(study, dataset, jobs, steps[dataset]), overrides))
     return sorted(units, key=lambda u: dataset_order(args.datasets, shapes).index(u[0].dataset))
 
@@ -313,9 +319,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     with keep_workers(args.workers, preload_job_modules) as pool:
         early_tasks, ledger_config = _measure_early(app, ledger_args)
         early = [pool.submit(task) for task in early_tasks]
-        seeds = (
-            seed_override(ledger_config, args.study_args) if args.stability or args.datasets else []
-        )
+
+        def seeds(study: str) -> list[str]:
+            if not (args.stability or args.datasets):
+                return []  # the study's own seeds (configs/experiment): claims.seeds' default
+            return seed_override(ledger_config, args.study_args, study)
+
         if args.datasets:
             stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
             _run_units(app, plan_units(app, args, stamp, seeds))
@@ -325,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "+resume=matching",
                 *study_overrides(study, args.overrides),
             ]
-            _run(app, [*overrides, *args.study_args, *seeds], multirun=True)
+            _run(app, [*overrides, *args.study_args, *seeds(study)], multirun=True)
         try:
             # The studies' reports (the ledger reads their finished parent runs), and the
             # ledger's own early measurements.

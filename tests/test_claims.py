@@ -715,7 +715,8 @@ def test_ledger_end_to_end_runs_missing_studies_then_reuses_the_store(
         "claims.seeds=2",
     )
     result, text = ledger.run_ledger(config, tmp_path / "out", runner)
-    assert runner.calls == [("binary_vs_categorical", (0, 1)), ("lr_sweep", (0, 1))]
+    # lr_sweep on twice the seeds: C13 picks its roles on 0,1 and is judged on 2,3
+    assert runner.calls == [("binary_vs_categorical", (0, 1)), ("lr_sweep", (0, 1, 2, 3))]
     by_id = {r.claim: r for r in result.results}
     assert list(by_id) == ["C1", "C2", "C5", "C8", "C13", "C16"]
     assert (by_id["C1"].verdict, by_id["C2"].verdict, by_id["C5"].verdict) == (
@@ -735,11 +736,12 @@ def test_ledger_end_to_end_runs_missing_studies_then_reuses_the_store(
     assert c8.links[0].url == connection.run_url(study.parent.experiment_id, study.parent.run_id)
     # its exact parts were measured in the ledger run, so that run is linked too
     assert result.links(c8)[-1].url == result.run_url and "exact parts" in c8.source
-    # C13: seed 0 picks the roles, seed 1 alone is judged: no trend over one seed concludes
+    # C13: seeds 0,1 pick the roles, 2,3 are judged: no trend over two seeds concludes
     c13 = by_id["C13"]
     assert c13.verdict == INCONCLUSIVE
     trend = next(p for p in c13.parts if "oscillation of the probe loss" in p.context)
-    assert trend.verdict.verdict == INCONCLUSIVE and "(n=1" in trend.verdict.measured
+    assert trend.verdict.verdict == INCONCLUSIVE and "(n=2" in trend.verdict.measured
+    assert "roles on seeds [0, 1]" in c13.measured or "roles on seeds [0, 1]" in str(c13.parts)
     c16 = by_id["C16"]
     assert c16.source.startswith("reference run made by this ledger")
     # the tiny config is not the reference split: the rule says so
@@ -812,23 +814,24 @@ def test_stability_mode_judges_two_disjoint_seed_sets(
         "claims.stability=true",
     )
     result, text = ledger.run_ledger(config, tmp_path / "out", runner)
-    assert runner.calls == [("lr_sweep", (0, 1)), ("lr_sweep", (2, 3))]
+    # lr_sweep's seed sets are twice claims.seeds long (StudySpec.seed_factor: C13's halves)
+    assert runner.calls == [("lr_sweep", (0, 1, 2, 3)), ("lr_sweep", (4, 5, 6, 7))]
     (row,) = result.stability
-    assert row.claim == "C14" and row.seed_sets == ((0, 1), (2, 3))
+    assert row.claim == "C14" and row.seed_sets == ((0, 1, 2, 3), (4, 5, 6, 7))
     c14 = result.results[1]
-    # two seeds per set settle nothing (min_seeds = 3: no interval, share or sign test
-    # concludes from 2): both sets are inconclusive, so they agree
+    # four seeds per set settle nothing (no exact share, sign or sign-flip test gets below
+    # p = 1/16 on 4): both sets are inconclusive, so they agree
     assert row.verdicts == (INCONCLUSIVE, INCONCLUSIVE) and row.agree
     assert c14.verdict == INCONCLUSIVE
     assert all(
         p.verdict.verdict in (INCONCLUSIVE, Verdict.NOT_MEASURED) for p in c14.parts if p.counted
     )
     assert result.results[0].verdict == HOLDS  # C1 is exact: not judged per seed set
-    assert any(p.context.startswith("[seeds 0,1]") for p in c14.parts)
-    assert any(p.context.startswith("[seeds 2,3]") for p in c14.parts)
+    assert any(p.context.startswith("[seeds 0-3]") for p in c14.parts)
+    assert any(p.context.startswith("[seeds 4-7]") for p in c14.parts)
     assert "stability (each training claim on two disjoint seed sets)" in text
     data = json.loads((tmp_path / "out" / "claims.json").read_text())
-    assert data["stability"][0]["seed_sets"] == [[0, 1], [2, 3]]
+    assert data["stability"][0]["seed_sets"] == [[0, 1, 2, 3], [4, 5, 6, 7]]
 
 
 def _check(claim: str, verdict: Verdict) -> ClaimCheck:

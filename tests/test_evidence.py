@@ -77,10 +77,14 @@ def test_the_studies_run_the_seeds_the_ledger_judges(reproduce: ModuleType) -> N
     class Ledgerish:
         claims = settings
 
-    assert reproduce.seed_override(Ledgerish, []) == ["seed=range(6)"]
+    assert reproduce.seed_override(Ledgerish, [], "annealing") == ["seed=range(6)"]
+    # lr_sweep runs twice as many (C13: roles on one half, judged on the other)
+    assert reproduce.seed_override(Ledgerish, [], "lr_sweep") == ["seed=range(12)"]
     settings.stability = False
-    assert reproduce.seed_override(Ledgerish, []) == ["seed=range(3)"]
-    assert reproduce.seed_override(Ledgerish, ["seed=0,1"]) == []  # the user's seeds win
+    assert reproduce.seed_override(Ledgerish, [], "annealing") == ["seed=range(3)"]
+    assert reproduce.seed_override(Ledgerish, [], "lr_sweep") == ["seed=range(6)"]
+    # the user's seeds win
+    assert reproduce.seed_override(Ledgerish, ["seed=0,1"], "lr_sweep") == []
 
 
 def test_each_unit_gets_its_own_sweep_directory_and_a_quiet_console(

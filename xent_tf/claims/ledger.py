@@ -36,7 +36,7 @@ from xent_tf.claims.runner import (
     check_datasets,
     define_study,
 )
-from xent_tf.claims.studies import ClaimPart, adjusted_parts
+from xent_tf.claims.studies import STUDIES, ClaimPart, adjusted_parts
 from xent_tf.config import Config, MakeClassificationConfig, MlpConfig
 from xent_tf.track import connection, writing
 from xent_tf.track.resume import training_config_hash
@@ -50,6 +50,14 @@ def seed_sets(seeds: int, stability: bool) -> tuple[tuple[int, ...], ...]:
     """The seed sets the training claims are judged on: 0..seeds-1 (and seeds..2*seeds-1)."""
     first = tuple(range(seeds))
     return (first, tuple(range(seeds, 2 * seeds))) if stability else (first,)
+
+
+def study_seed_sets(study: str, sets: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...], ...]:
+    """The seed sets a study is judged on: ``sets`` each ``seed_factor`` times as long
+    (``StudySpec.seed_factor``; lr_sweep: 0..2n-1, and 2n..4n-1 for the second set)."""
+    factor = STUDIES[study].seed_factor if study in STUDIES else 1
+    n = len(sets[0]) * factor
+    return tuple(tuple(range(i * n, (i + 1) * n)) for i in range(len(sets)))
 
 
 def _c3(config: Config) -> ClaimResult:
@@ -294,13 +302,14 @@ def evaluate_claims(
 def _gather_studies(
     config: Config,
     wanted: Sequence[str],
-    sets: Sequence[tuple[int, ...]],
+    claim_sets: Sequence[tuple[int, ...]],
     datasets: Sequence[str | None],
     runner: StudyRunner | None,
     definitions: Mapping[str, StudyDefinition],
 ) -> dict[StudyKey, StudyEvidence]:
-    """Find (or run) every study the wanted claims read, per data set and seed set
-    (``definitions``: study definitions composed ahead, by ``definition_key``)."""
+    """Find (or run) every study the wanted claims read, per data set and seed set (the
+    claims' ``claim_sets``, each as long as the study needs: ``study_seed_sets``;
+    ``definitions``: study definitions composed ahead, by ``definition_key``)."""
     settings = config.claims
     studies: dict[StudyKey, StudyEvidence] = {}
     # Each sweep read once: every lookup passes over the other data sets' newer sweeps.
@@ -309,6 +318,7 @@ def _gather_studies(
         study = CLAIMS[claim].study
         if not study or study == reference.REFERENCE_EXPERIMENT:
             continue
+        sets = study_seed_sets(study, claim_sets)
         for dataset in datasets:
             if (study, dataset, sets[0]) in studies:
                 continue
@@ -354,6 +364,7 @@ def _evaluate(
             reference.find_or_run_reference(config, out_dir / "reference", config.claims.rerun)
         )
     exact = _exact_parts(claim)
+    sets = study_seed_sets(study, sets)
     if datasets == (None,):
         return _on_seed_sets(
             claim, [studies[(study, None, s)] for s in sets], sets, exact, "", stability

@@ -158,6 +158,12 @@ PROTOCOL_CHANGES: tuple[ProtocolChange, ...] = (
             "sign-flip test is exact when the arms are exchangeable. Its cost: p >= 1 / 2^n, so "
             "fewer than 6 seeds never conclude, and under Holm's correction over m parts a "
             "contradiction needs p <= 0.025 / m.",
+            "C13 on 2 x claims.seeds seeds of the lr_sweep study (20 by default; before: "
+            "claims.seeds, so its roles were picked on 5 seeds and it was judged on 5, where no "
+            "exact test - sign test, sign-flip - can reach p <= 0.025: 1/32 at best): roles on "
+            "claims.seeds, judged on claims.seeds others; with claims.stability the sets are "
+            "0..2n-1 and 2n..4n-1. Issue #27 item 4 asked for 20 seeds before any run; made "
+            "with the sign-flip change, after reading the rule, not after a judged run.",
         ),
     ),
 )

@@ -535,6 +535,12 @@ CLAIMS: dict[str, Claim] = {
                     "first half of the sorted seeds picks, second half judges",
                     "good and too large are measured, then judged on other seeds",
                 ),
+                RuleParam(
+                    "seeds",
+                    "2 x claims.seeds",
+                    "the lr_sweep study's seeds (20 by default): claims.seeds pick the roles, "
+                    "claims.seeds others are judged (the exact tests need >= 6 judged seeds)",
+                ),
             ),
         ),
         Claim(

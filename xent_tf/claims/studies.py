@@ -152,6 +152,10 @@ class StudySpec:
     # Params the rules read that older versions did not log: a stored sweep without them is
     # not used by the ledger (it runs the study again).
     needs_params: tuple[str, ...] = ()
+    # The study is judged on this many times claims.seeds seeds (lr_sweep: C13 measures its
+    # roles on one half and is judged on the other, each half claims.seeds seeds: C13's
+    # role_split in the registry).
+    seed_factor: int = 1
 
 
 # --- helpers shared by the rules ---------------------------------------------------------
@@ -1379,6 +1383,7 @@ STUDIES: dict[str, StudySpec] = {
             _evaluate_rate_grid,
             extra_metrics=(PROBE_LOSS_METRIC, LR_FIND_SMOOTHED_METRIC),
             needs_params=("data.prior_loss", "data.majority_share", "lr_find.steepest_lr"),
+            seed_factor=2,
         ),
         StudySpec(
             # Training with the rate each seed's range test suggests (or a flat / exploding
