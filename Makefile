@@ -178,7 +178,9 @@ sync: install
 # (experiments/reproduce.py: each study as `run.py -m +experiment=STUDY` would, with one pool of
 # worker processes for every study), so TensorFlow is imported once per worker, not per study.
 # ARGS go to every step, e.g. make reproduce ARGS="tracking.uri=sqlite:////abs/store.db";
-# STUDY_ARGS to the study sweeps only, e.g. 3 seeds: STUDY_ARGS="seed=0,1,2" ARGS="claims.seeds=3".
+# The studies run the seeds the ledger judges: claims.seeds (lr_sweep twice as many: C13 picks its
+# roles on one half), e.g. 3 seeds: ARGS="claims.seeds=3"; STUDY_ARGS to the study sweeps only
+# (seeds named there win, e.g. STUDY_ARGS="seed=0,1,2").
 # +resume=matching: started again after an interruption (Ctrl-C, a crash, a killed process), each
 # study continues its newest sweep with the same study definition and trains only the jobs that
 # did not FINISH (same config hash); a finished study only re-reports; a study with no such

@@ -1,8 +1,8 @@
 """Every comparison study, then the claims ledger, in one process (what `make reproduce` runs).
 
 python experiments/reproduce.py                                    # 5 studies, 10 seeds, ledger
-python experiments/reproduce.py --studies "lr_sweep annealing" --study-args "seed=0,1,2" \
-    claims.seeds=3 tracking.uri=sqlite:////abs/store.db
+python experiments/reproduce.py --studies "lr_sweep annealing" claims.seeds=3 \
+    tracking.uri=sqlite:////abs/store.db              # seeds 0-2 (lr_sweep 0-5)
 python experiments/reproduce.py --datasets all --stability         # make evidence
 
 With ``--datasets`` every study runs once per data set (``data=<name>``; "all": the eight of
@@ -321,8 +321,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         early = [pool.submit(task) for task in early_tasks]
 
         def seeds(study: str) -> list[str]:
-            if not (args.stability or args.datasets):
-                return []  # the study's own seeds (configs/experiment): claims.seeds' default
+            # The seeds the ledger judges (claims.seeds; lr_sweep twice as many), unless the
+            # study arguments name seeds.
             return seed_override(ledger_config, args.study_args, study)
 
         if args.datasets:
