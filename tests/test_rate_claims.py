@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -255,17 +256,7 @@ def _lr_sweep_checks(
                 continue
             if use != "given":
                 params["lr_find.used_lr"] = str(SUGGESTED[use])
-            runs.append(
-                RunRecord(
-                    record.run_id + use,
-                    params,
-                    seed,
-                    record.status,
-                    record.history,
-                    error=record.error,
-                    diverged_epoch=record.diverged_epoch,
-                )
-            )
+            runs.append(replace(record, run_id=record.run_id + use, params=params))
     spec = STUDIES["lr_sweep"]
     return list(spec.evaluate(group_variants(runs, spec.group_by), StudyOptions()))
 
@@ -341,17 +332,7 @@ def _annealing(
             diverged = schedule == "constant" and seed < constant_diverges
             record = _grid_run("1.0", seed, final, first, bounce, diverged)
             params = {**record.params, "schedule.name": schedule}
-            runs.append(
-                RunRecord(
-                    record.run_id + schedule,
-                    params,
-                    seed,
-                    record.status,
-                    record.history,
-                    error=record.error,
-                    diverged_epoch=record.diverged_epoch,
-                )
-            )
+            runs.append(replace(record, run_id=record.run_id + schedule, params=params))
     spec = STUDIES["annealing"]
     [check] = spec.evaluate(group_variants(runs, spec.group_by), StudyOptions())
     parts = {p.context: p.verdict.verdict for p in check.parts}
