@@ -47,6 +47,13 @@ class Claim:
     rules: tuple[RuleParam, ...] = ()
 
 
+# The probe batch C13 and C15 both measure oscillation on, stated once for both.
+PROBE_ROWS_RULE = RuleParam(
+    "probe_rows",
+    64,
+    "training rows whose loss is measured after every step (trainer.probe_rows)",
+)
+
 INTRO = """\
 # The claims this suite reproduces
 
@@ -502,11 +509,7 @@ CLAIMS: dict[str, Claim] = {
                     "range test's window (min_lr 1e-6 to max_lr 100), from its flat start to "
                     "where it explodes; every data set",
                 ),
-                RuleParam(
-                    "probe_rows",
-                    64,
-                    "training rows whose loss is measured after every step (trainer.probe_rows)",
-                ),
+                PROBE_ROWS_RULE,
                 RuleParam(
                     "late_fraction",
                     0.5,
@@ -646,11 +649,7 @@ CLAIMS: dict[str, Claim] = {
             ),
             study="annealing",
             rules=(
-                RuleParam(
-                    "probe_rows",
-                    64,
-                    "training rows whose loss is measured after every step (trainer.probe_rows)",
-                ),
+                PROBE_ROWS_RULE,
                 RuleParam(
                     "late_fraction",
                     0.5,
