@@ -67,3 +67,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         sampled = getattr(getattr(item, "cls", None), "SAMPLED_CASES", None)
         if sampled is not None and not any(item.name.startswith(p) for p in sampled):
             item.add_marker(skip)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Under ``--dist loadgroup`` (an xdist worker), fail a test whose ``xdist_group`` did not
+    reach its id: xdist sends a test to its group's worker by the id's ``@group`` suffix, and
+    without it every group is split over the workers silently (the session's PostgreSQL study
+    trained once per worker, Ray instances overlapping). pytest 9.2 did that to pytest-xdist
+    3.8; pyproject.toml keeps pytest below it."""
+    grouped = item.get_closest_marker("xdist_group") is not None
+    if grouped and getattr(item.config.option, "loadgroup", False) and "@" not in item.nodeid:
+        pytest.fail(
+            f"--dist loadgroup lost this test's xdist_group (its id is {item.nodeid!r}, with "
+            "no @group): this pytest and pytest-xdist do not group tests; see pyproject.toml",
+            pytrace=False,
+        )
