@@ -114,8 +114,12 @@ def _app_config(launcher: str) -> dict[str, object]:
 @mark.parametrize(
     "task_launcher_cfg, extra_flags",
     [
-        (_app_config("replicas"), ["-m"]),
-        (_app_config("joblib"), ["-m", f"hydra.launcher._target_={RESILIENT_JOBLIB}"]),
+        param(_app_config("replicas"), ["-m"], id="replicas"),
+        param(
+            _app_config("joblib"),
+            ["-m", f"hydra.launcher._target_={RESILIENT_JOBLIB}"],
+            id="joblib",
+        ),
         param(_app_config("ray"), ["-m", *RAY_LOCAL], marks=needs_ray, id="ray"),
     ],
 )
@@ -123,17 +127,24 @@ class TestProjectLaunchersIntegration(IntegrationTestSuite):
     """Hydra's ``IntegrationTestSuite``: apps run in their own process through each launcher.
 
     Each case starts an app process (and, for Ray, a Ray instance): `make test` runs one case of
-    each of the suite's four tests per launcher, the one with the most overrides in play
+    each of the suite's four tests for the replica and joblib launchers, the one with the most
+    overrides in play, and one of them for Ray, whose every case costs a Ray start and whose
+    launcher the in-process suite above and tests/integration exercise besides
     (``SAMPLED_CASES``; tests/conftest.py skips the rest, saying so);
     ``XENT_CONFORMANCE=full`` (`make conformance`) runs all eleven per launcher.
     """
 
     SAMPLED_CASES = frozenset(
-        {
-            "test_custom_task_name[different_filename_and_config_file_name_override_and_"
-            "command_line_override-",
-            "test_custom_sweeper_run_workdir[subdir:custom_override_dirname-",
-            "test_get_orig_dir_multirun[",
-            "test_to_absolute_path_multirun[",
-        }
+        [
+            f"{case}{launcher}]"
+            for case in (
+                "test_custom_task_name[different_filename_and_config_file_name_override_and_"
+                "command_line_override-",
+                "test_custom_sweeper_run_workdir[subdir:custom_override_dirname-",
+                "test_get_orig_dir_multirun[",
+                "test_to_absolute_path_multirun[",
+            )
+            for launcher in ("replicas", "joblib")
+        ]
+        + ["test_custom_sweeper_run_workdir[subdir:custom_override_dirname-ray]"]
     )
