@@ -179,6 +179,16 @@ def test_the_per_data_set_table_is_the_headline_with_links_to_the_sweeps() -> No
         "== Claims ledger =="
     )
     assert f"  lr_sweep on moons: sweep aaaa1111 {url.format('aaaa1111')}" in terminal
+    # A cell wraps between words, never inside one: "holds on" is as wide as "applicable)".
+    table = terminal[terminal.index("claim |") :].splitlines()
+    assert table[:6] == [
+        "claim | moons        | wine         | holds on    | verdict",
+        "------+--------------+--------------+-------------+-------------",
+        "C13   | holds        | not          | 1 of 1 (1   | holds",
+        "      |              | applicable   | not         |",
+        "      |              |              | applicable) |",
+        "------+--------------+--------------+-------------+-------------",
+    ]
     markdown = render_markdown(result)
     assert markdown.index("## Per data set") < markdown.index("## Every claim")
     assert (

@@ -116,7 +116,14 @@ def _wrap_table(header: Sequence[str], rows: Sequence[Sequence[str]], widths: Se
 def _terminal_headline(ledger: Ledger) -> list[str]:
     """The per-data-set table and the sweeps it rests on (with ``claims.datasets``)."""
     header = dataset_header(ledger)
-    widths = [5, *(max(12, len(d)) for d in ledger.datasets), 8, 12]
+    rows = dataset_rows(ledger)
+    least = [5, *(max(12, len(d)) for d in ledger.datasets), 8, 12]
+    # A column is at least as wide as its longest word: a cell wraps between words, never
+    # inside one ("3 of 6 (2 not applicable)" in "holds on").
+    widths = [
+        max([width, *(len(word) for row in rows for word in row[i].split())])
+        for i, width in enumerate(least)
+    ]
     sweeps = [
         f"  {study} on {dataset}: " + ", ".join(f"{link.label} {link.url}" for link in links)
         if links
@@ -129,7 +136,7 @@ def _terminal_headline(ledger: Ledger) -> list[str]:
         + "each training claim's studies run on each data set; "
         + DATASETS_NOTE
         + ":\n"
-        + _wrap_table(header, dataset_rows(ledger), widths),
+        + _wrap_table(header, rows, widths),
         "the sweeps (parent runs) each column rests on:\n" + "\n".join(sweeps),
     ]
 
