@@ -1,6 +1,7 @@
 """A sweep worker killed by SIGKILL (as the OOM killer does) is one failed job, not a dead sweep:
 its run ends FAILED with "worker died (signal 9, SIGKILL)", a new worker takes the remaining jobs,
-the report lists it. For the joblib launcher, the replica launcher's workers and Ray tasks."""
+the report lists it. For the joblib launcher, the replica launcher's workers and Ray tasks (whose
+jobs run as on another node: in Ray's copy of an empty directory, logging to the shared server)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.integration.cli import start_cli
-from tests.integration.records import read_sweep
-from tests.integration.services import TINY, need, stop_group, wait_until
+from tests.integration.records import CHILD_ARTIFACTS, PARENT_ARTIFACTS, artifacts, read_sweep
+from tests.integration.services import TINY, TrackingServer, need, stop_group, wait_until
 from tests.integration.test_faults import epochs_logged
 
 pytestmark = pytest.mark.integration
+
+EXPERIMENT = "ray_worker_death"  # on the session's shared server
 
 
 @pytest.mark.parametrize(
@@ -112,33 +115,44 @@ def _busy_worker(launcher_pid: int) -> int:
 
 
 @pytest.mark.xdist_group("ray")
-def test_a_killed_ray_job_fails_alone_and_the_sweep_finishes(tmp_path: Path) -> None:
+def test_a_killed_ray_job_fails_alone_and_the_sweep_finishes(
+    pg_server: TrackingServer, tmp_path: Path
+) -> None:
     """hydra/launcher=ray, 4 jobs on 2 CPUs: the two long jobs are killed, one in its job
     process (SIGKILL, as the OOM killer does: the signal is known), one with its Ray worker
-    (Ray reports WorkerCrashedError, without a signal); neither is retried, the short two finish."""
+    (Ray reports WorkerCrashedError, without a signal); neither is retried, the short two finish.
+
+    As on a cluster, the jobs run in Ray's copy of an empty directory (they cannot see the
+    driver's sweep dir nor the parent-run file in it) and log to the shared server over HTTP:
+    each finds its parent and every run is recorded in full."""
     need(
         importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is not None,
         "hydra-ray-launcher not installed (pip install -e '.[scale]')",
     )
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = pg_server.uri
+    node_dir = tmp_path / "node"
+    node_dir.mkdir()
     sweep_dir = tmp_path / "sweep"
     client = MlflowClient(store)
-    client.search_experiments()  # the store's tables now: polling it never races their creation
     sweep = start_cli(
         "-m",
         "trainer.epochs=3000,3001,2,3",
         *TINY,
+        f"experiment_name={EXPERIMENT}",
+        "tracking.plots=true",  # the finished runs' records are checked in full
+        "tracking=server",
         f"tracking.uri={store}",
-        f"hydra.sweep.dir={sweep_dir}",
+        "hydra.sweep.dir=sweep",  # relative: each side resolves it in its own directory
         "hydra/launcher=ray",
         "+hydra.launcher.ray.init.num_cpus=2",
         "+hydra.launcher.ray.init.include_dashboard=false",
+        f"+hydra.launcher.ray.init.runtime_env.working_dir={node_dir}",
         cwd=tmp_path,
     )
     running: dict[str, int] = {}
 
     def long_jobs_training() -> bool:
-        experiment = client.get_experiment_by_name("reference")
+        experiment = client.get_experiment_by_name(EXPERIMENT)
         if experiment is None:
             return False
         runs = client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
@@ -161,8 +175,13 @@ def test_a_killed_ray_job_fails_alone_and_the_sweep_finishes(tmp_path: Path) -> 
         stop_group(sweep)
     output = (tmp_path / "cli-output.log").read_text(errors="replace")
     assert returncode == 0, output[-5000:]
+    assert "Ray Launcher is launching 4 jobs" in output
+    assert "(run_job_supervised pid=" in output  # log lines came back from Ray workers
+    # The jobs wrote their outputs in the workers' copy, not next to the parent-run file.
+    assert (sweep_dir / "mlflow_parent.json").exists()
+    assert not any(path.name.isdigit() for path in sweep_dir.iterdir())
 
-    records = read_sweep(store, "reference")
+    records = read_sweep(store, EXPERIMENT)
     assert records.parent.info.status == "FINISHED"
     status = {r.data.params["trainer.epochs"]: r.info.status for r in records.children}
     # One run per job: a killed job is not re-run (max_retries: 0, configs/hydra/launcher/ray.yaml).
@@ -177,6 +196,11 @@ def test_a_killed_ray_job_fails_alone_and_the_sweep_finishes(tmp_path: Path) -> 
         if run.info.status == "FINISHED":
             epochs = int(run.data.params["trainer.epochs"])
             assert records.points[run.info.run_id]["val/loss"] == list(range(1, epochs + 1))
+    finished = [r.info.run_id for r in records.children if r.info.status == "FINISHED"]
+    files = artifacts(store, finished)
+    assert all(got >= CHILD_ARTIFACTS for got in files.values()), files
+    parent_files = artifacts(store, [records.parent.info.run_id])
+    assert parent_files[records.parent.info.run_id] >= PARENT_ARTIFACTS
     report = (sweep_dir / "report.md").read_text()
     assert "## Failed runs" in report and killed in report and "Ray lost the worker" in report
     print(f"\n[sigkill ray] statuses {status}, {records.total_points} metric points")
