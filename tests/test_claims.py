@@ -809,29 +809,35 @@ def test_stability_mode_judges_two_disjoint_seed_sets(
     config = make_config(
         *LEDGER_TINY,
         f"tracking.uri={tracking_uri}",
-        "claims.only=[C1,C14]",
+        "claims.only=[C1,C15]",
         "claims.seeds=2",
         "claims.stability=true",
     )
     result, text = ledger.run_ledger(config, tmp_path / "out", runner)
-    # lr_sweep's seed sets are twice claims.seeds long (StudySpec.seed_factor: C13's halves)
-    assert runner.calls == [("lr_sweep", (0, 1, 2, 3)), ("lr_sweep", (4, 5, 6, 7))]
+    assert runner.calls == [("annealing", (0, 1)), ("annealing", (2, 3))]
     (row,) = result.stability
-    assert row.claim == "C14" and row.seed_sets == ((0, 1, 2, 3), (4, 5, 6, 7))
-    c14 = result.results[1]
-    # four seeds per set settle nothing (no exact share, sign or sign-flip test gets below
-    # p = 1/16 on 4): both sets are inconclusive, so they agree
+    assert row.claim == "C15" and row.seed_sets == ((0, 1), (2, 3))
+    c15 = result.results[1]
+    # two seeds per set settle nothing (no exact test gets below p = 1/4 on 2): both sets
+    # are inconclusive, so they agree
     assert row.verdicts == (INCONCLUSIVE, INCONCLUSIVE) and row.agree
-    assert c14.verdict == INCONCLUSIVE
+    assert c15.verdict == INCONCLUSIVE
     assert all(
-        p.verdict.verdict in (INCONCLUSIVE, Verdict.NOT_MEASURED) for p in c14.parts if p.counted
+        p.verdict.verdict in (INCONCLUSIVE, Verdict.NOT_MEASURED) for p in c15.parts if p.counted
     )
     assert result.results[0].verdict == HOLDS  # C1 is exact: not judged per seed set
-    assert any(p.context.startswith("[seeds 0-3]") for p in c14.parts)
-    assert any(p.context.startswith("[seeds 4-7]") for p in c14.parts)
+    assert {p.context.split("]")[0] for p in c15.parts} == {"[seeds 0,1", "[seeds 2,3"}
     assert "stability (each training claim on two disjoint seed sets)" in text
     data = json.loads((tmp_path / "out" / "claims.json").read_text())
-    assert data["stability"][0]["seed_sets"] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert data["stability"][0]["seed_sets"] == [[0, 1], [2, 3]]
+
+
+def test_a_studys_seed_sets_are_its_seed_factor_times_as_long() -> None:
+    # lr_sweep (StudySpec.seed_factor 2: C13 picks its roles on one half, is judged on the
+    # other): 0..2n-1, and 2n..4n-1 for the second set; the other studies take the sets as given
+    assert ledger.study_seed_sets("lr_sweep", [(0, 1), (2, 3)]) == ((0, 1, 2, 3), (4, 5, 6, 7))
+    assert ledger.study_seed_sets("lr_sweep", [(0, 1, 2)]) == ((0, 1, 2, 3, 4, 5),)
+    assert ledger.study_seed_sets("annealing", [(0, 1), (2, 3)]) == ((0, 1), (2, 3))
 
 
 def _check(claim: str, verdict: Verdict) -> ClaimCheck:
