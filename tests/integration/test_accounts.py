@@ -19,7 +19,8 @@ from xent_tf.config import to_config
 from xent_tf.track import connection, writing
 from xent_tf.train import pipeline
 
-pytestmark = pytest.mark.integration
+# One worker runs them all (--dist loadgroup): the module's server with auth starts once.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("accounts")]
 
 ADMIN_PASSWORD = "admin-Secret-4-tests"
 USERS = {"alice": "alice-Passw0rd-x", "bob": "bob-Passw0rd-x"}
