@@ -213,6 +213,29 @@ def test_repeated_or_empty_header_names_are_refused(
         make_dataset(CsvDataConfig(path=str(path), label="kind"))
 
 
+def test_a_file_without_a_header_whose_first_row_repeats_a_value_says_so(tmp_path: Path) -> None:
+    # Found by make fuzz (XENT_FUZZ_SCALE=5): the first data row, read as the header, repeated
+    # 0.333333, and the message spoke only of repeated column names, not of the missing header.
+    path = tmp_path / "table.csv"
+    path.write_text("0.333333,9,711039,0.333333\n-93,9,-2.5,-93\n845,1,-152,845\n")
+    with pytest.raises(ValueError) as refused:
+        make_dataset(CsvDataConfig(path=str(path), label="kind"))
+    message = str(refused.value)
+    assert "has repeated column name(s) ['0.333333']" in message
+    assert "those names are numbers: if the file has no header line" in message
+    assert "data.label=" in message
+    # The same with a text label in the first row (found next: 'cat,0,0').
+    path.write_text("cat,0,0\ncat,0,0\ndog,0,0\n")
+    with pytest.raises(ValueError, match=r"\['0'\]; .*those names are numbers"):
+        make_dataset(CsvDataConfig(path=str(path), label="y"))
+    # A header of names keeps the plain message.
+    named = _write_csv(tmp_path / "named.csv")
+    lines = named.read_text().splitlines()
+    named.write_text("\n".join(["height,weight,kind,kind", *lines[1:]]) + "\n")
+    with pytest.raises(ValueError, match=r"\['kind'\]; every column needs a name of its own$"):
+        make_dataset(CsvDataConfig(path=str(named), label="kind"))
+
+
 def test_a_row_of_another_width_is_refused_naming_the_line(tmp_path: Path) -> None:
     """A first row with one field more made pandas take the first column as the index."""
     path = _write_csv(tmp_path / "table.csv")

@@ -383,9 +383,17 @@ def _check_layout(path: Path, shown: str) -> None:
             )
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
+            # A file without a header line: its first row is read as the names, and a value
+            # repeated in it is a repeated "name".
+            no_header = (
+                "; those names are numbers: if the file has no header line, add one naming "
+                "every column (data.label= names the label column)"
+                if all(_is_number(name) for name in repeated)
+                else ""
+            )
             raise ValueError(
                 f"data.path={shown!r} has repeated column name(s) {repeated}; every column "
-                "needs a name of its own"
+                f"needs a name of its own{no_header}"
             )
         for row in lines:
             if row and len(row) != len(names):
@@ -393,6 +401,15 @@ def _check_layout(path: Path, shown: str) -> None:
                     f"data.path={shown!r} is not a readable CSV file: line {lines.line_num} has "
                     f"{len(row)} fields, the header {len(names)}"
                 )
+
+
+def _is_number(text: str) -> bool:
+    """Whether ``text`` reads as a number (``float`` accepts it)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _held_out_split(
