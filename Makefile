@@ -73,8 +73,8 @@ run: install
 	$(BIN)/python experiments/run.py $(ARGS)
 
 # Unit tests on both cores (pytest-xdist: each test file's tests in either of two processes),
-# then the integration tests (PostgreSQL, mlflow server, Ray, Chromium: see tests/integration),
-# also on two workers: most of their time is waiting for processes they start, and their
+# then the integration tests (PostgreSQL, mlflow server, Ray, Chromium: see tests/integration)
+# on three workers: most of their time is waiting for processes they start, and their
 # timeouts allow for a loaded machine. ARGS go to both (e.g. ARGS='-k ledger'); test-unit /
 # test-integration run one.
 test: test-unit test-integration
@@ -85,10 +85,12 @@ test-unit: install-scale
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not integration" $(ARGS)
 
 # loadgroup: the tests of one xdist_group run in one worker, one after another: every Ray test
-# ("ray": one Ray instance at a time) and the readers of the session's PostgreSQL-backed study
-# ("pg_study": it is trained once).
+# ("ray": one Ray instance at a time), the readers of the session's PostgreSQL-backed study
+# ("pg_study": it is trained once) and the accounts tests (their server starts once). Three
+# workers on two cores: these tests spend much of their time waiting for the processes and
+# servers they start (the phase used 1.2 cores on average with two workers).
 test-integration: install-scale
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m integration $(ARGS)
+	$(BIN)/python -m pytest -q -n 3 --dist loadgroup -m integration $(ARGS)
 
 # Hydra's launcher conformance suites in full: every case of IntegrationTestSuite for every
 # launcher (`make test` runs a sample of them, see tests/test_launcher_conformance.py).

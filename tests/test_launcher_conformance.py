@@ -34,7 +34,7 @@ HAS_RAY = importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is not No
 needs_ray = [
     mark.integration,
     mark.skipif(not HAS_RAY, reason="Ray is in the scale extra: make install-scale"),
-    mark.xdist_group("ray"),  # one Ray at a time: `make test-integration` runs on two workers
+    mark.xdist_group("ray"),  # one Ray at a time: `make test-integration` runs on three workers
 ]
 if HAS_RAY:
     # Hydra's Ray plugin stores its ``hydra/launcher/ray`` config when Hydra's plugin scan
