@@ -32,7 +32,7 @@ from xent_tf.claims.protocol import statistic
 from xent_tf.claims.records import StudyEvidence
 from xent_tf.claims.studies import STUDIES, StudyOptions, group_variants
 from xent_tf.metrics import PROBE_LOSS_METRIC
-from xent_tf.track.run_record import RunRecord
+from xent_tf.track.run_record import RunRecord, RunStatus
 
 DRAWS = 300
 SIDE = statistic("alpha") / 2  # the stated false-alarm rate of each verdict direction
@@ -47,7 +47,7 @@ def _c8_pool(rng: np.random.Generator, seeds: int) -> list[RunRecord]:
             f"b{seed}-{i}",
             {"data.name": "b", "data.n_classes": "2", "loss.name": loss, "model.n_params": "1"},
             seed,
-            "FINISHED",
+            RunStatus.FINISHED,
             {"val/acc": [0.8, 0.9 + 0.01 * rng.standard_normal()]},
         )
         for seed in range(seeds)
@@ -81,7 +81,7 @@ def _c12_pool(rng: np.random.Generator, seeds: int) -> list[RunRecord]:
                             "model.output_init": init,
                         },
                         seed,
-                        "FINISHED",
+                        RunStatus.FINISHED,
                         {
                             "val/acc": list(curve),
                             "val/loss": list(1 - curve),
@@ -104,6 +104,32 @@ CURVE = [1.0] * 30 + list(np.linspace(1.0, 0.3, 40)) + list(np.linspace(0.3, 3, 
 SUGGESTED = {"steepest": 0.2, "valley": 0.05, "minimum": 0.01, "flat": 1e-5, "exploding": 30.0}
 
 
+def _probed_run(
+    rng: np.random.Generator,
+    name: str,
+    seed: int,
+    params: dict[str, str],
+    final: float,
+    val_acc: list[float],
+    extra: dict[str, list[float]] | None = None,
+) -> RunRecord:
+    """A FINISHED run on balanced two-class data (class-prior loss ln 2) whose training loss
+    ends at ``final``, with a random late probe-loss bounce."""
+    return RunRecord(
+        name,
+        {**params, "data.prior_loss": "0.693147", "data.majority_share": "0.5000"},
+        seed,
+        RunStatus.FINISHED,
+        {
+            "val/loss": [0.6 + 0.05 * rng.standard_normal(), final],
+            "train/loss": [0.6, final],
+            "val/acc": val_acc,
+            PROBE_LOSS_METRIC: _probe_losses(rng, final, rng.uniform(0.001, 0.05)),
+            **(extra or {}),
+        },
+    )
+
+
 def _rate_run(rng: np.random.Generator, seed: int, arm: tuple[str, str]) -> RunRecord:
     """A run of the rate grid whose outcome does not depend on its arm: with chance 1/2 it
     "diverges" (a final training loss above the class-prior loss at the majority share's
@@ -112,26 +138,15 @@ def _rate_run(rng: np.random.Generator, seed: int, arm: tuple[str, str]) -> RunR
     diverged = rng.random() < 0.5
     final = 0.8 + 0.05 * rng.random() if diverged else 0.3 + 0.05 * rng.standard_normal()
     use, rate = arm
-    return RunRecord(
-        f"{seed}-{use}-{rate}",
-        {
-            "optimizer.learning_rate": rate,
-            "lr_find.use": use,
-            "lr_find.stop_reason": "smoothed loss above 4x its best",
-            **{f"lr_find.{k}_lr": str(v) for k, v in SUGGESTED.items()},
-            "data.prior_loss": "0.693147",
-            "data.majority_share": "0.5000",
-        },
-        seed,
-        "FINISHED",
-        {
-            "val/loss": [0.6 + 0.05 * rng.standard_normal(), final],
-            "train/loss": [0.6, final],
-            "val/acc": [0.7, 0.5 if diverged else 0.9],
-            PROBE_LOSS_METRIC: _probe_losses(rng, final, rng.uniform(0.001, 0.05)),
-            "lr_find/loss_smoothed": CURVE,
-        },
-    )
+    params = {
+        "optimizer.learning_rate": rate,
+        "lr_find.use": use,
+        "lr_find.stop_reason": "smoothed loss above 4x its best",
+        **{f"lr_find.{k}_lr": str(v) for k, v in SUGGESTED.items()},
+    }
+    val_acc = [0.7, 0.5 if diverged else 0.9]
+    curve = {"lr_find/loss_smoothed": CURVE}
+    return _probed_run(rng, f"{seed}-{use}-{rate}", seed, params, final, val_acc, curve)
 
 
 def _c13_pool(rng: np.random.Generator, seeds: int) -> list[RunRecord]:
@@ -152,24 +167,8 @@ def _c15_pool(rng: np.random.Generator, seeds: int) -> list[RunRecord]:
     for seed in range(seeds):
         for schedule in ("constant", "cosine", "exponential", "step"):
             final = 0.3 + 0.05 * rng.standard_normal()
-            out.append(
-                RunRecord(
-                    f"{seed}-{schedule}",
-                    {
-                        "schedule.name": schedule,
-                        "data.prior_loss": "0.693147",
-                        "data.majority_share": "0.5000",
-                    },
-                    seed,
-                    "FINISHED",
-                    {
-                        "val/loss": [0.6 + 0.05 * rng.standard_normal(), final],
-                        "train/loss": [0.6, final],
-                        "val/acc": [0.8, 0.9],
-                        PROBE_LOSS_METRIC: _probe_losses(rng, final, rng.uniform(0.001, 0.05)),
-                    },
-                )
-            )
+            params = {"schedule.name": schedule}
+            out.append(_probed_run(rng, f"{seed}-{schedule}", seed, params, final, [0.8, 0.9]))
     return out
 
 
