@@ -44,7 +44,7 @@ from mlflow.store.artifact.artifact_repository_registry import get_artifact_repo
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 from sqlalchemy.exc import SQLAlchemyError
 
-from xent_tf.track import connection
+from xent_tf.track import connection, disk_reserve
 from xent_tf.track.artifacts import (
     METRIC_BATCH,
     MODEL_NAME,
@@ -571,6 +571,7 @@ def open_run(
         _store_refusal(tracking_uri, experiment_name),
         authorised(tracking_uri, f"create a run in experiment {experiment_name!r}"),
     ):
+        disk_reserve.keep_reserve(tracking_uri)  # room to end the run should its disk fill
         client = mlflow_client(tracking_uri)  # opening a damaged or full SQLite store fails here
         experiment_id = cached_experiment_id(client, tracking_uri, experiment_name, refresh=False)
         try:
@@ -610,6 +611,11 @@ def _store_refusal(tracking_uri: str, experiment_name: str) -> Iterator[None]:
         yield
     except TrackingUnavailableError:
         raise
+    except disk_reserve.NoRoomForRunError as error:
+        raise TrackingUnavailableError(
+            f"tracking.uri={tracking_uri!r}: the store cannot create a run in experiment "
+            f"{experiment_name!r}: {error.strerror}"
+        ) from error
     except (mlflow.exceptions.MlflowException, SQLAlchemyError, sqlite3.Error, OSError) as error:
         reason = str(error).split("\n", 1)[0].split(" [SQL:", 1)[0]
         if tracking_uri.startswith("sqlite:///") and "disk" in reason:
@@ -643,11 +649,23 @@ def _close_after_error(recorder: MlflowRun, error: BaseException) -> None:
             recorder.tracking_uri,
         )
         return
+    if disk_reserve.is_out_of_room(error):
+        disk_reserve.release_reserve(recorder.tracking_uri)
     _record_error(recorder, error, error.__traceback__)
     try:
         recorder.end(status)
-    except Exception:
-        log.exception("could not mark MLflow run %s %s", recorder.run_id, status)
+    except Exception as end_error:
+        # The disk may have filled only now (a store error that did not say so, or another
+        # process's writes): free the reserve, if still there, and try once more.
+        if not disk_reserve.release_reserve(recorder.tracking_uri):
+            log.exception("could not mark MLflow run %s %s", recorder.run_id, status)
+            return
+        try:
+            recorder.end(status)
+        except Exception:
+            log.exception(
+                "could not mark MLflow run %s %s (first: %s)", recorder.run_id, status, end_error
+            )
 
 
 def _record_error(recorder: MlflowRun, error: BaseException, trace: TracebackType | None) -> None:
