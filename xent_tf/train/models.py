@@ -197,7 +197,11 @@ def build_user_model(
             "floats (remove the cast at its end)"
         )
     producers = check_returns_logits(inner, target)
-    _probe_outputs(inner, input_shape, target)
+    if not producers or not all(_is_keras_layer(layer) for layer in producers):
+        # The walk could not see how the logits are made (a layer of one's own, a subclassed
+        # model): look at what the model returns. Where Keras's own layers make them, the walk
+        # is conclusive, and the probe's heuristic would only add false alarms.
+        _probe_outputs(inner, input_shape, target)
     outputs = keras.layers.Activation(output_activation, name="output_activation")(logits)
     dense_like = [layer for layer in producers if _is_dense_like(layer)]
     layer = dense_like[0] if len(producers) == 1 and dense_like else None
@@ -235,6 +239,11 @@ def _activation_name(layer: keras.layers.Layer) -> str:
     """The name of a layer's ``activation`` ("linear" when it has none)."""
     activation = getattr(layer, "activation", None)
     return str(getattr(activation, "__name__", "linear"))
+
+
+def _is_keras_layer(layer: keras.layers.Layer) -> bool:
+    """A layer class of Keras's own (its ``call`` is known), not one a user wrote."""
+    return type(layer).__module__.split(".")[0] == "keras" and not isinstance(layer, keras.Model)
 
 
 def _is_dense_like(layer: keras.layers.Layer) -> bool:
