@@ -85,3 +85,16 @@ def test_check_latest_lists_only_packages_newer_than_their_locked_versions() -> 
     latest = {"joblib": "1.6.0", "numpy": "2.5.5", "newdep": "0.1"}
     # numpy is at one of its locked versions; torch is not installed here (another extra).
     assert differences(locked, latest) == [("joblib", "1.5.3", "1.6.0"), ("newdep", "-", "0.1")]
+
+
+def test_check_latests_summary_shows_a_steps_result_not_a_log_line_on_stderr() -> None:
+    from tools.check_latest import result_line
+
+    cuinit = "E0000 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error\n"
+    assert result_line("..\n817 passed, 32 skipped in 442.70s\n\n", cuinit) == (
+        "817 passed, 32 skipped in 442.70s"
+    )
+    assert result_line("", "Traceback ...\nValueError: bad\n") == "ValueError: bad"
+    assert result_line("", "") == ""
+    # A step that failed shows its error.
+    assert result_line("epoch 1\n", "ValueError: bad\n", failed=True) == "ValueError: bad"

@@ -35,7 +35,7 @@ class Step:
     name: str
     returncode: int
     seconds: float
-    tail: str
+    result: str
 
     @property
     def passed(self) -> bool:
@@ -107,8 +107,28 @@ def run_step(name: str, command: list[str], cwd: Path) -> Step:
     process = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
     output = process.stdout + process.stderr
     print(output[-4000:], flush=True)
-    tail = "\n".join(output.strip().splitlines()[-3:])
-    return Step(name, process.returncode, time.monotonic() - start, tail)
+    result = result_line(process.stdout, process.stderr, failed=process.returncode != 0)
+    return Step(name, process.returncode, time.monotonic() - start, result)
+
+
+def result_line(stdout: str, stderr: str, failed: bool = False) -> str:
+    """The line a step's summary shows: its last line of output on stdout (pytest's "N passed",
+    the study's result). TensorFlow's and MLflow's start-up logs go to stderr, and would read as
+    the result of a step that passed when they come last.
+
+    Args:
+        stdout: the step's standard output.
+        stderr: its standard error.
+        failed: the step failed: its error (the last line on stderr) comes first.
+
+    Returns:
+        The last non-blank line of the first stream that has one, else "".
+    """
+    for stream in (stderr, stdout) if failed else (stdout, stderr):
+        lines = [line for line in stream.splitlines() if line.strip()]
+        if lines:
+            return lines[-1].strip()
+    return ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,8 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nsummary (newest allowed versions):")
         for step in steps:
             verdict = "passed" if step.passed else f"FAILED (exit {step.returncode})"
-            last = step.tail.splitlines()[-1] if step.tail else ""
-            print(f"  {step.name}: {verdict} in {step.seconds:.0f} s; {last}")
+            print(f"  {step.name}: {verdict} in {step.seconds:.0f} s; {step.result}")
         return 0 if all(step.passed for step in steps) else 1
     finally:
         if args.keep:
