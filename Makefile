@@ -20,7 +20,11 @@ KERNEL := $(VENV)/share/jupyter/kernels/xent-tf/kernel.json
 UV := $(BIN)/uv
 UV_VERSION := $(shell sed -n '/^name = "uv"$$/{n;s/^version = "\(.*\)"$$/\1/p;}' $(ROOT)uv.lock)
 # uv sync installs into $(VENV) (relative to where make runs) whatever the project directory.
-UV_SYNC = UV_PROJECT_ENVIRONMENT="$(abspath $(VENV))" $(UV) sync --frozen --project "$(ROOT)" --quiet
+# --compile-bytecode: the installed packages' .pyc files are written once, here. Without them a
+# process under PYTHONDONTWRITEBYTECODE=1 (common in containers; CI's machine sets it) compiles
+# every module of MLflow, TensorFlow, pandas... from source again on each start, in every run.py
+# process, sweep worker and test process.
+UV_SYNC = UV_PROJECT_ENVIRONMENT="$(abspath $(VENV))" $(UV) sync --frozen --project "$(ROOT)" --quiet --compile-bytecode
 
 install: $(STAMP) $(KERNEL)
 
