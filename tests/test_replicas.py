@@ -802,3 +802,25 @@ def test_a_kept_trainer_restarted_trains_what_a_fresh_one_trains() -> None:
     assert three is not first and sgd is not first
     with pytest.raises(ValueError, match="3 replicas given to a trainer of 2"):
         first.restart(template, weights([0, 1, 2]))
+
+
+def test_each_trainers_own_trace_is_not_reported_as_retracing_but_other_retracing_is(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A study's batches each trace their trainer's functions once; TensorFlow counts the
+    traces of one lambda over all trainers and warned of retracing (make evidence printed it).
+    The warning is dropped for the trainers' functions only."""
+    import logging
+
+    import tensorflow as tf
+
+    caplog.set_level(logging.WARNING, logger="tensorflow")
+    for seed in range(7):  # TensorFlow warns once 5 of the last 9 calls traced
+        trainer, _, val = _sgd_trainer([seed, seed + 100])
+        trainer.evaluate(val)
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]
+
+    for scale in range(7):  # a user's function made anew in a loop: still reported
+        tf.function(lambda x, scale=scale: x * scale)(tf.constant(1.0))
+    warned = [r.getMessage() for r in caplog.records if "retracing" in r.getMessage()]
+    assert warned and all("<lambda>" in m and "ReplicaTrainer" not in m for m in warned)

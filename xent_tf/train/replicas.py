@@ -30,6 +30,7 @@ import contextlib
 import functools
 import itertools
 import json
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -56,6 +57,22 @@ from xent_tf.train.updates import is_plain
 
 # Bytes of a float32.
 _FLOAT = 4
+
+
+class _OwnTracesFilter(logging.Filter):
+    """Drops TensorFlow's "triggered tf.function retracing" warning about this module's own
+    functions. Each trainer traces its functions once, for its own graph (a batch's replica
+    count and shapes); TensorFlow counts the traces of one lambda over all trainers, so a study
+    with several batches read as a retracing loop to be fixed. Warnings about other functions
+    pass.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("tf.function retracing" in message and "ReplicaTrainer." in message)
+
+
+logging.getLogger("tensorflow").addFilter(_OwnTracesFilter())
 
 
 class NotReplicableError(ValueError):
