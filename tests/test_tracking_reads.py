@@ -116,3 +116,46 @@ def test_a_long_run_description_is_cut_at_a_line_end_and_says_where_the_rest_is(
     kept = cut.split("\n\n*(Cut here")[0]
     assert rows.startswith(kept + "\n") and kept.endswith("|")  # whole rows only
     assert "MLflow's 8,000-character limit" in cut and "report.html" in cut
+
+
+def test_a_resumed_sweep_skips_finished_and_diverged_jobs_and_reruns_crashed_ones(
+    tmp_path: Path,
+) -> None:
+    """A diverged run, or one whose range test gave no rate, measured its seeded config: run
+    again it would only diverge again. A crash, a kill, a run left RUNNING measured nothing."""
+    from mlflow import MlflowClient
+
+    from xent_tf.track.recovery import finished_children
+    from xent_tf.track.resume import CONFIG_HASH_TAG
+    from xent_tf.track.run_record import divergence_tags, no_suggestion_tags
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("resume")
+    parent = client.create_run(experiment).info.run_id
+    ended = {
+        "finished": ("FINISHED", {}),
+        "diverged": ("FAILED", divergence_tags(3, 7)),
+        "no_rate": ("FAILED", no_suggestion_tags()),
+        "crashed": ("FAILED", {}),
+        "damaged_tag": ("FAILED", {"xent.diverged_epoch": "soon"}),
+        "killed": ("KILLED", divergence_tags(1, 1)),
+        "running": ("RUNNING", {}),
+    }
+    ids = {}
+    for config, (status, tags) in ended.items():
+        run = client.create_run(
+            experiment,
+            tags={"mlflow.parentRunId": parent, CONFIG_HASH_TAG: config, **tags},
+        )
+        ids[config] = run.info.run_id
+        client.log_metric(run.info.run_id, "val/loss", 0.5)
+        if status != "RUNNING":
+            client.set_terminated(run.info.run_id, status)
+    skipped = finished_children(uri, parent, experiment)
+    assert {config: job.run_id for config, job in skipped.items()} == {
+        "finished": ids["finished"],
+        "diverged": ids["diverged"],
+        "no_rate": ids["no_rate"],
+    }
+    assert skipped["finished"].val_loss == 0.5

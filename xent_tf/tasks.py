@@ -64,7 +64,10 @@ def task(cfg: DictConfig) -> float:
         raise decision.error
     if decision.outcome == JobOutcome.SKIPPED:
         assert decision.finished is not None
-        log.info("skipped: run %s FINISHED with this config already", decision.finished.run_id)
+        log.info(
+            "skipped: run %s FINISHED with this config already (or diverged with it)",
+            decision.finished.run_id,
+        )
         return decision.value
     config = decision.config
     assert config is not None

@@ -12,8 +12,9 @@ the parent.
 Re-running a sweep into the same sweep directory (``hydra.sweep.dir=<the interrupted one>``),
 or with ``+resume=true`` (the experiment's latest sweep parent, if it recorded the same study
 definition) or ``+resume=matching`` (its newest parent with the same definition, if any),
-continues it: its parent is reused, every job whose config already FINISHED under
-it is skipped (``finished_job``, by config hash), and the report keeps one run per variant x seed.
+continues it: its parent is reused, every job whose config already FINISHED under it (or ended
+FAILED on a measured outcome: diverged, no rate) is skipped (``finished_job``, by config hash),
+and the report keeps one run per variant x seed.
 """
 
 from __future__ import annotations
@@ -450,8 +451,8 @@ class MlflowSweepCallback(Callback):
             self.finished = recovery.finished_children(uri, earlier.run_id, earlier.experiment_id)
             log.info(
                 "resuming sweep: its jobs join parent run %s again; %d configs that already "
-                "FINISHED there are skipped (same config hash); the report keeps the latest "
-                "finished run of each variant and seed",
+                "FINISHED there (or diverged: a measured outcome) are skipped (same config "
+                "hash); the report keeps the latest finished run of each variant and seed",
                 earlier.run_id,
                 len(self.finished),
             )

@@ -51,7 +51,8 @@ class UnitOutcome:
 
     Attributes:
         trained: jobs trained now.
-        skipped: jobs that had FINISHED before (``+resume=matching``): not trained again.
+        skipped: jobs that had FINISHED (or diverged) before (``+resume=matching``): not
+            trained again.
         left_out: jobs whose choices do not fit the data set (bce on 3 classes).
     """
 

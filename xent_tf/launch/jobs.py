@@ -38,7 +38,7 @@ class JobOutcome(enum.StrEnum):
     """What became of one job of a sweep."""
 
     TRAINED = "trained"  # it ran; its value is its final val loss (NaN: its run FAILED)
-    SKIPPED = "skipped"  # its config already FINISHED under the resumed parent
+    SKIPPED = "skipped"  # its config already FINISHED (or diverged) under the resumed parent
     NOT_APPLICABLE = "not applicable"  # its choices do not fit together: left out
     INVALID = "invalid"  # its config does not validate: never ran
     WORKER_DIED = "worker died"  # its worker process died (SIGKILL, the OOM killer)

@@ -126,7 +126,11 @@ def plan_units(
         progress.leave_out(Path(str(config.hydra.sweep.dir)) / PROGRESS_FILE, left_out)
     skipped = count_outcomes(list(invalid.values()), JobOutcome.SKIPPED)
     if skipped:
-        log.info("%d jobs skipped: their config already FINISHED under the parent run", skipped)
+        log.info(
+            "%d jobs skipped: their config already FINISHED (or diverged: a measured outcome) "
+            "under the parent run",
+            skipped,
+        )
     # group_jobs places only the jobs to train (configs that are not None); it imports no
     # TensorFlow, so a finished study resumed never does.
     typed_configs = {i: c for i, c in enumerate(configs) if c is not None}

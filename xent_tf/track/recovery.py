@@ -36,7 +36,7 @@ from xent_tf.track.artifacts import (
 )
 from xent_tf.track.connection import mlflow_client
 from xent_tf.track.resume import CONFIG_HASH_TAG, FinishedJob
-from xent_tf.track.run_record import RunStatus
+from xent_tf.track.run_record import RunStatus, diverged_epoch_of, no_suggestion_of
 from xent_tf.track.spool import (
     SpoolHeader,
     find_spools,
@@ -54,7 +54,13 @@ _DEFINITION_FILE = "study_definition.json"
 def finished_children(
     tracking_uri: str, parent_run_id: str, experiment_id: str
 ) -> dict[str, FinishedJob]:
-    """{config hash: the newest FINISHED child run with it} of a sweep parent.
+    """{config hash: the newest child run that measured its config} of a sweep parent.
+
+    A run measured its config when it FINISHED, and also when it ended FAILED on a measured
+    outcome: its loss diverged, or its range test gave no rate (the tags of ``run_record``).
+    Seeded, such a job would diverge again: a resumed sweep skips it like a finished one, and
+    its run stays the variant's record for that seed. A crash, a kill or a lost worker is no
+    outcome: those jobs run again.
 
     Args:
         tracking_uri: the store.
@@ -62,26 +68,35 @@ def finished_children(
         experiment_id: its experiment.
 
     Returns:
-        One entry per config hash recorded (``resume.CONFIG_HASH_TAG``) on a FINISHED child;
-        runs from before the tag existed are not matched (their jobs run again).
+        One entry per config hash recorded (``resume.CONFIG_HASH_TAG``) on such a child; runs
+        from before the tag existed are not matched (their jobs run again).
     """
     client = mlflow_client(tracking_uri)
     children = client.search_runs(
         [experiment_id],
-        filter_string=(
-            f"tags.`mlflow.parentRunId` = '{parent_run_id}' "
-            f"and attributes.status = '{RunStatus.FINISHED}'"
-        ),
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
         order_by=["attributes.start_time ASC"],
         max_results=10_000,
     )
     finished = {}
     for run in children:  # oldest first: a newer run of the same config wins
         key = run.data.tags.get(CONFIG_HASH_TAG)
-        if key:
+        if key and _measured(run.info.status, run.data.tags):
             loss = run.data.metrics.get(VAL_LOSS_METRIC, float("nan"))
             finished[key] = FinishedJob(run.info.run_id, float(loss))
     return finished
+
+
+def _measured(status: str, tags: Mapping[str, str]) -> bool:
+    """FINISHED, or FAILED on a measured outcome (diverged, no rate from the range test)."""
+    if status == RunStatus.FINISHED:
+        return True
+    if status != RunStatus.FAILED:
+        return False
+    try:
+        return diverged_epoch_of(tags) is not None or no_suggestion_of(tags)
+    except ValueError:  # a damaged tag: no measured outcome to trust, the job runs again
+        return False
 
 
 def record_study_definition(tracking_uri: str, run_id: str, definition: Mapping[str, str]) -> None:

@@ -5,9 +5,11 @@ too).
 Every run records ``CONFIG_HASH_TAG``: a hash of its resolved config without the fields that do
 not change what is trained (where it is recorded, how chatty it is). When a sweep continues an
 earlier parent run (the same sweep directory, or ``+resume=true``), the launching process reads
-that parent's FINISHED children once (``recovery.finished_children``) and leaves them in
-``<sweep dir>/FINISHED_FILE``; a job whose config hash is there is not run again, and returns the
-final validation loss its run recorded. The comparison is by hash, never by run name.
+that parent's FINISHED children (and those that diverged or got no rate from their range
+test: measured outcomes, seeded, that would only repeat) once (``recovery.finished_children``)
+and leaves them in ``<sweep dir>/FINISHED_FILE``; a job whose config hash is there is not run
+again, and returns the final validation loss its run recorded. The comparison is by hash,
+never by run name.
 """
 
 from __future__ import annotations
@@ -73,7 +75,8 @@ def _tree(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class FinishedJob:
-    """A job's earlier run that FINISHED: the sweep does not run the job again.
+    """A job's earlier run that measured its config (FINISHED, or FAILED on a measured outcome:
+    diverged, no rate; ``recovery.finished_children``): the sweep does not run the job again.
 
     Attributes:
         run_id: the MLflow run.
