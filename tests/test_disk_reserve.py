@@ -106,3 +106,13 @@ def test_a_full_disk_is_recognised_through_the_errors_that_wrap_it() -> None:
     assert is_out_of_room(OSError(errno.EFBIG, "too big"))
     assert not is_out_of_room(OSError(errno.EACCES, "Permission denied"))
     assert not is_out_of_room(_raised_from(ValueError("nan"), RuntimeError("training stopped")))
+
+
+def test_without_fallocate_the_reserve_is_written_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delattr(disk_reserve.os, "posix_fallocate")  # macOS has none
+    keep_reserve(f"sqlite:///{tmp_path}/mlflow.db", size=3 * 65536 + 100)
+    path = tmp_path / "mlflow.db.disk-reserve"
+    assert path.stat().st_size == 3 * 65536 + 100
+    assert path.stat().st_blocks * 512 >= 3 * 65536 + 100

@@ -149,13 +149,16 @@ def is_out_of_room(error: BaseException) -> bool:
 def _allocate(path: Path, size: int) -> None:
     """Write a file of ``size`` bytes whose blocks the disk really holds (not a sparse file)."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fallocate = getattr(os, "posix_fallocate", None)  # not on macOS
     try:
         try:
-            os.posix_fallocate(descriptor, 0, size)
+            if fallocate is None:
+                raise OSError(errno.EOPNOTSUPP, "no posix_fallocate here")
+            fallocate(descriptor, 0, size)
         except OSError as error:
             if error.errno in NO_ROOM_ERRNOS:
                 raise
-            # A file system without fallocate: write the zeros.
+            # A file system (or a system) without fallocate: write the zeros.
             os.ftruncate(descriptor, 0)
             block = b"\0" * min(size, 1 << 16)
             written = 0
