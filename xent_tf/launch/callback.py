@@ -451,7 +451,7 @@ class MlflowSweepCallback(Callback):
             self.finished = recovery.finished_children(uri, earlier.run_id, earlier.experiment_id)
             log.info(
                 "resuming sweep: its jobs join parent run %s again; %d configs that already "
-                "FINISHED there (or diverged: a measured outcome) are skipped (same config "
+                "FINISHED there are skipped (or diverged there: a measured outcome; same config "
                 "hash); the report keeps the latest finished run of each variant and seed",
                 earlier.run_id,
                 len(self.finished),

@@ -127,8 +127,8 @@ def plan_units(
     skipped = count_outcomes(list(invalid.values()), JobOutcome.SKIPPED)
     if skipped:
         log.info(
-            "%d jobs skipped: their config already FINISHED (or diverged: a measured outcome) "
-            "under the parent run",
+            "%d jobs skipped: their config already FINISHED under the parent run (or diverged "
+            "there: a measured outcome)",
             skipped,
         )
     # group_jobs places only the jobs to train (configs that are not None); it imports no
