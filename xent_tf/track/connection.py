@@ -72,6 +72,20 @@ class TrackingUnauthorizedError(TrackingUnavailableError):
     write to the experiment (its message says "not authorised" and names the server)."""
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file a ``sqlite:///`` tracking URI names (``~`` expanded, not resolved).
+
+    Args:
+        uri: a tracking URI.
+
+    Returns:
+        The file's path, or None for any other store (or a ``sqlite:///`` naming no file).
+    """
+    if not uri.startswith("sqlite:///") or uri == "sqlite:///":
+        return None
+    return Path(uri.removeprefix("sqlite:///")).expanduser()
+
+
 def _is_http(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
@@ -209,8 +223,8 @@ def check_tracking_uri(uri: str, timeout_seconds: float = 5.0) -> None:
                 "`make server`, pass tracking.uri=http://HOST:PORT, or use tracking=sqlite"
             ) from error
         check_credentials(uri, timeout_seconds)
-    elif uri.startswith("sqlite:///"):
-        database = Path(uri.removeprefix("sqlite:///")).expanduser().resolve()
+    elif (named := sqlite_file(uri)) is not None:
+        database = named.resolve()
         directory = database.parent
         if not directory.is_dir() or not os.access(directory, os.W_OK):
             raise TrackingUnavailableError(

@@ -21,6 +21,8 @@ import os
 import shutil
 from pathlib import Path
 
+from xent_tf.track.connection import sqlite_file
+
 log = logging.getLogger(__name__)
 
 # Room to record a failure: the error tag, the final status and error.txt, with SQLite's
@@ -47,10 +49,8 @@ def reserve_path(tracking_uri: str) -> Path | None:
         ``<store file>.disk-reserve`` for a ``sqlite:///`` store; None for any other store (a
         server keeps its own disk).
     """
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    database = Path(tracking_uri.removeprefix("sqlite:///")).expanduser()
-    if not database.name or database.name == ":memory:":
+    database = sqlite_file(tracking_uri)
+    if database is None or database.name in ("", ":memory:"):
         return None
     return database.with_name(database.name + RESERVE_SUFFIX)
 

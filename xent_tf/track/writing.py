@@ -618,8 +618,9 @@ def _store_refusal(tracking_uri: str, experiment_name: str) -> Iterator[None]:
         ) from error
     except (mlflow.exceptions.MlflowException, SQLAlchemyError, sqlite3.Error, OSError) as error:
         reason = str(error).split("\n", 1)[0].split(" [SQL:", 1)[0]
-        if tracking_uri.startswith("sqlite:///") and "disk" in reason:
-            directory = Path(tracking_uri.removeprefix("sqlite:///")).expanduser().resolve().parent
+        database = connection.sqlite_file(tracking_uri)
+        if database is not None and "disk" in reason:
+            directory = database.resolve().parent
             with contextlib.suppress(OSError):
                 reason += f" ({shutil.disk_usage(directory).free} bytes free on its disk)"
         raise TrackingUnavailableError(
