@@ -149,16 +149,9 @@ def is_out_of_room(error: BaseException) -> bool:
 def _allocate(path: Path, size: int) -> None:
     """Write a file of ``size`` bytes whose blocks the disk really holds (not a sparse file)."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    fallocate = getattr(os, "posix_fallocate", None)  # not on macOS
     try:
-        try:
-            if fallocate is None:
-                raise OSError(errno.EOPNOTSUPP, "no posix_fallocate here")
-            fallocate(descriptor, 0, size)
-        except OSError as error:
-            if error.errno in NO_ROOM_ERRNOS:
-                raise
-            # A file system (or a system) without fallocate: write the zeros.
+        if not _fallocated(descriptor, size):
+            # A system (macOS) or a file system without fallocate: write the zeros.
             os.ftruncate(descriptor, 0)
             block = b"\0" * min(size, 1 << 16)
             written = 0
@@ -167,6 +160,21 @@ def _allocate(path: Path, size: int) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def _fallocated(descriptor: int, size: int) -> bool:
+    """Have the disk hold ``size`` bytes for the file with ``posix_fallocate``; False where
+    there is none (macOS) or the file system does not support it. No room raises."""
+    fallocate = getattr(os, "posix_fallocate", None)
+    if fallocate is None:
+        return False
+    try:
+        fallocate(descriptor, 0, size)
+    except OSError as error:
+        if error.errno in NO_ROOM_ERRNOS:
+            raise
+        return False
+    return True
 
 
 def _free_bytes(directory: Path) -> int | str:
