@@ -47,7 +47,7 @@ from xent_tf.train.replica_batch import (
     record_outcome,
     train_batch,
 )
-from xent_tf.train.replica_groups import spread_batches
+from xent_tf.train.replica_groups import last_finish, longest_first, spread_batches
 from xent_tf.train.replicas import (
     NotReplicableError,
     OptimizerRule,
@@ -302,24 +302,34 @@ def test_a_large_batch_is_halved_while_a_worker_would_be_idle() -> None:
     assert spread_batches([], 2) == []
 
 
-def test_a_batch_is_halved_to_fill_the_workers_last_round() -> None:
-    # binary_vs_categorical: 5 batches of 10 on 2 workers would leave one worker idle for the
-    # last batch; halving the first makes 6, and each worker gets two batches and a half.
+def test_a_batch_is_halved_while_that_evens_out_the_workers_last_round() -> None:
+    # binary_vs_categorical: 5 batches of 10 on 2 workers: one worker would train 30 replicas,
+    # the other 20; halving the first makes 6, and each trains 25.
     five = [list(range(10 * i, 10 * i + 10)) for i in range(5)]
+    assert last_finish([10] * 5, 2) == 30 and last_finish([5, 5, 10, 10, 10, 10], 2) == 25
     assert spread_batches(five, 2) == [five[0][:5], five[0][5:], *five[1:]]
-    # Already a multiple of the workers, or halves under 4 replicas: unchanged.
+    # Already even, or halves under 4 replicas: unchanged.
     assert spread_batches(five[:4], 2) == five[:4]
     small = [[0, 1, 2, 3, 4, 5, 6], [7], [8]]
     assert spread_batches(small, 2) == small
-    # Three workers, 4 batches: halved twice to make 6.
+    # Three workers, 4 batches of 10 (20 for the last worker): one halving gives 15 each;
+    # a second would not finish sooner, so it is not made (a half costs its own graph).
     four = [list(range(10 * i, 10 * i + 10)) for i in range(4)]
-    assert spread_batches(four, 3) == [
-        four[0][:5],
-        four[0][5:],
-        four[1][:5],
-        four[1][5:],
-        *four[2:],
+    assert spread_batches(four, 3) == [four[0][:5], four[0][5:], *four[1:]]
+    assert last_finish([5, 5, 10, 10, 10], 3) == last_finish([5, 5, 5, 5, 10, 10], 3) == 15
+    # lr_sweep on 2 workers: four batches of 64 and one of 4 are even as they are, handed out
+    # largest first (132 and 128 replicas); the old rule, halving until the count was a
+    # multiple of the workers, made 32+32+64+64+64+4 in that order: 160 and 100.
+    lr_sweep = [list(range(64 * i, 64 * i + 64)) for i in range(4)] + [list(range(256, 260))]
+    assert spread_batches(lr_sweep, 2) == lr_sweep
+    assert last_finish([64, 64, 64, 64, 4], 2) == 132
+    assert longest_first([[9], lr_sweep[0][:32], lr_sweep[1]]) == [
+        lr_sweep[1],
+        lr_sweep[0][:32],
+        [9],
     ]
+    # One worker: nothing to even out.
+    assert spread_batches(five, 1) == five
 
 
 def test_a_diverging_replica_stops_where_its_single_run_stops(

@@ -6,10 +6,10 @@ fails, named, before anything trains, and the rest go on; a job whose choices do
 together (``config.NotApplicableError``: bce on multi-class data, when a study sweeps heads over
 data sets) is left out with a warning. Jobs that can share a graph
 (``replica_groups.graph_key``) form batches; each batch trains once and then records one MLflow
-child run per job through Hydra's own ``run_job`` (so every job keeps its output directory,
-``.hydra/`` files, log file and callbacks). A batch of one, or a config the replica trainer
-cannot stack, runs as a plain job with the task function. Several units of work are spread over
-joblib's worker processes.
+child run per job as Hydra's ``run_job`` would (``replica_job.run_batch_job``: every job keeps
+its output directory, ``.hydra/`` files, log file and callbacks). A batch of one, or a config
+the replica trainer cannot stack, runs as a plain job with the task function. Several units of
+work are spread over worker processes.
 """
 
 from __future__ import annotations
@@ -47,9 +47,10 @@ from xent_tf.launch.jobs import (
     sweep_goes_on,
 )
 from xent_tf.launch.lost_jobs import record_lost_jobs
+from xent_tf.launch.replica_job import run_batch_job
 from xent_tf.launch.worker_pool import WorkerDeath, kept_pool, preload_job_modules, run_tasks
 from xent_tf.track.resume import FinishedJob, read_finished, training_config_hash
-from xent_tf.train.replica_groups import group_jobs, spread_batches
+from xent_tf.train.replica_groups import group_jobs, longest_first, spread_batches
 
 if TYPE_CHECKING:  # TensorFlow: imported by the jobs that train, not by the launcher
     from xent_tf.train.replica_batch import TrainedBatch
@@ -97,12 +98,12 @@ def plan_units(
     Args:
         memory_mb: memory each batch may use, MiB (0: what the machine has available).
         n_workers: processes the units will be spread over (a large batch is halved while
-            there are fewer units than that: ``replica_groups.spread_batches``).
+            a worker would be idle: ``replica_groups.spread_batches``).
         finished: {config hash: its FINISHED run} of a resumed parent (``resume``): those jobs
             are not run again.
 
     Returns:
-        (the units, the JobReturns of invalid and skipped jobs by job number).
+        (the units, largest first, the JobReturns of invalid and skipped jobs by job number).
     """
     composer = shared_composer(hydra_context, config)
     configs: list[Config | None] = []
@@ -135,7 +136,8 @@ def plan_units(
     # TensorFlow, so a finished study resumed never does.
     typed_configs = {i: c for i, c in enumerate(configs) if c is not None}
     units = []
-    batches = spread_batches(group_jobs(configs, max_replicas), n_workers)
+    # Handed out largest first: the small batches even out the workers' last round.
+    batches = longest_first(spread_batches(group_jobs(configs, max_replicas), n_workers))
     for index, members in enumerate(batches, start=1):
         jobs = tuple((initial_job_idx + i, tuple(job_overrides[i])) for i in members)
         units.append(
@@ -193,7 +195,7 @@ def spread_units(units: Sequence[WorkUnit], n_workers: int, sweep_name: str) -> 
 
 @dataclass(frozen=True)
 class _CurrentJob:
-    """Where the job that Hydra's ``run_job`` is running records itself."""
+    """Where the job being run (``run_batch_job`` or Hydra's ``run_job``) records itself."""
 
     output_dir: Path
     overrides: list[str]
@@ -218,7 +220,7 @@ class _CurrentJob:
 def _record_task(
     batch: TrainedBatch, replica: int, unit_name: str
 ) -> Callable[[DictConfig], float]:
-    """The task function run_job calls for one replica: record its MLflow run."""
+    """The task function ``run_batch_job`` calls for one replica: record its MLflow run."""
 
     def record(_: DictConfig) -> float:
         from xent_tf.train.replica_batch import record_outcome
@@ -280,10 +282,13 @@ def execute_unit(
         # Nothing of the batch trained (e.g. it does not fit in memory): every job gets a
         # FAILED run with the reason, as a job that fails on its own does, and the sweep goes on.
         log.error("%s failed before training: %s: %s", unit.name, type(error).__name__, error)
-        return [run(sweep_config, _failed_batch_task(error)) for sweep_config in sweep_configs]
+        return [
+            run_batch_job(hydra_context, _failed_batch_task(error), sweep_config)
+            for sweep_config in sweep_configs
+        ]
     progress.jobs_trained(Path(str(config.hydra.sweep.dir)) / PROGRESS_FILE, len(sweep_configs))
     return [
-        run(sweep_config, _record_task(batch, replica, unit.name))
+        run_batch_job(hydra_context, _record_task(batch, replica, unit.name), sweep_config)
         for replica, sweep_config in enumerate(sweep_configs)
     ]
 

@@ -84,9 +84,39 @@ def group_jobs(configs: Sequence[Config | None], max_replicas: int) -> list[list
 # least this many replicas: a smaller batch gains less from a core of its own than a new
 # worker's start-up (a TensorFlow import) costs.
 MIN_SPLIT_REPLICAS = 8
-# Halving a batch to fill the workers' last round costs no new worker, only the half's own
+# Halving a batch to even out the workers' last round costs no new worker, only the half's own
 # graph: worth it down to halves of this many replicas.
 MIN_FILL_REPLICAS = 4
+
+
+def longest_first(batches: Sequence[Sequence[int]]) -> list[list[int]]:
+    """The order a launcher hands batches out in: the largest first (equal sizes keep their
+    order), so that the small ones even out the workers' last round.
+
+    Args:
+        batches: job indices of each batch.
+
+    Returns:
+        The same batches, largest first.
+    """
+    return sorted((list(b) for b in batches), key=len, reverse=True)
+
+
+def last_finish(sizes: Sequence[int], n_workers: int) -> int:
+    """When the last worker finishes, in replicas, if batches of these sizes are handed out
+    largest first, each to the worker that is free first (as the worker pool does).
+
+    Args:
+        sizes: replicas in each batch.
+        n_workers: processes the batches are spread over.
+
+    Returns:
+        The most replicas any worker trains and records.
+    """
+    loads = [0] * max(n_workers, 1)
+    for size in sorted(sizes, reverse=True):
+        loads[loads.index(min(loads))] += size
+    return max(loads)
 
 
 def spread_batches(
@@ -98,36 +128,39 @@ def spread_batches(
     """Halve the largest batch while workers would be idle.
 
     One replica batch trains on one core's worth of work and records its runs one after
-    another. With fewer batches than workers, a worker would sit idle all along: the largest
-    batch is halved (halves of at least ``min_replicas``). With more, but not a multiple of the
-    workers, the last round leaves workers idle (5 batches on 2 workers: 3 rounds, the last one
-    on one worker): the largest batch is halved until the count is a multiple (halves of at
-    least ``min_fill_replicas``; 5 batches of 10 become 6, and both workers finish after two
-    full batches and a half). A replica's numbers do not depend on the batch it is in beyond
+    another; its time grows with its replicas. With fewer batches than workers, a worker would
+    sit idle all along: the largest batch is halved (halves of at least ``min_replicas``).
+    With more, the batches are handed out largest first (``longest_first``) and the last round
+    may still leave a worker idle (5 batches of 10 on 2 workers: one worker trains 30 replicas,
+    the other 20): the largest batch is halved (halves of at least ``min_fill_replicas``) as
+    long as that makes the last worker finish sooner (``last_finish``; 5 batches of 10 become 6
+    and each worker trains 25). A replica's numbers do not depend on the batch it is in beyond
     float32 rounding (the batched kernels sum in another order: ``tests/test_replicas.py``).
 
     Args:
         batches: job indices of each batch, as ``group_jobs`` makes them.
         n_workers: processes the batches are spread over.
         min_replicas: the fewest replicas a half may have when it needs a worker of its own.
-        min_fill_replicas: the fewest replicas a half may have when it fills the last round.
+        min_fill_replicas: the fewest replicas a half may have when it evens out the last round.
 
     Returns:
         The batches, a halved one's halves in its place (first half first).
     """
     spread = [list(b) for b in batches]
 
-    def halve_largest(smallest_half: int) -> bool:
+    def halved(smallest_half: int) -> list[list[int]] | None:
         largest = max(range(len(spread)), key=lambda i: len(spread[i]), default=None)
         if largest is None or len(spread[largest]) < 2 * smallest_half:
-            return False
+            return None
         members = spread[largest]
         half = (len(members) + 1) // 2
-        spread[largest : largest + 1] = [members[:half], members[half:]]
-        return True
+        return [*spread[:largest], members[:half], members[half:], *spread[largest + 1 :]]
 
-    while len(spread) < n_workers and halve_largest(min_replicas):
-        pass
-    while len(spread) >= n_workers and len(spread) % n_workers and halve_largest(min_fill_replicas):
-        pass
+    while len(spread) < n_workers and (fewer := halved(min_replicas)) is not None:
+        spread = fewer
+    while len(spread) >= n_workers and (evener := halved(min_fill_replicas)) is not None:
+        finish = last_finish([len(b) for b in spread], n_workers)
+        if last_finish([len(b) for b in evener], n_workers) >= finish:
+            break
+        spread = evener
     return spread

@@ -1,0 +1,120 @@
+"""One job of a replica batch run as Hydra's ``run_job`` runs it, without its config copies.
+
+A replica batch trains once and then records each of its jobs as the job Hydra would have run:
+its output directory, ``.hydra/`` files, log file, callbacks and ``JobReturn``. Hydra's
+``run_job`` makes four copies of the job's whole config to do that (``HydraConfig.set_config``
+twice, a deep copy for the task and one for the return), and a study records thousands of jobs.
+``run_batch_job`` does the same work with one copy of the task's part:
+
+- ``HydraConfig`` is pointed at the job's config, read-only (``HydraConfig.get()`` and the
+  ``${hydra:...}`` resolver read its ``hydra`` node, the one ``set_config`` would have copied);
+- the ``.hydra/`` files are written with OmegaConf's own YAML, the same bytes Hydra writes
+  (``tests/test_replica_job.py`` compares them with ``run_job``'s);
+- the ``JobReturn`` carries the task config (without ``hydra``), as Hydra's does, but not the
+  hydra config: the sweepers read a return's status and value only, and the job's
+  ``.hydra/hydra.yaml`` keeps it.
+
+Anything else (a job that runs on its own, an app that is not xent-tf's) keeps Hydra's
+``run_job``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import textwrap
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import (
+    JobReturn,
+    JobRuntime,
+    JobStatus,
+    configure_log,
+    env_override,
+)
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+
+def run_batch_job(
+    hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+) -> JobReturn:
+    """Run ``task_function`` as the sweep job ``config`` (composed, with its job number).
+
+    Args:
+        hydra_context: Hydra's context (its callbacks run around the task).
+        task_function: called with the job's config without its ``hydra`` node.
+        config: the job's composed sweep config; its ``hydra.runtime.output_dir`` is set.
+
+    Returns:
+        The job's return, as ``hydra.core.utils.run_job`` gives it (``hydra_cfg`` None).
+    """
+    instance = HydraConfig.instance()
+    previous = instance.cfg
+    old_cwd = os.getcwd()
+    OmegaConf.set_readonly(config.hydra, True)
+    # HydraConfig.get() returns cfg.hydra: the job's own node, as set_config's masked copy is.
+    instance.cfg = config  # type: ignore[assignment]
+    chdir = False
+    try:
+        output_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
+        output_dir /= str(OmegaConf.select(config, "hydra.sweep.subdir"))
+        with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+            config.hydra.runtime.output_dir = os.path.abspath(output_dir)
+        task_config = _task_config(config)
+        ret = JobReturn(
+            overrides=list(OmegaConf.to_container(config.hydra.overrides.task)),  # type: ignore[arg-type]
+            cfg=task_config,
+        )
+        output_dir.mkdir(parents=True, exist_ok=True)
+        chdir = bool(config.hydra.job.chdir)  # None (Hydra < 1.2's default) is not ours
+        if chdir:
+            os.chdir(output_dir)
+        ret.working_dir = os.getcwd()
+        configure_log(config.hydra.job_logging, config.hydra.verbose)
+        if config.hydra.output_subdir is not None:
+            _save_hydra_files(config, task_config, output_dir / str(config.hydra.output_subdir))
+        with env_override(config.hydra.job.env_set):
+            hydra_context.callbacks.on_job_start(config=config, task_function=task_function)
+            try:
+                ret.return_value = task_function(task_config)
+                ret.status = JobStatus.COMPLETED
+            except Exception as error:
+                ret.return_value = error
+                ret.status = JobStatus.FAILED
+        ret.task_name = JobRuntime.instance().get("name")
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        hydra_context.callbacks.on_job_end(config=config, job_return=ret)
+        return ret
+    finally:
+        instance.cfg = previous
+        if chdir:
+            os.chdir(old_cwd)
+
+
+def _task_config(config: DictConfig) -> DictConfig:
+    """The job's config without its ``hydra`` node, typed as the job's config, as the copy
+    Hydra hands a task: a deep copy that skips the node (the copy's ``memo`` already holds a
+    stand-in for it), which is most of a study config, then drops the stand-in."""
+    stand_in = DictConfig({})
+    task_config = copy.deepcopy(config, memo={id(config.hydra): stand_in})
+    with read_write(task_config), open_dict(task_config):
+        del task_config["hydra"]
+    return task_config
+
+
+def _save_hydra_files(config: DictConfig, task_config: DictConfig, directory: Path) -> None:
+    """The job's ``config.yaml``, ``hydra.yaml`` and ``overrides.yaml``, as Hydra writes them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    # hydra.yaml is the YAML of {hydra: <node>}: the node's own YAML, indented under its key
+    # (block style throughout), without copying the node into a config of its own.
+    texts = {
+        "config.yaml": OmegaConf.to_yaml(task_config),
+        "hydra.yaml": "hydra:\n" + textwrap.indent(OmegaConf.to_yaml(config.hydra), "  "),
+        "overrides.yaml": OmegaConf.to_yaml(config.hydra.overrides.task),
+    }
+    for name, text in texts.items():
+        (directory / name).write_text(text, encoding="utf-8")
