@@ -62,7 +62,7 @@ class SweepComposer:
         # study config is a good part of its start-up); a template other jobs are copied
         # from, or a job asked for again, is copied.
         if key in self._handed_out or any(known is t for t in self._composed.values()):
-            sweep_config = detached_copy(known)
+            sweep_config = _copied(known)
         else:
             sweep_config = known
             self._handed_out.add(key)
@@ -83,7 +83,7 @@ class SweepComposer:
             if len(seeds) == 1:
                 self._composed[key] = sweep_config
         else:
-            sweep_config = detached_copy(template)
+            sweep_config = _copied(template)
             with read_write(sweep_config), open_dict(sweep_config):
                 sweep_config.seed = int(seeds[0].group(1))
                 sweep_config.hydra.overrides.task = list(overrides)
@@ -97,7 +97,7 @@ class SweepComposer:
         return sweep_config
 
 
-def detached_copy(sweep_config: DictConfig) -> DictConfig:
+def _copied(sweep_config: DictConfig) -> DictConfig:
     """A detached copy of a composed config: a pickle round trip, as a worker receives it
     anyway, costs less than half of ``copy.deepcopy`` on a study's config."""
     copied = pickle.loads(pickle.dumps(sweep_config, protocol=pickle.HIGHEST_PROTOCOL))
