@@ -56,6 +56,13 @@ def test_every_job_gets_a_complete_child_run_tagged_with_its_batch(
         "12 jobs, 2 left out, in 5 units (2 replicas, 2 replicas, 2 replicas, 2 replicas, "
         "2 replicas)" in output
     )
+    # The two bce jobs on the 5-class data are left out with one line.
+    assert output.count(" left out: ") == 1
+    assert (
+        "job data=multiclass loss=bce seed=0 +experiment=binary_vs_categorical +debug=tiny and 1 "
+        "more like it left out: loss.name='bce' needs binary data, but data 'multiclass' has 5 "
+        "classes" in output
+    )
     _, replicated = _children(replicated_uri, "binary_vs_categorical")
     _, per_job = _children(per_job_uri, "binary_vs_categorical")
     assert replicated.keys() == per_job.keys() and len(replicated) == 10

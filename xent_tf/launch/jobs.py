@@ -141,7 +141,7 @@ class DecidedJob(JobReturn):
 def decided_job(
     overrides: Sequence[str], decision: JobDecision | JobOutcome, value: float = math.nan
 ) -> DecidedJob:
-    """The ``JobReturn`` of a job that did not train, logged as such.
+    """The ``JobReturn`` of a job that did not train.
 
     Args:
         overrides: the job's overrides.
@@ -162,8 +162,6 @@ def decided_job(
             _return_value=invalid_job(overrides, error),
             outcome=decision.outcome,
         )
-    if decision.outcome == JobOutcome.NOT_APPLICABLE:
-        log.warning("job %s left out: %s", " ".join(overrides), decision.error)
     return DecidedJob(
         overrides=list(overrides),
         status=JobStatus.COMPLETED,

@@ -109,6 +109,7 @@ def plan_units(
     configs: list[Config | None] = []
     sweep_configs: dict[int, DictConfig] = {}
     invalid: dict[int, JobReturn] = {}
+    not_applicable: dict[str, list[Sequence[str]]] = {}  # {reason: the jobs left out for it}
     for offset, overrides in enumerate(job_overrides):
         number = initial_job_idx + offset
 
@@ -122,6 +123,13 @@ def plan_units(
         configs.append(decision.config if decision.outcome == JobOutcome.TRAINED else None)
         if decision.outcome != JobOutcome.TRAINED:
             invalid[number] = decided_job(overrides, decision)
+        if decision.outcome == JobOutcome.NOT_APPLICABLE:
+            not_applicable.setdefault(str(decision.error), []).append(overrides)
+    for reason, left in not_applicable.items():
+        # One line per reason: a study sweeps seeds, so a choice that does not fit the data
+        # leaves out as many jobs as it has seeds, all for the same reason.
+        others = f" and {len(left) - 1} more like it" if len(left) > 1 else ""
+        log.warning("job %s%s left out: %s", " ".join(left[0]), others, reason)
     left_out = count_outcomes(list(invalid.values()), JobOutcome.NOT_APPLICABLE)
     if left_out:
         progress.leave_out(Path(str(config.hydra.sweep.dir)) / PROGRESS_FILE, left_out)
