@@ -244,10 +244,12 @@ def test_the_sweeper_runs_every_batch_ends_the_sweep_then_names_its_invalid_jobs
 
 
 def test_a_copied_composition_is_the_config_hydra_composes() -> None:
-    """SweepComposer composes once per seed-less override set and copies for other seeds."""
+    """SweepComposer composes once per set of group choices and keys set, and copies the
+    composition for other values of those keys (seeds, rates): the config Hydra composes."""
     from hydra import compose, initialize_config_dir
     from hydra._internal.callbacks import Callbacks
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import ConfigCompositionException
     from hydra.types import HydraContext
     from omegaconf import OmegaConf, open_dict
 
@@ -268,17 +270,33 @@ def test_a_copied_composition_is_the_config_hydra_composes() -> None:
             return original(master_config, sweep_overrides)
 
         loader.load_sweep_config = counting  # type: ignore[method-assign]
-        for number, seed in enumerate((0, 3, 7)):
-            overrides = ["optimizer.learning_rate=0.1", f"seed={seed}"]
+        jobs = [
+            ["optimizer.learning_rate=0.1", "seed=0"],
+            ["optimizer.learning_rate=0.1", "seed=3"],
+            ["optimizer.learning_rate=3e-4", "seed=7"],  # another rate: a copy too
+            ["optimizer.learning_rate=2", "seed=1", "model.output_init=saturated"],  # int rate
+            ["optimizer.learning_rate=0.5", "seed=1", "model.output_init=standard"],
+            ["schedule=cosine", "optimizer.learning_rate=0.1", "seed=0"],  # a group: composed
+            ["schedule=cosine", "optimizer.learning_rate=0.01", "seed=4"],
+            ["seed=5"],  # sets fewer keys: composed (the rate stays the experiment's)
+        ]
+        for number, overrides in enumerate(jobs):
             ours = composer.compose(number, overrides)
             theirs = original(master, overrides)
             with open_dict(theirs):
                 theirs.hydra.job.id = f"{theirs.hydra.job.name}_{number}"
                 theirs.hydra.job.num = number
-            assert OmegaConf.to_container(ours) == OmegaConf.to_container(theirs)
-            assert ours.seed == seed
-            assert ours.hydra.job.override_dirname == f"optimizer.learning_rate=0.1,seed={seed}"
-        assert len(calls) == 1  # composed once; seeds 3 and 7 are copies
+            assert OmegaConf.to_container(ours) == OmegaConf.to_container(theirs), overrides
+            assert OmegaConf.get_type(ours) is OmegaConf.get_type(theirs)
+            assert ours.hydra.job.override_dirname == ",".join(sorted(overrides))
+        assert isinstance(composer.compose(9, jobs[3]).optimizer.learning_rate, float)
+        # Composed by Hydra: the first of each set of choices and keys set (1, 4, 6, 8).
+        assert calls == [jobs[0], jobs[3], jobs[5], jobs[7]]
+        # A value its field does not take fails with Hydra's own error, as composing it would.
+        with pytest.raises(
+            ConfigCompositionException, match=r"override optimizer\.learning_rate=fast"
+        ):
+            composer.validate(["optimizer.learning_rate=fast", "seed=2"])
 
 
 def test_a_batch_that_does_not_fit_fails_its_runs_saying_how_many_fit(tmp_path: Path) -> None:

@@ -4,8 +4,8 @@ Before launching, Hydra's sweeper composes every job's config once just to check
 (``Sweeper.validate_batch_is_legal``), and the launcher composes each again: a full Hydra
 composition per job each time, most of a study's start-up when it has hundreds of jobs that
 differ only in ``seed``. This sweeper validates through the replica launcher's composer
-(``xent_tf.launch.compose.shared_composer``), which composes once per seed-less override
-set and keeps each job's composition for the launcher. It sweeps as ``basic`` does (same
+(``xent_tf.launch.compose.shared_composer``), which composes once per set of group choices
+and keeps each job's composition for the launcher. It sweeps as ``basic`` does (same
 ``params`` and ``max_batch_size``); a job that does not compose still stops the sweep before
 anything runs, with Hydra's own message. A job whose config composes but does not validate
 (``jobs.InvalidJobError``: it never ran, its ``JobReturn`` is FAILED) does not stop the sweep as

@@ -1,7 +1,7 @@
 """The launching process of a Hydra multirun: the sweep callback and the launchers' work.
 
 ``callback`` (``MlflowSweepCallback``: the sweep's MLflow parent run, its report at the end),
-``compose`` (each job's config, composed as Hydra does, once per seed-less set), ``jobs`` (a
+``compose`` (each job's config, composed as Hydra does, once per set of group choices), ``jobs`` (a
 job's fate, ``JobOutcome``, decided once for every launcher and experiments/run.py),
 ``replica_sweep`` (the default launcher's work: replica batches), ``joblib_sweep`` and
 ``ray_sweep`` (the parallel launchers' work), ``worker_pool`` (worker processes where a dead one

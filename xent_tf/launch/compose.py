@@ -1,4 +1,4 @@
-"""A sweep's jobs composed as Hydra's launchers compose them, once per seed-less override set.
+"""A sweep's jobs composed as Hydra's launchers compose them, once per set of config-group choices.
 
 Every launcher of the project (replicas, joblib, ray) and the replica sweeper's pre-launch
 check compose jobs through ``SweepComposer``; ``shared_composer`` lets the sweeper and the
@@ -10,41 +10,43 @@ from __future__ import annotations
 import functools
 import logging
 import pickle
-import re
 from collections.abc import Sequence
 
 # Hydra's own naming of a job's override_dirname; Hydra has no public function for it (pinned by
 # uv.lock; tests/test_replica_sweep.py compares a copied composition with Hydra's own).
 from hydra._internal.config_loader_impl import get_overrides_dirname
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
+from hydra.core.override_parser.types import Override, OverrideType
 from hydra.types import HydraContext
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf.errors import OmegaConfBaseException
 
 from xent_tf.config import Config
 
 log = logging.getLogger(__name__)
 
 
-_SEED_OVERRIDE = re.compile(r"^seed=(\d+)$")
-
-
 class SweepComposer:
-    """Composes each job's config as Hydra's launchers do, composing once per seed-less set.
+    """Composes each job's config as Hydra's launchers do, composing once per set of choices.
 
     A Hydra composition takes a good part of a second, and a study has hundreds of jobs that
-    differ from one another only in ``seed=N``. Jobs whose overrides are equal but for that
-    one get a copy of the first one's composition with ``seed``, the task overrides and
-    ``hydra.job.override_dirname`` (computed by Hydra's own function) set to their own values:
-    the same config Hydra would compose (tests/test_replica_sweep.py compares them).
+    differ from one another only in values: ``seed=N``, ``optimizer.learning_rate=X``. Jobs
+    whose overrides choose the same config groups and set the same keys get a copy of the
+    first one's composition with each set value put in as Hydra puts it
+    (``OmegaConf.update(..., merge=True)``: the typed config converts and validates it), and
+    the task overrides and ``hydra.job.override_dirname`` (computed by Hydra's own function)
+    set to their own: the same config Hydra would compose (tests/test_replica_sweep.py
+    compares them). An override that chooses a group, adds (``+``), deletes (``~``), or sets a
+    list or a dict is composed by Hydra.
     """
 
     def __init__(self, hydra_context: HydraContext, config: DictConfig) -> None:
         self.hydra_context = hydra_context
         self.config = config
-        self._composed: dict[tuple[str, ...], DictConfig] = {}  # by seed-less overrides
+        self._composed: dict[tuple[str, ...], DictConfig] = {}  # by choices and keys set
         self._jobs: dict[tuple[str, ...], DictConfig] = {}  # by a job's whole overrides
         self._handed_out: set[tuple[str, ...]] = set()
+        self._groups: frozenset[str] | None = None
 
     def validate(self, overrides: Sequence[str]) -> None:
         """Compose the job's config now (Hydra's error if it does not), keeping it for
@@ -73,28 +75,56 @@ class SweepComposer:
 
     def _compose(self, overrides: Sequence[str]) -> DictConfig:
         """Compose (or copy and adjust) the job's config, without its job id and number."""
-        seeds = [m for m in (_SEED_OVERRIDE.match(o) for o in overrides) if m]
-        key = tuple(o for o in overrides if not _SEED_OVERRIDE.match(o))
-        template = self._composed.get(key) if len(seeds) == 1 else None
+        values = [o for o in overrides if self._sets_a_value(o)]
+        key = tuple(_parsed_override(o).key_or_group if o in values else o for o in overrides)
+        template = self._composed.get(key)
         if template is None:
             sweep_config = self.hydra_context.config_loader.load_sweep_config(
                 self.config, list(overrides)
             )
-            if len(seeds) == 1:
-                self._composed[key] = sweep_config
-        else:
-            sweep_config = _copied(template)
+            self._composed[key] = sweep_config
+            return sweep_config
+        sweep_config = _copied(template)
+        try:
             with read_write(sweep_config), open_dict(sweep_config):
-                sweep_config.seed = int(seeds[0].group(1))
-                sweep_config.hydra.overrides.task = list(overrides)
-                naming = sweep_config.hydra.job.config.override_dirname
-                sweep_config.hydra.job.override_dirname = get_overrides_dirname(
-                    overrides=[_parsed_override(o) for o in overrides],
-                    kv_sep=naming.kv_sep,
-                    item_sep=naming.item_sep,
-                    exclude_keys=list(naming.exclude_keys),
-                )
+                for text in values:
+                    override = _parsed_override(text)
+                    OmegaConf.update(
+                        sweep_config, override.key_or_group, override.value(), merge=True
+                    )
+        except OmegaConfBaseException:
+            # A value its field does not take: Hydra composes the job, and raises its own error.
+            return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with read_write(sweep_config), open_dict(sweep_config):
+            sweep_config.hydra.overrides.task = list(overrides)
+            naming = sweep_config.hydra.job.config.override_dirname
+            sweep_config.hydra.job.override_dirname = get_overrides_dirname(
+                overrides=[_parsed_override(o) for o in overrides],
+                kv_sep=naming.kv_sep,
+                item_sep=naming.item_sep,
+                exclude_keys=list(naming.exclude_keys),
+            )
         return sweep_config
+
+    def _sets_a_value(self, text: str) -> bool:
+        """Whether the override only sets a config value to a scalar (``seed=3``,
+        ``optimizer.learning_rate=0.1``), which a copied composition can take as Hydra does;
+        not a group choice, an addition or deletion, a list or dict, a key in ``hydra``."""
+        override = _parsed_override(text)
+        if override.type != OverrideType.CHANGE or override.package is not None:
+            return False
+        if override.is_sweep_override() or "/" in override.key_or_group:
+            return False
+        key = override.key_or_group
+        if key in self._group_names() or key.split(".")[0] == "hydra":
+            return False
+        return isinstance(override.value(), str | int | float | bool)
+
+    def _group_names(self) -> frozenset[str]:
+        """The primary config's top-level config groups (``loss``, ``data``, ...)."""
+        if self._groups is None:
+            self._groups = frozenset(self.hydra_context.config_loader.list_groups(""))
+        return self._groups
 
 
 def _copied(sweep_config: DictConfig) -> DictConfig:

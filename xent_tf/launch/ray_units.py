@@ -1,7 +1,7 @@
 """``hydra.launcher.backend=ray``: a study's replica batches as Ray tasks, on any number of nodes.
 
 The jobs are planned exactly as on one machine (``replica_sweep.plan_units``: composed once per
-seed-less override set, invalid ones named, finished ones skipped, the rest grouped into replica
+set of group choices, invalid ones named, finished ones skipped, the rest grouped into replica
 batches and spread over the units the cluster runs at once), and each unit is one Ray task that
 asks for its resources (``launch.ray_placement.unit_resources``: CPUs, and a GPU only when
 ``trainer.device`` wants one and the cluster has one). On its node the task runs the unit in a
