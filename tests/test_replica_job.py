@@ -52,8 +52,9 @@ class _Seen:
 
 
 @pytest.fixture
-def job_configs(tmp_path: Path) -> Iterator[Callable[[], DictConfig]]:
-    """Makes the same sweep job's composed config (job 7 of a multirun under tmp_path)."""
+def job_configs(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
+    """Makes the same sweep job's composed config (job 7, or another number, of a multirun
+    under tmp_path)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
@@ -72,11 +73,11 @@ def job_configs(tmp_path: Path) -> Iterator[Callable[[], DictConfig]]:
             master.hydra.mode = RunMode.MULTIRUN
         loader = GlobalHydra.instance().config_loader()
 
-        def make() -> DictConfig:
+        def make(number: int = 7) -> DictConfig:
             config = loader.load_sweep_config(master, list(OVERRIDES))
             with open_dict(config):
-                config.hydra.job.id = f"{config.hydra.job.name}_7"
-                config.hydra.job.num = 7
+                config.hydra.job.id = f"{config.hydra.job.name}_{number}"
+                config.hydra.job.num = number
             return config
 
         try:
@@ -91,7 +92,7 @@ def job_configs(tmp_path: Path) -> Iterator[Callable[[], DictConfig]]:
 
 
 def _run_both(
-    make: Callable[[], DictConfig], fail: bool
+    make: Callable[..., DictConfig], fail: bool, number: int = 7
 ) -> tuple[tuple[JobReturn, dict[str, bytes], list[str]], ...]:
     """The job run by Hydra's run_job, then (its files moved away) by run_batch_job."""
     from hydra._internal.callbacks import Callbacks
@@ -103,7 +104,7 @@ def _run_both(
         callbacks = Callbacks()
         callbacks.callbacks = [seen]
         context = HydraContext(config_loader=None, callbacks=callbacks)  # type: ignore[arg-type]
-        config = make()
+        config = make(number)
         sweep_dir = Path(str(config.hydra.sweep.dir))
         before = HydraConfig.instance().cfg
         if runner == "hydra":
@@ -117,7 +118,7 @@ def _run_both(
         else:
             ret = run_batch_job(context, seen.task(fail), config)
         assert HydraConfig.instance().cfg is before  # put back as it was
-        assert config.hydra.job.num == 7  # the job's own config keeps its hydra node
+        assert config.hydra.job.num == number  # the job's own config keeps its hydra node
         for handler in logging.getLogger().handlers:
             handler.flush()
         files = {
@@ -131,7 +132,7 @@ def _run_both(
 
 
 def test_a_batch_job_writes_what_hydra_writes_and_returns_what_it_returns(
-    job_configs: Callable[[], DictConfig],
+    job_configs: Callable[..., DictConfig],
 ) -> None:
     (theirs, their_files, their_events), (ours, our_files, our_events) = _run_both(
         job_configs, fail=False
@@ -161,10 +162,14 @@ def test_a_batch_job_writes_what_hydra_writes_and_returns_what_it_returns(
     assert OmegaConf.to_container(ours.cfg) == OmegaConf.to_container(theirs.cfg)
     assert OmegaConf.get_type(ours.cfg) is OmegaConf.get_type(theirs.cfg) is Config
     assert ours.hydra_cfg is None and theirs.hydra_cfg is not None
+    # The next job of the sweep: its hydra.yaml reuses the entries it shares with job 7.
+    (_, their_files, _), (_, our_files, _) = _run_both(job_configs, fail=False, number=8)
+    assert our_files["8/.hydra/hydra.yaml"] == their_files["8/.hydra/hydra.yaml"]
+    assert b"    num: 8\n" in our_files["8/.hydra/hydra.yaml"]
 
 
 def test_a_failing_batch_job_is_failed_as_hydra_fails_it(
-    job_configs: Callable[[], DictConfig],
+    job_configs: Callable[..., DictConfig],
 ) -> None:
     (theirs, _, their_events), (ours, _, our_events) = _run_both(job_configs, fail=True)
     assert ours.status == theirs.status == JobStatus.FAILED

@@ -21,6 +21,8 @@ Anything else (a job that runs on its own, an app that is not xent-tf's) keeps H
 from __future__ import annotations
 
 import copy
+import functools
+import json
 import logging
 import os
 import textwrap
@@ -109,12 +111,40 @@ def _task_config(config: DictConfig) -> DictConfig:
 def _save_hydra_files(config: DictConfig, task_config: DictConfig, directory: Path) -> None:
     """The job's ``config.yaml``, ``hydra.yaml`` and ``overrides.yaml``, as Hydra writes them."""
     directory.mkdir(parents=True, exist_ok=True)
-    # hydra.yaml is the YAML of {hydra: <node>}: the node's own YAML, indented under its key
-    # (block style throughout), without copying the node into a config of its own.
     texts = {
         "config.yaml": OmegaConf.to_yaml(task_config),
-        "hydra.yaml": "hydra:\n" + textwrap.indent(OmegaConf.to_yaml(config.hydra), "  "),
+        "hydra.yaml": _hydra_yaml(config),
         "overrides.yaml": OmegaConf.to_yaml(config.hydra.overrides.task),
     }
     for name, text in texts.items():
         (directory / name).write_text(text, encoding="utf-8")
+
+
+def _hydra_yaml(config: DictConfig) -> str:
+    """``hydra.yaml``: the YAML of ``{hydra: <the job's hydra node>}``, as ``OmegaConf.to_yaml``
+    writes it.
+
+    Block-style YAML of a mapping is its entries' YAML one after another, and an entry's YAML
+    under ``hydra:`` is its own, indented. The jobs of a sweep share most entries (the launcher,
+    the logging and help settings): each entry's text is made once (``_entry_yaml``, keyed by
+    its JSON) instead of by PyYAML's pure-Python emitter for every job.
+    """
+    node = OmegaConf.to_container(config.hydra, enum_to_str=True)
+    assert isinstance(node, dict)
+    parts = ["hydra:\n"]
+    for key, value in node.items():
+        try:
+            entry = json.dumps({key: value})
+        except (TypeError, ValueError):
+            entry = ""
+        if entry and json.loads(entry) == {key: value}:
+            parts.append(_entry_yaml(entry))
+        else:  # not plain JSON data (e.g. a key that is not a string): no shared text for it
+            parts.append(textwrap.indent(OmegaConf.to_yaml({key: value}), "  "))
+    return "".join(parts)
+
+
+@functools.lru_cache(maxsize=64)
+def _entry_yaml(entry: str) -> str:
+    """One entry of the hydra node (``{key: value}`` as JSON), as YAML indented under it."""
+    return textwrap.indent(OmegaConf.to_yaml(json.loads(entry)), "  ")
