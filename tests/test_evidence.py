@@ -111,9 +111,9 @@ def test_the_time_left_follows_the_fitted_cost_of_jobs_and_steps() -> None:
     units = [Unit("a", "big", 10, 2000), Unit("a", "small", 10, 100), Unit("b", "big", 20, 2000)]
     clock = EvidenceClock(units)
     clock.finish(10, 2000, 10 * 0.5 + 10 * 2000 * 0.001)  # 25 s
-    # one step count so far: every second is put on the steps (25 s / 20,000 job-steps)
-    assert clock.rates() == (0.0, pytest.approx(25 / 20000))
-    assert clock.seconds_left() == pytest.approx((10 * 100 + 20 * 2000) * 25 / 20000)
+    # one step count so far: every second is put on the jobs (25 s / 10 jobs)
+    assert clock.rates() == (pytest.approx(2.5), 0.0)
+    assert clock.seconds_left() == pytest.approx((10 + 20) * 2.5)
     clock.finish(10, 100, 10 * 0.5 + 10 * 100 * 0.001)  # 6 s
     assert clock.rates() == (pytest.approx(0.5), pytest.approx(0.001))
     assert clock.seconds_left() == pytest.approx(20 * 0.5 + 20 * 2000 * 0.001)  # 50 s

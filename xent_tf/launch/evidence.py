@@ -103,7 +103,10 @@ class EvidenceClock:
         """(seconds per job, seconds per job-step), fitted to the finished units.
 
         With units of one step count only, the two cannot be told apart: every second is put
-        on the steps (the whole time scales with the data set's size).
+        on the jobs. Most of a job's time is not its training (its records, its share of
+        start-up: docs/EVIDENCE.md, "Where the time goes"), so a data set of fewer rows takes
+        nearly as long; putting it on the steps had the first data set's ETA say seconds with
+        minutes left.
         """
         rows = [(jobs, jobs * steps, s) for jobs, steps, s in self.done if jobs > 0]
         if not rows:
@@ -114,7 +117,7 @@ class EvidenceClock:
             (per_job, per_step), *_ = np.linalg.lstsq(matrix, seconds, rcond=None)
             if per_job >= 0 and per_step >= 0:
                 return float(per_job), float(per_step)
-        return 0.0, float(seconds.sum() / matrix[:, 1].sum())
+        return float(seconds.sum() / matrix[:, 0].sum()), 0.0
 
     def seconds_left(self) -> float:
         """Predicted seconds for the units not finished yet (all their jobs to train)."""
