@@ -162,9 +162,10 @@ def test_a_batch_job_writes_what_hydra_writes_and_returns_what_it_returns(
     assert OmegaConf.to_container(ours.cfg) == OmegaConf.to_container(theirs.cfg)
     assert OmegaConf.get_type(ours.cfg) is OmegaConf.get_type(theirs.cfg) is Config
     assert ours.hydra_cfg is None and theirs.hydra_cfg is not None
-    # The next job of the sweep: its hydra.yaml reuses the entries it shares with job 7.
+    # The next job of the sweep: its files reuse the YAML of the entries it shares with job 7.
     (_, their_files, _), (_, our_files, _) = _run_both(job_configs, fail=False, number=8)
-    assert our_files["8/.hydra/hydra.yaml"] == their_files["8/.hydra/hydra.yaml"]
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+        assert our_files[f"8/.hydra/{name}"] == their_files[f"8/.hydra/{name}"], name
     assert b"    num: 8\n" in our_files["8/.hydra/hydra.yaml"]
 
 

@@ -112,39 +112,46 @@ def _save_hydra_files(config: DictConfig, task_config: DictConfig, directory: Pa
     """The job's ``config.yaml``, ``hydra.yaml`` and ``overrides.yaml``, as Hydra writes them."""
     directory.mkdir(parents=True, exist_ok=True)
     texts = {
-        "config.yaml": OmegaConf.to_yaml(task_config),
-        "hydra.yaml": _hydra_yaml(config),
+        "config.yaml": _mapping_yaml(task_config, ""),
+        # hydra.yaml is the YAML of {hydra: <the node>}: its entries indented under the key.
+        "hydra.yaml": "hydra:\n" + _mapping_yaml(config.hydra, "  "),
         "overrides.yaml": OmegaConf.to_yaml(config.hydra.overrides.task),
     }
     for name, text in texts.items():
         (directory / name).write_text(text, encoding="utf-8")
 
 
-def _hydra_yaml(config: DictConfig) -> str:
-    """``hydra.yaml``: the YAML of ``{hydra: <the job's hydra node>}``, as ``OmegaConf.to_yaml``
-    writes it.
+def _mapping_yaml(node: DictConfig, indent: str) -> str:
+    """``OmegaConf.to_yaml(node)``, each line indented by ``indent``.
 
-    Block-style YAML of a mapping is its entries' YAML one after another, and an entry's YAML
-    under ``hydra:`` is its own, indented. The jobs of a sweep share most entries (the launcher,
-    the logging and help settings): each entry's text is made once (``_entry_yaml``, keyed by
-    its JSON) instead of by PyYAML's pure-Python emitter for every job.
+    Block-style YAML of a mapping is its entries' YAML one after another. The jobs of a sweep
+    share most entries (the data, model and loss settings; the launcher, logging and help
+    settings of the hydra node): each entry's text is made once (``_entry_yaml``, keyed by its
+    JSON) instead of by PyYAML's pure-Python emitter for every job.
+
+    Args:
+        node: a mapping of the job's config.
+        indent: put before every line.
+
+    Returns:
+        Its YAML text.
     """
-    node = OmegaConf.to_container(config.hydra, enum_to_str=True)
-    assert isinstance(node, dict)
-    parts = ["hydra:\n"]
-    for key, value in node.items():
+    container = OmegaConf.to_container(node, enum_to_str=True)
+    assert isinstance(container, dict)
+    parts = []
+    for key, value in container.items():
         try:
             entry = json.dumps({key: value})
         except (TypeError, ValueError):
             entry = ""
         if entry and json.loads(entry) == {key: value}:
-            parts.append(_entry_yaml(entry))
+            parts.append(_entry_yaml(entry, indent))
         else:  # not plain JSON data (e.g. a key that is not a string): no shared text for it
-            parts.append(textwrap.indent(OmegaConf.to_yaml({key: value}), "  "))
+            parts.append(textwrap.indent(OmegaConf.to_yaml({key: value}), indent))
     return "".join(parts)
 
 
-@functools.lru_cache(maxsize=64)
-def _entry_yaml(entry: str) -> str:
-    """One entry of the hydra node (``{key: value}`` as JSON), as YAML indented under it."""
-    return textwrap.indent(OmegaConf.to_yaml(json.loads(entry)), "  ")
+@functools.lru_cache(maxsize=256)
+def _entry_yaml(entry: str, indent: str) -> str:
+    """One entry of a mapping (``{key: value}`` as JSON) as YAML, indented by ``indent``."""
+    return textwrap.indent(OmegaConf.to_yaml(json.loads(entry)), indent)
