@@ -87,13 +87,56 @@ def log_metrics(store: Any, run_id: str, metrics: Sequence[Metric]) -> bool:
         return True
     if any(getattr(m, "model_id", None) or getattr(m, "dataset_name", None) for m in metrics):
         return False
-    rows: dict[tuple[str, int, int, float, bool], dict[str, Any]] = {}
+    rows, latest = metric_rows(store, run_id, metrics)
+    try:
+        with store.ManagedSessionMaker(read_only=False) as session:
+            store._check_run_is_active(store._get_run(run_uuid=run_id, session=session))
+            insert_metrics(session, run_id, rows, latest)
+    except MlflowException as error:
+        if isinstance(error.__cause__, IntegrityError):
+            return False
+        raise
+    return True
+
+
+def check_metrics(metrics: Sequence[Metric]) -> None:
+    """MLflow's own check of metric values.
+
+    Raises:
+        mlflow.exceptions.MlflowException: an invalid metric (named by its index).
+    """
     from mlflow.utils.validation import _validate_metric
 
     for index, metric in enumerate(metrics):
         _validate_metric(
             metric.key, metric.value, metric.timestamp, metric.step, path=f"metrics[{index}]"
         )
+
+
+def metric_rows(
+    store: Any, run_id: str, metrics: Sequence[Metric], validate: bool = True
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The metrics table's rows for ``metrics``, and each key's latest row.
+
+    Validated and sanitised by MLflow's own functions (NaN stored as 0 with ``is_nan``, +-inf
+    as +-max float); exact repeats dropped.
+
+    Args:
+        store: from ``fast_store``.
+        run_id: the run they belong to.
+        metrics: the values.
+        validate: check them first (``check_metrics``); False: they were checked already.
+
+    Returns:
+        (the rows, {key: its greatest (step, timestamp, value) row}).
+
+    Raises:
+        mlflow.exceptions.MlflowException: an invalid metric (named by its index).
+    """
+    if validate:
+        check_metrics(metrics)
+    rows: dict[tuple[str, int, int, float, bool], dict[str, Any]] = {}
+    for metric in metrics:
         is_nan, value = store.sanitize_metric_value(metric.value)
         identity = (metric.key, int(metric.timestamp), int(metric.step), value, is_nan)
         rows.setdefault(
@@ -112,26 +155,28 @@ def log_metrics(store: Any, run_id: str, metrics: Sequence[Metric]) -> bool:
         held = latest.get(row["key"])
         if held is None or _order(row) > _order(held):
             latest[row["key"]] = row
-    try:
-        with store.ManagedSessionMaker(read_only=False) as session:
-            _write(session, store, run_id, list(rows.values()), latest)
-    except MlflowException as error:
-        if isinstance(error.__cause__, IntegrityError):
-            return False
-        raise
-    return True
+    return list(rows.values()), latest
 
 
-def _write(
+def insert_metrics(
     session: Any,
-    store: Any,
     run_id: str,
     rows: list[dict[str, Any]],
     latest: dict[str, dict[str, Any]],
 ) -> None:
-    """Insert the rows and merge each key's latest value, in the session's transaction."""
+    """Insert the rows and merge each key's latest value, in the session's transaction.
+
+    Args:
+        session: an open write session of the store (its transaction).
+        run_id: the run (checked active by the caller).
+        rows, latest: from ``metric_rows``.
+
+    Raises:
+        sqlalchemy.exc.IntegrityError: the run already holds one of these exact values.
+    """
+    if not rows:
+        return
     metric_table, latest_table, _ = _tables()
-    store._check_run_is_active(store._get_run(run_uuid=run_id, session=session))
     session.execute(metric_table.insert(), rows)
     held_rows = session.execute(
         latest_table.select().where(
@@ -171,34 +216,63 @@ def log_params(store: Any, run_id: str, params: Sequence[Param]) -> None:
     """
     if not params:
         return
-    # MLflow's own check, which also cuts an over-long value to the length the store keeps.
+    wanted = checked_params(params)
+    with store.ManagedSessionMaker(read_only=False) as session:
+        store._check_run_is_active(store._get_run(run_uuid=run_id, session=session))
+        insert_params(session, run_id, wanted)
+
+
+def checked_params(params: Sequence[Param]) -> dict[str, str]:
+    """{key: value} of ``params`` after MLflow's own check, which also cuts an over-long value
+    to the length the store keeps.
+
+    Raises:
+        mlflow.exceptions.MlflowException: an invalid param (named by its index).
+    """
     from mlflow.utils.validation import _validate_param
 
     checked = [_validate_param(p.key, p.value, path=f"params[{i}]") for i, p in enumerate(params)]
-    wanted = {param.key: param.value for param in checked}
+    return {param.key: param.value for param in checked}
+
+
+def changed_params_error(run_id: str, changed: list[dict[str, str]]) -> MlflowException:
+    """MLflow's refusal of a param logged again with another value."""
+    return MlflowException(
+        f"Changing param values is not allowed. Params were already logged='{changed}' "
+        f"for run ID='{run_id}'.",
+        INVALID_PARAMETER_VALUE,
+    )
+
+
+def insert_params(session: Any, run_id: str, wanted: dict[str, str]) -> None:
+    """Insert the params the run does not hold yet, in the session's transaction.
+
+    Args:
+        session: an open write session of the store (its transaction).
+        run_id: the run (checked active by the caller).
+        wanted: from ``checked_params``.
+
+    Raises:
+        mlflow.exceptions.MlflowException: a key the run holds with another value (nothing
+            of these is written).
+    """
+    if not wanted:
+        return
     _, _, table = _tables()
-    with store.ManagedSessionMaker(read_only=False) as session:
-        store._check_run_is_active(store._get_run(run_uuid=run_id, session=session))
-        held = dict(
-            session.execute(
-                table.select()
-                .with_only_columns(table.c.key, table.c.value)
-                .where(table.c.run_uuid == run_id, table.c.key.in_(sorted(wanted)))
-            ).all()
-        )
-        changed = [
-            {"key": k, "old_value": held[k], "new_value": v}
-            for k, v in wanted.items()
-            if k in held and held[k] != v
-        ]
-        if changed:
-            raise MlflowException(
-                f"Changing param values is not allowed. Params were already logged='{changed}' "
-                f"for run ID='{run_id}'.",
-                INVALID_PARAMETER_VALUE,
-            )
-        new = [
-            {"run_uuid": run_id, "key": k, "value": v} for k, v in wanted.items() if k not in held
-        ]
-        if new:
-            session.execute(table.insert(), new)
+    held = dict(
+        session.execute(
+            table.select()
+            .with_only_columns(table.c.key, table.c.value)
+            .where(table.c.run_uuid == run_id, table.c.key.in_(sorted(wanted)))
+        ).all()
+    )
+    changed = [
+        {"key": k, "old_value": held[k], "new_value": v}
+        for k, v in wanted.items()
+        if k in held and held[k] != v
+    ]
+    if changed:
+        raise changed_params_error(run_id, changed)
+    new = [{"run_uuid": run_id, "key": k, "value": v} for k, v in wanted.items() if k not in held]
+    if new:
+        session.execute(table.insert(), new)

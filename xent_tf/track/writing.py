@@ -44,7 +44,7 @@ from mlflow.store.artifact.artifact_repository_registry import get_artifact_repo
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 from sqlalchemy.exc import SQLAlchemyError
 
-from xent_tf.track import connection, disk_reserve
+from xent_tf.track import connection, disk_reserve, sql_metrics, sql_runs
 from xent_tf.track.artifacts import (
     METRIC_BATCH,
     MODEL_NAME,
@@ -413,6 +413,88 @@ class MlflowRun:
 
 
 @dataclass
+class BufferedRun(MlflowRun):
+    """An open run in a local database store that writes its records when it ends.
+
+    Params, tags, metrics and dataset inputs are checked as they are logged (a bad value
+    raises there, as MLflow would) and kept in memory; ``end`` writes them with the run's final
+    status in one transaction (``sql_runs.PendingRecords``), also when the run failed, so a
+    FAILED run keeps its partial metrics and its ``error`` tag. A write that failed keeps them
+    for the next try (``_close_after_error`` frees the disk reserve and ends it again).
+    Artifacts (config.yaml, series, the log, model files) are uploaded at once, as
+    ``MlflowRun`` uploads them. Made by ``open_run(buffered=True)`` when the store is one
+    ``sql_metrics.fast_store`` accepts; a run that logs an MLflow logged model writes what it
+    holds first (the model links to the run's metrics) and the model through MLflow's calls.
+    """
+
+    store: Any = None
+    pending: sql_runs.PendingRecords = field(default_factory=sql_runs.PendingRecords)
+
+    def log_params(self, params: Mapping[str, str]) -> None:
+        """Keep params for the run's end (a key kept with another value is refused now)."""
+        self.pending.add_params(self.run_id, [Param(k, v) for k, v in params.items()])
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Keep tags for the run's end."""
+        self.pending.add_tags({k: str(v) for k, v in tags.items()})
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Keep one step's metrics for the run's end."""
+        now = int(time.time() * 1000)
+        logged = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self.pending.add_metrics(logged)
+        self._latest.update((m.key, m) for m in logged)
+
+    def log_series(self, series: Mapping[str, Sequence[float] | np.ndarray]) -> None:
+        """Keep whole per-step series ({name: values}, step = index) for the run's end."""
+        now = int(time.time() * 1000)
+        self.pending.add_metrics(
+            [
+                Metric(name, float(value), now, step)
+                for name, values in series.items()
+                for step, value in enumerate(values)
+            ]
+        )
+
+    def log_datasets(
+        self, splits: Mapping[str, DatasetSplit], name: str, source: Mapping[str, str]
+    ) -> None:
+        """Keep the run's data splits as MLflow dataset inputs for its end (``MlflowRun``'s
+        arguments)."""
+        self.pending.add_inputs(dataset_inputs(splits, name, source))
+
+    def log_model(self, model: Any, input_example: np.ndarray, step: int) -> str:
+        """Write what the run holds (the model links to its metrics), then log the model as
+        ``MlflowRun`` does."""
+        with self._store("writing its records"):
+            self.pending.write(self.store, self.run_id, None, None)
+        return super().log_model(model, input_example, step)
+
+    def flush(self) -> None:
+        """Nothing: the records are written when the run ends."""
+
+    def end(self, status: RunStatus) -> None:
+        """Write the run's records with its final status and end time, in one transaction.
+
+        A failed run whose records do not fit on a full disk (its reserve freed already, see
+        ``_close_after_error``) still ends FAILED/KILLED with its params and tags, the
+        ``error`` tag saying what could not be written: a run is never left RUNNING for want
+        of room for its metrics.
+        """
+        with self._store(f"marking it {status}"):
+            try:
+                self.pending.write(self.store, self.run_id, str(status), sql_runs.now_millis())
+            except Exception as error:
+                if status == RunStatus.FINISHED or not disk_reserve.is_out_of_room(error):
+                    raise
+                lost = self.pending.drop_bulk()
+                log.error("run %s: no room for its records on a full disk: %s", self.run_id, lost)
+                reason = self.pending.tags.get("error", "")
+                self.pending.add_tags({"error": f"{reason} ({lost})" if reason else lost})
+                self.pending.write(self.store, self.run_id, str(status), sql_runs.now_millis())
+
+
+@dataclass
 class NoTracking:
     """Stands in for ``MlflowRun`` with ``tracking=off``: records nothing."""
 
@@ -540,6 +622,7 @@ def open_run(
     parent_run_id: str | None = None,
     tags: Mapping[str, str] | None = None,
     spool_dir: Path | None = None,
+    buffered: bool = False,
 ) -> Iterator[MlflowRun]:
     """Create an MLflow run and end it with the right status, whatever happens inside.
 
@@ -552,6 +635,11 @@ def open_run(
         spool_dir: where to keep what the run cannot send if the server stops answering
             (``spool.SPOOL_FILE``; the run goes on and replays it at its end, or leaves it for
             ``replay_spool``). None: the run fails when the server stops answering.
+        buffered: in a local database store (``sql_metrics.fast_store``), keep the run's
+            params, tags, metrics and dataset inputs in memory and write them with its final
+            status in one transaction (``BufferedRun``): for a run whose numbers are all known
+            when it is recorded (a trained replica). Its records are not visible while it
+            runs. Any other store records as without it (the spool applies there).
 
     Yields:
         The open run. On an exception the run ends FAILED with the error as the tag
@@ -573,34 +661,62 @@ def open_run(
     ):
         disk_reserve.keep_reserve(tracking_uri)  # room to end the run should its disk fill
         client = mlflow_client(tracking_uri)  # opening a damaged or full SQLite store fails here
+        store = sql_metrics.fast_store(client) if buffered else None
         experiment_id = cached_experiment_id(client, tracking_uri, experiment_name, refresh=False)
         try:
-            run = client.create_run(
-                experiment_id, run_name=fit_run_name(run_name), tags=initial_tags
+            run_id, artifact_uri = _create_run(
+                client, store, experiment_id, fit_run_name(run_name), initial_tags
             )
         except mlflow.exceptions.MlflowException:
             # The experiment this process knew was deleted (or the store replaced) since.
             experiment_id = cached_experiment_id(
                 client, tracking_uri, experiment_name, refresh=True
             )
-            run = client.create_run(
-                experiment_id, run_name=fit_run_name(run_name), tags=initial_tags
+            run_id, artifact_uri = _create_run(
+                client, store, experiment_id, fit_run_name(run_name), initial_tags
             )
-    recorder = MlflowRun(
-        client, run.info.run_id, experiment_id, tracking_uri, artifact_uri=run.info.artifact_uri
+    recorder = (
+        MlflowRun(client, run_id, experiment_id, tracking_uri, artifact_uri=artifact_uri)
+        if store is None
+        else BufferedRun(
+            client, run_id, experiment_id, tracking_uri, artifact_uri=artifact_uri, store=store
+        )
     )
-    if spool_dir is not None:
+    if spool_dir is not None and store is None:
         recorder.spool = SpoolWriter(
-            spool_dir,
-            SpoolHeader(run.info.run_id, experiment_id, tracking_uri, parent_run_id or ""),
+            spool_dir, SpoolHeader(run_id, experiment_id, tracking_uri, parent_run_id or "")
         )
     try:
         yield recorder
         recorder.flush()
+        if store is not None:
+            # A buffered run's records are written here: should the store refuse them (a full
+            # disk), the run ends FAILED with them and the reason, like a failure in the block.
+            recorder.end(RunStatus.FINISHED)
     except BaseException as error:
         _close_after_error(recorder, error)
         raise
-    recorder.end(RunStatus.FINISHED)
+    if store is None:
+        recorder.end(RunStatus.FINISHED)
+
+
+def _create_run(
+    client: MlflowClient,
+    store: Any | None,
+    experiment_id: str,
+    run_name: str,
+    tags: Mapping[str, str],
+) -> tuple[str, str]:
+    """Create a RUNNING run: by MLflow's client, or into ``store`` (a ``BufferedRun``'s, from
+    ``sql_metrics.fast_store``) with ``sql_runs.create_run``.
+
+    Returns:
+        (the run's id, its artifact URI).
+    """
+    if store is not None:
+        return sql_runs.create_run(store, experiment_id, run_name, tags, sql_runs.now_millis())
+    run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+    return run.info.run_id, run.info.artifact_uri
 
 
 @contextmanager

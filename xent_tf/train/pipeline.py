@@ -267,6 +267,7 @@ def recorded_run(
     log_file: Path | None,
     extra_tags: dict[str, str] | None = None,
     spool_dir: Path | None = None,
+    buffered: bool = False,
 ) -> Iterator[writing.RunRecorder]:
     """The run's MLflow record (or none with tracking off), its config.yaml, and its log file
     uploaded at the end, also when the block fails (the run then ends FAILED/KILLED).
@@ -281,6 +282,9 @@ def recorded_run(
         extra_tags: more tags (e.g. which replica batch trained the run).
         spool_dir: where the run keeps what it cannot send while the server is away (the
             job's output directory; ``writing.open_run``).
+        buffered: write the run's records in one transaction when it ends, into a local
+            database store (``writing.open_run``'s ``buffered``: for a run whose numbers are
+            known when it is recorded).
 
     Yields:
         The recorder.
@@ -294,6 +298,7 @@ def recorded_run(
             parent_run_id=parent_run_id,
             tags={**run_tags(config, device, overrides), **identity.tags, **(extra_tags or {})},
             spool_dir=spool_dir,
+            buffered=buffered,
         )
         if config.tracking.enabled
         else nullcontext(writing.NoTracking())

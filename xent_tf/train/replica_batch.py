@@ -418,6 +418,8 @@ def record_outcome(
     run_name: str | None,
     log_file: Path | None,
     batch_name: str,
+    *,
+    buffered: bool = True,
 ) -> RunSummary:
     """Record one replica as the MLflow run its config would have had alone.
 
@@ -430,6 +432,10 @@ def record_outcome(
         run_name: the MLflow run name.
         log_file: the job's log, uploaded as ``logs/``.
         batch_name: names the batch in the run's tags.
+        buffered: into a local database store, write the run's params, tags, metrics,
+            dataset inputs and final status in one transaction at its end
+            (``writing.BufferedRun``: everything it records is known by then); False: one
+            store call per record, as a run that trains records (kept for comparisons).
 
     Returns:
         The run's summary.
@@ -444,7 +450,15 @@ def record_outcome(
     config = outcome.config
     tags = {BATCH_TAG: batch_name, BATCH_SIZE_TAG: str(len(batch.outcomes))}
     with recorded_run(
-        config, batch.device, overrides, parent_run_id, run_name, log_file, tags, output_dir
+        config,
+        batch.device,
+        overrides,
+        parent_run_id,
+        run_name,
+        log_file,
+        tags,
+        output_dir,
+        buffered=buffered,
     ) as recorder:
         log_params(config, recorder, batch.n_params, batch.data)
         if outcome.range_test is not None:
