@@ -5,7 +5,9 @@ FAILED when it raises (the error is recorded as a tag and a text artifact), KILL
 SIGTERM (``Terminated``, see ``pipeline.sigterm_ends_run``). Metrics are buffered and sent in
 one ``log_batch`` at most every 5 s (MLflow's own async logging costs ~0.7 s at run end waiting
 for its queue); the buffer is flushed before the run's status is set, also when it fails, so
-nothing logged is lost.
+nothing logged is lost. ``open_run(buffered=True)`` into a local database store gives a
+``BufferedRun`` instead, which writes everything it logged with its final status in one
+transaction at its end (a replica of a trained batch, whose numbers are all known by then).
 
 A tracking server that stops answering fails the run's job within seconds
 (``TrackingUnavailableError``, naming the server, the run and how many metric values were not
