@@ -277,3 +277,20 @@ def test_reference_run_reaches_the_published_accuracy(
     # C16: training and validation loss fall together
     assert summary.history[-1].train_loss < summary.history[0].train_loss / 3
     assert summary.history[-1].val_loss < summary.history[0].val_loss / 2
+
+
+@pytest.mark.parametrize(
+    "experiment",
+    ["", "lr_sweep", "lr_range_test", "mse_vs_ce", "annealing", "binary_vs_categorical"],
+)
+def test_config_yaml_is_the_text_pyyamls_own_emitter_writes(
+    make_config: Callable[..., Config], experiment: str
+) -> None:
+    import dataclasses
+
+    import yaml
+
+    config = make_config(*([f"+experiment={experiment}"] if experiment else []), "seed=7")
+    text = pipeline.config_text(config)
+    assert text == yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)
+    assert yaml.safe_load(text)["seed"] == 7
