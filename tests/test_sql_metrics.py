@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
@@ -115,3 +116,37 @@ def test_fast_params_read_back_as_log_batch_writes_them_and_a_change_is_refused(
     sql_metrics.log_params(store, by_us, huge)
     assert client.get_run(by_us).data.params == client.get_run(by_mlflow).data.params
     assert len(client.get_run(by_us).data.params["huge"]) == 6000
+
+
+@pytest.mark.parametrize(
+    "late",
+    [
+        Metric("x", 2.0, T, 1),  # fine
+        Metric("x", np.float64(2.0), T, 1),  # fine, through MLflow's check
+        Metric("x", 2, T, 1),  # an int value: fine
+        Metric("x", True, T, 1),  # a bool: refused
+        Metric("x", None, T, 1),  # missing
+        Metric("x", 2.0, -1, 1),  # a negative timestamp
+        Metric("x", 2.0, T, "1"),  # a text step
+        Metric("bad\tx", 2.0, T, 1),  # a bad name
+    ],
+)
+def test_metrics_are_checked_as_mlflow_checks_each_one(late: Metric) -> None:
+    """A key's later values skip the name check only: each refusal is MLflow's own, naming
+    the value's index."""
+    from mlflow.utils.validation import _validate_metric
+
+    metrics = [Metric("x", 1.0, T, 0), Metric("y", 1.0, T, 0), late]
+    expected = None
+    try:
+        for i, m in enumerate(metrics):
+            _validate_metric(m.key, m.value, m.timestamp, m.step, path=f"metrics[{i}]")
+    except MlflowException as error:
+        expected = error.message
+    if expected is None:
+        sql_metrics.check_metrics(metrics)
+    else:
+        assert "metrics[2]" in expected
+        with pytest.raises(MlflowException) as raised:
+            sql_metrics.check_metrics(metrics)
+        assert raised.value.message == expected
