@@ -23,7 +23,7 @@ from mlflow.entities import Metric, Run
 from mlflow.exceptions import MlflowException
 
 from xent_tf.config import Config
-from xent_tf.track import disk_reserve, sql_metrics, writing
+from xent_tf.track import disk_reserve, sql_metrics, sql_runs, writing
 from xent_tf.track.artifacts import DatasetSplit
 from xent_tf.track.sql_runs import PendingRecords
 from xent_tf.train.lr_finder import NoSuggestionError
@@ -232,7 +232,8 @@ def test_a_buffered_run_deleted_before_its_end_is_refused_as_mlflow_refuses_it(
 def test_a_server_or_an_unbuffered_run_keeps_mlflows_calls(tracking_uri: str) -> None:
     with writing.open_run(tracking_uri, "e", "r") as recorder:
         assert type(recorder) is writing.MlflowRun
-    assert sql_metrics.fast_store(MlflowClient("http://127.0.0.1:9")) is None
+    assert sql_runs.buffered_store(MlflowClient("http://127.0.0.1:9")) is None  # a server
+    assert sql_runs.buffered_store(MlflowClient(tracking_uri)) is not None
 
 
 # ------------------------------------------------------------------ a replica batch's runs

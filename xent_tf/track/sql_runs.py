@@ -11,7 +11,8 @@ run's final status and end time in one transaction, into MLflow's own tables (it
 table objects): the same rows MLflow's calls would have written (``tests/test_sql_runs.py``
 reads both back through ``MlflowClient`` and compares them).
 
-Only a store ``sql_metrics.fast_store`` accepts takes this path.
+Only a store ``buffered_store`` accepts takes this path (``sql_metrics.fast_store``'s, with
+the MLflow pieces used here).
 """
 
 from __future__ import annotations
@@ -27,9 +28,7 @@ from mlflow.entities.lifecycle_stage import LifecycleStage
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_USER
-from mlflow.utils.name_utils import _generate_random_name
 from mlflow.utils.uri import append_to_uri_path
-from mlflow.utils.validation import _validate_dataset_inputs, _validate_tag
 from sqlalchemy.exc import IntegrityError
 
 from xent_tf.track import sql_metrics
@@ -45,6 +44,46 @@ def _tables() -> Any:
     from mlflow.store.tracking.dbmodels import models
 
     return models
+
+
+# MLflow internals used here besides ``sql_metrics``'s (imported only once a store takes this
+# path, as ``sql_metrics`` does): its validation of tags and dataset inputs, its random run
+# names, and the tables of runs, tags, experiments, datasets and inputs.
+_INTERNALS = {
+    "mlflow.utils.validation": ("_validate_tag", "_validate_dataset_inputs"),
+    "mlflow.utils.name_utils": ("_generate_random_name",),
+    "mlflow.store.tracking.dbmodels.models": (
+        "SqlExperiment",
+        "SqlRun",
+        "SqlTag",
+        "SqlDataset",
+        "SqlInput",
+        "SqlInputTag",
+    ),
+}
+
+
+def buffered_store(client: Any) -> Any | None:
+    """The client's store when a whole run can be written into it here, else None.
+
+    Args:
+        client: an MLflow client.
+
+    Returns:
+        ``sql_metrics.fast_store``'s store when the installed MLflow also has the pieces used
+        here; None otherwise (the run is recorded by MLflow's calls).
+    """
+    import importlib
+
+    store = sql_metrics.fast_store(client)
+    if store is None or not hasattr(store, "ARTIFACTS_FOLDER_NAME"):
+        return None
+    try:
+        modules = {name: importlib.import_module(name) for name in _INTERNALS}
+    except ImportError:  # pragma: no cover
+        return None
+    present = all(hasattr(modules[m], n) for m, names in _INTERNALS.items() for n in names)
+    return store if present else None
 
 
 def now_millis() -> int:
@@ -86,6 +125,8 @@ def create_run(
             f"different values (run_name='{run_name}', mlflow.runName='{named}').",
             INVALID_PARAMETER_VALUE,
         )
+    from mlflow.utils.name_utils import _generate_random_name
+
     name = run_name or named or _generate_random_name()
     initial.setdefault(MLFLOW_RUN_NAME, name)
     run_id = uuid.uuid4().hex
@@ -169,6 +210,8 @@ class PendingRecords:
         Raises:
             mlflow.exceptions.MlflowException: an invalid tag key.
         """
+        from mlflow.utils.validation import _validate_tag
+
         for index, (key, value) in enumerate(tags.items()):
             checked = _validate_tag(key, value, path=f"tags[{index}]")
             self.tags[checked.key] = checked.value
@@ -188,6 +231,8 @@ class PendingRecords:
         Raises:
             mlflow.exceptions.MlflowException: an invalid dataset or input tag.
         """
+        from mlflow.utils.validation import _validate_dataset_inputs
+
         _validate_dataset_inputs(list(inputs))
         self.inputs.extend(inputs)
 

@@ -46,7 +46,7 @@ from mlflow.store.artifact.artifact_repository_registry import get_artifact_repo
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 from sqlalchemy.exc import SQLAlchemyError
 
-from xent_tf.track import connection, disk_reserve, sql_metrics, sql_runs
+from xent_tf.track import connection, disk_reserve, sql_runs
 from xent_tf.track.artifacts import (
     METRIC_BATCH,
     MODEL_NAME,
@@ -425,7 +425,7 @@ class BufferedRun(MlflowRun):
     for the next try (``_close_after_error`` frees the disk reserve and ends it again).
     Artifacts (config.yaml, series, the log, model files) are uploaded at once, as
     ``MlflowRun`` uploads them. Made by ``open_run(buffered=True)`` when the store is one
-    ``sql_metrics.fast_store`` accepts; a run that logs an MLflow logged model writes what it
+    ``sql_runs.buffered_store`` accepts; a run that logs an MLflow logged model writes what it
     holds first (the model links to the run's metrics) and the model through MLflow's calls.
     """
 
@@ -637,7 +637,7 @@ def open_run(
         spool_dir: where to keep what the run cannot send if the server stops answering
             (``spool.SPOOL_FILE``; the run goes on and replays it at its end, or leaves it for
             ``replay_spool``). None: the run fails when the server stops answering.
-        buffered: in a local database store (``sql_metrics.fast_store``), keep the run's
+        buffered: in a local database store (``sql_runs.buffered_store``), keep the run's
             params, tags, metrics and dataset inputs in memory and write them with its final
             status in one transaction (``BufferedRun``): for a run whose numbers are all known
             when it is recorded (a trained replica). Its records are not visible while it
@@ -663,7 +663,7 @@ def open_run(
     ):
         disk_reserve.keep_reserve(tracking_uri)  # room to end the run should its disk fill
         client = mlflow_client(tracking_uri)  # opening a damaged or full SQLite store fails here
-        store = sql_metrics.fast_store(client) if buffered else None
+        store = sql_runs.buffered_store(client) if buffered else None
         experiment_id = cached_experiment_id(client, tracking_uri, experiment_name, refresh=False)
         try:
             run_id, artifact_uri = _create_run(
@@ -710,7 +710,7 @@ def _create_run(
     tags: Mapping[str, str],
 ) -> tuple[str, str]:
     """Create a RUNNING run: by MLflow's client, or into ``store`` (a ``BufferedRun``'s, from
-    ``sql_metrics.fast_store``) with ``sql_runs.create_run``.
+    ``sql_runs.buffered_store``) with ``sql_runs.create_run``.
 
     Returns:
         (the run's id, its artifact URI).
