@@ -177,3 +177,34 @@ def test_a_failing_batch_job_is_failed_as_hydra_fails_it(
     assert isinstance(ours._return_value, ValueError)
     assert str(ours._return_value) == "the task failed"
     assert our_events == their_events and our_events[-1] == "end 3 FAILED"
+
+
+def test_the_hydra_files_yaml_is_omegaconfs_to_the_byte_for_awkward_values() -> None:
+    """Entries are rendered in place and reused across jobs: long lines that PyYAML wraps by
+    column, strings that read as booleans or numbers, NaN, empty and nested containers."""
+    from xent_tf.launch.replica_job import _mapping_yaml
+
+    words = " ".join(f"word{i}" for i in range(40))  # wrapped at PyYAML's 80 columns
+    for job in range(3):  # the second and third jobs reuse the first one's shared entries
+        config = OmegaConf.create(
+            {
+                "seed": job,
+                "note": f"job {job}: {words}",
+                "flags": {"a": "yes", "b": "1.5", "c": "null", "d": None, "e": float("nan")},
+                "hydra": {
+                    "help": {"template": f"{words}\n\n{words}", "app_name": "x"},
+                    "job": {"id": f"run_{job}", "num": job, "override_dirname": words},
+                    "empty": {},
+                    "runs": [[1, 2], {"k": words}, []],
+                    "deep": {"deeper": {"deepest": {"text": words, "n": job}}},
+                },
+            }
+        )
+        task = OmegaConf.to_container(config, enum_to_str=True)
+        assert isinstance(task, dict)
+        hydra = task.pop("hydra")
+        assert _mapping_yaml(task, ()) == OmegaConf.to_yaml(OmegaConf.masked_copy(
+            config, [str(k) for k in config if k != "hydra"]))  # fmt: skip
+        assert "hydra:\n" + _mapping_yaml(hydra, ("hydra",)) == OmegaConf.to_yaml(
+            OmegaConf.masked_copy(config, "hydra")
+        )

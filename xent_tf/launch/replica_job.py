@@ -25,8 +25,8 @@ import functools
 import json
 import logging
 import os
-import textwrap
 from pathlib import Path
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import (
@@ -111,47 +111,71 @@ def _task_config(config: DictConfig) -> DictConfig:
 def _save_hydra_files(config: DictConfig, task_config: DictConfig, directory: Path) -> None:
     """The job's ``config.yaml``, ``hydra.yaml`` and ``overrides.yaml``, as Hydra writes them."""
     directory.mkdir(parents=True, exist_ok=True)
+    task = OmegaConf.to_container(task_config, enum_to_str=True)
+    hydra = OmegaConf.to_container(config.hydra, enum_to_str=True)
     texts = {
-        "config.yaml": _mapping_yaml(task_config, ""),
-        # hydra.yaml is the YAML of {hydra: <the node>}: its entries indented under the key.
-        "hydra.yaml": "hydra:\n" + _mapping_yaml(config.hydra, "  "),
+        "config.yaml": _mapping_yaml(task, ()),
+        "hydra.yaml": "hydra:\n" + _mapping_yaml(hydra, ("hydra",)),
         "overrides.yaml": OmegaConf.to_yaml(config.hydra.overrides.task),
     }
     for name, text in texts.items():
         (directory / name).write_text(text, encoding="utf-8")
 
 
-def _mapping_yaml(node: DictConfig, indent: str) -> str:
-    """``OmegaConf.to_yaml(node)``, each line indented by ``indent``.
+def _mapping_yaml(mapping: Any, path: tuple[str, ...]) -> str:
+    """The lines ``OmegaConf.to_yaml`` writes for a mapping's entries, the mapping sitting under
+    the keys ``path`` of the file.
 
-    Block-style YAML of a mapping is its entries' YAML one after another. The jobs of a sweep
-    share most entries (the data, model and loss settings; the launcher, logging and help
-    settings of the hydra node): each entry's text is made once (``_entry_yaml``, keyed by its
-    JSON) instead of by PyYAML's pure-Python emitter for every job.
+    Block-style YAML of a mapping is its entries' lines one after another. The jobs of a sweep
+    share most entries (data and model settings; the launcher, logging and help settings of
+    the hydra node): each entry's lines are made once per process (``_entry_yaml``, keyed by
+    the entry's JSON) instead of by PyYAML's pure-Python emitter for every job.
 
     Args:
-        node: a mapping of the job's config.
-        indent: put before every line.
+        mapping: plain data (``OmegaConf.to_container``) of a node of the job's config.
+        path: the keys the node sits under (``()``: the file's top level).
 
     Returns:
-        Its YAML text.
+        Its entries' YAML lines.
     """
-    container = OmegaConf.to_container(node, enum_to_str=True)
-    assert isinstance(container, dict)
+    assert isinstance(mapping, dict)
     parts = []
-    for key, value in container.items():
+    for key, value in mapping.items():
         try:
             entry = json.dumps({key: value})
         except (TypeError, ValueError):
             entry = ""
         if entry and json.loads(entry) == {key: value}:
-            parts.append(_entry_yaml(entry, indent))
+            parts.append(_entry_yaml(entry, path))
         else:  # not plain JSON data (e.g. a key that is not a string): no shared text for it
-            parts.append(textwrap.indent(OmegaConf.to_yaml({key: value}), indent))
+            parts.append(_rendered({key: value}, path))
     return "".join(parts)
 
 
+@functools.lru_cache(maxsize=1024)
+def _entry_yaml(entry: str, path: tuple[str, ...]) -> str:
+    """One entry (``{key: value}`` as JSON) of a mapping under ``path``, as YAML lines.
+
+    An entry that is itself a mapping is made of its own entries' lines, under its key's line:
+    an entry that differs from job to job (``hydra.job``, ``hydra.runtime``, ``optimizer``)
+    differs in a few of its own entries only, and the others are made once.
+    """
+    ((key, value),) = json.loads(entry).items()
+    if isinstance(value, dict) and value and _key_line(key, path).endswith(":\n"):
+        return _key_line(key, path) + _mapping_yaml(value, (*path, key))
+    return _rendered({key: value}, path)  # a leaf, or a key PyYAML writes otherwise ("? ...")
+
+
 @functools.lru_cache(maxsize=256)
-def _entry_yaml(entry: str, indent: str) -> str:
-    """One entry of a mapping (``{key: value}`` as JSON) as YAML, indented by ``indent``."""
-    return textwrap.indent(OmegaConf.to_yaml(json.loads(entry)), indent)
+def _key_line(key: str, path: tuple[str, ...]) -> str:
+    """The line of a key whose value is a (non-empty) block mapping, under ``path``."""
+    return _rendered({key: {"_": 0}}, path).splitlines(keepends=True)[0]
+
+
+def _rendered(data: dict[str, Any], path: tuple[str, ...]) -> str:
+    """``OmegaConf.to_yaml``'s lines for ``data`` placed under the keys ``path``: rendered in
+    place, since PyYAML wraps a long line by its column, so its depth matters."""
+    for key in reversed(path):
+        data = {key: data}
+    lines = OmegaConf.to_yaml(data).splitlines(keepends=True)
+    return "".join(lines[len(path) :])
