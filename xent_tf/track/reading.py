@@ -24,6 +24,7 @@ from mlflow.entities import (
 )
 from mlflow.utils.file_utils import get_local_path_or_none
 
+from xent_tf.track import sql_reads
 from xent_tf.track.artifacts import SERIES_DIR, metric_name, series_file_name
 from xent_tf.track.connection import UI_ADDRESS, mlflow_client
 from xent_tf.track.run_record import RunRecord, RunStatus, diverged_epoch_of, no_suggestion_of
@@ -175,17 +176,27 @@ def fetch_children(
     if handed is not None:
         return handed
     client = mlflow_client(tracking_uri)
-    children = client.search_runs(
-        [parent.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent.run_id}'",
-        max_results=10_000,
-    )
-    histories = _bulk_histories(
-        client,
-        [run.info.run_id for run in children],
-        [m for m in history_metrics if any(m in run.data.metrics for run in children)],
-    )
+    store = sql_reads.read_store(client)
+    if store is not None:  # a local database: a few statements instead of MLflow's ORM
+        children = sql_reads.child_runs(store, parent.experiment_id, parent.run_id)
+        histories: dict[tuple[str, str], list[float]] | None = sql_reads.metric_histories(
+            store, [run.info.run_id for run in children], _logged(history_metrics, children)
+        )
+    else:
+        children = client.search_runs(
+            [parent.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent.run_id}'",
+            max_results=10_000,
+        )
+        histories = _bulk_histories(
+            client, [run.info.run_id for run in children], _logged(history_metrics, children)
+        )
     return [_record(client, run, history_metrics, histories) for run in children]
+
+
+def _logged(metrics: Sequence[str], runs: Sequence[Any]) -> list[str]:
+    """The ``metrics`` some of ``runs`` logged (as a latest value)."""
+    return [m for m in metrics if any(m in run.data.metrics for run in runs)]
 
 
 # Most run ids in one bulk history query (SQLite's bound-parameter limit is far above this).
@@ -197,7 +208,7 @@ _BULK_POINTS = 5_000_000
 
 def _bulk_histories(
     client: MlflowClient, run_ids: Sequence[str], metrics: Sequence[str]
-) -> dict[tuple[str, str], list[Metric]] | None:
+) -> dict[tuple[str, str], list[float]] | None:
     """Every point of ``metrics`` of every run in ``run_ids``, one query per metric and chunk.
 
     A database store answers a metric's history for many runs at once (the call MLflow's UI
@@ -206,21 +217,27 @@ def _bulk_histories(
     ``_record`` then asks run by run.
 
     Returns:
-        {(run id, metric): its points, in MLflow's order}, or None.
+        {(run id, metric): its values in step order (``_in_step_order``)}, or None.
     """
     store = getattr(getattr(client, "_tracking_client", None), "store", None)
     bulk = getattr(store, "get_metric_history_bulk", None)
     if bulk is None or not run_ids:
         return None
-    histories: dict[tuple[str, str], list[Metric]] = {}
+    points: dict[tuple[str, str], list[Metric]] = {}
     for metric in metrics:
         for start in range(0, len(run_ids), _BULK_RUNS):
-            points = bulk(run_ids[start : start + _BULK_RUNS], metric, _BULK_POINTS)
-            if len(points) >= _BULK_POINTS:
+            found = bulk(run_ids[start : start + _BULK_RUNS], metric, _BULK_POINTS)
+            if len(found) >= _BULK_POINTS:
                 return None  # possibly cut short: ask run by run instead
-            for point in points:
-                histories.setdefault((point.run_id, metric), []).append(point)
-    return histories
+            for point in found:
+                points.setdefault((point.run_id, metric), []).append(point)
+    return {key: _in_step_order(history) for key, history in points.items()}
+
+
+def _in_step_order(points: Sequence[Metric]) -> list[float]:
+    """A history's values ordered by step, then timestamp (a stable sort of MLflow's order:
+    points logged at the same step and time stay ordered by value)."""
+    return [m.value for m in sorted(points, key=_step)]
 
 
 def _series_from_artifacts(
@@ -261,23 +278,20 @@ def _record(
     client: MlflowClient,
     run: Any,
     history_metrics: Sequence[str],
-    histories: Mapping[tuple[str, str], list[Metric]] | None = None,
+    histories: Mapping[tuple[str, str], list[float]] | None = None,
 ) -> RunRecord:
     """A run as a RunRecord, with the full history of each of ``history_metrics`` it logged
-    (as metric points, or as a ``series/`` artifact); ``histories``: the points fetched in
-    bulk already (``_bulk_histories``), else each history is asked for."""
+    (as metric points, or as a ``series/`` artifact); ``histories``: the values read in bulk
+    already, in step order (``_bulk_histories``, ``sql_reads.metric_histories``), else each
+    history is asked for."""
     run_id = run.info.run_id
 
-    def points(name: str) -> list[Metric]:
+    def values(name: str) -> list[float]:
         if histories is not None:
             return histories.get((run_id, name), [])
-        return client.get_metric_history(run_id, name)
+        return _in_step_order(client.get_metric_history(run_id, name))
 
-    history = {
-        name: [m.value for m in sorted(points(name), key=_step)]
-        for name in history_metrics
-        if name in run.data.metrics
-    }
+    history = {name: values(name) for name in history_metrics if name in run.data.metrics}
     missing = [name for name in history_metrics if name not in history]
     if missing:
         history.update(
