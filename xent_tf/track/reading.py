@@ -1,8 +1,9 @@
 """Reading studies back: a sweep's parent and its children as run records (reports, ledger).
 
-A study's children are read in bulk (one history query for every run, long series from their
-artifacts); reads a sweep already made can be handed over (``hand_over_reads``) so the report
-at its end does not read them again.
+A study's children are read in bulk: from a local database store by ``sql_reads``' few
+statements, else by MLflow's search and one history query per metric for all runs; long series
+from their artifacts. Reads a sweep already made can be handed over (``hand_over_reads``) so
+the report at its end does not read them again.
 """
 
 from __future__ import annotations
