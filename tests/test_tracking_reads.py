@@ -184,15 +184,20 @@ def _fields(record: RunRecord) -> dict[str, object]:
 def test_children_read_by_sql_equal_what_mlflows_calls_give(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    compare_read_paths(f"sqlite:///{tmp_path / 'store.db'}", tmp_path, monkeypatch)
+
+
+def compare_read_paths(uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A local database store's children read with a few SQL statements
     (``sql_reads``) are the records MLflow's ``search_runs`` and bulk histories give, in the
     same order: buffered and unbuffered runs, a FAILED run with NaN and inf values, a range
     test's series, points at one step and time told apart by value; deleted runs, another
-    parent's and another experiment's runs left out."""
-    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    parent's and another experiment's runs left out (also run on PostgreSQL:
+    ``tests/integration/test_buffered_runs.py``)."""
+    client = MlflowClient(uri)
+    client.create_experiment("study", artifact_location=(tmp_path / "artifacts").as_uri())
     parent_id, experiment_id = writing.start_parent_run(uri, "study", "parent", {})
     other_parent, _ = writing.start_parent_run(uri, "study", "other parent", {})
-    client = MlflowClient(uri)
     for buffered in (True, False):
         with writing.open_run(
             uri, "study", f"b{buffered}", parent_id, {"seed": "1"}, buffered=buffered
@@ -225,7 +230,9 @@ def test_children_read_by_sql_equal_what_mlflows_calls_give(
     deleted = client.create_run(experiment_id, tags={"mlflow.parentRunId": parent_id})
     client.delete_run(deleted.info.run_id)
     client.create_run(experiment_id, tags={"mlflow.parentRunId": other_parent})
-    elsewhere = client.create_experiment("elsewhere")
+    elsewhere = client.create_experiment(
+        "elsewhere", artifact_location=(tmp_path / "elsewhere").as_uri()
+    )
     client.create_run(elsewhere, tags={"mlflow.parentRunId": parent_id})
     parent = reading.StudyRun(parent_id, experiment_id, "study", "", "RUNNING", 0)
     wanted = ("val/loss", "val/acc", "lr_find/loss", "train/batch_loss", "never/logged")

@@ -1,6 +1,7 @@
 """Buffered runs (``writing.BufferedRun``) in a PostgreSQL store read back as MLflow's own calls
 record them, and processes writing buffered runs into one store at once (SQLite, PostgreSQL),
-all logging the same data set, lose nothing and share one dataset record per split."""
+all logging the same data set, lose nothing and share one dataset record per split; a study's
+children read back from PostgreSQL by ``sql_reads`` are what MLflow's calls read."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from mlflow import MlflowClient
 
 from tests.integration.services import Postgres
 from tests.test_sql_runs import SPLITS, _run, snapshot
+from tests.test_tracking_reads import compare_read_paths
 from xent_tf.track import writing
 
 pytestmark = pytest.mark.integration
@@ -35,6 +37,14 @@ def test_a_buffered_run_in_postgresql_reads_back_as_mlflows_calls_record_it(
     assert ours == snapshot(client, by_mlflow)
     assert ours["status"] == ("FAILED" if fail else "FINISHED")
     assert len(ours["datasets"]) == (0 if fail else 3)
+
+
+def test_a_studys_children_read_from_postgresql_by_sql_are_what_mlflows_calls_give(
+    postgres: Postgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sql_reads`` on PostgreSQL (its collation orders the run ids, its booleans, its
+    floats): the records MLflow's path gives, field by field."""
+    compare_read_paths(postgres.create_database("sql_reads"), tmp_path, monkeypatch)
 
 
 def record_runs(uri: str, start: float, runs: int) -> None:
