@@ -6,9 +6,10 @@
     python -m benchmarks.performance_doc --check    # exit 1 if the file is not what it renders
 
 Each section's rows are the ones the bench prints (``bench.training_table``, ``sweep_table``, ...,
-``replicas.replicas_table``, ``reproduce.reproduce_table``), rebuilt from the raw measurements in
-``benchmarks/results/latest.json``; a summary table lists every row that has a target, with the
-machine, date and commit that measured it. No TensorFlow or MLflow is imported.
+``replicas.replicas_table``, ``reproduce.reproduce_table``, ``evidence.evidence_table``), rebuilt
+from the raw measurements in ``benchmarks/results/latest.json``; a summary table lists every row
+that has a target, with the machine, date and commit that measured it. No TensorFlow or MLflow
+is imported.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from benchmarks import bench, results
 from benchmarks.common import REPO_ROOT, Table
+from benchmarks.evidence import evidence_table, stored_evidence
 from benchmarks.replicas import ReplicaBench, replicas_table
 from benchmarks.reproduce import ReproduceBench, reproduce_table
 
@@ -82,6 +84,8 @@ SECTIONS: dict[str, SectionSpec] = {
     "scaling": SectionSpec(lambda data: bench.scaling_table([_scaling_point(p) for p in data])),
     "replicas": SectionSpec(lambda data: replicas_table(_replicas(data))),
     "reproduce": SectionSpec(lambda data: reproduce_table(ReproduceBench(**data))),
+    "evidence": SectionSpec(lambda data: evidence_table(stored_evidence(data))),
+    "evidence-full": SectionSpec(lambda data: evidence_table(stored_evidence(data))),
 }
 
 
