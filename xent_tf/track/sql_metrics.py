@@ -54,11 +54,18 @@ def fast_store(client: MlflowClient) -> Any | None:
     return store if all(hasattr(store, name) for name in _STORE_PIECES) else None
 
 
-def _tables() -> tuple[Any, Any, Any]:
-    """MLflow's metric, latest-metric and param tables (its own SQLAlchemy definitions)."""
-    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam
+def mlflow_models() -> Any:
+    """MLflow's table objects (its own SQLAlchemy definitions, ``SqlRun``, ``SqlMetric``, ...),
+    imported only once a store takes a path of this package's."""
+    from mlflow.store.tracking.dbmodels import models
 
-    return SqlMetric.__table__, SqlLatestMetric.__table__, SqlParam.__table__
+    return models
+
+
+def _tables() -> tuple[Any, Any, Any]:
+    """MLflow's metric, latest-metric and param tables."""
+    models = mlflow_models()
+    return models.SqlMetric.__table__, models.SqlLatestMetric.__table__, models.SqlParam.__table__
 
 
 def _order(row: Any) -> tuple[int, int, float]:

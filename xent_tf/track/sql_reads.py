@@ -29,13 +29,6 @@ from xent_tf.track import sql_metrics
 _CHUNK_RUNS = 500
 
 
-def _tables() -> Any:
-    """MLflow's table objects (its own SQLAlchemy definitions), by name."""
-    from mlflow.store.tracking.dbmodels import models
-
-    return models
-
-
 def read_store(client: Any) -> Any | None:
     """The client's store when a sweep's children can be read from it here, else None.
 
@@ -50,7 +43,7 @@ def read_store(client: Any) -> Any | None:
     if store is None:
         return None
     try:
-        models = _tables()
+        models = sql_metrics.mlflow_models()
     except ImportError:  # pragma: no cover - depends on the installed MLflow
         return None
     tables = ("SqlRun", "SqlTag", "SqlParam", "SqlLatestMetric", "SqlMetric")
@@ -75,7 +68,7 @@ def child_runs(store: Any, experiment_id: str, parent_run_id: str) -> list[Run]:
         The runs (info, params, tags, latest metrics; no dataset inputs or model outputs),
         newest start first, then by run id, as MLflow orders them; deleted runs left out.
     """
-    models = _tables()
+    models = sql_metrics.mlflow_models()
     runs, run_tags = models.SqlRun.__table__, models.SqlTag.__table__
     params, latest = models.SqlParam.__table__, models.SqlLatestMetric.__table__
     parent_tag = run_tags.alias("parent_tag")
@@ -176,7 +169,7 @@ def metric_histories(
     """
     if not run_ids or not metrics:
         return {}
-    table = _tables().SqlMetric.__table__
+    table = sql_metrics.mlflow_models().SqlMetric.__table__
     nan = float("nan")
     histories: dict[tuple[str, str], list[float]] = {}
     with store.ManagedSessionMaker() as session:

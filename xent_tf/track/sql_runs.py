@@ -39,13 +39,6 @@ from xent_tf.track import sql_metrics
 _WRITE_ATTEMPTS = 3
 
 
-def _tables() -> Any:
-    """MLflow's table objects (its own SQLAlchemy definitions), by name."""
-    from mlflow.store.tracking.dbmodels import models
-
-    return models
-
-
 # MLflow internals used here besides ``sql_metrics``'s (imported only once a store takes this
 # path, as ``sql_metrics`` does): its validation of tags and dataset inputs, its random run
 # names, and the tables of runs, tags, experiments, datasets and inputs.
@@ -111,7 +104,7 @@ def create_run(
         mlflow.exceptions.MlflowException: no such experiment, or it is not active (as
             ``create_run`` raises); ``run_name`` and an ``mlflow.runName`` tag differ.
     """
-    models = _tables()
+    models = sql_metrics.mlflow_models()
     experiments, runs, run_tags = (
         models.SqlExperiment.__table__,
         models.SqlRun.__table__,
@@ -287,7 +280,7 @@ class PendingRecords:
         latest: dict[str, dict[str, Any]],
     ) -> None:
         """The transaction of ``write``."""
-        runs = _tables().SqlRun.__table__
+        runs = sql_metrics.mlflow_models().SqlRun.__table__
         # The run's row first: a write as the transaction's first statement takes SQLite's
         # write lock before the reads below, so no other writer commits between them.
         values: dict[str, Any] = {"lifecycle_stage": LifecycleStage.ACTIVE}
@@ -310,7 +303,7 @@ class PendingRecords:
 
 def _refuse_inactive(session: Any, run_id: str) -> None:
     """Raise what MLflow raises for a run that is missing or not active."""
-    runs = _tables().SqlRun.__table__
+    runs = sql_metrics.mlflow_models().SqlRun.__table__
     stage = session.execute(
         runs.select().with_only_columns(runs.c.lifecycle_stage).where(runs.c.run_uuid == run_id)
     ).scalar()
@@ -326,7 +319,7 @@ def _upsert_tags(session: Any, run_id: str, tags: Mapping[str, str]) -> None:
     """Set tags: a key the run holds gets the new value, as MLflow's ``set_tag`` does."""
     if not tags:
         return
-    table = _tables().SqlTag.__table__
+    table = sql_metrics.mlflow_models().SqlTag.__table__
     held = set(
         session.execute(
             table.select()
@@ -351,7 +344,7 @@ def _insert_inputs(session: Any, run_id: str, inputs: Sequence[DatasetInput]) ->
     dataset once, with the first input's tags."""
     if not inputs:
         return
-    models = _tables()
+    models = sql_metrics.mlflow_models()
     runs, datasets = models.SqlRun.__table__, models.SqlDataset.__table__
     links, link_tags = models.SqlInput.__table__, models.SqlInputTag.__table__
     unique: dict[tuple[str, str], DatasetInput] = {}
