@@ -136,6 +136,37 @@ class RunRecorder(Protocol):
     ) -> None: ...
 
 
+def step_metrics(metrics: Mapping[str, float], step: int) -> list[Metric]:
+    """One step's metrics as MLflow's, stamped now.
+
+    Args:
+        metrics: {name: value}.
+        step: their step.
+
+    Returns:
+        The metrics.
+    """
+    now = sql_runs.now_millis()
+    return [Metric(k, float(v), now, step) for k, v in metrics.items()]
+
+
+def series_metrics(series: Mapping[str, Sequence[float] | np.ndarray]) -> list[Metric]:
+    """Whole per-step series ({name: values}, step = index) as MLflow's metrics, stamped now.
+
+    Args:
+        series: {name: its values, one per step}.
+
+    Returns:
+        The metrics, series by series in step order.
+    """
+    now = sql_runs.now_millis()
+    return [
+        Metric(name, float(value), now, step)
+        for name, values in series.items()
+        for step, value in enumerate(values)
+    ]
+
+
 @dataclass
 class MlflowRun:
     """An open MLflow run (use ``open_run``)."""
@@ -257,8 +288,7 @@ class MlflowRun:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Buffer one step's metrics; send the buffer when ``_FLUSH_SECONDS`` have passed."""
-        now = int(time.time() * 1000)
-        logged = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        logged = step_metrics(metrics, step)
         self._buffer.extend(logged)
         self._latest.update((m.key, m) for m in logged)
         if time.monotonic() - self._last_flush >= _FLUSH_SECONDS:
@@ -266,12 +296,7 @@ class MlflowRun:
 
     def log_series(self, series: Mapping[str, Sequence[float] | np.ndarray]) -> None:
         """Log whole per-step series ({name: values}, step = index) at once."""
-        now = int(time.time() * 1000)
-        self._buffer.extend(
-            Metric(name, float(value), now, step)
-            for name, values in series.items()
-            for step, value in enumerate(values)
-        )
+        self._buffer.extend(series_metrics(series))
         self.flush()
 
     def log_file(self, path: Path, artifact_dir: str | None = None) -> None:
@@ -442,21 +467,13 @@ class BufferedRun(MlflowRun):
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Keep one step's metrics for the run's end."""
-        now = int(time.time() * 1000)
-        logged = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        logged = step_metrics(metrics, step)
         self.pending.add_metrics(logged)
         self._latest.update((m.key, m) for m in logged)
 
     def log_series(self, series: Mapping[str, Sequence[float] | np.ndarray]) -> None:
         """Keep whole per-step series ({name: values}, step = index) for the run's end."""
-        now = int(time.time() * 1000)
-        self.pending.add_metrics(
-            [
-                Metric(name, float(value), now, step)
-                for name, values in series.items()
-                for step, value in enumerate(values)
-            ]
-        )
+        self.pending.add_metrics(series_metrics(series))
 
     def log_datasets(
         self, splits: Mapping[str, DatasetSplit], name: str, source: Mapping[str, str]
