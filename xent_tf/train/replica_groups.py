@@ -158,9 +158,10 @@ def spread_batches(
 
     while len(spread) < n_workers and (fewer := halved(min_replicas)) is not None:
         spread = fewer
+    finish = last_finish([len(b) for b in spread], n_workers)
     while len(spread) >= n_workers and (evener := halved(min_fill_replicas)) is not None:
-        finish = last_finish([len(b) for b in spread], n_workers)
-        if last_finish([len(b) for b in evener], n_workers) >= finish:
+        sooner = last_finish([len(b) for b in evener], n_workers)
+        if sooner >= finish:
             break
-        spread = evener
+        spread, finish = evener, sooner
     return spread
